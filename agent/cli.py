@@ -1,0 +1,171 @@
+"""edgeaudit-agent: the gateway agent's command line.
+
+    edgeaudit-agent replay FILE [FILE...] --jsonl OUT [--summary]
+    edgeaudit-agent synth OUT.pcap --packets N [--seed S]
+
+`replay` is the offline mode every test and tool uses: it reads captures in
+order as one stream (time comes from the packets), writes every record as JSON
+lines, and exits 0; a capture that is not a capture or is cut short gets a
+one-line error naming the file and byte offset and exit status 2, after the
+records of everything before the damage were written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from agent.capture import CaptureError, open_capture
+from agent.pipeline import Pipeline, Record
+from wire.jsonl import JsonlWriter
+
+EXIT_BAD_INPUT = 2
+
+
+class _Progress:
+    """A one-line progress bar on stderr, shown only once a run has taken more than a second."""
+
+    def __init__(self, enabled: bool, stream: IO[str]) -> None:
+        self.enabled = enabled
+        self.stream = stream
+        self.t0 = time.monotonic()
+        self.shown = False
+        self.next_t = self.t0 + 1.0
+
+    def update(self, name: str, done: int, total: int, packets: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now < self.next_t:
+            return
+        self.next_t = now + 0.25
+        self.shown = True
+        frac = done / total if total else 1.0
+        width = 30
+        bar = "#" * int(frac * width)
+        rate = packets / max(now - self.t0, 1e-9)
+        self.stream.write(f"\r{Path(name).name[:30]:<30} [{bar:<{width}}] {frac * 100:5.1f}% "
+                          f"{packets:>11,} pkts {rate:>10,.0f} pkt/s")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _summary(p: Pipeline, elapsed: float, out: IO[str]) -> None:
+    c = p.counters()
+    span = (p.last_ts - p.first_ts) if p.first_ts is not None else 0.0
+    rows: list[tuple[str, str]] = [
+        ("packets", f"{p.packets:,}"),
+        ("bytes", f"{p.bytes:,}"),
+        ("capture span", f"{span:,.3f} s"),
+        ("flows", f"{c['flows_created']:,}"),
+        ("flows evicted", f"{c['flows_evicted']:,}"),
+        ("non-IP frames", f"{c['decode_non_ip']:,}"),
+        ("malformed", f"{c['decode_malformed']:,}"),
+        ("processing time", f"{elapsed:,.2f} s"),
+        ("packets/s", f"{p.packets / elapsed if elapsed > 0 else 0:,.0f}"),
+    ]
+    out.write("\nrecords\n")
+    for t, n in sorted(p.records_by_type.items()):
+        out.write(f"  {t:<16} {n:>12,}\n")
+    out.write("totals\n")
+    for k, v in rows:
+        out.write(f"  {k:<16} {v:>12}\n")
+    if p.weird_names:
+        out.write("weird names\n")
+        for name, n in p.weird_names.most_common():
+            out.write(f"  {name:<40} {n:>8,}\n")
+    out.flush()
+
+
+def cmd_replay(a: argparse.Namespace) -> int:
+    writer = JsonlWriter(a.jsonl) if a.jsonl else None
+
+    def sink(records: list[Record]) -> None:
+        if writer is not None:
+            writer.write_many(records)
+
+    p = Pipeline(sink, max_flows=a.max_flows)
+    progress = _Progress(a.progress if a.progress is not None else sys.stderr.isatty(), sys.stderr)
+    t0 = time.perf_counter()
+    status = 0
+    try:
+        for path in a.files:
+            try:
+                with open_capture(path) as cap:
+                    for batch in cap.batches(4096):
+                        p.feed(batch)
+                        progress.update(path, cap.offset, cap.size, p.packets)
+            except CaptureError as e:
+                progress.close()
+                print(f"edgeaudit-agent: {e}", file=sys.stderr)
+                status = EXIT_BAD_INPUT
+                break
+            except OSError as e:
+                progress.close()
+                print(f"edgeaudit-agent: {path}: offset 0: {e.strerror or e}", file=sys.stderr)
+                status = EXIT_BAD_INPUT
+                break
+        p.finish()
+        if a.stats:
+            sink([p.stats_record(time.perf_counter() - t0)])
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+    if a.summary:
+        _summary(p, time.perf_counter() - t0, sys.stdout)
+    return status
+
+
+def cmd_synth(a: argparse.Namespace) -> int:
+    from agent.synth import generate
+
+    st = generate(a.out, packets=a.packets, seed=a.seed, concurrency=a.concurrency)
+    print(f"wrote {a.out}: {st.packets:,} packets, {st.bytes:,} bytes")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edgeaudit-agent", description="Network-edge audit agent.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("replay", help="decode capture files into records (offline mode)")
+    r.add_argument("files", nargs="+", help="pcap or pcapng files, read in order as one stream")
+    r.add_argument("--jsonl", type=Path, help="write every record here as JSON lines")
+    r.add_argument("--summary", action="store_true", help="print a table of records, packets, flows, weirds")
+    r.add_argument("--stats", action="store_true", help="also write a final `stats` record")
+    r.add_argument("--max-flows", type=int, default=1_000_000, help="flow table limit (default 1,000,000)")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    g.add_argument("--no-progress", dest="progress", action="store_false")
+    r.set_defaults(func=cmd_replay)
+    s = sub.add_parser("synth", help="write a realistic synthetic gateway capture")
+    s.add_argument("out", type=Path)
+    s.add_argument("--packets", type=int, default=100_000)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--concurrency", type=int, default=400)
+    s.set_defaults(func=cmd_synth)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a: Any = build_parser().parse_args(argv)
+    try:
+        rc: int = a.func(a)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

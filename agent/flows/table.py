@@ -1,0 +1,459 @@
+"""The flow table: packets in, Zeek-grade `session` records out.
+
+What: `FlowTable.process(ts, pkt)` finds or creates the bidirectional flow of
+a decoded packet and updates it; flows leave the table when they end (Zeek's
+removal timers), time out, are evicted at the size limit, or when `flush()`
+is called at the end of a capture; each leaving flow becomes one `session`
+record (SCHEMA.md), and long flows also give interim records every
+`INTERIM_INTERVAL` seconds of packet time.
+
+How (DESIGN.md data path step 3):
+- one dict maps both the forward and the reverse key (5-tuple + VLANs) of a
+  flow to the same `Flow`, so every packet costs exactly one lookup;
+- the originator is the sender of the SYN, else of the first packet, unless
+  the port heuristics of Zeek's `WantConnection` say the first packet came from
+  the server (the history then starts with `^`);
+- TCP state, history, byte counts from sequence numbers and gaps follow
+  `agent.flows.tcp`; UDP history is D/d, conn_state SF/S0/SHR/OTH as Zeek;
+  ICMP flows use type and counterpart type (or code) as ports;
+- connections end as in Zeek: a completed close or reset is retired 5 s after
+  its last packet (tcp_close_delay), an unanswered SYN after 5 s
+  (tcp_attempt_delay), a half-closed one after 5 s idle (tcp_connection_linger);
+  a new SYN on a closed connection starts a new one (IsReuse); idle timeouts
+  are Zeek's defaults (TCP 5 min, UDP and ICMP 1 min);
+- the first payload packets of each direction are probed for the service
+  (`agent.flows.classify`); Teredo payloads are decapsulated and their inner
+  packets become flows of their own.
+
+Limits: `max_flows` (default 1,000,000) flows at once; when full, the 1% least
+recently active are retired early as session records (counted in
+`counters["flows_evicted"]`), so nothing is silently lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from agent.decode.packet import Packet
+from agent.flows import tcp as T
+from agent.flows.classify import MAX_PROBES, probe_tcp, probe_tcp_pair, probe_udp
+from agent.flows.community_id import community_id, icmp_port_equivalents
+from agent.flows.ports import LIKELY_SERVER_TCP, LIKELY_SERVER_UDP, never_flip
+
+TCP_INACTIVITY = 300.0  # Zeek tcp_inactivity_timeout
+UDP_INACTIVITY = 60.0  # Zeek udp_inactivity_timeout
+ICMP_INACTIVITY = 60.0  # Zeek icmp_inactivity_timeout
+DNS_SESSION_TIMEOUT = 10.0  # Zeek dns_session_timeout: a DNS-over-UDP flow ends 10 s after its last packet
+TCP_ATTEMPT_DELAY = 5.0  # Zeek tcp_attempt_delay
+TCP_CLOSE_DELAY = 5.0  # Zeek tcp_close_delay
+TCP_LINGER = 5.0  # Zeek tcp_connection_linger
+INTERIM_INTERVAL = 60.0  # SCHEMA.md: long connections report at least every 60 s
+SCAN_INTERVAL = 5.0  # how often (packet time) timeouts and interim reports are checked
+DEFAULT_MAX_FLOWS = 1_000_000  # ~1 KB each: about 1 GB at the limit
+_INF = float("inf")
+
+_TCP_HDR = struct.Struct("!HHIIHH")
+_PORTS = struct.Struct("!HH")
+_UDP_LEN = struct.Struct("!H")
+PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+Record = dict[str, Any]
+TunnelHook = Callable[[float, Packet, int, int], "Packet | None"]
+
+
+class Flow:
+    """One connection. Field names follow Zeek: o* = originator, r* = responder."""
+
+    __slots__ = (
+        "uid", "proto", "oip", "rip", "oport", "rport", "vlan", "ivlan", "omac", "rmac",
+        "start", "last", "opkts", "rpkts", "oipb", "ripb", "obytes", "rbytes", "history",
+        "hist_seen", "orig", "resp", "missed", "is_partial", "flipped", "service", "probes",
+        "first_o", "first_r", "key", "rkey", "idle", "hard", "interim_at", "closed", "weird_names",
+    )
+
+    def __init__(self, uid: str, proto: int, src: bytes, dst: bytes, sport: int, dport: int,
+                 vlan: int | None, ivlan: int | None, smac: bytes | None, dmac: bytes | None,
+                 ts: float, idle: float, key: tuple[Any, ...]) -> None:
+        self.uid = uid
+        self.proto = proto
+        self.oip, self.rip, self.oport, self.rport = src, dst, sport, dport
+        self.vlan, self.ivlan = vlan, ivlan
+        self.omac, self.rmac = smac, dmac
+        self.start = self.last = self.interim_at = ts
+        self.idle = idle
+        self.key = key
+        self.rkey = (dst, dport, src, sport, proto, vlan, ivlan)
+        self.history: list[str] = []
+        self.hist_seen = 0
+        self.opkts = self.rpkts = self.oipb = self.ripb = self.obytes = self.rbytes = 0
+        self.missed = 0
+        self.is_partial = False
+        self.flipped = False
+        self.service: str | None = None
+        self.probes = 0
+        self.first_o: bytes | None = None
+        self.first_r: bytes | None = None
+        self.hard = _INF
+        self.closed = False
+        self.weird_names: list[str] = []
+        self.orig: T.TcpEndpoint
+        self.resp: T.TcpEndpoint
+
+    def flip_roles(self) -> None:
+        """Swap originator and responder (Zeek's Connection::FlipRoles)."""
+        self.oip, self.rip = self.rip, self.oip
+        self.oport, self.rport = self.rport, self.oport
+        self.omac, self.rmac = self.rmac, self.omac
+        self.opkts, self.rpkts = self.rpkts, self.opkts
+        self.oipb, self.ripb = self.ripb, self.oipb
+        self.obytes, self.rbytes = self.rbytes, self.obytes
+        self.first_o, self.first_r = self.first_r, self.first_o
+        if self.proto == 6:
+            self.orig, self.resp = self.resp, self.orig
+            self.orig.hist_bit, self.resp.hist_bit = 0, 8
+        self.flipped = not self.flipped
+        self.history.append("^")
+
+
+def _mac(b: bytes | None) -> str | None:
+    return None if b is None else b.hex(":")
+
+
+class FlowTable:
+    def __init__(self, *, max_flows: int = DEFAULT_MAX_FLOWS, uid_seed: bytes = b"edgeaudit",
+                 tunnel_hook: TunnelHook | None = None) -> None:
+        self.flows: dict[tuple[Any, ...], Flow] = {}
+        self.active: dict[Flow, None] = {}
+        self.max_flows = max_flows
+        self.out: list[Record] = []
+        self.weirds: list[tuple[float, str, str, Flow | None]] = []
+        self.tunnel_hook = tunnel_hook
+        self._uid_seed = uid_seed
+        self._uid_n = 0
+        self._next_scan = 0.0
+        self.counters = {"flows_created": 0, "flows_evicted": 0, "flows_timed_out": 0,
+                         "sessions_out": 0, "interim_out": 0, "truncated_l4": 0}
+
+    # -- ids ---------------------------------------------------------------------------
+    def _uid(self) -> str:
+        self._uid_n += 1
+        h = int.from_bytes(hashlib.blake2b(self._uid_n.to_bytes(8, "big"), key=self._uid_seed[:64],
+                                           digest_size=12).digest(), "big")
+        chars = []
+        for _ in range(17):
+            h, r = divmod(h, 62)
+            chars.append(_B62[r])
+        return "C" + "".join(chars)
+
+    # -- the per-packet path -------------------------------------------------------------
+    def process(self, ts: float, pkt: Packet) -> None:
+        if ts >= self._next_scan:
+            self._scan(ts)
+        src, dst, proto, iplen, buf, off, l4len, vlan, ivlan, frame, mac_off = pkt
+        end = off + l4len
+        if end > len(buf):
+            end = len(buf)
+        if proto == 6:
+            if end - off < 20:
+                self._weird(ts, "truncated_header", "TCP", None)
+                return
+            sport, dport, seq, ack, offflags, win = _TCP_HDR.unpack_from(buf, off)
+            thl = (offflags >> 10) & 0x3C
+            if thl < 20 or thl > l4len:
+                self._weird(ts, "bad_TCP_header_len", str(thl), None)
+                return
+            flags = offflags & 0xFF
+            plen = l4len - thl
+            key = (src, sport, dst, dport, 6, vlan, ivlan)
+            f = self.flows.get(key)
+            if f is not None:
+                is_orig = f.oport == sport and f.oip == src
+                if ts - f.last > f.idle or ts > f.hard or (flags & T.SYN and self._is_reuse(f, flags, seq)):
+                    self._retire(f)
+                    f = None
+            if f is None:
+                f = self._new_tcp(ts, key, src, dst, sport, dport, flags, vlan, ivlan, frame, mac_off)
+                is_orig = f.oport == sport and f.oip == src
+            if is_orig:
+                f.opkts += 1
+                f.oipb += iplen
+            else:
+                f.rpkts += 1
+                f.ripb += iplen
+            o = f.orig
+            r = f.resp
+            if not (o.did_close and r.did_close):
+                f.last = ts
+            done = T.tcp_packet(f, is_orig, flags, seq, ack, win, plen, end - off - thl >= plen)
+            if done:
+                f.closed = True
+            if flags & 0x07 or f.rpkts == 1 or f.opkts == 1 or done:
+                self._tcp_deadline(f)
+            if plen > 0 and f.service is None and f.probes < 2 * MAX_PROBES:
+                self._probe_tcp(f, is_orig, buf[off + thl:end])
+            return
+        if proto == 17:
+            if end - off < 8:
+                self._weird(ts, "truncated_header", "UDP", None)
+                return
+            sport, dport = _PORTS.unpack_from(buf, off)
+            ulen = _UDP_LEN.unpack_from(buf, off + 4)[0]
+            if ulen < 8 or ulen > l4len:
+                self._weird(ts, "UDP_datagram_length_mismatch", f"{ulen} vs {l4len}", None)
+                ulen = l4len
+            key = (src, sport, dst, dport, 17, vlan, ivlan)
+            f = self.flows.get(key)
+            if f is not None and (ts - f.last > f.idle):
+                self._retire(f)
+                f = None
+            if f is None:
+                f = self._new_flow(ts, key, 17, src, dst, sport, dport, vlan, ivlan, frame, mac_off,
+                                   UDP_INACTIVITY)
+                if sport in LIKELY_SERVER_UDP and dport not in LIKELY_SERVER_UDP and not never_flip(dst):
+                    f.flip_roles()
+            f.last = ts
+            if f.oport == sport and f.oip == src:
+                f.opkts += 1
+                f.oipb += iplen
+                f.obytes += ulen - 8
+                if not f.hist_seen & 1:
+                    f.hist_seen |= 1
+                    f.history.append("D")
+            else:
+                f.rpkts += 1
+                f.ripb += iplen
+                f.rbytes += ulen - 8
+                if not f.hist_seen & 2:
+                    f.hist_seen |= 2
+                    f.history.append("d")
+            if f.service is None:
+                if f.probes < MAX_PROBES and ulen > 8:
+                    f.probes += 1
+                    pend = min(end, off + ulen)
+                    if self.tunnel_hook is not None and self._teredo(ts, f, pkt, off + 8, pend):
+                        return
+                    svc = probe_udp(buf[off + 8:pend], f.oport, f.rport)
+                    if svc is not None:
+                        f.service = svc
+                        if svc == "dns":
+                            f.idle = DNS_SESSION_TIMEOUT
+            elif f.service == "teredo":
+                self._teredo(ts, f, pkt, off + 8, min(end, off + ulen))
+            return
+        if proto == 1 or proto == 58:
+            if end - off < 4:
+                self._weird(ts, "truncated_header", "ICMP", None)
+                return
+            sport, dport, _ = icmp_port_equivalents(proto, buf[off], buf[off + 1])
+            key = (src, sport, dst, dport, proto, vlan, ivlan)
+            f = self.flows.get(key)
+            if f is not None and ts - f.last > f.idle:
+                self._retire(f)
+                f = None
+            if f is None:
+                f = self._new_flow(ts, key, proto, src, dst, sport, dport, vlan, ivlan, frame, mac_off,
+                                   ICMP_INACTIVITY)
+            self._count_other(f, ts, src, sport, iplen, l4len - 8)
+            return
+        # any other transport: one flow per address pair and protocol, no ports
+        key = (src, 0, dst, 0, proto, vlan, ivlan)
+        f = self.flows.get(key)
+        if f is not None and ts - f.last > f.idle:
+            self._retire(f)
+            f = None
+        if f is None:
+            f = self._new_flow(ts, key, proto, src, dst, 0, 0, vlan, ivlan, frame, mac_off, UDP_INACTIVITY)
+        self._count_other(f, ts, src, 0, iplen, l4len)
+
+    def _count_other(self, f: Flow, ts: float, src: bytes, sport: int, iplen: int, nbytes: int) -> None:
+        f.last = ts
+        if f.oport == sport and f.oip == src:
+            f.opkts += 1
+            f.oipb += iplen
+            f.obytes += max(nbytes, 0)
+        else:
+            f.rpkts += 1
+            f.ripb += iplen
+            f.rbytes += max(nbytes, 0)
+
+    # -- flow life cycle -----------------------------------------------------------------
+    def _new_flow(self, ts: float, key: tuple[Any, ...], proto: int, src: bytes, dst: bytes, sport: int,
+                  dport: int, vlan: int | None, ivlan: int | None, frame: bytes, mac_off: int,
+                  idle: float) -> Flow:
+        if len(self.active) >= self.max_flows:
+            self._evict()
+        if mac_off >= 0 and len(frame) >= mac_off + 12:
+            dmac: bytes | None = frame[mac_off:mac_off + 6]
+            smac: bytes | None = frame[mac_off + 6:mac_off + 12]
+        else:
+            smac = dmac = None
+        f = Flow(self._uid(), proto, src, dst, sport, dport, vlan, ivlan, smac, dmac, ts, idle, key)
+        self.flows[key] = f
+        self.flows[f.rkey] = f
+        self.active[f] = None
+        self.counters["flows_created"] += 1
+        return f
+
+    def _new_tcp(self, ts: float, key: tuple[Any, ...], src: bytes, dst: bytes, sport: int, dport: int,
+                 flags: int, vlan: int | None, ivlan: int | None, frame: bytes, mac_off: int) -> Flow:
+        f = self._new_flow(ts, key, 6, src, dst, sport, dport, vlan, ivlan, frame, mac_off, UDP_INACTIVITY)
+        f.orig = T.TcpEndpoint(0)
+        f.resp = T.TcpEndpoint(8)
+        syn = flags & T.SYN
+        ackf = flags & T.ACK
+        # Zeek's SetPartialStatus for the very first packet (from the originator, before any flip)
+        f.is_partial = not syn or bool(ackf)
+        if syn and ackf:
+            # a SYN-ACK comes from the responder whatever the ports (current Zeek flips these too)
+            f.flip_roles()
+        elif not syn and sport in LIKELY_SERVER_TCP and not never_flip(dst) and (
+                dport not in LIKELY_SERVER_TCP or sport < dport):
+            f.flip_roles()
+        return f
+
+    def _is_reuse(self, f: Flow, flags: int, seq: int) -> bool:
+        """Zeek's TCPSessionAdapter::IsReuse for a SYN on an existing connection."""
+        conn_orig = f.orig
+        if flags & T.ACK:
+            if f.orig.state != T.INACTIVE:
+                return False
+            conn_orig = f.resp
+        if not (f.orig.did_close or f.resp.did_close):
+            if seq == conn_orig.start & 0xFFFFFFFF:
+                return False
+            return not (not flags & T.ACK and conn_orig.state == T.SYN_ACK_SENT
+                        and f.resp.state == T.INACTIVE and seq == f.resp.start & 0xFFFFFFFF)
+        return True
+
+    def _tcp_deadline(self, f: Flow) -> None:
+        o, r = f.orig, f.resp
+        if f.closed:
+            f.hard = f.last + TCP_CLOSE_DELAY
+            f.idle = TCP_CLOSE_DELAY
+        elif (o.state == T.SYN_SENT or o.state == T.SYN_ACK_SENT) and r.state == T.INACTIVE:
+            f.hard = f.start + TCP_ATTEMPT_DELAY
+        elif (o.did_close or r.did_close) and (o.state == T.INACTIVE or r.state == T.INACTIVE
+                                               or o.state == T.RESET or r.state == T.RESET):
+            f.hard = _INF
+            f.idle = TCP_LINGER
+        else:
+            f.hard = _INF
+            f.idle = TCP_INACTIVITY
+
+    def _probe_tcp(self, f: Flow, is_orig: bool, payload: bytes) -> None:
+        f.probes += 1
+        svc = probe_tcp(payload, is_orig, f.rport)
+        if is_orig:
+            if f.first_o is None:
+                f.first_o = payload[:64]
+        elif f.first_r is None:
+            f.first_r = payload[:64]
+        if svc is None and f.first_o is not None and f.first_r is not None:
+            svc = probe_tcp_pair(f.first_o, f.first_r)
+        if svc is not None:
+            f.service = svc
+            f.first_o = f.first_r = None
+
+    def _teredo(self, ts: float, f: Flow, pkt: Packet, off: int, end: int) -> bool:
+        assert self.tunnel_hook is not None
+        inner = self.tunnel_hook(ts, pkt, off, end)
+        if inner is None:
+            return False
+        f.service = "teredo"
+        self.process(ts, inner)
+        return True
+
+    def _weird(self, ts: float, name: str, detail: str, f: Flow | None) -> None:
+        self.counters["truncated_l4"] += 1
+        self.weirds.append((ts, name, detail, f))
+
+    # -- leaving the table ---------------------------------------------------------------
+    def _retire(self, f: Flow) -> None:
+        self.flows.pop(f.key, None)
+        self.flows.pop(f.rkey, None)
+        self.active.pop(f, None)
+        self.out.append(self.session_record(f, False))
+        self.counters["sessions_out"] += 1
+
+    def _scan(self, ts: float) -> None:
+        """Retire timed-out flows and write interim records (every SCAN_INTERVAL of packet time)."""
+        self._next_scan = ts + SCAN_INTERVAL
+        if not self.active:
+            return
+        expired = [f for f in self.active if ts - f.last > f.idle or ts > f.hard]
+        for f in expired:
+            self._retire(f)
+        self.counters["flows_timed_out"] += len(expired)
+        for f in self.active:
+            if ts - f.interim_at >= INTERIM_INTERVAL and f.last > f.interim_at:
+                f.interim_at = ts
+                self.out.append(self.session_record(f, True))
+                self.counters["interim_out"] += 1
+
+    def _evict(self) -> None:
+        n = max(1, self.max_flows // 100)
+        for f in heapq.nsmallest(n, self.active, key=lambda fl: fl.last):
+            self._retire(f)
+        self.counters["flows_evicted"] += n
+
+    def flush(self) -> None:
+        """Retire every flow (end of capture, shutdown)."""
+        for f in list(self.active):
+            self._retire(f)
+
+    def session_record(self, f: Flow, interim: bool) -> Record:
+        v6 = len(f.oip) == 16
+        fam = socket.AF_INET6 if v6 else socket.AF_INET
+        if f.proto == 6:
+            hist = "".join(f.history)
+            state = T.conn_state(f.orig, f.resp, hist)
+            obytes = f.orig.size(f.resp)
+            rbytes = f.resp.size(f.orig)
+        else:
+            hist = "".join(f.history)
+            obytes, rbytes = f.obytes, f.rbytes
+            if f.proto == 17:
+                state = ("SF" if f.rpkts else "S0") if f.opkts else ("SHR" if f.rpkts else "OTH")
+            else:
+                state = "OTH"
+        try:
+            cid = community_id(f.proto, f.oip, f.rip, f.oport, f.rport)
+        except ValueError:
+            cid = None
+        return {
+            "type": "session",
+            "ts": f.start,
+            "uid": f.uid,
+            "proto": PROTO_NAMES.get(f.proto, str(f.proto)),
+            "src_ip": socket.inet_ntop(fam, f.oip),
+            "src_port": f.oport,
+            "dst_ip": socket.inet_ntop(fam, f.rip),
+            "dst_port": f.rport,
+            "vlan": f.vlan,
+            "inner_vlan": f.ivlan,
+            "src_mac": _mac(f.omac),
+            "dst_mac": _mac(f.rmac),
+            "service": f.service,
+            "duration": round(f.last - f.start, 6),
+            "orig_bytes": obytes,
+            "resp_bytes": rbytes,
+            "orig_pkts": f.opkts,
+            "resp_pkts": f.rpkts,
+            "orig_ip_bytes": f.oipb,
+            "resp_ip_bytes": f.ripb,
+            "missed_bytes": f.missed,
+            "community_id": cid,
+            "conn_state": state,
+            "history": hist,
+            "nat_ip": None,
+            "nat_port": None,
+            "account": None,
+            "blocked": False,
+            "interim": interim,
+        }
