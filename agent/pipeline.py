@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from agent.decode.packet import Decoder
@@ -41,24 +41,15 @@ class Pipeline:
         self.records_by_type: Counter[str] = Counter()
         self.weird_names: Counter[str] = Counter()
 
-    def feed(self, batch: Iterable[tuple[float, int, bytes]]) -> None:
-        decode = self.decoder.decode
-        process = self.table.process
-        n = 0
-        nbytes = 0
-        ts = self.last_ts
-        for ts, linktype, frame in batch:
-            n += 1
-            nbytes += len(frame)
-            pkt = decode(ts, linktype, frame)
-            if pkt is not None:
-                process(ts, pkt)
-        if n:
-            if self.first_ts is None:
-                self.first_ts = ts
-            self.last_ts = ts
-            self.packets += n
-            self.bytes += nbytes
+    def feed(self, batch: list[tuple[float, int, bytes]]) -> None:
+        if not batch:
+            return
+        self.table.process_batch(batch, self.decoder.decode)
+        if self.first_ts is None:
+            self.first_ts = batch[0][0]
+        self.last_ts = batch[-1][0]
+        self.packets += len(batch)
+        self.bytes += sum([len(frame) for _, _, frame in batch])
         self._drain()
 
     def finish(self) -> None:

@@ -60,6 +60,7 @@ PROTO_ICMP6 = 58
 PROTO_NONE6 = 59
 
 # hop-by-hop, routing, destination options, mobility, HIP, shim6, AH
+_TEREDO_PREFIX = b"\x20\x01\x00\x00"  # 2001:0::/32 (RFC 4380 §2.6)
 _IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 51})
 _FRAG6 = 44
 
@@ -125,11 +126,15 @@ class Decoder:
             self._weird(ts, "malformed_packet", f"{type(e).__name__}: {e}")
             return None
 
-    def decode_teredo(self, ts: float, pkt: Packet, payload_off: int, payload_end: int) -> Packet | None:
+    def decode_teredo(self, ts: float, pkt: Packet, payload_off: int, payload_end: int,
+                      teredo_port: bool) -> Packet | None:
         """The IPv6 packet inside a Teredo UDP payload (RFC 4380 §5.1.1), or None.
 
         Skips the optional authentication and origin-indication headers and
-        accepts the payload only when it is exactly one well-formed IPv6 packet.
+        accepts the payload only when it is exactly one well-formed IPv6 packet
+        and either the flow uses the Teredo port (3544) or one of the inner
+        addresses is a Teredo address (2001:0::/32): random UDP payloads
+        (QUIC, games) must not be mistaken for tunnels.
         """
         buf = pkt.buf
         off = payload_off
@@ -144,6 +149,9 @@ class Decoder:
             if off + 40 > payload_end or buf[off] >> 4 != 6:
                 return None
             if 40 + _H.unpack_from(buf, off + 4)[0] != payload_end - off:
+                return None
+            if not teredo_port and buf[off + 8:off + 12] != _TEREDO_PREFIX \
+                    and buf[off + 24:off + 28] != _TEREDO_PREFIX:
                 return None
             self.counters["tunneled"] += 1
             inner_buf = bytes(buf[off:payload_end])

@@ -44,6 +44,7 @@ from agent.flows import tcp as T
 from agent.flows.classify import MAX_PROBES, probe_tcp, probe_tcp_pair, probe_udp
 from agent.flows.community_id import community_id, icmp_port_equivalents
 from agent.flows.ports import LIKELY_SERVER_TCP, LIKELY_SERVER_UDP, never_flip
+from agent.flows.side import Side
 
 TCP_INACTIVITY = 300.0  # Zeek tcp_inactivity_timeout
 UDP_INACTIVITY = 60.0  # Zeek udp_inactivity_timeout
@@ -55,26 +56,32 @@ TCP_LINGER = 5.0  # Zeek tcp_connection_linger
 INTERIM_INTERVAL = 60.0  # SCHEMA.md: long connections report at least every 60 s
 SCAN_INTERVAL = 5.0  # how often (packet time) timeouts and interim reports are checked
 DEFAULT_MAX_FLOWS = 1_000_000  # ~1 KB each: about 1 GB at the limit
+TEREDO_PORT = 3544
 _INF = float("inf")
+_FAST_STATES = (T.ESTABLISHED, T.PARTIAL)
 
 _TCP_HDR = struct.Struct("!HHIIHH")
+# Ethernet type, then IPv4 (ver/ihl, total length, fragment field, protocol), then TCP's seq, ack,
+# offset/flags and window: one unpack for the fast path. Addresses and ports (bytes 26-37) are
+# sliced as one 12-byte key instead.
+_FAST_HDR = struct.Struct("!12xHBxH2xHxB14xIIHH")
 _PORTS = struct.Struct("!HH")
 _UDP_LEN = struct.Struct("!H")
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 Record = dict[str, Any]
-TunnelHook = Callable[[float, Packet, int, int], "Packet | None"]
+TunnelHook = Callable[[float, Packet, int, int, bool], "Packet | None"]
 
 
 class Flow:
-    """One connection. Field names follow Zeek: o* = originator, r* = responder."""
+    """One connection: addresses, timing, history and its two sides (`orig`, `resp`)."""
 
     __slots__ = (
         "uid", "proto", "oip", "rip", "oport", "rport", "vlan", "ivlan", "omac", "rmac",
-        "start", "last", "opkts", "rpkts", "oipb", "ripb", "obytes", "rbytes", "history",
-        "hist_seen", "orig", "resp", "missed", "is_partial", "flipped", "service", "probes",
-        "first_o", "first_r", "key", "rkey", "idle", "hard", "interim_at", "closed", "weird_names",
+        "start", "last", "history", "orig", "resp", "missed", "is_partial", "flipped", "service",
+        "probes", "first_o", "first_r", "key", "rkey", "fkey", "idle", "hard", "interim_at", "closed",
+        "weird_names", "fast", "probing",
     )
 
     def __init__(self, uid: str, proto: int, src: bytes, dst: bytes, sport: int, dport: int,
@@ -89,34 +96,40 @@ class Flow:
         self.idle = idle
         self.key = key
         self.rkey = (dst, dport, src, sport, proto, vlan, ivlan)
+        # the fast path's key (IPv4 without VLAN, TCP/UDP): addresses and ports as on the wire
+        self.fkey: bytes | None = None
         self.history: list[str] = []
-        self.hist_seen = 0
-        self.opkts = self.rpkts = self.oipb = self.ripb = self.obytes = self.rbytes = 0
+        if proto == 6:
+            self.orig: Side = T.TcpEndpoint(self, 0)
+            self.resp: Side = T.TcpEndpoint(self, 8)
+        else:
+            self.orig = Side(self, 0)
+            self.resp = Side(self, 8)
+        self.orig.peer = self.resp
+        self.resp.peer = self.orig
         self.missed = 0
         self.is_partial = False
         self.flipped = False
         self.service: str | None = None
         self.probes = 0
+        # `fast`: the per-packet fast path may handle this flow (see FlowTable.process_batch);
+        # `probing`: payload is still being looked at to name the service
+        self.fast = False
+        self.probing = True
         self.first_o: bytes | None = None
         self.first_r: bytes | None = None
         self.hard = _INF
         self.closed = False
         self.weird_names: list[str] = []
-        self.orig: T.TcpEndpoint
-        self.resp: T.TcpEndpoint
 
     def flip_roles(self) -> None:
-        """Swap originator and responder (Zeek's Connection::FlipRoles)."""
+        """Swap originator and responder (Zeek's Connection::FlipRoles); the sides keep their counters."""
         self.oip, self.rip = self.rip, self.oip
         self.oport, self.rport = self.rport, self.oport
         self.omac, self.rmac = self.rmac, self.omac
-        self.opkts, self.rpkts = self.rpkts, self.opkts
-        self.oipb, self.ripb = self.ripb, self.oipb
-        self.obytes, self.rbytes = self.rbytes, self.obytes
         self.first_o, self.first_r = self.first_r, self.first_o
-        if self.proto == 6:
-            self.orig, self.resp = self.resp, self.orig
-            self.orig.hist_bit, self.resp.hist_bit = 0, 8
+        self.orig, self.resp = self.resp, self.orig
+        self.orig.hist_bit, self.resp.hist_bit = 0, 8
         self.flipped = not self.flipped
         self.history.append("^")
 
@@ -125,10 +138,18 @@ def _mac(b: bytes | None) -> str | None:
     return None if b is None else b.hex(":")
 
 
+def _fast_key(src: bytes, dst: bytes, sport: int, dport: int) -> bytes:
+    return src + dst + _PORTS.pack(sport, dport)
+
+
 class FlowTable:
     def __init__(self, *, max_flows: int = DEFAULT_MAX_FLOWS, uid_seed: bytes = b"edgeaudit",
                  tunnel_hook: TunnelHook | None = None) -> None:
-        self.flows: dict[tuple[Any, ...], Flow] = {}
+        # both directions' keys -> the side that sends packets with that key
+        self.flows: dict[tuple[Any, ...], Side] = {}
+        # the same for untagged IPv4 TCP and UDP, keyed by the 12 wire bytes src, dst, sport, dport
+        self.fast_tcp: dict[bytes, T.TcpEndpoint] = {}
+        self.fast_udp: dict[bytes, Side] = {}
         self.active: dict[Flow, None] = {}
         self.max_flows = max_flows
         self.out: list[Record] = []
@@ -138,7 +159,7 @@ class FlowTable:
         self._uid_n = 0
         self._next_scan = 0.0
         self.counters = {"flows_created": 0, "flows_evicted": 0, "flows_timed_out": 0,
-                         "sessions_out": 0, "interim_out": 0, "truncated_l4": 0}
+                         "sessions_out": 0, "interim_out": 0, "truncated_l4": 0, "fast_path": 0}
 
     # -- ids ---------------------------------------------------------------------------
     def _uid(self) -> str:
@@ -152,9 +173,99 @@ class FlowTable:
         return "C" + "".join(chars)
 
     # -- the per-packet path -------------------------------------------------------------
+    def process_batch(self, batch: list[tuple[float, int, bytes]],
+                      decode: Callable[[float, int, bytes], Packet | None]) -> None:
+        """Run a capture batch through the table.
+
+        The fast path handles, without the general decoder, the packets that
+        make up almost all of a gateway's traffic: untagged Ethernet, IPv4
+        without options or fragmentation, on a TCP flow both of whose sides
+        are established and not closing (in-order ACK/data segments), or on a
+        UDP flow whose service is known. For those it does exactly what
+        `process` and `tcp.tcp_packet` would do; anything else (a new flow,
+        SYN/FIN/RST, a zero window, a retransmission or hole, probing still
+        under way, VLAN tags, IPv6...) goes through them.
+        """
+        if not batch:
+            return
+        if batch[-1][0] >= self._next_scan:
+            self._scan(batch[0][0])
+        tcp_get = self.fast_tcp.get
+        udp_get = self.fast_udp.get
+        unpack = _FAST_HDR.unpack_from
+        slow = self.process
+        nfast = 0
+        for ts, linktype, frame in batch:
+            if linktype == 1 and len(frame) >= 54:
+                etype, vihl, tot, frag, proto, seq, ack, offflags, win = unpack(frame, 0)
+                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and tot + 14 <= len(frame):
+                    if proto == 6:
+                        ep = tcp_get(frame[26:38])
+                        if ep is not None and not offflags & 0x07 and win:
+                            f = ep.flow
+                            if f.fast and ts - f.last <= f.idle:
+                                plen = tot - 20 - ((offflags >> 10) & 0x3C)
+                                peer = ep.peer
+                                d2 = (ack - peer.ack) & 0xFFFFFFFF
+                                if d2 < 0x80000000 and ack:
+                                    if plen:
+                                        if (not f.probing and (seq - ep.last) & 0xFFFFFFFF == 0
+                                                and ep.contig == ep.last - ep.start):
+                                            # in-order data: sequence space and contiguous point advance
+                                            ep.last += plen
+                                            ep.contig += plen
+                                            if not ep.hist & T.H_DATA:
+                                                ep.hist |= T.H_DATA
+                                                f.history.append("d" if ep.hist_bit else "D")
+                                        else:
+                                            pkt = decode(ts, linktype, frame)
+                                            if pkt is not None:
+                                                slow(ts, pkt)
+                                            continue
+                                    elif (seq - ep.last) & 0xFFFFFFFF == 0:
+                                        if not ep.hist & T.H_ACK:
+                                            ep.hist |= T.H_ACK
+                                            f.history.append("a" if ep.hist_bit else "A")
+                                    else:
+                                        pkt = decode(ts, linktype, frame)
+                                        if pkt is not None:
+                                            slow(ts, pkt)
+                                        continue
+                                    ep.pkts += 1
+                                    ep.ipb += tot
+                                    f.last = ts
+                                    if d2:
+                                        peer.ack += d2
+                                        rel_ack = peer.ack - peer.start
+                                        if rel_ack > peer.trim:
+                                            if rel_ack <= peer.contig:
+                                                peer.trim = rel_ack
+                                            else:
+                                                T.ack_received(f, peer, rel_ack)
+                                    nfast += 1
+                                    continue
+                    elif proto == 17:
+                        side = udp_get(frame[26:38])
+                        if side is not None:
+                            f = side.flow
+                            if f.fast and not f.probing and ts - f.last <= f.idle:
+                                ulen = seq >> 16  # the UDP length field sits where TCP's seq starts
+                                if 8 <= ulen <= tot - 20:
+                                    f.last = ts
+                                    side.pkts += 1
+                                    side.ipb += tot
+                                    side.nbytes += ulen - 8
+                                    if not side.hist & T.H_DATA:
+                                        side.hist |= T.H_DATA
+                                        f.history.append("d" if side.hist_bit else "D")
+                                    nfast += 1
+                                    continue
+            pkt = decode(ts, linktype, frame)
+            if pkt is not None:
+                slow(ts, pkt)
+        self.counters["fast_path"] += nfast
+
     def process(self, ts: float, pkt: Packet) -> None:
-        if ts >= self._next_scan:
-            self._scan(ts)
         src, dst, proto, iplen, buf, off, l4len, vlan, ivlan, frame, mac_off = pkt
         end = off + l4len
         if end > len(buf):
@@ -171,32 +282,37 @@ class FlowTable:
             flags = offflags & 0xFF
             plen = l4len - thl
             key = (src, sport, dst, dport, 6, vlan, ivlan)
-            f = self.flows.get(key)
-            if f is not None:
-                is_orig = f.oport == sport and f.oip == src
+            side = self.flows.get(key)
+            f = None
+            if side is not None:
+                f = side.flow
                 if ts - f.last > f.idle or ts > f.hard or (flags & T.SYN and self._is_reuse(f, flags, seq)):
                     self._retire(f)
                     f = None
             if f is None:
                 f = self._new_tcp(ts, key, src, dst, sport, dport, flags, vlan, ivlan, frame, mac_off)
-                is_orig = f.oport == sport and f.oip == src
-            if is_orig:
-                f.opkts += 1
-                f.oipb += iplen
-            else:
-                f.rpkts += 1
-                f.ripb += iplen
+                side = self.flows[key]
+            assert side is not None
+            is_orig = side is f.orig
+            side.pkts += 1
+            side.ipb += iplen
             o = f.orig
             r = f.resp
+            assert isinstance(o, T.TcpEndpoint) and isinstance(r, T.TcpEndpoint)
             if not (o.did_close and r.did_close):
                 f.last = ts
             done = T.tcp_packet(f, is_orig, flags, seq, ack, win, plen, end - off - thl >= plen)
             if done:
                 f.closed = True
-            if flags & 0x07 or f.rpkts == 1 or f.opkts == 1 or done:
+            if flags & 0x07 or side.pkts == 1 or done:
                 self._tcp_deadline(f)
-            if plen > 0 and f.service is None and f.probes < 2 * MAX_PROBES:
-                self._probe_tcp(f, is_orig, buf[off + thl:end])
+            if plen > 0 and f.probing:
+                self._probe_tcp(f, side is f.orig, buf[off + thl:end])
+            o = f.orig
+            r = f.resp
+            assert isinstance(o, T.TcpEndpoint) and isinstance(r, T.TcpEndpoint)
+            f.fast = (o.state in _FAST_STATES and r.state in _FAST_STATES and not o.fin_cnt and not r.fin_cnt
+                      and f.hard == _INF)
             return
         if proto == 17:
             if end - off < 8:
@@ -208,39 +324,37 @@ class FlowTable:
                 self._weird(ts, "UDP_datagram_length_mismatch", f"{ulen} vs {l4len}", None)
                 ulen = l4len
             key = (src, sport, dst, dport, 17, vlan, ivlan)
-            f = self.flows.get(key)
-            if f is not None and (ts - f.last > f.idle):
-                self._retire(f)
-                f = None
-            if f is None:
+            side = self.flows.get(key)
+            if side is not None and ts - side.flow.last > side.flow.idle:
+                self._retire(side.flow)
+                side = None
+            if side is None:
                 f = self._new_flow(ts, key, 17, src, dst, sport, dport, vlan, ivlan, frame, mac_off,
                                    UDP_INACTIVITY)
                 if sport in LIKELY_SERVER_UDP and dport not in LIKELY_SERVER_UDP and not never_flip(dst):
                     f.flip_roles()
+                f.fast = True
+                side = self.flows[key]
+            f = side.flow
             f.last = ts
-            if f.oport == sport and f.oip == src:
-                f.opkts += 1
-                f.oipb += iplen
-                f.obytes += ulen - 8
-                if not f.hist_seen & 1:
-                    f.hist_seen |= 1
-                    f.history.append("D")
-            else:
-                f.rpkts += 1
-                f.ripb += iplen
-                f.rbytes += ulen - 8
-                if not f.hist_seen & 2:
-                    f.hist_seen |= 2
-                    f.history.append("d")
-            if f.service is None:
-                if f.probes < MAX_PROBES and ulen > 8:
+            side.pkts += 1
+            side.ipb += iplen
+            side.nbytes += ulen - 8
+            if not side.hist & T.H_DATA:
+                side.hist |= T.H_DATA
+                f.history.append("d" if side.hist_bit else "D")
+            if f.probing:
+                if ulen > 8:
                     f.probes += 1
+                    if f.probes >= MAX_PROBES:
+                        f.probing = False
                     pend = min(end, off + ulen)
                     if self.tunnel_hook is not None and self._teredo(ts, f, pkt, off + 8, pend):
                         return
                     svc = probe_udp(buf[off + 8:pend], f.oport, f.rport)
                     if svc is not None:
                         f.service = svc
+                        f.probing = False
                         if svc == "dns":
                             f.idle = DNS_SESSION_TIMEOUT
             elif f.service == "teredo":
@@ -252,35 +366,28 @@ class FlowTable:
                 return
             sport, dport, _ = icmp_port_equivalents(proto, buf[off], buf[off + 1])
             key = (src, sport, dst, dport, proto, vlan, ivlan)
-            f = self.flows.get(key)
-            if f is not None and ts - f.last > f.idle:
-                self._retire(f)
-                f = None
-            if f is None:
-                f = self._new_flow(ts, key, proto, src, dst, sport, dport, vlan, ivlan, frame, mac_off,
-                                   ICMP_INACTIVITY)
-            self._count_other(f, ts, src, sport, iplen, l4len - 8)
+            self._count_other(ts, key, proto, src, dst, sport, dport, vlan, ivlan, frame, mac_off,
+                              iplen, l4len - 8, ICMP_INACTIVITY)
             return
         # any other transport: one flow per address pair and protocol, no ports
         key = (src, 0, dst, 0, proto, vlan, ivlan)
-        f = self.flows.get(key)
-        if f is not None and ts - f.last > f.idle:
-            self._retire(f)
-            f = None
-        if f is None:
-            f = self._new_flow(ts, key, proto, src, dst, 0, 0, vlan, ivlan, frame, mac_off, UDP_INACTIVITY)
-        self._count_other(f, ts, src, 0, iplen, l4len)
+        self._count_other(ts, key, proto, src, dst, 0, 0, vlan, ivlan, frame, mac_off, iplen, l4len,
+                          UDP_INACTIVITY)
 
-    def _count_other(self, f: Flow, ts: float, src: bytes, sport: int, iplen: int, nbytes: int) -> None:
-        f.last = ts
-        if f.oport == sport and f.oip == src:
-            f.opkts += 1
-            f.oipb += iplen
-            f.obytes += max(nbytes, 0)
-        else:
-            f.rpkts += 1
-            f.ripb += iplen
-            f.rbytes += max(nbytes, 0)
+    def _count_other(self, ts: float, key: tuple[Any, ...], proto: int, src: bytes, dst: bytes, sport: int,
+                     dport: int, vlan: int | None, ivlan: int | None, frame: bytes, mac_off: int, iplen: int,
+                     nbytes: int, idle: float) -> None:
+        side = self.flows.get(key)
+        if side is not None and ts - side.flow.last > side.flow.idle:
+            self._retire(side.flow)
+            side = None
+        if side is None:
+            self._new_flow(ts, key, proto, src, dst, sport, dport, vlan, ivlan, frame, mac_off, idle)
+            side = self.flows[key]
+        side.flow.last = ts
+        side.pkts += 1
+        side.ipb += iplen
+        side.nbytes += max(nbytes, 0)
 
     # -- flow life cycle -----------------------------------------------------------------
     def _new_flow(self, ts: float, key: tuple[Any, ...], proto: int, src: bytes, dst: bytes, sport: int,
@@ -294,8 +401,13 @@ class FlowTable:
         else:
             smac = dmac = None
         f = Flow(self._uid(), proto, src, dst, sport, dport, vlan, ivlan, smac, dmac, ts, idle, key)
-        self.flows[key] = f
-        self.flows[f.rkey] = f
+        self.flows[key] = f.orig
+        self.flows[f.rkey] = f.resp
+        if vlan is None and len(src) == 4 and (proto == 6 or proto == 17):
+            f.fkey = _fast_key(src, dst, sport, dport)
+            fast: dict[bytes, Any] = self.fast_tcp if proto == 6 else self.fast_udp
+            fast[f.fkey] = f.orig
+            fast[_fast_key(dst, src, dport, sport)] = f.resp
         self.active[f] = None
         self.counters["flows_created"] += 1
         return f
@@ -303,8 +415,6 @@ class FlowTable:
     def _new_tcp(self, ts: float, key: tuple[Any, ...], src: bytes, dst: bytes, sport: int, dport: int,
                  flags: int, vlan: int | None, ivlan: int | None, frame: bytes, mac_off: int) -> Flow:
         f = self._new_flow(ts, key, 6, src, dst, sport, dport, vlan, ivlan, frame, mac_off, UDP_INACTIVITY)
-        f.orig = T.TcpEndpoint(0)
-        f.resp = T.TcpEndpoint(8)
         syn = flags & T.SYN
         ackf = flags & T.ACK
         # Zeek's SetPartialStatus for the very first packet (from the originator, before any flip)
@@ -317,29 +427,34 @@ class FlowTable:
             f.flip_roles()
         return f
 
-    def _is_reuse(self, f: Flow, flags: int, seq: int) -> bool:
+    @staticmethod
+    def _is_reuse(f: Flow, flags: int, seq: int) -> bool:
         """Zeek's TCPSessionAdapter::IsReuse for a SYN on an existing connection."""
-        conn_orig = f.orig
+        o, r = f.orig, f.resp
+        assert isinstance(o, T.TcpEndpoint) and isinstance(r, T.TcpEndpoint)
+        conn_orig = o
         if flags & T.ACK:
-            if f.orig.state != T.INACTIVE:
+            if o.state != T.INACTIVE:
                 return False
-            conn_orig = f.resp
-        if not (f.orig.did_close or f.resp.did_close):
+            conn_orig = r
+        if not (o.did_close or r.did_close):
             if seq == conn_orig.start & 0xFFFFFFFF:
                 return False
             return not (not flags & T.ACK and conn_orig.state == T.SYN_ACK_SENT
-                        and f.resp.state == T.INACTIVE and seq == f.resp.start & 0xFFFFFFFF)
+                        and r.state == T.INACTIVE and seq == r.start & 0xFFFFFFFF)
         return True
 
-    def _tcp_deadline(self, f: Flow) -> None:
+    @staticmethod
+    def _tcp_deadline(f: Flow) -> None:
         o, r = f.orig, f.resp
+        assert isinstance(o, T.TcpEndpoint) and isinstance(r, T.TcpEndpoint)
         if f.closed:
             f.hard = f.last + TCP_CLOSE_DELAY
             f.idle = TCP_CLOSE_DELAY
-        elif (o.state == T.SYN_SENT or o.state == T.SYN_ACK_SENT) and r.state == T.INACTIVE:
+        elif o.state in (T.SYN_SENT, T.SYN_ACK_SENT) and r.state == T.INACTIVE:
             f.hard = f.start + TCP_ATTEMPT_DELAY
-        elif (o.did_close or r.did_close) and (o.state == T.INACTIVE or r.state == T.INACTIVE
-                                               or o.state == T.RESET or r.state == T.RESET):
+        elif (o.did_close or r.did_close) and (
+                T.INACTIVE in (o.state, r.state) or T.RESET in (o.state, r.state)):
             f.hard = _INF
             f.idle = TCP_LINGER
         else:
@@ -348,6 +463,8 @@ class FlowTable:
 
     def _probe_tcp(self, f: Flow, is_orig: bool, payload: bytes) -> None:
         f.probes += 1
+        if f.probes >= 2 * MAX_PROBES:
+            f.probing = False
         svc = probe_tcp(payload, is_orig, f.rport)
         if is_orig:
             if f.first_o is None:
@@ -358,14 +475,17 @@ class FlowTable:
             svc = probe_tcp_pair(f.first_o, f.first_r)
         if svc is not None:
             f.service = svc
+            f.probing = False
             f.first_o = f.first_r = None
 
     def _teredo(self, ts: float, f: Flow, pkt: Packet, off: int, end: int) -> bool:
         assert self.tunnel_hook is not None
-        inner = self.tunnel_hook(ts, pkt, off, end)
+        inner = self.tunnel_hook(ts, pkt, off, end, f.oport == TEREDO_PORT or f.rport == TEREDO_PORT)
         if inner is None:
             return False
         f.service = "teredo"
+        f.probing = False
+        f.fast = False  # every packet of a Teredo flow must be decapsulated
         self.process(ts, inner)
         return True
 
@@ -377,6 +497,10 @@ class FlowTable:
     def _retire(self, f: Flow) -> None:
         self.flows.pop(f.key, None)
         self.flows.pop(f.rkey, None)
+        if f.fkey is not None:
+            fast: dict[bytes, Any] = self.fast_tcp if f.proto == 6 else self.fast_udp
+            fast.pop(f.fkey, None)
+            fast.pop(f.fkey[4:8] + f.fkey[:4] + f.fkey[10:12] + f.fkey[8:10], None)
         self.active.pop(f, None)
         self.out.append(self.session_record(f, False))
         self.counters["sessions_out"] += 1
@@ -408,18 +532,17 @@ class FlowTable:
             self._retire(f)
 
     def session_record(self, f: Flow, interim: bool) -> Record:
-        v6 = len(f.oip) == 16
-        fam = socket.AF_INET6 if v6 else socket.AF_INET
-        if f.proto == 6:
-            hist = "".join(f.history)
-            state = T.conn_state(f.orig, f.resp, hist)
-            obytes = f.orig.size(f.resp)
-            rbytes = f.resp.size(f.orig)
+        fam = socket.AF_INET6 if len(f.oip) == 16 else socket.AF_INET
+        o, r = f.orig, f.resp
+        hist = "".join(f.history)
+        if isinstance(o, T.TcpEndpoint) and isinstance(r, T.TcpEndpoint):
+            state = T.conn_state(o, r, hist)
+            obytes = o.size(r)
+            rbytes = r.size(o)
         else:
-            hist = "".join(f.history)
-            obytes, rbytes = f.obytes, f.rbytes
+            obytes, rbytes = o.nbytes, r.nbytes
             if f.proto == 17:
-                state = ("SF" if f.rpkts else "S0") if f.opkts else ("SHR" if f.rpkts else "OTH")
+                state = ("SF" if r.pkts else "S0") if o.pkts else ("SHR" if r.pkts else "OTH")
             else:
                 state = "OTH"
         try:
@@ -443,10 +566,10 @@ class FlowTable:
             "duration": round(f.last - f.start, 6),
             "orig_bytes": obytes,
             "resp_bytes": rbytes,
-            "orig_pkts": f.opkts,
-            "resp_pkts": f.rpkts,
-            "orig_ip_bytes": f.oipb,
-            "resp_ip_bytes": f.ripb,
+            "orig_pkts": o.pkts,
+            "resp_pkts": r.pkts,
+            "orig_ip_bytes": o.ipb,
+            "resp_ip_bytes": r.ipb,
             "missed_bytes": f.missed,
             "community_id": cid,
             "conn_state": state,

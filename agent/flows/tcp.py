@@ -29,7 +29,9 @@ kept here (the reassembler of the protocol decoders does that).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
+
+from agent.flows.side import Side
 
 # Endpoint states (Zeek's TCP_ENDPOINT_*).
 INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
@@ -55,17 +57,18 @@ def seq_delta(a: int, b: int) -> int:
     return d - _WRAP if d & 0x80000000 else d
 
 
-class TcpEndpoint:
+class TcpEndpoint(Side):
     """One side of a TCP connection. Sequence fields are 64-bit widened values."""
 
     __slots__ = (
         "state", "prev_state", "start", "last", "ack", "fin_cnt", "rst_cnt", "fin_seq",
         "did_close", "last_syn", "last_fin", "last_rst", "rxmt_cnt", "rxmt_thresh",
         "win0_cnt", "win0_thresh", "gap_cnt", "gap_thresh", "trim", "contig", "blocks",
-        "hist_bit",
     )
+    peer: TcpEndpoint
 
-    def __init__(self, hist_bit: int) -> None:
+    def __init__(self, flow: Any, hist_bit: int) -> None:
+        super().__init__(flow, hist_bit)
         self.state = INACTIVE
         self.prev_state = INACTIVE
         self.start = 0
@@ -88,7 +91,6 @@ class TcpEndpoint:
         self.trim = 0  # everything below has been acknowledged (and counted if missing)
         self.contig = 1  # data seen contiguously up to here
         self.blocks: list[list[int]] = []  # [start, end) ranges seen above contig
-        self.hist_bit = hist_bit  # 0 for the originator, 8 for the responder
 
     def set_state(self, st: int) -> None:
         if st != self.state:
@@ -134,9 +136,8 @@ class _ConnLike(Protocol):
     """What this module needs of a connection (see `agent.flows.table.Flow`)."""
 
     history: list[str]
-    hist_seen: int
-    orig: TcpEndpoint
-    resp: TcpEndpoint
+    orig: Any  # TcpEndpoint; typed loosely because the flow table holds sides of every protocol
+    resp: Any
     missed: int
     is_partial: bool
     weird_names: list[str]
@@ -146,10 +147,9 @@ class _ConnLike(Protocol):
 
 def _check_history(conn: _ConnLike, ep: TcpEndpoint, bit: int, letter: str) -> bool:
     """Record `letter` the first time; True when it had been seen before (Zeek's CheckHistory)."""
-    mask = bit << ep.hist_bit
-    if conn.hist_seen & mask:
+    if ep.hist & bit:
         return True
-    conn.hist_seen |= mask
+    ep.hist |= bit
     conn.history.append(letter if ep.hist_bit == 0 else letter.lower())
     return False
 
@@ -193,7 +193,7 @@ def _is_clean(ep: TcpEndpoint) -> bool:
     return ep.state == CLOSED or (ep.state == ESTABLISHED and ep.prev_state != CLOSED)
 
 
-def _ack_received(conn: _ConnLike, ep: TcpEndpoint, rel_ack: int) -> None:
+def ack_received(conn: _ConnLike, ep: TcpEndpoint, rel_ack: int) -> None:
     """The peer acknowledged `ep`'s data up to `rel_ack` (Zeek: TCP_Reassembler::AckReceived)."""
     if ep.fin_cnt > 0 and rel_ack >= ep.fin_seq:
         rel_ack = ep.fin_seq - 1
@@ -332,7 +332,7 @@ def tcp_packet(conn: _ConnLike, is_orig: bool, flags: int, seq: int, ack: int, w
     do_close, gen_event = _update_state_machine(conn, ep, peer, seq, ack, plen, delta_last, is_orig, flags)
 
     if ackf:
-        _ack_received(conn, peer, rel_ack)
+        ack_received(conn, peer, rel_ack)
 
     if plen > 0 and captured and not rst and not underflow:
         start = rel_seq + 1 if syn else rel_seq
