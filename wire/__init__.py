@@ -1,0 +1,86 @@
+"""``wire``: the contract between the edgeaudit agent and collector (SCHEMA.md, v1).
+
+What lives where:
+- ``wire.records``     one TypedDict per record type, the flow id, ``Record``, ``RECORD_TYPES``
+- ``wire.constraints`` the ``Annotated`` markers (ranges, formats, lengths) the TypedDicts use
+- ``wire.spec``        the field spec table derived from them (``SPECS``; ``python -m wire.spec``)
+- ``wire.validate``    ``validate_record``, ``validate_batch``, the ``Batch`` envelope type
+- ``wire.fastpath``    generated per-type checks behind ``validate_record``
+- ``wire.formats``     address/MAC/proto/community-id predicates; ``wire.addresses`` formatters
+- ``wire.envelope``    ``encode_batch`` / ``decode_batch``: msgpack + zstd, the upload format
+- ``wire.zstdframe``   zstd frame-header walker used to refuse truncated or odd bodies early
+- ``wire.jsonl``       ``JsonlWriter`` / ``read_jsonl``: the offline ``--jsonl`` output
+- ``wire.limits``      every size and range limit, with its reason
+- ``wire.errors``      ``ValidationError`` and ``EnvelopeError``
+
+Why one package: both sides import the same definitions, so a field cannot be renamed on one
+side only. Records are plain dicts at runtime; the TypedDicts exist for type checking.
+Dependencies: the standard library, ``msgpack`` and ``zstandard``, nothing else.
+"""
+
+from wire.envelope import decode_batch, encode_batch
+from wire.errors import EnvelopeError, ValidationError
+from wire.jsonl import JsonlWriter, read_jsonl
+from wire.records import (
+    RECORD_TYPES,
+    AlertRecord,
+    AuditRecord,
+    DhcpRecord,
+    DnsRecord,
+    FlowId,
+    FtpRecord,
+    HttpRecord,
+    LoginRecord,
+    MailboxRecord,
+    MaybeFlowId,
+    NatRecord,
+    PppoeRecord,
+    RadiusRecord,
+    Record,
+    RegistrationRecord,
+    SessionRecord,
+    SmtpRecord,
+    StatsRecord,
+    TlsRecord,
+    WeirdRecord,
+)
+from wire.spec import SPECS, FieldSpec, RecordSpec
+from wire.validate import Batch, validate_batch, validate_record
+from wire.version import SCHEMA_VERSION
+
+__all__ = [
+    "RECORD_TYPES",
+    "SCHEMA_VERSION",
+    "SPECS",
+    "AlertRecord",
+    "AuditRecord",
+    "Batch",
+    "DhcpRecord",
+    "DnsRecord",
+    "EnvelopeError",
+    "FieldSpec",
+    "FlowId",
+    "FtpRecord",
+    "HttpRecord",
+    "JsonlWriter",
+    "LoginRecord",
+    "MailboxRecord",
+    "MaybeFlowId",
+    "NatRecord",
+    "PppoeRecord",
+    "RadiusRecord",
+    "Record",
+    "RecordSpec",
+    "RegistrationRecord",
+    "SessionRecord",
+    "SmtpRecord",
+    "StatsRecord",
+    "TlsRecord",
+    "ValidationError",
+    "WeirdRecord",
+    "decode_batch",
+    "encode_batch",
+    "read_jsonl",
+    "validate_batch",
+    "validate_record",
+]

@@ -5,7 +5,7 @@ capture file can put in front of IP — Ethernet II, any depth of 802.1Q/802.1ad
 tags (QinQ), MPLS label stacks, PPPoE session stage (RFC 2516) with 8- and
 16-bit PPP protocol fields (RFC 1661 §2: protocol field compression), Linux
 cooked captures v1/v2, BSD loopback (host and network byte order), raw IP, PPP
-(with or without the HDLC address/control bytes) and NFLOG — and answers
+(with or without the HDLC address/control bytes; Cisco HDLC in LINKTYPE_PPP_HDLC) and NFLOG — and answers
 `(ethertype, offset, vlan, inner_vlan, mac_offset)`.
 
 Why this shape: it runs once per packet on the fast path, so it works with
@@ -206,6 +206,13 @@ def link_layer(linktype: int, frame: bytes) -> LinkResult:
         if len(frame) < 20:
             raise DecodeError("truncated_link_header", "SLL2 header")
         etype, off, vlan, inner = ethertype_payload(frame, _H.unpack_from(frame, 0)[0], 20)
+        return etype, off, vlan, inner, -1
+    if linktype == lt.PPP_HDLC and frame[:1] in (b"\x0f", b"\x8f"):
+        # LINKTYPE_PPP_HDLC also holds Cisco HDLC (RFC 1547 §4.3.1): address 0x0F (unicast) or
+        # 0x8F (broadcast), control 0, then an Ethernet type instead of a PPP protocol number.
+        if len(frame) < 4:
+            raise DecodeError("truncated_link_header", "Cisco HDLC header")
+        etype, off, vlan, inner = ethertype_payload(frame, _H.unpack_from(frame, 2)[0], 4)
         return etype, off, vlan, inner, -1
     if linktype in (lt.PPP, lt.PPP_HDLC):
         off = 2 if frame[:2] == b"\xff\x03" else 0

@@ -63,6 +63,7 @@ PROTO_NONE6 = 59
 _TEREDO_PREFIX = b"\x20\x01\x00\x00"  # 2001:0::/32 (RFC 4380 §2.6)
 _IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 51})
 _FRAG6 = 44
+_IPV6_EXT_OR_FRAG = _IPV6_EXT | {_FRAG6}
 
 
 class Packet(NamedTuple):
@@ -191,7 +192,7 @@ class Decoder:
                 self.counters["fragments_pending"] += 1
                 return None
             buf, off = whole, 0
-            tot = len(whole)
+            tot = avail = len(whole)  # the tunnel bound below is the datagram, not the last fragment
             hlen = (whole[0] & 0x0F) << 2
         proto = buf[off + 9]
         l4 = off + hlen
@@ -200,7 +201,8 @@ class Decoder:
         return Packet(src, dst, proto, tot, buf, l4, tot - hlen, vlan, inner, frame, mac_off)
 
     def _ipv6(self, ts: float, buf: bytes, off: int, vlan: int | None, inner: int | None,
-              frame: bytes, mac_off: int, depth: int) -> Packet | None:
+              frame: bytes, mac_off: int, depth: int, reassembled: int = 0) -> Packet | None:
+        """`reassembled`: Fragment headers already removed from `buf` by reassembly."""
         avail = len(buf) - off
         if avail < 40:
             raise DecodeError("truncated_IPv6", f"{avail} bytes")
@@ -214,7 +216,13 @@ class Decoder:
         end = off + min(tot, avail)
         p = off + 40
         nh_off = off + 6
-        for _ in range(MAX_EXT_HEADERS):
+        # Fragment headers removed by earlier reassembly count too: a Fragment header inside a
+        # reassembled datagram would otherwise re-parse without bound (one recursion per level).
+        n_ext = reassembled
+        while nh in _IPV6_EXT_OR_FRAG:
+            n_ext += 1
+            if n_ext > MAX_EXT_HEADERS:
+                raise DecodeError("excessive_IPv6_extension_headers", f"more than {MAX_EXT_HEADERS}")
             if nh == _FRAG6:
                 if p + 8 > end:
                     raise DecodeError("truncated_IPv6_fragment_header")
@@ -234,17 +242,13 @@ class Decoder:
                 if whole is None:
                     self.counters["fragments_pending"] += 1
                     return None
-                return self._ipv6(ts, whole, 0, vlan, inner, frame, mac_off, depth)
-            if nh not in _IPV6_EXT:
-                break
+                return self._ipv6(ts, whole, 0, vlan, inner, frame, mac_off, depth, reassembled + 1)
             if p + 2 > end:
                 raise DecodeError("truncated_IPv6_extension_header", f"next header {nh}")
             hl = (buf[p + 1] + 2) * 4 if nh == 51 else (buf[p + 1] + 1) * 8
             nh_off, nh, p = p, buf[p], p + hl
             if p > end:
                 raise DecodeError("truncated_IPv6_extension_header", f"{hl} bytes")
-        else:
-            raise DecodeError("excessive_IPv6_extension_headers", f"more than {MAX_EXT_HEADERS}")
         if nh in (PROTO_IPIP, PROTO_IPV6, PROTO_GRE):
             return self._tunnel(ts, nh, buf, p, end, vlan, inner, frame, depth)
         return Packet(src, dst, nh, tot, buf, p, tot - (p - off), vlan, inner, frame, mac_off)

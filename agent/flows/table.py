@@ -61,10 +61,11 @@ _INF = float("inf")
 _FAST_STATES = (T.ESTABLISHED, T.PARTIAL)
 
 _TCP_HDR = struct.Struct("!HHIIHH")
-# Ethernet type, then IPv4 (ver/ihl, total length, fragment field, protocol), then TCP's seq, ack,
+# Ethernet type with IPv4's version/IHL byte (b"\x08\x00\x45": IPv4 without options), then IPv4's
+# total length, fragment field and protocol, then TCP's seq, ack,
 # offset/flags and window: one unpack for the fast path. Addresses and ports (bytes 26-37) are
 # sliced as one 12-byte key instead.
-_FAST_HDR = struct.Struct("!12xHBxH2xHxB14xIIHH")
+_FAST_HDR = struct.Struct("!12x3sxH2xHxB14xIIHH")
 _PORTS = struct.Struct("!HH")
 _UDP_LEN = struct.Struct("!H")
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
@@ -186,51 +187,40 @@ class FlowTable:
         SYN/FIN/RST, a zero window, a retransmission or hole, probing still
         under way, VLAN tags, IPv6...) goes through them.
         """
-        if not batch:
-            return
         if batch[-1][0] >= self._next_scan:
             self._scan(batch[0][0])
         tcp_get = self.fast_tcp.get
         udp_get = self.fast_udp.get
         unpack = _FAST_HDR.unpack_from
         slow = self.process
-        nfast = 0
+        struct_error = struct.error
         for ts, linktype, frame in batch:
-            if linktype == 1 and len(frame) >= 54:
-                etype, vihl, tot, frag, proto, seq, ack, offflags, win = unpack(frame, 0)
-                if etype == 0x0800 and vihl == 0x45 and not frag & 0x3FFF and tot + 14 <= len(frame):
+            if linktype == 1:
+                try:
+                    head, tot, frag, proto, seq, ack, offflags, win = unpack(frame, 0)
+                except struct_error:
+                    head = b""
+                if head == b"\x08\x00\x45" and not frag & 0x3FFF and tot + 14 <= len(frame):
                     if proto == 6:
                         ep = tcp_get(frame[26:38])
                         if ep is not None and not offflags & 0x07 and win:
                             f = ep.flow
-                            if f.fast and ts - f.last <= f.idle:
-                                plen = tot - 20 - ((offflags >> 10) & 0x3C)
+                            if f.fast and seq == ep.next32 and ts - f.last <= f.idle:
                                 peer = ep.peer
                                 d2 = (ack - peer.ack) & 0xFFFFFFFF
                                 if d2 < 0x80000000 and ack:
+                                    plen = tot - 20 - ((offflags >> 10) & 0x3C)
                                     if plen:
-                                        if (not f.probing and (seq - ep.last) & 0xFFFFFFFF == 0
-                                                and ep.contig == ep.last - ep.start):
-                                            # in-order data: sequence space and contiguous point advance
-                                            ep.last += plen
-                                            ep.contig += plen
-                                            if not ep.hist & T.H_DATA:
-                                                ep.hist |= T.H_DATA
-                                                f.history.append("d" if ep.hist_bit else "D")
-                                        else:
-                                            pkt = decode(ts, linktype, frame)
-                                            if pkt is not None:
-                                                slow(ts, pkt)
-                                            continue
-                                    elif (seq - ep.last) & 0xFFFFFFFF == 0:
-                                        if not ep.hist & T.H_ACK:
-                                            ep.hist |= T.H_ACK
-                                            f.history.append("a" if ep.hist_bit else "A")
-                                    else:
-                                        pkt = decode(ts, linktype, frame)
-                                        if pkt is not None:
-                                            slow(ts, pkt)
-                                        continue
+                                        # in-order data, no hole: sequence space and contiguous point advance
+                                        ep.last += plen
+                                        ep.contig += plen
+                                        ep.next32 = (seq + plen) & 0xFFFFFFFF
+                                        if not ep.hist & T.H_DATA:
+                                            ep.hist |= T.H_DATA
+                                            f.history.append("d" if ep.hist_bit else "D")
+                                    elif not ep.hist & T.H_ACK:
+                                        ep.hist |= T.H_ACK
+                                        f.history.append("a" if ep.hist_bit else "A")
                                     ep.pkts += 1
                                     ep.ipb += tot
                                     f.last = ts
@@ -242,13 +232,12 @@ class FlowTable:
                                                 peer.trim = rel_ack
                                             else:
                                                 T.ack_received(f, peer, rel_ack)
-                                    nfast += 1
                                     continue
                     elif proto == 17:
                         side = udp_get(frame[26:38])
                         if side is not None:
                             f = side.flow
-                            if f.fast and not f.probing and ts - f.last <= f.idle:
+                            if f.fast and ts - f.last <= f.idle:
                                 ulen = seq >> 16  # the UDP length field sits where TCP's seq starts
                                 if 8 <= ulen <= tot - 20:
                                     f.last = ts
@@ -258,12 +247,10 @@ class FlowTable:
                                     if not side.hist & T.H_DATA:
                                         side.hist |= T.H_DATA
                                         f.history.append("d" if side.hist_bit else "D")
-                                    nfast += 1
                                     continue
             pkt = decode(ts, linktype, frame)
             if pkt is not None:
                 slow(ts, pkt)
-        self.counters["fast_path"] += nfast
 
     def process(self, ts: float, pkt: Packet) -> None:
         src, dst, proto, iplen, buf, off, l4len, vlan, ivlan, frame, mac_off = pkt
@@ -312,7 +299,7 @@ class FlowTable:
             r = f.resp
             assert isinstance(o, T.TcpEndpoint) and isinstance(r, T.TcpEndpoint)
             f.fast = (o.state in _FAST_STATES and r.state in _FAST_STATES and not o.fin_cnt and not r.fin_cnt
-                      and f.hard == _INF)
+                      and f.hard == _INF and not f.probing)
             return
         if proto == 17:
             if end - off < 8:
@@ -333,7 +320,6 @@ class FlowTable:
                                    UDP_INACTIVITY)
                 if sport in LIKELY_SERVER_UDP and dport not in LIKELY_SERVER_UDP and not never_flip(dst):
                     f.flip_roles()
-                f.fast = True
                 side = self.flows[key]
             f = side.flow
             f.last = ts
@@ -359,6 +345,7 @@ class FlowTable:
                             f.idle = DNS_SESSION_TIMEOUT
             elif f.service == "teredo":
                 self._teredo(ts, f, pkt, off + 8, min(end, off + ulen))
+            f.fast = not f.probing and f.service != "teredo"
             return
         if proto == 1 or proto == 58:
             if end - off < 4:

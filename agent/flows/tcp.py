@@ -63,7 +63,7 @@ class TcpEndpoint(Side):
     __slots__ = (
         "state", "prev_state", "start", "last", "ack", "fin_cnt", "rst_cnt", "fin_seq",
         "did_close", "last_syn", "last_fin", "last_rst", "rxmt_cnt", "rxmt_thresh",
-        "win0_cnt", "win0_thresh", "gap_cnt", "gap_thresh", "trim", "contig", "blocks",
+        "win0_cnt", "win0_thresh", "gap_cnt", "gap_thresh", "trim", "contig", "blocks", "next32",
     )
     peer: TcpEndpoint
 
@@ -91,6 +91,9 @@ class TcpEndpoint(Side):
         self.trim = 0  # everything below has been acknowledged (and counted if missing)
         self.contig = 1  # data seen contiguously up to here
         self.blocks: list[list[int]] = []  # [start, end) ranges seen above contig
+        # the 32-bit sequence number of the next in-order segment while everything sent so far has
+        # been seen (no hole), else -1: the flow table's fast path accepts exactly these segments
+        self.next32 = -1
 
     def set_state(self, st: int) -> None:
         if st != self.state:
@@ -105,6 +108,9 @@ class TcpEndpoint(Side):
         self.contig = 1
         self.trim = 0
         self.blocks = []
+
+    def sync_next(self) -> None:
+        self.next32 = self.last & _M32 if self.contig == self.last - self.start else -1
 
     def widen(self, v: int, ref: int) -> int:
         return ref + seq_delta(v, ref & _M32)
@@ -220,6 +226,7 @@ def ack_received(conn: _ConnLike, ep: TcpEndpoint, rel_ack: int) -> None:
         if ep.blocks and ep.blocks[0][0] <= ep.contig:
             _ooo_add(ep, ep.contig, ep.contig)
     ep.trim = rel_ack
+    ep.sync_next()
     if missing > 0:
         if rel_ack <= 2 and conn.is_partial:
             return  # the faked SYN octet of a partial connection is not a hole
@@ -338,6 +345,8 @@ def tcp_packet(conn: _ConnLike, is_orig: bool, flags: int, seq: int, ack: int, w
         start = rel_seq + 1 if syn else rel_seq
         _ooo_add(ep, start, start + plen)
 
+    ep.sync_next()
+    peer.sync_next()
     if do_close:
         return _connection_closed(ep, peer, gen_event)
     return False

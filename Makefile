@@ -1,0 +1,60 @@
+# edgeaudit — the two set-up commands (README): `make demo` and `make test`.
+# Idempotent: the venv is rebuilt only when pyproject.toml changes; Debian packages are
+# installed with apt-get only when missing (needs root; otherwise a clear message).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Debian packages the tests and the demo need (more arrive with later features).
+DEB_PACKAGES := python3-venv python3-dev gcc
+DEMO_DIR := demo-out
+DEMO_PACKETS ?= 200000
+
+.PHONY: demo test deps deb-deps lint typecheck unit bench clean
+
+deps: deb-deps $(STAMP)
+
+deb-deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else \
+	    echo "missing Debian packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+lint: deps
+	$(BIN)/ruff check .
+
+typecheck: deps
+	$(BIN)/mypy
+
+# pytest exit status 5 means "no tests collected": not a failure of the suite.
+unit: deps
+	$(BIN)/pytest -n auto -q; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+test: lint typecheck unit
+
+demo: deps
+	@mkdir -p $(DEMO_DIR)
+	$(BIN)/edgeaudit-agent synth $(DEMO_DIR)/edge.pcap --packets $(DEMO_PACKETS)
+	$(BIN)/edgeaudit-agent replay $(DEMO_DIR)/edge.pcap --jsonl $(DEMO_DIR)/records.jsonl --summary
+	@echo "records written to $(DEMO_DIR)/records.jsonl"
+
+bench: deps
+	$(BIN)/python bench/bench_sessions.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

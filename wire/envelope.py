@@ -1,0 +1,206 @@
+"""The batch envelope: how the agent's uploader carries records to the collector.
+
+What: ``encode_batch`` builds the bytes of one batch; ``decode_batch`` turns untrusted bytes
+back into a validated ``Batch``, refusing anything outside the format below or its limits.
+
+Format (schema 1.x), complete enough to write another uploader from:
+
+1. Build one msgpack map (MessagePack spec, "new" format with str8 and UTF-8 strings) with
+   exactly these six keys, all msgpack ``str``, in any order:
+
+   =============  ==========  ============================================================
+   key            msgpack     value
+   =============  ==========  ============================================================
+   ``v``          str         schema version ``"major.minor"``, currently ``"1.0"``; the
+                              collector accepts any minor of its major and refuses others
+   ``agent_id``   str         the agent's id, 1..256 characters (the collector takes the
+                              agent's identity from its credential and may compare)
+   ``unit_id``    str         the unit (site) the agent belongs to, 1..256 characters
+   ``batch_seq``  int         0..2**63-1, unique per agent; ``(agent_id, batch_seq)`` is the
+                              idempotency key: a re-sent batch reuses its number
+   ``created``    float64     seconds since the Unix epoch when the batch was built
+                              (an int is accepted), within 0..4102444800
+   ``records``    array       0..50000 records, each a map as described in SCHEMA.md
+   =============  ==========  ============================================================
+
+   A record is a msgpack map with ``str`` keys: ``type``, ``ts`` and the other fields of its
+   type. Values are ``nil``, ``bool``, ``int`` (fitting int64; ports, VLAN ids and counters
+   have tighter ranges), ``float`` (float64 preferred; float32 accepted; NaN and infinities
+   refused; an int is accepted where a float is expected), ``str`` (valid UTF-8), or an
+   ``array`` of ``str`` or of numbers. No ``bin``, no ``ext`` (so no msgpack timestamps),
+   no nested maps. Every field SCHEMA.md lists for the type is present (``nil`` when
+   unknown) except the flow id of ``weird`` and ``alert`` records, which may be absent;
+   unknown fields are refused. Limits: strings 8192 characters, lists 1024 items of at most
+   1024 characters, 64 keys per record (see ``wire.limits`` and ``wire.validate``).
+
+2. Compress the msgpack bytes with zstd (RFC 8878): one frame, or several concatenated
+   frames, and nothing else (no skippable frames, no bytes before or after); content size
+   in the header optional; checksum optional; no dictionary; a window of at most 8 MiB
+   (levels 1..19 without long-distance matching). The body is at most 8 MiB compressed and
+   32 MiB decompressed. No bytes may follow the msgpack map.
+
+How it is sent (HTTP path, authentication, the acknowledgement) is the collector's and the
+uploader's business; this module only defines the body.
+
+Why these choices: msgpack is compact and fast to parse with hard size limits; zstd
+compresses repetitive records ~10x at low CPU. The decoder is written for hostile input:
+the compressed size is checked before anything else; the frame and block headers are
+walked (``wire.zstdframe``) so truncation, trailing bytes, dictionaries, big windows and big
+declared sizes are refused before decoding; decompression is streamed 1 MiB at a time and
+stops as soon as the output passes the limit, whether or not the frame declares its content
+size, so no zstd bomb can make it allocate much more than the limit; msgpack is parsed with
+per-container and per-string limits; and every record is validated.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+import msgpack  # type: ignore[import-untyped]
+import zstandard
+
+from wire.errors import EnvelopeError
+from wire.limits import (
+    MAX_BATCH_COMPRESSED,
+    MAX_BATCH_DECOMPRESSED,
+    MAX_BATCH_RECORDS,
+    MAX_FIELDS,
+    MAX_LIST_LEN,
+    MAX_STRING_LEN,
+    MAX_ZSTD_WINDOW,
+)
+from wire.validate import Batch, validate_batch
+from wire.version import SCHEMA_VERSION
+from wire.zstdframe import MAGIC, scan_frames
+
+#: The four bytes every zstd frame starts with (magic number 0xFD2FB528, little endian).
+ZSTD_MAGIC: Final = MAGIC.to_bytes(4, "little")
+#: Default compression level: fast, and ~10x on typical record batches.
+DEFAULT_LEVEL: Final = 3
+#: Decompression is read in pieces of this size, so a bomb stops within one piece of the limit.
+_READ_CHUNK: Final = 1 << 20
+#: Envelope keys (6) and record keys share msgpack's map length limit.
+_MAX_MAP_LEN: Final = max(MAX_FIELDS, 6)
+#: A str may hold up to 4 UTF-8 bytes per character; the validator then counts characters.
+_MAX_STR_BYTES: Final = 4 * MAX_STRING_LEN
+
+
+def encode_batch(
+    agent_id: str,
+    unit_id: str,
+    batch_seq: int,
+    records: Iterable[Mapping[str, object]],
+    created: float | None = None,
+    *,
+    level: int = DEFAULT_LEVEL,
+    validate: bool = True,
+) -> bytes:
+    """Build the zstd-compressed msgpack body of one batch.
+
+    ``created`` defaults to the current time. With ``validate`` (the default) the envelope and
+    every record are checked first, so a batch this returns is one the collector accepts;
+    an uploader that validated its records when spooling them may pass ``validate=False``.
+    Raises ``ValidationError`` (``EnvelopeError`` for envelope fields).
+    """
+    envelope: dict[str, Any] = {
+        "v": SCHEMA_VERSION,
+        "agent_id": agent_id,
+        "unit_id": unit_id,
+        "batch_seq": batch_seq,
+        "created": time.time() if created is None else created,
+        "records": list(records),
+    }
+    if validate:
+        validate_batch(envelope, max_records=MAX_BATCH_RECORDS)
+    try:
+        payload = msgpack.packb(envelope, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as e:  # only reachable with validate=False
+        raise EnvelopeError(f"batch cannot be encoded as msgpack: {e}") from None
+    return bytes(zstandard.ZstdCompressor(level=level).compress(payload))
+
+
+def decompress_bounded(data: bytes, max_decompressed: int = MAX_BATCH_DECOMPRESSED) -> bytes:
+    """Decompress zstd ``data``, refusing output beyond ``max_decompressed`` bytes.
+
+    First walks the frame headers (``wire.zstdframe``): truncated frames, trailing bytes,
+    dictionaries, windows over ``MAX_ZSTD_WINDOW`` and declared sizes over the limit are
+    refused without decoding. Then streams the frames (content size declared or not) and
+    stops one chunk after the limit is crossed, so memory stays near
+    ``max_decompressed + 1 MiB`` for any input.
+    """
+    frames = scan_frames(data)
+    declared = 0
+    for frame in frames:
+        if frame.window_size > MAX_ZSTD_WINDOW:
+            raise EnvelopeError(
+                f"zstd frame asks for a {frame.window_size}-byte window (at most {MAX_ZSTD_WINDOW})"
+            )
+        declared += frame.content_size or 0
+    if declared > max_decompressed:
+        raise EnvelopeError(f"batch body decompresses to more than {max_decompressed} bytes")
+    dctx = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
+    out = bytearray()
+    try:
+        with dctx.stream_reader(io.BytesIO(data), read_across_frames=True) as reader:
+            while True:
+                chunk = reader.read(_READ_CHUNK)
+                if not chunk:
+                    break
+                out += chunk
+                if len(out) > max_decompressed:
+                    raise EnvelopeError(
+                        f"batch body decompresses to more than {max_decompressed} bytes"
+                    )
+    except zstandard.ZstdError as e:
+        raise EnvelopeError(f"batch body is not valid zstd: {e}") from None
+    return bytes(out)
+
+
+def unpack_envelope(payload: bytes, max_records: int = MAX_BATCH_RECORDS) -> object:
+    """Parse the msgpack payload with limits on every container and string; no validation."""
+    try:
+        return msgpack.unpackb(
+            payload,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=_MAX_STR_BYTES,
+            max_bin_len=0,
+            max_ext_len=0,
+            max_array_len=max(max_records, MAX_LIST_LEN),
+            max_map_len=_MAX_MAP_LEN,
+        )
+    except msgpack.ExtraData:
+        raise EnvelopeError("batch payload has bytes after the msgpack map") from None
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as e:
+        # ValueError covers msgpack's FormatError, StackError, OutOfData-style "incomplete
+        # input", invalid UTF-8 (UnicodeDecodeError) and the max_*_len limits.
+        raise EnvelopeError(f"batch payload is not valid msgpack: {type(e).__name__}: {e}") from None
+
+
+def decode_batch(
+    data: bytes | bytearray | memoryview,
+    max_compressed: int = MAX_BATCH_COMPRESSED,
+    max_decompressed: int = MAX_BATCH_DECOMPRESSED,
+    max_records: int = MAX_BATCH_RECORDS,
+    *,
+    validate_records: bool = True,
+) -> Batch:
+    """Decode and validate one batch body received from an (untrusted) agent.
+
+    Raises ``EnvelopeError`` for size, zstd, msgpack, envelope or version problems and
+    ``ValidationError`` (message ``records[i]: ...``) for the first invalid record. With
+    ``validate_records=False`` records are left for the caller to check one by one with
+    ``wire.validate_record`` (e.g. to store the good ones and count the bad).
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise EnvelopeError(f"batch body must be bytes, got {type(data).__name__}")
+    if len(data) > max_compressed:
+        raise EnvelopeError(f"batch body is larger than {max_compressed} bytes ({len(data)})")
+    payload = decompress_bounded(bytes(data), max_decompressed)
+    envelope = unpack_envelope(payload, max_records)
+    return validate_batch(envelope, max_records=max_records, validate_records=validate_records)
+

@@ -1,0 +1,389 @@
+"""Every record type of SCHEMA.md v1 as a TypedDict: the single definition of field names.
+
+What: one TypedDict per record ``type`` (``SessionRecord`` for ``"session"``, ...), the shared
+flow id (``FlowId``; ``MaybeFlowId`` for ``weird`` and ``alert``, whose flow fields may be null
+or absent), the ``Record`` union and ``RECORD_TYPES`` (type name -> TypedDict).
+
+Why TypedDicts: records are plain dicts at runtime (cheap to build, to serialise to JSON and
+msgpack, and to validate), while producers still get mypy checking of names and types. The
+annotations are also the machine-readable schema: ``wire.spec`` derives the field spec table
+from them, so a field is declared exactly once.
+
+Conventions encoded here (SCHEMA.md "Conventions"):
+- every field listed for a type must be present; ``X | None`` means the value may be null
+  (unknown); a ``NotRequired`` field may also be absent (only the flow id of weird/alert);
+- lists are never null (an empty list is ``[]``), list items are never null;
+- strings decoded from packets that SCHEMA.md lists without a type are ``str | None``: the
+  message carrying them may be missing or truncated;
+- ``float`` fields also accept ``int`` (JSON and other msgpack writers may drop the ``.0``);
+  ``int`` fields never accept ``bool``.
+
+Adding a field or a type: add it here (and to RECORD_TYPES), bump ``SCHEMA_MINOR``; a new
+field in a minor version must be ``NotRequired`` so records of older agents stay valid.
+"""
+
+from typing import Literal, NotRequired, TypeAlias, TypedDict
+
+from wire.constraints import (
+    U16,
+    CommunityId,
+    Count,
+    Depth,
+    IPAddr,
+    MacAddr,
+    Port,
+    Proto,
+    Snippet,
+    Timestamp,
+    VlanId,
+)
+
+ConnState: TypeAlias = Literal[
+    "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"
+]
+LoginSource: TypeAlias = Literal[
+    "radius", "dhcp", "pppoe", "portal", "roster", "http", "ftp", "pop3", "imap", "smtp"
+]
+RadiusStatusType: TypeAlias = Literal["Start", "Stop", "Interim-Update", "Accounting-On", "Accounting-Off"]
+
+
+class FlowId(TypedDict):
+    """The flow id carried by every record that belongs to a connection."""
+
+    uid: str
+    proto: Proto
+    src_ip: IPAddr
+    src_port: Port  # ICMP: the type
+    dst_ip: IPAddr
+    dst_port: Port  # ICMP: the code
+    vlan: VlanId | None
+    inner_vlan: VlanId | None
+
+
+class MaybeFlowId(TypedDict):
+    """The flow id of records that may not belong to a connection: null or absent fields."""
+
+    uid: NotRequired[str | None]
+    proto: NotRequired[Proto | None]
+    src_ip: NotRequired[IPAddr | None]
+    src_port: NotRequired[Port | None]
+    dst_ip: NotRequired[IPAddr | None]
+    dst_port: NotRequired[Port | None]
+    vlan: NotRequired[VlanId | None]
+    inner_vlan: NotRequired[VlanId | None]
+
+
+class SessionRecord(FlowId):
+    """One per connection (Zeek conn.log semantics); interim snapshots carry interim=True."""
+
+    type: Literal["session"]
+    ts: Timestamp
+    src_mac: MacAddr | None
+    dst_mac: MacAddr | None
+    service: str | None
+    duration: float
+    orig_bytes: Count
+    resp_bytes: Count
+    orig_pkts: Count
+    resp_pkts: Count
+    orig_ip_bytes: Count
+    resp_ip_bytes: Count
+    missed_bytes: Count
+    community_id: CommunityId
+    conn_state: ConnState
+    history: str
+    nat_ip: IPAddr | None
+    nat_port: Port | None
+    account: str | None
+    blocked: bool
+    interim: bool
+
+
+class HttpRecord(FlowId):
+    """One per HTTP request/response pair."""
+
+    type: Literal["http"]
+    ts: Timestamp
+    trans_depth: Depth
+    method: str | None
+    host: str | None
+    uri: str | None
+    referrer: str | None
+    version: str | None
+    user_agent: str | None
+    status_code: Count | None
+    status_msg: str | None
+    request_body_len: Count
+    response_body_len: Count
+    req_content_type: str | None
+    resp_content_type: str | None
+    username: str | None
+    account: str | None
+
+
+class DnsRecord(FlowId):
+    """One per DNS query/response pair."""
+
+    type: Literal["dns"]
+    ts: Timestamp
+    trans_id: U16
+    query: str | None
+    qclass: U16 | None
+    qtype: U16 | None
+    qtype_name: str | None
+    rcode: U16 | None
+    rcode_name: str | None
+    AA: bool
+    TC: bool
+    RD: bool
+    RA: bool
+    answers: list[str]
+    ttls: list[float]
+    rejected: bool
+
+
+class TlsRecord(FlowId):
+    """One per TLS connection."""
+
+    type: Literal["tls"]
+    ts: Timestamp
+    server_name: str | None
+    version: str | None
+    next_protocol: str | None
+    established: bool
+
+
+# "from" is a Python keyword, so this part needs the functional syntax.
+_SmtpHeaders = TypedDict("_SmtpHeaders", {"from": str | None, "to": list[str], "cc": list[str]})
+
+
+class SmtpRecord(FlowId, _SmtpHeaders):
+    """One per SMTP mail transaction."""
+
+    type: Literal["smtp"]
+    ts: Timestamp
+    trans_depth: Depth
+    helo: str | None
+    mailfrom: str | None
+    rcptto: list[str]
+    subject: str | None
+    user: str | None
+    tls: bool
+
+
+class MailboxRecord(FlowId):
+    """One per POP3/IMAP session."""
+
+    type: Literal["mailbox"]
+    ts: Timestamp
+    protocol: Literal["pop3", "imap"]
+    user: str | None
+    login_ok: bool | None
+    commands: list[str]
+    tls: bool
+
+
+class FtpRecord(FlowId):
+    """One per FTP command that got a reply (Zeek ftp.log semantics)."""
+
+    type: Literal["ftp"]
+    ts: Timestamp
+    user: str | None
+    command: str
+    arg: str | None
+    reply_code: Count
+    reply_msg: str | None
+    file_size: Count | None
+
+
+class DhcpRecord(TypedDict):
+    """One per DHCP client transaction (Zeek dhcp.log semantics)."""
+
+    type: Literal["dhcp"]
+    ts: Timestamp
+    uids: list[str]
+    client_addr: IPAddr | None
+    server_addr: IPAddr | None
+    mac: MacAddr | None
+    host_name: str | None
+    domain: str | None
+    requested_addr: IPAddr | None
+    assigned_addr: IPAddr | None
+    lease_time: float | None
+    msg_types: list[str]
+
+
+class RadiusRecord(FlowId):
+    """One per RADIUS request/response exchange."""
+
+    type: Literal["radius"]
+    ts: Timestamp
+    code: str
+    status_type: RadiusStatusType | None
+    username: str | None
+    framed_addr: IPAddr | None
+    calling_station_id: str | None
+    called_station_id: str | None
+    nas_ip: IPAddr | None
+    acct_session_id: str | None
+    session_time: Count | None
+    input_octets: Count | None
+    output_octets: Count | None
+    result: Literal["success", "failed"] | None
+
+
+class PppoeRecord(TypedDict):
+    """One per PPPoE discovery/termination packet."""
+
+    type: Literal["pppoe"]
+    ts: Timestamp
+    src_mac: MacAddr
+    dst_mac: MacAddr
+    code: Literal["PADI", "PADO", "PADR", "PADS", "PADT"]
+    session_id: U16
+    service_name: str | None
+    ac_name: str | None
+    username: str | None
+
+
+class LoginRecord(TypedDict):
+    """A user came on line (event "login") or left (event "logout"); type is "login" for both."""
+
+    type: Literal["login"]
+    ts: Timestamp
+    event: Literal["login", "logout"]
+    account: str | None
+    ip: IPAddr | None
+    mac: MacAddr | None
+    calling_station: str | None
+    source: LoginSource
+    session_id: str | None
+    duration: float | None
+
+
+class NatRecord(TypedDict):
+    """An address translation created or destroyed (gateway connection tracking)."""
+
+    type: Literal["nat"]
+    ts: Timestamp
+    event: Literal["create", "destroy"]
+    proto: Proto
+    inside_ip: IPAddr
+    inside_port: Port | None
+    outside_ip: IPAddr
+    outside_port: Port | None
+    remote_ip: IPAddr
+    remote_port: Port | None
+
+
+class AlertRecord(MaybeFlowId):
+    """A keyword rule matched; flow id when the content came from a connection."""
+
+    type: Literal["alert"]
+    ts: Timestamp
+    rule_id: str
+    ruleset_version: str
+    category: str
+    severity: int
+    action: Literal["alert", "block"]
+    blocked: bool
+    field: str
+    keyword: str
+    encoding: str | None
+    snippet: Snippet
+    account: str | None
+
+
+class WeirdRecord(MaybeFlowId):
+    """A decoder anomaly (Zeek weird.log semantics); flow id when known."""
+
+    type: Literal["weird"]
+    ts: Timestamp
+    name: str
+    detail: str | None
+
+
+class AuditRecord(TypedDict):
+    """System maintenance log entry."""
+
+    type: Literal["audit"]
+    ts: Timestamp
+    actor: str
+    action: str
+    target: str | None
+    detail: str | None
+    result: str | None
+
+
+class RegistrationRecord(TypedDict):
+    """User registration information (personal data: restricted access at the collector)."""
+
+    type: Literal["registration"]
+    ts: Timestamp
+    account: str
+    name: str | None
+    id_type: str | None
+    id_number: str | None
+    phone: str | None
+    mac: MacAddr | None
+    ip: IPAddr | None
+
+
+class StatsRecord(TypedDict):
+    """Agent health counters, every 60 s."""
+
+    type: Literal["stats"]
+    ts: Timestamp
+    interval: float
+    packets: Count
+    bytes: Count
+    kernel_drops: Count
+    flows_active: Count
+    records_out: Count
+    records_dropped: Count
+    spool_records: Count
+    spool_bytes: Count
+    upload_lag_s: float | None
+    ruleset_version: str | None
+
+
+Record: TypeAlias = (
+    SessionRecord
+    | HttpRecord
+    | DnsRecord
+    | TlsRecord
+    | SmtpRecord
+    | MailboxRecord
+    | FtpRecord
+    | DhcpRecord
+    | RadiusRecord
+    | PppoeRecord
+    | LoginRecord
+    | NatRecord
+    | AlertRecord
+    | WeirdRecord
+    | AuditRecord
+    | RegistrationRecord
+    | StatsRecord
+)
+
+#: Record ``type`` value -> its TypedDict. ``wire.spec`` builds the field spec table from this.
+RECORD_TYPES: dict[str, type] = {
+    "session": SessionRecord,
+    "http": HttpRecord,
+    "dns": DnsRecord,
+    "tls": TlsRecord,
+    "smtp": SmtpRecord,
+    "mailbox": MailboxRecord,
+    "ftp": FtpRecord,
+    "dhcp": DhcpRecord,
+    "radius": RadiusRecord,
+    "pppoe": PppoeRecord,
+    "login": LoginRecord,
+    "nat": NatRecord,
+    "alert": AlertRecord,
+    "weird": WeirdRecord,
+    "audit": AuditRecord,
+    "registration": RegistrationRecord,
+    "stats": StatsRecord,
+}
