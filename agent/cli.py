@@ -100,8 +100,11 @@ def cmd_replay(a: argparse.Namespace) -> int:
         for path in a.files:
             try:
                 with open_capture(path) as cap:
+                    counted = cap.counters  # the reader counts frame bytes as it goes
+                    seen = counted["bytes"]
                     for batch in cap.batches(4096):
-                        p.feed(batch)
+                        p.feed(batch, counted["bytes"] - seen)
+                        seen = counted["bytes"]
                         progress.update(path, cap.offset, cap.size, p.packets)
             except CaptureError as e:
                 progress.close()

@@ -41,7 +41,8 @@ class Pipeline:
         self.records_by_type: Counter[str] = Counter()
         self.weird_names: Counter[str] = Counter()
 
-    def feed(self, batch: list[tuple[float, int, bytes]]) -> None:
+    def feed(self, batch: list[tuple[float, int, bytes]], nbytes: int | None = None) -> None:
+        """Process one batch; `nbytes` (frame bytes in it) when the source already counted them."""
         if not batch:
             return
         self.table.process_batch(batch, self.decoder.decode)
@@ -49,7 +50,7 @@ class Pipeline:
             self.first_ts = batch[0][0]
         self.last_ts = batch[-1][0]
         self.packets += len(batch)
-        self.bytes += sum([len(frame) for _, _, frame in batch])
+        self.bytes += nbytes if nbytes is not None else sum([len(frame) for _, _, frame in batch])
         self._drain()
 
     def finish(self) -> None:

@@ -18,35 +18,64 @@ side only. Records are plain dicts at runtime; the TypedDicts exist for type che
 Dependencies: the standard library, ``msgpack`` and ``zstandard``, nothing else.
 """
 
-from wire.envelope import decode_batch, encode_batch
+from typing import TYPE_CHECKING, Any
+
 from wire.errors import EnvelopeError, ValidationError
-from wire.jsonl import JsonlWriter, read_jsonl
-from wire.records import (
-    RECORD_TYPES,
-    AlertRecord,
-    AuditRecord,
-    DhcpRecord,
-    DnsRecord,
-    FlowId,
-    FtpRecord,
-    HttpRecord,
-    LoginRecord,
-    MailboxRecord,
-    MaybeFlowId,
-    NatRecord,
-    PppoeRecord,
-    RadiusRecord,
-    Record,
-    RegistrationRecord,
-    SessionRecord,
-    SmtpRecord,
-    StatsRecord,
-    TlsRecord,
-    WeirdRecord,
-)
-from wire.spec import SPECS, FieldSpec, RecordSpec
-from wire.validate import Batch, validate_batch, validate_record
 from wire.version import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from wire.envelope import decode_batch, encode_batch
+    from wire.jsonl import JsonlWriter, read_jsonl
+    from wire.records import (
+        RECORD_TYPES,
+        AlertRecord,
+        AuditRecord,
+        DhcpRecord,
+        DnsRecord,
+        FlowId,
+        FtpRecord,
+        HttpRecord,
+        LoginRecord,
+        MailboxRecord,
+        MaybeFlowId,
+        NatRecord,
+        PppoeRecord,
+        RadiusRecord,
+        Record,
+        RegistrationRecord,
+        SessionRecord,
+        SmtpRecord,
+        StatsRecord,
+        TlsRecord,
+        WeirdRecord,
+    )
+    from wire.spec import SPECS, FieldSpec, RecordSpec
+    from wire.validate import Batch, validate_batch, validate_record
+
+# Lazy attributes (PEP 562): the agent's hot start-up path imports only ``wire.jsonl``; building the
+# validation tables (``wire.spec``, ``wire.fastpath``) costs ~100 ms and is needed only where
+# records are validated (the collector, tests, ``--validate``).
+_LAZY = {
+    "decode_batch": "wire.envelope", "encode_batch": "wire.envelope",
+    "JsonlWriter": "wire.jsonl", "read_jsonl": "wire.jsonl",
+    "SPECS": "wire.spec", "FieldSpec": "wire.spec", "RecordSpec": "wire.spec",
+    "Batch": "wire.validate", "validate_batch": "wire.validate", "validate_record": "wire.validate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        if name in _RECORD_NAMES:
+            module = "wire.records"
+        else:
+            raise AttributeError(f"module 'wire' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "RECORD_TYPES",
@@ -84,3 +113,6 @@ __all__ = [
     "validate_batch",
     "validate_record",
 ]
+
+_RECORD_NAMES = frozenset(n for n in __all__ if n.endswith("Record") or n in {
+    "RECORD_TYPES", "FlowId", "MaybeFlowId", "Record"})

@@ -29,7 +29,6 @@ from types import TracebackType
 from typing import IO, Any, Final, Protocol
 
 from wire.errors import ValidationError
-from wire.validate import validate_record
 
 #: Bytes collected before one write to the file.
 DEFAULT_BUFFER_SIZE: Final = 1 << 20
@@ -91,6 +90,8 @@ class JsonlWriter:
         if self._closed:
             raise ValueError("write to a closed JsonlWriter")
         if self._validate:
+            from wire.validate import validate_record  # imported on use: its tables cost ~100 ms to build
+
             validate_record(record)
         line = encode_line(record)
         self._pending.append(line)
@@ -171,6 +172,8 @@ def _read_lines(f: Iterable[bytes], validate: bool) -> Iterator[dict[str, Any]]:
         if type(record) is not dict:
             raise ValidationError(f"line {lineno}: expected a JSON object, got {type(record).__name__}")
         if validate:
+            from wire.validate import validate_record
+
             try:
                 validate_record(record)
             except ValidationError as e:

@@ -32,6 +32,7 @@ recently active are retired early as session records (counted in
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import heapq
 import socket
@@ -69,7 +70,8 @@ _FAST_HDR = struct.Struct("!12x3sxH2xHxB14xIIHH")
 _PORTS = struct.Struct("!HH")
 _UDP_LEN = struct.Struct("!H")
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
-_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_UID_MASK = (1 << 96) - 1
+_UID_MULT = 0x9E3779B97F4A7C15F39CC061  # odd, so multiplication is a bijection modulo 2**96
 
 Record = dict[str, Any]
 TunnelHook = Callable[[float, Packet, int, int, bool], "Packet | None"]
@@ -156,7 +158,7 @@ class FlowTable:
         self.out: list[Record] = []
         self.weirds: list[tuple[float, str, str, Flow | None]] = []
         self.tunnel_hook = tunnel_hook
-        self._uid_seed = uid_seed
+        self._uid_key = int.from_bytes(hashlib.blake2b(uid_seed, digest_size=12).digest(), "big")
         self._uid_n = 0
         self._next_scan = 0.0
         self.counters = {"flows_created": 0, "flows_evicted": 0, "flows_timed_out": 0,
@@ -164,14 +166,16 @@ class FlowTable:
 
     # -- ids ---------------------------------------------------------------------------
     def _uid(self) -> str:
+        """'C' + 16 URL-safe base-64 characters (96 bits), in the spirit of Zeek's uids.
+
+        A bijection of the flow counter (multiplication by an odd constant and
+        an XOR with a per-table key, modulo 2**96), so uids never repeat within
+        an agent's life and replaying a capture gives the same uids; hashing
+        every flow with a cryptographic function would cost more than the flow.
+        """
         self._uid_n += 1
-        h = int.from_bytes(hashlib.blake2b(self._uid_n.to_bytes(8, "big"), key=self._uid_seed[:64],
-                                           digest_size=12).digest(), "big")
-        chars = []
-        for _ in range(17):
-            h, r = divmod(h, 62)
-            chars.append(_B62[r])
-        return "C" + "".join(chars)
+        h = ((self._uid_n * _UID_MULT) ^ self._uid_key) & _UID_MASK
+        return "C" + base64.urlsafe_b64encode(h.to_bytes(12, "big")).decode("ascii")
 
     # -- the per-packet path -------------------------------------------------------------
     def process_batch(self, batch: list[tuple[float, int, bytes]],
@@ -211,6 +215,9 @@ class FlowTable:
                                 if d2 < 0x80000000 and ack:
                                     plen = tot - 20 - ((offflags >> 10) & 0x3C)
                                     if plen:
+                                        if f.probing:
+                                            thl = (offflags >> 10) & 0x3C
+                                            self._probe_tcp(f, ep is f.orig, frame[34 + thl:14 + tot])
                                         # in-order data, no hole: sequence space and contiguous point advance
                                         ep.last += plen
                                         ep.contig += plen
@@ -299,7 +306,7 @@ class FlowTable:
             r = f.resp
             assert isinstance(o, T.TcpEndpoint) and isinstance(r, T.TcpEndpoint)
             f.fast = (o.state in _FAST_STATES and r.state in _FAST_STATES and not o.fin_cnt and not r.fin_cnt
-                      and f.hard == _INF and not f.probing)
+                      and f.hard == _INF)
             return
         if proto == 17:
             if end - off < 8:

@@ -62,8 +62,7 @@ class TcpEndpoint(Side):
 
     __slots__ = (
         "state", "prev_state", "start", "last", "ack", "fin_cnt", "rst_cnt", "fin_seq",
-        "did_close", "last_syn", "last_fin", "last_rst", "rxmt_cnt", "rxmt_thresh",
-        "win0_cnt", "win0_thresh", "gap_cnt", "gap_thresh", "trim", "contig", "blocks", "next32",
+        "did_close", "last_syn", "last_fin", "last_rst", "scaled", "trim", "contig", "blocks", "next32",
     )
     peer: TcpEndpoint
 
@@ -81,12 +80,9 @@ class TcpEndpoint(Side):
         self.last_syn = -1
         self.last_fin = -1
         self.last_rst = -1
-        self.rxmt_cnt = 0
-        self.rxmt_thresh = 1
-        self.win0_cnt = 0
-        self.win0_thresh = 1
-        self.gap_cnt = 0
-        self.gap_thresh = 1
+        # counters of the letters Zeek scales (T, W, G): letter -> [count, next threshold];
+        # created on first use because most connections never retransmit or stall
+        self.scaled: dict[str, list[int]] | None = None
         # reassembly bookkeeping, relative sequence numbers
         self.trim = 0  # everything below has been acknowledged (and counted if missing)
         self.contig = 1  # data seen contiguously up to here
@@ -128,14 +124,15 @@ class TcpEndpoint(Side):
         return n if n > 0 else 0
 
 
-def _scaled(conn: _ConnLike, endpoint: TcpEndpoint, which: str, letter: str) -> None:
+def _scaled(conn: _ConnLike, endpoint: TcpEndpoint, letter: str) -> None:
     """Zeek's ScaledHistoryEntry: record the letter at the 1st, 10th, 100th... event."""
-    cnt = getattr(endpoint, which + "_cnt") + 1
-    setattr(endpoint, which + "_cnt", cnt)
-    thresh = getattr(endpoint, which + "_thresh")
-    if cnt == thresh:
+    if endpoint.scaled is None:
+        endpoint.scaled = {}
+    c = endpoint.scaled.setdefault(letter, [0, 1])
+    c[0] += 1
+    if c[0] == c[1]:
         conn.history.append(letter if endpoint.hist_bit == 0 else letter.lower())
-        setattr(endpoint, which + "_thresh", thresh * 10)
+        c[1] *= 10
 
 
 class _ConnLike(Protocol):
@@ -233,7 +230,7 @@ def ack_received(conn: _ConnLike, ep: TcpEndpoint, rel_ack: int) -> None:
         peer = conn.resp if ep is conn.orig else conn.orig
         if _is_clean(ep) and _is_clean(peer):
             conn.missed += missing
-            _scaled(conn, ep, "gap", "G")
+            _scaled(conn, ep, "G")
 
 
 def tcp_packet(conn: _ConnLike, is_orig: bool, flags: int, seq: int, ack: int, window: int,
@@ -300,7 +297,7 @@ def tcp_packet(conn: _ConnLike, is_orig: bool, flags: int, seq: int, ack: int, w
 
     # update_window: only the zero-window history matters for the record
     if window == 0 and not rst and peer.state != CLOSED and ep.state != RESET:
-        _scaled(conn, ep, "win0", "W")
+        _scaled(conn, ep, "W")
 
     if fin:
         ep.fin_cnt += 1
@@ -334,7 +331,7 @@ def tcp_packet(conn: _ConnLike, is_orig: bool, flags: int, seq: int, ack: int, w
     elif delta_last > 0:
         ep.last += delta_last
     elif plen > 0:
-        _scaled(conn, ep, "rxmt", "T")
+        _scaled(conn, ep, "T")
 
     do_close, gen_event = _update_state_machine(conn, ep, peer, seq, ack, plen, delta_last, is_orig, flags)
 
