@@ -8,32 +8,31 @@ table become `weird` records here. Counters of every stage are in `stats()`.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from agent.capture.pcapfile import PcapRegion
 from agent.decode.packet import Decoder
 from agent.flows.table import DEFAULT_MAX_FLOWS, PROTO_NAMES, Flow, FlowTable
+from wire.addresses import ip_from_packed
 
 Record = dict[str, Any]
 Sink = Callable[[list[Record]], None]
 
 
 def _ip_text(b: bytes | None) -> str | None:
-    if b is None:
-        return None
-    return socket.inet_ntop(socket.AF_INET6 if len(b) == 16 else socket.AF_INET, b)
+    return None if b is None else ip_from_packed(b)
 
 
 class Pipeline:
     def __init__(self, sink: Sink, *, max_flows: int = DEFAULT_MAX_FLOWS,
-                 uid_seed: bytes = b"edgeaudit") -> None:
+                 uid_seed: bytes = b"edgeaudit", fast_path: bool = True) -> None:
         self.sink = sink
         self.decoder = Decoder()
         self.table = FlowTable(max_flows=max_flows, uid_seed=uid_seed,
-                               tunnel_hook=self.decoder.decode_teredo)
+                               tunnel_hook=self.decoder.decode_teredo, fast_path=fast_path)
         self.packets = 0
         self.bytes = 0
         self.first_ts: float | None = None
@@ -52,6 +51,23 @@ class Pipeline:
         self.packets += len(batch)
         self.bytes += nbytes if nbytes is not None else sum([len(frame) for _, _, frame in batch])
         self._drain()
+
+    def feed_pcap(self, region: PcapRegion, max_packets: int = 65536) -> tuple[int, int, int, int]:
+        """Process up to `max_packets` records of a classic pcap in place (see FlowTable.process_pcap).
+
+        Returns (offset reached, packets, frame bytes, snapped records) for `CaptureFile.consumed`.
+        """
+        off, n, nbytes, snapped, first, last = self.table.process_pcap(region, self.decoder.decode,
+                                                                      max_packets)
+        if n:
+            if self.first_ts is None:
+                self.first_ts = first
+            assert last is not None
+            self.last_ts = last
+            self.packets += n
+            self.bytes += nbytes
+        self._drain()
+        return off, n, nbytes, snapped
 
     def finish(self) -> None:
         self.table.flush()

@@ -94,7 +94,11 @@ def ip_from_packed(packed: bytes) -> str:
     if len(packed) == 4:
         return socket.inet_ntoa(packed)
     if len(packed) == 16:
-        return _v6_from_packed(bytes(packed))
+        text = socket.inet_ntop(socket.AF_INET6, packed)
+        # inet_ntop is RFC 5952 except for the deprecated IPv4-compatible form (::a.b.c.d)
+        if "." in text and not text.startswith("::ffff:"):
+            return _v6_from_packed(bytes(packed))
+        return text
     raise ValueError(f"a packed IP address has 4 or 16 bytes, not {len(packed)}")
 
 

@@ -4,6 +4,6 @@ Every source yields ``(timestamp, linktype, frame bytes)`` tuples, in batches.
 """
 
 from agent.capture import linktypes
-from agent.capture.pcapfile import CaptureError, CaptureFile, Packet, open_capture
+from agent.capture.pcapfile import CaptureError, CaptureFile, Packet, PcapRegion, open_capture
 
-__all__ = ["CaptureError", "CaptureFile", "Packet", "linktypes", "open_capture"]
+__all__ = ["CaptureError", "CaptureFile", "Packet", "PcapRegion", "linktypes", "open_capture"]

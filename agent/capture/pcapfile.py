@@ -62,11 +62,12 @@ import os
 import stat
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import repeat
 from types import TracebackType
 from typing import Final
 
-__all__ = ["CaptureError", "CaptureFile", "Packet", "open_capture"]
+__all__ = ["CaptureError", "CaptureFile", "Packet", "PcapRegion", "open_capture"]
 
 Packet = tuple[float, int, bytes]
 """One captured frame: (timestamp in seconds since the epoch, link type, frame bytes)."""
@@ -154,6 +155,27 @@ _NG_STRUCTS: Final = {"<": _NgStructs("<"), ">": _NgStructs(">")}
 
 # One pcapng interface: (link type, timestamp units per second, if_tsoffset seconds, snaplen).
 _Interface = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class PcapRegion:
+    """The unread records of a classic pcap file, for a consumer that parses them in place.
+
+    The flow table's fused loop (`FlowTable.process_pcap`) reads record headers
+    and frames straight out of the map, so a packet on its fast path is never
+    copied into a `bytes` object or wrapped in a tuple. It consumes complete,
+    sane records only and reports how far it got with `CaptureFile.consumed`;
+    `batches()` then resumes there, so damage at the end of a file is found and
+    reported exactly as usual.
+    """
+
+    buf: mmap.mmap
+    start: int  # offset of the first unread record header
+    end: int  # file size
+    linktype: int
+    record: struct.Struct  # the record header: seconds, fraction, captured length, original length
+    ts_divisor: int  # fractions per second (10**6 or 10**9)
+    max_caplen: int  # a longer captured length is damage, not a packet
 
 
 class CaptureFile:
@@ -255,6 +277,23 @@ class CaptureFile:
     def __iter__(self) -> Iterator[Packet]:
         for batch in self.batches():
             yield from batch
+
+    def pcap_region(self) -> PcapRegion | None:
+        """The unread records for in-place parsing (classic pcap only; None for pcapng or closed)."""
+        if self._mm is None or self.format != "pcap" or self.linktype is None:
+            return None
+        return PcapRegion(self._mm, self.offset, self.size, self.linktype, self._record, self._ts_divisor,
+                          self._max_caplen)
+
+    def consumed(self, offset: int, packets: int, nbytes: int, snapped: int = 0) -> None:
+        """A `pcap_region` consumer processed `packets` whole records (`nbytes` frame bytes) up to `offset`.
+
+        `snapped`: how many of them were cut by the snap length (captured < original length).
+        """
+        self.offset = offset
+        self.counters["packets"] += packets
+        self.counters["bytes"] += nbytes
+        self.counters["truncated_records"] += snapped
 
     def batches(self, n: int = 4096) -> Iterator[list[Packet]]:
         """Yield lists of up to ``n`` packets (the last may be shorter; none is empty)."""

@@ -290,8 +290,10 @@ class Decoder:
             ptype, inner_buf = ETH_TEB, inner_buf[8:]
         if ptype == ETH_TEB:
             etype, ip_off, v2, i2, _ = link_layer(lt.ETHERNET, inner_buf)
-            return self._from_ethertype(ts, etype, inner_buf, ip_off, v2 if v2 is not None else vlan,
-                                        i2 if i2 is not None else inner, frame, depth)
+            if v2 is None:  # an untagged bridged frame: the tunnel's own tags stand for its link
+                v2, i2 = vlan, inner
+            # a tagged one keeps its own pair: never its outer tag with the tunnel's inner one
+            return self._from_ethertype(ts, etype, inner_buf, ip_off, v2, i2, frame, depth)
         return self._from_ethertype(ts, ptype, inner_buf, 0, vlan, inner, frame, depth)
 
     def _from_ethertype(self, ts: float, etype: int, buf: bytes, off: int, vlan: int | None,

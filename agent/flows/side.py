@@ -9,13 +9,16 @@ Zeek's heuristics flip the roles, the two sides simply trade places.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.flows.table import Flow
 
 
 class Side:
     __slots__ = ("flow", "peer", "pkts", "ipb", "nbytes", "hist", "hist_bit")
 
-    def __init__(self, flow: Any, hist_bit: int) -> None:
+    def __init__(self, flow: Flow, hist_bit: int) -> None:
         self.flow = flow  # the Flow this side belongs to
         self.peer: Side = self
         self.pkts = 0  # packets sent by this side

@@ -35,17 +35,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import heapq
-import socket
+import mmap
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+from agent.capture.pcapfile import PcapRegion
 from agent.decode.packet import Packet
 from agent.flows import tcp as T
 from agent.flows.classify import MAX_PROBES, probe_tcp, probe_tcp_pair, probe_udp
 from agent.flows.community_id import community_id, icmp_port_equivalents
 from agent.flows.ports import LIKELY_SERVER_TCP, LIKELY_SERVER_UDP, never_flip
 from agent.flows.side import Side
+from wire.addresses import ip_from_packed
 
 TCP_INACTIVITY = 300.0  # Zeek tcp_inactivity_timeout
 UDP_INACTIVITY = 60.0  # Zeek udp_inactivity_timeout
@@ -58,6 +60,7 @@ INTERIM_INTERVAL = 60.0  # SCHEMA.md: long connections report at least every 60 
 SCAN_INTERVAL = 5.0  # how often (packet time) timeouts and interim reports are checked
 DEFAULT_MAX_FLOWS = 1_000_000  # ~1 KB each: about 1 GB at the limit
 TEREDO_PORT = 3544
+MAX_TEREDO_DEPTH = 3  # Teredo inside Teredo: real networks have one level; a crafted packet could nest 1000s
 _INF = float("inf")
 _FAST_STATES = (T.ESTABLISHED, T.PARTIAL)
 
@@ -147,7 +150,10 @@ def _fast_key(src: bytes, dst: bytes, sport: int, dport: int) -> bytes:
 
 class FlowTable:
     def __init__(self, *, max_flows: int = DEFAULT_MAX_FLOWS, uid_seed: bytes = b"edgeaudit",
-                 tunnel_hook: TunnelHook | None = None) -> None:
+                 tunnel_hook: TunnelHook | None = None, fast_path: bool = True) -> None:
+        # fast_path=False sends every packet through the general decoder and state machine: the
+        # records must be identical either way (the tests compare them)
+        self.fast_path = fast_path
         # both directions' keys -> the side that sends packets with that key
         self.flows: dict[tuple[Any, ...], Side] = {}
         # the same for untagged IPv4 TCP and UDP, keyed by the 12 wire bytes src, dst, sport, dport
@@ -160,6 +166,7 @@ class FlowTable:
         self.tunnel_hook = tunnel_hook
         self._uid_key = int.from_bytes(hashlib.blake2b(uid_seed, digest_size=12).digest(), "big")
         self._uid_n = 0
+        self._tunnel_depth = 0
         self._next_scan = 0.0
         self.counters = {"flows_created": 0, "flows_evicted": 0, "flows_timed_out": 0,
                          "sessions_out": 0, "interim_out": 0, "truncated_l4": 0, "fast_path": 0}
@@ -180,84 +187,159 @@ class FlowTable:
     # -- the per-packet path -------------------------------------------------------------
     def process_batch(self, batch: list[tuple[float, int, bytes]],
                       decode: Callable[[float, int, bytes], Packet | None]) -> None:
-        """Run a capture batch through the table.
+        """Run a capture batch of (timestamp, link type, frame) through the table.
 
-        The fast path handles, without the general decoder, the packets that
-        make up almost all of a gateway's traffic: untagged Ethernet, IPv4
-        without options or fragmentation, on a TCP flow both of whose sides
-        are established and not closing (in-order ACK/data segments), or on a
-        UDP flow whose service is known. For those it does exactly what
-        `process` and `tcp.tcp_packet` would do; anything else (a new flow,
-        SYN/FIN/RST, a zero window, a retransmission or hole, probing still
-        under way, VLAN tags, IPv6...) goes through them.
+        Each frame is offered to the fast path first (`_fast`); what it does
+        not take goes through the general decoder and `process`.
         """
-        if batch[-1][0] >= self._next_scan:
-            self._scan(batch[0][0])
-        tcp_get = self.fast_tcp.get
-        udp_get = self.fast_udp.get
-        unpack = _FAST_HDR.unpack_from
+        fast = self._fast if self.fast_path else None
         slow = self.process
-        struct_error = struct.error
+        next_scan = self._next_scan
         for ts, linktype, frame in batch:
-            if linktype == 1:
-                try:
-                    head, tot, frag, proto, seq, ack, offflags, win = unpack(frame, 0)
-                except struct_error:
-                    head = b""
-                if head == b"\x08\x00\x45" and not frag & 0x3FFF and tot + 14 <= len(frame):
-                    if proto == 6:
-                        ep = tcp_get(frame[26:38])
-                        if ep is not None and not offflags & 0x07 and win:
-                            f = ep.flow
-                            if f.fast and seq == ep.next32 and ts - f.last <= f.idle:
-                                peer = ep.peer
-                                d2 = (ack - peer.ack) & 0xFFFFFFFF
-                                if d2 < 0x80000000 and ack:
-                                    plen = tot - 20 - ((offflags >> 10) & 0x3C)
-                                    if plen:
-                                        if f.probing:
-                                            thl = (offflags >> 10) & 0x3C
-                                            self._probe_tcp(f, ep is f.orig, frame[34 + thl:14 + tot])
-                                        # in-order data, no hole: sequence space and contiguous point advance
-                                        ep.last += plen
-                                        ep.contig += plen
-                                        ep.next32 = (seq + plen) & 0xFFFFFFFF
-                                        if not ep.hist & T.H_DATA:
-                                            ep.hist |= T.H_DATA
-                                            f.history.append("d" if ep.hist_bit else "D")
-                                    elif not ep.hist & T.H_ACK:
-                                        ep.hist |= T.H_ACK
-                                        f.history.append("a" if ep.hist_bit else "A")
-                                    ep.pkts += 1
-                                    ep.ipb += tot
-                                    f.last = ts
-                                    if d2:
-                                        peer.ack += d2
-                                        rel_ack = peer.ack - peer.start
-                                        if rel_ack > peer.trim:
-                                            if rel_ack <= peer.contig:
-                                                peer.trim = rel_ack
-                                            else:
-                                                T.ack_received(f, peer, rel_ack)
-                                    continue
-                    elif proto == 17:
-                        side = udp_get(frame[26:38])
-                        if side is not None:
-                            f = side.flow
-                            if f.fast and ts - f.last <= f.idle:
-                                ulen = seq >> 16  # the UDP length field sits where TCP's seq starts
-                                if 8 <= ulen <= tot - 20:
-                                    f.last = ts
-                                    side.pkts += 1
-                                    side.ipb += tot
-                                    side.nbytes += ulen - 8
-                                    if not side.hist & T.H_DATA:
-                                        side.hist |= T.H_DATA
-                                        f.history.append("d" if side.hist_bit else "D")
-                                    continue
+            if ts >= next_scan:
+                self._scan(ts)
+                next_scan = self._next_scan
+            if linktype == 1 and fast is not None and fast(ts, frame, 0, len(frame)):
+                continue
             pkt = decode(ts, linktype, frame)
             if pkt is not None:
                 slow(ts, pkt)
+
+    def process_pcap(self, region: PcapRegion, decode: Callable[[float, int, bytes], Packet | None],
+                     max_packets: int) -> tuple[int, int, int, int, float | None, float | None]:
+        """Run up to `max_packets` records of a classic pcap file through the table, in place.
+
+        Frames on the fast path are parsed inside the file's map, never copied;
+        the others are sliced out for the general decoder. Stops before the
+        first record that is incomplete or implausible, leaving it to the
+        reader to report. Returns (offset reached, packets, frame bytes,
+        snapped records, first and last timestamp).
+        """
+        buf = region.buf
+        end = region.end
+        linktype = region.linktype
+        rec = region.record.unpack_from
+        div = region.ts_divisor
+        max_caplen = region.max_caplen
+        fast = self._fast if linktype == 1 and self.fast_path else None
+        slow = self.process
+        next_scan = self._next_scan
+        off = region.start
+        n = nbytes = snapped = 0
+        first_ts: float | None = None
+        ts = 0.0
+        while n < max_packets:
+            if off + 16 > end:
+                break
+            sec, frac, caplen, wirelen = rec(buf, off)
+            p = off + 16
+            nxt = p + caplen
+            if nxt > end or caplen > max_caplen:
+                break
+            ts = sec + frac / div
+            if first_ts is None:
+                first_ts = ts
+            if ts >= next_scan:
+                self._scan(ts)
+                next_scan = self._next_scan
+            n += 1
+            nbytes += caplen
+            if caplen < wirelen:
+                snapped += 1
+            off = nxt
+            if fast is not None and fast(ts, buf, p, caplen):
+                continue
+            pkt = decode(ts, linktype, buf[p:nxt])
+            if pkt is not None:
+                slow(ts, pkt)
+        return off, n, nbytes, snapped, first_ts, (ts if n else None)
+
+    def _fast(self, ts: float, buf: bytes | mmap.mmap, p: int, caplen: int) -> bool:
+        """The fast path for one Ethernet frame at `buf[p:p + caplen]`; False when it is not for it.
+
+        It takes, without the general decoder, the packets that are almost all
+        of a gateway's traffic: untagged Ethernet, IPv4 without options or
+        fragmentation, on a TCP flow both of whose sides are established and
+        not closing (an in-order segment with nothing but ACK/PSH set), or on
+        a UDP flow whose service is known. For those it does exactly what
+        `process` and `tcp.tcp_packet` would; anything else (a new flow,
+        SYN/FIN/RST, a zero window, a retransmission or a hole, VLAN tags,
+        IPv6...) is left to them.
+        """
+        if caplen < 54:
+            return False
+        # typed locals: compiled with mypyc these become machine integers
+        head: bytes
+        tot: int
+        frag: int
+        proto: int
+        seq: int
+        ack: int
+        offflags: int
+        win: int
+        head, tot, frag, proto, seq, ack, offflags, win = _FAST_HDR.unpack_from(buf, p)
+        if head != b"\x08\x00\x45" or frag & 0x3FFF or tot + 14 > caplen:
+            return False
+        if proto == 6:
+            ep = self.fast_tcp.get(buf[p + 26:p + 38])
+            # ACK set, no SYN/FIN/RST, a window, and a header length the segment can hold
+            if ep is None or offflags & 0x17 != 0x10 or not win:
+                return False
+            thl = (offflags >> 10) & 0x3C
+            plen = tot - 20 - thl
+            if thl < 20 or plen < 0:
+                return False
+            f = ep.flow
+            if not f.fast or seq != ep.next32 or ts - f.last > f.idle:
+                return False
+            peer = cast(T.TcpEndpoint, ep.peer)
+            d2 = (ack - peer.ack) & 0xFFFFFFFF
+            if d2 >= 0x80000000 or not ack:
+                return False
+            if plen:
+                if f.probing:
+                    self._probe_tcp(f, ep is f.orig, bytes(buf[p + 34 + thl:p + 14 + tot]))
+                # in-order data, no hole: the sequence space and the contiguous point advance together
+                ep.last += plen
+                ep.contig += plen
+                ep.next32 = (seq + plen) & 0xFFFFFFFF
+                if not ep.hist & T.H_DATA:
+                    ep.hist |= T.H_DATA
+                    f.history.append("d" if ep.hist_bit else "D")
+            elif not ep.hist & T.H_ACK:
+                ep.hist |= T.H_ACK
+                f.history.append("a" if ep.hist_bit else "A")
+            ep.pkts += 1
+            ep.ipb += tot
+            f.last = ts
+            if d2:
+                peer.ack += d2
+                rel_ack = peer.ack - peer.start
+                if rel_ack > peer.trim:
+                    if rel_ack <= peer.contig:
+                        peer.trim = rel_ack
+                    else:
+                        T.ack_received(f, peer, rel_ack)
+            return True
+        if proto == 17:
+            side = self.fast_udp.get(buf[p + 26:p + 38])
+            if side is None:
+                return False
+            f = side.flow
+            if not f.fast or ts - f.last > f.idle:
+                return False
+            ulen = seq >> 16  # the UDP length field sits where TCP's sequence number starts
+            if ulen < 8 or ulen > tot - 20:
+                return False
+            f.last = ts
+            side.pkts += 1
+            side.ipb += tot
+            side.nbytes += ulen - 8
+            if not side.hist & T.H_DATA:
+                side.hist |= T.H_DATA
+                f.history.append("d" if side.hist_bit else "D")
+            return True
+        return False
 
     def process(self, ts: float, pkt: Packet) -> None:
         src, dst, proto, iplen, buf, off, l4len, vlan, ivlan, frame, mac_off = pkt
@@ -474,13 +556,20 @@ class FlowTable:
 
     def _teredo(self, ts: float, f: Flow, pkt: Packet, off: int, end: int) -> bool:
         assert self.tunnel_hook is not None
+        if self._tunnel_depth >= MAX_TEREDO_DEPTH:
+            self._weird(ts, "exceeded_tunnel_max_depth", f"Teredo nested {self._tunnel_depth} deep", f)
+            return False
         inner = self.tunnel_hook(ts, pkt, off, end, f.oport == TEREDO_PORT or f.rport == TEREDO_PORT)
         if inner is None:
             return False
         f.service = "teredo"
         f.probing = False
         f.fast = False  # every packet of a Teredo flow must be decapsulated
-        self.process(ts, inner)
+        self._tunnel_depth += 1
+        try:
+            self.process(ts, inner)
+        finally:
+            self._tunnel_depth -= 1
         return True
 
     def _weird(self, ts: float, name: str, detail: str, f: Flow | None) -> None:
@@ -526,7 +615,6 @@ class FlowTable:
             self._retire(f)
 
     def session_record(self, f: Flow, interim: bool) -> Record:
-        fam = socket.AF_INET6 if len(f.oip) == 16 else socket.AF_INET
         o, r = f.orig, f.resp
         hist = "".join(f.history)
         if isinstance(o, T.TcpEndpoint) and isinstance(r, T.TcpEndpoint):
@@ -548,9 +636,9 @@ class FlowTable:
             "ts": f.start,
             "uid": f.uid,
             "proto": PROTO_NAMES.get(f.proto, str(f.proto)),
-            "src_ip": socket.inet_ntop(fam, f.oip),
+            "src_ip": ip_from_packed(f.oip),
             "src_port": f.oport,
-            "dst_ip": socket.inet_ntop(fam, f.rip),
+            "dst_ip": ip_from_packed(f.rip),
             "dst_port": f.rport,
             "vlan": f.vlan,
             "inner_vlan": f.ivlan,

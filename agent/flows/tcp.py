@@ -15,8 +15,11 @@ as in Zeek's conn.log:
   and FIN octets (`TCP_Endpoint::Size`);
 - gaps: when the peer acknowledges data this side never showed us, the
   missing bytes count into `missed_bytes`, as Zeek's reassembler reports them
-  through `content_gap` (only when both sides are established or cleanly
-  closed, and not for the faked first octet of a partial connection).
+  through `content_gap`, one G per hole (only when both sides are established
+  or closed straight from established, not for the faked first octet of a
+  partial connection, and never again for a direction once more than
+  `MAX_ABOVE_HOLE_WITHOUT_ACKS` bytes waited above a hole before any of its
+  data was acknowledged).
 
 Sequence numbers are widened from 32 to 64 bits relative to the last value
 seen on the same side, so wrap-around in multi-GB connections is handled.
@@ -29,26 +32,44 @@ kept here (the reassembler of the protocol decoders does that).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from agent.flows.side import Side
 
-# Endpoint states (Zeek's TCP_ENDPOINT_*).
-INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
+if TYPE_CHECKING:
+    from agent.flows.table import Flow
 
-FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+# Endpoint states (Zeek's TCP_ENDPOINT_*).
+INACTIVE: Final = 0
+SYN_SENT: Final = 1
+SYN_ACK_SENT: Final = 2
+PARTIAL: Final = 3
+ESTABLISHED: Final = 4
+CLOSED: Final = 5
+RESET: Final = 6
+
+FIN: Final = 0x01
+SYN: Final = 0x02
+RST: Final = 0x04
+PSH: Final = 0x08
+ACK: Final = 0x10
+URG: Final = 0x20
 
 # Zeek: TOO_LARGE_SEQ_DELTA; SYN/RST sequence jumps beyond this are not trusted.
 TOO_LARGE_SEQ_DELTA = 1048576
 # Out-of-order ranges kept per direction to compute gaps; real streams rarely
 # have more than a handful of holes in flight.
 MAX_OOO_BLOCKS = 64
+# Zeek's tcp_max_above_hole_without_any_acks: when more than this waits above a hole and none
+# of the direction's data was acknowledged yet, Zeek's reassembler gives up on the direction
+# (skip_deliveries) and never reports its gaps.
+MAX_ABOVE_HOLE_WITHOUT_ACKS = 16384
 
 _M32 = 0xFFFFFFFF
 _WRAP = 1 << 32
 
 # history bits (one per letter and direction) for "record once" letters
-H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST, H_MULTI, H_FINRST = (1 << i for i in range(8))
+H_SYN, H_ACK, H_DATA, H_FIN, H_RST, H_MULTI, H_FINRST = (1 << i for i in range(7))
 
 
 def seq_delta(a: int, b: int) -> int:
@@ -63,10 +84,10 @@ class TcpEndpoint(Side):
     __slots__ = (
         "state", "prev_state", "start", "last", "ack", "fin_cnt", "rst_cnt", "fin_seq",
         "did_close", "last_syn", "last_fin", "last_rst", "scaled", "trim", "contig", "blocks", "next32",
+        "skip",
     )
-    peer: TcpEndpoint
 
-    def __init__(self, flow: Any, hist_bit: int) -> None:
+    def __init__(self, flow: Flow, hist_bit: int) -> None:
         super().__init__(flow, hist_bit)
         self.state = INACTIVE
         self.prev_state = INACTIVE
@@ -87,6 +108,7 @@ class TcpEndpoint(Side):
         self.trim = 0  # everything below has been acknowledged (and counted if missing)
         self.contig = 1  # data seen contiguously up to here
         self.blocks: list[list[int]] = []  # [start, end) ranges seen above contig
+        self.skip = False  # Zeek's skip_deliveries: gave up on this direction's gaps
         # the 32-bit sequence number of the next in-order segment while everything sent so far has
         # been seen (no hole), else -1: the flow table's fast path accepts exactly these segments
         self.next32 = -1
@@ -108,12 +130,16 @@ class TcpEndpoint(Side):
     def sync_next(self) -> None:
         self.next32 = self.last & _M32 if self.contig == self.last - self.start else -1
 
+    def no_data_acked(self) -> bool:
+        """Zeek's NoDataAcked: nothing beyond the (possible) SYN octet has been acknowledged."""
+        return self.ack - self.start <= 1
+
     def widen(self, v: int, ref: int) -> int:
         return ref + seq_delta(v, ref & _M32)
 
     def size(self, peer: TcpEndpoint) -> int:
         if (self.prev_state == SYN_SENT and self.state == RESET and peer.state == INACTIVE
-                and self.ack != self.start):  # ! NoDataAcked()
+                and not self.no_data_acked()):
             return 0
         top = self.last if self.last > self.ack else self.ack
         n = top - self.start
@@ -193,7 +219,8 @@ def _ooo_add(ep: TcpEndpoint, start: int, end: int) -> None:
 
 
 def _is_clean(ep: TcpEndpoint) -> bool:
-    return ep.state == CLOSED or (ep.state == ESTABLISHED and ep.prev_state != CLOSED)
+    """Zeek's is_clean (TCP_Reassembler.cc): established, or closed straight from established."""
+    return ep.state == ESTABLISHED or (ep.state == CLOSED and ep.prev_state == ESTABLISHED)
 
 
 def ack_received(conn: _ConnLike, ep: TcpEndpoint, rel_ack: int) -> None:
@@ -202,18 +229,21 @@ def ack_received(conn: _ConnLike, ep: TcpEndpoint, rel_ack: int) -> None:
         rel_ack = ep.fin_seq - 1
     if rel_ack <= ep.trim:
         return
-    missing = 0
+    missing = holes = 0
     if rel_ack > ep.contig:
-        # bytes in [contig, rel_ack) that no out-of-order block covers
+        # bytes in [contig, rel_ack) that no out-of-order block covers; Zeek's Undelivered
+        # reports each hole as one Gap
         lo = ep.contig
         for b in ep.blocks:
             if b[0] >= rel_ack:
                 break
             if b[0] > lo:
                 missing += b[0] - lo
+                holes += 1
             lo = max(lo, b[1])
         if lo < rel_ack:
             missing += rel_ack - lo
+            holes += 1
         # everything below the ack is now history
         ep.contig = max(lo, rel_ack)
         ep.blocks = [b for b in ep.blocks if b[1] > ep.contig]
@@ -224,13 +254,14 @@ def ack_received(conn: _ConnLike, ep: TcpEndpoint, rel_ack: int) -> None:
             _ooo_add(ep, ep.contig, ep.contig)
     ep.trim = rel_ack
     ep.sync_next()
-    if missing > 0:
+    if missing > 0 and not ep.skip:
         if rel_ack <= 2 and conn.is_partial:
             return  # the faked SYN octet of a partial connection is not a hole
         peer = conn.resp if ep is conn.orig else conn.orig
         if _is_clean(ep) and _is_clean(peer):
             conn.missed += missing
-            _scaled(conn, ep, "G")
+            for _ in range(holes):
+                _scaled(conn, ep, "G")
 
 
 def tcp_packet(conn: _ConnLike, is_orig: bool, flags: int, seq: int, ack: int, window: int,
@@ -279,7 +310,8 @@ def tcp_packet(conn: _ConnLike, is_orig: bool, flags: int, seq: int, ack: int, w
     elif bits == 1:
         if syn:
             code = "H" if ackf else "S"
-            if _check_history(conn, ep, H_SYNACK if ackf else H_SYN, code) and rel_seq != ep.last_syn:
+            # one bit for both letters, as Zeek's HIST_SYN_PKT
+            if _check_history(conn, ep, H_SYN, code) and rel_seq != ep.last_syn:
                 _add_history(conn, ep, code)
             ep.last_syn = rel_seq
         if fin:
@@ -341,6 +373,9 @@ def tcp_packet(conn: _ConnLike, is_orig: bool, flags: int, seq: int, ack: int, w
     if plen > 0 and captured and not rst and not underflow:
         start = rel_seq + 1 if syn else rel_seq
         _ooo_add(ep, start, start + plen)
+        if (ep.blocks and not ep.skip and ep.blocks[-1][1] - ep.contig > MAX_ABOVE_HOLE_WITHOUT_ACKS
+                and ep.no_data_acked()):
+            ep.skip = True  # (the ranges stay: `contig` keeps serving the fast path)
 
     ep.sync_next()
     peer.sync_next()
