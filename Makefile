@@ -11,7 +11,7 @@ DEB_PACKAGES := python3-venv python3-dev gcc
 DEMO_DIR := demo-out
 DEMO_PACKETS ?= 200000
 
-.PHONY: demo test deps deb-deps lint typecheck unit bench clean compiled
+.PHONY: demo test deps deb-deps lint typecheck unit bench clean compiled test-compiled
 
 deps: deb-deps $(STAMP)
 
@@ -45,7 +45,12 @@ typecheck: deps
 unit: deps
 	$(BIN)/pytest -n auto -q; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
-test: lint typecheck unit
+# The compiled packet path must pass the same flow, decoder, capture and corpus tests.
+test-compiled: compiled
+	EDGEAUDIT_TREE=$(COMPILED_DIR) $(BIN)/pytest -n auto -q tests/agent/flows tests/agent/decode \
+	  tests/agent/capture tests/corpus; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+test: lint typecheck unit test-compiled
 
 demo: deps
 	@mkdir -p $(DEMO_DIR)
@@ -53,11 +58,11 @@ demo: deps
 	$(BIN)/edgeaudit-agent replay $(DEMO_DIR)/edge.pcap --jsonl $(DEMO_DIR)/records.jsonl --summary
 	@echo "records written to $(DEMO_DIR)/records.jsonl"
 
-bench: deps
-	$(BIN)/python bench/bench_sessions.py
+bench: deps compiled
+	$(BIN)/python bench/bench_sessions.py --repeat 3
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(DEMO_DIR) build .pytest_cache .mypy_cache .ruff_cache
 
 # The packet path compiled with mypyc (same source, machine code): a build artifact in
 # build/compiled, used by `make bench` and tested by `make test` against the pure-Python tree.

@@ -79,6 +79,8 @@ _MAGIC_NSEC: Final = 0xA1B23C4D
 # Alexey Kuznetzov's patched libpcap wrote 8 extra bytes per record header; long obsolete, so it
 # is recognised only to give a better error than "not a capture file".
 _MAGIC_KUZNETZOV: Final = 0xA1B2CD34
+_MAP_POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)
+_POPULATE_MAX: Final = 2 << 30  # bytes
 _PCAP_HEADER_LEN: Final = 24
 _PCAP_RECORD_LEN: Final = 16
 # libpcap's MAXIMUM_SNAPLEN: a longer record is taken as a corrupt header, not as a real frame.
@@ -240,7 +242,11 @@ class CaptureFile:
             if self.size == 0:
                 raise CaptureError(self.path, 0, "empty file: no capture header")
             # No madvise(MADV_SEQUENTIAL): measured 15% slower on a cached file (Linux 6.x).
-            self._mm = mmap.mmap(fobj.fileno(), 0, access=mmap.ACCESS_READ)
+            # MAP_POPULATE (Linux): the kernel maps the whole file at once instead of taking one
+            # page fault per 4 KiB as the reader advances (measured: less system time). It also
+            # reads the file in first, so only for files that comfortably fit in memory.
+            populate = _MAP_POPULATE if self.size <= _POPULATE_MAX else 0
+            self._mm = mmap.mmap(fobj.fileno(), 0, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ)
             self._read_file_header()
         except BaseException:
             if self._mm is not None:

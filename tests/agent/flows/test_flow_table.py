@@ -26,7 +26,7 @@ from scapy.packet import Packet as ScapyPacket
 from scapy.packet import Raw
 
 from agent.capture import open_capture
-from agent.decode.packet import Decoder, Packet
+from agent.decode.packet import Decoder
 from agent.flows.table import FlowTable
 from agent.pipeline import Pipeline
 from agent.synth import generate

@@ -1,0 +1,26 @@
+"""Suite-wide setup.
+
+EDGEAUDIT_TREE=build/compiled runs the tests against the mypyc-compiled tree
+(`make compiled`) instead of the source tree, so the compiled packet path is
+held to the same tests (`make test` does this for the flow and corpus tests).
+The development install is editable and its import hook would keep serving the
+source modules, so the hook is taken out first.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+_tree = os.environ.get("EDGEAUDIT_TREE")
+if _tree:
+    _path = Path(_tree).resolve()
+    if not (_path / ".built").exists():
+        raise RuntimeError(f"EDGEAUDIT_TREE={_tree}: not a built tree (run `make compiled`)")
+    sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
+    sys.path.insert(0, str(_path))
+    import agent.flows.table
+
+    if not agent.flows.table.__file__ or not agent.flows.table.__file__.endswith(".so"):
+        raise RuntimeError(f"EDGEAUDIT_TREE={_tree}: agent.flows.table is not the compiled module")
