@@ -26,7 +26,8 @@ between drains (the rest are counted in `counters["weirds_dropped"]`).
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from agent.capture import linktypes as lt
 from agent.decode.defrag import Defragmenter
@@ -83,6 +84,11 @@ class Packet(NamedTuple):
     inner_vlan: int | None
     frame: bytes  # the original frame (for MAC addresses)
     mac_off: int  # offset of the Ethernet destination MAC in frame, -1 when none
+
+
+# Building the NamedTuple through tuple.__new__ skips its generated Python-level __new__ (1.2 us
+# less per packet on the general path); the fields are passed in declaration order.
+_new_packet: Callable[[type[Packet], tuple[Any, ...]], Packet] = tuple.__new__  # type: ignore[assignment]
 
 
 class Decoder:
@@ -198,7 +204,7 @@ class Decoder:
         l4 = off + hlen
         if proto in (PROTO_IPIP, PROTO_IPV6, PROTO_GRE):
             return self._tunnel(ts, proto, buf, l4, off + min(tot, avail), vlan, inner, frame, depth)
-        return Packet(src, dst, proto, tot, buf, l4, tot - hlen, vlan, inner, frame, mac_off)
+        return _new_packet(Packet, (src, dst, proto, tot, buf, l4, tot - hlen, vlan, inner, frame, mac_off))
 
     def _ipv6(self, ts: float, buf: bytes, off: int, vlan: int | None, inner: int | None,
               frame: bytes, mac_off: int, depth: int, reassembled: int = 0) -> Packet | None:
@@ -251,7 +257,7 @@ class Decoder:
                 raise DecodeError("truncated_IPv6_extension_header", f"{hl} bytes")
         if nh in (PROTO_IPIP, PROTO_IPV6, PROTO_GRE):
             return self._tunnel(ts, nh, buf, p, end, vlan, inner, frame, depth)
-        return Packet(src, dst, nh, tot, buf, p, tot - (p - off), vlan, inner, frame, mac_off)
+        return _new_packet(Packet, (src, dst, nh, tot, buf, p, tot - (p - off), vlan, inner, frame, mac_off))
 
     # -- tunnels -----------------------------------------------------------------------
     def _tunnel(self, ts: float, proto: int, buf: bytes, off: int, end: int, vlan: int | None,
