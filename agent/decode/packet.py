@@ -218,6 +218,10 @@ class Decoder:
         nh = buf[off + 6]
         src = buf[off + 8:off + 24]
         dst = buf[off + 24:off + 40]
+        if plen == 0 and nh != PROTO_NONE6 and avail > 40:
+            # a zero payload length with payload behind it: a jumbogram (RFC 2675) or Linux BIG TCP
+            # on a captured outbound packet; the real length is what was captured, as for IPv4 TSO
+            plen = avail - 40
         tot = 40 + plen
         end = off + min(tot, avail)
         p = off + 40

@@ -60,6 +60,7 @@ INTERIM_INTERVAL = 60.0  # SCHEMA.md: long connections report at least every 60 
 SCAN_INTERVAL = 5.0  # how often (packet time) timeouts and interim reports are checked
 DEFAULT_MAX_FLOWS = 1_000_000  # ~1 KB each: about 1 GB at the limit
 TEREDO_PORT = 3544
+PROTO_NONE6 = 59
 MAX_TEREDO_DEPTH = 3  # Teredo inside Teredo: real networks have one level; a crafted packet could nest 1000s
 _INF = float("inf")
 _FAST_STATES = (T.ESTABLISHED, T.PARTIAL)
@@ -170,7 +171,7 @@ class FlowTable:
         self._tunnel_depth = 0
         self._next_scan = 0.0
         self.counters = {"flows_created": 0, "flows_evicted": 0, "flows_timed_out": 0,
-                         "sessions_out": 0, "interim_out": 0, "truncated_l4": 0, "fast_path": 0}
+                         "sessions_out": 0, "interim_out": 0, "truncated_l4": 0, "no_next_header": 0}
 
     # -- ids ---------------------------------------------------------------------------
     def _uid(self) -> str:
@@ -451,6 +452,11 @@ class FlowTable:
             key = (src, sport, dst, dport, proto, vlan, ivlan)
             self._count_other(ts, key, proto, src, dst, sport, dport, vlan, ivlan, frame, mac_off,
                               iplen, l4len - 8, ICMP_INACTIVITY)
+            return
+        if proto == PROTO_NONE6:
+            # IPv6 "no next header": nothing is carried (Teredo bubbles, keepalives); Zeek logs no
+            # connection for it either
+            self.counters["no_next_header"] += 1
             return
         # any other transport: one flow per address pair and protocol, no ports
         key = (src, 0, dst, 0, proto, vlan, ivlan)
