@@ -80,6 +80,12 @@ def _summary(p: Pipeline, elapsed: float, out: IO[str]) -> None:
     out.write("totals\n")
     for k, v in rows:
         out.write(f"  {k:<16} {v:>12}\n")
+    for title, counts in (("sessions by service", p.sessions_by_service),
+                          ("sessions by state", p.sessions_by_state)):
+        if counts:
+            out.write(f"{title}\n")
+            for name, n in counts.most_common(12):
+                out.write(f"  {name:<16} {n:>12,}\n")
     if p.weird_names:
         out.write("weird names\n")
         for name, n in p.weird_names.most_common():

@@ -39,6 +39,8 @@ class Pipeline:
         self.last_ts = 0.0
         self.records_by_type: Counter[str] = Counter()
         self.weird_names: Counter[str] = Counter()
+        self.sessions_by_service: Counter[str] = Counter()
+        self.sessions_by_state: Counter[str] = Counter()
 
     def feed(self, batch: list[tuple[float, int, bytes]], nbytes: int | None = None) -> None:
         """Process one batch; `nbytes` (frame bytes in it) when the source already counted them."""
@@ -86,8 +88,15 @@ class Pipeline:
                 out.append(self._weird(ts, name, detail, None, None, f))
             tab_weirds.clear()
         if out:
+            by_type = self.records_by_type
+            services = self.sessions_by_service
+            states = self.sessions_by_state
             for r in out:
-                self.records_by_type[r["type"]] += 1
+                t = r["type"]
+                by_type[t] += 1
+                if t == "session" and not r["interim"]:
+                    services[r["service"] or "-"] += 1
+                    states[r["conn_state"]] += 1
             self.sink(out)
             self.table.out = []
 
