@@ -79,8 +79,6 @@ _MAGIC_NSEC: Final = 0xA1B23C4D
 # Alexey Kuznetzov's patched libpcap wrote 8 extra bytes per record header; long obsolete, so it
 # is recognised only to give a better error than "not a capture file".
 _MAGIC_KUZNETZOV: Final = 0xA1B2CD34
-_MAP_POPULATE: Final = getattr(mmap, "MAP_POPULATE", 0)
-_POPULATE_MAX: Final = 2 << 30  # bytes
 _PCAP_HEADER_LEN: Final = 24
 _PCAP_RECORD_LEN: Final = 16
 # libpcap's MAXIMUM_SNAPLEN: a longer record is taken as a corrupt header, not as a real frame.
@@ -242,11 +240,9 @@ class CaptureFile:
             if self.size == 0:
                 raise CaptureError(self.path, 0, "empty file: no capture header")
             # No madvise(MADV_SEQUENTIAL): measured 15% slower on a cached file (Linux 6.x).
-            # MAP_POPULATE (Linux): the kernel maps the whole file at once instead of taking one
-            # page fault per 4 KiB as the reader advances (measured: less system time). It also
-            # reads the file in first, so only for files that comfortably fit in memory.
-            populate = _MAP_POPULATE if self.size <= _POPULATE_MAX else 0
-            self._mm = mmap.mmap(fobj.fileno(), 0, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ)
+            # No MAP_POPULATE either: measured no faster than faulting pages in as the reader
+            # advances, and it would read a file larger than memory in before the first packet.
+            self._mm = mmap.mmap(fobj.fileno(), 0, access=mmap.ACCESS_READ)
             self._read_file_header()
         except BaseException:
             if self._mm is not None:
