@@ -32,7 +32,7 @@ kept here (the reassembler of the protocol decoders does that).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final, cast
 
 from agent.flows.side import Side
 
@@ -150,7 +150,7 @@ class TcpEndpoint(Side):
         return n if n > 0 else 0
 
 
-def _scaled(conn: _ConnLike, endpoint: TcpEndpoint, letter: str) -> None:
+def _scaled(conn: Flow, endpoint: TcpEndpoint, letter: str) -> None:
     """Zeek's ScaledHistoryEntry: record the letter at the 1st, 10th, 100th... event."""
     if endpoint.scaled is None:
         endpoint.scaled = {}
@@ -161,20 +161,7 @@ def _scaled(conn: _ConnLike, endpoint: TcpEndpoint, letter: str) -> None:
         c[1] *= 10
 
 
-class _ConnLike(Protocol):
-    """What this module needs of a connection (see `agent.flows.table.Flow`)."""
-
-    history: list[str]
-    orig: Any  # TcpEndpoint; typed loosely because the flow table holds sides of every protocol
-    resp: Any
-    missed: int
-    is_partial: bool
-    weird_names: list[str]
-
-    def flip_roles(self) -> None: ...
-
-
-def _check_history(conn: _ConnLike, ep: TcpEndpoint, bit: int, letter: str) -> bool:
+def _check_history(conn: Flow, ep: TcpEndpoint, bit: int, letter: str) -> bool:
     """Record `letter` the first time; True when it had been seen before (Zeek's CheckHistory)."""
     if ep.hist & bit:
         return True
@@ -183,7 +170,7 @@ def _check_history(conn: _ConnLike, ep: TcpEndpoint, bit: int, letter: str) -> b
     return False
 
 
-def _add_history(conn: _ConnLike, ep: TcpEndpoint, letter: str) -> None:
+def _add_history(conn: Flow, ep: TcpEndpoint, letter: str) -> None:
     conn.history.append(letter if ep.hist_bit == 0 else letter.lower())
 
 
@@ -223,7 +210,7 @@ def _is_clean(ep: TcpEndpoint) -> bool:
     return ep.state == ESTABLISHED or (ep.state == CLOSED and ep.prev_state == ESTABLISHED)
 
 
-def ack_received(conn: _ConnLike, ep: TcpEndpoint, rel_ack: int) -> None:
+def ack_received(conn: Flow, ep: TcpEndpoint, rel_ack: int) -> None:
     """The peer acknowledged `ep`'s data up to `rel_ack` (Zeek: TCP_Reassembler::AckReceived)."""
     if ep.fin_cnt > 0 and rel_ack >= ep.fin_seq:
         rel_ack = ep.fin_seq - 1
@@ -257,22 +244,22 @@ def ack_received(conn: _ConnLike, ep: TcpEndpoint, rel_ack: int) -> None:
     if missing > 0 and not ep.skip:
         if rel_ack <= 2 and conn.is_partial:
             return  # the faked SYN octet of a partial connection is not a hole
-        peer = conn.resp if ep is conn.orig else conn.orig
+        peer = cast(TcpEndpoint, conn.resp if ep is conn.orig else conn.orig)
         if _is_clean(ep) and _is_clean(peer):
             conn.missed += missing
             for _ in range(holes):
                 _scaled(conn, ep, "G")
 
 
-def tcp_packet(conn: _ConnLike, is_orig: bool, flags: int, seq: int, ack: int, window: int,
+def tcp_packet(conn: Flow, is_orig: bool, flags: int, seq: int, ack: int, window: int,
                plen: int, captured: bool = True) -> bool:
     """Process one TCP segment. Returns True when this packet closed the connection completely.
 
     `captured` is False when the capture cut the payload short (snap length):
     such data was never seen, so acknowledging it reveals a gap, as in Zeek.
     """
-    ep = conn.orig if is_orig else conn.resp
-    peer = conn.resp if is_orig else conn.orig
+    ep = cast(TcpEndpoint, conn.orig if is_orig else conn.resp)
+    peer = cast(TcpEndpoint, conn.resp if is_orig else conn.orig)
     syn = flags & SYN
     fin = flags & FIN
     rst = flags & RST
@@ -384,7 +371,7 @@ def tcp_packet(conn: _ConnLike, is_orig: bool, flags: int, seq: int, ack: int, w
     return False
 
 
-def _update_state_machine(conn: _ConnLike, ep: TcpEndpoint, peer: TcpEndpoint, seq: int, ack: int,
+def _update_state_machine(conn: Flow, ep: TcpEndpoint, peer: TcpEndpoint, seq: int, ack: int,
                           plen: int, delta_last: int, is_orig: bool, flags: int) -> tuple[bool, bool]:
     syn = flags & SYN
     fin = flags & FIN
@@ -419,7 +406,7 @@ def _update_state_machine(conn: _ConnLike, ep: TcpEndpoint, peer: TcpEndpoint, s
             do_close = True
             gen_event = not is_reject
         if ep.state == INACTIVE:
-            orig_state = conn.orig.state
+            orig_state = cast(TcpEndpoint, conn.orig).state
             if not is_orig and plen == 0 and orig_state == SYN_SENT:
                 pass
             elif ackf and peer.state == ESTABLISHED:
