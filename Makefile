@@ -70,7 +70,7 @@ COMPILED_DIR := build/compiled
 COMPILED_MODULES := agent/flows/table.py agent/flows/tcp.py agent/flows/side.py agent/flows/classify.py \
 	agent/flows/ports.py agent/flows/community_id.py agent/decode/packet.py agent/decode/link.py \
 	agent/decode/defrag.py agent/decode/errors.py agent/pipeline.py agent/capture/pcapfile.py \
-	agent/capture/linktypes.py
+	agent/capture/linktypes.py wire/session_line.py wire/jsonl.py wire/addresses.py
 COMPILED_STAMP := $(COMPILED_DIR)/.built
 
 compiled: $(COMPILED_STAMP)

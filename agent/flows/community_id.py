@@ -33,17 +33,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from typing import Final
 
 __all__ = ["ICMP4_COUNTERPART", "ICMP6_COUNTERPART", "community_id", "icmp_port_equivalents"]
 
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_ICMP6 = 58
-PROTO_SCTP = 132
+PROTO_ICMP: Final = 1
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
+PROTO_ICMP6: Final = 58
+PROTO_SCTP: Final = 132
 
 # Protocols whose ports (or ICMP type/code) are part of the hashed tuple.
-_PORT_PROTOS = frozenset((PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMP6, PROTO_SCTP))
+_PORT_PROTOS: Final = frozenset((PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMP6, PROTO_SCTP))
 
 # Type -> counterpart type, as Zeek's ICMP4_counterpart()/ICMP6_counterpart()
 # and pycommunityid's icmp.py/icmp6.py. Types not listed are one-way.
@@ -74,8 +75,8 @@ ICMP6_COUNTERPART: dict[int, int] = {
     145: 144,
 }
 
-_SEED = struct.Struct("!H")
-_PORTS = struct.Struct("!HH")
+_SEED: Final = struct.Struct("!H")
+_PORTS: Final = struct.Struct("!HH")
 
 
 def icmp_port_equivalents(proto: int, icmp_type: int, icmp_code: int) -> tuple[int, int, bool]:
