@@ -47,6 +47,7 @@ from agent.flows.classify import MAX_PROBES, probe_tcp, probe_tcp_pair, probe_ud
 from agent.flows.community_id import community_id, icmp_port_equivalents
 from agent.flows.ports import LIKELY_SERVER_TCP, LIKELY_SERVER_UDP, never_flip
 from agent.flows.side import Side
+from agent.flows.tcp import H_ACK, H_DATA
 from wire.addresses import ip_from_packed
 
 TCP_INACTIVITY = 300.0  # Zeek tcp_inactivity_timeout
@@ -67,10 +68,13 @@ _FAST_STATES = (T.ESTABLISHED, T.PARTIAL)
 
 _TCP_HDR: Final = struct.Struct("!HHIIHH")
 # One unpack for the fast path: Ethernet type, IPv4 version/IHL and TOS as one integer
-# (0x080045xx: IPv4 without options), IPv4's total length, fragment field and protocol, then
-# TCP's seq, ack, offset/flags and window. Addresses and ports (bytes 26-37) are sliced as one
-# 12-byte key instead.
-_FAST_HDR: Final = struct.Struct("!12xIH2xHxB14xIIHH")
+# (0x080045xx: IPv4 without options), IPv4's total length, fragment field and protocol, the
+# addresses and ports as one 12-byte flow key (bytes 26-37), then TCP's seq, ack, offset/flags
+# and window.
+_FAST_HDR: Final = struct.Struct("!12xIH2xHxB2x12sIIHH")
+# A little-endian pcap record header followed by the fields of _FAST_HDR read little-endian too
+# (see FlowTable.process_pcap).
+_REC_FAST_LE: Final = struct.Struct("<IIII12xIH2xHxB2x12sIIHH")
 _PORTS: Final = struct.Struct("!HH")
 _UDP_LEN: Final = struct.Struct("!H")
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
@@ -79,6 +83,14 @@ _UID_MULT = 0x9E3779B97F4A7C15F39CC061  # odd, so multiplication is a bijection 
 
 Record = dict[str, Any]
 TunnelHook = Callable[[float, Packet, int, int, bool], "Packet | None"]
+
+
+def _swap16(x: int) -> int:
+    return ((x & 0xFF) << 8) | (x >> 8)
+
+
+def _swap32(x: int) -> int:
+    return ((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24)
 
 
 class Flow:
@@ -156,6 +168,7 @@ class FlowTable:
         # records must be identical either way (the tests compare them)
         self.fast_path = fast_path
         self._unpack_fast = _FAST_HDR.unpack_from  # bound once: no method lookup per packet
+        self._unpack_rec_fast_le = _REC_FAST_LE.unpack_from
         # both directions' keys -> the side that sends packets with that key
         self.flows: dict[tuple[Any, ...], Side] = {}
         # the same for untagged IPv4 TCP and UDP, keyed by the 12 wire bytes src, dst, sport, dport
@@ -236,10 +249,29 @@ class FlowTable:
         frac: int
         caplen: int
         wirelen: int
+        # Little-endian files (nearly all): one unpack reads the record header and the fast path's
+        # header fields together; the big-endian network fields come out byte-swapped and are
+        # swapped back with integer operations, cheaper than a second unpack call.
+        use_both = use_fast and region.record.format.startswith("<")
+        both = self._unpack_rec_fast_le
+        head: int
+        tot: int
+        frag: int
+        proto: int
+        seq: int
+        ack: int
+        offflags: int
+        win: int
+        key: bytes
         while n < max_packets:
             if off + 16 > end:
                 break
-            sec, frac, caplen, wirelen = rec(buf, off)
+            fields = use_both and off + _REC_FAST_LE.size <= end
+            if fields:
+                (sec, frac, caplen, wirelen, head, tot, frag, proto, key, seq, ack, offflags,
+                 win) = both(buf, off)
+            else:
+                sec, frac, caplen, wirelen = rec(buf, off)
             p = off + 16
             nxt = p + caplen
             if nxt > end or caplen > max_caplen:
@@ -255,7 +287,12 @@ class FlowTable:
             if caplen < wirelen:
                 snapped += 1
             off = nxt
-            if use_fast and self._fast(ts, buf, p, caplen):
+            if fields:
+                if caplen >= 54 and self._fast_fields(
+                        ts, head & 0xFFFFFF == 0x450008, _swap16(tot), _swap16(frag), proto, key,
+                        _swap32(seq), _swap32(ack), _swap16(offflags), win, caplen, buf, p):
+                    continue
+            elif use_fast and self._fast(ts, buf, p, caplen):
                 continue
             pkt = decode(ts, linktype, buf[p:nxt])
             if pkt is not None:
@@ -285,11 +322,20 @@ class FlowTable:
         ack: int
         offflags: int
         win: int
-        head, tot, frag, proto, seq, ack, offflags, win = self._unpack_fast(buf, p)
-        if head >> 8 != 0x080045 or frag & 0x3FFF or tot + 14 > caplen:
+        key: bytes
+        head, tot, frag, proto, key, seq, ack, offflags, win = self._unpack_fast(buf, p)
+        return self._fast_fields(ts, head >> 8 == 0x080045, tot, frag, proto, key, seq, ack, offflags, win,
+                                 caplen, buf, p)
+
+    def _fast_fields(self, ts: float, plain_ipv4: bool, tot: int, frag: int, proto: int, key: bytes,
+                     seq: int, ack: int, offflags: int, win: int, caplen: int, buf: bytes | mmap.mmap,
+                     p: int) -> bool:
+        """`_fast` once the header fields are read (by `_fast`, or by `process_pcap` together with
+        the record header)."""
+        if not plain_ipv4 or frag & 0x3FFF or tot + 14 > caplen:
             return False
         if proto == 6:
-            ep = self.fast_tcp.get(buf[p + 26:p + 38])
+            ep = self.fast_tcp.get(key)
             # ACK set, no SYN/FIN/RST, a window, and a header length the segment can hold
             if ep is None or offflags & 0x17 != 0x10 or not win:
                 return False
@@ -311,11 +357,11 @@ class FlowTable:
                 ep.last += plen
                 ep.contig += plen
                 ep.next32 = (seq + plen) & 0xFFFFFFFF
-                if not ep.hist & T.H_DATA:
-                    ep.hist |= T.H_DATA
+                if not ep.hist & H_DATA:
+                    ep.hist |= H_DATA
                     f.history.append("d" if ep.hist_bit else "D")
-            elif not ep.hist & T.H_ACK:
-                ep.hist |= T.H_ACK
+            elif not ep.hist & H_ACK:
+                ep.hist |= H_ACK
                 f.history.append("a" if ep.hist_bit else "A")
             ep.pkts += 1
             ep.ipb += tot
@@ -330,7 +376,7 @@ class FlowTable:
                         T.ack_received(f, peer, rel_ack)
             return True
         if proto == 17:
-            side = self.fast_udp.get(buf[p + 26:p + 38])
+            side = self.fast_udp.get(key)
             if side is None:
                 return False
             f = side.flow
@@ -343,8 +389,8 @@ class FlowTable:
             side.pkts += 1
             side.ipb += tot
             side.nbytes += ulen - 8
-            if not side.hist & T.H_DATA:
-                side.hist |= T.H_DATA
+            if not side.hist & H_DATA:
+                side.hist |= H_DATA
                 f.history.append("d" if side.hist_bit else "D")
             return True
         return False
@@ -423,8 +469,8 @@ class FlowTable:
             side.pkts += 1
             side.ipb += iplen
             side.nbytes += ulen - 8
-            if not side.hist & T.H_DATA:
-                side.hist |= T.H_DATA
+            if not side.hist & H_DATA:
+                side.hist |= H_DATA
                 f.history.append("d" if side.hist_bit else "D")
             if f.probing:
                 if ulen > 8:
