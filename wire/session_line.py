@@ -10,7 +10,7 @@ Why: session records are most of what the agent writes on a busy link, and
 f-string over the known fields costs a quarter of that. Identity with the
 general encoder is tested on random records (tests/wire/test_session_line.py).
 
-Limits: any deviation — an extra or missing field, a value
+Limits: any deviation — another key order, an extra or missing field, a value
 of an unexpected type, a string with a quote, backslash, control or non-ASCII
 character, a non-finite float — returns None.
 """
@@ -47,14 +47,13 @@ def _i(v: int | None) -> str:
 
 
 def session_line(rec: Mapping[str, object]) -> str | None:
-    """The record's JSON text (without the newline), or None when only the general encoder will do.
-
-    The keys come out in SESSION_KEYS order whatever the dict's order (equal JSON; the agent's
-    records are built in that order, so for them the bytes are the general encoder's too).
-    """
+    """The record's JSON text (without the newline), or None when only the general encoder will do."""
     if type(rec) is not dict or len(rec) != _NKEYS or rec.get("type") != "session":
         return None
     r = cast(dict[str, object], rec)
+    for have, want in zip(r, SESSION_KEYS, strict=True):  # the general encoder keeps the key order
+        if have != want:
+            return None
     try:
         strs = [cast(str | None, r[k]) for k in _STR_FIELDS]
         ints = [r[k] for k in _INT_FIELDS]
