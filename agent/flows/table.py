@@ -61,6 +61,8 @@ INTERIM_INTERVAL = 60.0  # SCHEMA.md: long connections report at least every 60 
 SCAN_INTERVAL = 5.0  # how often (packet time) timeouts and interim reports are checked
 DEFAULT_MAX_FLOWS = 1_000_000  # ~1 KB each: about 1 GB at the limit
 TEREDO_PORT = 3544
+# True when this module runs compiled by mypyc (`make compiled`), which changes what is cheapest.
+COMPILED: Final = not __file__.endswith(".py")
 PROTO_NONE6 = 59
 MAX_TEREDO_DEPTH = 3  # Teredo inside Teredo: real networks have one level; a crafted packet could nest 1000s
 _INF = float("inf")
@@ -83,14 +85,6 @@ _UID_MULT = 0x9E3779B97F4A7C15F39CC061  # odd, so multiplication is a bijection 
 
 Record = dict[str, Any]
 TunnelHook = Callable[[float, Packet, int, int, bool], "Packet | None"]
-
-
-def _swap16(x: int) -> int:
-    return ((x & 0xFF) << 8) | (x >> 8)
-
-
-def _swap32(x: int) -> int:
-    return ((x & 0xFF) << 24) | ((x & 0xFF00) << 8) | ((x >> 8) & 0xFF00) | (x >> 24)
 
 
 class Flow:
@@ -249,10 +243,11 @@ class FlowTable:
         frac: int
         caplen: int
         wirelen: int
-        # Little-endian files (nearly all): one unpack reads the record header and the fast path's
-        # header fields together; the big-endian network fields come out byte-swapped and are
-        # swapped back with integer operations, cheaper than a second unpack call.
-        use_both = use_fast and region.record.format.startswith("<")
+        # Little-endian files (nearly all), compiled: one unpack reads the record header and the
+        # fast path's header fields together; the big-endian network fields come out byte-swapped
+        # and are swapped back with integer operations, cheaper than a second unpack call there.
+        # Interpreted, the swaps cost more than the unpack they save (both measured with callgrind).
+        use_both = use_fast and COMPILED and region.record.format.startswith("<")
         both = self._unpack_rec_fast_le
         head: int
         tot: int
@@ -288,9 +283,13 @@ class FlowTable:
                 snapped += 1
             off = nxt
             if fields:
+                # byte swaps written out: a function call per field would cost more than the swap
                 if caplen >= 54 and self._fast_fields(
-                        ts, head & 0xFFFFFF == 0x450008, _swap16(tot), _swap16(frag), proto, key,
-                        _swap32(seq), _swap32(ack), _swap16(offflags), win, caplen, buf, p):
+                        ts, head & 0xFFFFFF == 0x450008, ((tot & 0xFF) << 8) | (tot >> 8),
+                        ((frag & 0xFF) << 8) | (frag >> 8), proto, key,
+                        ((seq & 0xFF) << 24) | ((seq & 0xFF00) << 8) | ((seq >> 8) & 0xFF00) | (seq >> 24),
+                        ((ack & 0xFF) << 24) | ((ack & 0xFF00) << 8) | ((ack >> 8) & 0xFF00) | (ack >> 24),
+                        ((offflags & 0xFF) << 8) | (offflags >> 8), win, caplen, buf, p):
                     continue
             elif use_fast and self._fast(ts, buf, p, caplen):
                 continue
