@@ -29,10 +29,10 @@ deb-deps:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	EDGEAUDIT_PURE=1 $(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 lint: deps
@@ -67,16 +67,13 @@ clean:
 # The packet path compiled with mypyc (same source, machine code): a build artifact in
 # build/compiled, used by `make bench` and tested by `make test` against the pure-Python tree.
 COMPILED_DIR := build/compiled
-COMPILED_MODULES := agent/flows/table.py agent/flows/tcp.py agent/flows/side.py agent/flows/classify.py \
-	agent/flows/ports.py agent/flows/community_id.py agent/decode/packet.py agent/decode/link.py \
-	agent/decode/defrag.py agent/decode/errors.py agent/pipeline.py agent/capture/pcapfile.py \
-	agent/capture/linktypes.py wire/session_line.py wire/jsonl.py wire/addresses.py
 COMPILED_STAMP := $(COMPILED_DIR)/.built
 
 compiled: $(COMPILED_STAMP)
 
-$(COMPILED_STAMP): $(STAMP) $(shell find agent wire -name '*.py' 2>/dev/null) pyproject.toml
+$(COMPILED_STAMP): $(STAMP) $(shell find agent wire -name '*.py' 2>/dev/null) pyproject.toml setup.py
 	rm -rf $(COMPILED_DIR) && mkdir -p $(COMPILED_DIR)
-	tar --exclude=__pycache__ -cf - agent wire pyproject.toml | tar -xf - -C $(COMPILED_DIR)
-	cd $(COMPILED_DIR) && $(CURDIR)/$(BIN)/mypyc $(COMPILED_MODULES) > mypyc.log 2>&1 || { tail -30 mypyc.log; exit 1; }
+	tar --exclude=__pycache__ -cf - agent wire pyproject.toml setup.py README.md | tar -xf - -C $(COMPILED_DIR)
+	cd $(COMPILED_DIR) && $(CURDIR)/$(BIN)/python setup.py build_ext --inplace > mypyc.log 2>&1 \
+	  || { tail -30 mypyc.log; exit 1; }
 	touch $@
