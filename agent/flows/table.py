@@ -9,7 +9,14 @@ record (SCHEMA.md), and long flows also give interim records every
 
 How (DESIGN.md data path step 3):
 - one dict maps both the forward and the reverse key (5-tuple + VLANs) of a
-  flow to the same `Flow`, so every packet costs exactly one lookup;
+  flow to the side (direction) of its `Flow` that sends with that key, so
+  every packet finds its flow and direction with one lookup;
+- a fast path (`_fast`, fed by `process_batch` or, for classic pcap files,
+  by `process_pcap` straight out of the file's map) handles untagged IPv4
+  packets of established TCP connections and known UDP flows with one
+  unpack and one lookup in a second dict keyed by the 12 wire bytes of
+  addresses and ports; everything else takes the general path, and both
+  give identical records (tested);
 - the originator is the sender of the SYN, else of the first packet, unless
   the port heuristics of Zeek's `WantConnection` say the first packet came from
   the server (the history then starts with `^`);
@@ -20,7 +27,7 @@ How (DESIGN.md data path step 3):
   its last packet (tcp_close_delay), an unanswered SYN after 5 s
   (tcp_attempt_delay), a half-closed one after 5 s idle (tcp_connection_linger);
   a new SYN on a closed connection starts a new one (IsReuse); idle timeouts
-  are Zeek's defaults (TCP 5 min, UDP and ICMP 1 min);
+  are Zeek's defaults (TCP 5 min, UDP and ICMP 1 min, DNS over UDP 10 s);
 - the first payload packets of each direction are probed for the service
   (`agent.flows.classify`); Teredo payloads are decapsulated and their inner
   packets become flows of their own.
