@@ -1,0 +1,533 @@
+"""Sans-IO HTTP/1.x decoder: one `http` record per request/response pair.
+
+Design (RFC 9112 "HTTP/1.1", RFC 9110 "HTTP Semantics"):
+
+* Each direction is a small state machine over a bounded byte buffer:
+  start line -> header fields -> body -> start line ...
+  - request-line (RFC 9112 §3): ``method SP request-target SP HTTP-version``;
+    method must be a token (RFC 9110 §5.6.2, §9.1). Empty lines before a
+    request-line are ignored (RFC 9112 §2.2).
+  - status-line (RFC 9112 §4): ``HTTP-version SP status-code SP [reason]``.
+  - field lines (RFC 9112 §5); obsolete line folding (§5.2) is tolerated by
+    joining the continuation onto the previous value with one space. Bare LF
+    line ends are accepted (§2.2).
+* Message body length (RFC 9112 §6.3), in order: HEAD responses, 1xx, 204 and
+  304 have no body (RFC 9110 §9.3.2, §15.2, §15.3.5, §15.4.5); a 2xx reply to
+  CONNECT and 101 end HTTP on the connection; Transfer-Encoding ending in
+  ``chunked`` (§7.1, chunk extensions and trailer section §7.1.1-§7.1.2) wins
+  over Content-Length (§6.3 item 3); then Content-Length (§6.2, a list of
+  identical values is accepted, RFC 9110 §8.6); otherwise a request has no
+  body and a response is read until the connection closes (§6.3 item 8).
+* Pipelining / persistence (RFC 9112 §9.3): requests are queued and paired
+  with responses in order. Interim 1xx responses (RFC 9110 §15.2, e.g.
+  ``100 Continue`` after ``Expect: 100-continue``, §10.1.1) do not end the
+  transaction; only the final status is recorded.
+* Content codings (RFC 9110 §8.4.1): gzip / x-gzip and deflate are inflated
+  incrementally with bounded output; for deflate the first two bytes decide
+  between zlib-wrapped (RFC 1950) and raw (RFC 1951) streams, as servers send
+  both. Body lengths are DECODED bytes, as in Zeek's http.log.
+* Authorization / Proxy-Authorization ``Basic`` (RFC 7617): only the user id
+  (text before the first colon) is recorded. The password and the raw header
+  are never stored.
+
+Zeek semantics kept: ``version`` comes from the status line (``None`` when
+there is no reply), ``host`` is the Host field as sent, ``uri`` the raw
+request-target, ``request_body_len``/``response_body_len`` are decoded entity
+lengths. Errors raise ``DecodeError`` with Zeek weird names.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+
+from agent.decode.errors import DecodeError
+from agent.protocols.base import Record
+
+# --- limits (every buffer is bounded) -------------------------------------
+MAX_LINE = 16 * 1024  # longest start/field/chunk-size line; real servers cap at 8-16 KiB
+MAX_HEADER_BLOCK = 64 * 1024  # whole header (or trailer) section of one message
+MAX_HEADERS = 256  # field lines per message
+MAX_PENDING = 64  # pipelined requests awaiting a response
+BODY_KEEP = 8 * 1024  # decoded body prefix kept for the keyword filter
+INFLATE_STEP = 64 * 1024  # output produced per zlib call (bounded memory)
+MAX_DECODED = 256 * 1024 * 1024  # decoded bytes counted per body before we stop inflating (bomb guard)
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_HEX = re.compile(rb"[0-9A-Fa-f]+\Z")
+_VERSION = re.compile(rb"HTTP/(\d)\.(\d)\Z")
+
+# direction states
+_START, _HEADERS, _BODY_LEN, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DEAD = range(9)
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "backslashreplace")
+
+
+class _Body:
+    """Counts decoded body bytes; keeps only the first BODY_KEEP of them."""
+
+    def __init__(self, coding: str | None) -> None:
+        self.length = 0
+        self.kept = bytearray()
+        self._coding = coding
+        self._z: zlib._Decompress | None = None
+        self._head = b""  # deflate: first bytes until the zlib header can be judged
+        self._failed = False
+        if coding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def _out(self, data: bytes) -> None:
+        self.length += len(data)
+        room = BODY_KEEP - len(self.kept)
+        if room > 0:
+            self.kept += data[:room]
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._coding == "deflate" and self._z is None and not self._failed:
+            self._head += data
+            if len(self._head) < 2:
+                return
+            data, self._head = self._head, b""
+            cmf, flg = data[0], data[1]
+            zlib_wrapped = (cmf & 0x0F) == 8 and (cmf * 256 + flg) % 31 == 0
+            self._z = zlib.decompressobj(zlib.MAX_WBITS if zlib_wrapped else -zlib.MAX_WBITS)
+        if self._z is None:
+            if self._coding != "deflate":
+                self._out(data)  # identity or a coding we do not decode: raw bytes
+            return
+        if self._failed or self._z.eof:
+            return
+        try:
+            buf = data
+            while buf and not self._z.eof:
+                if self.length >= MAX_DECODED:
+                    self._failed = True
+                    return
+                out = self._z.decompress(buf, INFLATE_STEP)
+                self._out(out)
+                buf = self._z.unconsumed_tail
+        except zlib.error:
+            # Zeek stops delivering the entity on a decompression error; so do we.
+            self._failed = True
+
+
+@dataclass
+class _Txn:
+    ts: float
+    depth: int
+    method: str | None = None
+    uri: str | None = None
+    host: str | None = None
+    referrer: str | None = None
+    user_agent: str | None = None
+    username: str | None = None
+    req_content_type: str | None = None
+    request_body_len: int = 0
+    version: str | None = None
+    status_code: int | None = None
+    status_msg: str | None = None
+    resp_content_type: str | None = None
+    response_body_len: int = 0
+    v09: bool = False  # HTTP/0.9-style request: the reply is a bare body until close
+
+    def record(self) -> Record:
+        return {
+            "type": "http",
+            "ts": self.ts,
+            "trans_depth": self.depth,
+            "method": self.method,
+            "host": self.host,
+            "uri": self.uri,
+            "referrer": self.referrer,
+            "version": self.version,
+            "user_agent": self.user_agent,
+            "status_code": self.status_code,
+            "status_msg": self.status_msg,
+            "request_body_len": self.request_body_len,
+            "response_body_len": self.response_body_len,
+            "req_content_type": self.req_content_type,
+            "resp_content_type": self.resp_content_type,
+            "username": self.username,
+            "account": None,
+        }
+
+
+@dataclass
+class _Dir:
+    is_orig: bool
+    buf: bytearray = field(default_factory=bytearray)
+    state: int = _START
+    remaining: int = 0
+    header_bytes: int = 0
+    headers: list[list[bytes]] = field(default_factory=list)
+    start_ts: float | None = None
+    # the message being parsed
+    txn: _Txn | None = None
+    body: _Body | None = None
+    no_body: bool = False
+    interim: bool = False
+    upgrade: bool = False
+
+
+def _basic_user(value: bytes) -> str | None:
+    parts = value.strip().split(None, 1)
+    if len(parts) != 2 or parts[0].lower() != b"basic":
+        return None
+    try:
+        raw = base64.b64decode(parts[1].strip(), validate=False)
+    except (binascii.Error, ValueError):
+        return None
+    user = raw.split(b":", 1)[0]  # the password after the colon is dropped here
+    return _text(user)
+
+
+def _media_type(value: bytes) -> str:
+    return _text(value.split(b";", 1)[0].strip().lower())
+
+
+class HttpDecoder:
+    """HTTP/1.x on one TCP connection (see the module docstring)."""
+
+    name = "http"
+
+    def __init__(self) -> None:
+        self._orig = _Dir(True)
+        self._resp = _Dir(False)
+        self._pending: deque[_Txn] = deque()
+        self._depth = 0
+        self._closed = False
+        self.last_request_body: bytes = b""
+        self.last_response_body: bytes = b""
+
+    # --- public API ------------------------------------------------------
+    def feed(self, is_orig: bool, data: bytes, ts: float) -> list[Record]:
+        d = self._orig if is_orig else self._resp
+        if self._closed or d.state == _DEAD or not data:
+            return []
+        if d.state == _START and d.start_ts is None:
+            d.start_ts = ts
+        d.buf += data
+        out: list[Record] = []
+        self._run(d, ts, out)
+        return out
+
+    def gap(self, is_orig: bool, length: int, ts: float) -> list[Record]:
+        d = self._orig if is_orig else self._resp
+        if d.state in (_BODY_LEN, _CHUNK_DATA) and not d.buf and length <= d.remaining:
+            d.remaining -= length  # body bytes lost: skip them, keep framing
+            return []
+        if d.state == _UNTIL_CLOSE:
+            return []
+        d.state = _DEAD  # framing lost: stop decoding this direction
+        d.buf.clear()
+        return []
+
+    def close(self, ts: float) -> list[Record]:
+        if self._closed:
+            return []
+        self._closed = True
+        out: list[Record] = []
+        r = self._resp
+        if r.txn is not None and r.state in (
+            _UNTIL_CLOSE,
+            _BODY_LEN,
+            _CHUNK_SIZE,
+            _CHUNK_DATA,
+            _CHUNK_END,
+            _TRAILERS,
+            _DEAD,
+        ):
+            if r.body is not None:
+                r.txn.response_body_len = r.body.length
+            if r.txn.status_code is not None:
+                self._finish_response(r, out)
+        o = self._orig
+        if o.txn is not None and o.body is not None:
+            o.txn.request_body_len = o.body.length
+        while self._pending:
+            out.append(self._pending.popleft().record())
+        return out
+
+    # --- parsing ----------------------------------------------------------
+    def _line(self, d: _Dir) -> bytes | None:
+        i = d.buf.find(b"\n")
+        if i < 0:
+            if len(d.buf) > MAX_LINE:
+                raise DecodeError("HTTP_line_too_long", f"{len(d.buf)} bytes without a line end")
+            return None
+        if i > MAX_LINE:
+            raise DecodeError("HTTP_line_too_long", f"{i} bytes")
+        line = bytes(d.buf[:i])
+        del d.buf[: i + 1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        return line
+
+    def _run(self, d: _Dir, ts: float, out: list[Record]) -> None:
+        while d.buf and d.state != _DEAD:
+            st = d.state
+            if st == _START:
+                if d.start_ts is None:
+                    d.start_ts = ts
+                line = self._line(d)
+                if line is None:
+                    return
+                if not line.strip():
+                    d.start_ts = None if not d.buf else ts
+                    continue
+                if d.is_orig:
+                    self._request_line(d, line)
+                else:
+                    self._status_line(d, line)
+                if d.state != _START:
+                    continue  # HTTP/0.9 reply: already in its body
+                d.state = _HEADERS
+                d.header_bytes = len(line)
+                d.headers = []
+            elif st in (_HEADERS, _TRAILERS):
+                line = self._line(d)
+                if line is None:
+                    return
+                d.header_bytes += len(line) + 2
+                if d.header_bytes > MAX_HEADER_BLOCK:
+                    raise DecodeError("HTTP_header_too_long", f"over {MAX_HEADER_BLOCK} bytes")
+                if line:
+                    self._field_line(d, line)
+                elif st == _HEADERS:
+                    self._headers_done(d, out)
+                else:
+                    self._message_done(d, out)
+            elif st in (_BODY_LEN, _CHUNK_DATA):
+                n = min(d.remaining, len(d.buf))
+                chunk = bytes(d.buf[:n])
+                del d.buf[:n]
+                d.remaining -= n
+                assert d.body is not None
+                d.body.write(chunk)
+                if d.remaining == 0:
+                    if st == _BODY_LEN:
+                        self._message_done(d, out)
+                    else:
+                        d.state = _CHUNK_END
+            elif st == _CHUNK_SIZE:
+                line = self._line(d)
+                if line is None:
+                    return
+                size = line.split(b";", 1)[0].strip(b" \t")
+                if not _HEX.match(size) or len(size) > 16:
+                    raise DecodeError("HTTP_bad_chunk_size", _text(line[:64]))
+                d.remaining = int(size, 16)
+                if d.remaining == 0:
+                    d.state = _TRAILERS
+                    d.header_bytes = 0
+                    d.headers = []
+                else:
+                    d.state = _CHUNK_DATA
+            elif st == _CHUNK_END:
+                line = self._line(d)
+                if line is None:
+                    return
+                if line:
+                    raise DecodeError("HTTP_bad_chunk_size", "chunk data not followed by CRLF")
+                d.state = _CHUNK_SIZE
+            elif st == _UNTIL_CLOSE:
+                assert d.body is not None
+                d.body.write(bytes(d.buf))
+                d.buf.clear()
+
+    def _request_line(self, d: _Dir, line: bytes) -> None:
+        parts = line.split(b" ")
+        parts = [p for p in parts if p]
+        if len(parts) == 2 and _VERSION.match(parts[1]):  # "METHOD HTTP/1.1": empty URI, as Zeek
+            method, version = parts
+            target = b""
+        elif len(parts) == 2:  # "METHOD target": HTTP/0.9-style (Zeek logs version 0.9)
+            method, target = parts
+            version = b""
+        elif len(parts) == 3:
+            method, target, version = parts
+            if not _VERSION.match(version):
+                raise DecodeError("bad_HTTP_version", _text(version[:40]))
+        else:
+            raise DecodeError("bad_HTTP_request", _text(line[:100]))
+        if not _TOKEN.match(method):
+            raise DecodeError("unknown_HTTP_method", _text(method[:40]))
+        if len(self._pending) >= MAX_PENDING:
+            raise DecodeError("HTTP_too_many_pending_requests", f"more than {MAX_PENDING}")
+        self._depth += 1
+        d.txn = _Txn(ts=d.start_ts or 0.0, depth=self._depth, method=_text(method), uri=_text(target))
+        d.txn.v09 = not version
+        self._pending.append(d.txn)
+
+    def _status_line(self, d: _Dir, line: bytes) -> None:
+        if self._pending and self._pending[0].v09:
+            txn = self._pending[0]  # HTTP/0.9 reply: no status line, all body (Zeek: 0 "<empty>")
+            txn.version, txn.status_code, txn.status_msg = "0.9", 0, "<empty>"
+            d.txn = txn
+            d.body = _Body(None)
+            d.body.write(line + b"\r\n")  # approximation: the line end was CRLF
+            d.state = _UNTIL_CLOSE
+            return
+        parts = line.split(b" ", 2)
+        m = _VERSION.match(parts[0])
+        if m is None or len(parts) < 2 or len(parts[1]) != 3 or not parts[1].isdigit():
+            raise DecodeError("bad_HTTP_reply", _text(line[:100]))
+        code = int(parts[1])
+        if code < 100:
+            raise DecodeError("bad_HTTP_reply", _text(line[:100]))
+        d.interim = 100 <= code < 200 and code != 101
+        if d.interim:
+            d.txn = None
+            return
+        if self._pending:
+            txn = self._pending[0]
+        else:  # reply without a request (Zeek: unmatched_HTTP_reply), still logged
+            self._depth += 1
+            txn = _Txn(ts=d.start_ts or 0.0, depth=self._depth)
+            self._pending.append(txn)
+        txn.version = f"{m.group(1).decode()}.{m.group(2).decode()}"
+        txn.status_code = code
+        reason = parts[2].strip() if len(parts) > 2 else b""
+        txn.status_msg = _text(reason) if reason else "<empty>"  # Zeek's placeholder
+        d.txn = txn
+
+    def _field_line(self, d: _Dir, line: bytes) -> None:
+        if line[:1] in (b" ", b"\t"):
+            if not d.headers:
+                raise DecodeError("HTTP_bad_header_continuation", _text(line[:60]))
+            d.headers[-1][1] += b" " + line.strip(b" \t")  # obs-fold, RFC 9112 §5.2
+            return
+        name, sep, value = line.partition(b":")
+        name = name.rstrip(b" \t")  # whitespace before the colon: tolerated, as Zeek does
+        if not sep or not _TOKEN.match(name):
+            raise DecodeError("bad_HTTP_header", _text(line[:60]))
+        if len(d.headers) >= MAX_HEADERS:
+            raise DecodeError("HTTP_too_many_headers", f"more than {MAX_HEADERS}")
+        d.headers.append([name.lower(), value.strip(b" \t")])
+
+    def _headers_done(self, d: _Dir, out: list[Record]) -> None:
+        hdr: dict[bytes, bytes] = {}
+        for name, value in d.headers:
+            if name in hdr and name in (b"transfer-encoding", b"content-encoding"):
+                hdr[name] += b", " + value
+            else:
+                hdr.setdefault(name, value)
+        d.headers = []
+        if d.interim:  # 1xx: no body, the final response follows
+            d.state = _START
+            d.interim = False
+            return
+        txn = d.txn
+        assert txn is not None
+        ctype = _media_type(hdr[b"content-type"]) if b"content-type" in hdr else None
+        if d.is_orig:
+            if b"host" in hdr:
+                txn.host = _text(hdr[b"host"])
+            if b"user-agent" in hdr:
+                txn.user_agent = _text(hdr[b"user-agent"])
+            if b"referer" in hdr:
+                txn.referrer = _text(hdr[b"referer"])
+            for auth in (b"authorization", b"proxy-authorization"):
+                if auth in hdr and txn.username is None:
+                    txn.username = _basic_user(hdr[auth])
+            txn.req_content_type = ctype
+        else:
+            txn.resp_content_type = ctype
+        d.body = _Body(self._coding(hdr.get(b"content-encoding")))
+        te = hdr.get(b"transfer-encoding")
+        codings = [c.strip().lower() for c in te.split(b",")] if te is not None else []
+        codings = [c for c in codings if c]
+        if not d.is_orig:
+            code = txn.status_code or 0
+            method = txn.method or ""
+            if code == 101 or (method == "CONNECT" and 200 <= code < 300):
+                d.upgrade = True
+                self._message_done(d, out)
+                return
+            if method == "HEAD" or code in (204, 304):
+                self._message_done(d, out)
+                return
+        if codings:
+            # RFC 9112 §6.3 wants "chunked" last; like Zeek we honour it anywhere in the list
+            if b"chunked" in codings:
+                d.state = _CHUNK_SIZE
+                return
+            if d.is_orig:
+                raise DecodeError("bad_HTTP_transfer_encoding", _text(te or b""))
+            d.state = _UNTIL_CLOSE
+            return
+        cl = hdr.get(b"content-length")
+        if cl is not None:
+            vals = {v.strip() for v in cl.split(b",")}
+            if len(vals) != 1:
+                raise DecodeError("HTTP_bad_content_length", _text(cl[:40]))
+            v = vals.pop()
+            if not v.isdigit() or len(v) > 18:
+                raise DecodeError("HTTP_bad_content_length", _text(cl[:40]))
+            d.remaining = int(v)
+            if d.remaining == 0:
+                self._message_done(d, out)
+            else:
+                d.state = _BODY_LEN
+            return
+        if d.is_orig:
+            self._message_done(d, out)
+        else:
+            d.state = _UNTIL_CLOSE
+
+    @staticmethod
+    def _coding(value: bytes | None) -> str | None:
+        if value is None:
+            return None
+        codings = [c.strip().lower() for c in value.split(b",")]
+        codings = [c for c in codings if c and c != b"identity"]
+        if not codings:
+            return None
+        if len(codings) == 1 and codings[0] in (b"gzip", b"x-gzip", b"deflate"):
+            return codings[0].decode()
+        return "unknown"  # not decoded: counted as zero decoded bytes
+
+    def _message_done(self, d: _Dir, out: list[Record]) -> None:
+        txn = d.txn
+        assert txn is not None
+        body = d.body
+        if d.is_orig:
+            if body is not None:
+                txn.request_body_len = body.length
+                self.last_request_body = bytes(body.kept)
+            d.txn = None
+            d.body = None
+            d.state = _START
+            d.start_ts = None
+        else:
+            if body is not None:
+                txn.response_body_len = body.length
+            self._finish_response(d, out)
+            if d.upgrade:  # 101 / CONNECT tunnel: no more HTTP on this connection
+                d.state = _DEAD
+                self._orig.state = _DEAD
+            else:
+                d.state = _START
+                d.start_ts = None
+
+    def _finish_response(self, d: _Dir, out: list[Record]) -> None:
+        txn = d.txn
+        assert txn is not None
+        if d.body is not None:
+            self.last_response_body = bytes(d.body.kept)
+        if self._pending and self._pending[0] is txn:
+            self._pending.popleft()
+        o = self._orig
+        if o.txn is txn and o.body is not None:  # response before request body finished
+            txn.request_body_len = o.body.length
+        out.append(txn.record())
+        d.txn = None
+        d.body = None
