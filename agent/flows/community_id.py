@@ -30,9 +30,9 @@ or wrong length and on out-of-range numbers — the caller's bug, not peer input
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import struct
+from binascii import b2a_base64
 from typing import Final
 
 __all__ = ["ICMP4_COUNTERPART", "ICMP6_COUNTERPART", "community_id", "icmp_port_equivalents"]
@@ -119,4 +119,5 @@ def community_id(
         data += _PORTS.pack(src_port, dst_port)
     # A flow label, not a security control: allowed on FIPS-restricted builds.
     digest = hashlib.sha1(data, usedforsecurity=False).digest()
-    return "1:" + base64.b64encode(digest).decode("ascii")
+    # binascii directly: base64.b64encode is a Python wrapper around this call
+    return "1:" + b2a_base64(digest, newline=False).decode("ascii")

@@ -39,11 +39,11 @@ recently active are retired early as session records (counted in
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import heapq
 import mmap
 import struct
+from binascii import b2a_base64
 from collections.abc import Callable
 from typing import Any, Final, cast
 
@@ -88,6 +88,7 @@ _PORTS: Final = struct.Struct("!HH")
 _UDP_LEN: Final = struct.Struct("!H")
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
 _UID_MASK = (1 << 96) - 1
+_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 _UID_MULT = 0x9E3779B97F4A7C15F39CC061  # odd, so multiplication is a bijection modulo 2**96
 
 Record = dict[str, Any]
@@ -101,7 +102,7 @@ class Flow:
         "uid", "proto", "oip", "rip", "oport", "rport", "vlan", "ivlan", "omac", "rmac",
         "start", "last", "history", "orig", "resp", "missed", "is_partial", "flipped", "service",
         "probes", "first_o", "first_r", "key", "rkey", "fkey", "idle", "hard", "interim_at", "closed",
-        "weird_names", "fast", "probing",
+        "fast", "probing",
     )
 
     def __init__(self, uid: str, proto: int, src: bytes, dst: bytes, sport: int, dport: int,
@@ -140,7 +141,6 @@ class Flow:
         self.first_r: bytes | None = None
         self.hard = _INF
         self.closed = False
-        self.weird_names: list[str] = []
 
     def flip_roles(self) -> None:
         """Swap originator and responder (Zeek's Connection::FlipRoles); the sides keep their counters."""
@@ -198,7 +198,8 @@ class FlowTable:
         """
         self._uid_n += 1
         h = ((self._uid_n * _UID_MULT) ^ self._uid_key) & _UID_MASK
-        return "C" + base64.urlsafe_b64encode(h.to_bytes(12, "big")).decode("ascii")
+        # binascii directly: base64.urlsafe_b64encode is Python code around the same C call
+        return "C" + b2a_base64(h.to_bytes(12, "big"), newline=False).translate(_URLSAFE).decode("ascii")
 
     # -- the per-packet path -------------------------------------------------------------
     def process_batch(self, batch: list[tuple[float, int, bytes]],
