@@ -1,0 +1,518 @@
+"""Tests for agent.protocols.smtp (hand-built sessions + Zeek corpus comparison)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.decode.errors import DecodeError
+from agent.protocols.smtp import BODY_KEEP, SmtpDecoder, decode_rfc2047
+
+Seg = tuple[bool, bytes]
+C, S = True, False
+
+
+def run(
+    segs: list[Seg], mode: str = "whole", seed: int = 0, dec: SmtpDecoder | None = None
+) -> list[dict[str, Any]]:
+    """Feed (is_orig, bytes) segments; mode splits each one: whole, bytes, random."""
+    dec = dec or SmtpDecoder()
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for i, (is_orig, data) in enumerate(segs):
+        ts = float(i + 1)
+        if mode == "whole":
+            pieces = [data]
+        elif mode == "bytes":
+            pieces = [data[j : j + 1] for j in range(len(data))]
+        else:
+            pieces, j = [], 0
+            while j < len(data):
+                n = rng.randint(1, 17)
+                pieces.append(data[j : j + n])
+                j += n
+        for p in pieces:
+            out += dec.feed(is_orig, p, ts)
+    out += dec.close(float(len(segs) + 1))
+    return out
+
+
+def all_modes(segs: list[Seg]) -> list[dict[str, Any]]:
+    base = run(segs)
+    assert run(segs, "bytes") == base
+    for seed in range(5):
+        assert run(segs, "random", seed) == base
+    return base
+
+
+GREET: list[Seg] = [
+    (S, b"220 mx.example ESMTP\r\n"),
+    (C, b"EHLO client.example\r\n"),
+    (S, b"250-mx\r\n250 PIPELINING\r\n"),
+]
+
+MSG1 = (
+    b'From: "Alice" <alice@example.com>\r\n'
+    b'To: bob@example.com, "Carol, C." <carol@example.com>\r\n'
+    b"Cc: dave@example.com\r\n"
+    b"Subject: =?UTF-8?B?5L2g5aW9?= world\r\n"
+    b"\r\n"
+    b"Hello\r\n"
+    b"..dotted line\r\n"
+    b".\r\n"
+)
+
+
+def transaction(
+    msg: bytes = MSG1,
+    frm: str = "alice@example.com",
+    rcpts: tuple[str, ...] = ("bob@example.com", "carol@example.com"),
+) -> list[Seg]:
+    segs: list[Seg] = [(C, f"MAIL FROM:<{frm}> SIZE=100\r\n".encode()), (S, b"250 ok\r\n")]
+    for r in rcpts:
+        segs += [(C, f"RCPT TO:<{r}>\r\n".encode()), (S, b"250 ok\r\n")]
+    segs += [(C, b"DATA\r\n"), (S, b"354 go\r\n"), (C, msg), (S, b"250 queued\r\n")]
+    return segs
+
+
+def test_basic_transaction() -> None:
+    recs = all_modes(GREET + transaction() + [(C, b"QUIT\r\n"), (S, b"221 bye\r\n")])
+    assert len(recs) == 1
+    r = recs[0]
+    assert r["trans_depth"] == 1
+    assert r["helo"] == "client.example"
+    assert r["mailfrom"] == "alice@example.com"
+    assert r["rcptto"] == ["bob@example.com", "carol@example.com"]
+    assert r["from"] == '"Alice" <alice@example.com>'
+    assert r["to"] == ["bob@example.com", '"Carol, C." <carol@example.com>']
+    assert r["cc"] == ["dave@example.com"]
+    assert r["subject"] == "你好 world"
+    assert r["user"] is None and r["tls"] is False
+    assert not any(k in r for k in ("uid", "src_ip", "src_port", "dst_ip", "dst_port", "proto"))
+
+
+def test_body_unstuffed_and_kept() -> None:
+    dec = SmtpDecoder()
+    run(GREET + transaction(), dec=dec)
+    assert dec.last_body == b"Hello\r\n.dotted line\r\n"
+    big = b"Subject: x\r\n\r\n" + b"A" * (3 * BODY_KEEP) + b"\r\n.\r\n"
+    dec = SmtpDecoder()
+    recs = run(GREET + transaction(big), dec=dec)
+    assert recs[0]["subject"] == "x"
+    assert dec.last_body == b"A" * BODY_KEEP
+
+
+def test_gb2312_q_subject_and_rfc2047() -> None:
+    q = "".join(f"={b:02X}" for b in "中文邮件".encode("gb2312"))
+    name = base64.b64encode("张三".encode("gbk")).decode()
+    msg = f"Subject: =?GB2312?Q?{q}?=\r\nFrom: =?gbk?B?{name}?= <z@x.cn>\r\n\r\nhi\r\n.\r\n"
+    r = all_modes(GREET + transaction(msg.encode()))[0]
+    assert r["subject"] == "中文邮件"
+    assert r["from"] == "张三 <z@x.cn>"
+    # adjacent encoded-words: whitespace between them is dropped (RFC 2047 §6.2)
+    assert decode_rfc2047("=?utf-8?Q?a_b?= =?utf-8?Q?c?=") == "a bc"
+    assert decode_rfc2047("=?gb18030?B?" + base64.b64encode("𠀀".encode("gb18030")).decode() + "?=") == "𠀀"
+    assert decode_rfc2047("=?x-unknown?Q?ok?=") == "ok"
+    assert decode_rfc2047("plain") == "plain"
+
+
+def test_folded_header() -> None:
+    msg = b"Subject: part one\r\n\tpart two\r\nTo: a@x,\r\n b@x\r\n\r\n.\r\n"
+    r = all_modes(GREET + transaction(msg))[0]
+    assert r["subject"] == "part one part two"
+    assert r["to"] == ["a@x", "b@x"]
+
+
+def test_two_transactions() -> None:
+    m2 = b"Subject: second\r\n\r\nbody\r\n.\r\n"
+    recs = all_modes(GREET + transaction() + transaction(m2, "x@y", ("z@y",)) + [(C, b"QUIT\r\n")])
+    assert [r["trans_depth"] for r in recs] == [1, 2]
+    assert recs[1]["mailfrom"] == "x@y" and recs[1]["rcptto"] == ["z@y"] and recs[1]["subject"] == "second"
+    assert recs[1]["helo"] == "client.example" and recs[1]["to"] == []
+
+
+PASSWORD = "s3cr3t-Pa55"
+
+
+def _no_secret(dec: SmtpDecoder, recs: list[dict[str, Any]]) -> None:
+    b64pw = base64.b64encode(PASSWORD.encode()).decode()
+    state = repr(recs) + repr(vars(dec)) + repr(vars(dec._msg) if dec._msg else "")
+    assert PASSWORD not in state and b64pw not in state
+    assert PASSWORD.encode() not in bytes(dec._cbuf)
+
+
+def test_auth_plain() -> None:
+    tok = base64.b64encode(b"\0alice\0" + PASSWORD.encode())
+    segs = GREET + [(C, b"AUTH PLAIN " + tok + b"\r\n"), (S, b"235 ok\r\n")] + transaction()
+    recs = all_modes(segs)
+    assert recs[0]["user"] == "alice"
+    dec = SmtpDecoder()
+    _no_secret(dec, run(segs, dec=dec))
+    # without an initial response: the token comes after 334
+    segs2 = (
+        GREET
+        + [(C, b"AUTH PLAIN\r\n"), (S, b"334 \r\n"), (C, tok + b"\r\n"), (S, b"235 ok\r\n")]
+        + transaction()
+    )
+    dec = SmtpDecoder()
+    recs = run(segs2, dec=dec)
+    assert recs[0]["user"] == "alice" and recs[0]["mailfrom"] == "alice@example.com"
+    _no_secret(dec, recs)
+
+
+def test_auth_login() -> None:
+    u = base64.b64encode(b"bob@example.com")
+    p = base64.b64encode(PASSWORD.encode())
+    segs = GREET + [
+        (C, b"AUTH LOGIN\r\n"),
+        (S, b"334 VXNlcm5hbWU6\r\n"),
+        (C, u + b"\r\n"),
+        (S, b"334 UGFzc3dvcmQ6\r\n"),
+        (C, p + b"\r\n"),
+        (S, b"235 Authentication successful\r\n"),
+    ]
+    recs = all_modes(segs + [(C, b"QUIT\r\n")])
+    assert len(recs) == 1 and recs[0]["user"] == "bob@example.com" and recs[0]["mailfrom"] is None
+    dec = SmtpDecoder()
+    recs = run(segs + transaction(), dec=dec)
+    assert recs[0]["user"] == "bob@example.com" and recs[0]["rcptto"]
+    _no_secret(dec, recs)
+    # mid-exchange the password line has been consumed, not kept
+    dec = SmtpDecoder()
+    for is_orig, data in segs:
+        dec.feed(is_orig, data, 1.0)
+    _no_secret(dec, [])
+
+
+def test_auth_refused_mechanism() -> None:
+    segs = GREET + [(C, b"AUTH LOGIN\r\n"), (S, b"504 unrecognized\r\n")] + transaction()
+    recs = all_modes(segs)
+    assert recs[-1]["mailfrom"] == "alice@example.com" and recs[-1]["user"] is None
+
+
+def test_starttls() -> None:
+    segs = GREET + [
+        (C, b"STARTTLS\r\n"),
+        (S, b"220 2.0.0 Ready to start TLS\r\n"),
+        (C, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256))),
+        (S, b"\x16\x03\x03\x00\x5a\x02\x00\x00\x56" + bytes(200)),
+        (C, b"MAIL FROM:<hidden@x>\r\n"),
+    ]
+    recs = all_modes(segs)
+    assert len(recs) == 1
+    assert recs[0]["tls"] is True and recs[0]["helo"] == "client.example" and recs[0]["mailfrom"] is None
+
+
+def test_starttls_refused_keeps_decoding() -> None:
+    segs = GREET + [(C, b"STARTTLS\r\n"), (S, b"454 TLS not available\r\n")] + transaction()
+    recs = all_modes(segs)
+    assert recs[0]["tls"] is False and recs[0]["mailfrom"] == "alice@example.com"
+
+
+def test_bdat() -> None:
+    part1 = b"From: a@x\r\nTo: b@x\r\nSub"
+    part2 = b"ject: chunked\r\n\r\n.not unstuffed\r\n"
+    segs = GREET + [
+        (C, b"MAIL FROM:<a@x>\r\n"),
+        (S, b"250 ok\r\n"),
+        (C, b"RCPT TO:<b@x>\r\n"),
+        (S, b"250 ok\r\n"),
+        (C, b"BDAT " + str(len(part1)).encode() + b"\r\n" + part1),
+        (S, b"250 got\r\n"),
+        (C, b"BDAT " + str(len(part2)).encode() + b" LAST\r\n" + part2),
+        (S, b"250 queued\r\n"),
+        (C, b"QUIT\r\n"),
+    ]
+    dec = SmtpDecoder()
+    assert run(segs, dec=dec) == all_modes(segs)
+    recs = all_modes(segs)
+    assert len(recs) == 1
+    r = recs[0]
+    assert (r["from"], r["to"], r["subject"], r["mailfrom"], r["rcptto"]) == (
+        "a@x",
+        ["b@x"],
+        "chunked",
+        "a@x",
+        ["b@x"],
+    )
+    assert dec.last_body == b".not unstuffed\r\n"
+    # BDAT 0 LAST ends an empty message
+    segs0 = GREET + [(C, b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nBDAT 0 LAST\r\n")]
+    assert all_modes(segs0)[0]["rcptto"] == ["b@x"]
+
+
+def test_pipelining() -> None:
+    segs = GREET + [
+        (C, b"MAIL FROM:<p@x>\r\nRCPT TO:<q@x>\r\nRCPT TO:<r@x>\r\nDATA\r\n"),
+        (S, b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+        (C, b"Subject: piped\r\n\r\nx\r\n.\r\nMAIL FROM:<p2@x>\r\nRCPT TO:<q@x>\r\nDATA\r\n"),
+        (S, b"250 queued\r\n250 ok\r\n250 ok\r\n354 go\r\n"),
+        (C, b"Subject: piped2\r\n\r\n.\r\nQUIT\r\n"),
+    ]
+    recs = all_modes(segs)
+    assert [(r["trans_depth"], r["mailfrom"], r["rcptto"], r["subject"]) for r in recs] == [
+        (1, "p@x", ["q@x", "r@x"], "piped"),
+        (2, "p2@x", ["q@x"], "piped2"),
+    ]
+
+
+def test_data_refused_and_one_sided() -> None:
+    segs = GREET + [
+        (C, b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n"),
+        (S, b"250 ok\r\n250 ok\r\n554 no valid recipients\r\n"),
+        (C, b"QUIT\r\n"),
+    ]
+    recs = all_modes(segs)
+    assert len(recs) == 1 and recs[0]["subject"] is None and recs[0]["mailfrom"] == "a@x"
+    # client side only: records still come out
+    one = [s for s in GREET + transaction() + transaction(b"Subject: 2\r\n\r\n.\r\n") if s[0]]
+    recs = all_modes(one)
+    assert [r["subject"] for r in recs] == ["你好 world", "2"]
+
+
+def test_close_mid_message_and_rset() -> None:
+    segs = GREET + [
+        (C, b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n"),
+        (S, b"354 go\r\n"),
+        (C, b"Subject: cut\r\n"),
+    ]
+    recs = all_modes(segs)
+    assert recs[0]["subject"] == "cut"
+    assert all_modes(GREET + [(C, b"NOOP\r\nQUIT\r\n")]) == []
+
+
+def test_gap_resyncs() -> None:
+    dec = SmtpDecoder()
+    out: list[dict[str, Any]] = []
+    for is_orig, data in GREET:
+        out += dec.feed(is_orig, data, 0.5)
+    dec.feed(C, b"MAIL FROM:<a@x>\r\nRCPT TO:<b", 1.0)
+    dec.gap(C, 10, 1.0)
+    out += dec.feed(C, b"garbage\r\nRCPT TO:<c@x>\r\n", 2.0)
+    out += dec.close(3.0)
+    assert out[0]["rcptto"] == ["c@x"]
+
+
+def test_errors() -> None:
+    with pytest.raises(DecodeError) as e:
+        SmtpDecoder().feed(C, b"\x00\x01 bad\r\n", 1.0)
+    assert e.value.name == "smtp_invalid_command"
+    with pytest.raises(DecodeError) as e:
+        SmtpDecoder().feed(S, b"hello\r\n", 1.0)
+    assert e.value.name == "smtp_invalid_reply"
+    with pytest.raises(DecodeError) as e:
+        SmtpDecoder().feed(C, b"MAIL " + b"A" * 20000, 1.0)
+    assert e.value.name == "smtp_line_too_long"
+    with pytest.raises(DecodeError) as e:
+        SmtpDecoder().feed(C, b"BDAT -5\r\n", 1.0)
+    assert e.value.name == "smtp_invalid_bdat_command"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.binary(max_size=64)), max_size=12))
+def test_random_bytes_only_decode_error(segs: list[Seg]) -> None:
+    dec = SmtpDecoder()
+    try:
+        for i, (is_orig, data) in enumerate(segs):
+            dec.feed(is_orig, data, float(i))
+        dec.close(99.0)
+    except DecodeError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"EHLO x\r\n",
+                b"MAIL FROM:<a@b>\r\n",
+                b"RCPT TO:<c@d>\r\n",
+                b"DATA\r\n",
+                b"BDAT 3\r\n",
+                b"BDAT 2 LAST\r\n",
+                b"AUTH PLAIN\r\n",
+                b"AUTH LOGIN\r\n",
+                b"AUTH XOAUTH2\r\n",
+                b"STARTTLS\r\n",
+                b"Subject: =?utf-8?B?5L2g?=\r\n",
+                b".\r\n",
+                b"\r\n",
+                b"..x\r\n",
+                b"=?gbk?Q?=D6=D0?=\r\n",
+                b"\x16\x03\x01",
+                b"*\r\n",
+                b"QUIT\r\n",
+            ]
+        ),
+        max_size=20,
+    ),
+    st.lists(
+        st.sampled_from([b"250 ok\r\n", b"354 go\r\n", b"334 \r\n", b"220 go\r\n", b"535 no\r\n"]), max_size=8
+    ),
+)
+def test_random_commands_only_decode_error(cmds: list[bytes], replies: list[bytes]) -> None:
+    dec = SmtpDecoder()
+    try:
+        for c in cmds:
+            dec.feed(C, c, 1.0)
+            if replies:
+                dec.feed(S, replies.pop(), 1.0)
+        dec.close(2.0)
+    except DecodeError:
+        pass
+
+
+# --- Zeek corpus ------------------------------------------------------------
+CORPUS = Path("/work/shared/corpus")
+FIELDS = ["helo", "mailfrom", "rcptto", "from", "to", "cc", "subject", "tls"]
+
+
+def _tcp_packets(path: Path) -> Iterator[tuple[float, Any]]:
+    import dpkt
+
+    with path.open("rb") as f:
+        try:
+            rd: Any = dpkt.pcap.Reader(f)
+        except ValueError:
+            f.seek(0)
+            rd = dpkt.pcapng.Reader(f)
+        dl = rd.datalink()
+        for ts, buf in rd:
+            try:
+                if dl == 1:
+                    ip = dpkt.ethernet.Ethernet(buf).data
+                elif dl == 113:
+                    ip = dpkt.sll.SLL(buf).data
+                elif dl == 0:
+                    ip = dpkt.loopback.Loopback(buf).data
+                else:
+                    ip = dpkt.ip.IP(buf) if buf[0] >> 4 == 4 else dpkt.ip6.IP6(buf)
+            except (dpkt.UnpackError, IndexError):
+                continue
+            if isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) and isinstance(ip.data, dpkt.tcp.TCP):
+                yield float(ts), ip
+
+
+def _addr(raw: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+def _decode_pcap(path: Path) -> list[dict[str, Any]]:
+    """Per connection (responder = port 25/587): each direction ordered by seq, fed in capture order."""
+    import dpkt
+
+    conns: dict[tuple[Any, ...], list[tuple[int, float, bool, int, bytes, bool]]] = {}
+    for n, (ts, ip) in enumerate(_tcp_packets(path)):
+        tcp = ip.data
+        is_orig = tcp.dport in (25, 587, 2525) or tcp.sport not in (25, 587, 2525)
+        a, b = (_addr(ip.src), tcp.sport), (_addr(ip.dst), tcp.dport)
+        key = a + b if is_orig else b + a
+        conns.setdefault(key, []).append(
+            (n, ts, is_orig, tcp.seq, bytes(tcp.data), bool(tcp.flags & dpkt.tcp.TH_SYN))
+        )
+    out: list[dict[str, Any]] = []
+    for pkts in conns.values():
+        segs: list[tuple[int, float, bool, bytes]] = []
+        for d in (True, False):
+            mine = [p for p in pkts if p[2] == d]
+            isn = next((p[3] for p in mine if p[5]), None)
+            data = [p for p in mine if p[4]]
+            if not data:
+                continue
+            base = (isn + 1) & 0xFFFFFFFF if isn is not None else min(p[3] for p in data)
+            pos = 0
+            for p in sorted(data, key=lambda p: ((p[3] - base) & 0xFFFFFFFF, p[0])):
+                start = (p[3] - base) & 0xFFFFFFFF
+                if start > pos:
+                    break  # gap: stop this direction
+                chunk = p[4][pos - start :]
+                if chunk:
+                    segs.append((p[0], p[1], d, chunk))
+                    pos += len(chunk)
+        segs.sort(key=lambda s: s[0])
+        dec = SmtpDecoder()
+        recs: list[dict[str, Any]] = []
+        try:
+            for _, ts, d, chunk in segs:
+                recs += dec.feed(d, chunk, ts)
+        except DecodeError:
+            pass
+        recs += dec.close(0.0)
+        out += recs
+    return out
+
+
+def _zeek_rows(path: Path) -> list[dict[str, str]]:
+    fields: list[str] = []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("#fields"):
+            fields = line.split("\t")[1:]
+        elif line and not line.startswith("#"):
+            rows.append(dict(zip(fields, line.split("\t"), strict=False)))
+    return rows
+
+
+def _norm(f: str, v: Any) -> Any:
+    if f in ("rcptto", "to", "cc"):
+        if v in (None, "-", "(empty)"):
+            return []
+        return sorted(v.split(",") if isinstance(v, str) else v)
+    if f == "tls":
+        return v in (True, "T")
+    return None if v == "-" else v
+
+
+def _corpus_cases() -> list[tuple[str, str]]:
+    if not (CORPUS / "manifest.json").exists():
+        return []
+    man = json.loads((CORPUS / "manifest.json").read_text())
+    out = []
+    for e in man["zeek"]:
+        for x in e["expected"]:
+            if x["path"].endswith("/smtp.log") and len(e["traces"]) == 1:
+                out.append((e["traces"][0]["path"], x["path"]))
+    return out
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="corpus absent")
+def test_zeek_corpus(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("dpkt")
+    total = matched = 0
+    report = []
+    cases = _corpus_cases()
+    assert cases
+    for trace, log in cases:
+        rows = _zeek_rows(CORPUS / log)
+        got = _decode_pcap(CORPUS / trace)
+        for i, row in enumerate(rows):
+            want = {f: _norm(f, row.get(f, "-")) for f in FIELDS}
+            # pair in order of appearance; Zeek writes one row per transaction too
+            have = {f: _norm(f, got[i].get(f)) for f in FIELDS} if i < len(got) else None
+            total += len(FIELDS)
+            if have is None:
+                report.append(f"{trace} row {i}: missing")
+                continue
+            for f in FIELDS:
+                if have[f] == want[f]:
+                    matched += 1
+                else:
+                    report.append(f"{trace} row {i} {f}: zeek={want[f]!r} ours={have[f]!r}")
+        if len(got) != len(rows):
+            report.append(f"{trace}: {len(got)} records vs {len(rows)} zeek rows")
+    rate = matched / total
+    with capsys.disabled():
+        print(f"\nsmtp corpus: {len(cases)} traces, {matched}/{total} fields match ({rate:.1%})")
+        for line in report:
+            print("  " + line)
+    assert rate >= 0.95
