@@ -327,6 +327,7 @@ class SmtpDecoder:
     # --- record handling --------------------------------------------------
     def _new_record(self) -> dict[str, Any]:
         return {
+            "type": "smtp",
             "ts": None,
             "trans_depth": self._depth + 1,
             "helo": self._helo,
