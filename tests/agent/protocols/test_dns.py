@@ -11,6 +11,7 @@ from typing import Any
 
 import dpkt
 import pytest
+from protocol_streams import zeek_rows
 from scapy.layers.dns import (
     DNS,
     DNSQR,
@@ -396,15 +397,6 @@ def _udp_packets(path: Path, check_sums: bool) -> list[tuple[float, str, int, st
     return out
 
 
-def _zeek_rows(path: Path) -> list[dict[str, str]]:
-    fields: list[str] = []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.startswith("#fields"):
-            fields = line.split("\t")[1:]
-        elif line and not line.startswith("#"):
-            rows.append(dict(zip(fields, line.split("\t"), strict=False)))
-    return rows
 
 
 def _fmt(rec: dict[str, Any]) -> dict[str, str]:
@@ -467,7 +459,7 @@ def test_zeek_corpus_match_rate() -> None:
     mismatches: list[str] = []
     for trace, log, check_sums in _corpus_cases():
         ours = [_fmt(r) for r in _run_pcap(CORPUS / trace, check_sums)]
-        for row in _zeek_rows(CORPUS / log):
+        for row in zeek_rows(CORPUS / log):
             total += 1
             want = {k: row[k] for k in _fmt_keys()}
             if want in ours:

@@ -3,43 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import random
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from protocol_streams import Seg, feed_split, zeek_rows
 
 from agent.decode.errors import DecodeError
 from agent.protocols.ftp import HIDDEN, MAX_LINE, MAX_PENDING, UNKNOWN_USER, FtpDecoder
+from wire.addresses import ip_from_packed
 
-Seg = tuple[bool, bytes]
 SECRET = "s3cr3t-Pa55"
 
 
 def run(segs: list[Seg], mode: str = "whole", seed: int = 0) -> tuple[list[dict[str, Any]], FtpDecoder]:
-    """Feed (is_orig, bytes) segments; mode splits each one: whole, bytes, random."""
     dec = FtpDecoder()
-    rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
-    for i, (is_orig, data) in enumerate(segs):
-        ts = float(i + 1)
-        if mode == "whole":
-            pieces = [data]
-        elif mode == "bytes":
-            pieces = [data[j : j + 1] for j in range(len(data))]
-        else:
-            pieces, j = [], 0
-            while j < len(data):
-                n = rng.randint(1, 11)
-                pieces.append(data[j : j + n])
-                j += n
-        for p in pieces:
-            out += dec.feed(is_orig, p, ts)
-    out += dec.close(float(len(segs) + 1))
-    return out, dec
+    return feed_split(dec, segs, mode, seed, max_piece=11), dec
 
 
 def all_modes(segs: list[Seg]) -> tuple[list[dict[str, Any]], FtpDecoder]:
@@ -295,8 +276,6 @@ CASES = [
 FILE_COMMANDS = {"RETR", "STOR", "APPE", "STOU", "DELE"}
 
 
-def _addr(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
 def _decode_pcap(path: Path) -> dict[tuple[str, int, str, int], tuple[list[dict[str, Any]], FtpDecoder]]:
@@ -322,7 +301,7 @@ def _decode_pcap(path: Path) -> dict[tuple[str, int, str, int], tuple[list[dict[
             tcp = ip.data
             if 21 not in (tcp.sport, tcp.dport):
                 continue
-            src, dst = _addr(ip.src), _addr(ip.dst)
+            src, dst = ip_from_packed(ip.src), ip_from_packed(ip.dst)
             is_orig = tcp.dport == 21
             key = (src, tcp.sport, dst, tcp.dport) if is_orig else (dst, tcp.dport, src, tcp.sport)
             syn = bool(tcp.flags & dpkt.tcp.TH_SYN)
@@ -359,15 +338,6 @@ def _decode_pcap(path: Path) -> dict[tuple[str, int, str, int], tuple[list[dict[
     return result
 
 
-def _zeek_rows(path: Path) -> list[dict[str, str]]:
-    fields: list[str] = []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("#fields"):
-            fields = line.split("\t")[1:]
-        elif line and not line.startswith("#"):
-            rows.append(dict(zip(fields, line.split("\t"), strict=False)))
-    return rows
 
 
 def _opt(v: str) -> str | None:
@@ -396,7 +366,7 @@ def test_zeek_corpus_match_rate(capsys: pytest.CaptureFixture[str]) -> None:
     lines = []
     for trace, base in CASES:
         decoded = _decode_pcap(ZEEK / trace)
-        rows = _zeek_rows(ZEEK / base / "ftp.log")
+        rows = zeek_rows(ZEEK / base / "ftp.log")
         t = m = 0
         by_conn: dict[tuple[str, int, str, int], list[dict[str, str]]] = {}
         for z in rows:
@@ -419,7 +389,7 @@ def test_zeek_corpus_match_rate(capsys: pytest.CaptureFixture[str]) -> None:
         assert errors == [], trace
         if conn_log.exists():
             learnt += sum(len(dec.expected_data_channels) for _, dec in decoded.values())
-            for z in _zeek_rows(conn_log):
+            for z in zeek_rows(conn_log):
                 if z["service"] != "ftp-data":
                     continue
                 chan_total += 1

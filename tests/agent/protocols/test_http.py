@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import random
-import socket
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,34 +12,15 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from protocol_streams import Seg, feed_split, zeek_rows
 
 from agent.decode.errors import DecodeError
 from agent.protocols.http import BODY_KEEP, HttpDecoder
-
-Seg = tuple[bool, bytes]
+from wire.addresses import ip_from_packed
 
 
 def run(segs: list[Seg], mode: str = "whole", seed: int = 0) -> list[dict[str, Any]]:
-    """Feed (is_orig, bytes) segments; mode splits each one: whole, bytes, random."""
-    dec = HttpDecoder()
-    rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
-    for i, (is_orig, data) in enumerate(segs):
-        ts = float(i + 1)
-        if mode == "whole":
-            pieces = [data]
-        elif mode == "bytes":
-            pieces = [data[j : j + 1] for j in range(len(data))]
-        else:
-            pieces, j = [], 0
-            while j < len(data):
-                n = rng.randint(1, 17)
-                pieces.append(data[j : j + n])
-                j += n
-        for p in pieces:
-            out += dec.feed(is_orig, p, ts)
-    out += dec.close(float(len(segs) + 1))
-    return out
+    return feed_split(HttpDecoder(), segs, mode, seed)
 
 
 def all_modes(segs: list[Seg]) -> list[dict[str, Any]]:
@@ -358,8 +337,7 @@ def _ip_packets(path: Path) -> Iterator[tuple[float, Any]]:
 
 
 def _addr(ip: Any, src: bool) -> str:
-    raw = ip.src if src else ip.dst
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    return ip_from_packed(ip.src if src else ip.dst)
 
 
 def _decode_pcap(path: Path) -> dict[tuple[str, int, str, int, int], dict[str, Any]]:
@@ -428,15 +406,6 @@ def dpkt_flags() -> dict[str, int]:
     return {"SYN": dpkt.tcp.TH_SYN, "ACK": dpkt.tcp.TH_ACK}
 
 
-def _zeek_rows(path: Path) -> list[dict[str, str]]:
-    fields: list[str] = []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("#fields"):
-            fields = line.split("\t")[1:]
-        elif line and not line.startswith("#"):
-            rows.append(dict(zip(fields, line.split("\t"), strict=False)))
-    return rows
 
 
 def _zeek_value(v: str, f: str) -> Any:
@@ -479,7 +448,7 @@ def test_zeek_corpus(capsys: pytest.CaptureFixture[str]) -> None:
             report.append(f"{trace}: skipped ({UNSUPPORTED[trace]})")
             continue
         ours = _decode_pcap(CORPUS / trace)
-        rows = _zeek_rows(CORPUS / log)
+        rows = zeek_rows(CORPUS / log)
         t_ok = 0
         for row in rows:
             if "id.orig_h" not in row:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import random
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,37 +11,19 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from protocol_streams import Seg, feed_split, zeek_rows
 
 from agent.decode.errors import DecodeError
 from agent.protocols.smtp import BODY_KEEP, SmtpDecoder, decode_rfc2047
+from wire.addresses import ip_from_packed
 
-Seg = tuple[bool, bytes]
 C, S = True, False
 
 
 def run(
     segs: list[Seg], mode: str = "whole", seed: int = 0, dec: SmtpDecoder | None = None
 ) -> list[dict[str, Any]]:
-    """Feed (is_orig, bytes) segments; mode splits each one: whole, bytes, random."""
-    dec = dec or SmtpDecoder()
-    rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
-    for i, (is_orig, data) in enumerate(segs):
-        ts = float(i + 1)
-        if mode == "whole":
-            pieces = [data]
-        elif mode == "bytes":
-            pieces = [data[j : j + 1] for j in range(len(data))]
-        else:
-            pieces, j = [], 0
-            while j < len(data):
-                n = rng.randint(1, 17)
-                pieces.append(data[j : j + n])
-                j += n
-        for p in pieces:
-            out += dec.feed(is_orig, p, ts)
-    out += dec.close(float(len(segs) + 1))
-    return out
+    return feed_split(dec or SmtpDecoder(), segs, mode, seed)
 
 
 def all_modes(segs: list[Seg]) -> list[dict[str, Any]]:
@@ -403,8 +383,6 @@ def _tcp_packets(path: Path) -> Iterator[tuple[float, Any]]:
                 yield float(ts), ip
 
 
-def _addr(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
 def _decode_pcap(path: Path) -> list[dict[str, Any]]:
@@ -415,7 +393,7 @@ def _decode_pcap(path: Path) -> list[dict[str, Any]]:
     for n, (ts, ip) in enumerate(_tcp_packets(path)):
         tcp = ip.data
         is_orig = tcp.dport in (25, 587, 2525) or tcp.sport not in (25, 587, 2525)
-        a, b = (_addr(ip.src), tcp.sport), (_addr(ip.dst), tcp.dport)
+        a, b = (ip_from_packed(ip.src), tcp.sport), (ip_from_packed(ip.dst), tcp.dport)
         key = a + b if is_orig else b + a
         conns.setdefault(key, []).append(
             (n, ts, is_orig, tcp.seq, bytes(tcp.data), bool(tcp.flags & dpkt.tcp.TH_SYN))
@@ -452,15 +430,6 @@ def _decode_pcap(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _zeek_rows(path: Path) -> list[dict[str, str]]:
-    fields: list[str] = []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("#fields"):
-            fields = line.split("\t")[1:]
-        elif line and not line.startswith("#"):
-            rows.append(dict(zip(fields, line.split("\t"), strict=False)))
-    return rows
 
 
 def _norm(f: str, v: Any) -> Any:
@@ -493,7 +462,7 @@ def test_zeek_corpus(capsys: pytest.CaptureFixture[str]) -> None:
     cases = _corpus_cases()
     assert cases
     for trace, log in cases:
-        rows = _zeek_rows(CORPUS / log)
+        rows = zeek_rows(CORPUS / log)
         got = _decode_pcap(CORPUS / trace)
         for i, row in enumerate(rows):
             want = {f: _norm(f, row.get(f, "-")) for f in FIELDS}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import struct
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from protocol_streams import zeek_rows
 
 from agent.decode.errors import DecodeError
 from agent.protocols.tls import (
@@ -21,6 +21,7 @@ from agent.protocols.tls import (
     starttls_decoder,
     version_name,
 )
+from wire.addresses import ip_from_packed
 
 # --------------------------------------------------------------- builders
 
@@ -426,8 +427,6 @@ def _read_packets(path: Path) -> list[tuple[float, Any]]:
         return out
 
 
-def _addr(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
 class _Half:
@@ -469,8 +468,8 @@ def _connections(path: Path) -> dict[Key, tuple[list[tuple[float, bytes]], list[
         tcp = ip.data
         if not isinstance(tcp, dpkt.tcp.TCP):
             continue
-        a = (_addr(ip.src), tcp.sport)
-        b = (_addr(ip.dst), tcp.dport)
+        a = (ip_from_packed(ip.src), tcp.sport)
+        b = (ip_from_packed(ip.dst), tcp.dport)
         syn_only = tcp.flags & dpkt.tcp.TH_SYN and not tcp.flags & dpkt.tcp.TH_ACK
         if (a + b) in conns:
             key, is_orig = a + b, True
@@ -531,15 +530,6 @@ def decode_pcap(path: Path) -> dict[Key, dict[str, Any]]:
     return result
 
 
-def _zeek_rows(path: Path) -> list[dict[str, str]]:
-    fields: list[str] = []
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.startswith("#fields"):
-            fields = line.split("\t")[1:]
-        elif line and not line.startswith("#"):
-            rows.append(dict(zip(fields, line.split("\t"), strict=False)))
-    return rows
 
 
 def _zeek_value(v: str) -> Any:
@@ -568,7 +558,7 @@ def corpus_comparison() -> tuple[int, int, list[str]]:
             got: dict[Key, dict[str, Any]] = {}
             for trace in entry["traces"]:
                 got.update(decode_pcap(CORPUS / trace["path"]))
-            for row in _zeek_rows(CORPUS / exp["path"]):
+            for row in zeek_rows(CORPUS / exp["path"]):
                 key = (row["id.orig_h"], int(row["id.orig_p"]), row["id.resp_h"], int(row["id.resp_p"]))
                 rec = got.get(key, {})
                 for field in ("server_name", "version", "next_protocol", "established"):

@@ -1,0 +1,46 @@
+"""Helpers the protocol decoder tests share: split feeding and Zeek log rows."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from agent.protocols.base import StreamDecoder
+
+Seg = tuple[bool, bytes]  # (from the originator, bytes)
+
+
+def feed_split(dec: StreamDecoder, segs: list[Seg], mode: str = "whole", seed: int = 0,
+               max_piece: int = 17) -> list[dict[str, Any]]:
+    """Feed (is_orig, bytes) segments, each cut per `mode`: whole, bytes, or random pieces; then close."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    for i, (is_orig, data) in enumerate(segs):
+        ts = float(i + 1)
+        if mode == "whole":
+            pieces = [data]
+        elif mode == "bytes":
+            pieces = [data[j : j + 1] for j in range(len(data))]
+        else:
+            pieces, j = [], 0
+            while j < len(data):
+                n = rng.randint(1, max_piece)
+                pieces.append(data[j : j + n])
+                j += n
+        for p in pieces:
+            out += dec.feed(is_orig, p, ts)
+    out += dec.close(float(len(segs) + 1))
+    return out
+
+
+def zeek_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a Zeek ASCII log as dicts of the raw column text."""
+    fields: list[str] = []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("#fields"):
+            fields = line.split("\t")[1:]
+        elif line and not line.startswith("#"):
+            rows.append(dict(zip(fields, line.split("\t"), strict=False)))
+    return rows
