@@ -561,10 +561,19 @@ class CaptureFile:
                         raise error_(
                             off, f"block length mismatch: {blen} at start, {u32(mm, end - 4)[0]} at end"
                         )
-                    if btype == _EPB:
-                        if blen < _EPB_MIN_LEN:
-                            raise error_(off, f"enhanced packet block too short ({blen} bytes)")
-                        if caplen > blen - _EPB_MIN_LEN:
+                    if btype in (_EPB, _PB):
+                        # The obsolete Packet Block has the EPB's layout but a 16-bit interface id
+                        # followed by a 16-bit drop count.
+                        if btype == _EPB:
+                            if blen < _EPB_MIN_LEN:
+                                raise error_(off, f"enhanced packet block too short ({blen} bytes)")
+                            min_len = _EPB_MIN_LEN
+                        else:
+                            if blen < _PB_MIN_LEN:
+                                raise error_(off, f"packet block too short ({blen} bytes)")
+                            ifid, _drops, hi, lo, caplen, wirelen = s.pb.unpack_from(mm, off + 8)
+                            min_len = _PB_MIN_LEN
+                        if caplen > blen - min_len:
                             raise error_(off, f"captured length {caplen} exceeds block length {blen}")
                         try:
                             linktype, div, tsoffset, _snaplen = interfaces[ifid]
@@ -593,19 +602,6 @@ class CaptureFile:
                         self._read_interface(off, blen, s)
                         off = end
                         continue
-                    elif btype == _PB:
-                        if blen < _PB_MIN_LEN:
-                            raise error_(off, f"packet block too short ({blen} bytes)")
-                        ifid, _drops, hi, lo, caplen, wirelen = s.pb.unpack_from(mm, off + 8)
-                        if caplen > blen - _PB_MIN_LEN:
-                            raise error_(off, f"captured length {caplen} exceeds block length {blen}")
-                        try:
-                            linktype, div, tsoffset, _snaplen = interfaces[ifid]
-                        except IndexError:
-                            raise error_(off, f"packet refers to undefined interface {ifid}") from None
-                        sec, frac = divmod((hi << 32) | lo, div)
-                        last_ts = (sec + tsoffset) + frac / div
-                        append((last_ts, linktype, mm[off + 28 : off + 28 + caplen]))
                     else:
                         skipped += 1
                         off = end
