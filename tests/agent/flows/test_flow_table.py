@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flow_paths import Frame, Record, general_path_sessions, pipeline_records, uid_key
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
@@ -34,8 +35,6 @@ from agent.synth import generate
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"
 T0 = 1_700_000_000.0
 MAC_A, MAC_B = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
-Record = dict[str, Any]
-Frame = tuple[float, int, bytes]
 
 DNS_QUERY = bytes.fromhex("123401000001000000000000076578616d706c6503636f6d0000010001")
 DNS_REPLY = bytes.fromhex("12348180000100010000000007656b616d706c6503636f6d0000010001"
@@ -74,40 +73,14 @@ def at(*frames: bytes, start: float = T0, step: float = 0.1) -> list[Frame]:
     return [(round(start + i * step, 6), 1, f) for i, f in enumerate(frames)]
 
 
-def _feed(frames: list[Frame], *, one_by_one: bool = False, **kw: Any) -> list[Record]:
-    out: list[Record] = []
-    p = Pipeline(out.extend, **kw)
-    if one_by_one:
-        for fr in frames:
-            p.feed([fr])
-    else:
-        p.feed(frames)
-    p.finish()
-    return out
-
-
-def _slow(frames: list[Frame]) -> list[Record]:
-    dec = Decoder()
-    table = FlowTable(tunnel_hook=dec.decode_teredo)
-    for ts, linktype, fr in frames:
-        pkt = dec.decode(ts, linktype, fr)
-        if pkt is not None:
-            table.process(ts, pkt)
-    table.flush()
-    return [r for r in table.out if r["type"] == "session"]
-
-
-def _key(r: Record) -> tuple[str, bool]:
-    return r["uid"], r["interim"]
-
-
 def sessions(frames: list[Frame]) -> list[Record]:
     """Final session records (emission order); one-per-feed and slow-path runs must agree."""
-    got = [r for r in _feed(frames) if r["type"] == "session"]
-    single = [r for r in _feed(frames, one_by_one=True) if r["type"] == "session" and not r["interim"]]
+    got = [r for r in pipeline_records(frames) if r["type"] == "session"]
+    single = [r for r in pipeline_records(frames, one_by_one=True)
+              if r["type"] == "session" and not r["interim"]]
     final = [r for r in got if not r["interim"]]
-    assert sorted(single, key=_key) == sorted(final, key=_key)
-    assert sorted(_slow(frames), key=_key) == sorted(final, key=_key)
+    assert sorted(single, key=uid_key) == sorted(final, key=uid_key)
+    assert sorted(general_path_sessions(frames), key=uid_key) == sorted(final, key=uid_key)
     return got
 
 
@@ -288,7 +261,7 @@ def test_long_connection_gives_interim_records_every_60s() -> None:
     for k in range(1, 21):  # 10 bytes every 10 s for 200 s
         frames.append((T0 + 10 * k, 1, tcp(*a, *b, "PA", seq, 901, b"0123456789")))
         seq += 10
-    out = [r for r in _feed(frames, one_by_one=True) if r["type"] == "session"]
+    out = [r for r in pipeline_records(frames, one_by_one=True) if r["type"] == "session"]
     interim = [r for r in out if r["interim"]]
     final = [r for r in out if not r["interim"]]
     assert len(final) == 1 and len(interim) == 3
@@ -305,7 +278,7 @@ def test_flow_without_news_gives_no_interim_record() -> None:
     pkt = udp("10.0.0.1", 5000, "10.0.0.2", 6000, b"x")
     other = udp("10.0.0.7", 5000, "10.0.0.8", 6000, b"x")
     frames = [(T0, 1, pkt)] + [(T0 + 5 * k, 1, other) for k in range(1, 15)]
-    out = [r for r in _feed(frames, one_by_one=True) if r["type"] == "session"]
+    out = [r for r in pipeline_records(frames, one_by_one=True) if r["type"] == "session"]
     # nothing happened on the first flow since it started: no snapshot, just its final record
     # when it times out; the busy flow gets its snapshot at 60 s
     assert [(r["src_ip"], r["interim"]) for r in out] == [("10.0.0.1", False), ("10.0.0.7", True),
@@ -354,19 +327,19 @@ def _mixed() -> list[Frame]:
 
 
 def test_uids_are_deterministic_for_the_same_input() -> None:
-    first, second = _feed(_mixed()), _feed(_mixed())
+    first, second = pipeline_records(_mixed()), pipeline_records(_mixed())
     assert first == second
     uids = [r["uid"] for r in first]
     assert len(set(uids)) == len(uids) == 4
     assert all(u.startswith("C") for u in uids)
-    other_seed = _feed(_mixed(), uid_seed=b"another agent")
+    other_seed = pipeline_records(_mixed(), uid_seed=b"another agent")
     assert {r["uid"] for r in other_seed}.isdisjoint(uids)
     assert [{k: v for k, v in r.items() if k != "uid"} for r in other_seed] == \
            [{k: v for k, v in r.items() if k != "uid"} for r in first]
 
 
 def test_community_id_on_every_session() -> None:
-    recs = _feed(_mixed())
+    recs = pipeline_records(_mixed())
     assert all(isinstance(r["community_id"], str) and r["community_id"].startswith("1:") for r in recs)
     # Zeek's community-id-logging baseline (handshake-reorder.pcap) for this 5-tuple
     rec = only(at(tcp("141.142.228.5", 59856, "192.150.187.43", 80, "S", 1)))
@@ -374,7 +347,7 @@ def test_community_id_on_every_session() -> None:
 
 
 def test_service_is_probed_from_payload() -> None:
-    recs = {r["proto"] + str(r["vlan"]): r for r in _feed(_mixed())}
+    recs = {r["proto"] + str(r["vlan"]): r for r in pipeline_records(_mixed())}
     assert recs["tcpNone"]["service"] == "http"
     assert recs["udpNone"]["service"] == "dns"
     assert recs["udp3"]["service"] is None

@@ -19,23 +19,20 @@ import socket
 from typing import Any
 
 import pytest
+from flow_paths import Frame, Record, general_path_sessions, pipeline_records, uid_key
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from agent.decode.packet import Decoder
 from agent.flows import tcp as T
-from agent.flows.table import Flow, FlowTable
-from agent.pipeline import Pipeline
+from agent.flows.table import Flow
 
 M32 = 0xFFFFFFFF
 T0 = 1_700_000_000.0
 MAC = {"c": "02:00:00:00:00:0c", "s": "02:00:00:00:00:05"}
 CLIENT = ("10.0.0.1", 40000)
 SERVER = ("10.0.0.2", 80)  # 80 is a likely server port: Zeek flips a first packet sent from it
-Record = dict[str, Any]
-Frame = tuple[float, int, bytes]
 
 
 class Conv:
@@ -89,40 +86,13 @@ class Conv:
         return self
 
 
-def _pipeline(frames: list[Frame], one_by_one: bool) -> list[Record]:
-    out: list[Record] = []
-    p = Pipeline(out.extend)
-    if one_by_one:
-        for fr in frames:
-            p.feed([fr])
-    else:
-        p.feed(frames)
-    p.finish()
-    return out
-
-
-def _slow_path(frames: list[Frame]) -> list[Record]:
-    dec = Decoder()
-    table = FlowTable(tunnel_hook=dec.decode_teredo)
-    for ts, linktype, frame in frames:
-        pkt = dec.decode(ts, linktype, frame)
-        if pkt is not None:
-            table.process(ts, pkt)
-    table.flush()
-    return [r for r in table.out if r["type"] == "session"]
-
-
-def _key(r: Record) -> tuple[str, bool]:
-    return r["uid"], r["interim"]
-
-
 def sessions(frames: list[Frame]) -> list[Record]:
     """Session records of `frames` (in emission order), after checking the other paths agree."""
-    out = _pipeline(frames, one_by_one=False)
+    out = pipeline_records(frames)
     got = [r for r in out if r["type"] == "session"]
-    single = [r for r in _pipeline(frames, one_by_one=True) if r["type"] == "session"]
-    assert sorted(single, key=_key) == sorted(got, key=_key), "one packet per feed() differs"
-    assert sorted(_slow_path(frames), key=_key) == sorted(got, key=_key), "slow path differs"
+    single = [r for r in pipeline_records(frames, one_by_one=True) if r["type"] == "session"]
+    assert sorted(single, key=uid_key) == sorted(got, key=uid_key), "one packet per feed() differs"
+    assert sorted(general_path_sessions(frames), key=uid_key) == sorted(got, key=uid_key), "slow path differs"
     return got
 
 

@@ -1,0 +1,41 @@
+"""Helpers the flow tests share: the same frames through the pipeline and through the general path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.decode.packet import Decoder
+from agent.flows.table import FlowTable
+from agent.pipeline import Pipeline
+
+Record = dict[str, Any]
+Frame = tuple[float, int, bytes]
+
+
+def pipeline_records(frames: list[Frame], *, one_by_one: bool = False, **kw: Any) -> list[Record]:
+    """Every record of `frames` through Pipeline, as one batch or one packet per feed()."""
+    out: list[Record] = []
+    p = Pipeline(out.extend, **kw)
+    if one_by_one:
+        for fr in frames:
+            p.feed([fr])
+    else:
+        p.feed(frames)
+    p.finish()
+    return out
+
+
+def general_path_sessions(frames: list[Frame]) -> list[Record]:
+    """Session records from the general decoder and FlowTable.process alone (no fast path, no scans)."""
+    dec = Decoder()
+    table = FlowTable(tunnel_hook=dec.decode_teredo)
+    for ts, linktype, fr in frames:
+        pkt = dec.decode(ts, linktype, fr)
+        if pkt is not None:
+            table.process(ts, pkt)
+    table.flush()
+    return [r for r in table.out if r["type"] == "session"]
+
+
+def uid_key(r: Record) -> tuple[str, bool]:
+    return r["uid"], r["interim"]
