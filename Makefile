@@ -6,8 +6,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Debian packages the tests and the demo need (more arrive with later features).
-DEB_PACKAGES := python3-venv python3-dev gcc
+# Debian packages the tests and the demo need (more arrive with later features): the build
+# tools, and the real protocol peers the end-to-end tests start in network namespaces.
+DEB_PACKAGES := python3-venv python3-dev gcc iproute2 tcpdump curl freeradius freeradius-utils \
+  dnsmasq-base udhcpc dovecot-imapd dovecot-pop3d vsftpd nginx
 DEMO_DIR := demo-out
 DEMO_PACKETS ?= 200000
 
@@ -23,7 +25,7 @@ deb-deps:
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  else \
 	    echo "missing Debian packages:$$missing (run as root, or: sudo apt-get install$$missing)"; exit 1; \
 	  fi; \

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent.capture import CaptureError, open_capture
+from agent.flows.inspector import DEFAULT_DEPTH
 from agent.pipeline import Pipeline, Record
 from wire.jsonl import JsonlWriter
 
@@ -124,7 +125,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
             except OSError as e:
                 raise _OutputError(f"{a.jsonl}: cannot write: {e.strerror or e}") from e
 
-    p = Pipeline(sink, max_flows=a.max_flows)
+    p = Pipeline(sink, max_flows=a.max_flows, decoders=not a.sessions_only, depth=a.depth)
     progress = _Progress(a.progress if a.progress is not None else sys.stderr.isatty(), sys.stderr)
     t0 = time.perf_counter()
     status = 0
@@ -183,6 +184,16 @@ def cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
+def _non_negative(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edgeaudit-agent", description="Network-edge audit agent.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -192,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--summary", action="store_true", help="print a table of records, packets, flows, weirds")
     r.add_argument("--stats", action="store_true", help="also write a final `stats` record")
     r.add_argument("--max-flows", type=int, default=1_000_000, help="flow table limit (default 1,000,000)")
+    r.add_argument("--depth", type=_non_negative, default=DEFAULT_DEPTH,
+                   help=f"payload bytes inspected per direction of a connection (default {DEFAULT_DEPTH})")
+    r.add_argument("--sessions-only", action="store_true",
+                   help="no protocol decoders: session and weird records only (the agent-core benchmark)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar (default: when stderr is a terminal)")

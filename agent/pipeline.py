@@ -15,7 +15,11 @@ from typing import Any
 
 from agent.capture.pcapfile import PcapRegion
 from agent.decode.packet import Decoder
+from agent.flows.inspector import DEFAULT_DEPTH, Inspector
 from agent.flows.table import DEFAULT_MAX_FLOWS, PROTO_NAMES, Flow, FlowTable
+from agent.identity import IdentityTable, Roster
+from agent.protocols.dhcp import DhcpTracker
+from agent.protocols.pppoe import PppoeDecoder
 from wire.addresses import ip_from_packed
 
 Record = dict[str, Any]
@@ -28,11 +32,21 @@ def _ip_text(b: bytes | None) -> str | None:
 
 class Pipeline:
     def __init__(self, sink: Sink, *, max_flows: int = DEFAULT_MAX_FLOWS,
-                 uid_seed: bytes = b"edgeaudit", fast_path: bool = True) -> None:
+                 uid_seed: bytes = b"edgeaudit", fast_path: bool = True, decoders: bool = True,
+                 depth: int = DEFAULT_DEPTH, roster: Roster | None = None) -> None:
         self.sink = sink
         self.decoder = Decoder()
+        # decoders=False: sessions only (the agent-core benchmark's configuration)
+        self.inspector: Inspector | None = None
+        self.identity: IdentityTable | None = None
+        self.pppoe: PppoeDecoder | None = None
+        if decoders:
+            self.inspector = Inspector(depth=depth, dhcp=DhcpTracker(extras=True))
+            self.pppoe = self.decoder.pppoe = PppoeDecoder()
+            self.identity = IdentityTable(roster=roster)
         self.table = FlowTable(max_flows=max_flows, uid_seed=uid_seed,
-                               tunnel_hook=self.decoder.decode_teredo, fast_path=fast_path)
+                               tunnel_hook=self.decoder.decode_teredo, fast_path=fast_path,
+                               inspector=self.inspector)
         self.packets = 0
         self.bytes = 0
         self.first_ts: float | None = None
@@ -73,10 +87,17 @@ class Pipeline:
 
     def finish(self) -> None:
         self.table.flush()
+        if self.inspector is not None:
+            self.inspector.finish(self.last_ts)
         self._drain()
 
     def _drain(self) -> None:
+        if self.inspector is not None:
+            self.inspector.tick(self.last_ts)
         out = self.table.out
+        if self.decoder.records:
+            out.extend(self.decoder.records)
+            self.decoder.records.clear()
         dec_weirds = self.decoder.weirds
         tab_weirds = self.table.weirds
         if dec_weirds:
@@ -87,6 +108,8 @@ class Pipeline:
             for ts, name, detail, f in tab_weirds:
                 out.append(self._weird(ts, name, detail, None, None, f))
             tab_weirds.clear()
+        if self.identity is not None:
+            out = self._identify(out)
         if out:
             by_type = self.records_by_type
             services = self.sessions_by_service
@@ -99,6 +122,30 @@ class Pipeline:
                     states[r["conn_state"]] += 1
             self.sink(out)
             self.table.out = []
+
+    def _identify(self, out: list[Record]) -> list[Record]:
+        """Feed the identity table; add the login/logout records it derives; stamp `account`.
+
+        Records go in the order they came out, each login right after the record
+        that caused it; a record is stamped after it was observed, so an HTTP Basic
+        request carries the account it just logged in with.
+        """
+        ident = self.identity
+        assert ident is not None
+        res: list[Record] = ident.expire(self.last_ts)
+        if self.pppoe is not None:
+            for ev in self.pppoe.auth_events():
+                ident.pppoe_auth(ev)
+        observe = ident.observe
+        stamp = ident.stamp
+        for r in out:
+            logins = observe(r)
+            if r.get("account", 0) is None:
+                stamp(r)
+            res.append(r)
+            if logins:
+                res.extend(logins)
+        return res
 
     def _weird(self, ts: float, name: str, detail: str, src: bytes | None, dst: bytes | None,
                f: Flow | None) -> Record:
@@ -127,4 +174,10 @@ class Pipeline:
         c.update({f"decode_{k}": v for k, v in self.decoder.counters.items()})
         c.update({k if k.startswith("flows") else f"flows_{k}": v for k, v in self.table.counters.items()})
         c.update({f"defrag_{k}": v for k, v in self.decoder.defrag.counters.items()})
+        if self.inspector is not None:
+            c.update({f"inspect_{k}": v for k, v in self.inspector.counters.items()})
+        if self.identity is not None:
+            c.update({f"identity_{k}": v for k, v in self.identity.counters.items()})
+        if self.pppoe is not None:
+            c.update({f"pppoe_{k}": v for k, v in self.pppoe.counters.items()})
         return c

@@ -11,7 +11,7 @@ Format (schema 1.x), complete enough to write another uploader from:
    =============  ==========  ============================================================
    key            msgpack     value
    =============  ==========  ============================================================
-   ``v``          str         schema version ``"major.minor"``, currently ``"1.0"``; the
+   ``v``          str         schema version ``"major.minor"``, currently ``"1.1"``; the
                               collector accepts any minor of its major and refuses others
    ``agent_id``   str         the agent's id, 1..256 characters (the collector takes the
                               agent's identity from its credential and may compare)

@@ -211,6 +211,13 @@ class DhcpRecord(TypedDict):
     assigned_addr: IPAddr | None
     lease_time: float | None
     msg_types: list[str]
+    # schema 1.1 (additive): Zeek's dhcp.log extras and the relay agent's option 82 (RFC 3046),
+    # which name the switch port / subscriber line a lease went to
+    client_fqdn: NotRequired[str | None]
+    duration: NotRequired[float | None]
+    circuit_id: NotRequired[str | None]
+    agent_remote_id: NotRequired[str | None]
+    subscriber_id: NotRequired[str | None]
 
 
 class RadiusRecord(FlowId):

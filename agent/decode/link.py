@@ -17,7 +17,9 @@ Limits: tag stacks deeper than `MAX_TAGS` and MPLS stacks deeper than
 `MAX_MPLS` are malformed (`DecodeError`); VLAN ids beyond the second tag are
 walked over but not reported (the record has `vlan` and `inner_vlan` only, as
 Zeek's conn.log). Non-IP payloads return their ethertype so callers can count
-them (ARP, PPPoE discovery, LLDP...).
+them (ARP, PPPoE discovery, LLDP...); `pppoe_header` finds the PPPoE header of
+such a frame again for the PPPoE decoder (discovery, and session frames with a
+non-IP PPP protocol, which `link_layer` reports as `NOT_IP`).
 """
 
 from __future__ import annotations
@@ -132,6 +134,26 @@ def ethertype_payload(frame: bytes, etype: int, off: int) -> tuple[int, int, int
         etype2, off = ppp_payload(frame, off, pend)
         return etype2, off, vlan, inner
     return etype, off, vlan, inner
+
+
+def pppoe_header(frame: bytes, off: int) -> tuple[int, int]:
+    """Find the PPPoE header of an Ethernet frame whose ethertype field is at `off`.
+
+    Walks VLAN tags as `ethertype_payload` does and answers (ETH_PPPOE_DISC or
+    ETH_PPPOE_SESS, offset of the PPPoE header), or (0, -1) for any other frame.
+    Only for the slow path: frames `link_layer` found to carry no IP.
+    """
+    end = len(frame)
+    for _ in range(MAX_TAGS + 1):
+        if off + 2 > end:
+            break
+        etype = _H.unpack_from(frame, off)[0]
+        if etype in (ETH_PPPOE_DISC, ETH_PPPOE_SESS):
+            return etype, off + 2
+        if etype not in (ETH_VLAN, ETH_QINQ, ETH_QINQ_OLD):
+            break
+        off += 4
+    return 0, -1
 
 
 def _nflog(frame: bytes) -> tuple[int, int]:

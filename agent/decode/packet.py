@@ -18,16 +18,24 @@ Malformed input never raises out of `decode`: a `DecodeError` becomes an entry
 in `weirds` (drained by the pipeline into `weird` records, Zeek weird names)
 and a counter in `counters`.
 
+Link-layer records: PPPoE discovery frames and PPPoE session frames with a
+non-IP PPP protocol (LCP, PAP, CHAP, IPCP...) on Ethernet go to `pppoe` (an
+`agent.protocols.pppoe.PppoeDecoder`, None by default: set by the pipeline)
+with their MAC addresses; the records it returns wait in `records` for the
+pipeline to drain, as `weirds` do. Only the non-IP branch looks at them, so
+the IP path costs nothing more. A `DecodeError` from it is a weird as usual.
+
 Limits: tunnels nest at most `MAX_TUNNEL_DEPTH` deep; IPv6 extension headers
 at most `MAX_EXT_HEADERS`; `weirds` holds at most `MAX_PENDING_WEIRDS` entries
-between drains (the rest are counted in `counters["weirds_dropped"]`).
+between drains (the rest are counted in `counters["weirds_dropped"]`), and
+`records` at most `MAX_PENDING_RECORDS` (`counters["records_dropped"]`).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from agent.capture import linktypes as lt
 from agent.decode.defrag import Defragmenter
@@ -35,9 +43,12 @@ from agent.decode.errors import DecodeError
 from agent.decode.link import (
     ETH_IPV4,
     ETH_IPV6,
+    ETH_PPPOE_DISC,
     ETH_TEB,
+    NOT_IP,
     link_layer,
     ppp_payload,
+    pppoe_header,
 )
 
 # Zeek's default Tunnel::max_depth is 2; gateways rarely see more than one level.
@@ -46,6 +57,8 @@ MAX_TUNNEL_DEPTH = 3
 MAX_EXT_HEADERS = 16
 # Bounded so a storm of malformed packets cannot grow memory between pipeline drains.
 MAX_PENDING_WEIRDS = 10_000
+# Link-layer records (PPPoE) between drains: one per discovery packet, so few; bounded all the same.
+MAX_PENDING_RECORDS = 10_000
 
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
@@ -65,6 +78,17 @@ _TEREDO_PREFIX = b"\x20\x01\x00\x00"  # 2001:0::/32 (RFC 4380 §2.6)
 _IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 51})
 _FRAG6 = 44
 _IPV6_EXT_OR_FRAG = _IPV6_EXT | {_FRAG6}
+
+
+class LinkRecordDecoder(Protocol):
+    """What `Decoder.pppoe` must offer (agent.protocols.pppoe.PppoeDecoder does)."""
+
+    def discovery(self, ts: float, src_mac: str, dst_mac: str, payload: bytes) -> list[dict[str, Any]]:
+        ...
+
+    def session_control(self, ts: float, src_mac: str, dst_mac: str, session_id: int, ppp_proto: int,
+                        payload: bytes) -> list[dict[str, Any]]:
+        ...
 
 
 class Packet(NamedTuple):
@@ -97,6 +121,9 @@ class Decoder:
     def __init__(self, defrag: Defragmenter | None = None) -> None:
         self.defrag = defrag if defrag is not None else Defragmenter()
         self.weirds: list[tuple[float, str, str, bytes | None, bytes | None]] = []
+        # PPPoE discovery and session control frames go here when set; their records wait in `records`.
+        self.pppoe: LinkRecordDecoder | None = None
+        self.records: list[dict[str, Any]] = []
         self.counters: dict[str, int] = {
             "frames": 0,
             "non_ip": 0,
@@ -104,6 +131,7 @@ class Decoder:
             "fragments_pending": 0,
             "tunneled": 0,
             "weirds_dropped": 0,
+            "records_dropped": 0,
         }
 
     # -- weird bookkeeping -------------------------------------------------------------
@@ -125,6 +153,8 @@ class Decoder:
             if etype == ETH_IPV6:
                 return self._ipv6(ts, frame, off, vlan, inner, frame, mac_off, 0)
             self.counters["non_ip"] += 1
+            if self.pppoe is not None and mac_off >= 0 and etype in (ETH_PPPOE_DISC, NOT_IP):
+                self._pppoe(ts, frame, mac_off, self.pppoe)
             return None
         except DecodeError as e:
             self._weird(ts, e.name, e.detail)
@@ -132,6 +162,39 @@ class Decoder:
         except (struct.error, IndexError) as e:  # a bound check we missed: still only a weird
             self._weird(ts, "malformed_packet", f"{type(e).__name__}: {e}")
             return None
+
+    def _pppoe(self, ts: float, frame: bytes, mac_off: int, handler: LinkRecordDecoder) -> None:
+        """Hand a PPPoE discovery or non-IP session frame to `handler`; keep its records."""
+        etype, off = pppoe_header(frame, mac_off + 12)
+        if off < 0:
+            return
+        dst = frame[mac_off:mac_off + 6].hex(":")
+        src = frame[mac_off + 6:mac_off + 12].hex(":")
+        if etype == ETH_PPPOE_DISC:
+            recs = handler.discovery(ts, src, dst, frame[off:])
+        else:
+            # session stage (RFC 2516 §6): VER/TYPE, CODE, SESSION_ID, LENGTH, then the PPP protocol
+            end = len(frame)
+            if off + 6 >= end:
+                return
+            sid, plen = _HH.unpack_from(frame, off + 2)
+            pend = min(end, off + 6 + plen)
+            p = off + 6
+            if p >= pend:
+                return
+            if frame[p] & 1:  # RFC 1661 §6.5 protocol-field compression
+                proto, p = frame[p], p + 1
+            elif p + 2 <= pend:
+                proto, p = _H.unpack_from(frame, p)[0], p + 2
+            else:
+                return
+            recs = handler.session_control(ts, src, dst, sid, proto, frame[p:pend])
+        if recs:
+            room = MAX_PENDING_RECORDS - len(self.records)
+            if len(recs) > room:
+                self.counters["records_dropped"] += len(recs) - max(room, 0)
+                recs = recs[:max(room, 0)]
+            self.records.extend(recs)
 
     def decode_teredo(self, ts: float, pkt: Packet, payload_off: int, payload_end: int,
                       teredo_port: bool) -> Packet | None:

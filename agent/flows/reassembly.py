@@ -100,6 +100,11 @@ class StreamReassembler:
         return self._next
 
     @property
+    def started(self) -> bool:
+        """The stream's first sequence number is known (from `start` or a first segment)."""
+        return self._started
+
+    @property
     def buffered(self) -> int:
         """Bytes of out-of-order data currently held."""
         return self._buffered
@@ -137,6 +142,12 @@ class StreamReassembler:
         if end > self.depth:
             payload = payload[: self.depth - off]
             end = self.depth
+        if off == self._next and not self._starts:
+            # the common case: the next bytes, nothing buffered — deliver without the block list
+            self._next = end
+            self.delivered += len(payload)
+            self._check_done()
+            return [("data", payload)]
         if off > self._next:
             self.counters["ooo_segments"] += 1
         self._insert(off, payload)

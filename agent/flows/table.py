@@ -52,6 +52,7 @@ from agent.decode.packet import Packet
 from agent.flows import tcp as T
 from agent.flows.classify import MAX_PROBES, probe_tcp, probe_tcp_pair, probe_udp
 from agent.flows.community_id import community_id, icmp_port_equivalents
+from agent.flows.inspector import Inspector
 from agent.flows.ports import LIKELY_SERVER_TCP, LIKELY_SERVER_UDP, never_flip
 from agent.flows.side import Side
 from agent.flows.tcp import H_ACK, H_DATA
@@ -102,7 +103,7 @@ class Flow:
         "uid", "proto", "oip", "rip", "oport", "rport", "vlan", "ivlan", "omac", "rmac",
         "start", "last", "history", "orig", "resp", "missed", "is_partial", "flipped", "service",
         "probes", "first_o", "first_r", "key", "rkey", "fkey", "idle", "hard", "interim_at", "closed",
-        "fast", "probing",
+        "fast", "probing", "app",
     )
 
     def __init__(self, uid: str, proto: int, src: bytes, dst: bytes, sport: int, dport: int,
@@ -141,6 +142,7 @@ class Flow:
         self.first_r: bytes | None = None
         self.hard = _INF
         self.closed = False
+        self.app: Any = None  # inspection state (agent.flows.inspector.FlowApp) while payload matters
 
     def flip_roles(self) -> None:
         """Swap originator and responder (Zeek's Connection::FlipRoles); the sides keep their counters."""
@@ -164,7 +166,8 @@ def _fast_key(src: bytes, dst: bytes, sport: int, dport: int) -> bytes:
 
 class FlowTable:
     def __init__(self, *, max_flows: int = DEFAULT_MAX_FLOWS, uid_seed: bytes = b"edgeaudit",
-                 tunnel_hook: TunnelHook | None = None, fast_path: bool = True) -> None:
+                 tunnel_hook: TunnelHook | None = None, fast_path: bool = True,
+                 inspector: Inspector | None = None) -> None:
         # fast_path=False sends every packet through the general decoder and state machine: the
         # records must be identical either way (the tests compare them)
         self.fast_path = fast_path
@@ -180,6 +183,10 @@ class FlowTable:
         self.out: list[Record] = []
         self.weirds: list[tuple[float, str, str, Flow | None]] = []
         self.tunnel_hook = tunnel_hook
+        # protocol decoders (None: sessions only); it writes its records to `out` and `weirds`
+        self.inspector = inspector
+        if inspector is not None:
+            inspector.table = self
         self._uid_key = int.from_bytes(hashlib.blake2b(uid_seed, digest_size=12).digest(), "big")
         self._uid_n = 0
         self._tunnel_depth = 0
@@ -357,9 +364,15 @@ class FlowTable:
             d2 = (ack - peer.ack) & 0xFFFFFFFF
             if d2 >= 0x80000000 or not ack:
                 return False
+            app = f.app
+            payload: bytes
             if plen:
-                if f.probing:
-                    self._probe_tcp(f, ep is f.orig, bytes(buf[p + 34 + thl:p + 14 + tot]))
+                if f.probing or app is not None:
+                    payload = bytes(buf[p + 34 + thl:p + 14 + tot])
+                    if f.probing:
+                        self._probe_tcp(f, ep is f.orig, payload)
+                else:
+                    payload = b""
                 # in-order data, no hole: the sequence space and the contiguous point advance together
                 ep.last += plen
                 ep.contig += plen
@@ -381,6 +394,8 @@ class FlowTable:
                         peer.trim = rel_ack
                     else:
                         T.ack_received(f, peer, rel_ack)
+            if app is not None and not app.passive and self.inspector is not None:
+                self.inspector.tcp(f, ep, ts, offflags & 0xFF, seq, ack, payload if plen else b"")
             return True
         if proto == 17:
             side = self.fast_udp.get(key)
@@ -445,6 +460,10 @@ class FlowTable:
                 self._tcp_deadline(f)
             if plen > 0 and f.probing:
                 self._probe_tcp(f, side is f.orig, buf[off + thl:end])
+            app = f.app
+            if app is not None and not app.passive and self.inspector is not None:
+                payload = bytes(buf[off + thl:end]) if plen > 0 else b""
+                self.inspector.tcp(f, side, ts, flags, seq, ack, payload)
             o = f.orig
             r = f.resp
             assert isinstance(o, T.TcpEndpoint) and isinstance(r, T.TcpEndpoint)
@@ -493,9 +512,13 @@ class FlowTable:
                         f.probing = False
                         if svc == "dns":
                             f.idle = DNS_SESSION_TIMEOUT
+                        if self.inspector is not None:
+                            self.inspector.open_udp(f)
             elif f.service == "teredo":
                 self._teredo(ts, f, pkt, off + 8, min(end, off + ulen))
-            f.fast = not f.probing and f.service != "teredo"
+            if f.app is not None and self.inspector is not None and ulen > 8:
+                self.inspector.udp(f, side is f.orig, ts, bytes(buf[off + 8:min(end, off + ulen)]))
+            f.fast = not f.probing and f.service != "teredo" and f.app is None
             return
         if proto == 1 or proto == 58:
             if end - off < 4:
@@ -567,6 +590,8 @@ class FlowTable:
         elif not syn and sport in LIKELY_SERVER_TCP and not never_flip(dst) and (
                 dport not in LIKELY_SERVER_TCP or sport < dport):
             f.flip_roles()
+        if self.inspector is not None:
+            self.inspector.open_tcp(f, ts)
         return f
 
     @staticmethod
@@ -651,6 +676,8 @@ class FlowTable:
             fast.pop(f.fkey, None)
             fast.pop(f.fkey[4:8] + f.fkey[:4] + f.fkey[10:12] + f.fkey[8:10], None)
         self.active.pop(f, None)
+        if f.app is not None and self.inspector is not None:
+            self.inspector.close(f, f.last)
         self.out.append(self.session_record(f, False))
         self.counters["sessions_out"] += 1
 

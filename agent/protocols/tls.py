@@ -221,6 +221,11 @@ class TlsDecoder:
         return self._finish()
 
     @property
+    def finished(self) -> bool:
+        """Nothing more will be learnt from this connection: the caller may stop feeding it."""
+        return self._done or self._failed or (self._dirs[True].dead and self._dirs[False].dead)
+
+    @property
     def tls13(self) -> bool:
         v = self._version
         return v is not None and (v == 0x0304 or v >> 8 == 0x7F)

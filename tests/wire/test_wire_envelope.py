@@ -25,7 +25,7 @@ CREATED = 1700000100.25
 
 def _envelope(**over: Any) -> dict[str, Any]:
     env: dict[str, Any] = {
-        "v": "1.0", "agent_id": "agent-7", "unit_id": "unit-3", "batch_seq": 42, "created": CREATED,
+        "v": "1.1", "agent_id": "agent-7", "unit_id": "unit-3", "batch_seq": 42, "created": CREATED,
         "records": all_examples(),
     }
     env.update(over)

@@ -17,6 +17,7 @@ from wire.records import RECORD_TYPES
 from wire.spec import SPECS, field_spec, record_spec
 
 SCHEMA_MD = Path(__file__).resolve().parents[3] / "shared" / "SCHEMA.md"
+SCHEMA_ADDITIONS = Path(__file__).resolve().parents[2] / "wire" / "SCHEMA-additions.md"
 FLOW_FIELDS = ["uid", "proto", "src_ip", "src_port", "dst_ip", "dst_port", "vlan", "inner_vlan"]
 ALL_TYPES = {
     "session", "http", "dns", "tls", "smtp", "mailbox", "ftp", "dhcp", "radius", "pppoe", "login",
@@ -25,7 +26,7 @@ ALL_TYPES = {
 
 
 def test_schema_version_is_major_minor_string() -> None:
-    assert wire.SCHEMA_VERSION == "1.0"
+    assert wire.SCHEMA_VERSION == "1.1"
     assert re.fullmatch(r"\d+\.\d+", wire.SCHEMA_VERSION)
 
 
@@ -115,10 +116,13 @@ _VALUES_IN_PROSE = {
 def test_spec_matches_schema_md() -> None:
     sections = _schema_sections(SCHEMA_MD.read_text(encoding="utf-8"))
     assert set(sections) == ALL_TYPES
+    additions = _schema_sections(SCHEMA_ADDITIONS.read_text(encoding="utf-8"))
+    assert set(additions) <= ALL_TYPES
     for name, body in sections.items():
         fields = SPECS[name].fields
-        # Every field of our spec is named in the type's section (flow id, type, ts: by reference).
-        words = set(re.findall(r"[A-Za-z_]+", body))
+        # Every field of our spec is named in the type's section (flow id, type, ts: by reference),
+        # or in the additive minor versions documented in wire/SCHEMA-additions.md.
+        words = set(re.findall(r"[A-Za-z_]+", body + additions.get(name, "")))
         for fname in fields:
             if fname not in FLOW_FIELDS and fname not in ("type", "ts"):
                 assert fname in words, f"{name}.{fname} is not in SCHEMA.md"

@@ -261,7 +261,7 @@ def mutated_frame(draw: st.DrawFn) -> tuple[int, bytes]:
 def _check_records(records: list[dict[str, Any]]) -> None:
     for r in records:
         assert isinstance(r, dict)
-        assert r["type"] in ("session", "weird"), r
+        assert isinstance(r["type"], str), r  # any record type; validate_record checks its schema
         if r["type"] == "weird":
             assert isinstance(r["name"], str) and r["name"]
             assert isinstance(r["detail"], str)

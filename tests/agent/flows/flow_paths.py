@@ -13,8 +13,12 @@ Frame = tuple[float, int, bytes]
 
 
 def pipeline_records(frames: list[Frame], *, one_by_one: bool = False, **kw: Any) -> list[Record]:
-    """Every record of `frames` through Pipeline, as one batch or one packet per feed()."""
+    """Every record of `frames` through Pipeline, as one batch or one packet per feed().
+
+    Sessions only unless `decoders=True` is passed: these tests are about flows.
+    """
     out: list[Record] = []
+    kw.setdefault("decoders", False)
     p = Pipeline(out.extend, **kw)
     if one_by_one:
         for fr in frames:

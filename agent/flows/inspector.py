@@ -1,0 +1,357 @@
+"""From flows to protocol decoders: reassembly, decoder choice, STARTTLS, flow ids.
+
+What: the flow table calls an `Inspector` for the packets of connections
+whose payload is still of interest (DESIGN.md data path steps 3-4):
+
+- TCP: each direction goes through a bounded `StreamReassembler` (ordered,
+  retransmissions and overlaps resolved, out-of-order data buffered, holes
+  reported as gaps when the peer acknowledges past them or at the end,
+  mid-stream pickup, one-sided streams); the in-order events are handed to
+  the decoder the registry names for the flow's service. Until the content
+  probe has named the service, delivered events are kept (bounded by the
+  inspection depth) and replayed to the decoder once it exists, so nothing
+  before the detection is lost. A flow whose probing ends without a service
+  with a decoder is dropped from inspection and goes back to the fast path.
+- UDP: each datagram goes to the flow's decoder (DNS, RADIUS); DHCP goes to
+  one `DhcpTracker` for all flows, since a DHCP transaction spans several.
+- STARTTLS: when an SMTP, POP3 or IMAP decoder says the connection switched
+  to TLS (`decoder.tls`), the rest of the stream goes to a TLS decoder; both
+  are closed at the end.
+- FTP: data channels announced on a control connection (PASV/EPSV replies,
+  accepted PORT/EPRT) are remembered for a while; a new TCP connection to
+  such an address and port gets the service `ftp-data` (Zeek's
+  `ftp_data_expected`) and is not inspected.
+- Records from decoders get the flow id fields (uid, proto, addresses,
+  ports, VLANs) here. A `DecodeError` becomes a `weird` record for the flow
+  and ends decoding of that flow (after a last `close` to flush what the
+  decoder already had, e.g. the TLS hellos).
+
+Limits (named, counted): `depth` bytes per direction are inspected (DESIGN.md
+16 KiB default; gaps count toward it) and the reassembler's own buffer limits
+apply; `MAX_EXPECTED` announced FTP data channels are remembered for
+`EXPECTED_TIMEOUT` seconds of packet time. A flow stops being inspected when
+both directions reached the depth or its decoder says it is finished (TLS after
+the hellos); it then costs only the fast path's counters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Any
+
+from agent.decode.errors import DecodeError
+from agent.flows.reassembly import Event, StreamReassembler
+from agent.protocols.base import Record, StreamDecoder
+from agent.protocols.registry import STARTTLS_SERVICES, decoder_factory, tls_factory
+from wire.addresses import ip_from_packed
+
+if TYPE_CHECKING:
+    from agent.flows.side import Side
+    from agent.flows.table import Flow, FlowTable
+    from agent.protocols.dhcp import DhcpTracker
+
+DEFAULT_DEPTH = 16384  # bytes per direction (DESIGN.md step 3): enough for headers, hellos and commands
+MAX_EXPECTED = 4096  # announced FTP data channels remembered (a busy FTP server announces one per transfer)
+EXPECTED_TIMEOUT = 300.0  # seconds an announced data channel waits for its connection
+_SYN, _RST, _ACK = 0x02, 0x04, 0x10
+_PROTO = {6: "tcp", 17: "udp"}
+
+
+class FlowApp:
+    """Per-flow inspection state."""
+
+    __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "dhcp")
+
+    def __init__(self, side_o: Side | None, depth: int, max_buffered: int, max_segments: int) -> None:
+        self.side_o = side_o  # the side that was the originator when inspection began (roles may flip)
+        if side_o is not None:
+            self.ro: StreamReassembler | None = StreamReassembler(
+                depth=depth, max_buffered=max_buffered, max_segments=max_segments)
+            self.rr: StreamReassembler | None = StreamReassembler(
+                depth=depth, max_buffered=max_buffered, max_segments=max_segments)
+        else:
+            self.ro = self.rr = None
+        self.dec: StreamDecoder | None = None
+        self.outer: StreamDecoder | None = None  # the SMTP/POP3/IMAP decoder after a STARTTLS
+        # events delivered before the service was known: (side, kind, value, ts)
+        self.pending: list[tuple[Side, str, int | bytes, float]] = []
+        self.passive = False  # nothing more to feed; only `close` is left
+        self.ids: dict[str, Any] | None = None
+        self.dhcp = False
+
+
+class Inspector:
+    def __init__(self, *, depth: int = DEFAULT_DEPTH, max_buffered: int = 65536, max_segments: int = 64,
+                 dhcp: DhcpTracker | None = None) -> None:
+        if depth < 0:
+            raise ValueError("inspection depth must be >= 0")
+        self.depth = depth
+        self.max_buffered = max_buffered
+        self.max_segments = max_segments
+        self.dhcp = dhcp
+        self.table: FlowTable | None = None
+        # (address bytes, port) -> expiry ts of an announced FTP data channel
+        self.expected: dict[tuple[bytes, int], float] = {}
+        self.counters: dict[str, int] = {
+            "inspected_flows": 0, "decoded_flows": 0, "undecoded_flows": 0, "decode_errors": 0,
+            "starttls": 0, "ftp_data_expected": 0, "ftp_data_matched": 0, "ftp_data_dropped": 0,
+            "depth_reached": 0, "gap_bytes": 0, "retransmitted_bytes": 0, "overflow_gaps": 0,
+            "beyond_depth_bytes": 0, "records": 0,
+        }
+
+    # -- called by the flow table ---------------------------------------------------
+    def open_tcp(self, f: Flow, ts: float) -> None:
+        """A new TCP connection: an expected FTP data channel, or one to inspect."""
+        if self.expected:
+            exp = self.expected.pop((f.rip, f.rport), None)
+            if exp is not None and ts <= exp:
+                f.service = "ftp-data"
+                f.probing = False
+                self.counters["ftp_data_matched"] += 1
+                return
+        f.app = FlowApp(f.orig, self.depth, self.max_buffered, self.max_segments)
+        self.counters["inspected_flows"] += 1
+
+    def open_udp(self, f: Flow) -> None:
+        """A UDP flow's service was just named: inspect it when a decoder wants it."""
+        svc = f.service
+        if svc == "dhcp":
+            if self.dhcp is None:
+                return
+            app = FlowApp(None, 0, 0, 0)
+            app.dhcp = True
+        else:
+            factory = decoder_factory(svc, "udp") if svc is not None else None
+            if factory is None:
+                return
+            app = FlowApp(None, 0, 0, 0)
+            app.dec = factory()
+        f.app = app
+        self.counters["inspected_flows"] += 1
+        self.counters["decoded_flows"] += 1
+
+    def tcp(self, f: Flow, side: Side, ts: float, flags: int, seq: int, ack: int, payload: bytes) -> None:
+        """One TCP segment of an inspected flow, from `side`."""
+        app: FlowApp = f.app
+        fwd = side is app.side_o
+        r = app.ro if fwd else app.rr
+        peer_r = app.rr if fwd else app.ro
+        assert r is not None and peer_r is not None
+        events: list[tuple[Side, Event]] = []
+        if flags & _SYN and not r.started:
+            r.start(seq + 1)
+        if payload and not flags & _RST:
+            for ev in r.segment(seq, payload):
+                events.append((side, ev))
+        if flags & _ACK:
+            for ev in peer_r.ack(ack):
+                events.append((side.peer, ev))
+        dec = app.dec
+        if dec is None:
+            if f.service is not None:
+                dec = self._attach(f, app, ts)
+                if dec is None:
+                    return
+            elif not f.probing:
+                self._drop(f, app)
+                return
+            else:
+                for s, (kind, value) in events:
+                    app.pending.append((s, kind, value, ts))
+                return
+        if events:
+            self._deliver(f, app, events, ts)
+        if app.dec is not None and r.done and peer_r.done:
+            self.counters["depth_reached"] += 1
+            app.passive = True
+        elif app.dec is not None and getattr(app.dec, "finished", False):
+            app.passive = True
+
+    def udp(self, f: Flow, is_orig: bool, ts: float, payload: bytes) -> None:
+        app: FlowApp = f.app
+        if app.dhcp:
+            assert self.dhcp is not None
+            src, dst = (f.oip, f.rip) if is_orig else (f.rip, f.oip)
+            try:
+                recs = self.dhcp.message(ts, f.uid, payload, ip_from_packed(src), ip_from_packed(dst))
+            except DecodeError as e:
+                self._weird(f, ts, e)
+                return
+            self._emit_plain(recs)
+            return
+        dec = app.dec
+        if dec is None:
+            return
+        try:
+            recs = dec.feed(is_orig, payload, ts)
+        except DecodeError as e:
+            # one bad datagram does not end a UDP flow's decoding: each datagram stands alone
+            self._weird(f, ts, e)
+            return
+        if recs:
+            self._emit(f, app, recs)
+
+    def close(self, f: Flow, ts: float) -> None:
+        """The flow leaves the table: flush reassembly and decoders."""
+        app: FlowApp = f.app
+        f.app = None
+        if app.dhcp:
+            return
+        if app.dec is None:
+            if app.ro is not None:
+                self.counters["undecoded_flows"] += 1
+            return
+        if not app.passive and app.ro is not None and app.rr is not None:
+            events: list[tuple[Side, Event]] = []
+            assert app.side_o is not None
+            for ev in app.ro.flush():
+                events.append((app.side_o, ev))
+            for ev in app.rr.flush():
+                events.append((app.side_o.peer, ev))
+            if events:
+                self._deliver(f, app, events, ts)
+        self._count_reassembly(app)
+        self._close_decoders(f, app, ts)
+
+    def tick(self, ts: float) -> None:
+        """Packet time advanced (called every batch): expire what waits on time."""
+        if self.expected:
+            old = [k for k, exp in self.expected.items() if exp < ts]
+            for k in old:
+                del self.expected[k]
+        if self.dhcp is not None:
+            self._emit_plain(self.dhcp.expire(ts))
+
+    def finish(self, ts: float) -> None:
+        if self.dhcp is not None:
+            self._emit_plain(self.dhcp.close(ts))
+
+    # -- internals -----------------------------------------------------------------
+    def _attach(self, f: Flow, app: FlowApp, ts: float) -> StreamDecoder | None:
+        svc = f.service
+        factory = decoder_factory(svc, "tcp") if svc is not None else None
+        if factory is None:
+            self._drop(f, app)
+            return None
+        app.dec = factory()
+        self.counters["decoded_flows"] += 1
+        if app.pending:
+            pending = app.pending
+            app.pending = []
+            # replay per original timestamp: group consecutive events with the same ts
+            i = 0
+            while i < len(pending) and app.dec is not None:
+                t = pending[i][3]
+                j = i
+                while j < len(pending) and pending[j][3] == t:
+                    j += 1
+                self._deliver(f, app, [(s, (k, v)) for s, k, v, _ in pending[i:j]], t)
+                i = j
+        return app.dec if f.app is app else None
+
+    def _drop(self, f: Flow, app: FlowApp) -> None:
+        self.counters["undecoded_flows"] += 1
+        self._count_reassembly(app)
+        f.app = None
+
+    def _deliver(self, f: Flow, app: FlowApp, events: list[tuple[Side, Event]], ts: float) -> None:
+        for side, (kind, value) in events:
+            dec = app.dec
+            if dec is None:
+                return
+            is_orig = side is f.orig
+            try:
+                if kind == "data":
+                    assert isinstance(value, bytes)
+                    recs = dec.feed(is_orig, value, ts)
+                else:
+                    assert isinstance(value, int)
+                    recs = dec.gap(is_orig, value, ts)
+            except DecodeError as e:
+                self._weird(f, ts, e)
+                self._close_decoders(f, app, ts)
+                app.dec = None
+                app.passive = True
+                return
+            if recs:
+                self._emit(f, app, recs)
+            if app.outer is None and f.service in STARTTLS_SERVICES and getattr(dec, "tls", False):
+                # the rest of the connection is TLS (RFC 3207, RFC 2595)
+                self.counters["starttls"] += 1
+                app.outer = dec
+                app.dec = tls_factory()()
+            elif f.service == "ftp":
+                channels = getattr(dec, "expected_data_channels", None)
+                if channels:
+                    self._expect(f, channels, ts)
+                    channels.clear()
+
+    def _expect(self, f: Flow, channels: list[tuple[str | None, int, bool]], ts: float) -> None:
+        for ip, port, passive in channels:
+            if ip is None:
+                addr = f.rip if passive else f.oip
+            else:
+                try:
+                    addr = ipaddress.ip_address(ip).packed
+                except ValueError:
+                    continue
+            if len(self.expected) >= MAX_EXPECTED:
+                self.expected.pop(next(iter(self.expected)))
+                self.counters["ftp_data_dropped"] += 1
+            self.expected[(addr, port)] = ts + EXPECTED_TIMEOUT
+            self.counters["ftp_data_expected"] += 1
+
+    def _close_decoders(self, f: Flow, app: FlowApp, ts: float) -> None:
+        for dec in (app.outer, app.dec):
+            if dec is None:
+                continue
+            try:
+                recs = dec.close(ts)
+            except DecodeError as e:
+                self._weird(f, ts, e)
+                continue
+            if recs:
+                self._emit(f, app, recs)
+        app.outer = None
+
+    def _count_reassembly(self, app: FlowApp) -> None:
+        c = self.counters
+        for r in (app.ro, app.rr):
+            if r is not None:
+                rc = r.counters
+                c["gap_bytes"] += rc["gap_bytes"]
+                c["retransmitted_bytes"] += rc["retransmitted_bytes"]
+                c["overflow_gaps"] += rc["overflow_gaps"]
+                c["beyond_depth_bytes"] += rc["beyond_depth"]
+
+    def _flow_ids(self, f: Flow) -> dict[str, Any]:
+        return {"uid": f.uid, "proto": _PROTO.get(f.proto, str(f.proto)),
+                "src_ip": ip_from_packed(f.oip), "src_port": f.oport,
+                "dst_ip": ip_from_packed(f.rip), "dst_port": f.rport,
+                "vlan": f.vlan, "inner_vlan": f.ivlan}
+
+    def _emit(self, f: Flow, app: FlowApp, recs: list[Record]) -> None:
+        ids = app.ids
+        if ids is None:
+            ids = app.ids = self._flow_ids(f)
+        assert self.table is not None
+        out = self.table.out
+        for r in recs:
+            rec: Record = {"type": r["type"], "ts": r["ts"]}
+            rec.update(ids)
+            rec.update(r)
+            if rec["type"] == "http" and "account" not in rec:
+                rec["account"] = None
+            out.append(rec)
+        self.counters["records"] += len(recs)
+
+    def _emit_plain(self, recs: list[Record]) -> None:
+        if recs:
+            assert self.table is not None
+            self.table.out.extend(recs)
+            self.counters["records"] += len(recs)
+
+    def _weird(self, f: Flow, ts: float, e: DecodeError) -> None:
+        self.counters["decode_errors"] += 1
+        assert self.table is not None
+        self.table.weirds.append((ts, e.name, e.detail, f))

@@ -1,0 +1,59 @@
+"""Which decoder handles which service: one line per protocol (DESIGN.md "Adding a protocol").
+
+The flow table names a connection's service (`agent.flows.classify`); the
+inspector asks this registry for a decoder for that service and transport.
+A service with no entry is only counted (its `session` record still names it).
+Factories are imported lazily so a run that never sees, say, RADIUS does not
+pay for importing its decoder.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from agent.protocols.base import StreamDecoder
+
+Factory = Callable[[], StreamDecoder]
+
+# (service, transport) -> (module, class, constructor arguments)
+_TABLE: dict[tuple[str, str], tuple[str, str, tuple[object, ...]]] = {
+    ("http", "tcp"): ("agent.protocols.http", "HttpDecoder", ()),
+    ("tls", "tcp"): ("agent.protocols.tls", "TlsDecoder", ()),
+    ("smtp", "tcp"): ("agent.protocols.smtp", "SmtpDecoder", ()),
+    ("ftp", "tcp"): ("agent.protocols.ftp", "FtpDecoder", ()),
+    ("pop3", "tcp"): ("agent.protocols.pop3", "Pop3Decoder", ()),
+    ("imap", "tcp"): ("agent.protocols.imap", "ImapDecoder", ()),
+    ("dns", "tcp"): ("agent.protocols.dns", "DnsDecoder", ("tcp",)),
+    ("dns", "udp"): ("agent.protocols.dns", "DnsDecoder", ("udp",)),
+    ("radius", "udp"): ("agent.protocols.radius", "RadiusDecoder", ()),
+}
+
+# services whose STARTTLS (or STLS) hands the rest of the connection to TLS
+STARTTLS_SERVICES = frozenset({"smtp", "pop3", "imap"})
+
+_cache: dict[tuple[str, str], Factory | None] = {}
+
+
+def decoder_factory(service: str, transport: str) -> Factory | None:
+    """The constructor of the decoder for `service` over `transport` ("tcp"/"udp"), or None."""
+    key = (service, transport)
+    if key in _cache:
+        return _cache[key]
+    entry = _TABLE.get(key)
+    factory: Factory | None = None
+    if entry is not None:
+        module, cls_name, args = entry
+        cls = getattr(importlib.import_module(module), cls_name)
+
+        def factory(cls: type = cls, args: tuple[object, ...] = args) -> StreamDecoder:
+            dec: StreamDecoder = cls(*args)
+            return dec
+    _cache[key] = factory
+    return factory
+
+
+def tls_factory() -> Factory:
+    factory = decoder_factory("tls", "tcp")
+    assert factory is not None
+    return factory
