@@ -37,6 +37,7 @@ the hellos); it then costs only the fast path's counters.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.decode.errors import DecodeError
@@ -60,7 +61,8 @@ _PROTO = {6: "tcp", 17: "udp"}
 class FlowApp:
     """Per-flow inspection state."""
 
-    __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "dhcp")
+    __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "dhcp", "skippable",
+                 "skip")
 
     def __init__(self, side_o: Side | None, depth: int, max_buffered: int, max_segments: int) -> None:
         self.side_o = side_o  # the side that was the originator when inspection began (roles may flip)
@@ -78,6 +80,9 @@ class FlowApp:
         self.passive = False  # nothing more to feed; only `close` is left
         self.ids: dict[str, Any] | None = None
         self.dhcp = False
+        # a decoder that can say which bytes it only counts (HTTP): its `skippable` and `skip`
+        self.skippable: Callable[[bool], int] | None = None
+        self.skip: Callable[[bool, int, float], list[Record]] | None = None
 
 
 class Inspector:
@@ -96,7 +101,7 @@ class Inspector:
             "inspected_flows": 0, "decoded_flows": 0, "undecoded_flows": 0, "decode_errors": 0,
             "starttls": 0, "ftp_data_expected": 0, "ftp_data_matched": 0, "ftp_data_dropped": 0,
             "depth_reached": 0, "gap_bytes": 0, "retransmitted_bytes": 0, "overflow_gaps": 0,
-            "beyond_depth_bytes": 0, "records": 0,
+            "beyond_depth_bytes": 0, "skipped_bytes": 0, "records": 0,
         }
 
     # -- called by the flow table ---------------------------------------------------
@@ -161,6 +166,8 @@ class Inspector:
                 return
         if events:
             self._deliver(f, app, events, ts)
+            if app.skippable is not None and app.dec is not None:
+                self._offer_skips(f, app)
         if app.dec is not None and r.done and peer_r.done:
             self.counters["depth_reached"] += 1
             app.passive = True
@@ -233,7 +240,9 @@ class Inspector:
         if factory is None:
             self._drop(f, app)
             return None
-        app.dec = factory()
+        app.dec = dec = factory()
+        app.skippable = getattr(dec, "skippable", None)
+        app.skip = getattr(dec, "skip", None)
         self.counters["decoded_flows"] += 1
         if app.pending:
             pending = app.pending
@@ -248,6 +257,17 @@ class Inspector:
                 self._deliver(f, app, [(s, (k, v)) for s, k, v, _ in pending[i:j]], t)
                 i = j
         return app.dec if f.app is app else None
+
+    @staticmethod
+    def _offer_skips(f: Flow, app: FlowApp) -> None:
+        """Let the reassemblers skip what the decoder only counts (HTTP bodies past the kept prefix)."""
+        skippable = app.skippable
+        assert skippable is not None and app.side_o is not None
+        for side, r in ((app.side_o, app.ro), (app.side_o.peer, app.rr)):
+            if r is not None and not r.skipping and not r.done:
+                n = skippable(side is f.orig)
+                if n > 0:
+                    r.skip(n)
 
     def _drop(self, f: Flow, app: FlowApp) -> None:
         self.counters["undecoded_flows"] += 1
@@ -264,6 +284,9 @@ class Inspector:
                 if kind == "data":
                     assert isinstance(value, bytes)
                     recs = dec.feed(is_orig, value, ts)
+                elif kind == "skip":
+                    assert isinstance(value, int) and app.skip is not None
+                    recs = app.skip(is_orig, value, ts)
                 else:
                     assert isinstance(value, int)
                     recs = dec.gap(is_orig, value, ts)
@@ -323,6 +346,7 @@ class Inspector:
                 c["retransmitted_bytes"] += rc["retransmitted_bytes"]
                 c["overflow_gaps"] += rc["overflow_gaps"]
                 c["beyond_depth_bytes"] += rc["beyond_depth"]
+                c["skipped_bytes"] += rc["skipped_bytes"]
 
     def _flow_ids(self, f: Flow) -> dict[str, Any]:
         return {"uid": f.uid, "proto": _PROTO.get(f.proto, str(f.proto)),

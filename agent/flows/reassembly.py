@@ -34,6 +34,13 @@ Semantics follow Zeek's `TCP_Reassembler` / `Reassembler`:
   streams longer than 4 GiB) work as long as segments are within 2**31 bytes
   of that point.
 
+- skips: a decoder that only needs to COUNT the next bytes of a direction
+  (an HTTP body of known length whose kept prefix is full) says so with
+  `skip(n)`; those bytes come out as ``("skip", n)`` events instead of data
+  and do not count toward the depth, so a 40 MB download still ends with
+  the right body length and the next request on the connection is seen,
+  while only ``depth`` bytes of content were ever handed over.
+
 Limits (every buffer is bounded, the reason beside it):
 
 - ``max_buffered`` (64 KiB) bytes and ``max_segments`` (64) blocks of
@@ -82,6 +89,7 @@ class StreamReassembler:
             "gap_bytes": 0,  # bytes reported as gaps
             "overflow_gaps": 0,  # gaps declared because a buffer limit was hit
             "beyond_depth": 0,  # highest stream offset seen minus depth
+            "skipped_bytes": 0,  # bytes the caller asked to skip (counted, not delivered)
         }
         self._started = False
         self._isn = 0  # sequence number of stream offset 0
@@ -91,6 +99,7 @@ class StreamReassembler:
         self._starts: list[int] = []
         self._datas: list[bytes] = []
         self._buffered = 0
+        self._skip_end = 0  # stream offset up to which bytes are skipped, not delivered
 
     # -- public API -------------------------------------------------------
 
@@ -108,6 +117,20 @@ class StreamReassembler:
     def buffered(self) -> int:
         """Bytes of out-of-order data currently held."""
         return self._buffered
+
+    @property
+    def skipping(self) -> bool:
+        """A skip window is still open."""
+        return self._next < self._skip_end
+
+    def skip(self, n: int) -> None:
+        """The `n` bytes after those delivered so far are only to be counted (see module doc)."""
+        if n <= 0 or self.done:
+            return
+        start = max(self._next, self._skip_end)
+        self._skip_end = start + n
+        self.depth += n
+        self.counters["skipped_bytes"] += n
 
     def start(self, isn_next: int) -> None:
         """Begin the stream: `isn_next` is the sequence number of its first byte."""
@@ -144,10 +167,15 @@ class StreamReassembler:
             end = self.depth
         if off == self._next and not self._starts:
             # the common case: the next bytes, nothing buffered — deliver without the block list
-            self._next = end
-            self.delivered += len(payload)
+            if off >= self._skip_end:
+                self._next = end
+                self.delivered += len(payload)
+                self._check_done()
+                return [("data", payload)]
+            ev: list[Event] = []
+            self._out(payload, ev)
             self._check_done()
-            return [("data", payload)]
+            return ev
         if off > self._next:
             self.counters["ooo_segments"] += 1
         self._insert(off, payload)
@@ -233,10 +261,26 @@ class StreamReassembler:
             self._buffered -= len(d)
             d = d[self._next - s :]
             if d:
-                events.append(("data", d))
-                self._next += len(d)
-                self.delivered += len(d)
+                self._out(d, events)
         self._check_done()
+
+    def _out(self, d: bytes, events: list[Event]) -> None:
+        """Hand over the next bytes `d`: the part inside a skip window as a skip, the rest as data."""
+        if self._next < self._skip_end:
+            k = min(len(d), self._skip_end - self._next)
+            if events and events[-1][0] == "skip":
+                prev = events[-1][1]
+                assert isinstance(prev, int)
+                events[-1] = ("skip", prev + k)
+            else:
+                events.append(("skip", k))
+            self._next += k
+            d = d[k:]
+            if not d:
+                return
+        events.append(("data", d))
+        self._next += len(d)
+        self.delivered += len(d)
 
     def _gap(self, n: int, events: list[Event]) -> None:
         if events and events[-1][0] == "gap":

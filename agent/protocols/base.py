@@ -7,6 +7,12 @@ No sockets, clocks or globals. Peer input may raise only
 `agent.decode.errors.DecodeError`; the pipeline turns it into a `weird` record
 and stops decoding that flow.
 
+Besides its own records a decoder may return `weird` records (``{"type":
+"weird", "ts", "name", "detail"}``) for anomalies it recovers from, the way
+Zeek goes on after many of its weirds (an HTTP request side that is not
+HTTP, while the replies still parse); a `DecodeError` is for what it cannot
+go on after.
+
 Records come back without the flow id fields (uid, proto, src_ip, src_port,
 dst_ip, dst_port, vlan, inner_vlan): the pipeline adds them from the flow, so a
 decoder never needs to know addresses. Every buffer a decoder keeps has a named

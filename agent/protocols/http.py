@@ -56,10 +56,13 @@ MAX_PENDING = 64  # pipelined requests awaiting a response
 BODY_KEEP = 8 * 1024  # decoded body prefix kept for the keyword filter
 INFLATE_STEP = 64 * 1024  # output produced per zlib call (bounded memory)
 MAX_DECODED = 256 * 1024 * 1024  # decoded bytes counted per body before we stop inflating (bomb guard)
+UNTIL_CLOSE_SKIP = 1 << 40  # "the rest of the stream": a reply body that ends with the connection
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _HEX = re.compile(rb"[0-9A-Fa-f]+\Z")
 _VERSION = re.compile(rb"HTTP/(\d)\.(\d)\Z")
+_METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+[ \t]")  # a token, then white space (RFC 9112 §3)
+_ENDS_WITH_VERSION = re.compile(rb" HTTP/\d\.\d\Z", re.I)
 
 # direction states
 _START, _HEADERS, _BODY_LEN, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DEAD = range(9)
@@ -81,6 +84,11 @@ class _Body:
         self._failed = False
         if coding in ("gzip", "x-gzip"):
             self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    @property
+    def coded(self) -> bool:
+        """A content coding is decoded: the decoded length is not the raw length."""
+        return self._coding in ("gzip", "x-gzip", "deflate")
 
     def _out(self, data: bytes) -> None:
         self.length += len(data)
@@ -230,6 +238,46 @@ class HttpDecoder:
         d.buf.clear()
         return []
 
+    def skippable(self, is_orig: bool) -> int:
+        """Bytes of this direction that need only be counted, not seen (a flow inspector may skip them).
+
+        That is the rest of a Content-Length body or of the current chunk (or of
+        a reply read until the connection closes) without a content coding,
+        once `BODY_KEEP` bytes of it are kept: its decoded length is its raw
+        length, and the framing resumes right after it.
+        """
+        d = self._orig if is_orig else self._resp
+        body = d.body
+        if d.buf or body is None or body.coded or len(body.kept) < BODY_KEEP:
+            return 0
+        if d.state in (_BODY_LEN, _CHUNK_DATA):
+            return d.remaining
+        if d.state == _UNTIL_CLOSE:
+            return UNTIL_CLOSE_SKIP
+        return 0
+
+    def skip(self, is_orig: bool, length: int, ts: float) -> list[Record]:
+        """`length` bytes offered by `skippable` went by: count them as body bytes."""
+        d = self._orig if is_orig else self._resp
+        body = d.body
+        if body is None or d.buf or d.state not in (_BODY_LEN, _CHUNK_DATA, _UNTIL_CLOSE):
+            return self.gap(is_orig, length, ts)
+        if d.state == _UNTIL_CLOSE:
+            body.length += length
+            return []
+        n = min(length, d.remaining)
+        body.length += n
+        d.remaining -= n
+        out: list[Record] = []
+        if d.remaining == 0:
+            if d.state == _CHUNK_DATA:
+                d.state = _CHUNK_END
+            else:
+                self._message_done(d, out)
+            if length > n:
+                out += self.gap(is_orig, length - n, ts)
+        return out
+
     def close(self, ts: float) -> list[Record]:
         if self._closed:
             return []
@@ -284,7 +332,8 @@ class HttpDecoder:
                     d.start_ts = None if not d.buf else ts
                     continue
                 if d.is_orig:
-                    self._request_line(d, line)
+                    if not self._request_line(d, line, ts, out):
+                        return  # not a request line: the request side is given up (as Zeek)
                 else:
                     self._status_line(d, line)
                 if d.state != _START:
@@ -343,29 +392,43 @@ class HttpDecoder:
                 d.body.write(bytes(d.buf))
                 d.buf.clear()
 
-    def _request_line(self, d: _Dir, line: bytes) -> None:
+    def _request_line(self, d: _Dir, line: bytes, ts: float, out: list[Record]) -> bool:
+        """Parse a request line; False when it is none (a `weird` record is added, requests stop).
+
+        Zeek (HTTP_Analyzer::HTTP_RequestLine) treats a line that does not start
+        with a method token followed by white space as "not a http request
+        line": it reports ``bad_HTTP_request`` (``bad_HTTP_request_with_version``
+        when the line still ends in `` HTTP/x.y``), expects no more requests on
+        the connection, and goes on logging the replies; so do we. A version
+        that is not ``HTTP/d.d`` is read leniently, as Zeek does ("HTTP/1."
+        happens): a ``bad_HTTP_version`` weird, and the request is kept.
+        """
         parts = line.split(b" ")
         parts = [p for p in parts if p]
+        if _METHOD.match(line) is None or len(parts) < 2 or len(parts) > 3 or not _TOKEN.match(parts[0]):
+            name = "bad_HTTP_request_with_version" if _ENDS_WITH_VERSION.search(line) else "bad_HTTP_request"
+            out.append({"type": "weird", "ts": ts, "name": name, "detail": _text(line[:100])})
+            d.state = _DEAD
+            d.buf.clear()
+            return False
         if len(parts) == 2 and _VERSION.match(parts[1]):  # "METHOD HTTP/1.1": empty URI, as Zeek
             method, version = parts
             target = b""
         elif len(parts) == 2:  # "METHOD target": HTTP/0.9-style (Zeek logs version 0.9)
             method, target = parts
             version = b""
-        elif len(parts) == 3:
+        else:
             method, target, version = parts
             if not _VERSION.match(version):
-                raise DecodeError("bad_HTTP_version", _text(version[:40]))
-        else:
-            raise DecodeError("bad_HTTP_request", _text(line[:100]))
-        if not _TOKEN.match(method):
-            raise DecodeError("unknown_HTTP_method", _text(method[:40]))
+                out.append({"type": "weird", "ts": ts, "name": "bad_HTTP_version",
+                            "detail": _text(version[:40])})
         if len(self._pending) >= MAX_PENDING:
             raise DecodeError("HTTP_too_many_pending_requests", f"more than {MAX_PENDING}")
         self._depth += 1
         d.txn = _Txn(ts=d.start_ts or 0.0, depth=self._depth, method=_text(method), uri=_text(target))
         d.txn.v09 = not version
         self._pending.append(d.txn)
+        return True
 
     def _status_line(self, d: _Dir, line: bytes) -> None:
         if self._pending and self._pending[0].v09:

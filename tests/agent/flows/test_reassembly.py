@@ -373,3 +373,40 @@ def test_property_depth_lossless(stream: bytes, depth: int) -> None:
     assert r.delivered == min(depth, len(stream))
     assert r.done == (len(stream) >= depth)
     assert r.counters["beyond_depth"] == max(0, len(stream) - depth)
+
+
+# -- skip windows: bytes a decoder only counts ---------------------------------------------
+
+
+def test_skip_turns_the_next_bytes_into_skip_events_beyond_the_depth() -> None:
+    r = new(depth=10)
+    assert r.segment(ISN, b"head") == [("data", b"head")]
+    r.skip(100)
+    assert r.skipping and r.counters["skipped_bytes"] == 100
+    # in order: a segment inside the window, one straddling its end, then data after it
+    assert r.segment(ISN + 4, b"x" * 60) == [("skip", 60)]
+    assert r.segment(ISN + 64, b"y" * 40 + b"next") == [("skip", 40), ("data", b"next")]
+    assert not r.skipping
+    # the 100 skipped bytes did not use up the depth: 8 of 10 inspected so far
+    assert r.delivered == 8 and not r.done
+    assert r.segment(ISN + 108, b"abcdef") == [("data", b"ab")]
+    assert r.done
+
+
+def test_skip_with_out_of_order_data_and_a_hole() -> None:
+    r = new()
+    r.skip(10)
+    assert r.segment(ISN + 5, b"56789AB") == []  # buffered above the hole
+    assert r.segment(ISN, b"01234") == [("skip", 10), ("data", b"AB")]
+    r.skip(4)
+    assert r.ack(ISN + 14) == [("gap", 2)]  # a hole inside a window is still a gap: it was never seen
+    assert r.segment(ISN + 14, b"CDEF") == [("skip", 2), ("data", b"EF")]
+
+
+def test_skip_is_ignored_when_done_or_empty() -> None:
+    r = new(depth=3)
+    r.skip(0)
+    assert not r.skipping
+    assert r.segment(ISN, b"abc") == [("data", b"abc")]
+    r.skip(5)
+    assert not r.skipping and r.counters["skipped_bytes"] == 0
