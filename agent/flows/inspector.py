@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 DEFAULT_DEPTH = 16384  # bytes per direction (DESIGN.md step 3): enough for headers, hellos and commands
 MAX_EXPECTED = 4096  # announced FTP data channels remembered (a busy FTP server announces one per transfer)
 EXPECTED_TIMEOUT = 300.0  # seconds an announced data channel waits for its connection
-_SYN, _RST, _ACK = 0x02, 0x04, 0x10
+_FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _PROTO = {6: "tcp", 17: "udp"}
 
 
@@ -62,7 +62,7 @@ class FlowApp:
     """Per-flow inspection state."""
 
     __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "dhcp", "skippable",
-                 "skip")
+                 "skip", "stopped")
 
     def __init__(self, side_o: Side | None, depth: int, max_buffered: int, max_segments: int) -> None:
         self.side_o = side_o  # the side that was the originator when inspection began (roles may flip)
@@ -78,6 +78,7 @@ class FlowApp:
         # events delivered before the service was known: (side, kind, value, ts)
         self.pending: list[tuple[Side, str, int | bytes, float]] = []
         self.passive = False  # nothing more to feed; only `close` is left
+        self.stopped = False  # a DecodeError ended decoding
         self.ids: dict[str, Any] | None = None
         self.dhcp = False
         # a decoder that can say which bytes it only counts (HTTP): its `skippable` and `skip`
@@ -143,11 +144,15 @@ class Inspector:
         peer_r = app.rr if fwd else app.ro
         assert r is not None and peer_r is not None
         events: list[tuple[Side, Event]] = []
-        if flags & _SYN and not r.started:
-            r.start(seq + 1)
+        if flags & _SYN:
+            if not r.started:
+                r.start(seq + 1)
+            seq = (seq + 1) & 0xFFFFFFFF  # data on a SYN (TCP Fast Open) starts after it
         if payload and not flags & _RST:
             for ev in r.segment(seq, payload):
                 events.append((side, ev))
+        if flags & _FIN:
+            r.fin((seq + len(payload)) & 0xFFFFFFFF)
         if flags & _ACK:
             for ev in peer_r.ack(ack):
                 events.append((side.peer, ev))
@@ -204,9 +209,10 @@ class Inspector:
         f.app = None
         if app.dhcp:
             return
-        if app.dec is None:
+        if app.dec is None and not app.stopped:
             if app.ro is not None:
                 self.counters["undecoded_flows"] += 1
+                self._count_reassembly(app)
             return
         if not app.passive and app.ro is not None and app.rr is not None:
             events: list[tuple[Side, Event]] = []
@@ -295,6 +301,7 @@ class Inspector:
                 self._close_decoders(f, app, ts)
                 app.dec = None
                 app.passive = True
+                app.stopped = True
                 return
             if recs:
                 self._emit(f, app, recs)
@@ -302,7 +309,16 @@ class Inspector:
                 # the rest of the connection is TLS (RFC 3207, RFC 2595)
                 self.counters["starttls"] += 1
                 app.outer = dec
-                app.dec = tls_factory()()
+                app.dec = tls = tls_factory()()
+                leftover: bytes = getattr(dec, "tls_leftover", b"")
+                if leftover:  # the ClientHello that told the mail decoder about the switch
+                    try:
+                        recs = tls.feed(True, leftover, ts)
+                    except DecodeError as e:
+                        self._weird(f, ts, e)
+                        recs = []
+                    if recs:
+                        self._emit(f, app, recs)
             elif f.service == "ftp":
                 channels = getattr(dec, "expected_data_channels", None)
                 if channels:

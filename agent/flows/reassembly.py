@@ -100,6 +100,7 @@ class StreamReassembler:
         self._datas: list[bytes] = []
         self._buffered = 0
         self._skip_end = 0  # stream offset up to which bytes are skipped, not delivered
+        self._fin: int | None = None  # stream offset of the FIN, once seen
 
     # -- public API -------------------------------------------------------
 
@@ -184,11 +185,19 @@ class StreamReassembler:
         self._enforce_limits(events)
         return events
 
+    def fin(self, seq_end: int) -> None:
+        """This side sent its FIN after the byte before `seq_end`: the FIN's own sequence number,
+        which the peer acknowledges too, is not a byte of the stream (so not a gap)."""
+        if self._started:
+            self._fin = self._widen(seq_end)
+
     def ack(self, ack: int) -> list[Event]:
         """The peer acknowledged everything below sequence number `ack`."""
         if not self._started or self.done:
             return []
         off = self._widen(ack)
+        if self._fin is not None and off > self._fin:
+            off = self._fin
         if off <= self._next:
             return []
         self._see(off)

@@ -154,6 +154,7 @@ class ImapDecoder:
         self._emitted = False
         self._dead = False  # TLS, COMPRESS, or closed
         self.tls = False
+        self.tls_leftover = b""  # client bytes after the switch to TLS, for the TLS decoder
         self.commands_dropped = 0  # command names seen beyond MAX_COMMANDS
         self.pending_dropped = 0  # commands dropped at MAX_PENDING
 
@@ -246,6 +247,7 @@ class ImapDecoder:
 
     def _start_tls(self) -> list[Record]:
         self.tls = True
+        self.tls_leftover = bytes(self._cbuf)  # a ClientHello already read: for the TLS decoder
         self._stop()
         return self._emit()
 

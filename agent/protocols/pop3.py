@@ -176,6 +176,7 @@ class Pop3Decoder:
         self._emitted = False
         self._dead = False  # TLS, or closed
         self.tls = False
+        self.tls_leftover = b""  # client bytes after the switch to TLS, for the TLS decoder
         self.commands_dropped = 0  # verbs seen beyond MAX_COMMANDS
         self.pending_dropped = 0  # commands dropped at MAX_PENDING
 
@@ -241,6 +242,7 @@ class Pop3Decoder:
     def _start_tls(self) -> list[Record]:
         self.tls = True
         self._dead = True
+        self.tls_leftover = bytes(self._buf[True])  # a ClientHello already read: for the TLS decoder
         self._buf[True].clear()
         self._buf[False].clear()
         self._pending.clear()

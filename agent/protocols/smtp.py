@@ -319,6 +319,7 @@ class SmtpDecoder:
         self._depth = 0
         self._ts = 0.0
         self.tls = False
+        self.tls_leftover = b""  # client bytes after the switch to TLS, for the TLS decoder
         self.last_body = b""  # first BODY_KEEP bytes of the last message's body
         self._rec = self._new_record()
         self._activity = False
@@ -455,6 +456,9 @@ class SmtpDecoder:
         self._touch(self._ts)
         out = self._flush()
         self._state = _DEAD  # the rest of the connection is TLS (RFC 3207 §4.2)
+        # client bytes already read past the switch (a ClientHello when the 220 was not
+        # captured): the TLS decoder that takes over needs them
+        self.tls_leftover = bytes(self._cbuf)
         self._cbuf.clear()
         self._sbuf.clear()
         self._pending.clear()
