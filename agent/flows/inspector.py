@@ -56,13 +56,15 @@ MAX_EXPECTED = 4096  # announced FTP data channels remembered (a busy FTP server
 EXPECTED_TIMEOUT = 300.0  # seconds an announced data channel waits for its connection
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _PROTO = {6: "tcp", 17: "udp"}
+_NO_EVENTS: list[Event] = []  # shared, never appended to
 
 
 class FlowApp:
     """Per-flow inspection state."""
 
     __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "dhcp", "skippable",
-                 "skip", "stopped")
+                 "skip", "stopped", "holes", "quiet_o", "quiet_r", "quiet_given_o", "quiet_given_r",
+                 "finishes", "watch")
 
     def __init__(self, side_o: Side | None, depth: int, max_buffered: int, max_segments: int) -> None:
         self.side_o = side_o  # the side that was the originator when inspection began (roles may flip)
@@ -79,6 +81,16 @@ class FlowApp:
         self.pending: list[tuple[Side, str, int | bytes, float]] = []
         self.passive = False  # nothing more to feed; only `close` is left
         self.stopped = False  # a DecodeError ended decoding
+        # Read by the flow table's fast path, so that most packets of an inspected flow cost no
+        # call here: `holes` (out-of-order data is buffered: a pure ACK may reveal a gap, so
+        # ACKs must come to us), and `quiet_o`/`quiet_r`, in-order bytes of each direction the
+        # fast path may count by itself (inside a skip window), decremented as it does;
+        # `quiet_given_*` is what was granted, so the difference is what it took.
+        self.finishes = False  # the decoder has a `finished` property (TLS: done after the hellos)
+        self.watch = False  # a mail decoder that may switch to TLS, or FTP announcing data channels
+        self.holes = False
+        self.quiet_o = self.quiet_r = 0
+        self.quiet_given_o = self.quiet_given_r = 0
         self.ids: dict[str, Any] | None = None
         self.dhcp = False
         # a decoder that can say which bytes it only counts (HTTP): its `skippable` and `skip`
@@ -143,19 +155,16 @@ class Inspector:
         r = app.ro if fwd else app.rr
         peer_r = app.rr if fwd else app.ro
         assert r is not None and peer_r is not None
-        events: list[tuple[Side, Event]] = []
+        if app.quiet_given_o or app.quiet_given_r:
+            self._settle_quiet(f, app, ts)
         if flags & _SYN:
             if not r.started:
                 r.start(seq + 1)
             seq = (seq + 1) & 0xFFFFFFFF  # data on a SYN (TCP Fast Open) starts after it
-        if payload and not flags & _RST:
-            for ev in r.segment(seq, payload):
-                events.append((side, ev))
+        ev_here: list[Event] = r.segment(seq, payload) if payload and not flags & _RST else _NO_EVENTS
         if flags & _FIN:
             r.fin((seq + len(payload)) & 0xFFFFFFFF)
-        if flags & _ACK:
-            for ev in peer_r.ack(ack):
-                events.append((side.peer, ev))
+        ev_peer: list[Event] = peer_r.ack(ack) if flags & _ACK else _NO_EVENTS
         dec = app.dec
         if dec is None:
             if f.service is not None:
@@ -166,18 +175,51 @@ class Inspector:
                 self._drop(f, app)
                 return
             else:
-                for s, (kind, value) in events:
-                    app.pending.append((s, kind, value, ts))
+                for kind, value in ev_here:
+                    app.pending.append((side, kind, value, ts))
+                for kind, value in ev_peer:
+                    app.pending.append((side.peer, kind, value, ts))
                 return
-        if events:
-            self._deliver(f, app, events, ts)
+        if ev_here or ev_peer:
+            here_is_orig = side is f.orig
+            if ev_here:
+                self._deliver(f, app, here_is_orig, ev_here, ts)
+            if ev_peer:
+                self._deliver(f, app, not here_is_orig, ev_peer, ts)
             if app.skippable is not None and app.dec is not None:
                 self._offer_skips(f, app)
         if app.dec is not None and r.done and peer_r.done:
             self.counters["depth_reached"] += 1
             app.passive = True
-        elif app.dec is not None and getattr(app.dec, "finished", False):
+        elif app.finishes and app.dec is not None and getattr(app.dec, "finished", False):
             app.passive = True
+        elif app.ro is not None and app.rr is not None:
+            ro, rr = app.ro, app.rr
+            app.holes = ro.buffered > 0 or rr.buffered > 0
+            if not app.holes and app.dec is not None:
+                # the open skip windows: the flow table's fast path may count in-order bytes
+                # inside them by itself, without calling us per packet (see `_settle_quiet`)
+                if ro.skipping:
+                    app.quiet_o = app.quiet_given_o = ro.skip_left
+                if rr.skipping:
+                    app.quiet_r = app.quiet_given_r = rr.skip_left
+
+    def _settle_quiet(self, f: Flow, app: FlowApp, ts: float) -> None:
+        """Account for the in-order bytes the fast path counted inside skip windows since our last call.
+
+        The fast path takes only segments that continue their direction exactly
+        (the sequence number it expects), so those bytes all arrived, in order,
+        with nothing buffered around them: they are handed over as one skip.
+        """
+        assert app.ro is not None and app.rr is not None and app.side_o is not None
+        for given, left, r, side in ((app.quiet_given_o, app.quiet_o, app.ro, app.side_o),
+                                     (app.quiet_given_r, app.quiet_r, app.rr, app.side_o.peer)):
+            n = given - left
+            if n > 0:
+                r.skipped(n)
+                if app.dec is not None:
+                    self._deliver(f, app, side is f.orig, [("skip", n)], ts)
+        app.quiet_o = app.quiet_r = app.quiet_given_o = app.quiet_given_r = 0
 
     def udp(self, f: Flow, is_orig: bool, ts: float, payload: bytes) -> None:
         app: FlowApp = f.app
@@ -214,15 +256,16 @@ class Inspector:
                 self.counters["undecoded_flows"] += 1
                 self._count_reassembly(app)
             return
+        if app.quiet_given_o or app.quiet_given_r:
+            self._settle_quiet(f, app, ts)
         if not app.passive and app.ro is not None and app.rr is not None:
-            events: list[tuple[Side, Event]] = []
-            assert app.side_o is not None
-            for ev in app.ro.flush():
-                events.append((app.side_o, ev))
-            for ev in app.rr.flush():
-                events.append((app.side_o.peer, ev))
+            o_is_orig = app.side_o is f.orig
+            events = app.ro.flush()
             if events:
-                self._deliver(f, app, events, ts)
+                self._deliver(f, app, o_is_orig, events, ts)
+            events = app.rr.flush()
+            if events:
+                self._deliver(f, app, not o_is_orig, events, ts)
         self._count_reassembly(app)
         self._close_decoders(f, app, ts)
 
@@ -249,19 +292,16 @@ class Inspector:
         app.dec = dec = factory()
         app.skippable = getattr(dec, "skippable", None)
         app.skip = getattr(dec, "skip", None)
+        app.finishes = hasattr(dec, "finished")
+        app.watch = svc in STARTTLS_SERVICES or svc == "ftp"
         self.counters["decoded_flows"] += 1
         if app.pending:
             pending = app.pending
             app.pending = []
-            # replay per original timestamp: group consecutive events with the same ts
-            i = 0
-            while i < len(pending) and app.dec is not None:
-                t = pending[i][3]
-                j = i
-                while j < len(pending) and pending[j][3] == t:
-                    j += 1
-                self._deliver(f, app, [(s, (k, v)) for s, k, v, _ in pending[i:j]], t)
-                i = j
+            for s, k, v, t in pending:  # replayed with their own timestamps
+                if app.dec is None:
+                    break
+                self._deliver(f, app, s is f.orig, [(k, v)], t)
         return app.dec if f.app is app else None
 
     @staticmethod
@@ -280,12 +320,12 @@ class Inspector:
         self._count_reassembly(app)
         f.app = None
 
-    def _deliver(self, f: Flow, app: FlowApp, events: list[tuple[Side, Event]], ts: float) -> None:
-        for side, (kind, value) in events:
+    def _deliver(self, f: Flow, app: FlowApp, is_orig: bool, events: list[Event], ts: float) -> None:
+        """Hand one direction's events to the decoder; react to what it says (weird, STARTTLS, ftp-data)."""
+        for kind, value in events:
             dec = app.dec
             if dec is None:
                 return
-            is_orig = side is f.orig
             try:
                 if kind == "data":
                     assert isinstance(value, bytes)
@@ -305,6 +345,8 @@ class Inspector:
                 return
             if recs:
                 self._emit(f, app, recs)
+            if not app.watch:
+                continue
             if app.outer is None and f.service in STARTTLS_SERVICES and getattr(dec, "tls", False):
                 # the rest of the connection is TLS (RFC 3207, RFC 2595)
                 self.counters["starttls"] += 1

@@ -124,6 +124,26 @@ class StreamReassembler:
         """A skip window is still open."""
         return self._next < self._skip_end
 
+    @property
+    def skip_left(self) -> int:
+        """Bytes of the open skip window not yet passed."""
+        return max(0, self._skip_end - self._next)
+
+    def skipped(self, n: int) -> None:
+        """`n` bytes of the open skip window arrived in order and were counted by the caller.
+
+        Only valid with nothing buffered (the caller checked `buffered == 0`): it
+        moves the stream position as if those bytes had come through `segment`.
+        """
+        if n <= 0:
+            return
+        if self._starts or n > self._skip_end - self._next:
+            raise ValueError("skipped() past the skip window or with data buffered")
+        self.counters["segments"] += 1
+        self._next += n
+        self._see(self._next)
+        self._check_done()
+
     def skip(self, n: int) -> None:
         """The `n` bytes after those delivered so far are only to be counted (see module doc)."""
         if n <= 0 or self.done:

@@ -395,7 +395,21 @@ class FlowTable:
                     else:
                         T.ack_received(f, peer, rel_ack)
             if app is not None and not app.passive and self.inspector is not None:
-                self.inspector.tcp(f, ep, ts, offflags & 0xFF, seq, ack, payload if plen else b"")
+                # the inspector's quiet windows: in-order bytes it only needs counted, and pure
+                # ACKs while no out-of-order data waits, cost no call (see FlowApp); the packet
+                # that reaches a window's end goes to it, so records come out at the same packet
+                if plen:
+                    if ep is app.side_o:
+                        if app.quiet_o > plen:
+                            app.quiet_o -= plen
+                        else:
+                            self.inspector.tcp(f, ep, ts, offflags & 0xFF, seq, ack, payload)
+                    elif app.quiet_r > plen:
+                        app.quiet_r -= plen
+                    else:
+                        self.inspector.tcp(f, ep, ts, offflags & 0xFF, seq, ack, payload)
+                elif app.holes:
+                    self.inspector.tcp(f, ep, ts, offflags & 0xFF, seq, ack, b"")
             return True
         if proto == 17:
             side = self.fast_udp.get(key)

@@ -37,12 +37,12 @@ Design
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from dataclasses import dataclass, field
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
+from wire.addresses import ip_from_packed
 
 # -- limits -----------------------------------------------------------------
 HEADER_LEN = 12  # RFC 1035 4.1.1
@@ -198,11 +198,11 @@ def render_rdata(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> 
     if rtype == 1:
         if rdlen != 4:
             raise DecodeError("DNS_RR_bad_length", f"A rdata of {rdlen} octets")
-        return str(ipaddress.IPv4Address(rdata))
+        return ip_from_packed(rdata)  # canonical text, without the ipaddress module's objects
     if rtype == 28:
         if rdlen != 16:
             raise DecodeError("DNS_RR_bad_length", f"AAAA rdata of {rdlen} octets")
-        return str(ipaddress.IPv6Address(rdata))
+        return ip_from_packed(rdata)
     if rtype in (2, 5, 12, 39):  # NS, CNAME, PTR, DNAME
         return read_name(msg, start)[0]
     if rtype == 15:  # MX: Zeek logs the exchange only

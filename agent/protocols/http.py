@@ -222,8 +222,20 @@ class HttpDecoder:
             return []
         if d.state == _START and d.start_ts is None:
             d.start_ts = ts
-        d.buf += data
         out: list[Record] = []
+        if d.state == _BODY_LEN and not d.buf and d.body is not None:
+            # body bytes with nothing buffered before them (most packets of a body): no copy
+            # through the buffer
+            n = min(len(data), d.remaining)
+            d.body.write(data if n == len(data) else data[:n])
+            d.remaining -= n
+            if d.remaining:
+                return out
+            self._message_done(d, out)
+            data = data[n:]
+            if not data or d.state == _DEAD:
+                return out
+        d.buf += data
         self._run(d, ts, out)
         return out
 
