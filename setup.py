@@ -26,8 +26,9 @@ COMPILED_MODULES = [
     "agent/flows/reassembly.py", "agent/flows/inspector.py", "agent/protocols/http.py",
     "agent/protocols/dns.py", "agent/protocols/tls.py", "agent/protocols/smtp.py",
     "agent/identity/table.py", "agent/identity/state.py", "agent/identity/history.py",
-    "agent/identity/fields.py", "agent/identity/apps.py", "agent/identity/dhcp.py", "agent/identity/radius.py",
-    "agent/identity/pppoe.py", "agent/identity/login.py", "agent/identity/roster.py",
+    "agent/identity/fields.py", "agent/identity/apps.py", "agent/identity/dhcp.py",
+    "agent/identity/radius.py", "agent/identity/pppoe.py", "agent/identity/login.py",
+    "agent/identity/roster.py",
 ]
 
 
