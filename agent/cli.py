@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from agent.capture import CaptureError, open_capture
 from agent.flows.inspector import DEFAULT_DEPTH
+from agent.identity import RosterError, load_roster
 from agent.pipeline import Pipeline, Record
 from wire.jsonl import JsonlWriter
 
@@ -125,7 +126,18 @@ def cmd_replay(a: argparse.Namespace) -> int:
             except OSError as e:
                 raise _OutputError(f"{a.jsonl}: cannot write: {e.strerror or e}") from e
 
-    p = Pipeline(sink, max_flows=a.max_flows, decoders=not a.sessions_only, depth=a.depth)
+    roster = None
+    if a.roster is not None:
+        try:
+            roster = load_roster(a.roster)
+        except RosterError as e:
+            for line in str(e).splitlines():  # every problem, as FILE:LINE: what
+                print(f"edgeaudit-agent: {line}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except OSError as e:
+            print(f"edgeaudit-agent: {a.roster}: cannot read: {e.strerror or e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    p = Pipeline(sink, max_flows=a.max_flows, decoders=not a.sessions_only, depth=a.depth, roster=roster)
     progress = _Progress(a.progress if a.progress is not None else sys.stderr.isatty(), sys.stderr)
     t0 = time.perf_counter()
     status = 0
@@ -205,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-flows", type=int, default=1_000_000, help="flow table limit (default 1,000,000)")
     r.add_argument("--depth", type=_non_negative, default=DEFAULT_DEPTH,
                    help=f"payload bytes inspected per direction of a connection (default {DEFAULT_DEPTH})")
+    r.add_argument("--roster", type=Path, metavar="CSV",
+                   help="the admin's user roster (account,name,mac,ip): accounts for addresses and MACs")
     r.add_argument("--sessions-only", action="store_true",
                    help="no protocol decoders: session and weird records only (the agent-core benchmark)")
     g = r.add_mutually_exclusive_group()

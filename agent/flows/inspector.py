@@ -150,7 +150,8 @@ class Inspector:
 
     def tcp(self, f: Flow, side: Side, ts: float, flags: int, seq: int, ack: int, payload: bytes) -> None:
         """One TCP segment of an inspected flow, from `side`."""
-        app: FlowApp = f.app
+        app = f.app
+        assert app is not None
         fwd = side is app.side_o
         r = app.ro if fwd else app.rr
         peer_r = app.rr if fwd else app.ro
@@ -222,7 +223,8 @@ class Inspector:
         app.quiet_o = app.quiet_r = app.quiet_given_o = app.quiet_given_r = 0
 
     def udp(self, f: Flow, is_orig: bool, ts: float, payload: bytes) -> None:
-        app: FlowApp = f.app
+        app = f.app
+        assert app is not None
         if app.dhcp:
             assert self.dhcp is not None
             src, dst = (f.oip, f.rip) if is_orig else (f.rip, f.oip)
@@ -247,7 +249,8 @@ class Inspector:
 
     def close(self, f: Flow, ts: float) -> None:
         """The flow leaves the table: flush reassembly and decoders."""
-        app: FlowApp = f.app
+        app = f.app
+        assert app is not None
         f.app = None
         if app.dhcp:
             return

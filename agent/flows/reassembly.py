@@ -79,8 +79,9 @@ class StreamReassembler:
         self.max_segments = max_segments
         self.delivered = 0  # bytes of data delivered so far
         self.done = depth == 0
-        self.counters: dict[str, int] = {
-            "segments": 0,  # segments with payload passed to segment()
+        # the two counters every segment touches are plain attributes (no dict update per packet)
+        self._segments = 0  # segments with payload passed to segment()
+        self._counts: dict[str, int] = {
             "ooo_segments": 0,  # segments (partly) buffered out of order
             "retransmitted_bytes": 0,  # bytes already delivered (or gapped), dropped
             "overlaps": 0,  # segment/buffered-block overlaps
@@ -88,7 +89,6 @@ class StreamReassembler:
             "gaps": 0,  # gap events emitted
             "gap_bytes": 0,  # bytes reported as gaps
             "overflow_gaps": 0,  # gaps declared because a buffer limit was hit
-            "beyond_depth": 0,  # highest stream offset seen minus depth
             "skipped_bytes": 0,  # bytes the caller asked to skip (counted, not delivered)
         }
         self._started = False
@@ -108,6 +108,16 @@ class StreamReassembler:
     def position(self) -> int:
         """Stream offset reached: data delivered plus gap bytes reported."""
         return self._next
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """What was seen and dropped: segments, ooo_segments, retransmitted_bytes, overlaps,
+        inconsistent_overlaps, gaps, gap_bytes, overflow_gaps, skipped_bytes, and beyond_depth
+        (the highest stream offset seen minus the depth: bytes not inspected)."""
+        c = dict(self._counts)
+        c["segments"] = self._segments
+        c["beyond_depth"] = max(0, self._high - self.depth)
+        return c
 
     @property
     def started(self) -> bool:
@@ -139,7 +149,7 @@ class StreamReassembler:
             return
         if self._starts or n > self._skip_end - self._next:
             raise ValueError("skipped() past the skip window or with data buffered")
-        self.counters["segments"] += 1
+        self._segments += 1
         self._next += n
         self._see(self._next)
         self._check_done()
@@ -151,7 +161,7 @@ class StreamReassembler:
         start = max(self._next, self._skip_end)
         self._skip_end = start + n
         self.depth += n
-        self.counters["skipped_bytes"] += n
+        self._counts["skipped_bytes"] += n
 
     def start(self, isn_next: int) -> None:
         """Begin the stream: `isn_next` is the sequence number of its first byte."""
@@ -168,7 +178,7 @@ class StreamReassembler:
             return []
         if not self._started:
             self.start(seq)
-        self.counters["segments"] += 1
+        self._segments += 1
         off = self._widen(seq)
         end = off + len(payload)
         self._see(end)
@@ -176,7 +186,7 @@ class StreamReassembler:
             return []
         if off < self._next:
             drop = min(end, self._next) - off
-            self.counters["retransmitted_bytes"] += drop
+            self._counts["retransmitted_bytes"] += drop
             if end <= self._next:
                 return []
             payload = payload[drop:]
@@ -198,7 +208,7 @@ class StreamReassembler:
             self._check_done()
             return ev
         if off > self._next:
-            self.counters["ooo_segments"] += 1
+            self._counts["ooo_segments"] += 1
         self._insert(off, payload)
         events: list[Event] = []
         self._deliver_contiguous(events)
@@ -246,7 +256,6 @@ class StreamReassembler:
     def _see(self, end: int) -> None:
         if end > self._high:
             self._high = end
-            self.counters["beyond_depth"] = max(0, end - self.depth)
 
     def _insert(self, off: int, payload: bytes) -> None:
         """Add [off, off+len) keeping existing bytes (first copy wins), merging blocks."""
@@ -270,9 +279,9 @@ class StreamReassembler:
                 parts.append(payload[pos - off : s - off])
             lo, hi = max(off, s), min(end, e)
             if lo < hi:
-                self.counters["overlaps"] += 1
+                self._counts["overlaps"] += 1
                 if payload[lo - off : hi - off] != d[lo - s : hi - s]:
-                    self.counters["inconsistent_overlaps"] += 1
+                    self._counts["inconsistent_overlaps"] += 1
             parts.append(d)
             pos = e
         if pos < end:
@@ -318,8 +327,8 @@ class StreamReassembler:
             events[-1] = ("gap", prev + n)
         else:
             events.append(("gap", n))
-            self.counters["gaps"] += 1
-        self.counters["gap_bytes"] += n
+            self._counts["gaps"] += 1
+        self._counts["gap_bytes"] += n
         self._next += n
 
     def _advance_to(self, target: int, events: list[Event]) -> None:
@@ -334,7 +343,7 @@ class StreamReassembler:
 
     def _enforce_limits(self, events: list[Event]) -> None:
         while self._starts and (self._buffered > self.max_buffered or len(self._starts) > self.max_segments):
-            self.counters["overflow_gaps"] += 1
+            self._counts["overflow_gaps"] += 1
             self._gap(self._starts[0] - self._next, events)
             self._deliver_contiguous(events)
 

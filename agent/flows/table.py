@@ -52,7 +52,7 @@ from agent.decode.packet import Packet
 from agent.flows import tcp as T
 from agent.flows.classify import MAX_PROBES, probe_tcp, probe_tcp_pair, probe_udp
 from agent.flows.community_id import community_id, icmp_port_equivalents
-from agent.flows.inspector import Inspector
+from agent.flows.inspector import FlowApp, Inspector
 from agent.flows.ports import LIKELY_SERVER_TCP, LIKELY_SERVER_UDP, never_flip
 from agent.flows.side import Side
 from agent.flows.tcp import H_ACK, H_DATA
@@ -142,7 +142,7 @@ class Flow:
         self.first_r: bytes | None = None
         self.hard = _INF
         self.closed = False
-        self.app: Any = None  # inspection state (agent.flows.inspector.FlowApp) while payload matters
+        self.app: FlowApp | None = None  # inspection state while the payload matters (agent.flows.inspector)
 
     def flip_roles(self) -> None:
         """Swap originator and responder (Zeek's Connection::FlipRoles); the sides keep their counters."""

@@ -358,3 +358,31 @@ def test_synth_writes_the_requested_packet_count(tmp_path: Path) -> None:
     records = [r for r in read_jsonl(out) if r["type"] == "session"]
     assert records
     assert sum(r["orig_pkts"] + r["resp_pkts"] for r in records) == 400
+
+
+# -- the roster ---------------------------------------------------------------------------------------
+
+
+def test_roster_names_the_account_behind_an_address(tmp_path: Path, traffic: Frames) -> None:
+    pcap, out, roster = tmp_path / "in.pcap", tmp_path / "out.jsonl", tmp_path / "roster.csv"
+    write_pcap(pcap, traffic)
+    roster.write_text("account,name,mac,ip\n# the front desk PC\nalice,Alice Wang,,192.0.2.10\n", encoding="utf-8")
+    res = run("replay", pcap, "--jsonl", out, "--roster", roster, "--no-progress")
+    assert res.returncode == 0, res.stderr
+    records = read_jsonl(out)
+    by_src = {(r["type"], r["src_ip"]): r["account"] for r in records if r["type"] in ("session", "http")}
+    assert by_src[("session", "192.0.2.10")] == "alice" and by_src[("http", "192.0.2.10")] == "alice"
+    assert by_src[("session", "192.0.2.11")] is None
+
+
+def test_a_bad_roster_is_refused_with_every_problem(tmp_path: Path, traffic: Frames) -> None:
+    pcap, out, roster = tmp_path / "in.pcap", tmp_path / "out.jsonl", tmp_path / "roster.csv"
+    write_pcap(pcap, traffic)
+    roster.write_text("account,name,mac,ip\nalice,A,zz:zz,192.0.2.10\n,B,,192.0.2.11\n", encoding="utf-8")
+    res = run("replay", pcap, "--jsonl", out, "--roster", roster, "--no-progress")
+    assert res.returncode == 2
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"edgeaudit-agent: {roster}:") for line in lines)
+    assert f"{roster}:2:" in lines[0] and f"{roster}:3:" in lines[1]
+    missing = run("replay", pcap, "--roster", tmp_path / "nope.csv", "--no-progress")
+    assert missing.returncode == 2 and "cannot read" in missing.stderr

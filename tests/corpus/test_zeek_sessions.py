@@ -13,8 +13,6 @@ vlan/inner_vlan, community_id and service. Zeek leaves duration and the byte
 counts unset for a zero-length connection; then our duration must be 0.
 
 Known, justified differences (ALLOWED, reported but not counted as failures):
-- service `ftp-data`: Zeek names FTP data connections from the control
-  channel's PORT/PASV replies; that needs the FTP decoder (a later issue).
 - vlan_fivetuple: the baseline merged the same 5-tuple seen on three VLAN
   contexts (untagged, 42, 10/20) into one connection of 21/21 packets; our
   flow key includes the VLANs by design (SCHEMA.md flow id, the issue's
@@ -69,8 +67,6 @@ SERVICE_ALIASES = {"ssl": "tls"}
 VLAN_FIVETUPLE = "scripts/policy/frameworks/conn_key/vlan_fivetuple.zeek"
 # (case, Zeek column, predicate on (zeek value, our value)) -> why the difference is expected
 ALLOWED: list[tuple[str | None, str, Any, str]] = [
-    (None, "service", lambda z, o: z == ["ftp-data"] and o is None,
-     "ftp-data needs the FTP decoder's PORT/PASV tracking (later issue)"),
     (VLAN_FIVETUPLE, "orig_pkts", lambda z, o: True, "Zeek merged three VLAN contexts; our key has VLANs"),
     (VLAN_FIVETUPLE, "resp_pkts", lambda z, o: True, "Zeek merged three VLAN contexts; our key has VLANs"),
 ]
@@ -316,9 +312,9 @@ def test_sessions_match_zeek(scored: dict[str, Score]) -> None:
 def test_allowed_differences_stay_within_the_documented_ones(scored: dict[str, Score]) -> None:
     diffs = [d for s in scored.values() for d in s.allowed_diffs]
     print("\n".join(diffs))
-    # at most the 9 ftp-data rows of the two FTP cases (fewer once the FTP decoder names them)
-    # and exactly the two packet counters of the merged VLAN flow
-    assert sum("ftp-data" in d for d in diffs) <= 9, diffs
+    # exactly the two packet counters of the merged VLAN flow (ftp-data connections are named
+    # from the FTP decoder's PORT/PASV tracking, like Zeek's, so they are no longer an exception)
+    assert sum("ftp-data" in d for d in diffs) == 0, diffs
     assert sum(VLAN_FIVETUPLE in d for d in diffs) == 2, diffs
 
 
