@@ -41,6 +41,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from agent.decode.errors import DecodeError
+from agent.flows.ports import never_flip
 from agent.flows.reassembly import Event, StreamReassembler
 from agent.protocols.base import Record, StreamDecoder
 from agent.protocols.registry import STARTTLS_SERVICES, decoder_factory, tls_factory
@@ -64,7 +65,7 @@ class FlowApp:
 
     __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "dhcp", "skippable",
                  "skip", "stopped", "holes", "quiet_o", "quiet_r", "quiet_given_o", "quiet_given_r",
-                 "finishes", "watch")
+                 "finishes", "watch", "flip_check")
 
     def __init__(self, side_o: Side | None, depth: int, max_buffered: int, max_segments: int) -> None:
         self.side_o = side_o  # the side that was the originator when inspection began (roles may flip)
@@ -88,6 +89,7 @@ class FlowApp:
         # `quiet_given_*` is what was granted, so the difference is what it took.
         self.finishes = False  # the decoder has a `finished` property (TLS: done after the hellos)
         self.watch = False  # a mail decoder that may switch to TLS, or FTP announcing data channels
+        self.flip_check = False  # DNS over UDP: the first datagram decides who the originator is
         self.holes = False
         self.quiet_o = self.quiet_r = 0
         self.quiet_given_o = self.quiet_given_r = 0
@@ -144,6 +146,7 @@ class Inspector:
                 return
             app = FlowApp(None, 0, 0, 0)
             app.dec = factory()
+            app.flip_check = svc == "dns"
         f.app = app
         self.counters["inspected_flows"] += 1
         self.counters["decoded_flows"] += 1
@@ -238,6 +241,15 @@ class Inspector:
         dec = app.dec
         if dec is None:
             return
+        if app.flip_check:
+            # Zeek's DNS analyzer: a flow whose first datagram is a response (QR set) was seen
+            # from the server first (both ports 53, say): the roles are swapped
+            app.flip_check = False
+            # (never towards a broadcast or multicast address: mDNS announcements are responses)
+            if (is_orig and len(payload) > 2 and payload[2] & 0x80 and not f.resp.pkts
+                    and not never_flip(f.rip)):
+                f.flip_roles()
+                is_orig = False
         try:
             recs = dec.feed(is_orig, payload, ts)
         except DecodeError as e:

@@ -352,7 +352,9 @@ class SmtpDecoder:
             return []
         rec = self._rec
         self._user_logged = self._user_logged or rec["user"] is not None
-        self._depth += 1
+        # Zeek's trans_depth: messages the server answered (its reply to the end of the data),
+        # plus one; so a one-sided capture numbers every transaction 1, as Zeek's smtp.log does
+        rec["trans_depth"] = self._depth + 1
         self._activity = False
         self._rec = self._new_record()
         return [rec]
@@ -448,6 +450,8 @@ class SmtpDecoder:
                 self._msg = None
         elif cmd == "STARTTLS" and code == 220:
             return self._start_tls()
+        elif cmd == ".":
+            self._depth += 1  # a message transferred (Zeek: messages_transferred, on any reply to ".")
         return []
 
     def _start_tls(self) -> list[Record]:

@@ -366,7 +366,8 @@ def test_synth_writes_the_requested_packet_count(tmp_path: Path) -> None:
 def test_roster_names_the_account_behind_an_address(tmp_path: Path, traffic: Frames) -> None:
     pcap, out, roster = tmp_path / "in.pcap", tmp_path / "out.jsonl", tmp_path / "roster.csv"
     write_pcap(pcap, traffic)
-    roster.write_text("account,name,mac,ip\n# the front desk PC\nalice,Alice Wang,,192.0.2.10\n", encoding="utf-8")
+    roster.write_text("account,name,mac,ip\n# the front desk PC\nalice,Alice Wang,,192.0.2.10\n",
+                      encoding="utf-8")
     res = run("replay", pcap, "--jsonl", out, "--roster", roster, "--no-progress")
     assert res.returncode == 0, res.stderr
     records = read_jsonl(out)

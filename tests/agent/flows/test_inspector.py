@@ -497,3 +497,20 @@ def test_dns_over_tcp_is_length_prefixed() -> None:
     sess = one(recs, "session")
     assert sess["service"] == "dns"
     assert one(recs, "dns") == {**dns_record(ts_of(3), 0x4321), **ids(c, sess["uid"])}
+
+
+def test_a_dns_flow_seen_from_its_reply_first_is_flipped_but_not_towards_multicast() -> None:
+    """Zeek's DNS analyzer (dns53.pcap): port 53 to port 53, the reply first -> the replier is the
+    responder; an mDNS announcement (a response sent to 224.0.0.251) keeps its sender as originator."""
+    r = dns_reply(0x77, "example.com", "93.184.216.34")
+    recs, _ = run([udp_frame("10.0.0.53", 53, "10.0.0.1", 53, r)])
+    sess, dns = one(recs, "session"), one(recs, "dns")
+    # the D was written for the packet before the decoder flipped the roles (Zeek: the UDP analyzer
+    # updates the history, then the DNS analyzer calls FlipRoles, which appends ^)
+    assert (sess["src_ip"], sess["dst_ip"], sess["history"], sess["conn_state"]) == \
+        ("10.0.0.1", "10.0.0.53", "D^", "SHR")
+    assert (dns["src_ip"], dns["dst_ip"], dns["trans_id"], dns["answers"]) == \
+        ("10.0.0.1", "10.0.0.53", 0x77, ["93.184.216.34"])
+    announce = dns_reply(0, "printer.local", "10.0.0.7")
+    recs, _ = run([udp_frame("10.0.0.7", 5353, "224.0.0.251", 5353, announce)])
+    assert one(recs, "session")["src_ip"] == "10.0.0.7"
