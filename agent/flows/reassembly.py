@@ -64,6 +64,17 @@ from bisect import bisect_left, bisect_right
 
 Event = tuple[str, int | bytes]
 
+# counters kept besides `segments` and `beyond_depth` (see StreamReassembler.counters)
+_COUNTER_NAMES = (
+    "ooo_segments",  # segments (partly) buffered out of order
+    "retransmitted_bytes",  # bytes already delivered (or gapped), dropped
+    "overlaps",  # segment/buffered-block overlaps
+    "inconsistent_overlaps",  # ... where the bytes differed (first copy kept)
+    "gaps",  # gap events emitted
+    "gap_bytes",  # bytes reported as gaps
+    "overflow_gaps",  # gaps declared because a buffer limit was hit
+    "skipped_bytes",  # bytes the caller asked to skip (counted, not delivered)
+)
 _MOD = 1 << 32
 _HALF = 1 << 31
 
@@ -81,16 +92,9 @@ class StreamReassembler:
         self.done = depth == 0
         # the two counters every segment touches are plain attributes (no dict update per packet)
         self._segments = 0  # segments with payload passed to segment()
-        self._counts: dict[str, int] = {
-            "ooo_segments": 0,  # segments (partly) buffered out of order
-            "retransmitted_bytes": 0,  # bytes already delivered (or gapped), dropped
-            "overlaps": 0,  # segment/buffered-block overlaps
-            "inconsistent_overlaps": 0,  # ... where the bytes differed (first copy kept)
-            "gaps": 0,  # gap events emitted
-            "gap_bytes": 0,  # bytes reported as gaps
-            "overflow_gaps": 0,  # gaps declared because a buffer limit was hit
-            "skipped_bytes": 0,  # bytes the caller asked to skip (counted, not delivered)
-        }
+        # the rarer counters (what the module docstring lists), created on first use: most
+        # streams never retransmit, overlap or lose anything, and a dict per direction adds up
+        self._counts: dict[str, int] | None = None
         self._started = False
         self._isn = 0  # sequence number of stream offset 0
         self._next = 0  # stream offset of the next byte to deliver (data + gaps)
@@ -114,10 +118,18 @@ class StreamReassembler:
         """What was seen and dropped: segments, ooo_segments, retransmitted_bytes, overlaps,
         inconsistent_overlaps, gaps, gap_bytes, overflow_gaps, skipped_bytes, and beyond_depth
         (the highest stream offset seen minus the depth: bytes not inspected)."""
-        c = dict(self._counts)
+        c = dict.fromkeys(_COUNTER_NAMES, 0)
+        if self._counts is not None:
+            c.update(self._counts)
         c["segments"] = self._segments
         c["beyond_depth"] = max(0, self._high - self.depth)
         return c
+
+    def _count(self, name: str, n: int) -> None:
+        counts = self._counts
+        if counts is None:
+            counts = self._counts = {}
+        counts[name] = counts.get(name, 0) + n
 
     @property
     def started(self) -> bool:
@@ -161,7 +173,7 @@ class StreamReassembler:
         start = max(self._next, self._skip_end)
         self._skip_end = start + n
         self.depth += n
-        self._counts["skipped_bytes"] += n
+        self._count("skipped_bytes", n)
 
     def start(self, isn_next: int) -> None:
         """Begin the stream: `isn_next` is the sequence number of its first byte."""
@@ -186,7 +198,7 @@ class StreamReassembler:
             return []
         if off < self._next:
             drop = min(end, self._next) - off
-            self._counts["retransmitted_bytes"] += drop
+            self._count("retransmitted_bytes", drop)
             if end <= self._next:
                 return []
             payload = payload[drop:]
@@ -208,7 +220,7 @@ class StreamReassembler:
             self._check_done()
             return ev
         if off > self._next:
-            self._counts["ooo_segments"] += 1
+            self._count("ooo_segments", 1)
         self._insert(off, payload)
         events: list[Event] = []
         self._deliver_contiguous(events)
@@ -279,9 +291,9 @@ class StreamReassembler:
                 parts.append(payload[pos - off : s - off])
             lo, hi = max(off, s), min(end, e)
             if lo < hi:
-                self._counts["overlaps"] += 1
+                self._count("overlaps", 1)
                 if payload[lo - off : hi - off] != d[lo - s : hi - s]:
-                    self._counts["inconsistent_overlaps"] += 1
+                    self._count("inconsistent_overlaps", 1)
             parts.append(d)
             pos = e
         if pos < end:
@@ -327,8 +339,8 @@ class StreamReassembler:
             events[-1] = ("gap", prev + n)
         else:
             events.append(("gap", n))
-            self._counts["gaps"] += 1
-        self._counts["gap_bytes"] += n
+            self._count("gaps", 1)
+        self._count("gap_bytes", n)
         self._next += n
 
     def _advance_to(self, target: int, events: list[Event]) -> None:
@@ -343,7 +355,7 @@ class StreamReassembler:
 
     def _enforce_limits(self, events: list[Event]) -> None:
         while self._starts and (self._buffered > self.max_buffered or len(self._starts) > self.max_segments):
-            self._counts["overflow_gaps"] += 1
+            self._count("overflow_gaps", 1)
             self._gap(self._starts[0] - self._next, events)
             self._deliver_contiguous(events)
 

@@ -428,6 +428,9 @@ class FlowTable:
             if not side.hist & H_DATA:
                 side.hist |= H_DATA
                 f.history.append("d" if side.hist_bit else "D")
+            if f.app is not None and self.inspector is not None and ulen > 8:
+                # a decoded UDP flow (DNS, RADIUS, DHCP): the datagram goes to its decoder from here too
+                self.inspector.udp(f, side is f.orig, ts, bytes(buf[p + 42:p + 34 + ulen]))
             return True
         return False
 
@@ -532,7 +535,7 @@ class FlowTable:
                 self._teredo(ts, f, pkt, off + 8, min(end, off + ulen))
             if f.app is not None and self.inspector is not None and ulen > 8:
                 self.inspector.udp(f, side is f.orig, ts, bytes(buf[off + 8:min(end, off + ulen)]))
-            f.fast = not f.probing and f.service != "teredo" and f.app is None
+            f.fast = not f.probing and f.service != "teredo"
             return
         if proto == 1 or proto == 58:
             if end - off < 4:

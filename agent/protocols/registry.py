@@ -9,6 +9,7 @@ pay for importing its decoder.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 
@@ -45,10 +46,8 @@ def decoder_factory(service: str, transport: str) -> Factory | None:
     if entry is not None:
         module, cls_name, args = entry
         cls = getattr(importlib.import_module(module), cls_name)
-
-        def factory(cls: type = cls, args: tuple[object, ...] = args) -> StreamDecoder:
-            dec: StreamDecoder = cls(*args)
-            return dec
+        # the class itself, or a C-level partial: no Python-level wrapper call per connection
+        factory = cls if not args else functools.partial(cls, *args)
     _cache[key] = factory
     return factory
 
