@@ -90,6 +90,11 @@ class Pipeline:
         if self.inspector is not None:
             self.inspector.finish(self.last_ts)
         self._drain()
+        if self.identity is not None:
+            held = self.identity.finish()
+            if held:
+                self.records_by_type["login"] += len(held)
+                self.sink(held)
 
     def _drain(self) -> None:
         if self.inspector is not None:
@@ -133,18 +138,27 @@ class Pipeline:
         ident = self.identity
         assert ident is not None
         res: list[Record] = ident.expire(self.last_ts)
-        if self.pppoe is not None:
-            for ev in self.pppoe.auth_events():
-                ident.pppoe_auth(ev)
+        # the PPPoE session stage (PAP/CHAP results, IPCP addresses) comes as events, interleaved
+        # with the records by time: an event goes in before the first record that is later
+        events = self.pppoe.auth_events() if self.pppoe is not None else []
+        ei = 0
         observe = ident.observe
         stamp = ident.stamp
         for r in out:
+            if ei < len(events):
+                ts = r["ts"]
+                while ei < len(events) and events[ei]["ts"] <= ts:
+                    res += ident.pppoe_auth(events[ei])
+                    ei += 1
             logins = observe(r)
             if r.get("account", 0) is None:
                 stamp(r)
             res.append(r)
             if logins:
                 res.extend(logins)
+        while ei < len(events):
+            res += ident.pppoe_auth(events[ei])
+            ei += 1
         return res
 
     def _weird(self, ts: float, name: str, detail: str, src: bytes | None, dst: bytes | None,

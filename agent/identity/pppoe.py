@@ -12,14 +12,17 @@ Input: ``pppoe`` records, one per discovery or termination packet.
   logout (duration null, ``pppoe_padt_without_pads``); the host is the side that is not a
   known concentrator (the sender of a PADO or PADS), or null if that cannot be told.
 - Any other pppoe record with a username for an open session fills its account.
-- The PPPoE decoder's authentication events (``agent.protocols.pppoe``, ``auth_events()``:
+- The PPPoE decoder's session-stage events (``agent.protocols.pppoe``, ``auth_events()``:
   plain dicts, not records), given to ``IdentityTable.pppoe_auth``: a successful PAP/CHAP
-  authentication fills the account of the open session, so its logout (and every later
-  answer) names the user; the login record, already emitted at the PADS, is not repeated.
+  authentication fills the account of the open session; an IPCP Configure-Ack sent to the
+  host (RFC 1332 §3.3) gives it its address, which is bound from then on.
+- The login record is held back from the PADS until IPCP names the address, so that it
+  carries the account (PAP/CHAP come first, RFC 1661 §3.2 phases) and the address the
+  regulation asks for; a session that ends (PADT) or a capture that ends (``finish``)
+  before any IPCP writes it with what is known. It is dated at the PADS either way.
 
-Addresses: PPPoE discovery carries no IP address (IPCP assigns it later, RFC 1332), so
-these sessions give login records but no address history; on a BRAS the RADIUS accounting
-for the same session binds the address. Limit: ``MAX_CONCENTRATORS`` MACs remembered.
+Addresses: discovery carries none; IPCP (above) or, on a BRAS, the RADIUS accounting for
+the same session binds it. Limit: ``MAX_CONCENTRATORS`` MACs remembered.
 """
 
 from __future__ import annotations
@@ -72,12 +75,14 @@ class PppoeSource:
                     calling_station=dst,
                     session_id=sid,
                     since=ts,
-                )
+                ),
+                announce=False,  # the login waits for IPCP's address (and PAP/CHAP's account)
             )
         found = self._find(sid, src, dst)
         if code == "PADT":
             if found is not None:
-                return [self.b.close(found, ts, account=username)]
+                out = [] if found.announced else [self.b.announce(found)]
+                return out + [self.b.close(found, ts, account=username)]
             return [self._unmatched_padt(ts, sid, src, dst, username)]
         if found is not None and found.account is None:
             found.account = username
@@ -118,6 +123,27 @@ class PppoeSource:
             session_id=sid,
             duration=None,
         )
+
+    def ipcp(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """IPCP gave the host of an open session its address: bind it and write the login."""
+        ip = text(event, "ip")
+        mac = normalize_mac(text(event, "client_mac"))
+        sid_num = number(event, "session_id")
+        ts = number(event, "ts")
+        if ip is None or mac is None or sid_num is None or ts is None:
+            return []
+        sess = self.b.session(("pppoe", mac, str(int(sid_num))))
+        if sess is None or sess.ip == ip:
+            return []  # the concentrator's own address (acknowledged by the host), or a repeat
+        out = self.b.claim(sess, ip, max(ts, sess.since))
+        if not sess.announced:
+            out.append(self.b.announce(sess))
+        self.b.counters["pppoe_ipcp_addresses"] += 1
+        return out
+
+    def finish(self) -> list[dict[str, Any]]:
+        """End of input: the logins still held back (no IPCP seen), with what is known."""
+        return [self.b.announce(s) for s in self.b.sessions() if s.source == "pppoe" and not s.announced]
 
     def auth(self, event: Mapping[str, Any]) -> None:
         """A PAP/CHAP result from the PPPoE decoder: name the account of the open session."""

@@ -63,6 +63,7 @@ COUNTER_NAMES: Final = (
     "dhcp_ack_without_address",
     "pppoe_padt_without_pads",
     "pppoe_auth_named",
+    "pppoe_ipcp_addresses",
     "stamped",
     "stamped_unknown",
     "addresses_evicted",
@@ -86,6 +87,7 @@ class NetSession:
     nas: str | None = None  # RADIUS: the NAS, whose Accounting-On/Off ends its sessions
     expires: float | None = None  # DHCP: the lease end
     interval: Interval | None = None  # its entry in the address history, while it holds one
+    announced: bool = True  # its login record went out (PPPoE: held until IPCP names the address)
 
 
 class Address:
@@ -175,8 +177,9 @@ class Bindings:
     def sessions(self) -> list[NetSession]:
         return list(self._sessions.values())
 
-    def open(self, sess: NetSession) -> list[dict[str, Any]]:
-        """Start a session: logouts of the ones it supersedes, then its login record."""
+    def open(self, sess: NetSession, *, announce: bool = True) -> list[dict[str, Any]]:
+        """Start a session: logouts of the ones it supersedes, then its login record (unless
+        ``announce`` is false: then `announce` writes it later, when more is known)."""
         out: list[dict[str, Any]] = []
         self._sessions[sess.key] = sess
         if sess.mac is not None:
@@ -189,9 +192,17 @@ class Bindings:
             self._push_expiry(sess)
         if sess.ip is not None:
             out += self.claim(sess, sess.ip, sess.since)
-        out.append(self._record(sess, "login", sess.since))
-        self.counters["logins"] += 1
+        if announce:
+            out.append(self.announce(sess))
+        else:
+            sess.announced = False
         return out
+
+    def announce(self, sess: NetSession) -> dict[str, Any]:
+        """The login record of `sess`, dated at its start, with what is known of it now."""
+        sess.announced = True
+        self.counters["logins"] += 1
+        return self._record(sess, "login", sess.since)
 
     def claim(self, sess: NetSession, ip: str, since: float) -> list[dict[str, Any]]:
         """``sess`` holds ``ip`` from ``since``: supersede the source's previous holder."""

@@ -105,9 +105,17 @@ class IdentityTable:
             out += self._apps.observe(rtype, rec, ts)
         return out
 
-    def pppoe_auth(self, event: Mapping[str, Any]) -> None:
-        """Feed one of the PPPoE decoder's ``auth_events()`` (see ``agent.identity.pppoe``)."""
+    def pppoe_auth(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Feed one of the PPPoE decoder's ``auth_events()`` (see ``agent.identity.pppoe``);
+        returns the login records it releases (an IPCP address completes a session's login)."""
+        if event.get("event") == "ipcp":
+            return self._pppoe.ipcp(event)
         self._pppoe.auth(event)
+        return []
+
+    def finish(self) -> list[dict[str, Any]]:
+        """End of input: login records still held back (PPPoE sessions with no IPCP seen)."""
+        return self._pppoe.finish()
 
     def expire(self, ts: float) -> list[dict[str, Any]]:
         """Logouts for the DHCP leases that ended at or before ``ts`` (dated at the lease end)."""

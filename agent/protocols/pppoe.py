@@ -80,6 +80,8 @@ PPP_LCP = 0xC021
 PPP_PAP = 0xC023
 PPP_CHAP = 0xC223
 PPP_IPCP = 0x8021
+IPCP_CONFIGURE_ACK = 2  # RFC 1661 §5.2
+IPCP_IP_ADDRESS = 3  # RFC 1332 §3.3
 
 CODES = {0x09: "PADI", 0x07: "PADO", 0x19: "PADR", 0x65: "PADS", 0xA7: "PADT"}
 CODE_PADS = 0x65
@@ -185,7 +187,30 @@ class PppoeDecoder:
             self._pap(ts, src_mac, dst_mac, session_id, payload)
         elif ppp_proto == PPP_CHAP:
             self._chap(ts, src_mac, dst_mac, session_id, payload)
+        elif ppp_proto == PPP_IPCP:
+            self._ipcp(ts, src_mac, dst_mac, session_id, payload)
         return []
+
+    def _ipcp(self, ts: float, src_mac: str, dst_mac: str, sid: int, payload: bytes) -> None:
+        """IPCP Configure-Ack (RFC 1332 §3.3, RFC 1661 §5.2): the IP-Address option it acknowledges
+        is the address of the side it is sent to. An ``ipcp`` event says which address the
+        receiver got; the identity table keeps the one given to the host of a PPPoE session."""
+        code, end = self._control_header(payload, "ppp_ipcp_malformed")
+        if code != IPCP_CONFIGURE_ACK:
+            return
+        pos = _CTRL.size
+        while pos + 2 <= end:
+            otype, olen = payload[pos], payload[pos + 1]
+            if olen < 2 or pos + olen > end:
+                raise DecodeError("ppp_ipcp_malformed", f"option {otype} of length {olen}")
+            if otype == IPCP_IP_ADDRESS and olen == 6:
+                addr = payload[pos + 2:pos + 6]
+                if addr != b"\0\0\0\0":
+                    self._event({"ts": ts, "event": "ipcp", "method": None, "session_id": sid,
+                                 "client_mac": dst_mac, "server_mac": src_mac, "username": None, "ok": None,
+                                 "ip": ".".join(str(b) for b in addr)})
+                return
+            pos += olen
 
     def _control_header(self, payload: bytes, weird: str) -> tuple[int, int]:
         """(code, end of the packet) of a PAP/CHAP packet (RFC 1334 §2.2, RFC 1994 §4)."""

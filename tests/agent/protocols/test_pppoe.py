@@ -257,7 +257,7 @@ def test_sessions_are_kept_apart_by_id_and_mac() -> None:
 
 def test_other_ppp_protocols_are_ignored() -> None:
     dec = PppoeDecoder()
-    for proto in (PPP_LCP, PPP_IPCP, 0x8057, 0xC025):
+    for proto in (PPP_LCP, PPP_IPCP, 0x8057, 0xC025):  # (an IPCP Configure-Request: no event)
         assert dec.session_control(TS, CLIENT, BRAS, 1, proto, b"\x01\x01\x00\x04") == []
     assert dec.users == {} and dec.auth_events() == []
 
@@ -476,7 +476,7 @@ def test_corpus_zeek_pppoe_discovery_and_pap() -> None:
     assert d.weirds == []
     user, ts, ok = p.users[(0x11, c)]
     assert (user, ok) == ("cisco", True)
-    (e,) = p.auth_events()
+    (e,) = [ev for ev in p.auth_events() if ev["event"] == "auth"]  # (and IPCP's addresses)
     assert (e["event"], e["method"], e["session_id"], e["client_mac"], e["server_mac"], e["username"],
             e["ok"], e["ts"]) == ("auth", "pap", 0x11, c, s, "cisco", True, ts)
 
@@ -494,7 +494,7 @@ def test_corpus_suricata_pppoe_two_sessions_and_padt() -> None:
                              ("PADT", c, s, 1, None, None, None), ("PADT", s, c, 1, None, None, None)] \
         + one + [("PADS", s, c, 2, "test", None, None)]
     assert d.weirds == []  # suricata-verify expects no decoder anomaly in this capture
-    assert p.users == {} and p.auth_events() == []
+    assert p.users == {} and [ev for ev in p.auth_events() if ev["event"] != "ipcp"] == []
 
 
 @needs_corpus
@@ -536,3 +536,41 @@ def test_corpus_tcpdump_pppoes_lcp_echo_reaches_session_stage() -> None:
             d.decode(ts, linktype, frame)
     assert seen == expected == [(0x17, PPP_LCP), (0x3B, PPP_LCP)]
     assert d.records == [] and d.weirds == []
+
+
+def _ipcp(code: int, options: bytes, ident: int = 3) -> bytes:
+    return struct.pack("!BBH", code, ident, 4 + len(options)) + options
+
+
+def test_ipcp_configure_ack_names_the_receivers_address() -> None:
+    """RFC 1332 §3.3: the IP-Address option a Configure-Ack acknowledges is the receiver's."""
+    dec = PppoeDecoder()
+    addr = bytes([10, 0, 2, 16])
+    # a request and a Nak carry proposals, not agreements; 0.0.0.0 asks for an address
+    dec.session_control(TS, CLIENT, BRAS, 5, PPP_IPCP, _ipcp(1, b"\x03\x06" + bytes(4)))
+    dec.session_control(TS, BRAS, CLIENT, 5, PPP_IPCP, _ipcp(3, b"\x03\x06" + addr))
+    vj = b"\x02\x06\x00\x2d\x0f\x01"  # IP-Compression-Protocol first: options are walked
+    dec.session_control(TS + 1, BRAS, CLIENT, 5, PPP_IPCP, _ipcp(2, vj + b"\x03\x06" + addr))
+    (ev,) = dec.auth_events()
+    assert (ev["event"], ev["client_mac"], ev["server_mac"], ev["session_id"], ev["ip"], ev["ts"]) == \
+        ("ipcp", CLIENT, BRAS, 5, "10.0.2.16", TS + 1)
+    with pytest.raises(DecodeError) as ei:
+        dec.session_control(TS, BRAS, CLIENT, 5, PPP_IPCP, _ipcp(2, b"\x03\x09" + addr))
+    assert ei.value.name == "ppp_ipcp_malformed"
+
+
+@needs_corpus
+def test_corpus_pppoe_session_gives_a_login_with_the_pap_user_and_the_ipcp_address() -> None:
+    from agent.pipeline import Pipeline
+
+    out: list[dict[str, Any]] = []
+    p = Pipeline(out.extend)
+    with open_capture(CORPUS / "zeek/Traces/pppoe.pcap") as cap:
+        for batch in cap.batches():
+            p.feed(batch)
+    p.finish()
+    (login,) = [r for r in out if r["type"] == "login"]
+    keys = ("event", "account", "ip", "mac", "calling_station", "source", "session_id")
+    assert {k: login[k] for k in keys} == {
+        "event": "login", "account": "cisco", "ip": "10.0.2.16", "mac": "cc:05:0e:88:00:00",
+        "calling_station": "cc:05:0e:88:00:00", "source": "pppoe", "session_id": "17"}
