@@ -50,6 +50,7 @@ unit: deps
 # The compiled packet path must pass the same flow, decoder, capture and corpus tests.
 test-compiled: compiled
 	EDGEAUDIT_TREE=$(COMPILED_DIR) $(BIN)/pytest -n auto -q tests/agent/flows tests/agent/decode \
+	  tests/agent/protocols tests/agent/identity \
 	  tests/agent/capture tests/corpus; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 test: lint typecheck unit test-compiled
