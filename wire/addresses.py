@@ -89,17 +89,32 @@ def _v6_from_packed(packed: bytes) -> str:
     return canonical_ip(str(ipaddress.IPv6Address(packed)))
 
 
+_TEXT_CACHE: dict[bytes, str] = {}
+_TEXT_CACHE_MAX: Final = 65536  # addresses remembered; the cache is emptied when it is full
+
+
 def ip_from_packed(packed: bytes) -> str:
-    """Canonical text of a 4-byte (IPv4) or 16-byte (IPv6) packed address."""
+    """Canonical text of a 4-byte (IPv4) or 16-byte (IPv6) packed address.
+
+    Results are remembered: a gateway's records name the same few thousand
+    addresses over and over, and a dict lookup costs less than formatting.
+    """
+    text = _TEXT_CACHE.get(packed)
+    if text is not None:
+        return text
     if len(packed) == 4:
-        return socket.inet_ntoa(packed)
-    if len(packed) == 16:
+        text = socket.inet_ntoa(packed)
+    elif len(packed) == 16:
         text = socket.inet_ntop(socket.AF_INET6, packed)
         # inet_ntop is RFC 5952 except for the deprecated IPv4-compatible form (::a.b.c.d)
         if "." in text and not text.startswith("::ffff:"):
-            return _v6_from_packed(bytes(packed))
-        return text
-    raise ValueError(f"a packed IP address has 4 or 16 bytes, not {len(packed)}")
+            text = _v6_from_packed(bytes(packed))
+    else:
+        raise ValueError(f"a packed IP address has 4 or 16 bytes, not {len(packed)}")
+    if len(_TEXT_CACHE) >= _TEXT_CACHE_MAX:
+        _TEXT_CACHE.clear()
+    _TEXT_CACHE[bytes(packed)] = text
+    return text
 
 
 def mac_from_bytes(raw: bytes) -> str:

@@ -411,15 +411,10 @@ class Inspector:
         app.outer = None
 
     def _count_reassembly(self, app: FlowApp) -> None:
-        c = self.counters
-        for r in (app.ro, app.rr):
-            if r is not None:
-                rc = r.counters
-                c["gap_bytes"] += rc["gap_bytes"]
-                c["retransmitted_bytes"] += rc["retransmitted_bytes"]
-                c["overflow_gaps"] += rc["overflow_gaps"]
-                c["beyond_depth_bytes"] += rc["beyond_depth"]
-                c["skipped_bytes"] += rc["skipped_bytes"]
+        if app.ro is not None:
+            app.ro.tally(self.counters)
+        if app.rr is not None:
+            app.rr.tally(self.counters)
 
     def _flow_ids(self, f: Flow) -> dict[str, Any]:
         return {"uid": f.uid, "proto": _PROTO.get(f.proto, str(f.proto)),

@@ -125,6 +125,18 @@ class StreamReassembler:
         c["beyond_depth"] = max(0, self._high - self.depth)
         return c
 
+    def tally(self, into: dict[str, int]) -> None:
+        """Add this stream's gap, retransmission, overflow, skip and beyond-depth counts to `into`
+        (keys as in `counters`, beyond_depth as ``beyond_depth_bytes``), without building a dict."""
+        counts = self._counts
+        if counts is not None:
+            for k, v in counts.items():
+                if k in into:
+                    into[k] += v
+        beyond = self._high - self.depth
+        if beyond > 0:
+            into["beyond_depth_bytes"] += beyond
+
     def _count(self, name: str, n: int) -> None:
         counts = self._counts
         if counts is None:

@@ -155,6 +155,9 @@ class _Reader:
         return _Reader(self.buf, self.what, start, start + n)
 
 
+_NO_FRAGMENT = bytearray()  # the content handed for records that are acted on by type alone
+
+
 def _host(raw: bytes) -> str:
     return raw[:MAX_NAME].decode("utf-8", "backslashreplace")
 
@@ -162,7 +165,7 @@ def _host(raw: bytes) -> str:
 class _Dir:
     """Per-direction state."""
 
-    __slots__ = ("buf", "hs", "mode", "dead", "encrypted", "want_hello")
+    __slots__ = ("buf", "hs", "mode", "dead", "encrypted", "want_hello", "skip")
 
     def __init__(self) -> None:
         self.buf = bytearray()  # unparsed stream bytes: < one record header + fragment (MAX_RECORD)
@@ -171,6 +174,7 @@ class _Dir:
         self.dead = False  # gap or post-hello garbage: stop looking at this direction
         self.encrypted = False  # Zeek's STATE_ENCRYPTED for this direction
         self.want_hello = True  # still waiting for this side's (final) hello
+        self.skip = 0  # bytes of the current record still to pass over (its content is not needed)
 
 
 class TlsDecoder:
@@ -196,6 +200,13 @@ class TlsDecoder:
         d = self._dirs[is_orig]
         if self._done or self._failed or d.dead or not data:
             return []
+        if d.skip:
+            # the rest of a record whose content does not matter (see _parse): not buffered
+            n = min(d.skip, len(data))
+            d.skip -= n
+            data = data[n:]
+            if not data:
+                return []
         d.buf += data
         try:
             self._parse(is_orig, d, ts)
@@ -295,10 +306,22 @@ class TlsDecoder:
                     raise DecodeError("SSL_invalid_version", f"record version {buf[pos + 1]:#x}")
                 if n > MAX_RECORD:
                     raise DecodeError("SSL_record_too_long", f"{n} bytes")
-                if len(buf) - pos < 5 + n:
+                if ctype == CT_HANDSHAKE and d.want_hello and not d.encrypted:
+                    if len(buf) - pos < 5 + n:
+                        break
+                    self._record(is_orig, d, ctype, buf[pos + 5 : pos + 5 + n], ts)
+                    pos += 5 + n
+                    continue
+                # Any other record only counts by its header (CCS, alerts, application data,
+                # handshake messages after the hello: certificates...): act on it now and pass
+                # over its content as it arrives, never buffering it.
+                self._record(is_orig, d, ctype, _NO_FRAGMENT, ts)
+                if len(buf) - pos >= 5 + n:
+                    pos += 5 + n
+                else:
+                    d.skip = 5 + n - (len(buf) - pos)
+                    pos = len(buf)
                     break
-                self._record(is_orig, d, ctype, buf[pos + 5 : pos + 5 + n], ts)
-                pos += 5 + n
         except DecodeError:
             if self._seen_hello and not d.want_hello:
                 # Past this side's hello we only watch record headers: garbage ends watching.
