@@ -59,6 +59,9 @@ MAX_DECODED = 256 * 1024 * 1024  # decoded bytes counted per body before we stop
 UNTIL_CLOSE_SKIP = 1 << 40  # "the rest of the stream": a reply body that ends with the connection
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+# one field line of a CRLF header block: name (no white space, no colon), optional white space
+# before the colon (tolerated, as Zeek does), the value without surrounding spaces/tabs
+_FIELD_LINE = re.compile(rb"^([^:\s]+)[ \t]*:[ \t]*(.*?)[ \t]*\r?$", re.M)
 _TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _HEX = re.compile(rb"[0-9A-Fa-f]+\Z")
 _VERSION = re.compile(rb"HTTP/(\d)\.(\d)\Z")
@@ -432,15 +435,20 @@ class HttpDecoder:
         if end < 0:
             return False
         block = bytes(buf[pos:end])
-        lines = block.split(b"\r\n")
-        if block.count(b"\n") != len(lines) - 1:
-            return False  # a bare LF line end somewhere: the line-by-line reader handles it
+        fields = _FIELD_LINE.findall(block)
+        nlines = block.count(b"\n") + 1
+        # every line a well-formed field (a token, a colon): else, or with a bare LF line end or
+        # an obs-fold continuation, the line-by-line reader deals with it (and its errors)
+        if len(fields) != nlines or block.count(b"\r\n") != nlines - 1:
+            return False
+        if b"".join([f[0] for f in fields]).translate(None, _TOKEN_CHARS):
+            return False
         d.header_bytes += len(block) + 4
         if d.header_bytes > MAX_HEADER_BLOCK:
             raise DecodeError("HTTP_header_too_long", f"over {MAX_HEADER_BLOCK} bytes")
-        for line in lines:
-            if line:
-                self._field_line(d, line)
+        if len(d.headers) + len(fields) > MAX_HEADERS:
+            raise DecodeError("HTTP_too_many_headers", f"more than {MAX_HEADERS}")
+        d.headers += [[name.lower(), value] for name, value in fields]
         d.pos = end + 4
         self._headers_done(d, out)
         return True

@@ -155,6 +155,36 @@ class _Reader:
         return _Reader(self.buf, self.what, start, start + n)
 
 
+_WANTED_EXTENSIONS = frozenset({EXT_SERVER_NAME, EXT_ALPN, EXT_SUPPORTED_VERSIONS})
+
+
+def _extensions(exts: _Reader) -> tuple[list[tuple[int, _Reader]], DecodeError | None]:
+    """The extensions this decoder reads, each with a reader over its data (RFC 8446 §4.2),
+    and the error that ended the list early, if any: the caller uses what came before it
+    (as a walk that stopped there would have) and then raises it.
+
+    The list is walked with plain offsets; only the few extensions of interest get a
+    reader (a hello carries a dozen or more, GREASE included).
+    """
+    buf = exts.buf
+    p = exts.pos
+    end = exts.end
+    out: list[tuple[int, _Reader]] = []
+    while p < end:
+        if end - p < 4:
+            return out, DecodeError(f"SSL_malformed_{exts.what}", f"needs 4 bytes, {end - p} left")
+        etype = (buf[p] << 8) | buf[p + 1]
+        elen = (buf[p + 2] << 8) | buf[p + 3]
+        p += 4
+        if elen > end - p:
+            return out, DecodeError(f"SSL_malformed_{exts.what}", f"needs {elen} bytes, {end - p} left")
+        if etype in _WANTED_EXTENSIONS:
+            out.append((etype, _Reader(buf, "extension", p, p + elen)))
+        p += elen
+    exts.pos = end
+    return out, None
+
+
 _NO_FRAGMENT = bytearray()  # the content handed for records that are acted on by type alone
 
 
@@ -380,11 +410,8 @@ class TlsDecoder:
         self._hello_seen(ts)
         if r.left() == 0:
             return  # SSLv3/TLS without extensions
-        exts = r.vec(2)
-        while exts.left():
-            etype = exts.u16()
-            e = exts.vec(2)
-            e.what = "extension"
+        exts, err = _extensions(r.vec(2))
+        for etype, e in exts:
             if etype == EXT_SERVER_NAME and self._server_name is None:
                 names = e.vec(2)
                 while names.left():
@@ -397,6 +424,8 @@ class TlsDecoder:
                 if protos.left():
                     p = protos.vec(1)
                     self._alpn_offered = _host(p.take(p.left()))
+        if err is not None:
+            raise err
 
     def _server_hello(self, body: bytes, ts: float) -> bool:
         """Parse a ServerHello; True when it was a HelloRetryRequest (not final)."""
@@ -413,11 +442,8 @@ class TlsDecoder:
         version = legacy
         alpn: str | None = None
         if r.left():
-            exts = r.vec(2)
-            while exts.left():
-                etype = exts.u16()
-                e = exts.vec(2)
-                e.what = "extension"
+            exts, err = _extensions(r.vec(2))
+            for etype, e in exts:
                 if etype == EXT_SUPPORTED_VERSIONS:
                     sel = e.u16()
                     if not _is_grease(sel):
@@ -427,6 +453,9 @@ class TlsDecoder:
                     if protos.left():
                         p = protos.vec(1)
                         alpn = _host(p.take(p.left()))
+            if err is not None:
+                self._version = version
+                raise err
         self._version = version
         if alpn is not None:
             self._alpn_chosen = alpn
