@@ -59,9 +59,7 @@ MAX_DECODED = 256 * 1024 * 1024  # decoded bytes counted per body before we stop
 UNTIL_CLOSE_SKIP = 1 << 40  # "the rest of the stream": a reply body that ends with the connection
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-# one field line of a CRLF header block: name (no white space, no colon), optional white space
-# before the colon (tolerated, as Zeek does), the value without surrounding spaces/tabs
-_FIELD_LINE = re.compile(rb"^([^:\s]+)[ \t]*:[ \t]*(.*?)[ \t]*\r?$", re.M)
+_WS = (32, 9)  # space, tab: a field line starting with one continues the previous (obs-fold)
 _TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _HEX = re.compile(rb"[0-9A-Fa-f]+\Z")
 _VERSION = re.compile(rb"HTTP/(\d)\.(\d)\Z")
@@ -435,20 +433,26 @@ class HttpDecoder:
         if end < 0:
             return False
         block = bytes(buf[pos:end])
-        fields = _FIELD_LINE.findall(block)
-        nlines = block.count(b"\n") + 1
-        # every line a well-formed field (a token, a colon): else, or with a bare LF line end or
-        # an obs-fold continuation, the line-by-line reader deals with it (and its errors)
-        if len(fields) != nlines or block.count(b"\r\n") != nlines - 1:
-            return False
-        if b"".join([f[0] for f in fields]).translate(None, _TOKEN_CHARS):
-            return False
+        lines = block.split(b"\r\n")
+        if block.count(b"\n") != len(lines) - 1:
+            return False  # a bare LF line end somewhere: the line-by-line reader handles it
+        fields: list[list[bytes]] = []
+        names: list[bytes] = []
+        for line in lines:
+            name, sep, value = line.partition(b":")
+            name = name.rstrip(b" \t")  # whitespace before the colon: tolerated, as Zeek does
+            if not sep or not name or line[0] in _WS:
+                return False  # not a field line, or an obs-fold continuation: line by line
+            names.append(name)
+            fields.append([name.lower(), value.strip(b" \t")])
+        if b"".join(names).translate(None, _TOKEN_CHARS):
+            return False  # a name that is not a token: the line-by-line reader reports it
         d.header_bytes += len(block) + 4
         if d.header_bytes > MAX_HEADER_BLOCK:
             raise DecodeError("HTTP_header_too_long", f"over {MAX_HEADER_BLOCK} bytes")
         if len(d.headers) + len(fields) > MAX_HEADERS:
             raise DecodeError("HTTP_too_many_headers", f"more than {MAX_HEADERS}")
-        d.headers += [[name.lower(), value] for name, value in fields]
+        d.headers += fields
         d.pos = end + 4
         self._headers_done(d, out)
         return True
