@@ -32,6 +32,7 @@ _POP3_CMDS = (b"CAPA", b"USER ", b"APOP ", b"AUTH ", b"STLS")
 _SMTP_PORTS = frozenset({25, 465, 587, 2525})
 _FTP_PORTS = frozenset({21, 2121, 2811})
 _DNS_PORTS = frozenset({53, 137, 5353, 5355})
+_RADIUS_PORTS = frozenset({1812, 1813, 1645, 1646, 3799, 1700})
 _H = struct.Struct("!H")
 
 
@@ -109,7 +110,9 @@ def probe_udp(p: bytes, orig_port: int, resp_port: int) -> str | None:
         return "dhcp"
     if (resp_port == 123 or orig_port == 123) and n >= 48 and 1 <= (p[0] >> 3) & 7 <= 4:
         return "ntp"
-    if (resp_port in (1812, 1813, 1645, 1646) or orig_port in (1812, 1813)) and n >= 20 \
+    # authentication/accounting (RFC 2865/2866, and the old 1645/1646), dynamic authorization
+    # (CoA/Disconnect, RFC 5176: 3799, and 1700 as Cisco and others use it)
+    if (resp_port in _RADIUS_PORTS or orig_port in _RADIUS_PORTS) and n >= 20 \
             and p[0] in (1, 2, 3, 4, 5, 11, 12, 13, 40, 41, 42, 43, 44, 45) and _H.unpack_from(p, 2)[0] == n:
         return "radius"
     if (resp_port in (161, 162) or orig_port in (161, 162)) and n >= 2 and p[0] == 0x30:

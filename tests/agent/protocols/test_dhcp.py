@@ -341,7 +341,8 @@ def test_fuzz_only_decode_error(msgs: list[tuple[float, str, bytes, str | None]]
 
 # -- corpus -------------------------------------------------------------------------
 
-CORPUS = Path(os.environ.get("EDGEAUDIT_CORPUS", "/work/shared/corpus"))
+_SHARED_CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"  # ../shared, by path
+CORPUS = Path(os.environ.get("EDGEAUDIT_CORPUS", _SHARED_CORPUS))
 ZEEK = CORPUS / "zeek"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="corpus absent")
 

@@ -318,7 +318,8 @@ def test_pending_limit_flushes_oldest() -> None:
 
 # -- Zeek corpus ------------------------------------------------------------------------
 
-CORPUS = Path(os.environ.get("EDGEAUDIT_CORPUS", "/work/shared/corpus"))
+_SHARED_CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"  # ../shared, by path
+CORPUS = Path(os.environ.get("EDGEAUDIT_CORPUS", _SHARED_CORPUS))
 
 
 def _csum(data: bytes) -> int:

@@ -347,7 +347,8 @@ def test_fuzz_only_decode_error(msgs: list[tuple[bool, bytes]]) -> None:
 
 # -- corpus -------------------------------------------------------------------------
 
-CORPUS = Path(os.environ.get("EDGEAUDIT_CORPUS", "/work/shared/corpus"))
+_SHARED_CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"  # ../shared, by path
+CORPUS = Path(os.environ.get("EDGEAUDIT_CORPUS", _SHARED_CORPUS))
 ZEEK = CORPUS / "zeek"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="corpus absent")
 
@@ -557,3 +558,22 @@ def test_freeradius_accounting_start_stop(tmp_path: Path) -> None:
     assert (start["calling_station_id"], start["nas_ip"]) == ("02-00-00-00-00-01", "127.0.0.1")
     assert recs[0]["nas_ip"] is None and recs[0]["username"] == "bob"
     assert (stop["session_time"], stop["input_octets"], stop["output_octets"]) == (42, (1 << 32) + 1000, 2000)
+
+
+def test_dynamic_authorization_ports_are_found_by_the_pipeline() -> None:
+    """RFC 5176 CoA/Disconnect on 3799, and 1700 as Cisco uses it (tcpdump's RADIUS-port1700.pcap)."""
+    from agent.pipeline import Pipeline
+
+    req = struct.pack("!BBH16s", 43, 9, 20 + 5, bytes(16)) + bytes([1, 5]) + b"bob"  # CoA-Request
+    frames = []
+    for i, port in enumerate((1700, 3799)):
+        udp = struct.pack("!HHHH", 42172 + i, port, 8 + len(req), 0) + req
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes([127, 0, 0, 1]),
+                         bytes([127, 0, 0, 1])) + udp
+        frames.append((1_450_201_047.0 + i, 1, bytes(12) + b"\x08\x00" + ip))
+    out: list[dict[str, Any]] = []
+    p = Pipeline(out.extend)
+    p.feed(frames)
+    p.finish()
+    recs = sorted((r["dst_port"], r["code"], r["username"]) for r in out if r["type"] == "radius")
+    assert recs == [(1700, "CoA-Request", "bob"), (3799, "CoA-Request", "bob")]
