@@ -417,7 +417,8 @@ class Inspector:
             app.rr.tally(self.counters)
 
     def _flow_ids(self, f: Flow) -> dict[str, Any]:
-        return {"uid": f.uid, "proto": _PROTO.get(f.proto, str(f.proto)),
+        """The start every record of the flow shares: type and ts (filled per record), flow id."""
+        return {"type": None, "ts": None, "uid": f.uid, "proto": _PROTO.get(f.proto, str(f.proto)),
                 "src_ip": ip_from_packed(f.oip), "src_port": f.oport,
                 "dst_ip": ip_from_packed(f.rip), "dst_port": f.rport,
                 "vlan": f.vlan, "inner_vlan": f.ivlan}
@@ -429,11 +430,8 @@ class Inspector:
         assert self.table is not None
         out = self.table.out
         for r in recs:
-            rec: Record = {"type": r["type"], "ts": r["ts"]}
-            rec.update(ids)
+            rec: Record = ids.copy()  # key order: type, ts, the flow id, then the decoder's fields
             rec.update(r)
-            if rec["type"] == "http" and "account" not in rec:
-                rec["account"] = None
             out.append(rec)
         self.counters["records"] += len(recs)
 

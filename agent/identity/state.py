@@ -167,6 +167,11 @@ class Bindings:
                 del addr.apps[k]
 
     # --- network sessions ---------------------------------------------------------------------
+    @property
+    def knows_addresses(self) -> bool:
+        """Some address has (or had) a holder: without any, no lookup can answer."""
+        return bool(self._addrs)
+
     def session(self, key: SessionKey) -> NetSession | None:
         return self._sessions.get(key)
 

@@ -151,6 +151,11 @@ class IdentityTable:
         """
         if rec.get("type") not in STAMPED_TYPES or rec.get("account") is not None:
             return
+        if not self._b.knows_addresses and not len(self.roster):
+            # nobody is known yet (no login source, no roster): the answer is null, found cheaply
+            rec["account"] = None
+            self.counters["stamped_unknown"] += 1
+            return
         ip = address(rec, "src_ip")
         ts = rec.get("ts")
         if type(ts) is not float or not MIN_TS <= ts <= MAX_TS:

@@ -43,7 +43,6 @@ import binascii
 import re
 import zlib
 from collections import deque
-from dataclasses import dataclass, field
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
@@ -129,24 +128,26 @@ class _Body:
             self._failed = True
 
 
-@dataclass
 class _Txn:
-    ts: float
-    depth: int
-    method: str | None = None
-    uri: str | None = None
-    host: str | None = None
-    referrer: str | None = None
-    user_agent: str | None = None
-    username: str | None = None
-    req_content_type: str | None = None
-    request_body_len: int = 0
-    version: str | None = None
-    status_code: int | None = None
-    status_msg: str | None = None
-    resp_content_type: str | None = None
-    response_body_len: int = 0
-    v09: bool = False  # HTTP/0.9-style request: the reply is a bare body until close
+    """One request/response pair (a plain class: compiled, it is built without interpreted code)."""
+
+    def __init__(self, ts: float, depth: int, method: str | None = None, uri: str | None = None) -> None:
+        self.ts = ts
+        self.depth = depth
+        self.method = method
+        self.uri = uri
+        self.host: str | None = None
+        self.referrer: str | None = None
+        self.user_agent: str | None = None
+        self.username: str | None = None
+        self.req_content_type: str | None = None
+        self.request_body_len = 0
+        self.version: str | None = None
+        self.status_code: int | None = None
+        self.status_msg: str | None = None
+        self.resp_content_type: str | None = None
+        self.response_body_len = 0
+        self.v09 = False  # HTTP/0.9-style request: the reply is a bare body until close
 
     def record(self) -> Record:
         return {
@@ -170,22 +171,24 @@ class _Txn:
         }
 
 
-@dataclass
 class _Dir:
-    is_orig: bool
-    buf: bytearray = field(default_factory=bytearray)
-    pos: int = 0  # read position in buf while parsing (0 between feeds)
-    state: int = _START
-    remaining: int = 0
-    header_bytes: int = 0
-    headers: list[list[bytes]] = field(default_factory=list)
-    start_ts: float | None = None
-    # the message being parsed
-    txn: _Txn | None = None
-    body: _Body | None = None
-    no_body: bool = False
-    interim: bool = False
-    upgrade: bool = False
+    """One direction's parser state."""
+
+    def __init__(self, is_orig: bool) -> None:
+        self.is_orig = is_orig
+        self.buf = bytearray()
+        self.pos = 0  # read position in buf while parsing (0 between feeds)
+        self.state = _START
+        self.remaining = 0
+        self.header_bytes = 0
+        self.headers: list[list[bytes]] = []
+        self.start_ts: float | None = None
+        # the message being parsed
+        self.txn: _Txn | None = None
+        self.body: _Body | None = None
+        self.no_body = False
+        self.interim = False
+        self.upgrade = False
 
 
 def _basic_user(value: bytes) -> str | None:
