@@ -65,7 +65,7 @@ import socket
 import struct
 from bisect import bisect_right
 from collections import OrderedDict
-from typing import Literal
+from typing import Final, Literal
 
 __all__ = ["Defragmenter", "OverlapPolicy"]
 
@@ -73,15 +73,15 @@ OverlapPolicy = Literal["first", "discard"]
 
 # Zeek's MIN_ACCEPTABLE_FRAG_SIZE: real stacks fragment at the path MTU (>= 576
 # for IPv4, >= 1280 for IPv6), so a non-last fragment this short is crafted.
-MIN_FRAGMENT_SIZE = 64
+MIN_FRAGMENT_SIZE: Final = 64
 # The largest packets the length fields can describe.
-MAX_IPV4_PACKET = 65535
-MAX_IPV6_PACKET = 40 + 65535  # Payload Length excludes the 40-byte fixed header
+MAX_IPV4_PACKET: Final = 65535
+MAX_IPV6_PACKET: Final = 40 + 65535  # Payload Length excludes the 40-byte fixed header
 # Rough CPython cost of one held piece (bytes object header, three list slots,
 # two ints) and of one pending datagram; only used to bound memory, so an
 # overestimate is fine.
-_PIECE_OVERHEAD = 128
-_DATAGRAM_OVERHEAD = 512
+_PIECE_OVERHEAD: Final = 128
+_DATAGRAM_OVERHEAD: Final = 512
 
 _V4_HDR = struct.Struct("!BxHHHBBH4s4s")
 _H = struct.Struct("!H")

@@ -25,31 +25,32 @@ non-IP PPP protocol, which `link_layer` reports as `NOT_IP`).
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from agent.capture import linktypes as lt
 from agent.decode.errors import DecodeError
 
-ETH_IPV4 = 0x0800
+ETH_IPV4: Final = 0x0800
 ETH_IPV6 = 0x86DD
-ETH_ARP = 0x0806
-ETH_VLAN = 0x8100
+ETH_ARP: Final = 0x0806
+ETH_VLAN: Final = 0x8100
 ETH_QINQ = 0x88A8
-ETH_QINQ_OLD = 0x9100
-ETH_MPLS = 0x8847
-ETH_MPLS_MC = 0x8848
-ETH_PPPOE_DISC = 0x8863
-ETH_PPPOE_SESS = 0x8864
-ETH_TEB = 0x6558  # transparent Ethernet bridging (inside GRE)
-NOT_IP = -1  # pseudo-ethertype for "a link-layer frame that carries no network packet we know"
+ETH_QINQ_OLD: Final = 0x9100
+ETH_MPLS: Final = 0x8847
+ETH_MPLS_MC: Final = 0x8848
+ETH_PPPOE_DISC: Final = 0x8863
+ETH_PPPOE_SESS: Final = 0x8864
+ETH_TEB: Final = 0x6558  # transparent Ethernet bridging (inside GRE)
+NOT_IP: Final = -1  # pseudo-ethertype for "a link-layer frame that carries no network packet we know"
 
 # Every tag costs 4 bytes; 8 tags is far beyond any real network (QinQ uses 2,
 # carrier stacks 3) and bounds the loop on hostile input.
-MAX_TAGS = 8
+MAX_TAGS: Final = 8
 # MPLS stacks in carrier cores are 2-5 labels deep; 16 bounds a hostile stack.
-MAX_MPLS = 16
+MAX_MPLS: Final = 16
 
-PPP_IPV4 = 0x0021
-PPP_IPV6 = 0x0057
+PPP_IPV4: Final = 0x0021
+PPP_IPV6: Final = 0x0057
 
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")

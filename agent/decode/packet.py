@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from agent.capture import linktypes as lt
 from agent.decode.defrag import Defragmenter
@@ -52,31 +52,31 @@ from agent.decode.link import (
 )
 
 # Zeek's default Tunnel::max_depth is 2; gateways rarely see more than one level.
-MAX_TUNNEL_DEPTH = 3
+MAX_TUNNEL_DEPTH: Final = 3
 # RFC 8200 recommends each extension header at most once (dest opts twice); 16 bounds hostile chains.
-MAX_EXT_HEADERS = 16
+MAX_EXT_HEADERS: Final = 16
 # Bounded so a storm of malformed packets cannot grow memory between pipeline drains.
-MAX_PENDING_WEIRDS = 10_000
+MAX_PENDING_WEIRDS: Final = 10_000
 # Link-layer records (PPPoE) between drains: one per discovery packet, so few; bounded all the same.
-MAX_PENDING_RECORDS = 10_000
+MAX_PENDING_RECORDS: Final = 10_000
 
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
 _BBH = struct.Struct("!BBH")
 
-PROTO_ICMP = 1
-PROTO_IPIP = 4
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_IPV6 = 41
-PROTO_GRE = 47
-PROTO_ICMP6 = 58
-PROTO_NONE6 = 59
+PROTO_ICMP: Final = 1
+PROTO_IPIP: Final = 4
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
+PROTO_IPV6: Final = 41
+PROTO_GRE: Final = 47
+PROTO_ICMP6: Final = 58
+PROTO_NONE6: Final = 59
 
 # hop-by-hop, routing, destination options, mobility, HIP, shim6, AH
 _TEREDO_PREFIX = b"\x20\x01\x00\x00"  # 2001:0::/32 (RFC 4380 §2.6)
 _IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 51})
-_FRAG6 = 44
+_FRAG6: Final = 44
 _IPV6_EXT_OR_FRAG = _IPV6_EXT | {_FRAG6}
 
 

@@ -18,8 +18,9 @@ or the server port.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
-MAX_PROBES = 3  # payload packets looked at per direction before giving up
+MAX_PROBES: Final = 3  # payload packets looked at per direction before giving up
 
 _HTTP_METHODS = (
     b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"CONNECT ", b"TRACE ", b"PATCH ",

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from agent.decode.errors import DecodeError
 from agent.flows.ports import never_flip
@@ -52,10 +52,16 @@ if TYPE_CHECKING:
     from agent.flows.table import Flow, FlowTable
     from agent.protocols.dhcp import DhcpTracker
 
-DEFAULT_DEPTH = 16384  # bytes per direction (DESIGN.md step 3): enough for headers, hellos and commands
-MAX_EXPECTED = 4096  # announced FTP data channels remembered (a busy FTP server announces one per transfer)
-EXPECTED_TIMEOUT = 300.0  # seconds an announced data channel waits for its connection
-_FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
+# bytes per direction (DESIGN.md step 3): enough for headers, hellos and commands
+DEFAULT_DEPTH: Final = 16384
+# announced FTP data channels remembered (a busy FTP server announces one per transfer)
+MAX_EXPECTED: Final = 4096
+EXPECTED_TIMEOUT: Final = 300.0  # seconds an announced data channel waits for its connection
+# TCP flags (Final: compiled, they are constants, not a module dictionary lookup per use)
+_FIN: Final = 0x01
+_SYN: Final = 0x02
+_RST: Final = 0x04
+_ACK: Final = 0x10
 _PROTO = {6: "tcp", 17: "udp"}
 _NO_EVENTS: list[Event] = []  # shared, never appended to
 

@@ -61,6 +61,7 @@ Limits (every buffer is bounded, the reason beside it):
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from typing import Final
 
 Event = tuple[str, int | bytes]
 
@@ -75,8 +76,8 @@ _COUNTER_NAMES = (
     "overflow_gaps",  # gaps declared because a buffer limit was hit
     "skipped_bytes",  # bytes the caller asked to skip (counted, not delivered)
 )
-_MOD = 1 << 32
-_HALF = 1 << 31
+_MOD: Final = 1 << 32
+_HALF: Final = 1 << 31
 
 
 class StreamReassembler:

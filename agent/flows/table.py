@@ -58,21 +58,23 @@ from agent.flows.side import Side
 from agent.flows.tcp import H_ACK, H_DATA
 from wire.addresses import ip_from_packed
 
-TCP_INACTIVITY = 300.0  # Zeek tcp_inactivity_timeout
-UDP_INACTIVITY = 60.0  # Zeek udp_inactivity_timeout
-ICMP_INACTIVITY = 60.0  # Zeek icmp_inactivity_timeout
-DNS_SESSION_TIMEOUT = 10.0  # Zeek dns_session_timeout: a DNS-over-UDP flow ends 10 s after its last packet
-TCP_ATTEMPT_DELAY = 5.0  # Zeek tcp_attempt_delay
-TCP_CLOSE_DELAY = 5.0  # Zeek tcp_close_delay
-TCP_LINGER = 5.0  # Zeek tcp_connection_linger
-INTERIM_INTERVAL = 60.0  # SCHEMA.md: long connections report at least every 60 s
-SCAN_INTERVAL = 5.0  # how often (packet time) timeouts and interim reports are checked
-DEFAULT_MAX_FLOWS = 1_000_000  # ~1 KB each: about 1 GB at the limit
-TEREDO_PORT = 3544
+TCP_INACTIVITY: Final = 300.0  # Zeek tcp_inactivity_timeout
+UDP_INACTIVITY: Final = 60.0  # Zeek udp_inactivity_timeout
+ICMP_INACTIVITY: Final = 60.0  # Zeek icmp_inactivity_timeout
+# Zeek dns_session_timeout: a DNS-over-UDP flow ends 10 s after its last packet
+DNS_SESSION_TIMEOUT: Final = 10.0
+TCP_ATTEMPT_DELAY: Final = 5.0  # Zeek tcp_attempt_delay
+TCP_CLOSE_DELAY: Final = 5.0  # Zeek tcp_close_delay
+TCP_LINGER: Final = 5.0  # Zeek tcp_connection_linger
+INTERIM_INTERVAL: Final = 60.0  # SCHEMA.md: long connections report at least every 60 s
+SCAN_INTERVAL: Final = 5.0  # how often (packet time) timeouts and interim reports are checked
+DEFAULT_MAX_FLOWS: Final = 1_000_000  # ~1 KB each: about 1 GB at the limit
+TEREDO_PORT: Final = 3544
 # True when this module runs compiled by mypyc (`make compiled`), which changes what is cheapest.
 COMPILED: Final = not __file__.endswith(".py")
-PROTO_NONE6 = 59
-MAX_TEREDO_DEPTH = 3  # Teredo inside Teredo: real networks have one level; a crafted packet could nest 1000s
+PROTO_NONE6: Final = 59
+# Teredo inside Teredo: real networks have one level; a crafted packet could nest 1000s
+MAX_TEREDO_DEPTH: Final = 3
 _INF = float("inf")
 _FAST_STATES = (T.ESTABLISHED, T.PARTIAL)
 
@@ -88,7 +90,7 @@ _REC_FAST_LE: Final = struct.Struct("<IIII12xIH2xHxB2x12sIIHH")
 _PORTS: Final = struct.Struct("!HH")
 _UDP_LEN: Final = struct.Struct("!H")
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
-_UID_MASK = (1 << 96) - 1
+_UID_MASK: Final = (1 << 96) - 1
 _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 _UID_MULT = 0x9E3779B97F4A7C15F39CC061  # odd, so multiplication is a bijection modulo 2**96
 

@@ -56,20 +56,26 @@ ACK: Final = 0x10
 URG: Final = 0x20
 
 # Zeek: TOO_LARGE_SEQ_DELTA; SYN/RST sequence jumps beyond this are not trusted.
-TOO_LARGE_SEQ_DELTA = 1048576
+TOO_LARGE_SEQ_DELTA: Final = 1048576
 # Out-of-order ranges kept per direction to compute gaps; real streams rarely
 # have more than a handful of holes in flight.
-MAX_OOO_BLOCKS = 64
+MAX_OOO_BLOCKS: Final = 64
 # Zeek's tcp_max_above_hole_without_any_acks: when more than this waits above a hole and none
 # of the direction's data was acknowledged yet, Zeek's reassembler gives up on the direction
 # (skip_deliveries) and never reports its gaps.
-MAX_ABOVE_HOLE_WITHOUT_ACKS = 16384
+MAX_ABOVE_HOLE_WITHOUT_ACKS: Final = 16384
 
 _M32 = 0xFFFFFFFF
-_WRAP = 1 << 32
+_WRAP: Final = 1 << 32
 
 # history bits (one per letter and direction) for "record once" letters
-H_SYN, H_ACK, H_DATA, H_FIN, H_RST, H_MULTI, H_FINRST = (1 << i for i in range(7))
+H_SYN: Final = 1
+H_ACK: Final = 2
+H_DATA: Final = 4
+H_FIN: Final = 8
+H_RST: Final = 16
+H_MULTI: Final = 32
+H_FINRST: Final = 64
 
 
 def seq_delta(a: int, b: int) -> int:

@@ -39,26 +39,27 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
 from wire.addresses import ip_from_packed
 
 # -- limits -----------------------------------------------------------------
-HEADER_LEN = 12  # RFC 1035 4.1.1
-MAX_LABEL_LEN = 63  # RFC 1035 2.3.4
-MAX_NAME_LEN = 255  # RFC 1035 2.3.4 (wire octets)
+HEADER_LEN: Final = 12  # RFC 1035 4.1.1
+MAX_LABEL_LEN: Final = 63  # RFC 1035 2.3.4
+MAX_NAME_LEN: Final = 255  # RFC 1035 2.3.4 (wire octets)
 # A legal name has at most 127 labels, each reachable by at most one pointer;
 # anything beyond this is an attack on the decoder, not a name.
-MAX_POINTER_JUMPS = 128
+MAX_POINTER_JUMPS: Final = 128
 # TCP framing: one whole message (16-bit length) plus its prefix is the most a
 # direction ever needs to hold before the message can be parsed.
 MAX_TCP_BUFFER = 2 + 0xFFFF
 # Outstanding queries per flow: mDNS/resolver flows can carry many queries;
 # beyond this the oldest are logged as unanswered (bounded memory).
-MAX_PENDING = 256
+MAX_PENDING: Final = 256
 # At most this many answer RRs are rendered per response (bounded record size).
-MAX_ANSWERS = 512
+MAX_ANSWERS: Final = 512
 
 # -- Zeek's tables (base/protocols/dns/consts.zeek) --------------------------
 # fmt: off

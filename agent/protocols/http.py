@@ -43,19 +43,20 @@ import binascii
 import re
 import zlib
 from collections import deque
+from typing import Final
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
 
 # --- limits (every buffer is bounded) -------------------------------------
-MAX_LINE = 16 * 1024  # longest start/field/chunk-size line; real servers cap at 8-16 KiB
-MAX_HEADER_BLOCK = 64 * 1024  # whole header (or trailer) section of one message
-MAX_HEADERS = 256  # field lines per message
-MAX_PENDING = 64  # pipelined requests awaiting a response
-BODY_KEEP = 8 * 1024  # decoded body prefix kept for the keyword filter
-INFLATE_STEP = 64 * 1024  # output produced per zlib call (bounded memory)
-MAX_DECODED = 256 * 1024 * 1024  # decoded bytes counted per body before we stop inflating (bomb guard)
-UNTIL_CLOSE_SKIP = 1 << 40  # "the rest of the stream": a reply body that ends with the connection
+MAX_LINE: Final = 16 * 1024  # longest start/field/chunk-size line; real servers cap at 8-16 KiB
+MAX_HEADER_BLOCK: Final = 64 * 1024  # whole header (or trailer) section of one message
+MAX_HEADERS: Final = 256  # field lines per message
+MAX_PENDING: Final = 64  # pipelined requests awaiting a response
+BODY_KEEP: Final = 8 * 1024  # decoded body prefix kept for the keyword filter
+INFLATE_STEP: Final = 64 * 1024  # output produced per zlib call (bounded memory)
+MAX_DECODED: Final = 256 * 1024 * 1024  # decoded bytes counted per body before we stop inflating (bomb guard)
+UNTIL_CLOSE_SKIP: Final = 1 << 40  # "the rest of the stream": a reply body that ends with the connection
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _WS = (32, 9)  # space, tab: a field line starting with one continues the previous (obs-fold)
@@ -66,7 +67,15 @@ _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+[ \t]")  # a token, then whi
 _ENDS_WITH_VERSION = re.compile(rb" HTTP/\d\.\d\Z", re.I)
 
 # direction states
-_START, _HEADERS, _BODY_LEN, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DEAD = range(9)
+_START: Final = 0
+_HEADERS: Final = 1
+_BODY_LEN: Final = 2
+_CHUNK_SIZE: Final = 3
+_CHUNK_DATA: Final = 4
+_CHUNK_END: Final = 5
+_TRAILERS: Final = 6
+_UNTIL_CLOSE: Final = 7
+_DEAD: Final = 8
 
 
 def _text(b: bytes) -> str:

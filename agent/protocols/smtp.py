@@ -49,7 +49,7 @@ import binascii
 import codecs
 import re
 from collections import deque
-from typing import Any
+from typing import Any, Final
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
@@ -57,19 +57,19 @@ from agent.protocols.base import Record
 # --- limits (every buffer is bounded) -------------------------------------
 # RFC 5321 §4.5.3.1.4 allows 512 octets per command line, but ESMTP parameters
 # and SASL initial responses (RFC 4954 §4: up to 12288 octets) are longer.
-MAX_CMD_LINE = 16 * 1024
+MAX_CMD_LINE: Final = 16 * 1024
 # §4.5.3.1.5: reply lines are 512 octets; servers add long texts, allow more.
-MAX_REPLY_LINE = 4 * 1024
+MAX_REPLY_LINE: Final = 4 * 1024
 # §4.5.3.1.6: text lines are 1000 octets; longer body lines are passed on in
 # pieces (no error), this only bounds the buffer.
-MAX_DATA_LINE = 8 * 1024
-MAX_HEADER_BLOCK = 64 * 1024  # top-level header section read per message
-MAX_HEADERS = 512  # header fields per message
-MAX_FIELD = 8 * 1024  # one unfolded header value kept
-MAX_PENDING = 128  # commands awaiting replies (oldest dropped: one-sided captures)
-MAX_RCPT = 1024  # recipients / to / cc entries kept per transaction
-BODY_KEEP = 8 * 1024  # message prefix (after headers) kept for the keyword filter
-MAX_ARG = 1024  # longest helo/mailfrom/rcpt/user value kept
+MAX_DATA_LINE: Final = 8 * 1024
+MAX_HEADER_BLOCK: Final = 64 * 1024  # top-level header section read per message
+MAX_HEADERS: Final = 512  # header fields per message
+MAX_FIELD: Final = 8 * 1024  # one unfolded header value kept
+MAX_PENDING: Final = 128  # commands awaiting replies (oldest dropped: one-sided captures)
+MAX_RCPT: Final = 1024  # recipients / to / cc entries kept per transaction
+BODY_KEEP: Final = 8 * 1024  # message prefix (after headers) kept for the keyword filter
+MAX_ARG: Final = 1024  # longest helo/mailfrom/rcpt/user value kept
 
 _VERB = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,31}\Z")
 _REPLY = re.compile(rb"([2-5][0-9][0-9])([ -]|\Z)")
@@ -100,7 +100,11 @@ def _is_command(line: bytes) -> bool:
 
 
 # client-side states
-_CMD, _DATA, _BDAT_CHUNK, _AUTH, _DEAD = range(5)
+_CMD: Final = 0
+_DATA: Final = 1
+_BDAT_CHUNK: Final = 2
+_AUTH: Final = 3
+_DEAD: Final = 4
 
 
 def _text(b: bytes) -> str:
