@@ -38,7 +38,6 @@ Design
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from typing import Final
 
 from agent.decode.errors import DecodeError
@@ -156,24 +155,28 @@ def read_name(msg: bytes, off: int) -> tuple[str, int]:
     return wire_text(b".".join(labels).lower()), end
 
 
-@dataclass
 class _Message:
-    trans_id: int
-    qr: bool
-    opcode: int
-    aa: bool
-    tc: bool
-    rd: bool
-    ra: bool
-    rcode: int
-    qdcount: int
-    ancount: int
-    nscount: int
-    arcount: int
-    question: tuple[str, int, int] | None  # (lower-cased name, qtype, qclass)
-    answer_owner: str | None = None
-    answers: list[str] = field(default_factory=list)
-    ttls: list[float] = field(default_factory=list)
+    """One parsed message (a plain class: compiled, it is built without interpreted code)."""
+
+    def __init__(self, trans_id: int, qr: bool, opcode: int, aa: bool, tc: bool, rd: bool, ra: bool,
+                 rcode: int, qdcount: int, ancount: int, nscount: int, arcount: int,
+                 question: tuple[str, int, int] | None) -> None:
+        self.trans_id = trans_id
+        self.qr = qr
+        self.opcode = opcode
+        self.aa = aa
+        self.tc = tc
+        self.rd = rd
+        self.ra = ra
+        self.rcode = rcode
+        self.qdcount = qdcount
+        self.ancount = ancount
+        self.nscount = nscount
+        self.arcount = arcount
+        self.question = question  # (lower-cased name, qtype, qclass)
+        self.answer_owner: str | None = None
+        self.answers: list[str] = []
+        self.ttls: list[float] = []
 
 
 def _char_strings(rdata: bytes) -> list[bytes]:
@@ -297,10 +300,12 @@ def parse_message(msg: bytes) -> _Message:
     return m
 
 
-@dataclass
 class _Pending:
-    ts: float
-    msg: _Message
+    """A query waiting for its response."""
+
+    def __init__(self, ts: float, msg: _Message) -> None:
+        self.ts = ts
+        self.msg = msg
 
 
 class DnsDecoder:
