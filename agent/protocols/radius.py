@@ -386,6 +386,13 @@ class RadiusDecoder:
         hi = self._int(a[giga]) if giga in a else None
         if lo is None and hi is None:
             return None
+        if hi is not None and hi >= 1 << 31:
+            # 2**63 bytes and more: no session moves that much; the record's counter is a signed
+            # 64-bit integer (wire), so such a value is a bad attribute, not a number to keep
+            self.counters["bad_attribute_values"] += 1
+            hi = None
+            if lo is None:
+                return None
         return ((hi or 0) << 32) + (lo or 0)
 
     @staticmethod

@@ -577,3 +577,16 @@ def test_dynamic_authorization_ports_are_found_by_the_pipeline() -> None:
     p.finish()
     recs = sorted((r["dst_port"], r["code"], r["username"]) for r in out if r["type"] == "radius")
     assert recs == [(1700, "CoA-Request", "bob"), (3799, "CoA-Request", "bob")]
+
+
+def test_gigawords_that_would_overflow_the_counter_are_a_bad_value() -> None:
+    """Acct-Input-Gigawords of 2**31 or more would make input_octets >= 2**63 (the wire's int64)."""
+    dec = RadiusDecoder()
+    attrs = [bytes([40, 6, 0, 0, 0, 1]), bytes([42, 6, 0, 0, 0, 7]), bytes([52, 6, 0x80, 0, 0, 0]),
+             bytes([43, 6, 0, 0, 0, 9]), bytes([53, 6, 0, 0, 0, 2])]
+    body = b"".join(attrs)
+    req = struct.pack("!BBH16s", 4, 5, 20 + len(body), bytes(16)) + body
+    dec.feed(True, req, 1.0)
+    (rec,) = dec.close(2.0)
+    assert (rec["input_octets"], rec["output_octets"]) == (7, (2 << 32) + 9)
+    assert dec.counters["bad_attribute_values"] == 1
