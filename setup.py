@@ -21,7 +21,7 @@ COMPILED_MODULES = [
     "agent/flows/table.py", "agent/flows/tcp.py", "agent/flows/side.py", "agent/flows/classify.py",
     "agent/flows/ports.py", "agent/flows/community_id.py", "agent/decode/packet.py", "agent/decode/link.py",
     "agent/decode/defrag.py", "agent/decode/errors.py", "agent/pipeline.py", "agent/capture/pcapfile.py",
-    "agent/capture/linktypes.py", "wire/jsonl.py", "wire/addresses.py",
+    "agent/capture/linktypes.py", "wire/jsonl.py", "wire/addresses.py", "wire/text.py",
     # the payload path: reassembly, the inspector and the decoders the traffic mix is made of
     "agent/flows/reassembly.py", "agent/flows/inspector.py", "agent/protocols/http.py",
     "agent/protocols/dns.py", "agent/protocols/tls.py", "agent/protocols/smtp.py",

@@ -7,6 +7,7 @@ What lives where:
 - ``wire.validate``    ``validate_record``, ``validate_batch``, the ``Batch`` envelope type
 - ``wire.fastpath``    generated per-type checks behind ``validate_record``
 - ``wire.formats``     address/MAC/proto/community-id predicates; ``wire.addresses`` formatters
+- ``wire.text``        ``wire_text``: SCHEMA.md's UTF-8, else GB18030, else escaped decoding of strings
 - ``wire.envelope``    ``encode_batch`` / ``decode_batch``: msgpack + zstd, the upload format
 - ``wire.zstdframe``   zstd frame-header walker used to refuse truncated or odd bodies early
 - ``wire.jsonl``       ``JsonlWriter`` / ``read_jsonl``: the offline ``--jsonl`` output

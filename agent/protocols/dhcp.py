@@ -70,8 +70,8 @@ from dataclasses import dataclass, field
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
-from agent.protocols.dns import wire_text
 from wire.addresses import ip_from_packed, mac_from_bytes
+from wire.text import wire_text
 
 # -- limits and Zeek's timing (base/protocols/dhcp/main.zeek) -----------------
 FIXED_LEN = 236  # RFC 2131 section 2: the BOOTP header before the options

@@ -43,6 +43,7 @@ from typing import Final
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
 from wire.addresses import ip_from_packed
+from wire.text import wire_text
 
 # -- limits -----------------------------------------------------------------
 HEADER_LEN: Final = 12  # RFC 1035 4.1.1
@@ -95,18 +96,6 @@ def qtype_name(qtype: int) -> str:
 
 def rcode_name(rcode: int) -> str:
     return RCODES.get(rcode, f"unknown-{rcode}")
-
-
-def wire_text(raw: bytes) -> str:
-    """SCHEMA convention: UTF-8, else GB18030, else backslashreplace."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return raw.decode("gb18030")
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", errors="backslashreplace")
 
 
 def read_name(msg: bytes, off: int) -> tuple[str, int]:

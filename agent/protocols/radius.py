@@ -65,8 +65,8 @@ from dataclasses import dataclass
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
-from agent.protocols.dns import wire_text
 from wire.addresses import ip_from_packed
+from wire.text import wire_text
 
 # -- limits -----------------------------------------------------------------
 HEADER_LEN = 20  # RFC 2865 section 3: code, identifier, length, authenticator

@@ -53,6 +53,7 @@ from typing import Any, Final
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
+from wire.text import wire_text
 
 # --- limits (every buffer is bounded) -------------------------------------
 # RFC 5321 §4.5.3.1.4 allows 512 octets per command line, but ESMTP parameters
@@ -105,18 +106,6 @@ _DATA: Final = 1
 _BDAT_CHUNK: Final = 2
 _AUTH: Final = 3
 _DEAD: Final = 4
-
-
-def _text(b: bytes) -> str:
-    """Header/argument bytes to text: UTF-8, else GB18030, else escaped."""
-    try:
-        return b.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return b.decode("gb18030")
-    except UnicodeDecodeError:
-        return b.decode("utf-8", "backslashreplace")
 
 
 def _charset(name: str) -> str:
@@ -215,7 +204,7 @@ def _path(arg: bytes) -> str:
     else:
         parts = rest.lstrip(b"<").split(None, 1)
         p = parts[0] if parts else b""
-    return _text(p[:MAX_ARG])
+    return wire_text(p[:MAX_ARG])
 
 
 class _Message:
@@ -287,7 +276,7 @@ class _Message:
 
     def apply(self, rec: dict[str, Any]) -> None:
         for name, raw in self.fields:
-            value = decode_rfc2047(_text(raw))
+            value = decode_rfc2047(wire_text(raw))
             if name == "from":
                 rec["from"] = value
             elif name == "subject":
@@ -532,7 +521,7 @@ class SmtpDecoder:
         out: list[Record] = []
         self._push(verb)
         if verb in ("HELO", "EHLO"):
-            self._helo = _text(arg[:MAX_ARG])
+            self._helo = wire_text(arg[:MAX_ARG])
             self._rec["helo"] = self._helo
         elif verb == "MAIL" and arg[:5].upper() == b"FROM:":
             out += self._flush()  # Zeek: flush a transaction whose reply was not seen
@@ -619,7 +608,7 @@ class SmtpDecoder:
             user = raw.rsplit(b" ", 1)[0] if b" " in raw else None
         del raw
         if user:
-            self._user = _text(user[:MAX_ARG])
+            self._user = wire_text(user[:MAX_ARG])
             self._rec["user"] = self._user
 
     # --- message data ---------------------------------------------------------

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from wire.text import wire_text
+
 TSHARK = shutil.which("tshark")
 MIN_LEN = 3
 
@@ -108,18 +110,6 @@ class Findings:
     users: set[str] = field(default_factory=set)  # account names named by credential exchanges
     legit: set[str] = field(default_factory=set)  # values the agent may record
     dropped: list[Secret] = field(default_factory=list)  # equal to a legit value (see module doc)
-
-
-def wire_text(raw: bytes) -> str:
-    """Bytes to text the way SCHEMA.md decodes strings from the wire."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return raw.decode("gb18030")
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", "backslashreplace")
 
 
 def b64decode(text: str | bytes) -> bytes | None:
