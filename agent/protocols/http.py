@@ -212,6 +212,17 @@ def _basic_user(value: bytes) -> str | None:
     return _text(user)
 
 
+def _field(line: bytes) -> list[bytes] | None:
+    """A field line (RFC 9112 §5) as [lower-cased name, value without surrounding blanks], or None
+    when it is none: no colon, or a name that is not a token (white space before the colon is
+    tolerated, as Zeek does)."""
+    name, sep, value = line.partition(b":")
+    name = name.rstrip(b" \t")
+    if not sep or not name or name.translate(None, _TOKEN_CHARS):  # a token: nothing else is left
+        return None
+    return [name.lower(), value.strip(b" \t")]
+
+
 def _media_type(value: bytes) -> str:
     return _text(value.split(b";", 1)[0].strip().lower())
 
@@ -449,16 +460,11 @@ class HttpDecoder:
         if block.count(b"\n") != len(lines) - 1:
             return False  # a bare LF line end somewhere: the line-by-line reader handles it
         fields: list[list[bytes]] = []
-        names: list[bytes] = []
         for line in lines:
-            name, sep, value = line.partition(b":")
-            name = name.rstrip(b" \t")  # whitespace before the colon: tolerated, as Zeek does
-            if not sep or not name or line[0] in _WS:
-                return False  # not a field line, or an obs-fold continuation: line by line
-            names.append(name)
-            fields.append([name.lower(), value.strip(b" \t")])
-        if b"".join(names).translate(None, _TOKEN_CHARS):
-            return False  # a name that is not a token: the line-by-line reader reports it
+            field = None if line[0] in _WS else _field(line)
+            if field is None:
+                return False  # an obs-fold continuation or not a field: the line-by-line reader
+            fields.append(field)
         d.header_bytes += len(block) + 4
         if d.header_bytes > MAX_HEADER_BLOCK:
             raise DecodeError("HTTP_header_too_long", f"over {MAX_HEADER_BLOCK} bytes")
@@ -541,18 +547,17 @@ class HttpDecoder:
         d.txn = txn
 
     def _field_line(self, d: _Dir, line: bytes) -> None:
-        if line[:1] in (b" ", b"\t"):
+        if line[0] in _WS:
             if not d.headers:
                 raise DecodeError("HTTP_bad_header_continuation", _text(line[:60]))
             d.headers[-1][1] += b" " + line.strip(b" \t")  # obs-fold, RFC 9112 §5.2
             return
-        name, sep, value = line.partition(b":")
-        name = name.rstrip(b" \t")  # whitespace before the colon: tolerated, as Zeek does
-        if not sep or not name or name.translate(None, _TOKEN_CHARS):  # a token: nothing else left
+        field = _field(line)
+        if field is None:
             raise DecodeError("bad_HTTP_header", _text(line[:60]))
         if len(d.headers) >= MAX_HEADERS:
             raise DecodeError("HTTP_too_many_headers", f"more than {MAX_HEADERS}")
-        d.headers.append([name.lower(), value.strip(b" \t")])
+        d.headers.append(field)
 
     def _headers_done(self, d: _Dir, out: list[Record]) -> None:
         hdr: dict[bytes, bytes] = {}

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
-from agent.protocols.pop3 import SaslExchange
+from agent.protocols.pop3 import SaslExchange, mailbox_record
 
 # --- limits (every buffer is bounded) -------------------------------------
 # RFC 9051 §4 / RFC 7162 §4 advise clients to keep command lines under 8192
@@ -227,17 +227,7 @@ class ImapDecoder:
         if self._emitted or self._ts0 is None:
             return []
         self._emitted = True
-        return [
-            {
-                "type": "mailbox",
-                "ts": self._ts0,
-                "protocol": "imap",
-                "user": self._user,
-                "login_ok": self._login_ok,
-                "commands": list(self._commands),
-                "tls": self.tls,
-            }
-        ]
+        return [mailbox_record(self._ts0, "imap", self._user, self._login_ok, self._commands, self.tls)]
 
     def _stop(self) -> None:
         self._dead = True

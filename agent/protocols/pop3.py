@@ -118,6 +118,13 @@ def _identity(mech: str, step: int, raw: bytes) -> bytes | None:
     return None
 
 
+def mailbox_record(ts: float, protocol: str, user: str | None, login_ok: bool | None,
+                   commands: list[str], tls: bool) -> Record:
+    """The one `mailbox` record of a POP3 or IMAP session (SCHEMA.md); IMAP's decoder uses it too."""
+    return {"type": "mailbox", "ts": ts, "protocol": protocol, "user": user, "login_ok": login_ok,
+            "commands": list(commands), "tls": tls}
+
+
 class SaslExchange:
     """The client side of one SASL exchange: keeps the user name, drops the secrets.
 
@@ -227,17 +234,7 @@ class Pop3Decoder:
         if self._emitted or self._ts0 is None:
             return []
         self._emitted = True
-        return [
-            {
-                "type": "mailbox",
-                "ts": self._ts0,
-                "protocol": "pop3",
-                "user": self._user,
-                "login_ok": self._login_ok,
-                "commands": list(self._commands),
-                "tls": self.tls,
-            }
-        ]
+        return [mailbox_record(self._ts0, "pop3", self._user, self._login_ok, self._commands, self.tls)]
 
     def _start_tls(self) -> list[Record]:
         self.tls = True
