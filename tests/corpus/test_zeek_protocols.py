@@ -28,9 +28,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
-from agent.capture import open_capture
-from agent.pipeline import Pipeline
+from corpus_replay import records_of
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CORPUS = SHARED / "corpus"
@@ -41,7 +39,6 @@ if not (CORPUS / "manifest.json").exists() or not TOOL.exists():
 LOGS = ("http", "dns", "ssl", "smtp", "ftp", "dhcp", "radius")
 MIN_ROWS = 1.0  # reached: 176/176
 MIN_FIELDS = 0.99  # reached: 1186/1196
-Record = dict[str, Any]
 
 
 def _tool() -> ModuleType:
@@ -50,17 +47,6 @@ def _tool() -> ModuleType:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def _records(traces: list[Path]) -> list[Record]:
-    out: list[Record] = []
-    p = Pipeline(out.extend)
-    for t in traces:
-        with open_capture(t) as cap:
-            for batch in cap.batches():
-                p.feed(batch)
-    p.finish()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +60,7 @@ def scores() -> dict[str, dict[str, Any]]:
         if not logs:
             continue
         name = case.get("test") or case["traces"][0]["path"]
-        records = _records([CORPUS / t["path"] for t in case["traces"]])
+        records = records_of(tuple(CORPUS / t["path"] for t in case["traces"]))
         for e in logs:
             path = CORPUS / e["path"]
             zlog = path.name.split(".")[0].split("-")[0]

@@ -36,15 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from agent.capture import open_capture
-from agent.pipeline import Pipeline
+from corpus_replay import Record, records_of
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 if not (CORPUS / "manifest.json").exists():
     pytest.skip(f"no corpus at {CORPUS}", allow_module_level=True)
 
-Record = dict[str, Any]
 
 KEY = {"id.orig_h": "src_ip", "id.orig_p": "src_port", "id.resp_h": "dst_ip", "id.resp_p": "dst_port"}
 # Zeek conn.log column -> our session field
@@ -161,21 +158,6 @@ def baselines() -> list[Baseline]:
 
 
 BASELINES = baselines()
-_records: dict[tuple[Path, ...], list[Record]] = {}
-
-
-def records_of(traces: tuple[Path, ...]) -> list[Record]:
-    if traces not in _records:
-        out: list[Record] = []
-        p = Pipeline(out.extend)
-        for t in traces:
-            with open_capture(t) as cap:
-                for batch in cap.batches():
-                    p.feed(batch)
-        p.finish()
-        _records[traces] = out
-    return _records[traces]
-
 
 # -- comparing -----------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,33 @@ def state_of(obj: object) -> dict[str, object]:
             if not callable(value):
                 out[name] = value
         return out
+
+
+def client_line(line: str) -> Seg:
+    """A command line from the originator, CRLF-terminated."""
+    return (True, line.encode() + b"\r\n")
+
+
+def server_lines(text: str) -> Seg:
+    """Reply lines from the responder: every line end becomes CRLF."""
+    return (False, text.encode().replace(b"\n", b"\r\n") + b"\r\n")
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def one_mailbox_record(make: Callable[[], Any], protocol: str, segs: list[Seg]) -> tuple[dict[str, Any], Any]:
+    """The one `mailbox` record of a POP3/IMAP session, and its decoder (fed whole): the same
+    records and TLS switch fed byte by byte and in random pieces, and no flow id fields."""
+    dec = make()
+    base = feed_split(dec, segs, max_piece=7)
+    for mode, seed in [("bytes", 0)] + [("random", s) for s in range(6)]:
+        d2 = make()
+        assert feed_split(d2, segs, mode, seed, max_piece=7) == base, (mode, seed)
+        assert d2.tls == dec.tls
+    assert len(base) == 1
+    rec = base[0]
+    assert rec["type"] == "mailbox" and rec["protocol"] == protocol
+    assert not any(k in rec for k in ("uid", "src_ip", "dst_port", "proto", "password"))
+    return rec, dec

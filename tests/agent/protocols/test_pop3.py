@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol_streams import Seg, feed_split, state_of
+from protocol_streams import Seg, b64, client_line, feed_split, one_mailbox_record, server_lines, state_of
 from test_smtp import _tcp_packets
 
 from agent.decode.errors import DecodeError
@@ -28,28 +27,10 @@ def run(segs: list[Seg], mode: str = "whole", seed: int = 0) -> tuple[list[dict[
 
 def all_modes(segs: list[Seg]) -> dict[str, Any]:
     """The one record of a session; identical fed whole, byte by byte and in random pieces."""
-    base, dec = run(segs)
-    for mode, seed in [("bytes", 0)] + [("random", s) for s in range(6)]:
-        recs, d2 = run(segs, mode, seed)
-        assert recs == base, (mode, seed)
-        assert d2.tls == dec.tls
-    assert len(base) == 1
-    rec = base[0]
-    assert rec["type"] == "mailbox" and rec["protocol"] == "pop3"
-    assert not any(k in rec for k in ("uid", "src_ip", "dst_port", "proto", "password"))
-    return rec
+    return one_mailbox_record(Pop3Decoder, "pop3", segs)[0]
 
 
-def c(line: str) -> Seg:
-    return (C, line.encode() + b"\r\n")
-
-
-def s(text: str) -> Seg:
-    return (S, text.encode().replace(b"\n", b"\r\n") + b"\r\n")
-
-
-def b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
+c, s = client_line, server_lines
 
 
 GREETING = s("+OK POP3 server ready <1896.697170952@dbc.mtview.ca.us>")
