@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol_streams import Seg, feed_split, state_of, zeek_rows
+from protocol_streams import Seg, feed_split, state_of, tcp_streams, zeek_rows
 
 from agent.decode.errors import DecodeError
 from agent.protocols.ftp import HIDDEN, MAX_LINE, MAX_PENDING, UNKNOWN_USER, FtpDecoder
-from wire.addresses import ip_from_packed
 
 SECRET = "s3cr3t-Pa55"
 
@@ -279,65 +278,19 @@ FILE_COMMANDS = {"RETR", "STOR", "APPE", "STOU", "DELE"}
 
 
 def _decode_pcap(path: Path) -> dict[tuple[str, int, str, int], tuple[list[dict[str, Any]], FtpDecoder]]:
-    """Every port-21 connection: reassemble each direction by seq (stop at a gap), replay in capture order."""
-    import dpkt
-
-    pkts: dict[tuple[str, int, str, int], list[tuple[float, bool, int, bytes, bool]]] = {}
-    with path.open("rb") as f:
-        rd: Any = dpkt.pcap.Reader(f)
-        dl = rd.datalink()
-        for ts, buf in rd:
-            try:
-                if dl == 1:
-                    ip = dpkt.ethernet.Ethernet(buf).data
-                elif dl == 113:
-                    ip = dpkt.sll.SLL(buf).data
-                else:
-                    ip = dpkt.ip.IP(buf) if buf[0] >> 4 == 4 else dpkt.ip6.IP6(buf)
-            except (dpkt.UnpackError, IndexError):
-                continue
-            if not (isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) and isinstance(ip.data, dpkt.tcp.TCP)):
-                continue
-            tcp = ip.data
-            if 21 not in (tcp.sport, tcp.dport):
-                continue
-            src, dst = ip_from_packed(ip.src), ip_from_packed(ip.dst)
-            is_orig = tcp.dport == 21
-            key = (src, tcp.sport, dst, tcp.dport) if is_orig else (dst, tcp.dport, src, tcp.sport)
-            syn = bool(tcp.flags & dpkt.tcp.TH_SYN)
-            pkts.setdefault(key, []).append((float(ts), is_orig, tcp.seq, bytes(tcp.data), syn))
+    """Every port-21 connection: each direction in seq order (stopping at a gap), in capture order."""
     result = {}
-    for key, plist in pkts.items():
-        segs: list[tuple[int, float, bool, bytes]] = []
-        for is_orig in (True, False):
-            mine = [(i, p) for i, p in enumerate(plist) if p[1] == is_orig]
-            isn = next((p[2] for _, p in mine if p[4]), None)
-            data = [(i, p) for i, p in mine if p[3]]
-            if not data:
-                continue
-            base = (isn + 1) & 0xFFFFFFFF if isn is not None else min(p[2] for _, p in data)
-            pos = 0
-            for i, p in sorted(data, key=lambda x: (((x[1][2] - base) & 0xFFFFFFFF), x[0])):
-                start = (p[2] - base) & 0xFFFFFFFF
-                if start > pos:
-                    break
-                chunk = p[3][pos - start :]
-                if chunk:
-                    segs.append((i, p[0], is_orig, chunk))
-                    pos += len(chunk)
-        segs.sort(key=lambda s: s[0])
+    for key, segs in tcp_streams(path, (21,)).items():
         dec = FtpDecoder()
         recs: list[dict[str, Any]] = []
         try:
-            for _, ts, is_orig, chunk in segs:
+            for ts, is_orig, chunk in segs:
                 recs += dec.feed(is_orig, chunk, ts)
         except DecodeError as e:  # reported by the corpus test, never expected here
             recs.append({"decode_error": e.name})
         recs += dec.close(0.0)
         result[key] = (recs, dec)
     return result
-
-
 
 
 def _opt(v: str) -> str | None:

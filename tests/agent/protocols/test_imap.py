@@ -9,8 +9,17 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol_streams import Seg, b64, client_line, feed_split, one_mailbox_record, server_lines, state_of
-from test_pop3 import Key, tcp_streams
+from protocol_streams import (
+    Key,
+    Seg,
+    b64,
+    client_line,
+    feed_split,
+    one_mailbox_record,
+    server_lines,
+    state_of,
+    tcp_streams,
+)
 
 from agent.decode.errors import DecodeError
 from agent.protocols.imap import MAX_CMD_LINE, MAX_COMMANDS, MAX_RESP_LINE, ImapDecoder

@@ -9,12 +9,20 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol_streams import Seg, b64, client_line, feed_split, one_mailbox_record, server_lines, state_of
-from test_smtp import _tcp_packets
+from protocol_streams import (
+    Key,
+    Seg,
+    b64,
+    client_line,
+    feed_split,
+    one_mailbox_record,
+    server_lines,
+    state_of,
+    tcp_streams,
+)
 
 from agent.decode.errors import DecodeError
 from agent.protocols.pop3 import MAX_CMD_LINE, MAX_COMMANDS, MAX_REPLY_LINE, Pop3Decoder, SaslExchange
-from wire.addresses import ip_from_packed
 
 C, S = True, False
 SECRET = "s3cr3t-Pa55"
@@ -367,47 +375,6 @@ def test_random_sessions_split_invariant(segs: list[Seg], seed: int) -> None:
 
 # --- corpus captures -------------------------------------------------------
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"  # ../shared, by path
-Key = tuple[str, int, str, int]
-
-
-def tcp_streams(path: Path, ports: tuple[int, ...]) -> dict[Key, list[tuple[float, bool, bytes]]]:
-    """The TCP connections to `ports`: each direction put in seq order (stopping at a gap),
-    the pieces interleaved in capture order, as the flow table would feed them."""
-    import dpkt
-
-    conns: dict[Key, list[tuple[int, float, bool, int, bytes, bool]]] = {}
-    for n, (ts, ip) in enumerate(_tcp_packets(path)):
-        tcp = ip.data
-        if tcp.dport not in ports and tcp.sport not in ports:
-            continue
-        is_orig = tcp.dport in ports
-        a, b = (ip_from_packed(ip.src), tcp.sport), (ip_from_packed(ip.dst), tcp.dport)
-        key = a + b if is_orig else b + a
-        conns.setdefault(key, []).append(
-            (n, ts, is_orig, tcp.seq, bytes(tcp.data), bool(tcp.flags & dpkt.tcp.TH_SYN))
-        )
-    out: dict[Key, list[tuple[float, bool, bytes]]] = {}
-    for key, pkts in conns.items():
-        segs: list[tuple[int, float, bool, bytes]] = []
-        for d in (True, False):
-            mine = [p for p in pkts if p[2] == d]
-            isn = next((p[3] for p in mine if p[5]), None)
-            data = [p for p in mine if p[4]]
-            if not data:
-                continue
-            base = (isn + 1) & 0xFFFFFFFF if isn is not None else min(p[3] for p in data)
-            pos = 0
-            for p in sorted(data, key=lambda p: ((p[3] - base) & 0xFFFFFFFF, p[0])):
-                start = (p[3] - base) & 0xFFFFFFFF
-                if start > pos:
-                    break  # gap: stop this direction
-                chunk = p[4][pos - start :]
-                if chunk:
-                    segs.append((p[0], p[1], d, chunk))
-                    pos += len(chunk)
-        segs.sort(key=lambda x: x[0])
-        out[key] = [(ts, d, chunk) for _, ts, d, chunk in segs]
-    return out
 
 
 def decode_capture(path: Path) -> dict[Key, tuple[list[dict[str, Any]], Pop3Decoder]]:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol_streams import Seg, feed_split, state_of, zeek_rows
+from protocol_streams import Seg, feed_split, state_of, tcp_streams, zeek_rows
 
 from agent.decode.errors import DecodeError
 from agent.protocols.smtp import BODY_KEEP, SmtpDecoder, decode_rfc2047
-from wire.addresses import ip_from_packed
 
 C, S = True, False
 
@@ -357,79 +355,20 @@ CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"  # ../
 FIELDS = ["helo", "mailfrom", "rcptto", "from", "to", "cc", "subject", "tls"]
 
 
-def _tcp_packets(path: Path) -> Iterator[tuple[float, Any]]:
-    import dpkt
-
-    with path.open("rb") as f:
-        try:
-            rd: Any = dpkt.pcap.Reader(f)
-        except ValueError:
-            f.seek(0)
-            rd = dpkt.pcapng.Reader(f)
-        dl = rd.datalink()
-        for ts, buf in rd:
-            try:
-                if dl == 1:
-                    ip = dpkt.ethernet.Ethernet(buf).data
-                elif dl == 113:
-                    ip = dpkt.sll.SLL(buf).data
-                elif dl == 0:
-                    ip = dpkt.loopback.Loopback(buf).data
-                else:
-                    ip = dpkt.ip.IP(buf) if buf[0] >> 4 == 4 else dpkt.ip6.IP6(buf)
-            except (dpkt.UnpackError, IndexError):
-                continue
-            if isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) and isinstance(ip.data, dpkt.tcp.TCP):
-                yield float(ts), ip
-
-
-
-
 def _decode_pcap(path: Path) -> list[dict[str, Any]]:
-    """Per connection (responder = port 25/587): each direction ordered by seq, fed in capture order."""
-    import dpkt
-
-    conns: dict[tuple[Any, ...], list[tuple[int, float, bool, int, bytes, bool]]] = {}
-    for n, (ts, ip) in enumerate(_tcp_packets(path)):
-        tcp = ip.data
-        is_orig = tcp.dport in (25, 587, 2525) or tcp.sport not in (25, 587, 2525)
-        a, b = (ip_from_packed(ip.src), tcp.sport), (ip_from_packed(ip.dst), tcp.dport)
-        key = a + b if is_orig else b + a
-        conns.setdefault(key, []).append(
-            (n, ts, is_orig, tcp.seq, bytes(tcp.data), bool(tcp.flags & dpkt.tcp.TH_SYN))
-        )
+    """Every SMTP connection (responder port 25/587/2525), each fed as the flow table would."""
     out: list[dict[str, Any]] = []
-    for pkts in conns.values():
-        segs: list[tuple[int, float, bool, bytes]] = []
-        for d in (True, False):
-            mine = [p for p in pkts if p[2] == d]
-            isn = next((p[3] for p in mine if p[5]), None)
-            data = [p for p in mine if p[4]]
-            if not data:
-                continue
-            base = (isn + 1) & 0xFFFFFFFF if isn is not None else min(p[3] for p in data)
-            pos = 0
-            for p in sorted(data, key=lambda p: ((p[3] - base) & 0xFFFFFFFF, p[0])):
-                start = (p[3] - base) & 0xFFFFFFFF
-                if start > pos:
-                    break  # gap: stop this direction
-                chunk = p[4][pos - start :]
-                if chunk:
-                    segs.append((p[0], p[1], d, chunk))
-                    pos += len(chunk)
-        segs.sort(key=lambda s: s[0])
+    for segs in tcp_streams(path, (25, 587, 2525)).values():
         dec = SmtpDecoder()
         recs: list[dict[str, Any]] = []
         try:
-            for _, ts, d, chunk in segs:
+            for ts, d, chunk in segs:
                 recs += dec.feed(d, chunk, ts)
         except DecodeError:
             pass
         recs += dec.close(0.0)
         out += recs
     return out
-
-
 
 
 def _norm(f: str, v: Any) -> Any:
