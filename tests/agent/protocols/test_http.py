@@ -5,14 +5,13 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from protocol_streams import Seg, feed_split, state_of, zeek_rows
+from protocol_streams import Seg, feed_split, state_of, tcp_packets, zeek_rows
 
 from agent.decode.errors import DecodeError
 from agent.protocols.http import BODY_KEEP, HttpDecoder
@@ -338,33 +337,6 @@ FIELDS = [
 ]
 
 
-def _ip_packets(path: Path) -> Iterator[tuple[float, Any]]:
-    import dpkt
-
-    with path.open("rb") as f:
-        try:
-            rd: Any = dpkt.pcap.Reader(f)
-        except ValueError:
-            f.seek(0)
-            rd = dpkt.pcapng.Reader(f)
-        dl = rd.datalink()
-        for ts, buf in rd:
-            try:
-                if dl == 1:
-                    eth = dpkt.ethernet.Ethernet(buf)
-                    ip = eth.data
-                elif dl in (12, 14, 101, 228, 229):
-                    ip = dpkt.ip.IP(buf) if buf[0] >> 4 == 4 else dpkt.ip6.IP6(buf)
-                elif dl == 113:
-                    ip = dpkt.sll.SLL(buf).data
-                else:
-                    continue
-            except (dpkt.UnpackError, IndexError):
-                continue
-            if isinstance(ip, dpkt.ip.IP | dpkt.ip6.IP6) and isinstance(ip.data, dpkt.tcp.TCP):
-                yield float(ts), ip
-
-
 def _addr(ip: Any, src: bool) -> str:
     return ip_from_packed(ip.src if src else ip.dst)
 
@@ -372,7 +344,7 @@ def _addr(ip: Any, src: bool) -> str:
 def _decode_pcap(path: Path) -> dict[tuple[str, int, str, int, int], dict[str, Any]]:
     """Per connection: reassemble both directions (sort by seq, drop overlaps, stop at gaps)."""
     conns: dict[tuple[str, int, str, int], list[tuple[float, bool, int, bytes, bool]]] = {}
-    for ts, ip in _ip_packets(path):
+    for ts, ip in tcp_packets(path):
         tcp = ip.data
         a, b = (_addr(ip, True), tcp.sport), (_addr(ip, False), tcp.dport)
         syn_only = bool(tcp.flags & dpkt_flags()["SYN"]) and not tcp.flags & dpkt_flags()["ACK"]
