@@ -88,14 +88,14 @@ class FlowApp:
         self.pending: list[tuple[Side, str, int | bytes, float]] = []
         self.passive = False  # nothing more to feed; only `close` is left
         self.stopped = False  # a DecodeError ended decoding
-        # Read by the flow table's fast path, so that most packets of an inspected flow cost no
-        # call here: `holes` (out-of-order data is buffered: a pure ACK may reveal a gap, so
-        # ACKs must come to us), and `quiet_o`/`quiet_r`, in-order bytes of each direction the
-        # fast path may count by itself (inside a skip window), decremented as it does;
-        # `quiet_given_*` is what was granted, so the difference is what it took.
         self.finishes = False  # the decoder has a `finished` property (TLS: done after the hellos)
         self.watch = False  # a mail decoder that may switch to TLS, or FTP announcing data channels
         self.flip_check = False  # DNS over UDP: the first datagram decides who the originator is
+        # Read by the flow table's fast path, so that most packets of an inspected flow cost no
+        # call here: `holes` (out-of-order data is buffered: a pure ACK may reveal a gap, so
+        # ACKs must come to us), and `quiet_o`/`quiet_r`, in-order bytes of each direction the
+        # fast path may count by itself (inside a skip window) through `absorb`;
+        # `quiet_given_*` is what was granted, so the difference is what it took.
         self.holes = False
         self.quiet_o = self.quiet_r = 0
         self.quiet_given_o = self.quiet_given_r = 0
@@ -104,6 +104,21 @@ class FlowApp:
         # a decoder that can say which bytes it only counts (HTTP): its `skippable` and `skip`
         self.skippable: Callable[[bool], int] | None = None
         self.skip: Callable[[bool, int, float], list[Record]] | None = None
+
+
+    def absorb(self, fwd: bool, plen: int) -> bool:
+        """The fast path's question for an in-order segment of `plen` bytes from the side that was
+        the originator (`fwd`) or the other: does it fall inside a quiet window? Then it is counted
+        here and needs no inspector call. The segment that reaches a window's end is not
+        absorbed, so records come out at the same packet as on the general path."""
+        if fwd:
+            if self.quiet_o > plen:
+                self.quiet_o -= plen
+                return True
+        elif self.quiet_r > plen:
+            self.quiet_r -= plen
+            return True
+        return False
 
 
 class Inspector:

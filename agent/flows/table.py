@@ -401,14 +401,7 @@ class FlowTable:
                 # ACKs while no out-of-order data waits, cost no call (see FlowApp); the packet
                 # that reaches a window's end goes to it, so records come out at the same packet
                 if plen:
-                    if ep is app.side_o:
-                        if app.quiet_o > plen:
-                            app.quiet_o -= plen
-                        else:
-                            self.inspector.tcp(f, ep, ts, offflags & 0xFF, seq, ack, payload)
-                    elif app.quiet_r > plen:
-                        app.quiet_r -= plen
-                    else:
+                    if not app.absorb(ep is app.side_o, plen):
                         self.inspector.tcp(f, ep, ts, offflags & 0xFF, seq, ack, payload)
                 elif app.holes:
                     self.inspector.tcp(f, ep, ts, offflags & 0xFF, seq, ack, b"")
