@@ -161,9 +161,9 @@ _Interface = tuple[int, int, int, int]
 class PcapRegion:
     """The unread records of a classic pcap file, for a consumer that parses them in place.
 
-    The flow table's fused loop (`FlowTable.process_pcap`) reads record headers
-    and frames straight out of the map, so a packet on its fast path is never
-    copied into a `bytes` object or wrapped in a tuple. It consumes complete,
+    The flow table's loop (`FlowTable.process_pcap`) reads record headers and
+    frames from megabyte copies of the map, so a packet on its fast path is
+    never sliced into a `bytes` object of its own or wrapped in a tuple. It consumes complete,
     sane records only and reports how far it got with `CaptureFile.consumed`;
     `batches()` then resumes there, so damage at the end of a file is found and
     reported exactly as usual.

@@ -12,9 +12,10 @@ How (DESIGN.md data path step 3):
   flow to the side (direction) of its `Flow` that sends with that key, so
   every packet finds its flow and direction with one lookup;
 - a fast path (`_fast`, fed by `process_batch` or, for classic pcap files,
-  by `process_pcap` straight out of the file's map) handles untagged IPv4
-  packets of established TCP connections and known UDP flows with one
-  unpack and one lookup in a second dict keyed by the 12 wire bytes of
+  by `process_pcap` from megabyte copies of the file's map) handles untagged
+  IPv4 packets of established TCP connections and known UDP flows with a few
+  machine loads when compiled (`librt.strings`; one struct unpack when
+  interpreted) and one lookup in a second dict keyed by the 12 wire bytes of
   addresses and ports; everything else takes the general path, and both
   give identical records (tested);
 - the originator is the sender of the SYN, else of the first packet, unless
@@ -41,11 +42,12 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import mmap
 import struct
 from binascii import b2a_base64
 from collections.abc import Callable
 from typing import Any, Final, cast
+
+from librt.strings import read_i16_be, read_i32_be, read_i32_le
 
 from agent.capture.pcapfile import PcapRegion
 from agent.decode.packet import Packet
@@ -84,9 +86,9 @@ _TCP_HDR: Final = struct.Struct("!HHIIHH")
 # addresses and ports as one 12-byte flow key (bytes 26-37), then TCP's seq, ack, offset/flags
 # and window.
 _FAST_HDR: Final = struct.Struct("!12xIH2xHxB2x12sIIHH")
-# A little-endian pcap record header followed by the fields of _FAST_HDR read little-endian too
-# (see FlowTable.process_pcap).
-_REC_FAST_LE: Final = struct.Struct("<IIII12xIH2xHxB2x12sIIHH")
+# bytes of a capture file copied out of its map at a time for `process_pcap`: big enough that the
+# copy costs nothing per packet, small enough to stay in the CPU's caches
+READ_CHUNK: Final = 1 << 20
 _PORTS: Final = struct.Struct("!HH")
 _UDP_LEN: Final = struct.Struct("!H")
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
@@ -174,7 +176,6 @@ class FlowTable:
         # records must be identical either way (the tests compare them)
         self.fast_path = fast_path
         self._unpack_fast = _FAST_HDR.unpack_from  # bound once: no method lookup per packet
-        self._unpack_rec_fast_le = _REC_FAST_LE.unpack_from
         # both directions' keys -> the side that sends packets with that key
         self.flows: dict[tuple[Any, ...], Side] = {}
         # the same for untagged IPv4 TCP and UDP, keyed by the 12 wire bytes src, dst, sport, dport
@@ -233,18 +234,21 @@ class FlowTable:
 
     def process_pcap(self, region: PcapRegion, decode: Callable[[float, int, bytes], Packet | None],
                      max_packets: int) -> tuple[int, int, int, int, float | None, float | None]:
-        """Run up to `max_packets` records of a classic pcap file through the table, in place.
+        """Run up to `max_packets` records of a classic pcap file through the table.
 
-        Frames on the fast path are parsed inside the file's map, never copied;
-        the others are sliced out for the general decoder. Stops before the
+        The file's map is copied out `READ_CHUNK` bytes at a time into a `bytes`
+        object, which the compiled fast path reads with single machine loads
+        (`librt.strings`); a frame on the fast path is never sliced out on its
+        own. The others are sliced for the general decoder. Stops before the
         first record that is incomplete or implausible, leaving it to the
         reader to report. Returns (offset reached, packets, frame bytes,
         snapped records, first and last timestamp).
         """
-        buf = region.buf
+        mm = region.buf
         end = region.end
         linktype = region.linktype
         rec = region.record.unpack_from
+        little = region.record.format.startswith("<")
         # float division of the exact integers: the same correctly rounded value as libpcap's
         # sec + usec / 1e6 and as the reader's int / int, at a fraction of the cost
         div = float(region.ts_divisor)
@@ -260,34 +264,34 @@ class FlowTable:
         frac: int
         caplen: int
         wirelen: int
-        # Little-endian files (nearly all), compiled: one unpack reads the record header and the
-        # fast path's header fields together; the big-endian network fields come out byte-swapped
-        # and are swapped back with integer operations, cheaper than a second unpack call there.
-        # Interpreted, the swaps cost more than the unpack they save (both measured with callgrind).
-        use_both = use_fast and COMPILED and region.record.format.startswith("<")
-        both = self._unpack_rec_fast_le
-        head: int
-        tot: int
-        frag: int
-        proto: int
-        seq: int
-        ack: int
-        offflags: int
-        win: int
-        key: bytes
+        chunk = b""  # mm[base:base + len(chunk)]
+        base = off
+        clen = 0
         while n < max_packets:
             if off + 16 > end:
                 break
-            fields = use_both and off + _REC_FAST_LE.size <= end
-            if fields:
-                (sec, frac, caplen, wirelen, head, tot, frag, proto, key, seq, ack, offflags,
-                 win) = both(buf, off)
+            lo = off - base
+            if lo + 16 > clen:
+                chunk = mm[off:off + READ_CHUNK]
+                base = off
+                lo = 0
+                clen = len(chunk)
+            if little and COMPILED:
+                sec = int(read_i32_le(chunk, lo)) & 0xFFFFFFFF
+                frac = int(read_i32_le(chunk, lo + 4)) & 0xFFFFFFFF
+                caplen = int(read_i32_le(chunk, lo + 8)) & 0xFFFFFFFF
+                wirelen = int(read_i32_le(chunk, lo + 12)) & 0xFFFFFFFF
             else:
-                sec, frac, caplen, wirelen = rec(buf, off)
-            p = off + 16
-            nxt = p + caplen
+                sec, frac, caplen, wirelen = rec(chunk, lo)
+            nxt = off + 16 + caplen
             if nxt > end or caplen > max_caplen:
                 break
+            if lo + 16 + caplen > clen:  # the record runs past the copy: copy again from it
+                chunk = mm[off:off + max(READ_CHUNK, 16 + caplen)]
+                base = off
+                lo = 0
+                clen = len(chunk)
+            p = lo + 16
             ts = sec + frac / div
             if first_ts is None:
                 first_ts = ts
@@ -299,23 +303,14 @@ class FlowTable:
             if caplen < wirelen:
                 snapped += 1
             off = nxt
-            if fields:
-                # byte swaps written out: a function call per field would cost more than the swap
-                if caplen >= 54 and self._fast_fields(
-                        ts, head & 0xFFFFFF == 0x450008, ((tot & 0xFF) << 8) | (tot >> 8),
-                        ((frag & 0xFF) << 8) | (frag >> 8), proto, key,
-                        ((seq & 0xFF) << 24) | ((seq & 0xFF00) << 8) | ((seq >> 8) & 0xFF00) | (seq >> 24),
-                        ((ack & 0xFF) << 24) | ((ack & 0xFF00) << 8) | ((ack >> 8) & 0xFF00) | (ack >> 24),
-                        ((offflags & 0xFF) << 8) | (offflags >> 8), win, caplen, buf, p):
-                    continue
-            elif use_fast and self._fast(ts, buf, p, caplen):
+            if use_fast and self._fast(ts, chunk, p, caplen):
                 continue
-            pkt = decode(ts, linktype, buf[p:nxt])
+            pkt = decode(ts, linktype, chunk[p:p + caplen])
             if pkt is not None:
                 slow(ts, pkt)
         return off, n, nbytes, snapped, first_ts, (ts if n else None)
 
-    def _fast(self, ts: float, buf: bytes | mmap.mmap, p: int, caplen: int) -> bool:
+    def _fast(self, ts: float, buf: bytes, p: int, caplen: int) -> bool:
         """The fast path for one Ethernet frame at `buf[p:p + caplen]`; False when it is not for it.
 
         It takes, without the general decoder, the packets that are almost all
@@ -330,7 +325,6 @@ class FlowTable:
         if caplen < 54:
             return False
         # typed locals: compiled with mypyc these become machine integers
-        head: int
         tot: int
         frag: int
         proto: int
@@ -339,15 +333,29 @@ class FlowTable:
         offflags: int
         win: int
         key: bytes
+        if COMPILED:
+            # compiled, each librt read is one load and a byte swap: far cheaper than a struct
+            # unpack's tuple of boxed integers (interpreted, the one unpack call is cheaper)
+            if int(read_i32_be(buf, p + 12)) & 0xFFFFFF00 != 0x08004500:
+                return False  # not IPv4 without options (Ethernet type, version and IHL)
+            tot = int(read_i16_be(buf, p + 16)) & 0xFFFF
+            frag = int(read_i16_be(buf, p + 20)) & 0xFFFF
+            proto = buf[p + 23]
+            key = buf[p + 26:p + 38]
+            seq = int(read_i32_be(buf, p + 38)) & 0xFFFFFFFF
+            ack = int(read_i32_be(buf, p + 42)) & 0xFFFFFFFF
+            offflags = int(read_i16_be(buf, p + 46)) & 0xFFFF
+            win = int(read_i16_be(buf, p + 48)) & 0xFFFF
+            return self._fast_fields(ts, True, tot, frag, proto, key, seq, ack, offflags, win, caplen, buf, p)
+        head: int
         head, tot, frag, proto, key, seq, ack, offflags, win = self._unpack_fast(buf, p)
         return self._fast_fields(ts, head >> 8 == 0x080045, tot, frag, proto, key, seq, ack, offflags, win,
                                  caplen, buf, p)
 
     def _fast_fields(self, ts: float, plain_ipv4: bool, tot: int, frag: int, proto: int, key: bytes,
-                     seq: int, ack: int, offflags: int, win: int, caplen: int, buf: bytes | mmap.mmap,
+                     seq: int, ack: int, offflags: int, win: int, caplen: int, buf: bytes,
                      p: int) -> bool:
-        """`_fast` once the header fields are read (by `_fast`, or by `process_pcap` together with
-        the record header)."""
+        """`_fast` once the header fields are read."""
         if not plain_ipv4 or frag & 0x3FFF or tot + 14 > caplen:
             return False
         if proto == 6:
@@ -367,14 +375,18 @@ class FlowTable:
             if d2 >= 0x80000000 or not ack:
                 return False
             app = f.app
-            payload: bytes
+            # the payload is copied out of the capture only for a reader: the content probe, or
+            # a decoder outside its quiet windows (a passive flow's bulk data is only counted)
+            if app is not None and (app.passive or self.inspector is None):
+                app = None
+            payload: bytes = b""
             if plen:
+                if app is not None and app.absorb(ep is app.side_o, plen):
+                    app = None  # counted in a quiet window: no call
                 if f.probing or app is not None:
                     payload = bytes(buf[p + 34 + thl:p + 14 + tot])
                     if f.probing:
                         self._probe_tcp(f, ep is f.orig, payload)
-                else:
-                    payload = b""
                 # in-order data, no hole: the sequence space and the contiguous point advance together
                 ep.last += plen
                 ep.contig += plen
@@ -396,15 +408,11 @@ class FlowTable:
                         peer.trim = rel_ack
                     else:
                         T.ack_received(f, peer, rel_ack)
-            if app is not None and not app.passive and self.inspector is not None:
-                # the inspector's quiet windows: in-order bytes it only needs counted, and pure
-                # ACKs while no out-of-order data waits, cost no call (see FlowApp); the packet
-                # that reaches a window's end goes to it, so records come out at the same packet
-                if plen:
-                    if not app.absorb(ep is app.side_o, plen):
-                        self.inspector.tcp(f, ep, ts, offflags & 0xFF, seq, ack, payload)
-                elif app.holes:
-                    self.inspector.tcp(f, ep, ts, offflags & 0xFF, seq, ack, b"")
+            # the inspector's quiet windows: in-order bytes it only needs counted (absorbed above),
+            # and pure ACKs while no out-of-order data waits, cost no call (see FlowApp); the
+            # packet that reaches a window's end goes to it, so records come out at the same packet
+            if app is not None and (plen or app.holes):
+                cast(Inspector, self.inspector).tcp(f, ep, ts, offflags & 0xFF, seq, ack, payload)
             return True
         if proto == 17:
             side = self.fast_udp.get(key)

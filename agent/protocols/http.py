@@ -61,6 +61,10 @@ UNTIL_CLOSE_SKIP: Final = 1 << 40  # "the rest of the stream": a reply body that
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _WS = (32, 9)  # space, tab: a field line starting with one continues the previous (obs-fold)
 _TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# field names already seen as they were written -> lower-cased: a gateway sees the same few dozen
+# names in every message, and one dict lookup costs less than checking and lower-casing each time
+_NAMES: dict[bytes, bytes] = {}
+MAX_KNOWN_NAMES: Final = 4096  # bounded: names are attacker-chosen
 _HEX = re.compile(rb"[0-9A-Fa-f]+\Z")
 _VERSION = re.compile(rb"HTTP/(\d)\.(\d)\Z")
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+[ \t]")  # a token, then white space (RFC 9112 §3)
@@ -217,10 +221,17 @@ def _field(line: bytes) -> list[bytes] | None:
     when it is none: no colon, or a name that is not a token (white space before the colon is
     tolerated, as Zeek does)."""
     name, sep, value = line.partition(b":")
-    name = name.rstrip(b" \t")
-    if not sep or not name or name.translate(None, _TOKEN_CHARS):  # a token: nothing else is left
+    if not sep:
         return None
-    return [name.lower(), value.strip(b" \t")]
+    low = _NAMES.get(name)
+    if low is None:
+        bare = name.rstrip(b" \t")
+        if not bare or bare.translate(None, _TOKEN_CHARS):  # a token: nothing else is left
+            return None
+        low = bare.lower()
+        if len(_NAMES) < MAX_KNOWN_NAMES:
+            _NAMES[name] = low
+    return [low, value.strip(b" \t")]
 
 
 def _media_type(value: bytes) -> str:
