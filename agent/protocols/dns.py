@@ -37,8 +37,9 @@ Design
 
 from __future__ import annotations
 
-import struct
 from typing import Final
+
+from librt.strings import read_i16_be, read_i32_be
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
@@ -88,6 +89,10 @@ RCODES: dict[int, str] = {
     20: "BADNAME", 21: "BADALG", 22: "BADTRUNC",
 }
 # fmt: on
+
+
+def _u16(b: bytes, pos: int) -> int:
+    return int(read_i16_be(b, pos)) & 0xFFFF
 
 
 def qtype_name(qtype: int) -> str:
@@ -211,7 +216,7 @@ def render_rdata(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> 
         return " ".join(f"{kind} {len(s)} {wire_text(s)}" for s in _char_strings(rdata))
     if rtype == 46:  # RRSIG
         _need(rdata, 19, "RRSIG")
-        type_covered = struct.unpack_from("!H", rdata)[0]
+        type_covered = _u16(rdata, 0)
         signer = read_name(msg, start + 18)[0]
         return f"RRSIG {type_covered} {signer}"
     if rtype == 48:  # DNSKEY
@@ -243,7 +248,13 @@ def render_rdata(msg: bytes, rtype: int, start: int, rdlen: int, owner: str) -> 
 def parse_message(msg: bytes) -> _Message:
     if len(msg) < HEADER_LEN:
         raise DecodeError("DNS_truncated_len_lt_hdr_len", f"{len(msg)} octets")
-    tid, flags, qd, an, ns, ar = struct.unpack_from("!6H", msg)
+    # librt reads: compiled, each is a machine load (a struct unpack builds a tuple of objects)
+    tid = _u16(msg, 0)
+    flags = _u16(msg, 2)
+    qd = _u16(msg, 4)
+    an = _u16(msg, 6)
+    ns = _u16(msg, 8)
+    ar = _u16(msg, 10)
     m = _Message(
         trans_id=tid,
         qr=bool(flags & 0x8000),
@@ -264,7 +275,8 @@ def parse_message(msg: bytes) -> _Message:
         name, pos = read_name(msg, pos)
         if pos + 4 > len(msg):
             raise DecodeError("DNS_truncated_quest_too_short", f"question at {pos}")
-        qtype, qclass = struct.unpack_from("!HH", msg, pos)
+        qtype = _u16(msg, pos)
+        qclass = _u16(msg, pos + 2)
         pos += 4
         if m.question is None:
             m.question = (name, qtype, qclass)
@@ -274,7 +286,9 @@ def parse_message(msg: bytes) -> _Message:
         owner, pos = read_name(msg, pos)
         if pos + 10 > len(msg):
             raise DecodeError("DNS_truncated_ans_too_short", f"RR at {pos}")
-        rtype, _rclass, ttl, rdlen = struct.unpack_from("!HHIH", msg, pos)
+        rtype = _u16(msg, pos)
+        ttl = int(read_i32_be(msg, pos + 4)) & 0xFFFFFFFF
+        rdlen = _u16(msg, pos + 8)
         pos += 10
         if pos + rdlen > len(msg):
             raise DecodeError("DNS_truncated_RR_rdlength_lt_len", f"rdlength {rdlen} > {len(msg) - pos}")
