@@ -33,15 +33,16 @@ def _ip_text(b: bytes | None) -> str | None:
 class Pipeline:
     def __init__(self, sink: Sink, *, max_flows: int = DEFAULT_MAX_FLOWS,
                  uid_seed: bytes = b"edgeaudit", fast_path: bool = True, decoders: bool = True,
-                 depth: int = DEFAULT_DEPTH, roster: Roster | None = None) -> None:
+                 depth: int = DEFAULT_DEPTH, roster: Roster | None = None, keep_bodies: bool = False) -> None:
         self.sink = sink
         self.decoder = Decoder()
-        # decoders=False: sessions only (the agent-core benchmark's configuration)
+        # decoders=False: sessions only (the agent-core benchmark's configuration);
+        # keep_bodies: a content filter reads message bodies, so decoders keep a prefix of each
         self.inspector: Inspector | None = None
         self.identity: IdentityTable | None = None
         self.pppoe: PppoeDecoder | None = None
         if decoders:
-            self.inspector = Inspector(depth=depth, dhcp=DhcpTracker(extras=True))
+            self.inspector = Inspector(depth=depth, dhcp=DhcpTracker(extras=True), keep_bodies=keep_bodies)
             self.pppoe = self.decoder.pppoe = PppoeDecoder()
             self.identity = IdentityTable(roster=roster)
         self.table = FlowTable(max_flows=max_flows, uid_seed=uid_seed,

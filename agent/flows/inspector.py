@@ -21,6 +21,9 @@ whose payload is still of interest (DESIGN.md data path steps 3-4):
   accepted PORT/EPRT) are remembered for a while; a new TCP connection to
   such an address and port gets the service `ftp-data` (Zeek's
   `ftp_data_expected`) and is not inspected.
+- Message bodies: decoders keep a prefix of each body only when a content
+  filter reads them (`keep_bodies`); otherwise an HTTP body is only counted,
+  and the flow table's fast path counts it without calling the decoder.
 - Records from decoders get the flow id fields (uid, proto, addresses,
   ports, VLANs) here. A `DecodeError` becomes a `weird` record for the flow
   and ends decoding of that flow (after a last `close` to flush what the
@@ -123,10 +126,13 @@ class FlowApp:
 
 class Inspector:
     def __init__(self, *, depth: int = DEFAULT_DEPTH, max_buffered: int = 65536, max_segments: int = 64,
-                 dhcp: DhcpTracker | None = None) -> None:
+                 dhcp: DhcpTracker | None = None, keep_bodies: bool = False) -> None:
         if depth < 0:
             raise ValueError("inspection depth must be >= 0")
         self.depth = depth
+        # a content filter reads message bodies (issue 4): decoders keep a prefix of each;
+        # without one they only count body bytes, and the fast path skips them
+        self.keep_bodies = keep_bodies
         self.max_buffered = max_buffered
         self.max_segments = max_segments
         self.dhcp = dhcp
@@ -321,7 +327,7 @@ class Inspector:
     # -- internals -----------------------------------------------------------------
     def _attach(self, f: Flow, app: FlowApp, ts: float) -> StreamDecoder | None:
         svc = f.service
-        factory = decoder_factory(svc, "tcp") if svc is not None else None
+        factory = decoder_factory(svc, "tcp", self.keep_bodies) if svc is not None else None
         if factory is None:
             self._drop(f, app)
             return None

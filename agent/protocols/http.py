@@ -87,10 +87,11 @@ def _text(b: bytes) -> str:
 
 
 class _Body:
-    """Counts decoded body bytes; keeps only the first BODY_KEEP of them."""
+    """Counts decoded body bytes; keeps only the first `keep` of them."""
 
-    def __init__(self, coding: str | None) -> None:
+    def __init__(self, coding: str | None, keep: int) -> None:
         self.length = 0
+        self.keep = keep
         self.kept = bytearray()
         self._coding = coding
         self._z: zlib._Decompress | None = None
@@ -106,7 +107,7 @@ class _Body:
 
     def _out(self, data: bytes) -> None:
         self.length += len(data)
-        room = BODY_KEEP - len(self.kept)
+        room = self.keep - len(self.kept)
         if room > 0:
             self.kept += data[:room]
 
@@ -243,7 +244,10 @@ class HttpDecoder:
 
     name = "http"
 
-    def __init__(self) -> None:
+    def __init__(self, body_keep: int = BODY_KEEP) -> None:
+        """`body_keep`: decoded bytes of each body kept for a content filter (`last_request_body`,
+        `last_response_body`); 0 when none scans them, so bodies are only counted."""
+        self._body_keep = body_keep
         self._orig = _Dir(True)
         self._resp = _Dir(False)
         self._pending: deque[_Txn] = deque()
@@ -292,12 +296,12 @@ class HttpDecoder:
 
         That is the rest of a Content-Length body or of the current chunk (or of
         a reply read until the connection closes) without a content coding,
-        once `BODY_KEEP` bytes of it are kept: its decoded length is its raw
+        once its kept prefix is complete: its decoded length is its raw
         length, and the framing resumes right after it.
         """
         d = self._orig if is_orig else self._resp
         body = d.body
-        if d.buf or body is None or body.coded or len(body.kept) < BODY_KEEP:
+        if d.buf or body is None or body.coded or len(body.kept) < body.keep:
             return 0
         if d.state in (_BODY_LEN, _CHUNK_DATA):
             return d.remaining
@@ -530,7 +534,7 @@ class HttpDecoder:
             txn = self._pending[0]  # HTTP/0.9 reply: no status line, all body (Zeek: 0 "<empty>")
             txn.version, txn.status_code, txn.status_msg = "0.9", 0, "<empty>"
             d.txn = txn
-            d.body = _Body(None)
+            d.body = _Body(None, self._body_keep)
             d.body.write(line + b"\r\n")  # approximation: the line end was CRLF
             d.state = _UNTIL_CLOSE
             return
@@ -598,7 +602,7 @@ class HttpDecoder:
             txn.req_content_type = ctype
         else:
             txn.resp_content_type = ctype
-        d.body = _Body(self._coding(hdr.get(b"content-encoding")))
+        d.body = _Body(self._coding(hdr.get(b"content-encoding")), self._body_keep)
         te = hdr.get(b"transfer-encoding")
         codings = [c.strip().lower() for c in te.split(b",")] if te is not None else []
         codings = [c for c in codings if c]

@@ -30,24 +30,35 @@ _TABLE: dict[tuple[str, str], tuple[str, str, tuple[object, ...]]] = {
     ("radius", "udp"): ("agent.protocols.radius", "RadiusDecoder", ()),
 }
 
+# decoders that keep a prefix of each message body for a content filter (`body_keep`)
+_BODY_KEEPERS = frozenset({("http", "tcp")})
+
 # services whose STARTTLS (or STLS) hands the rest of the connection to TLS
 STARTTLS_SERVICES = frozenset({"smtp", "pop3", "imap"})
 
-_cache: dict[tuple[str, str], Factory | None] = {}
+_cache: dict[tuple[str, str, bool], Factory | None] = {}
 
 
-def decoder_factory(service: str, transport: str) -> Factory | None:
-    """The constructor of the decoder for `service` over `transport` ("tcp"/"udp"), or None."""
-    key = (service, transport)
+def decoder_factory(service: str, transport: str, keep_bodies: bool = True) -> Factory | None:
+    """The constructor of the decoder for `service` over `transport` ("tcp"/"udp"), or None.
+
+    `keep_bodies`: False when no content filter reads message bodies; decoders that would
+    keep a prefix of each body for one (HTTP) then only count body bytes, which lets the
+    inspector skip them.
+    """
+    key = (service, transport, keep_bodies)
     if key in _cache:
         return _cache[key]
-    entry = _TABLE.get(key)
+    entry = _TABLE.get((service, transport))
     factory: Factory | None = None
     if entry is not None:
         module, cls_name, args = entry
         cls = getattr(importlib.import_module(module), cls_name)
         # the class itself, or a C-level partial: no Python-level wrapper call per connection
-        factory = cls if not args else functools.partial(cls, *args)
+        if not keep_bodies and (service, transport) in _BODY_KEEPERS:
+            factory = functools.partial(cls, *args, body_keep=0)
+        else:
+            factory = cls if not args else functools.partial(cls, *args)
     _cache[key] = factory
     return factory
 

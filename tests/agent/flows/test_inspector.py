@@ -25,6 +25,8 @@ import pytest
 from tcp_frames import Conn, udp_frame
 
 from agent.pipeline import Pipeline
+from agent.protocols.http import BODY_KEEP, HttpDecoder
+from agent.protocols.registry import decoder_factory
 from wire.validate import validate_record
 
 Record = dict[str, Any]
@@ -290,6 +292,41 @@ def test_bytes_beyond_the_depth_are_not_decoded_and_are_counted() -> None:
     # with the default depth the same frames give both transactions
     full, _ = run(fr)
     assert [r["uri"] for r in of(full, "http")] == ["/a", "/second-request-past-the-depth-limit"]
+
+
+def test_bodies_are_kept_only_for_a_content_filter_and_records_do_not_change() -> None:
+    """Without a content filter (the default) HTTP bodies are only counted, so the fast path
+    skips them from the first byte; with one, a prefix is kept first. Same records either way
+    (while the kept prefixes leave the connection within the inspection depth: kept bytes count
+    toward it, skipped ones do not)."""
+    c = Conn(CLIENT, 40002, SERVER, 80)
+    body = bytes(range(256)) * 100  # 25,600 bytes: past the kept prefix
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    resp = head + body
+    segs = [resp[i:i + 1400] for i in range(0, len(resp), 1400)]
+    fr = c.handshake() + [c.c(REQ)] + [c.s(s) for s in segs] + [c.c()] + c.close()
+    counted, counted_ctr = run(fr)
+    kept, kept_ctr = run(fr, keep_bodies=True)
+    assert counted == kept
+    [rec] = of(counted, "http")
+    assert rec["response_body_len"] == len(body)
+    # skipped: the whole body less what the header segment carried, against the body past
+    # the kept prefix
+    assert counted_ctr["inspect_skipped_bytes"] == len(body) - (1400 - len(head))
+    assert kept_ctr["inspect_skipped_bytes"] < counted_ctr["inspect_skipped_bytes"] - BODY_KEEP + 1400
+
+
+def test_the_registry_builds_body_counting_decoders_without_a_filter() -> None:
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+    for keep, expect in ((True, b"hello"), (False, b"")):
+        factory = decoder_factory("http", "tcp", keep)
+        assert factory is not None
+        dec = factory()
+        assert isinstance(dec, HttpDecoder)
+        dec.feed(True, REQ, 1.0)
+        [rec] = dec.feed(False, resp, 1.1)
+        assert rec["response_body_len"] == 5
+        assert dec.last_response_body == expect
 
 
 # -- STARTTLS -----------------------------------------------------------------------------------------------
