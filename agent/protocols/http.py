@@ -61,6 +61,13 @@ UNTIL_CLOSE_SKIP: Final = 1 << 40  # "the rest of the stream": a reply body that
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _WS = (32, 9)  # space, tab: a field line starting with one continues the previous (obs-fold)
 _TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# the fields a message's record or framing depends on (the others are only checked for syntax)
+_USED_FIELDS: Final = frozenset({
+    b"host", b"user-agent", b"referer", b"authorization", b"proxy-authorization",
+    b"content-type", b"content-encoding", b"transfer-encoding", b"content-length",
+})
+# byte -> 1 when it may appear in a token (RFC 9110 §5.6.2), else 0
+_IS_TOKEN: Final = bytes(1 if c in _TOKEN_CHARS else 0 for c in range(256))
 # field names already seen as they were written -> lower-cased: a gateway sees the same few dozen
 # names in every message, and one dict lookup costs less than checking and lower-casing each time
 _NAMES: dict[bytes, bytes] = {}
@@ -220,19 +227,35 @@ def _basic_user(value: bytes) -> str | None:
 def _field(line: bytes) -> list[bytes] | None:
     """A field line (RFC 9112 §5) as [lower-cased name, value without surrounding blanks], or None
     when it is none: no colon, or a name that is not a token (white space before the colon is
-    tolerated, as Zeek does)."""
-    name, sep, value = line.partition(b":")
-    if not sep:
+    tolerated, as Zeek does).
+
+    Written as loops over the bytes: compiled, each step is a load and a table lookup, where
+    partition/strip would be three method calls and two objects per line.
+    """
+    n = len(line)
+    i = 0
+    while i < n and _IS_TOKEN[line[i]]:
+        i += 1
+    if i == 0:
         return None
+    c = i
+    while c < n and (line[c] == 32 or line[c] == 9):
+        c += 1
+    if c == n or line[c] != 58:  # ':'
+        return None
+    name = line[:i]
     low = _NAMES.get(name)
     if low is None:
-        bare = name.rstrip(b" \t")
-        if not bare or bare.translate(None, _TOKEN_CHARS):  # a token: nothing else is left
-            return None
-        low = bare.lower()
+        low = name.lower()
         if len(_NAMES) < MAX_KNOWN_NAMES:
             _NAMES[name] = low
-    return [low, value.strip(b" \t")]
+    start = c + 1
+    while start < n and (line[start] == 32 or line[start] == 9):
+        start += 1
+    end = n
+    while end > start and (line[end - 1] == 32 or line[end - 1] == 9):
+        end -= 1
+    return [low, line[start:end]]
 
 
 def _media_type(value: bytes) -> str:
@@ -476,7 +499,7 @@ class HttpDecoder:
             return False  # a bare LF line end somewhere: the line-by-line reader handles it
         fields: list[list[bytes]] = []
         for line in lines:
-            field = None if line[0] in _WS else _field(line)
+            field = _field(line)  # None for an obs-fold continuation too: it starts with a blank
             if field is None:
                 return False  # an obs-fold continuation or not a field: the line-by-line reader
             fields.append(field)
@@ -577,6 +600,8 @@ class HttpDecoder:
     def _headers_done(self, d: _Dir, out: list[Record]) -> None:
         hdr: dict[bytes, bytes] = {}
         for name, value in d.headers:
+            if name not in _USED_FIELDS:
+                continue
             if name in hdr and name in (b"transfer-encoding", b"content-encoding"):
                 hdr[name] += b", " + value
             else:
