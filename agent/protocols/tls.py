@@ -135,23 +135,41 @@ class _Reader:
     def left(self) -> int:
         return self.end - self.pos
 
+    def _short(self, n: int) -> DecodeError:
+        return DecodeError(f"SSL_malformed_{self.what}", f"needs {n} bytes, {self.end - self.pos} left")
+
     def take(self, n: int) -> bytes:
         if n > self.end - self.pos:
-            raise DecodeError(f"SSL_malformed_{self.what}", f"needs {n} bytes, {self.end - self.pos} left")
+            raise self._short(n)
         b = self.buf[self.pos : self.pos + n]
         self.pos += n
         return b
 
+    def skip(self, n: int) -> None:
+        if n > self.end - self.pos:
+            raise self._short(n)
+        self.pos += n
+
+    # numbers are read in place: compiled, an index is a load, where take() would build an object
     def u8(self) -> int:
-        return self.take(1)[0]
+        p = self.pos
+        if p >= self.end:
+            raise self._short(1)
+        self.pos = p + 1
+        return self.buf[p]
 
     def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
+        p = self.pos
+        if self.end - p < 2:
+            raise self._short(2)
+        self.pos = p + 2
+        return (self.buf[p] << 8) | self.buf[p + 1]
 
     def vec(self, len_bytes: int) -> _Reader:
-        n = int.from_bytes(self.take(len_bytes), "big")
+        """A length-prefixed vector (RFC 8446 §3.4) with a 1- or 2-byte length."""
+        n = self.u8() if len_bytes == 1 else self.u16()
         start = self.pos
-        self.take(n)
+        self.skip(n)
         return _Reader(self.buf, self.what, start, start + n)
 
 
@@ -381,7 +399,8 @@ class TlsDecoder:
             return
         d.hs += frag
         while d.want_hello and len(d.hs) >= 4:
-            mlen = int.from_bytes(d.hs[1:4], "big")
+            hs = d.hs
+            mlen = (hs[1] << 16) | (hs[2] << 8) | hs[3]
             if mlen + 4 > MAX_HANDSHAKE:
                 raise DecodeError("SSL_handshake_too_long", f"{mlen} bytes")
             if len(d.hs) < 4 + mlen:
@@ -403,7 +422,7 @@ class TlsDecoder:
     def _client_hello(self, body: bytes, ts: float) -> None:
         r = _Reader(body, "client_hello")
         r.u16()  # legacy_version
-        r.take(32)  # random
+        r.skip(32)  # random
         r.vec(1)  # session id
         r.vec(2)  # cipher suites
         r.vec(1)  # compression methods
@@ -467,7 +486,7 @@ class TlsDecoder:
         if is_orig and kind == 1 and d.want_hello:  # CLIENT-HELLO
             r.u16()  # highest version the client offers (0x0002 .. 0x0303)
             cs_len, sid_len, ch_len = r.u16(), r.u16(), r.u16()
-            r.take(cs_len + sid_len + ch_len)
+            r.skip(cs_len + sid_len + ch_len)
             d.want_hello = False
             self._hello_seen(ts)
         elif not is_orig and kind == 4 and d.want_hello:  # SERVER-HELLO
