@@ -18,13 +18,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from agent.capture import CaptureError, open_capture
 from agent.flows.inspector import DEFAULT_DEPTH
 from agent.identity import RosterError, load_roster
 from agent.pipeline import Pipeline, Record
 from wire.jsonl import JsonlWriter
+
+if TYPE_CHECKING:
+    from agent.filter.compiled import CompiledRules
 
 EXIT_BAD_INPUT = 2
 _CHUNK = 65536  # packets between record drains and progress updates
@@ -137,7 +140,16 @@ def cmd_replay(a: argparse.Namespace) -> int:
         except OSError as e:
             print(f"edgeaudit-agent: {a.roster}: cannot read: {e.strerror or e}", file=sys.stderr)
             return EXIT_BAD_INPUT
-    p = Pipeline(sink, max_flows=a.max_flows, decoders=not a.sessions_only, depth=a.depth, roster=roster)
+    rules = None
+    if a.rules is not None:
+        if a.sessions_only:
+            print("edgeaudit-agent: --rules needs the decoders (drop --sessions-only)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        rules = _load_rules(a.rules, a.pubkey)
+        if rules is None:
+            return EXIT_BAD_INPUT
+    p = Pipeline(sink, max_flows=a.max_flows, decoders=not a.sessions_only, depth=a.depth, roster=roster,
+                 rules=rules)
     progress = _Progress(a.progress if a.progress is not None else sys.stderr.isatty(), sys.stderr)
     t0 = time.perf_counter()
     status = 0
@@ -219,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"payload bytes inspected per direction of a connection (default {DEFAULT_DEPTH})")
     r.add_argument("--roster", type=Path, metavar="CSV",
                    help="the admin's user roster (account,name,mac,ip): accounts for addresses and MACs")
+    r.add_argument("--rules", type=Path, metavar="DIR|BUNDLE",
+                   help="a keyword ruleset: a directory (ruleset.toml + keyword files), or a signed bundle "
+                        "(edgeaudit-rules sign) checked against --pubkey; writes `alert` records")
+    r.add_argument("--pubkey", type=Path, action="append", default=[], metavar="FILE",
+                   help="a trusted ruleset signing key (edgeaudit-rules keygen); needed for a bundle")
     r.add_argument("--sessions-only", action="store_true",
                    help="no protocol decoders: session and weird records only (the agent-core benchmark)")
     g = r.add_mutually_exclusive_group()
@@ -233,6 +250,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--concurrency", type=int, default=400)
     s.set_defaults(func=cmd_synth)
     return ap
+
+
+def _load_rules(path: Path, pubkeys: list[Path]) -> CompiledRules | None:
+    """Load, check and compile a ruleset directory, or verify a signed bundle against `pubkeys`;
+    print every problem (FILE:LINE) or the reason and return None if bad."""
+    from agent.filter.compiled import compile_rules
+    from rulesets.bundle import BundleError, verify_bundle
+    from rulesets.keys import KeyFileError, load_public_key
+    from rulesets.load import RulesetError, load_ruleset
+
+    try:
+        if path.is_dir():
+            return compile_rules(load_ruleset(path))
+        if not pubkeys:
+            print(f"edgeaudit-agent: {path}: a ruleset bundle needs --pubkey (the keys it may be signed by)",
+                  file=sys.stderr)
+            return None
+        keys = [load_public_key(k) for k in pubkeys]
+        return compile_rules(verify_bundle(path.read_bytes(), keys).ruleset)
+    except BundleError as e:
+        print(f"edgeaudit-agent: {path}: bundle refused: {e.reason}", file=sys.stderr)
+        return None
+    except KeyFileError as e:
+        print(f"edgeaudit-agent: {e}", file=sys.stderr)
+        return None
+    except RulesetError as e:
+        for problem in e.problems:
+            print(f"edgeaudit-agent: {path}/{problem}", file=sys.stderr)
+        return None
+    except OSError as e:
+        print(f"edgeaudit-agent: {path}: cannot read: {e.strerror or e}", file=sys.stderr)
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

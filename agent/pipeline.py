@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.capture.pcapfile import PcapRegion
 from agent.decode.packet import Decoder
@@ -21,6 +21,10 @@ from agent.identity import IdentityTable, Roster
 from agent.protocols.dhcp import DhcpTracker
 from agent.protocols.pppoe import PppoeDecoder
 from wire.addresses import ip_from_packed
+
+if TYPE_CHECKING:
+    from agent.filter.compiled import CompiledRules
+    from agent.filter.engine import FilterEngine
 
 Record = dict[str, Any]
 Sink = Callable[[list[Record]], None]
@@ -33,16 +37,24 @@ def _ip_text(b: bytes | None) -> str | None:
 class Pipeline:
     def __init__(self, sink: Sink, *, max_flows: int = DEFAULT_MAX_FLOWS,
                  uid_seed: bytes = b"edgeaudit", fast_path: bool = True, decoders: bool = True,
-                 depth: int = DEFAULT_DEPTH, roster: Roster | None = None, keep_bodies: bool = False) -> None:
+                 depth: int = DEFAULT_DEPTH, roster: Roster | None = None, keep_bodies: bool = False,
+                 rules: CompiledRules | None = None) -> None:
         self.sink = sink
         self.decoder = Decoder()
         # decoders=False: sessions only (the agent-core benchmark's configuration);
         # keep_bodies: a content filter reads message bodies, so decoders keep a prefix of each
         self.inspector: Inspector | None = None
+        self.filter: FilterEngine | None = None
         self.identity: IdentityTable | None = None
         self.pppoe: PppoeDecoder | None = None
         if decoders:
-            self.inspector = Inspector(depth=depth, dhcp=DhcpTracker(extras=True), keep_bodies=keep_bodies)
+            # rules: a compiled keyword ruleset; its filter sees what the decoders decode
+            if rules is not None:
+                from agent.filter.engine import FilterEngine  # on use: no matcher cost without rules
+
+                self.filter = FilterEngine(rules, depth=depth)
+            self.inspector = Inspector(depth=depth, dhcp=DhcpTracker(extras=True), keep_bodies=keep_bodies,
+                                       filter=self.filter)
             self.pppoe = self.decoder.pppoe = PppoeDecoder()
             self.identity = IdentityTable(roster=roster)
         self.table = FlowTable(max_flows=max_flows, uid_seed=uid_seed,

@@ -46,11 +46,12 @@ from typing import TYPE_CHECKING, Any, Final
 from agent.decode.errors import DecodeError
 from agent.flows.ports import never_flip
 from agent.flows.reassembly import Event, StreamReassembler
-from agent.protocols.base import Record, StreamDecoder
+from agent.protocols.base import Content, Record, StreamDecoder
 from agent.protocols.registry import STARTTLS_SERVICES, decoder_factory, tls_factory
 from wire.addresses import ip_from_packed
 
 if TYPE_CHECKING:
+    from agent.filter.engine import FilterEngine
     from agent.flows.side import Side
     from agent.flows.table import Flow, FlowTable
     from agent.protocols.dhcp import DhcpTracker
@@ -74,7 +75,7 @@ class FlowApp:
 
     __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "dhcp", "skippable",
                  "skip", "stopped", "holes", "quiet_o", "quiet_r", "quiet_given_o", "quiet_given_r",
-                 "finishes", "watch", "flip_check")
+                 "finishes", "watch", "flip_check", "content", "exempt")
 
     def __init__(self, side_o: Side | None, depth: int, max_buffered: int, max_segments: int) -> None:
         self.side_o = side_o  # the side that was the originator when inspection began (roles may flip)
@@ -107,6 +108,10 @@ class FlowApp:
         # a decoder that can say which bytes it only counts (HTTP): its `skippable` and `skip`
         self.skippable: Callable[[bool], int] | None = None
         self.skip: Callable[[bool, int, float], list[Record]] | None = None
+        # ... and which bytes a content filter scans on its own budget (HTTP bodies): `exempt`
+        self.exempt: Callable[[bool], int] | None = None
+        # the pieces the flow's decoders hand the keyword filter (shared by a STARTTLS pair)
+        self.content: list[Content] | None = None
 
 
     def absorb(self, fwd: bool, plen: int) -> bool:
@@ -126,13 +131,17 @@ class FlowApp:
 
 class Inspector:
     def __init__(self, *, depth: int = DEFAULT_DEPTH, max_buffered: int = 65536, max_segments: int = 64,
-                 dhcp: DhcpTracker | None = None, keep_bodies: bool = False) -> None:
+                 dhcp: DhcpTracker | None = None, keep_bodies: bool = False,
+                 filter: FilterEngine | None = None) -> None:
         if depth < 0:
             raise ValueError("inspection depth must be >= 0")
         self.depth = depth
         # a content filter reads message bodies (issue 4): decoders keep a prefix of each;
         # without one they only count body bytes, and the fast path skips them
-        self.keep_bodies = keep_bodies
+        self.keep_bodies = keep_bodies or filter is not None
+        self.filter = filter  # the keyword filter (agent.filter), when a ruleset is loaded
+        # called with a connection's `block` alerts; says whether it stopped the connection
+        self.on_block: Callable[[Flow, list[Record]], bool] | None = None
         self.max_buffered = max_buffered
         self.max_segments = max_segments
         self.dhcp = dhcp
@@ -143,7 +152,7 @@ class Inspector:
             "inspected_flows": 0, "decoded_flows": 0, "undecoded_flows": 0, "decode_errors": 0,
             "starttls": 0, "ftp_data_expected": 0, "ftp_data_matched": 0, "ftp_data_dropped": 0,
             "depth_reached": 0, "gap_bytes": 0, "retransmitted_bytes": 0, "overflow_gaps": 0,
-            "beyond_depth_bytes": 0, "skipped_bytes": 0, "records": 0,
+            "beyond_depth_bytes": 0, "skipped_bytes": 0, "exempted_bytes": 0, "records": 0,
         }
 
     # -- called by the flow table ---------------------------------------------------
@@ -173,6 +182,8 @@ class Inspector:
                 return
             app = FlowApp(None, 0, 0, 0)
             app.dec = factory()
+            if self.filter is not None:
+                self._give_content(app, app.dec)
             app.flip_check = svc == "dns"
         f.app = app
         self.counters["inspected_flows"] += 1
@@ -285,6 +296,8 @@ class Inspector:
             return
         if recs:
             self._emit(f, app, recs)
+        if app.content:
+            self._filter(f, app, ts)
 
     def close(self, f: Flow, ts: float) -> None:
         """The flow leaves the table: flush reassembly and decoders."""
@@ -327,13 +340,18 @@ class Inspector:
     # -- internals -----------------------------------------------------------------
     def _attach(self, f: Flow, app: FlowApp, ts: float) -> StreamDecoder | None:
         svc = f.service
-        factory = decoder_factory(svc, "tcp", self.keep_bodies) if svc is not None else None
+        keep = self.depth if self.keep_bodies else 0  # body bytes a filter scans, or none
+        factory = decoder_factory(svc, "tcp", keep) if svc is not None else None
         if factory is None:
             self._drop(f, app)
             return None
         app.dec = dec = factory()
+        if self.filter is not None:
+            self._give_content(app, dec)
         app.skippable = getattr(dec, "skippable", None)
         app.skip = getattr(dec, "skip", None)
+        if self.keep_bodies:
+            app.exempt = getattr(dec, "exempt", None)
         app.finishes = hasattr(dec, "finished")
         app.watch = svc in STARTTLS_SERVICES or svc == "ftp"
         self.counters["decoded_flows"] += 1
@@ -356,6 +374,8 @@ class Inspector:
                 n = skippable(side is f.orig)
                 if n > 0:
                     r.skip(n)
+                elif app.exempt is not None:
+                    r.exempt(app.exempt(side is f.orig))
 
     def _drop(self, f: Flow, app: FlowApp) -> None:
         self.counters["undecoded_flows"] += 1
@@ -387,6 +407,8 @@ class Inspector:
                 return
             if recs:
                 self._emit(f, app, recs)
+            if app.content:
+                self._filter(f, app, ts)
             if not app.watch:
                 continue
             if app.outer is None and f.service in STARTTLS_SERVICES and getattr(dec, "tls", False):
@@ -394,6 +416,8 @@ class Inspector:
                 self.counters["starttls"] += 1
                 app.outer = dec
                 app.dec = tls = tls_factory()()
+                if self.filter is not None:
+                    self._give_content(app, tls)
                 leftover: bytes = getattr(dec, "tls_leftover", b"")
                 if leftover:  # the ClientHello that told the mail decoder about the switch
                     try:
@@ -436,6 +460,12 @@ class Inspector:
             if recs:
                 self._emit(f, app, recs)
         app.outer = None
+        if self.filter is not None:
+            if app.content:
+                self._filter(f, app, ts)
+            alerts = self.filter.close(f.uid, ts)
+            if alerts:
+                self._alerts(f, app, alerts)
 
     def _count_reassembly(self, app: FlowApp) -> None:
         if app.ro is not None:
@@ -449,6 +479,29 @@ class Inspector:
                 "src_ip": ip_from_packed(f.oip), "src_port": f.oport,
                 "dst_ip": ip_from_packed(f.rip), "dst_port": f.rport,
                 "vlan": f.vlan, "inner_vlan": f.ivlan}
+
+    @staticmethod
+    def _give_content(app: FlowApp, dec: StreamDecoder) -> None:
+        """Let a decoder hand content to the filter (those that have a `content` list)."""
+        if hasattr(dec, "content"):
+            if app.content is None:
+                app.content = []
+            dec.content = app.content  # type: ignore[attr-defined]
+
+    def _filter(self, f: Flow, app: FlowApp, ts: float) -> None:
+        """Match what the decoders just handed over; alerts go out with the flow id."""
+        assert self.filter is not None and app.content is not None
+        alerts = self.filter.scan(f.uid, app.content, ts)
+        app.content.clear()
+        if alerts:
+            self._alerts(f, app, alerts)
+
+    def _alerts(self, f: Flow, app: FlowApp, alerts: list[Record]) -> None:
+        blocks = [a for a in alerts if a["action"] == "block"]
+        if blocks and self.on_block is not None and self.on_block(f, blocks):
+            for a in blocks:
+                a["blocked"] = True
+        self._emit(f, app, alerts)
 
     def _emit(self, f: Flow, app: FlowApp, recs: list[Record]) -> None:
         ids = app.ids

@@ -40,6 +40,11 @@ Semantics follow Zeek's `TCP_Reassembler` / `Reassembler`:
   and do not count toward the depth, so a 40 MB download still ends with
   the right body length and the next request on the connection is seen,
   while only ``depth`` bytes of content were ever handed over.
+- exemptions: bytes a content filter scans on its own budget (the first
+  bytes of each HTTP body, bounded by the filter's depth per message) are
+  delivered as data but given back to the depth with `exempt(n)`, so
+  scanning bodies does not starve the rest of the connection: its later
+  requests and replies, and the body lengths past the scanned prefix.
 
 Limits (every buffer is bounded, the reason beside it):
 
@@ -75,6 +80,7 @@ _COUNTER_NAMES = (
     "gap_bytes",  # bytes reported as gaps
     "overflow_gaps",  # gaps declared because a buffer limit was hit
     "skipped_bytes",  # bytes the caller asked to skip (counted, not delivered)
+    "exempted_bytes",  # depth given back for a content filter's own budget
 )
 _MOD: Final = 1 << 32
 _HALF: Final = 1 << 31
@@ -187,6 +193,12 @@ class StreamReassembler:
         self._skip_end = start + n
         self.depth += n
         self._count("skipped_bytes", n)
+
+    def exempt(self, n: int) -> None:
+        """`n` more bytes may be delivered beyond the depth: a filter's own budget (module doc)."""
+        if n > 0 and not self.done:
+            self.depth += n
+            self._count("exempted_bytes", n)
 
     def start(self, isn_next: int) -> None:
         """Begin the stream: `isn_next` is the sequence number of its first byte."""

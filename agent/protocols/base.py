@@ -42,3 +42,31 @@ class StreamDecoder(Protocol):
     def close(self, ts: float) -> list[Record]:
         """The connection ended (or timed out): flush what is pending."""
         ...
+
+
+class Content:
+    """A piece of what a user sent or received, for the keyword filter (DESIGN.md step 7).
+
+    A decoder whose `content` attribute is a list (the inspector sets it only while a
+    ruleset is loaded; otherwise it is None and costs nothing) appends these as it parses:
+    whole values (a URI, a Host, a DNS name, an SNI, a mail subject, an FTP argument) as one
+    `final` piece, and message bodies as they are decoded, piece by piece, ended by an empty
+    `final` piece carrying the body's Content-Type (and, for mail, Content-Transfer-Encoding).
+    `data` is the bytes as the user's software sent them after transfer and content
+    decoding (dechunked, gunzipped), before any charset decoding; `msg` numbers the messages
+    of one field within the connection, so the pieces of one body form one stream.
+    """
+
+    __slots__ = ("field", "data", "msg", "final", "ctype", "cte")
+
+    def __init__(self, field: str, data: bytes, msg: int, final: bool,
+                 ctype: str | None = None, cte: str | None = None) -> None:
+        self.field = field
+        self.data = data
+        self.msg = msg
+        self.final = final
+        self.ctype = ctype
+        self.cte = cte
+
+    def __repr__(self) -> str:
+        return f"Content({self.field!r}, {self.data[:40]!r}, msg={self.msg}, final={self.final})"

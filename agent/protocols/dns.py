@@ -42,7 +42,7 @@ from typing import Final
 from librt.strings import read_i16_be, read_i32_be
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Record
+from agent.protocols.base import Content, Record
 from wire.addresses import ip_from_packed
 from wire.text import wire_text
 
@@ -317,6 +317,9 @@ class DnsDecoder:
     name = "dns"
 
     def __init__(self, transport: str) -> None:
+        # pieces for the keyword filter (agent.protocols.base.Content); None: no filter runs
+        self.content: list[Content] | None = None
+        self._queries = 0  # queries seen, numbering them for the filter
         if transport not in ("udp", "tcp"):
             raise ValueError(f"transport must be 'udp' or 'tcp', not {transport!r}")
         self.transport = transport
@@ -360,6 +363,10 @@ class DnsDecoder:
     # -- pairing -----------------------------------------------------------------
     def _message(self, m: _Message, ts: float) -> list[Record]:
         if not m.qr:
+            if self.content is not None and m.question is not None:
+                self._queries += 1
+                self.content.append(Content("dns.query", m.question[0].encode("utf-8", "surrogateescape"),
+                                            self._queries, True))
             out: list[Record] = []
             if len(self._pending) >= MAX_PENDING:
                 old = self._pending.pop(0)

@@ -46,7 +46,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Record
+from agent.protocols.base import Content, Record
 
 # --- limits (every buffer is bounded) -------------------------------------
 MAX_LINE = 8 * 1024  # longest command or reply line; path names fit well within (servers cap at 4 KiB)
@@ -114,6 +114,9 @@ class FtpDecoder:
     name = "ftp"
 
     def __init__(self) -> None:
+        # pieces for the keyword filter (agent.protocols.base.Content); None: no filter runs
+        self.content: list[Content] | None = None
+        self._commands = 0  # commands with an argument, numbering them for the filter
         self._buf = {True: bytearray(), False: bytearray()}
         self._skip = {True: False, False: False}  # resynchronising after a gap: drop up to the next LF
         self._pending: deque[_Cmd] = deque()
@@ -194,6 +197,9 @@ class FtpDecoder:
         arg: str | None = _text(rest.strip(b" ")) if rest.strip(b" ") else None
         if command in _SECRET_COMMANDS and arg is not None:
             arg = HIDDEN  # never keep the secret (SCHEMA.md)
+        elif arg is not None and self.content is not None:  # a secret is never scanned either
+            self._commands += 1
+            self.content.append(Content("ftp.arg", rest.strip(b" "), self._commands, True))
         if command == "USER":
             self._user = (arg or "")[:MAX_USER]
         if len(self._pending) >= MAX_PENDING:

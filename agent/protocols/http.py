@@ -46,7 +46,7 @@ from collections import deque
 from typing import Final
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Record
+from agent.protocols.base import Content, Record
 
 # --- limits (every buffer is bounded) -------------------------------------
 MAX_LINE: Final = 16 * 1024  # longest start/field/chunk-size line; real servers cap at 8-16 KiB
@@ -96,10 +96,17 @@ def _text(b: bytes) -> str:
 class _Body:
     """Counts decoded body bytes; keeps only the first `keep` of them."""
 
-    def __init__(self, coding: str | None, keep: int) -> None:
+    def __init__(self, coding: str | None, keep: int, sink: list[Content] | None = None,
+                 field: str = "", msg: int = 0, ctype: str | None = None) -> None:
         self.length = 0
         self.keep = keep
         self.kept = bytearray()
+        # the keyword filter's pieces of this body (agent.protocols.base.Content), when it runs
+        self.sink = sink
+        self.field = field
+        self.msg = msg
+        self.ctype = ctype
+        self.exempted = False  # its scan budget was given to the reassembler (HttpDecoder.exempt)
         self._coding = coding
         self._z: zlib._Decompress | None = None
         self._head = b""  # deflate: first bytes until the zlib header can be judged
@@ -116,7 +123,15 @@ class _Body:
         self.length += len(data)
         room = self.keep - len(self.kept)
         if room > 0:
-            self.kept += data[:room]
+            piece = data[:room]
+            self.kept += piece
+            if self.sink is not None:
+                self.sink.append(Content(self.field, bytes(piece), self.msg, False))
+
+    def end(self) -> None:
+        """The body is complete: tell the keyword filter (with its type, for decoded views)."""
+        if self.sink is not None:
+            self.sink.append(Content(self.field, b"", self.msg, True, self.ctype))
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -271,6 +286,8 @@ class HttpDecoder:
         """`body_keep`: decoded bytes of each body kept for a content filter (`last_request_body`,
         `last_response_body`); 0 when none scans them, so bodies are only counted."""
         self._body_keep = body_keep
+        # pieces for the keyword filter (agent.protocols.base.Content); None: no filter runs
+        self.content: list[Content] | None = None
         self._orig = _Dir(True)
         self._resp = _Dir(False)
         self._pending: deque[_Txn] = deque()
@@ -332,6 +349,17 @@ class HttpDecoder:
             return UNTIL_CLOSE_SKIP
         return 0
 
+    def exempt(self, is_orig: bool) -> int:
+        """Bytes of this direction a content filter will scan on its own budget: once per body,
+        the body prefix kept for it (`body_keep`), so that scanning bodies does not use up the
+        connection's inspection depth (`StreamReassembler.exempt`). 0 when bodies are not kept."""
+        d = self._orig if is_orig else self._resp
+        body = d.body
+        if body is None or body.keep <= 0 or body.exempted:
+            return 0
+        body.exempted = True
+        return body.keep
+
     def skip(self, is_orig: bool, length: int, ts: float) -> list[Record]:
         """`length` bytes offered by `skippable` went by: count them as body bytes."""
         d = self._orig if is_orig else self._resp
@@ -371,11 +399,13 @@ class HttpDecoder:
         ):
             if r.body is not None:
                 r.txn.response_body_len = r.body.length
+                r.body.end()
             if r.txn.status_code is not None:
                 self._finish_response(r, out)
         o = self._orig
         if o.txn is not None and o.body is not None:
             o.txn.request_body_len = o.body.length
+            o.body.end()
         while self._pending:
             out.append(self._pending.popleft().record())
         return out
@@ -550,6 +580,8 @@ class HttpDecoder:
         d.txn = _Txn(ts=d.start_ts or 0.0, depth=self._depth, method=_text(method), uri=_text(target))
         d.txn.v09 = not version
         self._pending.append(d.txn)
+        if self.content is not None and target:
+            self.content.append(Content("http.uri", target, self._depth, True))
         return True
 
     def _status_line(self, d: _Dir, line: bytes) -> None:
@@ -557,7 +589,7 @@ class HttpDecoder:
             txn = self._pending[0]  # HTTP/0.9 reply: no status line, all body (Zeek: 0 "<empty>")
             txn.version, txn.status_code, txn.status_msg = "0.9", 0, "<empty>"
             d.txn = txn
-            d.body = _Body(None, self._body_keep)
+            d.body = self._new_body(d, txn, None, None)
             d.body.write(line + b"\r\n")  # approximation: the line end was CRLF
             d.state = _UNTIL_CLOSE
             return
@@ -617,6 +649,8 @@ class HttpDecoder:
         if d.is_orig:
             if b"host" in hdr:
                 txn.host = _text(hdr[b"host"])
+                if self.content is not None:
+                    self.content.append(Content("http.host", hdr[b"host"], txn.depth, True))
             if b"user-agent" in hdr:
                 txn.user_agent = _text(hdr[b"user-agent"])
             if b"referer" in hdr:
@@ -627,7 +661,9 @@ class HttpDecoder:
             txn.req_content_type = ctype
         else:
             txn.resp_content_type = ctype
-        d.body = _Body(self._coding(hdr.get(b"content-encoding")), self._body_keep)
+        ctype_raw = hdr.get(b"content-type")
+        d.body = self._new_body(d, txn, self._coding(hdr.get(b"content-encoding")),
+                                _text(ctype_raw) if ctype_raw is not None else None)
         te = hdr.get(b"transfer-encoding")
         codings = [c.strip().lower() for c in te.split(b",")] if te is not None else []
         codings = [c for c in codings if c]
@@ -681,10 +717,16 @@ class HttpDecoder:
             return codings[0].decode()
         return "unknown"  # not decoded: counted as zero decoded bytes
 
+    def _new_body(self, d: _Dir, txn: _Txn, coding: str | None, ctype: str | None) -> _Body:
+        field = "http.request_body" if d.is_orig else "http.response_body"
+        return _Body(coding, self._body_keep, self.content, field, txn.depth, ctype)
+
     def _message_done(self, d: _Dir, out: list[Record]) -> None:
         txn = d.txn
         assert txn is not None
         body = d.body
+        if body is not None:
+            body.end()
         if d.is_orig:
             if body is not None:
                 txn.request_body_len = body.length

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
+from typing import Final
 
 from agent.protocols.base import StreamDecoder
 
@@ -36,17 +37,18 @@ _BODY_KEEPERS = frozenset({("http", "tcp")})
 # services whose STARTTLS (or STLS) hands the rest of the connection to TLS
 STARTTLS_SERVICES = frozenset({"smtp", "pop3", "imap"})
 
-_cache: dict[tuple[str, str, bool], Factory | None] = {}
+_cache: dict[tuple[str, str, int], Factory | None] = {}
+DEFAULT_BODY_KEEP: Final = -1  # the decoder's own default prefix
 
 
-def decoder_factory(service: str, transport: str, keep_bodies: bool = True) -> Factory | None:
+def decoder_factory(service: str, transport: str, body_keep: int = DEFAULT_BODY_KEEP) -> Factory | None:
     """The constructor of the decoder for `service` over `transport` ("tcp"/"udp"), or None.
 
-    `keep_bodies`: False when no content filter reads message bodies; decoders that would
-    keep a prefix of each body for one (HTTP) then only count body bytes, which lets the
-    inspector skip them.
+    `body_keep`: bytes of each message body a decoder that keeps body prefixes (HTTP) keeps
+    for a content filter: 0 when no filter reads bodies (they are then only counted, which
+    lets the inspector skip them), the filter's depth when one does.
     """
-    key = (service, transport, keep_bodies)
+    key = (service, transport, body_keep)
     if key in _cache:
         return _cache[key]
     entry = _TABLE.get((service, transport))
@@ -55,8 +57,8 @@ def decoder_factory(service: str, transport: str, keep_bodies: bool = True) -> F
         module, cls_name, args = entry
         cls = getattr(importlib.import_module(module), cls_name)
         # the class itself, or a C-level partial: no Python-level wrapper call per connection
-        if not keep_bodies and (service, transport) in _BODY_KEEPERS:
-            factory = functools.partial(cls, *args, body_keep=0)
+        if body_keep >= 0 and (service, transport) in _BODY_KEEPERS:
+            factory = functools.partial(cls, *args, body_keep=body_keep)
         else:
             factory = cls if not args else functools.partial(cls, *args)
     _cache[key] = factory

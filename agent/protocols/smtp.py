@@ -52,7 +52,7 @@ from collections import deque
 from typing import Any, Final
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Record
+from agent.protocols.base import Content, Record
 from wire.text import wire_text
 
 # --- limits (every buffer is bounded) -------------------------------------
@@ -314,6 +314,8 @@ class SmtpDecoder:
         self.tls = False
         self.tls_leftover = b""  # client bytes after the switch to TLS, for the TLS decoder
         self.last_body = b""  # first BODY_KEEP bytes of the last message's body
+        # pieces for the keyword filter (agent.protocols.base.Content); None: no filter runs
+        self.content: list[Content] | None = None
         self._rec = self._new_record()
         self._activity = False
         self._user_logged = False  # a record has carried the AUTH user
@@ -646,6 +648,24 @@ class SmtpDecoder:
             return self._end_message()
         return []
 
+    def _content(self, msg: _Message) -> None:
+        """A finished message for the keyword filter: its raw Subject (RFC 2047 words are the
+        filter's to decode) and its body prefix with the type and transfer encoding to decode it."""
+        assert self.content is not None
+        n = int(self._rec["trans_depth"])
+        ctype: str | None = None
+        cte: str | None = None
+        for name, raw in msg.fields:
+            if name == "subject":
+                self.content.append(Content("smtp.subject", raw, n, True))
+            elif name == "content-type" and ctype is None:
+                ctype = wire_text(raw)
+            elif name == "content-transfer-encoding" and cte is None:
+                cte = wire_text(raw).strip().lower()
+        if msg.body:
+            self.content.append(Content("smtp.body", bytes(msg.body), n, False))
+        self.content.append(Content("smtp.body", b"", n, True, ctype, cte))
+
     def _end_message(self) -> list[Record]:
         msg = self._msg
         self._msg = None
@@ -656,6 +676,8 @@ class SmtpDecoder:
         msg.finish()
         msg.apply(self._rec)
         self.last_body = bytes(msg.body)
+        if self.content is not None:
+            self._content(msg)
         self._push(".")
         self._touch(self._ts)
         return self._flush()

@@ -63,7 +63,7 @@ from __future__ import annotations
 from typing import Final
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Record
+from agent.protocols.base import Content, Record
 
 # Limits, each with its reason.
 MAX_RECORD: Final = 2**14 + 2048  # RFC 5246 §6.2.3: no TLS version allows a longer fragment
@@ -231,6 +231,8 @@ class TlsDecoder:
     name = "tls"
 
     def __init__(self, alpn_fallback_offered: bool = True) -> None:
+        # pieces for the keyword filter (agent.protocols.base.Content); None: no filter runs
+        self.content: list[Content] | None = None
         self._alpn_fallback = alpn_fallback_offered
         self._dirs = {True: _Dir(), False: _Dir()}
         self._ts: float | None = None
@@ -437,7 +439,10 @@ class TlsDecoder:
                     kind = names.u8()
                     host = names.vec(2)
                     if kind == 0 and self._server_name is None:
-                        self._server_name = _host(host.take(host.left()))
+                        raw = host.take(host.left())
+                        self._server_name = _host(raw)
+                        if self.content is not None:
+                            self.content.append(Content("tls.server_name", raw[:MAX_NAME], 1, True))
             elif etype == EXT_ALPN and self._alpn_offered is None:
                 protos = e.vec(2)
                 if protos.left():

@@ -296,9 +296,8 @@ def test_bytes_beyond_the_depth_are_not_decoded_and_are_counted() -> None:
 
 def test_bodies_are_kept_only_for_a_content_filter_and_records_do_not_change() -> None:
     """Without a content filter (the default) HTTP bodies are only counted, so the fast path
-    skips them from the first byte; with one, a prefix is kept first. Same records either way
-    (while the kept prefixes leave the connection within the inspection depth: kept bytes count
-    toward it, skipped ones do not)."""
+    skips them from the first byte; with one, a prefix is kept first, on the filter's own budget
+    (it does not use up the connection's inspection depth). Same records either way."""
     c = Conn(CLIENT, 40002, SERVER, 80)
     body = bytes(range(256)) * 100  # 25,600 bytes: past the kept prefix
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
@@ -318,7 +317,7 @@ def test_bodies_are_kept_only_for_a_content_filter_and_records_do_not_change() -
 
 def test_the_registry_builds_body_counting_decoders_without_a_filter() -> None:
     resp = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
-    for keep, expect in ((True, b"hello"), (False, b"")):
+    for keep, expect in ((3, b"hel"), (0, b""), (-1, b"hello")):
         factory = decoder_factory("http", "tcp", keep)
         assert factory is not None
         dec = factory()

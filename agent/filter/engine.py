@@ -1,0 +1,284 @@
+"""The keyword filter: content pieces from the decoders in, `alert` records out (DESIGN.md step 7).
+
+What: decoders hand over what users sent and received as `Content` pieces
+(`agent.protocols.base`): whole values (URI, Host, DNS name, SNI, mail subject, FTP
+argument) and message bodies piece by piece. `FilterEngine.scan` matches them against
+a compiled ruleset (`agent.filter.compiled`) and returns `alert` records (SCHEMA.md;
+the inspector adds the flow id, the identity table the account).
+
+How:
+- Each (field, message) of a connection is one stream. Its bytes are ASCII-case-folded
+  and fed to a `StreamScan`, which finds a keyword split across TCP segments exactly
+  once (it keeps the last longest-pattern − 1 bytes); bytes past the depth are not
+  scanned and are counted (`beyond_depth_bytes`).
+- When a stream ends (its `final` piece, or the connection's end) its decoded views
+  are scanned too, whole: percent-decoding of a URI, form, JSON-escape, multipart and
+  MIME decodings of a body (`agent.filter.normalize.body_views`, over the first
+  `depth` bytes kept), RFC 2047 words of a subject, IDNA names. The encoding an alert
+  names says where the keyword was found: `utf-8`, `gbk`, `gb18030`, `url`, `url-gbk`,
+  and for a view `<transform>` or `<transform>-<charset>` (`base64`, `json-gbk`...).
+- Exceptions: a match lying inside an occurrence of one of its category's exception
+  phrases is suppressed. In a stream a match waits until every exception that could
+  cover it has been seen (the longest exception's length further on), then counts.
+- Combination rules: all parts seen in one message (a stream and its views) make one
+  match, at the part that completed it.
+- One alert per (connection, rule, field): later occurrences are counted, not logged.
+- A category's `fields` limits where its rules match.
+
+Limits: `depth` bytes scanned per stream (default the inspection depth) and kept for
+its views; `MAX_FLOWS` connections with state (the oldest is dropped, counted);
+`SNIPPET_CHARS` characters of decoded context per alert.
+"""
+
+from __future__ import annotations
+
+import codecs
+from typing import Any, Final
+
+from agent.filter.automaton import StreamScan
+from agent.filter.compiled import ROLE_EXCEPTION, ROLE_KEYWORD, CompiledRules
+from agent.filter.normalize import body_views, fold, percent_decode, rfc2047_decode
+from agent.protocols.base import Content
+
+DEFAULT_DEPTH: Final = 16384  # bytes scanned per stream: DESIGN.md's inspection depth
+MAX_FLOWS: Final = 262144  # connections with filter state at once
+SNIPPET_CHARS: Final = 200  # SCHEMA.md: <= 200 chars of decoded context
+SNIPPET_CONTEXT: Final = 60  # bytes of context kept on each side of a match
+_BODY_FIELDS: Final = frozenset({"http.request_body", "http.response_body", "smtp.body"})
+_NAME_FIELDS: Final = frozenset({"http.host", "dns.query", "tls.server_name"})
+_CHARSET = {"utf-8": "utf-8", "gbk": "gbk", "gb18030": "gb18030", "url": "utf-8", "url-gbk": "gbk"}
+
+Record = dict[str, Any]
+
+
+class _Stream:
+    """One (field, message) of a connection."""
+
+    __slots__ = ("field", "scan", "kept", "pending", "exc", "parts", "ctype", "cte")
+
+    def __init__(self, field: str, rules: CompiledRules, depth: int) -> None:
+        self.field = field
+        self.scan = StreamScan(rules.patterns, depth)
+        self.kept = bytearray()  # the bytes scanned (as sent), for the views and for snippets
+        self.pending: list[tuple[int, int]] = []  # (start, pattern id) waiting for the exception check
+        self.exc: list[tuple[int, int, int]] = []  # exception occurrences: (start, end, category)
+        self.parts: set[int] = set()  # combination parts seen in this message
+        self.ctype: str | None = None
+        self.cte: str | None = None
+
+
+class _Flow:
+    __slots__ = ("rules", "streams", "alerted")
+
+    def __init__(self, rules: CompiledRules) -> None:
+        self.rules = rules  # a connection keeps the ruleset it started with across a swap
+        self.streams: dict[tuple[str, int], _Stream] = {}
+        self.alerted: set[tuple[int, str]] = set()  # (rule index, field)
+
+
+class FilterEngine:
+    def __init__(self, rules: CompiledRules, *, depth: int = DEFAULT_DEPTH) -> None:
+        if depth < 0:
+            raise ValueError("filter depth must be >= 0")
+        self.rules = rules  # replaced whole by a ruleset update; running connections keep theirs
+        self.depth = depth
+        self._flows: dict[str, _Flow] = {}
+        self.counters: dict[str, int] = {
+            "pieces": 0, "scanned_bytes": 0, "beyond_depth_bytes": 0, "alerts": 0,
+            "repeats": 0, "suppressed": 0, "flows_dropped": 0, "views": 0,
+        }
+
+    # -- the inspector's calls -----------------------------------------------------------
+    def scan(self, key: str, pieces: list[Content], ts: float) -> list[Record]:
+        """Match the pieces a decoder produced for connection `key` (its uid)."""
+        fl = self._flows.get(key)
+        if fl is None:
+            if len(self._flows) >= MAX_FLOWS:
+                self._flows.pop(next(iter(self._flows)))
+                self.counters["flows_dropped"] += 1
+            fl = self._flows[key] = _Flow(self.rules)
+        out: list[Record] = []
+        for p in pieces:
+            self.counters["pieces"] += 1
+            skey = (p.field, p.msg)
+            st = fl.streams.get(skey)
+            if st is None:
+                st = fl.streams[skey] = _Stream(p.field, fl.rules, self.depth)
+            if p.data:
+                self._feed(fl, st, p.data, ts, out)
+            if p.final:
+                st.ctype = p.ctype
+                st.cte = p.cte
+                self._end(fl, st, ts, out)
+                del fl.streams[skey]
+        return out
+
+    def close(self, key: str, ts: float) -> list[Record]:
+        """The connection ended: streams still open end here (a body cut short by the capture)."""
+        fl = self._flows.pop(key, None)
+        if fl is None:
+            return []
+        out: list[Record] = []
+        for st in fl.streams.values():
+            self._end(fl, st, ts, out)
+        return out
+
+    # -- streams ---------------------------------------------------------------------------
+    def _feed(self, fl: _Flow, st: _Stream, data: bytes, ts: float, out: list[Record]) -> None:
+        folded = fold(data)
+        before = st.scan.beyond
+        room = self.depth - len(st.kept)
+        if room > 0:
+            # as sent, not folded: the views decode it (base64 is case-sensitive) and snippets
+            # show it; folding keeps lengths, so scan offsets index it as well
+            st.kept += data[:room]
+        rules = fl.rules
+        for start, pid in st.scan.feed(folded):
+            role = rules.pat_role[pid]
+            if role == ROLE_EXCEPTION:
+                st.exc.append((start, start + rules.pat_len[pid], rules.pat_cat[pid]))
+            else:
+                st.pending.append((start, pid))
+        self.counters["beyond_depth_bytes"] += st.scan.beyond - before
+        self.counters["scanned_bytes"] += len(folded) - (st.scan.beyond - before)
+        if st.pending:
+            self._resolve(fl, st, st.scan.scanned - rules.max_exception_len, ts, out)
+
+    def _resolve(self, fl: _Flow, st: _Stream, upto: int, ts: float, out: list[Record]) -> None:
+        """Decide the waiting matches that start at or before `upto` (no exception can still
+        come to cover them); the others keep waiting."""
+        rules = fl.rules
+        keep: list[tuple[int, int]] = []
+        for start, pid in st.pending:
+            if start > upto:
+                keep.append((start, pid))
+                continue
+            end = start + rules.pat_len[pid]
+            if _covered(st.exc, start, end, rules.pat_cat[pid]):
+                self.counters["suppressed"] += 1
+                continue
+            self._hit(fl, st, pid, start, st.kept, "", ts, out)
+        st.pending = keep
+        if st.exc and not keep:
+            # exception occurrences can only cover matches that end after the scanned point
+            # less the longest pattern: older ones are dropped (bounded)
+            horizon = st.scan.scanned - max(rules.patterns.max_len, 1)
+            st.exc = [x for x in st.exc if x[1] > horizon]
+
+    def _end(self, fl: _Flow, st: _Stream, ts: float, out: list[Record]) -> None:
+        """The stream ended: its waiting matches, then its decoded views."""
+        if st.pending:
+            self._resolve(fl, st, 1 << 62, ts, out)
+        for view, transform in self._views(st):
+            self.counters["views"] += 1
+            self._scan_whole(fl, st, view, transform, ts, out)
+
+    def _views(self, st: _Stream) -> list[tuple[bytes, str]]:
+        data = bytes(st.kept)
+        if not data:
+            return []
+        field = st.field
+        views: list[tuple[bytes, str]] = []
+        if field in _BODY_FIELDS:
+            views = body_views(data, st.ctype, st.cte)
+        elif field == "http.uri" or field == "ftp.arg":
+            v = percent_decode(data, plus=True)
+            if v != data:
+                views.append((fold(v), "url"))
+        elif field == "smtp.subject":
+            v = rfc2047_decode(data)
+            if v != data:
+                views.append((fold(v), "rfc2047"))
+        if field in _NAME_FIELDS and b"xn--" in data:
+            v = _idna(data)
+            if v != data:
+                views.append((fold(v), "idna"))
+        return views
+
+    def _scan_whole(self, fl: _Flow, st: _Stream, view: bytes, transform: str, ts: float,
+                    out: list[Record]) -> None:
+        rules = fl.rules
+        matches = rules.patterns.scan(view)
+        exc = [(s, s + rules.pat_len[p], rules.pat_cat[p]) for s, p in matches
+               if rules.pat_role[p] == ROLE_EXCEPTION]
+        for start, pid in matches:
+            if rules.pat_role[pid] == ROLE_EXCEPTION:
+                continue
+            if exc and _covered(exc, start, start + rules.pat_len[pid], rules.pat_cat[pid]):
+                self.counters["suppressed"] += 1
+                continue
+            self._hit(fl, st, pid, start, view, transform, ts, out)
+
+    # -- matches -----------------------------------------------------------------------------
+    def _hit(self, fl: _Flow, st: _Stream, pid: int, start: int, buf: bytes | bytearray, transform: str,
+             ts: float, out: list[Record]) -> None:
+        rules = fl.rules
+        cat = rules.categories[rules.pat_cat[pid]]
+        if st.field not in cat.fields:
+            return
+        if rules.pat_role[pid] == ROLE_KEYWORD:
+            self._alert(fl, st, rules.pat_ref[pid], pid, start, buf, transform, ts, out)
+            return
+        part = rules.pat_ref[pid]  # a combination's part
+        if part in st.parts:
+            return
+        st.parts.add(part)
+        for ri in rules.part_rules[part]:
+            if all(p in st.parts for p in rules.rules[ri].parts):
+                self._alert(fl, st, ri, pid, start, buf, transform, ts, out)
+
+    def _alert(self, fl: _Flow, st: _Stream, ri: int, pid: int, start: int, buf: bytes | bytearray,
+               transform: str, ts: float, out: list[Record]) -> None:
+        key = (ri, st.field)
+        if key in fl.alerted:
+            self.counters["repeats"] += 1
+            return
+        fl.alerted.add(key)
+        rules = fl.rules
+        rule = rules.rules[ri]
+        cat = rules.categories[rule.category]
+        enc = rules.pat_enc[pid]
+        if transform:
+            enc = transform if enc == "utf-8" else f"{transform}-{enc}"
+        self.counters["alerts"] += 1
+        out.append({
+            "type": "alert", "ts": ts, "rule_id": rule.rule_id, "ruleset_version": str(rules.version),
+            "category": cat.id, "severity": cat.severity, "action": cat.action, "blocked": False,
+            "field": st.field, "keyword": rule.text, "encoding": enc,
+            "snippet": _snippet(buf, start, rules.pat_len[pid], rules.pat_enc[pid]), "account": None,
+        })
+
+
+def _covered(exc: list[tuple[int, int, int]], start: int, end: int, cat: int) -> bool:
+    return any(xc == cat and xs <= start and end <= xe for xs, xe, xc in exc)
+
+
+def _snippet(buf: bytes | bytearray, start: int, length: int, encoding: str) -> str:
+    """Decoded context around a match, in the match's charset, on one line, <= SNIPPET_CHARS."""
+    lo = max(0, start - SNIPPET_CONTEXT)
+    hi = min(len(buf), start + length + SNIPPET_CONTEXT)
+    raw = bytes(buf[lo:hi])
+    if encoding.startswith("url"):
+        raw = percent_decode(raw, plus=True)
+    charset = _CHARSET.get(encoding, "utf-8")
+    # an incremental decoder drops a multi-byte character cut at the window's start or end
+    text = codecs.getincrementaldecoder(charset)("replace").decode(raw, final=False)
+    text = " ".join(text.split())
+    if len(text) > SNIPPET_CHARS:
+        text = text[:SNIPPET_CHARS]
+    return text
+
+
+def _idna(name: bytes) -> bytes:
+    """Labels in IDNA's ASCII form (`xn--...`, RFC 3492 punycode) as UTF-8: a Chinese domain
+    name is sent that way in DNS, SNI and Host."""
+    labels = []
+    for label in name.split(b"."):
+        if label.startswith(b"xn--"):
+            try:
+                labels.append(label[4:].decode("ascii").encode("ascii").decode("punycode").encode("utf-8"))
+                continue
+            except (UnicodeError, ValueError):
+                pass
+        labels.append(label)
+    return b".".join(labels)

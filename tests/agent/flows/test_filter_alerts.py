@@ -1,0 +1,202 @@
+"""The keyword filter inside the pipeline: decoders hand content over, alerts come out with the
+flow id, once per (connection, rule, field), in every encoding, across segment boundaries.
+
+Frames are built with `tcp_frames` and fed through `Pipeline(rules=...)` on both the fast and
+the general path; the alerts must be the same either way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from typing import Any
+from urllib.parse import quote
+
+from tcp_frames import Conn, udp_frame
+
+from agent.filter.compiled import CompiledRules, compile_rules
+from agent.pipeline import Pipeline
+from rulesets.model import FIELDS, Category, Combination, Phrase, Ruleset
+from wire.validate import validate_record
+
+Record = dict[str, Any]
+T0 = 1_700_000_000.0
+CLIENT, SERVER = "192.0.2.10", "198.51.100.80"
+
+
+def ruleset(*cats: Category, version: int = 7) -> CompiledRules:
+    return compile_rules(Ruleset(name="t", version=version, categories=list(cats)))
+
+
+def cat(cid: str, *words: str, action: str = "alert", fields: tuple[str, ...] = FIELDS,
+        exceptions: tuple[str, ...] = (), combos: tuple[tuple[str, ...], ...] = ()) -> Category:
+    return Category(
+        id=cid, action=action, severity=3,  # type: ignore[arg-type]
+        keywords=[Phrase(w, f"{cid}.txt", i + 1) for i, w in enumerate(words)],
+        fields=frozenset(fields),
+        exceptions=[Phrase(e, f"{cid}-x.txt", i + 1) for i, e in enumerate(exceptions)],
+        combinations=[Combination(c, f"{cid}-c.txt", i + 1) for i, c in enumerate(combos)],
+    )
+
+
+def run(frames: list[bytes], rules: CompiledRules, **kw: Any) -> list[Record]:
+    results = []
+    for fast in (True, False):
+        out: list[Record] = []
+        p = Pipeline(out.extend, fast_path=fast, rules=rules, **kw)
+        p.feed([(T0 + i * 0.01, 1, f) for i, f in enumerate(frames)])
+        p.finish()
+        results.append(out)
+    assert results[0] == results[1]
+    for r in results[0]:
+        validate_record(r)
+    return results[0]
+
+
+def alerts(recs: list[Record]) -> list[Record]:
+    return [r for r in recs if r["type"] == "alert"]
+
+
+def http_exchange(request: bytes, response: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                  *, segment: int = 1400, port: int = 40001) -> list[bytes]:
+    c = Conn(CLIENT, port, SERVER, 80)
+    frames = c.handshake()  # built in order: each segment acknowledges what was sent before it
+    frames += [c.c(request[i:i + segment]) for i in range(0, len(request), segment)]
+    frames.append(c.s())
+    frames += [c.s(response[i:i + segment]) for i in range(0, len(response), segment)]
+    return frames + [c.c()] + c.close()
+
+
+def post(body: bytes, ctype: str = "application/x-www-form-urlencoded", extra: bytes = b"") -> bytes:
+    return (b"POST /submit HTTP/1.1\r\nHost: example.com\r\nContent-Type: " + ctype.encode()
+            + b"\r\nContent-Length: %d\r\n" % len(body) + extra + b"\r\n" + body)
+
+
+GAMBLING = cat("gambling", "六合彩", "casino")
+
+
+def test_percent_encoded_utf8_keyword_in_the_uri() -> None:
+    uri = "/search?q=" + quote("今天的六合彩开奖")
+    recs = run(http_exchange(f"GET {uri} HTTP/1.1\r\nHost: example.com\r\n\r\n".encode()), ruleset(GAMBLING))
+    [a] = alerts(recs)
+    sess = next(r for r in recs if r["type"] == "session")
+    assert a["uid"] == sess["uid"] and a["src_ip"] == CLIENT and a["dst_port"] == 80
+    assert (a["field"], a["keyword"], a["encoding"]) == ("http.uri", "六合彩", "url")
+    assert a["category"] == "gambling"
+    assert a["rule_id"] == "gambling:gambling.txt:1" and a["ruleset_version"] == "7"
+    assert a["action"] == "alert" and a["blocked"] is False and a["severity"] == 3
+    assert "六合彩" in a["snippet"] and len(a["snippet"]) <= 200
+    assert a["account"] is None
+
+
+def test_gbk_form_body_split_across_segments_matches_once() -> None:
+    body = b"name=x&msg=" + quote("我想买六合彩", encoding="gbk").encode() + b"&z=1"
+    # 7-byte segments cut the percent-encoded keyword everywhere
+    recs = run(http_exchange(post(body), segment=7), ruleset(GAMBLING))
+    [a] = alerts(recs)
+    assert (a["field"], a["encoding"]) == ("http.request_body", "url-gbk")
+
+
+def test_raw_gbk_and_gb18030_bodies() -> None:
+    for charset in ("gbk", "gb18030"):
+        body = ("这里有六合彩的消息").encode(charset)
+        [a] = alerts(run(http_exchange(post(body, "text/plain; charset=" + charset)), ruleset(GAMBLING)))
+        assert a["encoding"] == "gbk"  # the two agree on these characters: the first form names it
+        assert "六合彩" in a["snippet"]
+
+
+def test_gzip_response_body_and_ascii_case_folding() -> None:
+    body = gzip.compress(b"<html>Welcome to the CASINO royale</html>")
+    resp = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    [a] = alerts(run(http_exchange(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", resp), ruleset(GAMBLING)))
+    assert (a["field"], a["keyword"], a["encoding"]) == ("http.response_body", "casino", "utf-8")
+
+
+def test_json_escapes_and_multipart_base64() -> None:
+    body = json.dumps({"text": "六合彩"}).encode()  # ensure_ascii: \u516d\u5408\u5f69
+    assert b"\\u516d" in body
+    [a] = alerts(run(http_exchange(post(body, "application/json")), ruleset(GAMBLING)))
+    assert (a["field"], a["encoding"]) == ("http.request_body", "json")
+    import base64
+    part = base64.encodebytes("六合彩".encode()).strip()
+    mp = (b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n"
+          b"Content-Transfer-Encoding: base64\r\n\r\n" + part + b"\r\n--XyZ--\r\n")
+    [a] = alerts(run(http_exchange(post(mp, 'multipart/form-data; boundary="XyZ"')), ruleset(GAMBLING)))
+    assert a["encoding"].startswith("base64")
+
+
+def test_one_alert_per_connection_rule_and_field() -> None:
+    c = Conn(CLIENT, 40009, SERVER, 80)
+    frames = c.handshake()
+    for i in range(3):
+        frames += [c.c(f"GET /casino/{i} HTTP/1.1\r\nHost: casino.example\r\n\r\n".encode()), c.s(),
+                   c.s(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), c.c()]
+    frames += c.close()
+    got = alerts(run(frames, ruleset(GAMBLING)))
+    assert sorted(a["field"] for a in got) == ["http.host", "http.uri"]
+
+
+def test_near_misses_do_not_match() -> None:
+    text = "六合 彩, 六合采, casin0, 合彩六"
+    body = text.encode("utf-8") + text.encode("gbk")[:-1]
+    assert alerts(run(http_exchange(post(body, "text/plain")), ruleset(GAMBLING))) == []
+
+
+def test_exception_phrase_suppresses_a_match_inside_it_only() -> None:
+    rules = ruleset(cat("gambling", "赌博", exceptions=("禁止赌博",)))
+    assert alerts(run(http_exchange(post("公告:禁止赌博".encode(), "text/plain")), rules)) == []
+    [a] = alerts(run(http_exchange(post("公告:禁止赌博。来赌博吧".encode(), "text/plain")), rules))
+    assert a["keyword"] == "赌博"
+
+
+def test_combination_needs_every_part_in_one_message() -> None:
+    rules = ruleset(cat("drugs", "海洛因", combos=(("冰", "出售"),)))
+    [a] = alerts(run(http_exchange(post("出售上等冰,价格面议".encode(), "text/plain")), rules))
+    assert (a["keyword"], a["rule_id"]) == ("冰 & 出售", "drugs:drugs-c.txt:1")
+    assert alerts(run(http_exchange(post("出售二手书".encode(), "text/plain")), rules)) == []
+
+
+def test_fields_limit_where_a_category_matches() -> None:
+    rules = ruleset(cat("dnsonly", "casino", fields=("dns.query",)))
+    assert alerts(run(http_exchange(b"GET /casino HTTP/1.1\r\nHost: h\r\n\r\n"), rules)) == []
+
+
+def test_keyword_past_the_depth_is_not_scanned() -> None:
+    body = b"a" * 3000 + "六合彩".encode()
+    assert alerts(run(http_exchange(post(body, "text/plain")), ruleset(GAMBLING), depth=2048)) == []
+    assert len(alerts(run(http_exchange(post(body, "text/plain")), ruleset(GAMBLING)))) == 1
+
+
+def test_dns_query_with_an_idna_name() -> None:
+    name = "www.六合彩.com".encode("idna")
+    q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+    for label in name.split(b"."):
+        q += bytes([len(label)]) + label
+    q += b"\x00" + struct.pack("!HH", 1, 1)
+    [a] = alerts(run([udp_frame(CLIENT, 53001, "198.51.100.53", 53, q)], ruleset(GAMBLING)))
+    assert (a["field"], a["encoding"], a["dst_port"]) == ("dns.query", "idna", 53)
+
+
+def test_block_category_says_not_blocked_offline() -> None:
+    rules = ruleset(cat("bad", "casino", action="block"))
+    [a] = alerts(run(http_exchange(b"GET /casino HTTP/1.1\r\nHost: h\r\n\r\n"), rules))
+    assert (a["action"], a["blocked"]) == ("block", False)
+
+
+def test_records_other_than_alerts_do_not_change_with_a_ruleset() -> None:
+    body = b"x" * 30000
+    c = Conn(CLIENT, 40011, SERVER, 80)
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    frames = c.handshake()
+    for _ in range(2):  # two big replies on one connection: both fully counted
+        frames += [c.c(b"GET /casino HTTP/1.1\r\nHost: h\r\n\r\n"), c.s()]
+        frames += [c.s(resp[i:i + 1400]) for i in range(0, len(resp), 1400)] + [c.c()]
+    frames += c.close()
+    with_rules = run(frames, ruleset(GAMBLING))
+    without: list[Record] = []
+    p = Pipeline(without.extend)
+    p.feed([(T0 + i * 0.01, 1, f) for i, f in enumerate(frames)])
+    p.finish()
+    assert [r for r in with_rules if r["type"] != "alert"] == without
+    assert [r["response_body_len"] for r in without if r["type"] == "http"] == [30000, 30000]
