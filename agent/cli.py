@@ -243,6 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show a progress bar (default: when stderr is a terminal)")
     g.add_argument("--no-progress", dest="progress", action="store_false")
     r.set_defaults(func=cmd_replay)
+    i = sub.add_parser("inline", help="inline on a gateway: inspect NFQUEUE packets, stop `block` matches")
+    i.add_argument("--queue", type=int, required=True, metavar="N",
+                   help="the NFQUEUE number of the gateway's nftables `queue num N` rule")
+    i.add_argument("--rules", type=Path, required=True, metavar="DIR|BUNDLE", help="as for replay")
+    i.add_argument("--pubkey", type=Path, action="append", default=[], metavar="FILE", help="as for replay")
+    i.add_argument("--jsonl", type=Path, required=True, help="write every record here as JSON lines")
+    i.add_argument("--depth", type=_non_negative, default=DEFAULT_DEPTH,
+                   help=f"payload bytes inspected per direction of a connection (default {DEFAULT_DEPTH})")
+    i.add_argument("--roster", type=Path, metavar="CSV", help="as for replay")
+    i.add_argument("--no-reset", action="store_true",
+                   help="drop the matching packet but send no TCP resets")
+    i.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after S seconds (default: run until SIGTERM or SIGINT)")
+    i.set_defaults(func=cmd_inline)
     s = sub.add_parser("synth", help="write a realistic synthetic gateway capture")
     s.add_argument("out", type=Path)
     s.add_argument("--packets", type=int, default=100_000)
@@ -282,6 +296,62 @@ def _load_rules(path: Path, pubkeys: list[Path]) -> CompiledRules | None:
     except OSError as e:
         print(f"edgeaudit-agent: {path}: cannot read: {e.strerror or e}", file=sys.stderr)
         return None
+
+
+def cmd_inline(a: Any) -> int:
+    """Run inline until SIGTERM/SIGINT (or --duration): every queued packet gets a verdict."""
+    import signal
+
+    from agent.enforce.inject import RawInjector
+    from agent.enforce.inline import InlineAgent
+    from agent.enforce.nfqueue import NfQueue
+
+    rules = _load_rules(a.rules, a.pubkey)
+    if rules is None:
+        return EXIT_BAD_INPUT
+    roster = None
+    if a.roster is not None:
+        try:
+            roster = load_roster(a.roster)
+        except (RosterError, OSError) as e:
+            print(f"edgeaudit-agent: {a.roster}: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    stopping = [False]
+
+    def stop_on_signal(signum: int, frame: object) -> None:
+        stopping[0] = True
+
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    signal.signal(signal.SIGINT, stop_on_signal)
+    deadline = None if a.duration is None else time.monotonic() + a.duration
+    with JsonlWriter(a.jsonl) as writer:
+        def sink(records: list[Record]) -> None:
+            writer.write_many(records)
+            writer.flush()  # an operator tails the file: records are not held back
+
+        p = Pipeline(sink, depth=a.depth, roster=roster, rules=rules)
+        try:
+            queue = NfQueue(a.queue)
+        except OSError as e:
+            print(f"edgeaudit-agent: cannot bind NFQUEUE {a.queue}: {e}", file=sys.stderr)
+            return 1
+        with queue:
+            injector = None if a.no_reset else RawInjector()
+            agent = InlineAgent(p, injector)
+            print(f"edgeaudit-agent: inline on queue {a.queue} with ruleset {rules.name} v{rules.version}",
+                  file=sys.stderr, flush=True)
+            def should_stop() -> bool:
+                return stopping[0] or (deadline is not None and time.monotonic() > deadline)
+
+            try:
+                agent.serve(queue, should_stop)
+            finally:
+                p.finish()
+                if injector is not None:
+                    injector.close()
+        counters = " ".join(f"{k}={v}" for k, v in agent.counters.items())
+        print(f"edgeaudit-agent: inline stopped: {counters}", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

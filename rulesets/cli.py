@@ -7,6 +7,7 @@
     edgeaudit-rules diff OLD NEW
     edgeaudit-rules test DIR FILE.pcap ...
 
+Messages: one line each on stderr, starting with the subcommand (`verify: expired at ...`).
 Exit status: 0 success (for `diff`: no difference), 1 failure (an invalid ruleset, a refused
 bundle; for `diff`: a difference, as diff(1)), 2 usage errors (argparse) and, for `diff`,
 trouble reading either side. Problems go to stdout for `check` (they are its output), to stderr
@@ -41,11 +42,15 @@ DAY = 86_400
 
 
 def _err(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr)
+    """One line on stderr, starting with the subcommand ("verify: ..."), as the brief asks of verify."""
+    print(message, file=sys.stderr)
 
 
 def _utc(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds} (unix seconds)"
 
 
 def _read_bundle_file(path: str) -> bytes:
@@ -129,7 +134,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         verified = verify_bundle(_read_bundle_file(args.bundle), keys, newer_than=args.newer_than)
     except BundleError as e:
-        print(f"verify: {e.reason}", file=sys.stderr)
+        _err(f"verify: {e.reason}")
         return 1
     print(f"name: {verified.name}")
     print(f"version: {verified.version}")
@@ -207,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "diff",
-        help="show what changed between two rulesets (exit 1 when they differ)",
+        help="show what changed between two rulesets or bundles (bundles are NOT verified; "
+        "exit 1 if they differ)",
         description="OLD and NEW are each a ruleset directory or a bundle file. Bundles are read "
         "WITHOUT verifying their signature or expiry: use verify for that.",
     )

@@ -8,6 +8,7 @@
     + category drugs (block, severity 5, 120 keywords)
     ~ category gambling: action alert -> block
     ~ category gambling: fields http.uri, dns.query -> http.uri
+    ~ category gambling: enabled true -> false
     + gambling keyword 赌球
     - gambling keyword xyz
     + gambling exception 反对赌博
@@ -60,7 +61,7 @@ def _category_changes(old: Category, new: Category) -> list[str]:
     if old.fields != new.fields:
         lines.append(f"{head} fields {_fields(old.fields)} -> {_fields(new.fields)}")
     if old.enabled != new.enabled:
-        lines.append(f"{head} {'enabled' if new.enabled else 'disabled'}")
+        lines.append(f"{head} enabled {str(old.enabled).lower()} -> {str(new.enabled).lower()}")
     lines += _phrase_changes(new.id, "keyword", old.keywords, new.keywords)
     lines += _phrase_changes(new.id, "exception", old.exceptions, new.exceptions)
     lines += _combination_changes(new.id, old.combinations, new.combinations)

@@ -75,7 +75,9 @@ _TOML_POS_RE: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _TOML_END_RE: Final = re.compile(r"\s*\(at end of document\)\s*$")
 _TABLE_RE: Final = re.compile(r"^\s*\[")
 _CATEGORY_HEADER_RE: Final = re.compile(r"""^\s*\[\[\s*(?:categories|"categories"|'categories')\s*\]\]""")
-_ANY_CATEGORIES_HEADER_RE: Final = re.compile(r"""^\s*\[\[?\s*(?:categories|"categories"|'categories')\s*\]""")
+_ANY_CATEGORIES_HEADER_RE: Final = re.compile(
+    r"""^\s*\[\[?\s*(?:categories|"categories"|'categories')\s*\]"""
+)
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,8 @@ class _DirSource:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def missing_root(self) -> str | None:
-        return None if self.root.is_dir() else f"{self.root}: not a directory"
+    def missing_root(self) -> tuple[str, str] | None:
+        return None if self.root.is_dir() else (str(self.root), "not a directory")
 
     def read(self, rel: str) -> bytes:
         path = self.root / rel
@@ -208,7 +210,7 @@ class _MapSource:
     def __init__(self, files: Mapping[str, bytes]) -> None:
         self.files = files
 
-    def missing_root(self) -> str | None:
+    def missing_root(self) -> tuple[str, str] | None:
         return None
 
     def read(self, rel: str) -> bytes:
@@ -256,6 +258,12 @@ class _Collector:
         self.problems.append(Problem(file, line, message, severity))
 
     def finish(self) -> None:
+        # as a compiler lists them: ruleset.toml, then the other files in the order they were first
+        # named, each by line (ruleset.toml is checked key by key, not top to bottom)
+        rank: dict[str, int] = {MANIFEST: 0}
+        for problem in self.problems:
+            rank.setdefault(problem.file, len(rank))
+        self.problems.sort(key=lambda p: (rank[p.file], p.line))
         for file, (errors, warnings) in self._hidden.items():
             # counted already: this line only says what was left out
             self.problems.append(
@@ -373,7 +381,7 @@ class _Checker:
     def _check(self, draft: Ruleset) -> None:
         missing = self.source.missing_root()
         if missing is not None:
-            self.out.add(MANIFEST, 0, missing)
+            self.out.add(missing[0], 0, missing[1])
             return
         try:
             data = self.source.read(MANIFEST)

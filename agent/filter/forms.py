@@ -48,6 +48,10 @@ Limits and known consequences:
   ``gbk``/``gb18030``/``url-gbk`` pattern holding such a character also matches
   the text with that other character in its place: a rare false positive, never
   a missed match. The alert's decoded snippet shows the operator which it was.
+* Byte matching does not know GBK character boundaries: the GBK bytes of a
+  keyword can straddle two characters of other GBK text ("露牟─" is C2 B6 C4 B2
+  A9 A4 and holds B6 C4 B2 A9, the bytes of 赌博). UTF-8 cannot misalign so (its
+  lead and continuation bytes differ); GBK, a double-byte code, can.
 * An empty keyword has no forms (an empty pattern would match everywhere); a
   keyword UTF-8 cannot encode (a lone surrogate) has only the forms that can.
 * At most ``MAX_FORMS`` patterns per keyword.

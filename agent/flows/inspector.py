@@ -142,6 +142,9 @@ class Inspector:
         self.filter = filter  # the keyword filter (agent.filter), when a ruleset is loaded
         # called with a connection's `block` alerts; says whether it stopped the connection
         self.on_block: Callable[[Flow, list[Record]], bool] | None = None
+        # the TCP segment being inspected: (from the originator, its sequence number), for
+        # `on_block` to sequence resets; None while a UDP datagram is
+        self.segment: tuple[bool, int] | None = None
         self.max_buffered = max_buffered
         self.max_segments = max_segments
         self.dhcp = dhcp
@@ -193,6 +196,8 @@ class Inspector:
         """One TCP segment of an inspected flow, from `side`."""
         app = f.app
         assert app is not None
+        if self.filter is not None:
+            self.segment = (side is f.orig, seq)
         fwd = side is app.side_o
         r = app.ro if fwd else app.rr
         peer_r = app.rr if fwd else app.ro
@@ -266,6 +271,7 @@ class Inspector:
     def udp(self, f: Flow, is_orig: bool, ts: float, payload: bytes) -> None:
         app = f.app
         assert app is not None
+        self.segment = None
         if app.dhcp:
             assert self.dhcp is not None
             src, dst = (f.oip, f.rip) if is_orig else (f.rip, f.oip)

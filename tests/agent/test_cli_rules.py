@@ -22,7 +22,8 @@ def capture(tmp_path: Path) -> Path:
     frames = tcp_conn("192.0.2.10", 40001, "198.51.100.80", 80, 1_700_000_000.0,
                       request=f"GET /s?q={quote('在线赌场')} HTTP/1.1\r\nHost: a.example\r\n\r\n".encode())
     frames += tcp_conn("192.0.2.10", 40002, "198.51.100.80", 80, 1_700_000_001.0,
-                       request=b"POST /buy HTTP/1.1\r\nHost: b.example\r\nContent-Length: 12\r\n\r\nbuy meth now")
+                       request=(b"POST /buy HTTP/1.1\r\nHost: b.example\r\nContent-Length: 12\r\n\r\n"
+                                b"buy meth now"))
     path = tmp_path / "c.pcap"
     write_pcap(path, frames)
     return path
@@ -68,7 +69,8 @@ def test_replay_with_a_signed_bundle(tmp_path: Path) -> None:
 
 def test_rules_test_prints_what_would_match(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    res = subprocess.run([sys.executable, "-m", "rulesets.cli", "test", str(EXAMPLES), str(capture(tmp_path))],
+    argv = [sys.executable, "-m", "rulesets.cli", "test", str(EXAMPLES), str(capture(tmp_path))]
+    res = subprocess.run(argv,
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     assert "'在线赌场'" in res.stdout and "gambling/alert" in res.stdout and "drugs/block" in res.stdout

@@ -76,6 +76,50 @@ def full_ruleset(root: Path, version: int = 3) -> Path:
     return write_ruleset(root, full_toml(version), FULL_FILES)
 
 
+# A ruleset with one of nearly every problem (test_rulesets_load lists them with file:line).
+MANY_PROBLEMS = """\
+name = ""
+version = true
+colour = "red"
+
+[[categories]]
+id = "Gambling!"
+action = "alarm"
+severity = 9
+keywords = "missing.txt"
+feilds = ["http.uri"]
+
+[[categories]]
+id = "dup"
+action = "block"
+severity = 2
+keywords = "../outside.txt"
+fields = ["http.url"]
+
+[[categories]]
+id = "dup"
+severity = "3"
+keywords = "/etc/hostname"
+fields = []
+
+[[categories]]
+id = "words"
+action = "alert"
+severity = 1
+keywords = "words.txt"
+combinations = "combos.txt"
+enabled = "yes"
+"""
+
+MANY_WORDS = (
+    "# comment\nok keyword\na\nx\x07y\n" + "长" * 86 + "\nok keyword\n"
+).encode() + b"\xff\xfe bad\ngood\n"
+MANY_COMBOS = "single\na & \nfoo & & bar\ngood one & another\n"
+MANY_PROBLEMS_FILES: tuple[str, dict[str, str | bytes]] = (
+    MANY_PROBLEMS, {"words.txt": MANY_WORDS, "combos.txt": MANY_COMBOS},
+)
+
+
 def tar_members(data: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
     """The members of a (well-formed) bundle with their contents, in order."""
     out: list[tuple[tarfile.TarInfo, bytes]] = []

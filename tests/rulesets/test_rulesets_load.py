@@ -9,6 +9,9 @@ import pytest
 from rulesets_testlib import (
     EXAMPLES,
     FULL_FILES,
+    MANY_COMBOS,
+    MANY_PROBLEMS,
+    MANY_WORDS,
     MINIMAL_KEYWORDS,
     MINIMAL_TOML,
     full_ruleset,
@@ -17,14 +20,22 @@ from rulesets_testlib import (
 )
 
 from rulesets import load
-from rulesets.load import Problem, RulesetError, check_ruleset, examine_ruleset, load_ruleset, normalize_relpath
+from rulesets.load import (
+    Problem,
+    RulesetError,
+    check_ruleset,
+    examine_ruleset,
+    load_ruleset,
+    normalize_relpath,
+)
 from rulesets.model import FIELDS, Category, Combination, Phrase, Ruleset
 
 HEAD = 'name = "t"\nversion = 1\n'
 
 
 def one_category(extra: str = "", keywords: str = "k.txt") -> str:
-    return HEAD + f'[[categories]]\nid = "c"\naction = "alert"\nseverity = 2\nkeywords = "{keywords}"\n' + extra
+    category = f'[[categories]]\nid = "c"\naction = "alert"\nseverity = 2\nkeywords = "{keywords}"\n'
+    return HEAD + category + extra
 
 
 def located(problems: list[Problem]) -> set[tuple[str, int, str]]:
@@ -103,7 +114,7 @@ def test_examples_directory_is_valid() -> None:
 def test_mapping_source_loads_like_the_directory(tmp_path: Path) -> None:
     root = full_ruleset(tmp_path)
     files = {"ruleset.toml": (root / "ruleset.toml").read_bytes()}
-    files |= {name: content.encode() if isinstance(content, str) else content for name, content in FULL_FILES.items()}
+    files |= {name: c.encode() if isinstance(c, str) else c for name, c in FULL_FILES.items()}
     assert load_ruleset(files) == load_ruleset(root)
     del files["drugs.txt"]
     _, problems = check_ruleset(files)
@@ -135,45 +146,6 @@ def test_a_file_shared_by_two_categories_is_reported_once(tmp_path: Path) -> Non
 
 
 # -- problems -----------------------------------------------------------------------------------------
-
-MANY_PROBLEMS = """\
-name = ""
-version = true
-colour = "red"
-
-[[categories]]
-id = "Gambling!"
-action = "alarm"
-severity = 9
-keywords = "missing.txt"
-feilds = ["http.uri"]
-
-[[categories]]
-id = "dup"
-action = "block"
-severity = 2
-keywords = "../outside.txt"
-fields = ["http.url"]
-
-[[categories]]
-id = "dup"
-severity = "3"
-keywords = "/etc/hostname"
-fields = []
-
-[[categories]]
-id = "words"
-action = "alert"
-severity = 1
-keywords = "words.txt"
-combinations = "combos.txt"
-enabled = "yes"
-"""
-
-MANY_WORDS = (
-    "# comment\nok keyword\na\nx\x07y\n" + "长" * 86 + "\nok keyword\n"
-).encode() + b"\xff\xfe bad\ngood\n"
-MANY_COMBOS = "single\na & \nfoo & & bar\ngood one & another\n"
 
 MANY_EXPECTED = [
     ("ruleset.toml", 1, "error", "'name' must be a non-empty string"),
@@ -212,6 +184,9 @@ def test_every_problem_is_reported_with_file_and_line(tmp_path: Path) -> None:
         assert (file, line, severity) == want[:3]
         assert want[3] in message, (message, want)
     assert (result.errors, result.warnings) == (len(MANY_EXPECTED) - 1, 1)
+    # listed as a compiler would: ruleset.toml first, then each file as first named, by line
+    order = {"ruleset.toml": 0, "words.txt": 1, "combos.txt": 2}
+    assert got == sorted(got, key=lambda g: (order[g[0]], g[1]))
     assert result.ruleset is None
     # the draft still counts what could be read, for `check`'s summary
     assert [c.id for c in result.draft.categories] == ["Gambling!", "dup", "dup", "words"]
@@ -225,7 +200,8 @@ def test_every_problem_is_reported_with_file_and_line(tmp_path: Path) -> None:
 
 def test_problem_str() -> None:
     assert str(Problem("k.txt", 4, "bad", "warning")) == "k.txt:4: warning: bad"
-    assert str(Problem("ruleset.toml", 0, "ruleset.toml not found")) == "ruleset.toml: error: ruleset.toml not found"
+    whole_file = Problem("ruleset.toml", 0, "ruleset.toml not found")
+    assert str(whole_file) == "ruleset.toml: error: ruleset.toml not found"
 
 
 def test_toml_syntax_error_line(tmp_path: Path) -> None:
@@ -236,7 +212,8 @@ def test_toml_syntax_error_line(tmp_path: Path) -> None:
 
 
 def test_missing_directory_and_manifest(tmp_path: Path) -> None:
-    assert "not a directory" in only_problem(tmp_path / "nope").message
+    problem = only_problem(tmp_path / "nope")
+    assert (problem.file, problem.line, problem.message) == (str(tmp_path / "nope"), 0, "not a directory")
     problem = only_problem(tmp_path)
     assert (problem.file, problem.line, problem.message) == ("ruleset.toml", 0, "ruleset.toml not found")
 
@@ -366,9 +343,11 @@ def test_warnings_do_not_invalidate(tmp_path: Path) -> None:
     ruleset, problems = check_ruleset(tmp_path)
     assert ruleset is not None
     assert [(p.file, p.line, p.severity) for p in problems] == [
-        ("k.txt", 2, "warning"), ("ruleset.toml", 8, "warning"), ("c.txt", 2, "warning"), ("c.txt", 3, "warning"),
+        ("ruleset.toml", 8, "warning"), ("k.txt", 2, "warning"),
+        ("c.txt", 2, "warning"), ("c.txt", 3, "warning"),
     ]
     assert "duplicate combination 'cd & ab' (first on line 1)" in problems[2].message
+    assert "exceptions file 'e.txt' is empty" in problems[0].message
     assert "repeats a keyword" in problems[3].message
     assert load_ruleset(tmp_path) == ruleset
     assert [k.text for k in ruleset.categories[0].keywords] == ["abc"]

@@ -1,0 +1,735 @@
+#!/usr/bin/env python3
+"""Keyword matching cost of the edgeaudit agent against Hyperscan, and the filtering agent against argus.
+
+What (issue 4): two measurements.
+
+1. **Matcher.** For 1,000, 10,000 and 100,000 keywords (40% Chinese, 60% ASCII), the
+   agent's matcher (``agent.filter.forms.keyword_forms`` -> every byte form of every
+   keyword -> ``agent.filter.automaton.PatternSet``, pyahocorasick) against Hyperscan
+   (the ``hyperscan`` PyPI package, a bench-only dependency) compiled from the *same*
+   byte patterns as literals. Both scan the same payloads, one call per packet
+   payload, as the agent calls its matcher. Reported: build seconds, scan MB/s, the
+   ratio (how many times faster Hyperscan is) and the matches each engine found.
+2. **Pipeline.** The compiled agent (``bench/agent_compiled.py``, ``make compiled``)
+   replaying the 1,000,000-packet capture with a 10,000-keyword ruleset at the default
+   inspection depth, against argus on the same capture: CPU seconds, target
+   agent ≤ 3.5 × argus. The compiled agent without a ruleset (the issue-3
+   configuration) runs alongside, so the filter's own share of the CPU is measured.
+
+Why: a gateway filter must keep up with line rate on a small CPU, and its cost grows
+with the ruleset; Hyperscan (Intel's SIMD multi-literal engine, what Suricata uses) is
+the yardstick for "as fast as a matcher can be", argus for "what a mature flow
+monitor costs per packet". The agent matches every encoding a keyword travels in
+(UTF-8, GBK, GB18030, percent-encoded), so 10k Chinese keywords become ~40k patterns;
+the pattern counts are in the table.
+
+How:
+
+* Keywords are generated deterministically (``KEYWORD_SEED``): Chinese ones are 2–6
+  characters drawn by their frequency in the generator's own text corpus
+  (``agent.synth.content.make_text_corpus``), or phrases of the generator's real
+  Chinese words; ASCII ones are lower-case pseudo-English words and two-word phrases
+  of 4–16 characters. 1% of each kind is sampled from the payload text itself, so
+  the match path is exercised. No duplicates; the sets are nested (1k ⊂ 10k ⊂ 100k).
+* Payloads: the TCP/UDP payload of every HTTP (TCP/80), SMTP (TCP/25) and DNS (53)
+  packet of the project's generated capture (``python -m agent.synth``, 200,000
+  packets by default, cached in ``bench/out/`` as by ``bench_sessions.py``), read with
+  dpkt, one byte string per packet, folded once with ``agent.filter.normalize.fold``
+  (the agent folds before matching) outside the timing.
+* Build time: best of ``BUILD_ROUNDS`` wall times (``time.perf_counter``); the agent's
+  is ``PatternSet(patterns)`` (the keyword forms are computed once beforehand and
+  shown in their own column), Hyperscan's is ``Database.compile(literal=True)``
+  (``hs_compile_lit_multi``) plus the scratch allocation. Scan: total payload bytes
+  / best of ``SCAN_ROUNDS`` wall times of the loop over all payloads; the agent's
+  loop calls ``PatternSet.scan`` (a list of matches per payload), Hyperscan's calls
+  ``Database.scan`` with a callback counting matches. The cyclic GC is off while
+  timing (the agent runs it rarely: ``agent.cli.tune_gc``).
+* Agreement: an untimed pass compares, payload by payload, the multiset of
+  (end offset, pattern id) each engine reports (Hyperscan's ``to``; the agent's
+  start + pattern length). Any difference is printed and fails the run.
+* Pipeline: ``bench_sessions``' measurement (``RUSAGE_CHILDREN`` CPU deltas around
+  each child, tools round-robin, best of ``--repeat``), its capture cache, argus
+  lookup and bytecode compilation are reused by import.
+
+Results: tables on stdout and ``bench/out/bench_keywords.json``; tool logs, outputs
+and the generated ruleset under ``bench/out/keywords/``. Exit status 0 = the pipeline
+target is met and the engines agree, 1 = the target is missed or the engines
+disagree, 2 = not measurable (compiled agent, argus or Hyperscan missing, a tool
+failed; the reason is printed). Last results: ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import platform
+import random
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import accumulate
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+for _p in (str(BENCH_DIR), str(REPO)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import bench_sessions as bs  # noqa: E402  (the bench directory is not a package)
+import dpkt  # noqa: E402
+
+from agent.filter.automaton import PatternSet  # noqa: E402
+from agent.filter.forms import keyword_forms  # noqa: E402
+from agent.filter.normalize import fold  # noqa: E402
+from agent.synth.content import CN_WORDS, make_text_corpus  # noqa: E402
+
+OUT_DIR = bs.OUT_DIR
+WORK_DIR = OUT_DIR / "keywords"  # tool logs and outputs, the generated ruleset
+JSON_PATH = OUT_DIR / "bench_keywords.json"
+
+KEYWORD_COUNTS = (1_000, 10_000, 100_000)
+QUICK_KEYWORD_COUNTS = (1_000, 10_000)
+CHINESE_SHARE = 0.4
+SAMPLED_SHARE = 0.01  # keywords taken from the payload text, so that matches happen
+KEYWORD_SEED = 4  # issue 4
+CORPUS_SAMPLE_BYTES = 1 << 20  # generator text used for the Chinese character frequencies
+DEFAULT_PAYLOAD_PACKETS = 200_000
+QUICK_PAYLOAD_PACKETS = 20_000
+PIPELINE_PACKETS = 1_000_000
+QUICK_PIPELINE_PACKETS = 100_000
+PIPELINE_KEYWORDS = 10_000
+TARGET_PIPELINE_RATIO = 3.5  # agent (compiled, 10k keywords, default depth) CPU / argus CPU
+SCAN_ROUNDS = 3
+BUILD_ROUNDS = 1
+MISMATCH_EXAMPLES = 5
+
+# (transport, server port) -> the protocol whose payloads are scanned
+PAYLOAD_PORTS: dict[tuple[str, int], str] = {("tcp", 80): "http", ("tcp", 25): "smtp", ("udp", 53): "dns",
+                                             ("tcp", 53): "dns"}
+
+# ---------------------------------------------------------------- payloads
+
+
+@dataclass
+class Payloads:
+    pcap: Path
+    packets: int  # packets in the capture
+    items: list[bytes]  # folded, one per packet with a non-empty payload
+    by_proto: dict[str, list[int]]  # protocol -> [packets, bytes]
+    extract_s: float
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(len(p) for p in self.items)
+
+
+def extract_payloads(pcap: Path, packets: int) -> Payloads:
+    """Every non-empty HTTP/SMTP/DNS TCP or UDP payload of `pcap`, one per packet, folded."""
+    t0 = time.perf_counter()
+    items: list[bytes] = []
+    by_proto: dict[str, list[int]] = {}
+    with pcap.open("rb") as f:
+        for _ts, buf in dpkt.pcap.Reader(f):
+            eth = dpkt.ethernet.Ethernet(buf)
+            ip = eth.data
+            if not isinstance(ip, dpkt.ip.IP):
+                continue
+            l4 = ip.data
+            if isinstance(l4, dpkt.tcp.TCP):
+                kind = "tcp"
+            elif isinstance(l4, dpkt.udp.UDP):
+                kind = "udp"
+            else:
+                continue
+            proto = PAYLOAD_PORTS.get((kind, l4.dport)) or PAYLOAD_PORTS.get((kind, l4.sport))
+            data = bytes(l4.data)
+            if proto is None or not data:
+                continue
+            items.append(fold(data))
+            counts = by_proto.setdefault(proto, [0, 0])
+            counts[0] += 1
+            counts[1] += len(data)
+    return Payloads(pcap, packets, items, by_proto, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- keywords
+
+_ONSETS = ("b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "y", "z",
+           "bl", "br", "ch", "cl", "cr", "dr", "fl", "fr", "gl", "gr", "pl", "pr", "sc", "sh", "sl", "sp",
+           "st", "th", "tr", "wh", "")
+_VOWELS = ("a", "e", "i", "o", "u", "a", "e", "i", "o", "ai", "ea", "ee", "io", "ou", "oo", "y")
+_CODAS = ("", "", "", "", "n", "r", "s", "t", "l", "m", "ck", "ng", "st", "nd", "rt", "x")
+_CJK_RUN = re.compile("[\u4e00-\u9fff]{2,}")
+_ASCII_TOKEN = re.compile(rb"\b[a-z]{4,16}\b(?: [a-z]{2,8}\b)?")
+
+
+@dataclass
+class KeywordPools:
+    """Disjoint pools the sets of every size are prefixes of (so 1k ⊂ 10k ⊂ 100k)."""
+
+    chinese: list[str]
+    ascii: list[str]
+    sampled_chinese: list[str]
+    sampled_ascii: list[str]
+
+    def keyword_set(self, n: int) -> list[str]:
+        n_cn = round(n * CHINESE_SHARE)
+        n_as = n - n_cn
+        s_cn = min(round(n_cn * SAMPLED_SHARE), len(self.sampled_chinese))
+        s_as = min(round(n_as * SAMPLED_SHARE), len(self.sampled_ascii))
+        out = (self.sampled_chinese[:s_cn] + self.chinese[: n_cn - s_cn]
+               + self.sampled_ascii[:s_as] + self.ascii[: n_as - s_as])
+        random.Random(KEYWORD_SEED * 1_000_003 + n).shuffle(out)
+        return out
+
+
+def chinese_frequencies(seed: int) -> tuple[list[str], list[float]]:
+    """CJK characters of the generator's text corpus, most frequent first, with cumulative weights."""
+    text = make_text_corpus(random.Random(seed), CORPUS_SAMPLE_BYTES).decode("utf-8", "ignore")
+    counts = Counter("".join(_CJK_RUN.findall(text)))
+    chars = sorted(counts, key=lambda c: (-counts[c], c))
+    return chars, list(accumulate(float(counts[c]) for c in chars))
+
+
+def _chinese_keyword(rng: random.Random, chars: list[str], cum: list[float], words: list[str]) -> str:
+    if rng.random() < 0.3:  # a phrase of two or three real words ("网络安全", "翻墙代理"...)
+        text = rng.choice(words) + rng.choice(words)
+        if len(text) <= 4 and rng.random() < 0.3:
+            text += rng.choice(words)
+        if len(text) <= 6:
+            return text
+    return "".join(rng.choices(chars, cum_weights=cum, k=rng.randint(2, 6)))
+
+
+def _ascii_word(rng: random.Random) -> str:
+    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
+                   for _ in range(rng.randint(1, 4)))
+
+
+def _ascii_keyword(rng: random.Random) -> str:
+    text = _ascii_word(rng)
+    if rng.random() < 0.25:
+        text += " " + _ascii_word(rng)
+    return text
+
+
+def _sample_from_payloads(rng: random.Random, payloads: list[bytes], n_cn: int, n_as: int,
+                          seen: set[str]) -> tuple[list[str], list[str]]:
+    """Keywords cut out of the payload text: `n_cn` Chinese (2-6 characters) and `n_as` ASCII."""
+    texts = [p for p in payloads if len(p) >= 64]
+    rng.shuffle(texts)
+    runs: list[str] = []
+    tokens: list[str] = []
+    for p in texts[:4000]:
+        runs.extend(_CJK_RUN.findall(p.decode("utf-8", "ignore")))
+        tokens.extend(t.decode() for t in _ASCII_TOKEN.findall(p) if len(t) <= 16)
+    # distinct spellings, sorted for determinism: each occurs at least once; drawing by
+    # occurrence instead would pick the corpus' few most frequent words again and again
+    runs = sorted(set(runs))
+    tokens = sorted(set(tokens))
+    cn: list[str] = []
+    asc: list[str] = []
+    for _ in range(50 * (n_cn + n_as) + 1000):
+        if len(cn) >= n_cn and len(asc) >= n_as:
+            break
+        if len(cn) < n_cn and runs:
+            run = rng.choice(runs)
+            k = rng.randint(2, min(6, len(run)))
+            i = rng.randint(0, len(run) - k)
+            text = run[i : i + k]
+            if text not in seen:
+                seen.add(text)
+                cn.append(text)
+        if len(asc) < n_as and tokens:
+            text = rng.choice(tokens)
+            if text not in seen:
+                seen.add(text)
+                asc.append(text)
+    return cn, asc
+
+
+def make_pools(max_n: int, payloads: list[bytes]) -> KeywordPools:
+    rng = random.Random(KEYWORD_SEED)
+    n_cn = round(max_n * CHINESE_SHARE)
+    n_as = max_n - n_cn
+    seen: set[str] = set()
+    s_cn, s_as = _sample_from_payloads(rng, payloads, round(n_cn * SAMPLED_SHARE),
+                                       round(n_as * SAMPLED_SHARE), seen)
+    chars, cum = chinese_frequencies(bs.DEFAULT_SEED)
+    words = [w for w in CN_WORDS if _CJK_RUN.fullmatch(w)]
+    cn: list[str] = []
+    while len(cn) < n_cn:
+        text = _chinese_keyword(rng, chars, cum, words)
+        if text not in seen:
+            seen.add(text)
+            cn.append(text)
+    asc: list[str] = []
+    while len(asc) < n_as:
+        text = _ascii_keyword(rng)
+        if 4 <= len(text) <= 16 and text not in seen:
+            seen.add(text)
+            asc.append(text)
+    return KeywordPools(cn, asc, s_cn, s_as)
+
+
+def write_ruleset(keywords: Sequence[str], directory: Path) -> Path:
+    """A ruleset directory (rulesets.model format): one alert-only category holding every keyword."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "keywords.txt").write_text(
+        f"# {len(keywords)} generated benchmark keywords (bench/bench_keywords.py)\n"
+        + "".join(k + "\n" for k in keywords), encoding="utf-8")
+    (directory / "ruleset.toml").write_text(
+        'name = "bench-keywords"\nversion = 1\n\n[[categories]]\nid = "bench"\naction = "alert"\n'
+        'severity = 3\nkeywords = "keywords.txt"\n', encoding="utf-8")
+    return directory
+
+
+# ---------------------------------------------------------------- matchers
+
+
+def load_hyperscan() -> Any:
+    """The bench-only `hyperscan` module, or None (it is never a runtime dependency)."""
+    try:
+        return importlib.import_module("hyperscan")
+    except ImportError:
+        return None
+
+
+@dataclass
+class Mismatch:
+    payload: int
+    only_agent: list[tuple[int, int]]  # (end offset, pattern id)
+    only_hyperscan: list[tuple[int, int]]
+
+
+@dataclass
+class MatcherResult:
+    keywords: int
+    chinese: int
+    sampled: int
+    patterns: int
+    pattern_bytes: int
+    forms_s: float
+    agent_build_s: float
+    agent_scan_s: float
+    agent_mb_s: float
+    agent_matches: int
+    hs_build_s: float | None = None
+    hs_scan_s: float | None = None
+    hs_mb_s: float | None = None
+    hs_matches: int | None = None
+    hs_db_bytes: int | None = None
+    build_ratio: float | None = None  # agent build s / Hyperscan build s: "Hyperscan builds R× faster"
+    scan_ratio: float | None = None  # Hyperscan MB/s / agent MB/s: "Hyperscan scans R× faster"
+    agree: bool | None = None  # None: not compared
+    payloads_differing: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+
+def _best(fn: Callable[[], int], rounds: int) -> tuple[float, int]:
+    """Best wall time of `rounds` calls of `fn` with the cyclic GC off; and what the last call returned."""
+    best = float("inf")
+    result = 0
+    for _ in range(rounds):
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            result = fn()
+            best = min(best, time.perf_counter() - t0)
+        finally:
+            gc.enable()
+    return best, result
+
+
+def _agent_scan_all(ps: PatternSet, payloads: list[bytes]) -> int:
+    scan = ps.scan
+    n = 0
+    for p in payloads:
+        n += len(scan(p))
+    return n
+
+
+def _hs_build(hs: Any, patterns: list[bytes]) -> tuple[Any, Any]:
+    db = hs.Database(mode=hs.HS_MODE_BLOCK)
+    # flags 0: every match (no SINGLEMATCH); literal=True: hs_compile_lit_multi, bytes taken as they are
+    db.compile(expressions=patterns, ids=list(range(len(patterns))), elements=len(patterns), flags=0,
+               literal=True)
+    return db, hs.Scratch(db)
+
+
+def _hs_scan_all(db: Any, scratch: Any, payloads: list[bytes]) -> int:
+    n = 0
+
+    def on_match(pid: int, start: int, end: int, flags: int, ctx: object) -> None:
+        nonlocal n
+        n += 1
+
+    scan = db.scan
+    for p in payloads:
+        scan(p, on_match, 0, None, scratch)
+    return n
+
+
+def _compare(ps: PatternSet, lengths: list[int], db: Any, scratch: Any, payloads: list[bytes],
+             res: MatcherResult) -> None:
+    """Untimed: the (end offset, pattern id) multisets of both engines, payload by payload."""
+    found: list[tuple[int, int]] = []
+
+    def on_match(pid: int, start: int, end: int, flags: int, ctx: object) -> None:
+        found.append((end, pid))
+
+    differing = 0
+    for i, p in enumerate(payloads):
+        agent = sorted((s + lengths[pid], pid) for s, pid in ps.scan(p))
+        found.clear()
+        db.scan(p, on_match, 0, None, scratch)
+        hs = sorted(found)
+        if agent != hs:
+            differing += 1
+            if len(res.mismatches) < MISMATCH_EXAMPLES:
+                a, h = Counter(agent), Counter(hs)
+                only_a, only_h = sorted((a - h).elements())[:10], sorted((h - a).elements())[:10]
+                res.mismatches.append(Mismatch(i, only_a, only_h))
+    res.payloads_differing = differing
+    res.agree = differing == 0
+
+
+def measure_matchers(n: int, keywords: list[str], n_chinese: int, n_sampled: int, payloads: list[bytes],
+                     hs: Any) -> MatcherResult:
+    total_mb = sum(len(p) for p in payloads) / 1e6
+    t0 = time.perf_counter()
+    patterns = [pat for kw in keywords for pat, _enc in keyword_forms(kw)]
+    forms_s = time.perf_counter() - t0
+    lengths = [len(p) for p in patterns]
+    print(f"  {n:,} keywords: {len(patterns):,} patterns; agent build ...", file=sys.stderr, flush=True)
+    holder: list[PatternSet] = []
+
+    def build_agent() -> int:
+        holder[:] = [PatternSet(patterns)]
+        return 0
+
+    agent_build_s, _ = _best(build_agent, BUILD_ROUNDS)
+    ps = holder[0]
+    print("    agent scan ...", file=sys.stderr, flush=True)
+    agent_scan_s, agent_matches = _best(lambda: _agent_scan_all(ps, payloads), SCAN_ROUNDS)
+    res = MatcherResult(
+        keywords=n, chinese=n_chinese, sampled=n_sampled, patterns=len(patterns), pattern_bytes=sum(lengths),
+        forms_s=forms_s, agent_build_s=agent_build_s, agent_scan_s=agent_scan_s,
+        agent_mb_s=total_mb / agent_scan_s, agent_matches=agent_matches,
+    )
+    if hs is not None:
+        print("    hyperscan build ...", file=sys.stderr, flush=True)
+        built: list[tuple[Any, Any]] = []
+
+        def build_hs() -> int:
+            built[:] = []  # the previous database is freed before the next compile
+            built.append(_hs_build(hs, patterns))
+            return 0
+
+        res.hs_build_s, _ = _best(build_hs, BUILD_ROUNDS)
+        db, scratch = built[0]
+        res.hs_db_bytes = db.size()
+        print("    hyperscan scan ...", file=sys.stderr, flush=True)
+        res.hs_scan_s, res.hs_matches = _best(lambda: _hs_scan_all(db, scratch, payloads), SCAN_ROUNDS)
+        res.hs_mb_s = total_mb / res.hs_scan_s
+        res.build_ratio = res.agent_build_s / res.hs_build_s if res.hs_build_s else None
+        res.scan_ratio = res.hs_mb_s / res.agent_mb_s
+        print("    comparing matches ...", file=sys.stderr, flush=True)
+        _compare(ps, lengths, db, scratch, payloads, res)
+    return res
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+@dataclass
+class PipelineResult:
+    status: str  # "measured" or "not measured"
+    reason: str = ""
+    capture: dict[str, Any] = field(default_factory=dict)
+    ruleset: str = ""
+    keywords: int = 0
+    compiled_tree_stale: bool = False
+    tools: list[bs.ToolResult] = field(default_factory=list)
+    cpu_ratio: float | None = None  # agent with rules / argus
+    norules_ratio: float | None = None  # agent without rules / argus (issue 3 configuration)
+    filter_cpu_s: float | None = None  # agent with rules - agent without rules
+    alerts: int | None = None
+    verdict: str = "NOT MEASURED"
+
+
+def count_alerts(path: Path) -> int | None:
+    """`alert` records in a JSONL file (wire.jsonl writes compact JSON: "type":"alert")."""
+    if not path.exists():
+        return None
+    n = 0
+    with path.open("rb") as f:
+        for line in f:
+            if line.startswith(b'{"type":"alert"'):
+                n += 1
+    return n
+
+
+def _compiled_tree_state() -> tuple[bool, bool, str]:
+    """(built with the filter, stale, note) for build/compiled."""
+    tree = bs.COMPILED_TREE
+    stamp = tree / ".built"
+    if not stamp.exists():
+        return False, False, f"{tree} is not built: run `make compiled` (~2 min)"
+    if not (tree / "agent" / "filter" / "engine.py").exists():
+        return False, True, f"{tree} predates the keyword filter: run `make compiled` (~2 min)"
+    built = stamp.stat().st_mtime
+    sources = [p for d in ("agent", "wire") for p in (REPO / d).rglob("*.py")]
+    sources += [REPO / "pyproject.toml", REPO / "setup.py"]
+    newer = sorted(str(p.relative_to(REPO)) for p in sources if p.exists() and p.stat().st_mtime > built)
+    if newer:
+        more = f" (+{len(newer) - 3} more)" if len(newer) > 3 else ""
+        return True, True, (f"warning: {tree} is older than {', '.join(newer[:3])}{more}: it measures the "
+                            "code as of `make compiled`")
+    return True, False, ""
+
+
+def run_pipeline(packets: int, seed: int, keywords: list[str], repeat: int, install: bool,
+                 timeout: float, keep: bool) -> PipelineResult:
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    rules_dir = write_ruleset(keywords, WORK_DIR / f"ruleset-{len(keywords)}")
+    res = PipelineResult("not measured", ruleset=str(rules_dir), keywords=len(keywords))
+    ok, stale, note = _compiled_tree_state()
+    res.compiled_tree_stale = stale
+    if not ok:
+        res.reason = note
+        return res
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    argus, argus_note = bs.locate_argus(install=install)
+    if argus is None:
+        res.reason = argus_note
+        return res
+    cap = bs.ensure_capture(packets, seed, OUT_DIR, regenerate=False)
+    res.capture = {"path": str(cap.path), "packets": cap.packets, "file_bytes": cap.bytes, "seed": cap.seed,
+                   "reused": cap.reused, "generator": cap.generator}
+    bs.warm_page_cache(cap.path)
+    bs.compile_bytecode()
+    launcher = str(BENCH_DIR / "agent_compiled.py")
+
+    def rules_cmd(c: Path, out: Path) -> list[str]:
+        return [bs._python(), launcher, "replay", str(c), "--jsonl", str(out), "--rules", str(rules_dir)]
+
+    def norules_cmd(c: Path, out: Path) -> list[str]:
+        return [bs._python(), launcher, "replay", str(c), "--jsonl", str(out)]
+
+    tools = [
+        bs.Tool("agent-rules", True, rules_cmd, ".jsonl", count_alerts, bs.locate_agent_mypyc),
+        bs.Tool("argus", True, bs._argus_cmd, ".argus", bs.no_count, lambda: argus),
+        bs.Tool("agent-norules", False, norules_cmd, ".jsonl", bs.count_lines, bs.locate_agent_mypyc),
+    ]
+    measuring: list[bs.Measurement] = []
+    for tool in tools:
+        exe = tool.locate()
+        assert exe is not None  # checked above
+        measuring.append(bs.start_measurement(tool, exe, cap, WORK_DIR))
+    print(f"pipeline: {cap.packets:,} packets, {len(keywords):,} keywords, {repeat} round(s)",
+          file=sys.stderr, flush=True)
+    for i in range(repeat):
+        for m in measuring:
+            bs.run_round(m, i, repeat, timeout)
+    res.tools = [bs.finish_measurement(m, cap, keep) for m in measuring]
+    by = {r.name: r for r in res.tools}
+    failed = [f"{r.name} {r.status}: {r.note}" for r in res.tools if r.best_cpu_s is None]
+    agent, argus_r, norules = by["agent-rules"], by["argus"], by["agent-norules"]
+    res.cpu_ratio = bs.ratio(agent.best_cpu_s, argus_r.best_cpu_s)
+    res.norules_ratio = bs.ratio(norules.best_cpu_s, argus_r.best_cpu_s)
+    if agent.best_cpu_s is not None and norules.best_cpu_s is not None:
+        res.filter_cpu_s = agent.best_cpu_s - norules.best_cpu_s
+    res.alerts = agent.output_records
+    if res.cpu_ratio is None:
+        res.reason = "; ".join(failed)
+        return res
+    res.status = "measured"
+    res.verdict = "PASS" if res.cpu_ratio <= TARGET_PIPELINE_RATIO else "FAIL"
+    return res
+
+
+# ---------------------------------------------------------------- report
+
+
+def _f(v: float | int | None, spec: str, width: int) -> str:
+    return ("—" if v is None else format(v, spec)).rjust(width)
+
+
+def _x(v: float | None, width: int) -> str:
+    return ("—" if v is None else f"{v:.2f}×").rjust(width)
+
+
+def print_matchers(pl: Payloads, results: list[MatcherResult], hs_note: str) -> None:
+    print()
+    protos = ", ".join(f"{k} {v[0]:,} pkts / {v[1] / 1e6:,.1f} MB" for k, v in sorted(pl.by_proto.items()))
+    print(f"payloads: {pl.pcap.name} ({pl.packets:,} packets): {len(pl.items):,} payloads, "
+          f"{pl.total_bytes / 1e6:,.1f} MB ({protos}), folded")
+    print(f"build: best of {BUILD_ROUNDS}; scan: one call per payload, best of {SCAN_ROUNDS}; "
+          "ratio = how many times faster Hyperscan is")
+    if hs_note:
+        print(hs_note)
+    print()
+    head = (f"{'keywords':>9} {'patterns':>9} {'forms s':>8} | {'build s agent':>13} {'hyperscan':>9} "
+            f"{'ratio':>8} | {'scan MB/s agent':>15} {'hyperscan':>9} {'ratio':>8} | "
+            f"{'matches agent':>13} {'hyperscan':>10}")
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        print(f"{r.keywords:>9,} {r.patterns:>9,} {r.forms_s:>8.2f} | {r.agent_build_s:>13.2f} "
+              f"{_f(r.hs_build_s, '.2f', 9)} {_x(r.build_ratio, 8)} | {r.agent_mb_s:>15.1f} "
+              f"{_f(r.hs_mb_s, '.1f', 9)} {_x(r.scan_ratio, 8)} | {r.agent_matches:>13,} "
+              f"{_f(r.hs_matches, ',', 10)}")
+    for r in results:
+        if r.agree is False:
+            print(f"\nMISMATCH at {r.keywords:,} keywords: {r.payloads_differing:,} payloads differ "
+                  "((end offset, pattern id) multisets); first ones:")
+            for m in r.mismatches:
+                print(f"  payload {m.payload}: only agent {m.only_agent}; only hyperscan {m.only_hyperscan}")
+    if results and all(r.agree for r in results):
+        print("\nengines agree: identical (end offset, pattern id) matches on every payload, every size")
+
+
+def print_pipeline(p: PipelineResult) -> None:
+    print()
+    if p.status != "measured" and not p.tools:
+        print(f"pipeline: not measured — {p.reason}")
+        print(f"agent (10k keywords) CPU / argus CPU: target ≤ {TARGET_PIPELINE_RATIO:.1f}×  NOT MEASURED")
+        return
+    cap = p.capture
+    print(f"pipeline: {cap.get('path')} ({cap.get('packets', 0):,} packets), ruleset {p.ruleset} "
+          f"({p.keywords:,} keywords), default depth; CPU = user+sys (RUSAGE_CHILDREN), best of runs")
+    if p.compiled_tree_stale:
+        print("note: build/compiled is older than the sources (run `make compiled` for current code)")
+    print()
+    head = f"{'tool':<14} {'status':<8} {'wall s':>8} {'CPU s':>8} {'CPU × argus':>12} {'records':>10}"
+    print(head)
+    print("-" * len(head))
+    argus = next((t for t in p.tools if t.name == "argus"), None)
+    for t in p.tools:
+        rec = None if t.output_records is None else float(t.output_records)
+        print(f"{t.name:<14} {t.status:<8} {_f(t.best_wall_s, '.2f', 8)} {_f(t.best_cpu_s, '.2f', 8)} "
+              f"{_x(bs.ratio(t.best_cpu_s, argus.best_cpu_s if argus else None), 12)} {_f(rec, ',.0f', 10)}")
+    print("(records: agent-rules = alert records; agent-norules = all records; argus not counted)")
+    for t in p.tools:
+        if t.note:
+            print(f"{t.name}: {t.note}")
+    print()
+    if p.cpu_ratio is None:
+        print(f"agent (10k keywords) CPU / argus CPU: not measured ({p.reason}) — target ≤ "
+              f"{TARGET_PIPELINE_RATIO:.1f}×  NOT MEASURED")
+        return
+    print(f"agent with {p.keywords:,} keywords CPU / argus CPU = {p.cpu_ratio:.2f}×  "
+          f"(target ≤ {TARGET_PIPELINE_RATIO:.1f}×)  {p.verdict}")
+    if p.norules_ratio is not None and p.filter_cpu_s is not None:
+        agent = next(t for t in p.tools if t.name == "agent-rules")
+        share = p.filter_cpu_s / agent.best_cpu_s if agent.best_cpu_s else 0.0
+        print(f"agent without rules CPU / argus CPU = {p.norules_ratio:.2f}×; the filter adds "
+              f"{p.filter_cpu_s:.2f} CPU s ({share:.0%} of the agent's)")
+    print(f"alert records: {p.alerts if p.alerts is not None else '—'}")
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--packets", type=int, default=None,
+                    help=f"payload capture size (default {DEFAULT_PAYLOAD_PACKETS}; "
+                         f"--quick {QUICK_PAYLOAD_PACKETS})")
+    ap.add_argument("--pipeline-packets", type=int, default=None,
+                    help=f"pipeline capture size (default {PIPELINE_PACKETS}; "
+                         f"--quick {QUICK_PIPELINE_PACKETS})")
+    ap.add_argument("--seed", type=int, default=bs.DEFAULT_SEED, help="capture seed (default 1)")
+    ap.add_argument("--quick", action="store_true",
+                    help="1k and 10k keywords, 20,000-packet payload capture, pipeline on 100,000 packets")
+    ap.add_argument("--no-pipeline", action="store_true", help="the matcher comparison only")
+    ap.add_argument("--no-matchers", action="store_true", help="the pipeline only")
+    ap.add_argument("--repeat", type=int, default=3, help="pipeline rounds; best of N (default 3)")
+    ap.add_argument("--no-install", action="store_true", help="never apt-get install argus-server")
+    ap.add_argument("--keep-outputs", action="store_true", help="keep the pipeline tools' outputs")
+    ap.add_argument("--timeout", type=float, default=bs.DEFAULT_TIMEOUT_S, help="seconds per pipeline run")
+    args = ap.parse_args(argv)
+    if args.packets is None:
+        args.packets = QUICK_PAYLOAD_PACKETS if args.quick else DEFAULT_PAYLOAD_PACKETS
+    if args.pipeline_packets is None:
+        args.pipeline_packets = QUICK_PIPELINE_PACKETS if args.quick else PIPELINE_PACKETS
+    if args.packets < 1 or args.pipeline_packets < 1 or args.repeat < 1:
+        ap.error("--packets, --pipeline-packets and --repeat must be >= 1")
+    if args.no_pipeline and args.no_matchers:
+        ap.error("--no-pipeline and --no-matchers leave nothing to measure")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    counts = QUICK_KEYWORD_COUNTS if args.quick else KEYWORD_COUNTS
+    cap = bs.ensure_capture(args.packets, args.seed, OUT_DIR, regenerate=False)
+    print(f"extracting payloads from {cap.path.name} ...", file=sys.stderr, flush=True)
+    pl = extract_payloads(cap.path, cap.packets)
+    pools = make_pools(max(counts), pl.items)
+    hs = None if args.no_matchers else load_hyperscan()
+    hs_note = "" if hs is not None or args.no_matchers else (
+        "hyperscan is not installed (bench-only: .venv/bin/pip install 'hyperscan>=0.7'): agent figures only")
+
+    results: list[MatcherResult] = []
+    if not args.no_matchers:
+        print(f"matchers on {len(pl.items):,} payloads, {pl.total_bytes / 1e6:,.1f} MB",
+              file=sys.stderr, flush=True)
+        for n in counts:
+            kws = pools.keyword_set(n)
+            n_cn = round(n * CHINESE_SHARE)
+            sampled = (min(round(n_cn * SAMPLED_SHARE), len(pools.sampled_chinese))
+                       + min(round((n - n_cn) * SAMPLED_SHARE), len(pools.sampled_ascii)))
+            results.append(measure_matchers(n, kws, n_cn, sampled, pl.items, hs))
+            gc.collect()
+        print_matchers(pl, results, hs_note)
+
+    pipe: PipelineResult | None = None
+    if not args.no_pipeline:
+        pipe = run_pipeline(args.pipeline_packets, args.seed, pools.keyword_set(PIPELINE_KEYWORDS),
+                            args.repeat, not args.no_install, args.timeout, args.keep_outputs)
+        print_pipeline(pipe)
+
+    # exit status: the pipeline target, then the engines' agreement
+    if pipe is not None:
+        code = {"PASS": 0, "FAIL": 1}.get(pipe.verdict, 2)
+    else:
+        code = 0 if hs is not None else 2
+    disagree = any(r.agree is False for r in results)
+    if disagree and code == 0:
+        code = 1
+
+    doc: dict[str, Any] = {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
+                 "kernel": platform.release(), "loadavg_1m": os.getloadavg()[0]},
+        "hyperscan": None if hs is None else getattr(hs, "__version__", "?"),
+        "payloads": {"capture": str(pl.pcap), "packets": pl.packets, "payloads": len(pl.items),
+                     "bytes": pl.total_bytes, "by_proto": pl.by_proto, "extract_s": pl.extract_s},
+        "keywords": {"seed": KEYWORD_SEED, "chinese_share": CHINESE_SHARE, "sampled_share": SAMPLED_SHARE},
+        "build_rounds": BUILD_ROUNDS,
+        "scan_rounds": SCAN_ROUNDS,
+        "matchers": [asdict(r) for r in results],
+        "engines_agree": None if hs is None or not results else not disagree,
+        "pipeline": None if pipe is None else {
+            **asdict(pipe), "target_cpu_ratio": TARGET_PIPELINE_RATIO, "repeat": args.repeat},
+        "exit_status": code,
+    }
+    JSON_PATH.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    print(f"\nresults: {JSON_PATH}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
