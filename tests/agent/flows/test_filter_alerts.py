@@ -200,3 +200,73 @@ def test_records_other_than_alerts_do_not_change_with_a_ruleset() -> None:
     p.finish()
     assert [r for r in with_rules if r["type"] != "alert"] == without
     assert [r["response_body_len"] for r in without if r["type"] == "http"] == [30000, 30000]
+
+
+def talk(c: Conn, lines: list[tuple[bool, bytes]]) -> list[bytes]:
+    out: list[bytes] = []
+    for from_client, data in lines:
+        out += [c.c(data), c.s()] if from_client else [c.s(data), c.c()]
+    return out
+
+
+def smtp_session(message: bytes) -> list[bytes]:
+    c = Conn("10.0.0.1", 40020, "10.0.0.25", 25)
+    return c.handshake() + talk(c, [
+        (False, b"220 mx ESMTP\r\n"), (True, b"EHLO c\r\n"), (False, b"250 mx\r\n"),
+        (True, b"MAIL FROM:<a@example.com>\r\n"), (False, b"250 OK\r\n"),
+        (True, b"RCPT TO:<b@example.org>\r\n"), (False, b"250 OK\r\n"), (True, b"DATA\r\n"),
+        (False, b"354 go\r\n"), (True, message + b"\r\n.\r\n"), (False, b"250 queued\r\n"),
+        (True, b"QUIT\r\n"), (False, b"221 bye\r\n")]) + c.close()
+
+
+def test_mail_subject_rfc2047_gbk_and_base64_body() -> None:
+    from email.header import Header
+    subject = Header("特价六合彩", "gbk").encode().encode()  # =?gbk?b?...?=
+    body = __import__("base64").encodebytes("内容:正宗六合彩".encode()).strip()
+    msg = (b"From: a@example.com\r\nTo: b@example.org\r\nSubject: " + subject
+           + b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + body)
+    got = sorted((a["field"], a["encoding"]) for a in alerts(run(smtp_session(msg), ruleset(GAMBLING))))
+    assert got == [("smtp.body", "base64"), ("smtp.subject", "rfc2047")]
+
+
+def test_mail_quoted_printable_body() -> None:
+    import quopri
+    body = quopri.encodestring("一段很长的文字,然后是六合彩。".encode())
+    msg = (b"Subject: hi\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + body)
+    [a] = alerts(run(smtp_session(msg), ruleset(GAMBLING)))
+    assert (a["field"], a["encoding"]) == ("smtp.body", "quoted-printable")
+
+
+def test_chunked_response_with_the_keyword_across_chunks() -> None:
+    text = "欢迎光临六合彩网站".encode()
+    chunks = [text[:13], text[13:]]  # the cut falls inside 六合彩's bytes
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in chunks) + b"0\r\n\r\n"
+    resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+    [a] = alerts(run(http_exchange(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", resp, segment=9), ruleset(GAMBLING)))
+    assert (a["field"], a["encoding"]) == ("http.response_body", "utf-8")
+
+
+def test_tls_server_name() -> None:
+    host = b"www.casino-royal.example"
+    entry = struct.pack("!BH", 0, len(host)) + host
+    names = struct.pack("!H", len(entry)) + entry
+    ext = struct.pack("!HH", 0, len(names)) + names
+    body = (struct.pack("!H", 0x0303) + bytes(range(32)) + b"\x00" + struct.pack("!HH", 2, 0x002F)
+            + b"\x01\x00" + struct.pack("!H", len(ext)) + ext)
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    hello = b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
+    c = Conn(CLIENT, 40030, SERVER, 443)
+    [a] = alerts(run(c.handshake() + [c.c(hello), c.s()] + c.close(), ruleset(GAMBLING)))
+    assert (a["field"], a["keyword"], a["dst_port"]) == ("tls.server_name", "casino", 443)
+
+
+def test_ftp_argument_but_never_the_password() -> None:
+    c = Conn(CLIENT, 40040, SERVER, 21)
+    frames = c.handshake() + talk(c, [
+        (False, b"220 ftp\r\n"), (True, b"USER casino\r\n"), (False, b"331 pw\r\n"),
+        (True, b"PASS casino-secret\r\n"), (False, b"230 ok\r\n"),
+        (True, "RETR 六合彩.zip\r\n".encode()), (False, b"550 no\r\n")]) + c.close()
+    got = alerts(run(frames, ruleset(GAMBLING)))
+    assert sorted(a["keyword"] for a in got) == ["casino", "六合彩"]  # USER and RETR, never PASS
+    assert all("secret" not in a["snippet"] for a in got)
