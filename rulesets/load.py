@@ -69,6 +69,8 @@ _BOM: Final = b"\xef\xbb\xbf"
 _ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]*\Z")
 # C0, DEL, C1 and the Unicode line/paragraph separators: invisible in an editor, never meant.
 _CONTROL_RE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# The same over a whole file, except the line ends "\n" and "\r\n".
+_FILE_CONTROL_RE: Final = re.compile("[\x00-\x09\x0b-\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]|\r(?!\n)")
 # '&' with whitespace (or the line's end) on both sides separates the parts of a combination.
 _COMBO_SPLIT_RE: Final = re.compile(r"(?:^|\s)&(?=\s|$)")
 _TOML_POS_RE: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
@@ -605,34 +607,37 @@ class _Checker:
             )
         return parsed
 
-    def _lines(self, rel: str, data: bytes) -> list[tuple[int, str]]:
+    def _lines(self, rel: str, data: bytes) -> tuple[list[tuple[int, str]], bool]:
         """(line number, stripped text) of every entry line, skipping blanks, comments and lines
-        that are not UTF-8 (each reported)."""
+        that are not UTF-8 (each reported); and whether the file may hold a control character
+        (if not, the per-line search for one is skipped: the common case, a million lines)."""
         if data.startswith(_BOM):
             data = data[len(_BOM):]
         try:
-            raw_lines = data.decode("utf-8").split("\n")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             # slow path only for a damaged file: name each bad line, keep the good ones
-            raw_lines = []
+            good: list[str] = []
             for number, raw in enumerate(data.split(b"\n"), 1):
                 try:
-                    raw_lines.append(raw.decode("utf-8"))
+                    good.append(raw.decode("utf-8"))
                 except UnicodeDecodeError as e:
                     self.out.add(
                         rel, number,
                         f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}): "
                         "save the file as UTF-8",
                     )
-                    raw_lines.append("")
+                    good.append("")
+            text = "\n".join(good)
         entries: list[tuple[int, str]] = []
-        for number, raw_line in enumerate(raw_lines, 1):
-            text = raw_line.strip()
-            if text and not text.startswith("#"):
-                entries.append((number, text))
-        return entries
+        for number, raw_line in enumerate(text.split("\n"), 1):
+            entry = raw_line.strip()
+            if entry and entry[0] != "#":
+                entries.append((number, entry))
+        return entries, _FILE_CONTROL_RE.search(text) is not None
 
     def _phrase_ok(self, rel: str, number: int, kind: str, text: str) -> bool:
+        """Check one keyword, exception or combination part, reporting what is wrong."""
         if _CONTROL_RE.search(text):
             self.out.add(rel, number, f"{kind} contains a control character")
             return False
@@ -650,21 +655,34 @@ class _Checker:
         return True
 
     def _parse_list(self, rel: str, key: str, data: bytes, parsed: _ListFile) -> None:
+        entries, may_have_control = self._lines(rel, data)
+        parsed.entries = len(entries)
+        if key == "combinations":
+            self._parse_combinations(rel, entries, parsed)
+            return
         kind = _KINDS[key]
-        seen: dict[object, int] = {}
-        for number, text in self._lines(rel, data):
-            parsed.entries += 1
-            if key != "combinations":
-                if not self._phrase_ok(rel, number, kind, text):
-                    continue
-                first = seen.get(text)
-                if first is not None:
-                    self.out.add(rel, number, f"duplicate {kind} '{text}' (first on line {first})", "warning")
-                    continue
-                seen[text] = number
-                parsed.phrases.append(Phrase(text, rel, number))
-                self.phrase_count += 1
+        seen: dict[str, int] = {}
+        phrases = parsed.phrases
+        # the loop runs once per keyword (up to MAX_KEYWORDS): the checks are inlined and the
+        # reporting method is called only for a line that fails one
+        for number, text in entries:
+            size = len(text.encode("utf-8"))
+            if (
+                size < MIN_KEYWORD_BYTES or size > MAX_KEYWORD_BYTES
+                or (may_have_control and _CONTROL_RE.search(text))
+            ):
+                self._phrase_ok(rel, number, kind, text)
                 continue
+            first = seen.setdefault(text, number)
+            if first != number:
+                self.out.add(rel, number, f"duplicate {kind} '{text}' (first on line {first})", "warning")
+                continue
+            phrases.append(Phrase(text, rel, number))
+        self.phrase_count += len(phrases)
+
+    def _parse_combinations(self, rel: str, entries: list[tuple[int, str]], parsed: _ListFile) -> None:
+        seen: dict[frozenset[str], int] = {}
+        for number, text in entries:
             parts = tuple(p.strip() for p in _COMBO_SPLIT_RE.split(text))
             if len(parts) < 2:
                 self.out.add(rel, number, f"combination '{text}' needs at least 2 keywords joined by ' & '")
@@ -677,12 +695,11 @@ class _Checker:
             if len(set(parts)) != len(parts):
                 self.out.add(rel, number, f"combination '{text}' repeats a keyword", "warning")
             identity = frozenset(parts)  # "a & b" and "b & a" are the same rule
-            first = seen.get(identity)
-            if first is not None:
+            first = seen.setdefault(identity, number)
+            if first != number:
                 self.out.add(
                     rel, number, f"duplicate combination '{text}' (first on line {first})", "warning"
                 )
                 continue
-            seen[identity] = number
             parsed.combinations.append(Combination(parts, rel, number))
             self.phrase_count += len(parts)

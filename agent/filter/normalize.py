@@ -442,8 +442,11 @@ class _Views:
 
 def _content_views(views: _Views, data: bytes, media_type: str, form_ok: bool) -> None:
     """The url and json views of one piece of content of type `media_type` ("" = unknown)."""
-    if media_type == "application/x-www-form-urlencoded" or (
-        form_ok and media_type == "" and _FORM_SHAPE.fullmatch(data) is not None
+    # only "&" -> "\n" would change: the form view would hold nothing the body does not
+    escaped = b"%" in data or b"+" in data
+    if escaped and (
+        media_type == "application/x-www-form-urlencoded"
+        or (form_ok and media_type == "" and _FORM_SHAPE.fullmatch(data) is not None)
     ):
         form = form_decode(data)
         views.add(form, data, "url")

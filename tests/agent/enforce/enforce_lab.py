@@ -45,7 +45,10 @@ _E2E = str(Path(__file__).resolve().parents[2] / "e2e")
 if _E2E not in sys.path:
     sys.path.insert(0, _E2E)
 
-from netns import TIMEOUT, Daemon, require, wait_for  # noqa: E402
+from netns import TIMEOUT, Daemon, Net, require, veth_pair, wait_for  # noqa: E402
+
+# the harness's pieces the tests use, re-exported so that they import from one place
+__all__ = ["TIMEOUT", "Daemon", "Net", "veth_pair", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[3]
 CLONE_NEWNET = 0x40000000  # sched.h: setns() into a network namespace
@@ -56,7 +59,8 @@ _counter = itertools.count()
 
 def need(*binaries: str) -> dict[str, str]:
     """Skip unless root, ``ip netns`` works and the binaries exist (the e2e harness's checks)."""
-    return require(*binaries)
+    paths: dict[str, str] = require(*binaries)
+    return paths
 
 
 def _setns(fd: int) -> None:

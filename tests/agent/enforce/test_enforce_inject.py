@@ -25,8 +25,21 @@ from pathlib import Path
 
 import dpkt
 import pytest
-from enforce_lab import CLIENT, REPO, SERVER, Lab, Watcher, capture_socket, have, inside, lab, outcome, run
-from netns import Daemon, wait_for
+from enforce_lab import (
+    CLIENT,
+    REPO,
+    SERVER,
+    Daemon,
+    Lab,
+    Watcher,
+    capture_socket,
+    have,
+    inside,
+    lab,
+    outcome,
+    run,
+    wait_for,
+)
 
 from agent.enforce.inject import InjectError, LinkInjector, RawInjector
 from agent.enforce.rst import ethernet_frame, reset_packets
@@ -120,12 +133,13 @@ def test_in_window_rst_gets_a_challenge_ack_then_the_exact_one_resets(net: Lab) 
             inj.send(p)
 
         def challenge() -> dpkt.tcp.TCP | None:
+            w.poll(0.05)
             for sender, t in w.seen[mark:]:
                 if sender == "server" and t.flags == dpkt.tcp.TH_ACK and not t.data:
                     return t
             return None
 
-        wait_for(lambda: (w.poll(0.05), challenge())[1] is not None, "the server's challenge ACK")
+        wait_for(lambda: challenge() is not None, "the server's challenge ACK")
         ack = challenge()
         assert ack is not None and ack.ack == rcv_nxt  # the server told us its exact RCV.NXT
         assert "RESET" not in server.output()  # the challenge ACK was sent instead of resetting
