@@ -487,8 +487,12 @@ def _compiled_tree_state() -> tuple[bool, bool, str]:
         return False, False, f"{tree} is not built: run `make compiled` (~2 min)"
     if not (tree / "agent" / "filter" / "engine.py").exists():
         return False, True, f"{tree} predates the keyword filter: run `make compiled` (~2 min)"
+    if not (tree / "rulesets" / "model.py").exists():
+        # the compiled agent imports rulesets.model and its launcher bypasses the editable install
+        return False, False, (f"{tree} has no rulesets/ package, which agent.filter imports: "
+                              "copy rulesets/ into it before compiling")
     built = stamp.stat().st_mtime
-    sources = [p for d in ("agent", "wire") for p in (REPO / d).rglob("*.py")]
+    sources = [p for d in ("agent", "wire", "rulesets") for p in (REPO / d).rglob("*.py")]
     sources += [REPO / "pyproject.toml", REPO / "setup.py"]
     newer = sorted(str(p.relative_to(REPO)) for p in sources if p.exists() and p.stat().st_mtime > built)
     if newer:

@@ -15,7 +15,7 @@ a receiver in a synchronized state checks the sequence number of an RST against
 its receive window:
 - seq == RCV.NXT exactly: the connection is reset (RFC 5961 §3.2, first case).
 - RCV.NXT < seq < RCV.NXT + RCV.WND: an RFC 793 stack resets; an RFC 5961 stack
-  (Linux since 3.6, current Windows, macOS, FreeBSD) does NOT reset but answers
+  (Linux since 3.6, among others) does NOT reset but answers
   with a "challenge ACK" (an ACK carrying its RCV.NXT) and drops the RST, so that
   an off-path attacker who guesses an in-window number cannot kill connections.
 - outside the window: dropped silently.
@@ -35,8 +35,9 @@ inside the receiver's window [RCV.NXT, RCV.NXT + RCV.WND):
 - an RFC 5961 receiver answers each with a challenge ACK whose acknowledgment
   number is its exact RCV.NXT; an agent watching the traffic (inline or on a
   mirror port) sees it and can call `reset_packets` again with ``burst=1`` at
-  that number, which is then accepted. Challenge ACKs are rate-limited per
-  socket (Linux: net.ipv4.tcp_challenge_ack_limit), another reason to send few.
+  that number, which is then accepted. Challenge ACKs are rate-limited (Linux:
+  per socket by net.ipv4.tcp_invalid_ratelimit, per namespace by
+  net.ipv4.tcp_challenge_ack_limit), another reason to send few.
 When a receiver's window is unknown (``*_window=0``), no extra RSTs go to it: a
 guessed offset could fall outside the window and only adds traffic.
 RSTs carry no data and window 0 (as the stack's own RSTs do). The exact RSTs come

@@ -178,6 +178,7 @@ def test_link_injector_on_a_mirror_port(net: Lab, fam: str) -> None:
 def test_injectors_refuse_nonsense(net: Lab) -> None:
     ns = net.ns("solo")
     with inside(ns):
+        RawInjector(mark=7).close()  # SO_MARK accepted (we have CAP_NET_ADMIN)
         raw = RawInjector()
         link = LinkInjector("lo")
         with pytest.raises(InjectError, match="no interface named"):

@@ -224,7 +224,8 @@ def test_mail_subject_rfc2047_gbk_and_base64_body() -> None:
     subject = Header("特价六合彩", "gbk").encode().encode()  # =?gbk?b?...?=
     body = __import__("base64").encodebytes("内容:正宗六合彩".encode()).strip()
     msg = (b"From: a@example.com\r\nTo: b@example.org\r\nSubject: " + subject
-           + b"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + body)
+           + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           + b"Content-Transfer-Encoding: base64\r\n\r\n" + body)
     got = sorted((a["field"], a["encoding"]) for a in alerts(run(smtp_session(msg), ruleset(GAMBLING))))
     assert got == [("smtp.body", "base64"), ("smtp.subject", "rfc2047")]
 
