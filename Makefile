@@ -50,7 +50,7 @@ unit: deps
 # The compiled packet path must pass the same flow, decoder, capture and corpus tests.
 test-compiled: compiled
 	EDGEAUDIT_TREE=$(COMPILED_DIR) $(BIN)/pytest -n auto -q tests/agent/flows tests/agent/decode \
-	  tests/agent/protocols tests/agent/identity \
+	  tests/agent/protocols tests/agent/identity tests/agent/filter \
 	  tests/agent/capture tests/corpus; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 test: lint typecheck unit test-compiled
@@ -75,9 +75,9 @@ COMPILED_STAMP := $(COMPILED_DIR)/.built
 
 compiled: $(COMPILED_STAMP)
 
-$(COMPILED_STAMP): $(STAMP) $(shell find agent wire -name '*.py' 2>/dev/null) pyproject.toml setup.py
+$(COMPILED_STAMP): $(STAMP) $(shell find agent wire rulesets -name '*.py' 2>/dev/null) pyproject.toml setup.py
 	rm -rf $(COMPILED_DIR) && mkdir -p $(COMPILED_DIR)
-	tar --exclude=__pycache__ -cf - agent wire pyproject.toml setup.py README.md | tar -xf - -C $(COMPILED_DIR)
+	tar --exclude=__pycache__ -cf - agent wire rulesets pyproject.toml setup.py README.md | tar -xf - -C $(COMPILED_DIR)
 	cd $(COMPILED_DIR) && $(CURDIR)/$(BIN)/python setup.py build_ext --inplace > mypyc.log 2>&1 \
 	  || { tail -30 mypyc.log; exit 1; }
 	touch $@

@@ -20,8 +20,8 @@ Why: a gateway filter must keep up with line rate on a small CPU, and its cost g
 with the ruleset; Hyperscan (Intel's SIMD multi-literal engine, what Suricata uses) is
 the yardstick for "as fast as a matcher can be", argus for "what a mature flow
 monitor costs per packet". The agent matches every encoding a keyword travels in
-(UTF-8, GBK, GB18030, percent-encoded), so 10k Chinese keywords become ~40k patterns;
-the pattern counts are in the table.
+(UTF-8, GBK, GB18030, percent-encoded), so a Chinese keyword becomes 4–5 byte patterns
+(10,000 keywords: ~22,000 patterns); the pattern counts are in the table.
 
 How:
 
@@ -36,6 +36,9 @@ How:
   packets by default, cached in ``bench/out/`` as by ``bench_sessions.py``), read with
   dpkt, one byte string per packet, folded once with ``agent.filter.normalize.fold``
   (the agent folds before matching) outside the timing.
+* The agent's matcher runs in this process, imported from ``build/compiled`` (mypyc,
+  the build a gateway runs) when that tree holds a compiled ``agent/filter/automaton``,
+  else from the sources (``--matcher compiled|pure`` forces one); the table says which.
 * Build time: best of ``BUILD_ROUNDS`` wall times (``time.perf_counter``); the agent's
   is ``PatternSet(patterns)`` (the keyword forms are computed once beforehand and
   shown in their own column), Hyperscan's is ``Database.compile(literal=True)``
@@ -75,7 +78,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -86,12 +89,10 @@ for _p in (str(BENCH_DIR), str(REPO)):
 import bench_sessions as bs  # noqa: E402  (the bench directory is not a package)
 import dpkt  # noqa: E402
 
-from agent.filter.automaton import PatternSet  # noqa: E402
-from agent.filter.compiled import compile_rules  # noqa: E402
-from agent.filter.forms import keyword_forms  # noqa: E402
-from agent.filter.normalize import fold  # noqa: E402
-from agent.synth.content import CN_WORDS, make_text_corpus  # noqa: E402
-from rulesets.load import load_ruleset  # noqa: E402
+if TYPE_CHECKING:
+    from agent.filter.automaton import PatternSet
+# The agent's modules (agent.*, rulesets.*) are imported inside the functions, after
+# `select_agent_build` chose between the compiled tree and the interpreted sources.
 
 OUT_DIR = bs.OUT_DIR
 WORK_DIR = OUT_DIR / "keywords"  # tool logs and outputs, the generated ruleset
@@ -117,6 +118,31 @@ MISMATCH_EXAMPLES = 5
 PAYLOAD_PORTS: dict[tuple[str, int], str] = {("tcp", 80): "http", ("tcp", 25): "smtp", ("udp", 53): "dns",
                                              ("tcp", 53): "dns"}
 
+# ---------------------------------------------------------------- the agent's build
+
+
+def _compiled_matcher_ready() -> bool:
+    """build/compiled is built and holds the matcher as machine code (setup.py COMPILED_MODULES)."""
+    tree = bs.COMPILED_TREE
+    return (tree / ".built").exists() and any((tree / "agent" / "filter").glob("automaton.*.so"))
+
+
+def select_agent_build(which: str) -> str:
+    """Import `agent` and `rulesets` from build/compiled or from the sources; call before any import.
+
+    "auto" takes the compiled tree when it holds a compiled matcher: that is the build a
+    gateway runs (`pip install .`). As in bench/agent_compiled.py, the editable install's
+    import hook is taken out, or it would keep serving the interpreted modules."""
+    if which == "pure" or (which == "auto" and not _compiled_matcher_ready()):
+        return "interpreted (the sources)"
+    if not _compiled_matcher_ready():
+        sys.exit(f"--matcher compiled: {bs.COMPILED_TREE} has no compiled agent/filter/automaton "
+                 "(run `make compiled`)")
+    sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
+    sys.path.insert(0, str(bs.COMPILED_TREE))
+    return f"compiled by mypyc ({bs.COMPILED_TREE.relative_to(REPO)})"
+
+
 # ---------------------------------------------------------------- payloads
 
 
@@ -135,6 +161,8 @@ class Payloads:
 
 def extract_payloads(pcap: Path, packets: int) -> Payloads:
     """Every non-empty HTTP/SMTP/DNS TCP or UDP payload of `pcap`, one per packet, folded."""
+    from agent.filter.normalize import fold
+
     t0 = time.perf_counter()
     items: list[bytes] = []
     by_proto: dict[str, list[int]] = {}
@@ -195,6 +223,8 @@ class KeywordPools:
 
 def chinese_frequencies(seed: int) -> tuple[list[str], list[float]]:
     """CJK characters of the generator's text corpus, most frequent first, with cumulative weights."""
+    from agent.synth.content import make_text_corpus
+
     text = make_text_corpus(random.Random(seed), CORPUS_SAMPLE_BYTES).decode("utf-8", "ignore")
     counts = Counter("".join(_CJK_RUN.findall(text)))
     chars = sorted(counts, key=lambda c: (-counts[c], c))
@@ -266,6 +296,8 @@ def make_pools(max_n: int, payloads: list[bytes]) -> KeywordPools:
     s_cn, s_as = _sample_from_payloads(rng, payloads, round(n_cn * SAMPLED_SHARE),
                                        round(n_as * SAMPLED_SHARE), seen)
     chars, cum = chinese_frequencies(bs.DEFAULT_SEED)
+    from agent.synth.content import CN_WORDS
+
     words = [w for w in CN_WORDS if _CJK_RUN.fullmatch(w)]
     cn: list[str] = []
     while len(cn) < n_cn:
@@ -407,6 +439,9 @@ def _compare(ps: PatternSet, lengths: list[int], db: Any, scratch: Any, payloads
 
 def measure_matchers(n: int, keywords: list[str], n_chinese: int, n_sampled: int, payloads: list[bytes],
                      hs: Any) -> MatcherResult:
+    from agent.filter.automaton import PatternSet
+    from agent.filter.forms import keyword_forms
+
     total_mb = sum(len(p) for p in payloads) / 1e6
     t0 = time.perf_counter()
     patterns = [pat for kw in keywords for pat, _enc in keyword_forms(kw)]
@@ -513,6 +548,9 @@ def run_pipeline(packets: int, seed: int, keywords: list[str], repeat: int, inst
     res = PipelineResult("not measured", ruleset=str(rules_dir), keywords=len(keywords))
     # what the agent does at start-up with --rules (the filter modules are pure Python in either build)
     t0 = time.perf_counter()
+    from agent.filter.compiled import compile_rules
+    from rulesets.load import load_ruleset
+
     compiled_rules = compile_rules(load_ruleset(rules_dir))
     res.ruleset_load_s = time.perf_counter() - t0
     res.patterns = len(compiled_rules.patterns)
@@ -584,13 +622,13 @@ def _x(v: float | None, width: int) -> str:
     return ("—" if v is None else f"{v:.2f}×").rjust(width)
 
 
-def print_matchers(pl: Payloads, results: list[MatcherResult], hs_note: str) -> None:
+def print_matchers(pl: Payloads, results: list[MatcherResult], hs_note: str, build: str) -> None:
     print()
     protos = ", ".join(f"{k} {v[0]:,} pkts / {v[1] / 1e6:,.1f} MB" for k, v in sorted(pl.by_proto.items()))
     print(f"payloads: {pl.pcap.name} ({pl.packets:,} packets): {len(pl.items):,} payloads, "
           f"{pl.total_bytes / 1e6:,.1f} MB ({protos}), folded")
-    print(f"build: best of {BUILD_ROUNDS}; scan: one call per payload, best of {SCAN_ROUNDS}; "
-          "ratio = how many times faster Hyperscan is")
+    print(f"agent matcher: {build}; build: best of {BUILD_ROUNDS}; scan: one call per payload, best of "
+          f"{SCAN_ROUNDS}; ratio = how many times faster Hyperscan is")
     if hs_note:
         print(hs_note)
     print()
@@ -671,6 +709,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-pipeline", action="store_true", help="the matcher comparison only")
     ap.add_argument("--no-matchers", action="store_true", help="the pipeline only")
     ap.add_argument("--repeat", type=int, default=3, help="pipeline rounds; best of N (default 3)")
+    ap.add_argument("--matcher", choices=("auto", "compiled", "pure"), default="auto",
+                    help="agent modules for the in-process matcher measurement: build/compiled (mypyc) "
+                         "or the interpreted sources; auto: compiled when built (default)")
     ap.add_argument("--no-install", action="store_true", help="never apt-get install argus-server")
     ap.add_argument("--keep-outputs", action="store_true", help="keep the pipeline tools' outputs")
     ap.add_argument("--timeout", type=float, default=bs.DEFAULT_TIMEOUT_S, help="seconds per pipeline run")
@@ -689,6 +730,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     counts = QUICK_KEYWORD_COUNTS if args.quick else KEYWORD_COUNTS
+    build = select_agent_build(args.matcher)
     cap = bs.ensure_capture(args.packets, args.seed, OUT_DIR, regenerate=False)
     print(f"extracting payloads from {cap.path.name} ...", file=sys.stderr, flush=True)
     pl = extract_payloads(cap.path, cap.packets)
@@ -708,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
                        + min(round((n - n_cn) * SAMPLED_SHARE), len(pools.sampled_ascii)))
             results.append(measure_matchers(n, kws, n_cn, sampled, pl.items, hs))
             gc.collect()
-        print_matchers(pl, results, hs_note)
+        print_matchers(pl, results, hs_note, build)
 
     pipe: PipelineResult | None = None
     if not args.no_pipeline:
@@ -733,6 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         "payloads": {"capture": str(pl.pcap), "packets": pl.packets, "payloads": len(pl.items),
                      "bytes": pl.total_bytes, "by_proto": pl.by_proto, "extract_s": pl.extract_s},
         "keywords": {"seed": KEYWORD_SEED, "chinese_share": CHINESE_SHARE, "sampled_share": SAMPLED_SHARE},
+        "agent_build": build,
         "build_rounds": BUILD_ROUNDS,
         "scan_rounds": SCAN_ROUNDS,
         "matchers": [asdict(r) for r in results],

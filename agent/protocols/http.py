@@ -61,6 +61,17 @@ UNTIL_CLOSE_SKIP: Final = 1 << 40  # "the rest of the stream": a reply body that
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _WS = (32, 9)  # space, tab: a field line starting with one continues the previous (obs-fold)
 _TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# bodies not kept for the keyword filter: media, fonts and archives hold no text a user typed
+# (or only compressed); every other type, and a body without one, is scanned
+_OPAQUE_MAJOR: Final = frozenset({"image", "video", "audio", "font"})
+_OPAQUE_TYPES: Final = frozenset({
+    "application/octet-stream", "application/zip", "application/gzip", "application/x-gzip",
+    "application/x-7z-compressed", "application/x-rar-compressed", "application/vnd.rar",
+    "application/x-tar", "application/x-bzip2", "application/x-xz", "application/zstd",
+    "application/pdf", "application/wasm", "application/x-protobuf", "application/grpc",
+    "application/java-archive", "application/x-msdownload", "application/vnd.android.package-archive",
+    "application/x-shockwave-flash", "application/ogg", "application/vnd.ms-cab-compressed",
+})
 # the fields a message's record or framing depends on (the others are only checked for syntax)
 _USED_FIELDS: Final = frozenset({
     b"host", b"user-agent", b"referer", b"authorization", b"proxy-authorization",
@@ -719,6 +730,11 @@ class HttpDecoder:
 
     def _new_body(self, d: _Dir, txn: _Txn, coding: str | None, ctype: str | None) -> _Body:
         field = "http.request_body" if d.is_orig else "http.response_body"
+        if ctype is not None and self.content is not None:
+            media = ctype.split(";", 1)[0].strip().lower()
+            if media in _OPAQUE_TYPES or media.split("/", 1)[0] in _OPAQUE_MAJOR:
+                # media and archives hold no text a keyword could be found in: counted, not kept
+                return _Body(coding, 0, None, field, txn.depth, ctype)
         return _Body(coding, self._body_keep, self.content, field, txn.depth, ctype)
 
     def _message_done(self, d: _Dir, out: list[Record]) -> None:

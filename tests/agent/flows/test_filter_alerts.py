@@ -271,3 +271,15 @@ def test_ftp_argument_but_never_the_password() -> None:
     got = alerts(run(frames, ruleset(GAMBLING)))
     assert sorted(a["keyword"] for a in got) == ["casino", "六合彩"]  # USER and RETR, never PASS
     assert all("secret" not in a["snippet"] for a in got)
+
+
+def test_media_bodies_are_counted_not_scanned() -> None:
+    """An image or an archive holds no typed text: its body is skipped (and still counted)."""
+    body = b"\x89PNG\r\n" + "六合彩".encode() + b"\x00" * 40000
+    for ctype, scanned in (("image/png", False), ("application/zip", False), ("text/html", True),
+                           ("application/x-unknown", True)):
+        resp = b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
+            ctype.encode(), len(body))
+        recs = run(http_exchange(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", resp + body), ruleset(GAMBLING))
+        assert len(alerts(recs)) == (1 if scanned else 0), ctype
+        assert [r["response_body_len"] for r in recs if r["type"] == "http"] == [len(body)]
