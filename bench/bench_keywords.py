@@ -14,7 +14,9 @@ What (issue 4): two measurements.
    replaying the 1,000,000-packet capture with a 10,000-keyword ruleset at the default
    inspection depth, against argus on the same capture: CPU seconds, target
    agent ≤ 3.5 × argus. The compiled agent without a ruleset (the issue-3
-   configuration) runs alongside, so the filter's own share of the CPU is measured.
+   configuration) and with a one-keyword ruleset that never matches run alongside, so
+   the filter's own CPU is measured, split into its fixed plumbing and what the
+   10,000 keywords add.
 
 Why: a gateway filter must keep up with line rate on a small CPU, and its cost grows
 with the ruleset; Hyperscan (Intel's SIMD multi-literal engine, what Suricata uses) is
@@ -27,10 +29,17 @@ How:
 
 * Keywords are generated deterministically (``KEYWORD_SEED``): Chinese ones are 2–6
   characters drawn by their frequency in the generator's own text corpus
-  (``agent.synth.content.make_text_corpus``), or phrases of the generator's real
-  Chinese words; ASCII ones are lower-case pseudo-English words and two-word phrases
-  of 4–16 characters. 1% of each kind is sampled from the payload text itself, so
-  the match path is exercised. No duplicates; the sets are nested (1k ⊂ 10k ⊂ 100k).
+  (``agent.synth.content.make_text_corpus``, rebuilt here from the capture seed: the
+  very text every HTTP and SMTP body is sliced from), or phrases of two or three of
+  the generator's real Chinese words; ASCII ones are lower-case pseudo-English words
+  and two-word phrases of 4–16 characters. 1% of each kind is cut out of the payload
+  text itself (distinct words and CJK runs), so the match path is exercised; the
+  other 99% are redrawn until they do not occur in that corpus: they stand for the
+  rules ordinary traffic does not trigger (a few still occur in headers and names:
+  "host", "leng"...). Without that check, random 2-character Chinese words and
+  4-letter fragments of the corpus' most frequent words ("coun" in "account") made a
+  handful of keywords produce most of the matches. No duplicates; the sets are nested
+  (1k ⊂ 10k ⊂ 100k) and the same with ``--quick`` except for the sampled 1%.
 * Payloads: the TCP/UDP payload of every HTTP (TCP/80), SMTP (TCP/25) and DNS (53)
   packet of the project's generated capture (``python -m agent.synth``, 200,000
   packets by default, cached in ``bench/out/`` as by ``bench_sessions.py``), read with
@@ -103,12 +112,12 @@ QUICK_KEYWORD_COUNTS = (1_000, 10_000)
 CHINESE_SHARE = 0.4
 SAMPLED_SHARE = 0.01  # keywords taken from the payload text, so that matches happen
 KEYWORD_SEED = 4  # issue 4
-CORPUS_SAMPLE_BYTES = 1 << 20  # generator text used for the Chinese character frequencies
 DEFAULT_PAYLOAD_PACKETS = 200_000
 QUICK_PAYLOAD_PACKETS = 20_000
 PIPELINE_PACKETS = 1_000_000
 QUICK_PIPELINE_PACKETS = 100_000
 PIPELINE_KEYWORDS = 10_000
+NEVER_KEYWORD = "qzxjv-never-occurs"  # agent-1rule: the filter on, matching nothing
 TARGET_PIPELINE_RATIO = 3.5  # agent (compiled, 10k keywords, default depth) CPU / argus CPU
 SCAN_ROUNDS = 3
 BUILD_ROUNDS = 1
@@ -221,14 +230,55 @@ class KeywordPools:
         return out
 
 
-def chinese_frequencies(seed: int) -> tuple[list[str], list[float]]:
-    """CJK characters of the generator's text corpus, most frequent first, with cumulative weights."""
-    from agent.synth.content import make_text_corpus
+def generator_text(seed: int) -> str:
+    """The text corpus every generated HTTP and SMTP body of capture seed `seed` is sliced from.
 
-    text = make_text_corpus(random.Random(seed), CORPUS_SAMPLE_BYTES).decode("utf-8", "ignore")
+    ``agent.synth.generate`` builds it first thing from ``random.Random(seed)``, so
+    this is the very same text."""
+    from agent.synth.content import TEXT_CORPUS_BYTES, make_text_corpus
+
+    return make_text_corpus(random.Random(seed), TEXT_CORPUS_BYTES).decode("utf-8", "ignore")
+
+
+def chinese_frequencies(text: str) -> tuple[list[str], list[float]]:
+    """CJK characters of `text`, most frequent first, with cumulative weights."""
     counts = Counter("".join(_CJK_RUN.findall(text)))
     chars = sorted(counts, key=lambda c: (-counts[c], c))
     return chars, list(accumulate(float(counts[c]) for c in chars))
+
+
+def _occurring(candidates: list[str], text: str) -> set[str]:
+    """The candidates that occur in `text` (one Aho-Corasick pass)."""
+    import ahocorasick
+
+    automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
+    for c in candidates:
+        automaton.add_word(c, c)
+    automaton.make_automaton()
+    found: set[str] = set()
+    for _end, c in automaton.iter(text):
+        found.add(c)
+    return found
+
+
+def _absent_keywords(make: Callable[[], str], n: int, seen: set[str], text: str) -> list[str]:
+    """`n` new keywords from `make` that do not occur in `text`, in the order drawn (deterministic)."""
+    out: list[str] = []
+    while len(out) < n:
+        batch: list[str] = []
+        fresh: set[str] = set()
+        want = (n - len(out)) * 5 // 4 + 16
+        while len(batch) < want:
+            cand = make()
+            if cand not in seen and cand not in fresh:
+                fresh.add(cand)
+                batch.append(cand)
+        found = _occurring(batch, text)
+        for cand in batch:
+            if cand not in found and len(out) < n:
+                seen.add(cand)
+                out.append(cand)
+    return out
 
 
 def _chinese_keyword(rng: random.Random, chars: list[str], cum: list[float], words: list[str]) -> str:
@@ -288,29 +338,31 @@ def _sample_from_payloads(rng: random.Random, payloads: list[bytes], n_cn: int, 
     return cn, asc
 
 
-def make_pools(max_n: int, payloads: list[bytes]) -> KeywordPools:
+def make_pools(max_n: int, payloads: list[bytes], seed: int) -> KeywordPools:
+    """Keywords for sets of up to `max_n`; `payloads` and the corpus of capture seed `seed` decide
+    which occur: 1% are sampled from the payloads, the others are drawn until they do not occur
+    in the generator's text corpus (they stand for the rules ordinary traffic does not trigger;
+    they may still occur in headers, names or binary bodies, and a few do)."""
+    from agent.synth.content import CN_WORDS
+
     rng = random.Random(KEYWORD_SEED)
     n_cn = round(max_n * CHINESE_SHARE)
     n_as = max_n - n_cn
     seen: set[str] = set()
     s_cn, s_as = _sample_from_payloads(rng, payloads, round(n_cn * SAMPLED_SHARE),
                                        round(n_as * SAMPLED_SHARE), seen)
-    chars, cum = chinese_frequencies(bs.DEFAULT_SEED)
-    from agent.synth.content import CN_WORDS
-
+    text = generator_text(seed)
+    chars, cum = chinese_frequencies(text)
     words = [w for w in CN_WORDS if _CJK_RUN.fullmatch(w)]
-    cn: list[str] = []
-    while len(cn) < n_cn:
-        text = _chinese_keyword(rng, chars, cum, words)
-        if text not in seen:
-            seen.add(text)
-            cn.append(text)
-    asc: list[str] = []
-    while len(asc) < n_as:
-        text = _ascii_keyword(rng)
-        if 4 <= len(text) <= 16 and text not in seen:
-            seen.add(text)
-            asc.append(text)
+    cn = _absent_keywords(lambda: _chinese_keyword(rng, chars, cum, words), n_cn - len(s_cn), seen, text)
+
+    def ascii_keyword() -> str:
+        while True:
+            kw = _ascii_keyword(rng)
+            if 4 <= len(kw) <= 16:
+                return kw
+
+    asc = _absent_keywords(ascii_keyword, n_as - len(s_as), seen, text)
     return KeywordPools(cn, asc, s_cn, s_as)
 
 
@@ -502,6 +554,7 @@ class PipelineResult:
     cpu_ratio: float | None = None  # agent with rules / argus
     norules_ratio: float | None = None  # agent without rules / argus (issue 3 configuration)
     filter_cpu_s: float | None = None  # agent with rules - agent without rules
+    plumbing_cpu_s: float | None = None  # agent with one never-matching keyword - agent without rules
     alerts: int | None = None
     verdict: str = "NOT MEASURED"
 
@@ -546,7 +599,7 @@ def run_pipeline(packets: int, seed: int, keywords: list[str], repeat: int, inst
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     rules_dir = write_ruleset(keywords, WORK_DIR / f"ruleset-{len(keywords)}")
     res = PipelineResult("not measured", ruleset=str(rules_dir), keywords=len(keywords))
-    # what the agent does at start-up with --rules (the filter modules are pure Python in either build)
+    # what the agent does at start-up with --rules (here with the agent build the matcher table used)
     t0 = time.perf_counter()
     from agent.filter.compiled import compile_rules
     from rulesets.load import load_ruleset
@@ -579,10 +632,16 @@ def run_pipeline(packets: int, seed: int, keywords: list[str], repeat: int, inst
     def norules_cmd(c: Path, out: Path) -> list[str]:
         return [bs._python(), launcher, "replay", str(c), "--jsonl", str(out)]
 
+    one_dir = write_ruleset([NEVER_KEYWORD], WORK_DIR / "ruleset-1")
+
+    def one_rule_cmd(c: Path, out: Path) -> list[str]:
+        return [bs._python(), launcher, "replay", str(c), "--jsonl", str(out), "--rules", str(one_dir)]
+
     tools = [
         bs.Tool("agent-rules", True, rules_cmd, ".jsonl", count_alerts, bs.locate_agent_mypyc),
         bs.Tool("argus", True, bs._argus_cmd, ".argus", bs.no_count, lambda: argus),
         bs.Tool("agent-norules", False, norules_cmd, ".jsonl", bs.count_lines, bs.locate_agent_mypyc),
+        bs.Tool("agent-1rule", False, one_rule_cmd, ".jsonl", count_alerts, bs.locate_agent_mypyc),
     ]
     measuring: list[bs.Measurement] = []
     for tool in tools:
@@ -597,11 +656,13 @@ def run_pipeline(packets: int, seed: int, keywords: list[str], repeat: int, inst
     res.tools = [bs.finish_measurement(m, cap, keep) for m in measuring]
     by = {r.name: r for r in res.tools}
     failed = [f"{r.name} {r.status}: {r.note}" for r in res.tools if r.best_cpu_s is None]
-    agent, argus_r, norules = by["agent-rules"], by["argus"], by["agent-norules"]
+    agent, argus_r, norules, one = by["agent-rules"], by["argus"], by["agent-norules"], by["agent-1rule"]
     res.cpu_ratio = bs.ratio(agent.best_cpu_s, argus_r.best_cpu_s)
     res.norules_ratio = bs.ratio(norules.best_cpu_s, argus_r.best_cpu_s)
     if agent.best_cpu_s is not None and norules.best_cpu_s is not None:
         res.filter_cpu_s = agent.best_cpu_s - norules.best_cpu_s
+    if one.best_cpu_s is not None and norules.best_cpu_s is not None:
+        res.plumbing_cpu_s = one.best_cpu_s - norules.best_cpu_s
     res.alerts = agent.output_records
     if res.cpu_ratio is None:
         res.reason = "; ".join(failed)
@@ -672,7 +733,8 @@ def print_pipeline(p: PipelineResult) -> None:
         rec = None if t.output_records is None else float(t.output_records)
         print(f"{t.name:<14} {t.status:<8} {_f(t.best_wall_s, '.2f', 8)} {_f(t.best_cpu_s, '.2f', 8)} "
               f"{_x(bs.ratio(t.best_cpu_s, argus.best_cpu_s if argus else None), 12)} {_f(rec, ',.0f', 10)}")
-    print("(records: agent-rules = alert records; agent-norules = all records; argus not counted)")
+    print("(agent-norules: no ruleset, all records counted; agent-1rule: one keyword that never occurs; "
+          "agent-rules and agent-1rule: alert records counted; argus: not counted)")
     for t in p.tools:
         if t.note:
             print(f"{t.name}: {t.note}")
@@ -688,6 +750,10 @@ def print_pipeline(p: PipelineResult) -> None:
         share = p.filter_cpu_s / agent.best_cpu_s if agent.best_cpu_s else 0.0
         print(f"agent without rules CPU / argus CPU = {p.norules_ratio:.2f}×; the filter adds "
               f"{p.filter_cpu_s:.2f} CPU s ({share:.0%} of the agent's)")
+        if p.plumbing_cpu_s is not None:
+            print(f"  {p.plumbing_cpu_s:.2f} s with a single keyword (the filter's plumbing: content pieces, "
+                  f"kept bodies, a stream scan per field), {p.filter_cpu_s - p.plumbing_cpu_s:.2f} s more "
+                  f"for {p.keywords:,} keywords (automaton size, matches, alerts)")
     print(f"alert records: {_f(p.alerts, ',', 0)}; ruleset load + compile at start-up: "
           f"{_f(p.ruleset_load_s, '.2f', 0)} s ({p.patterns:,} patterns)")
 
@@ -734,7 +800,7 @@ def main(argv: list[str] | None = None) -> int:
     cap = bs.ensure_capture(args.packets, args.seed, OUT_DIR, regenerate=False)
     print(f"extracting payloads from {cap.path.name} ...", file=sys.stderr, flush=True)
     pl = extract_payloads(cap.path, cap.packets)
-    pools = make_pools(max(counts), pl.items)
+    pools = make_pools(max(KEYWORD_COUNTS), pl.items, args.seed)  # the same sets with --quick
     hs = None if args.no_matchers else load_hyperscan()
     hs_note = "" if hs is not None or args.no_matchers else (
         "hyperscan is not installed (bench-only: .venv/bin/pip install 'hyperscan>=0.7'): agent figures only")
