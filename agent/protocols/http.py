@@ -236,6 +236,9 @@ class _Dir:
         self.no_body = False
         self.interim = False
         self.upgrade = False
+        # body bytes this direction may still keep for a content filter: the decoder's
+        # `body_keep` is a budget per direction of the connection, like the inspection depth
+        self.scan_left = 0
 
 
 def _basic_user(value: bytes) -> str | None:
@@ -294,13 +297,16 @@ class HttpDecoder:
     name = "http"
 
     def __init__(self, body_keep: int = BODY_KEEP) -> None:
-        """`body_keep`: decoded bytes of each body kept for a content filter (`last_request_body`,
-        `last_response_body`); 0 when none scans them, so bodies are only counted."""
+        """`body_keep`: decoded body bytes kept for a content filter (`last_request_body`,
+        `last_response_body`), per direction of the connection (the inspection depth's
+        meaning): the bodies of later messages get what the earlier ones left; 0 when no
+        filter scans them, so bodies are only counted."""
         self._body_keep = body_keep
         # pieces for the keyword filter (agent.protocols.base.Content); None: no filter runs
         self.content: list[Content] | None = None
         self._orig = _Dir(True)
         self._resp = _Dir(False)
+        self._orig.scan_left = self._resp.scan_left = body_keep
         self._pending: deque[_Txn] = deque()
         self._depth = 0
         self._closed = False
@@ -735,7 +741,7 @@ class HttpDecoder:
             if media in _OPAQUE_TYPES or media.split("/", 1)[0] in _OPAQUE_MAJOR:
                 # media and archives hold no text a keyword could be found in: counted, not kept
                 return _Body(coding, 0, None, field, txn.depth, ctype)
-        return _Body(coding, self._body_keep, self.content, field, txn.depth, ctype)
+        return _Body(coding, d.scan_left, self.content, field, txn.depth, ctype)
 
     def _message_done(self, d: _Dir, out: list[Record]) -> None:
         txn = d.txn
@@ -743,6 +749,7 @@ class HttpDecoder:
         body = d.body
         if body is not None:
             body.end()
+            d.scan_left = max(0, d.scan_left - len(body.kept))
         if d.is_orig:
             if body is not None:
                 txn.request_body_len = body.length
