@@ -374,6 +374,28 @@ def veth_pair(workdir: Path) -> Iterator[Net]:
         net.close()
 
 
+def nginx_conf(tmp: Path, http: str) -> str:
+    """An nginx main configuration for a test: in the foreground, as root, every path under
+    ``tmp``; ``http`` is the body of its ``http {}`` block (servers, log formats...)."""
+    return f"""
+user root;
+daemon off;
+master_process on;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+{http}
+}}
+"""
+
+
 # -- the agent ---------------------------------------------------------------------------------------
 
 

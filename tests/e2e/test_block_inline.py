@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from netns import REPO, Daemon, Side, _ip, agent_exe, require, wait_for
+from netns import REPO, Daemon, Side, _ip, agent_exe, nginx_conf, require, wait_for
 
 KEYWORD = "出售冰毒"  # rulesets/examples/drugs.txt has 冰毒: action block
 CLEAN_BODY = "name=alice&text=" + quote("今天天气很好")
@@ -72,29 +72,14 @@ except socket.timeout:
 """
 
 
-def nginx_conf(tmp: Path, addr: str) -> str:
-    return f"""
-user root;
-daemon off;
-master_process on;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+def server_conf(tmp: Path, addr: str) -> str:
+    return nginx_conf(tmp, f"""
     log_format e2e '$request_method $request_uri $status $request_length';
     access_log {tmp}/access.log e2e;
     server {{
         listen {addr}:80;
         location /post {{ proxy_pass http://127.0.0.1:8080; }}
-    }}
-}}
-"""
+    }}""")
 
 
 class Routed:
@@ -191,7 +176,7 @@ def test_a_post_with_a_block_keyword_is_cut_off(tmp_path: Path) -> None:
     with routed(tmp_path / "net") as net:
         srv = tmp_path / "srv"
         srv.mkdir()
-        (srv / "nginx.conf").write_text(nginx_conf(srv, net.server.addr))
+        (srv / "nginx.conf").write_text(server_conf(srv, net.server.addr))
         received = srv / "received.txt"
         backend = net.start(net.server, "backend", [sys.executable, "-c", BACKEND, str(received)])
         backend.wait_listening("tcp", 8080)

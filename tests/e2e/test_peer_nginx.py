@@ -14,7 +14,7 @@ import base64
 from pathlib import Path
 
 import pytest
-from netns import Net, assert_captured, replay, require, veth_pair
+from netns import Net, assert_captured, nginx_conf, replay, require, veth_pair
 
 HOST = "www.example.test"
 USER, SECRET = "alice", "Basic-S3cret-9f27"
@@ -30,20 +30,7 @@ def _conf(tmp: Path, addr: str) -> str:
         "request_method", "request_uri", "status", "body_bytes_sent", "http_host", "http_user_agent",
         "remote_user", "sent_http_content_encoding", "content_length", "connection",
         "connection_requests"))
-    return f"""
-user root;
-daemon off;
-master_process on;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+    return nginx_conf(tmp, f"""
     types {{ text/html html; text/plain txt; }}
     default_type application/octet-stream;
     log_format e2e '{fmt}';
@@ -60,9 +47,7 @@ http {{
             auth_basic "e2e";
             auth_basic_user_file {tmp}/htpasswd;
         }}
-    }}
-}}
-"""
+    }}""")
 
 
 def test_peer_nginx(tmp_path: Path) -> None:
