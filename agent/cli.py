@@ -122,12 +122,31 @@ def cmd_replay(a: argparse.Namespace) -> int:
         print(f"edgeaudit-agent: {a.jsonl}: cannot write: {e.strerror or e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    uploader = None
+    if a.collector is not None:
+        from agent.uploader.client import Uploader, UploadError
+
+        if not a.token:
+            print("edgeaudit-agent: --collector needs --token (edgeaudit-collector agents add)",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        try:
+            uploader = Uploader(a.collector, a.token, ca_file=a.collector_ca)
+        except UploadError as e:
+            print(f"edgeaudit-agent: {a.collector}: {e}", file=sys.stderr)
+            return 1
+
     def sink(records: list[Record]) -> None:
         if writer is not None:
             try:
                 writer.write_many(records)
             except OSError as e:
                 raise _OutputError(f"{a.jsonl}: cannot write: {e.strerror or e}") from e
+        if uploader is not None:
+            try:
+                uploader.add(records)
+            except UploadError as e:
+                raise _OutputError(f"{a.collector}: {e}") from e
 
     roster = None
     if a.roster is not None:
@@ -184,6 +203,11 @@ def cmd_replay(a: argparse.Namespace) -> int:
         p.finish()
         if a.stats:
             sink([p.stats_record(time.perf_counter() - t0)])
+        if uploader is not None:
+            try:
+                uploader.flush()
+            except UploadError as e:
+                raise _OutputError(f"{a.collector}: {e}") from e
         if writer is not None:
             try:
                 writer.close()
@@ -236,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(edgeaudit-rules sign) checked against --pubkey; writes `alert` records")
     r.add_argument("--pubkey", type=Path, action="append", default=[], metavar="FILE",
                    help="a trusted ruleset signing key (edgeaudit-rules keygen); needed for a bundle")
+    r.add_argument("--collector", metavar="URL",
+                   help="also upload every record to this collector (POST /api/v1/batches)")
+    r.add_argument("--token", help="the agent's token for --collector (edgeaudit-collector agents add)")
+    r.add_argument("--collector-ca", metavar="FILE", help="CA file to verify an https collector with")
     r.add_argument("--sessions-only", action="store_true",
                    help="no protocol decoders: session and weird records only (the agent-core benchmark)")
     g = r.add_mutually_exclusive_group()

@@ -1,0 +1,115 @@
+"""The agent's side of `POST /api/v1/batches`: records in, acknowledged batches out.
+
+What: `Uploader(url, token)` asks the collector who its token belongs to
+(`GET /api/v1/agent`: the collector, not the agent, decides an agent's name and unit),
+then `add(records)` gathers records into batches of `batch_records` and `flush()` sends
+what is left. Each batch is the `wire` envelope (msgpack + zstd) with a `batch_seq`
+unique to this agent; a batch counts as delivered only when the collector answered 200
+with `{"accepted": N, "duplicate": b}` after its commit.
+
+Retries: connection errors, timeouts, 429 and 5xx are retried with exponential backoff
+and full jitter (AWS architecture blog, "Exponential Backoff And Jitter"), up to
+`max_tries`, resending the same bytes under the same `batch_seq`, so a batch stored
+before a lost answer is acknowledged as a duplicate and stored once. Any other 4xx is a
+refusal that retrying cannot fix: `UploadError` with the collector's reason.
+
+Sequence numbers: the live agent's spool (a later issue) keeps them across restarts;
+for `replay` they start at the wall clock in nanoseconds, so two uploads by the same
+agent never reuse a number (a reused one would be taken for a resend and dropped).
+
+TLS: an `https` URL is verified against the system CAs, or against `--collector-ca`.
+
+Limits: `MAX_BATCH_RECORDS` (wire) per batch; `max_tries` per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from wire.envelope import encode_batch
+
+DEFAULT_BATCH_RECORDS: Final = 5000
+DEFAULT_MAX_TRIES: Final = 8
+BACKOFF_BASE_S: Final = 0.2
+BACKOFF_CAP_S: Final = 10.0
+TIMEOUT_S: Final = 60.0
+
+
+class UploadError(Exception):
+    """The collector refused (or never acknowledged) a batch; the message says why."""
+
+
+class Uploader:
+    def __init__(self, url: str, token: str, *, batch_records: int = DEFAULT_BATCH_RECORDS,
+                 max_tries: int = DEFAULT_MAX_TRIES, ca_file: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.batch_records = batch_records
+        self.max_tries = max_tries
+        self.sleep = sleep
+        self._ssl = ssl.create_default_context(cafile=ca_file) if self.url.startswith("https:") else None
+        self._pending: list[Mapping[str, Any]] = []
+        self._seq = time.time_ns()
+        self.counters = {"batches": 0, "records": 0, "duplicates": 0, "retries": 0}
+        who = self._request("GET", "/api/v1/agent", None)
+        self.agent = str(who["agent"])
+        self.unit = str(who["unit"])
+
+    def add(self, records: Iterable[Mapping[str, Any]]) -> None:
+        for r in records:
+            self._pending.append(r)
+            if len(self._pending) >= self.batch_records:
+                self._send()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._send()
+
+    def _send(self) -> None:
+        records, self._pending = self._pending, []
+        body = encode_batch(self.agent, self.unit, self._seq, records)
+        answer = self._request("POST", "/api/v1/batches", body)
+        self._seq += 1
+        self.counters["batches"] += 1
+        self.counters["records"] += int(answer.get("accepted", 0))
+        if answer.get("duplicate"):
+            self.counters["duplicates"] += 1
+
+    def _request(self, method: str, path: str, body: bytes | None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/msgpack"
+            headers["Content-Encoding"] = "zstd"
+        last = ""
+        for attempt in range(self.max_tries):
+            if attempt:
+                self.counters["retries"] += 1
+                self.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)))
+            req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=TIMEOUT_S, context=self._ssl) as resp:
+                    return dict(json.loads(resp.read() or b"{}"))
+            except urllib.error.HTTPError as e:
+                detail = _reason(e)
+                if e.code != 429 and e.code < 500:
+                    raise UploadError(f"{method} {path}: refused with {e.code}: {detail}") from None
+                last = f"{e.code}: {detail}"
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+                last = str(getattr(e, "reason", e))
+        raise UploadError(f"{method} {path}: no answer after {self.max_tries} tries (last: {last})")
+
+
+def _reason(e: urllib.error.HTTPError) -> str:
+    try:
+        payload = json.loads(e.read() or b"{}")
+        return f"{payload.get('error')}: {payload.get('detail')}"
+    except (ValueError, OSError):
+        return str(e.reason)

@@ -1,0 +1,54 @@
+"""The collector's aiohttp application: routes wired to the stores (DESIGN.md "The collector").
+
+What: `create_app(storage, accounts)` returns the `web.Application` serving
+- `POST /api/v1/batches` — agent uploads (`collector.ingest.batches`);
+- `GET /api/v1/agent` — who an agent token belongs to (name, unit), for the uploader;
+- `GET /metrics` — every stage's counters in the Prometheus text format.
+Query, ruleset, unit and UI routes join here as they are built (issue 5 and later).
+
+Why a factory: tests and `edgeaudit-collector serve` build the same application on the
+same stores; nothing global.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from collector.auth.accounts import Accounts
+from collector.ingest.batches import IngestCounters, batches_handler, bearer_token
+from collector.storage.base import Storage
+
+COUNTERS_KEY = web.AppKey("ingest_counters", IngestCounters)
+# How the application must be served: aiohttp would otherwise decompress a zstd body itself,
+# unbounded, before the handler sees it; `wire.envelope` decompresses it with a hard limit.
+AUTO_DECOMPRESS = False
+# seconds a stopping collector gives open requests to finish (each answers only after its commit)
+SHUTDOWN_TIMEOUT = 5.0
+
+
+def create_app(storage: Storage, accounts: Accounts) -> web.Application:
+    # the batch body is streamed and limited by its handler (a clear JSON error), not read()
+    app = web.Application()
+    counters = IngestCounters()
+    app[COUNTERS_KEY] = counters
+    app.router.add_post("/api/v1/batches", batches_handler(accounts, storage, counters))
+
+    async def metrics(request: web.Request) -> web.Response:
+        text = "\n".join(counters.prometheus()) + "\n"
+        return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    app.router.add_get("/metrics", metrics)
+
+    async def whoami(request: web.Request) -> web.Response:
+        """An agent asks who its token makes it: the name and unit it must put in its batches."""
+        token = bearer_token(request)
+        agent = accounts.agent_for_token(token) if token is not None else None
+        if agent is None:
+            return web.json_response(
+                {"error": "unauthenticated", "detail": "a valid agent token is required"},
+                status=401, headers={"WWW-Authenticate": 'Bearer realm="edgeaudit"'})
+        return web.json_response({"agent": agent.name, "unit": agent.unit})
+
+    app.router.add_get("/api/v1/agent", whoami)
+    return app

@@ -1,0 +1,126 @@
+"""`POST /api/v1/batches`: authenticate the agent, validate the batch, commit it, then acknowledge.
+
+What (DESIGN.md "The collector", issue 5 "Ingest"):
+1. The agent is who its bearer token says (`Accounts.agent_for_token`); the `agent_id` and
+   `unit_id` inside the payload are never trusted (a payload naming another agent is
+   refused: an uploader bug or an attempt to write someone else's records).
+2. The body must be `Content-Encoding: zstd` msgpack in the `wire` envelope, within the
+   size limits, every record valid (`wire.envelope.decode_batch`); anything else is a 4xx
+   with a JSON error and nothing is stored.
+3. The records are committed (`Storage.insert_batch`, idempotent on (agent, batch_seq))
+   in a worker thread, and only then does the answer say `{"accepted": N, "duplicate": b}`.
+
+Every stage counts what came in and what was refused and why (`IngestCounters`, shown on
+`/metrics`).
+
+Limits: `MAX_BODY_BYTES` is read at most (checked against Content-Length before reading
+and again while reading); the envelope's own limits (`wire.limits`) apply after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Final
+
+from aiohttp import web
+
+from collector.auth.accounts import Accounts
+from collector.storage.base import Storage
+from wire.envelope import decode_batch
+from wire.errors import ValidationError
+from wire.limits import MAX_BATCH_COMPRESSED
+
+MAX_BODY_BYTES: Final = MAX_BATCH_COMPRESSED
+
+
+class IngestCounters:
+    """What the ingest stage saw: batches and records in, stored, duplicates, refusals by reason."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.records = 0
+        self.stored_batches = 0
+        self.stored_records = 0
+        self.duplicate_batches = 0
+        self.refused: Counter[str] = Counter()
+
+    def prometheus(self) -> list[str]:
+        lines = [
+            "# TYPE edgeaudit_ingest_batches_total counter",
+            f"edgeaudit_ingest_batches_total {self.batches}",
+            "# TYPE edgeaudit_ingest_records_total counter",
+            f"edgeaudit_ingest_records_total {self.records}",
+            "# TYPE edgeaudit_ingest_stored_batches_total counter",
+            f"edgeaudit_ingest_stored_batches_total {self.stored_batches}",
+            "# TYPE edgeaudit_ingest_stored_records_total counter",
+            f"edgeaudit_ingest_stored_records_total {self.stored_records}",
+            "# TYPE edgeaudit_ingest_duplicate_batches_total counter",
+            f"edgeaudit_ingest_duplicate_batches_total {self.duplicate_batches}",
+            "# TYPE edgeaudit_ingest_refused_total counter",
+        ]
+        for reason, n in sorted(self.refused.items()):
+            lines.append(f'edgeaudit_ingest_refused_total{{reason="{reason}"}} {n}')
+        return lines
+
+
+def _error(status: int, reason: str, detail: str, counters: IngestCounters) -> web.Response:
+    counters.refused[reason] += 1
+    return web.json_response({"error": reason, "detail": detail[:500]}, status=status)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters
+                    ) -> Callable[[web.Request], Any]:
+    """The aiohttp handler, bound to its account store, storage and counters."""
+
+    async def handle(request: web.Request) -> web.Response:
+        counters.batches += 1
+        token = bearer_token(request)
+        agent = tokens.agent_for_token(token) if token is not None else None
+        if agent is None:
+            resp = _error(401, "unauthenticated", "a valid agent token is required (Authorization: Bearer)",
+                          counters)
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="edgeaudit"'
+            return resp
+        if request.headers.get("Content-Encoding", "").strip().lower() != "zstd":
+            return _error(415, "unsupported_encoding", "the body must be sent with Content-Encoding: zstd",
+                          counters)
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return _error(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes", counters)
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                return _error(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes", counters)
+        try:
+            batch = decode_batch(bytes(body))
+        except ValidationError as e:
+            return _error(400, "invalid_batch", str(e), counters)
+        if batch["agent_id"] != agent.name or batch["unit_id"] != agent.unit:
+            return _error(403, "wrong_agent", "the batch names another agent or unit than its token",
+                          counters)
+        records = batch["records"]
+        counters.records += len(records)
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(
+                None, storage.insert_batch, agent.name, agent.unit, batch["batch_seq"], records)
+        except OSError as e:  # the store could not commit: the agent retries later
+            return _error(503, "storage_unavailable", f"could not commit: {e}", counters)
+        if result.duplicate:
+            counters.duplicate_batches += 1
+        else:
+            counters.stored_batches += 1
+            counters.stored_records += result.accepted
+        return web.json_response({"accepted": result.accepted, "duplicate": result.duplicate})
+
+    return handle

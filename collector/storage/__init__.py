@@ -1,0 +1,39 @@
+"""The collector's storage layer: the ``Storage`` protocol and its backends.
+
+What: ``Storage`` (``collector.storage.base``) is the contract ingest, queries and retention
+use; ``SqliteStorage`` (``collector.storage.sqlite``) is the embedded default, one SQLite file
+per UTC day. A ClickHouse backend (scale-out) will implement the same protocol and pass the
+same tests (``tests/collector/storage/``).
+"""
+
+from collector.storage.base import (
+    AGENT_KEY,
+    IDENTITY_LOOKBACK,
+    MAX_PAGE,
+    MAX_SESSION_SPAN,
+    NAT_DEFAULT_LIFETIME,
+    SESSION_TOLERANCE,
+    UNIT_KEY,
+    ExpireResult,
+    Hold,
+    InsertResult,
+    Page,
+    Storage,
+)
+from collector.storage.sqlite import SqliteStorage
+
+__all__ = [
+    "AGENT_KEY",
+    "IDENTITY_LOOKBACK",
+    "MAX_PAGE",
+    "MAX_SESSION_SPAN",
+    "NAT_DEFAULT_LIFETIME",
+    "SESSION_TOLERANCE",
+    "UNIT_KEY",
+    "ExpireResult",
+    "Hold",
+    "InsertResult",
+    "Page",
+    "SqliteStorage",
+    "Storage",
+]
