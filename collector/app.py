@@ -3,6 +3,8 @@
 What: `create_app(storage, accounts)` returns the `web.Application` serving
 - `POST /api/v1/batches` — agent uploads (`collector.ingest.batches`);
 - `GET /api/v1/agent` — who an agent token belongs to (name, unit), for the uploader;
+- `GET /api/v1/query/traceback`, `GET /api/v1/query/records` — operators' queries, each
+  audited before it is answered (`collector.query.handlers`);
 - `GET /metrics` — every stage's counters in the Prometheus text format.
 Query, ruleset, unit and UI routes join here as they are built (issue 5 and later).
 
@@ -15,7 +17,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from collector.auth.accounts import Accounts
+from collector.auth.audit import AuditLog
 from collector.ingest.batches import IngestCounters, batches_handler, bearer_token
+from collector.query.handlers import query_routes
 from collector.storage.base import Storage
 
 COUNTERS_KEY = web.AppKey("ingest_counters", IngestCounters)
@@ -26,7 +30,8 @@ AUTO_DECOMPRESS = False
 SHUTDOWN_TIMEOUT = 5.0
 
 
-def create_app(storage: Storage, accounts: Accounts) -> web.Application:
+def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = None) -> web.Application:
+    """The application; the query endpoints exist only with an audit log to write them to."""
     # the batch body is streamed and limited by its handler (a clear JSON error), not read()
     app = web.Application()
     counters = IngestCounters()
@@ -51,4 +56,6 @@ def create_app(storage: Storage, accounts: Accounts) -> web.Application:
         return web.json_response({"agent": agent.name, "unit": agent.unit})
 
     app.router.add_get("/api/v1/agent", whoami)
+    if audit is not None:
+        query_routes(app, storage, accounts, audit)
     return app

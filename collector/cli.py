@@ -38,6 +38,7 @@ def cmd_serve(a: Any) -> int:
 
     from collector.app import AUTO_DECOMPRESS, SHUTDOWN_TIMEOUT, create_app
     from collector.auth.accounts import Accounts
+    from collector.auth.audit import AuditLog
     from collector.storage.sqlite import SqliteStorage
 
     if a.storage != "sqlite":
@@ -50,14 +51,16 @@ def cmd_serve(a: Any) -> int:
     data = _data_dir(a)
     storage = SqliteStorage(data / "records")
     accounts = Accounts(data / "accounts.sqlite")
+    audit = AuditLog(data / "audit.log")
     try:
-        app = create_app(storage, accounts)
+        app = create_app(storage, accounts, audit)
         print(f"edgeaudit-collector: listening on {host}:{port}, data in {data}", file=sys.stderr, flush=True)
         web.run_app(app, host=host.strip("[]"), port=int(port), print=None,
                     auto_decompress=AUTO_DECOMPRESS, shutdown_timeout=SHUTDOWN_TIMEOUT)
     finally:
         storage.close()
         accounts.close()
+        audit.close()
     return 0
 
 

@@ -5,14 +5,8 @@ once; bad input gets a 4xx with a JSON error and stores nothing."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,68 +14,15 @@ from typing import Any
 
 import pytest
 import zstandard
+from collector_server import ENV, REPO, cli, post, serve
 
 from collector.storage.sqlite import SqliteStorage
 from wire.envelope import encode_batch
 
-REPO = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, PYTHONPATH=str(REPO))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli(*args: str) -> str:
-    res = subprocess.run([sys.executable, "-m", "collector.cli", *args], capture_output=True, text=True,
-                         env=ENV, cwd=REPO, timeout=60, check=False)
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip()
-
 
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    data = tmp_path / "data"
-    token = cli("agents", "add", "gw1", "--unit", "unit-42", "--data", str(data))
-    other = cli("agents", "add", "gw2", "--unit", "unit-7", "--data", str(data))
-    port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--data", str(data), "--listen",
-                             f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:  # ready when it answers: polled, with a deadline
-        try:
-            urllib.request.urlopen(url + "/metrics", timeout=1).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"collector did not start: {(tmp_path / 'serve.log').read_text()}")
-            time.sleep(0.05)
-    try:
-        yield {"url": url, "token": token, "other": other, "data": data}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(20)
-        log.close()
-
-
-def post(url: str, body: bytes, token: str | None,
-         encoding: str | None = "zstd") -> tuple[int, dict[str, Any]]:
-    headers = {"Content-Type": "application/msgpack"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    if encoding is not None:
-        headers["Content-Encoding"] = encoding
-    req = urllib.request.Request(url + "/api/v1/batches", data=body, method="POST", headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
+    yield from serve(tmp_path)
 
 def records(n: int, t0: float = 1_700_000_000.0) -> list[dict[str, Any]]:
     return [{"type": "weird", "ts": t0 + i, "name": "test_weird", "detail": f"n{i}"} for i in range(n)]

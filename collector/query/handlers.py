@@ -1,0 +1,204 @@
+"""Query endpoints: traceback in one call, record search with paging and CSV export.
+
+What (DESIGN.md "Traceback", issue 5 "Queries"):
+- `GET /api/v1/query/traceback?ip=&port=&ts=`: who was behind public address `ip`, port
+  `port`, at time `ts` (Unix seconds)? The `nat` mapping covering it gives the inside
+  address and port (`Storage.nat_at`); failing that, a session the agent stamped with
+  that `nat_ip`/`nat_port` does (`sessions_at(outside=True)`); a session from the address
+  itself is the un-NATed case. The inside address's identity at `ts` (`identity_at`: the
+  `login` record in force) gives the account, MAC and calling number, and the session's
+  uid gives every record of the connection (`connection`: session, http, dns, tls,
+  alert...). One JSON answer: `{"query", "nat", "inside", "identity", "sessions",
+  "records"}`.
+- `GET /api/v1/query/records?type=&from=&to=&ip=&account=&q=&limit=&cursor=`: search,
+  oldest first, `{"records": [...], "cursor": ...}`; `format=csv` exports the page as CSV.
+
+Access: an operator or admin, with `Authorization: Basic` (name and password) or
+`Bearer` (an API token); anyone else gets 401/403. Every query is appended to the
+audit log (actor, what was asked, how many results) BEFORE its results are sent; when the
+audit write fails the query fails (503) and nothing is returned.
+
+Limits: a page is at most `MAX_PAGE` records (storage); the parameters are checked
+(addresses canonical, ports 0..65535, times finite) and a bad one is a 400 naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import io
+import ipaddress
+import json
+import math
+from collections.abc import Callable
+from typing import Any, Final
+
+from aiohttp import web
+
+from collector.auth.accounts import Accounts, User
+from collector.auth.audit import AuditError, AuditLog
+from collector.storage.base import MAX_PAGE, Storage
+
+QUERY_ROLES: Final = frozenset({"operator", "admin"})
+CSV_FIELDS: Final = ("type", "ts", "uid", "src_ip", "src_port", "dst_ip", "dst_port", "account",
+                     "host", "uri", "query", "server_name", "keyword", "_agent", "_unit")
+
+
+class BadQuery(ValueError):
+    pass
+
+
+def _error(status: int, reason: str, detail: str) -> web.Response:
+    return web.json_response({"error": reason, "detail": detail}, status=status)
+
+
+def authenticate(accounts: Accounts, request: web.Request) -> User | None:
+    """The user behind Basic credentials or an API bearer token (the KDF runs for Basic)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            name, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return accounts.verify_password(name, password)
+    if scheme.lower() == "bearer" and value.strip():
+        return accounts.user_for_api_token(value.strip())
+    return None
+
+
+def _ip(value: str | None, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise BadQuery(f"{name}: not an IP address: {value[:60]!r}") from None
+
+
+def _num(value: str | None, name: str, *, lo: float, hi: float) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        raise BadQuery(f"{name}: not a number: {value[:60]!r}") from None
+    if not math.isfinite(x) or not lo <= x <= hi:
+        raise BadQuery(f"{name}: out of range {lo:g}..{hi:g}")
+    return x
+
+
+def traceback(storage: Storage, ip: str, port: int, ts: float) -> dict[str, Any]:
+    """The traceback answer (see the module doc); pure storage calls, no IO of its own."""
+    nat = storage.nat_at(ip, port, ts)
+    inside: dict[str, Any] | None = None
+    sessions: list[dict[str, Any]] = []
+    if nat:
+        m = nat[0]
+        inside = {"ip": m.get("inside_ip"), "port": m.get("inside_port"), "via": "nat"}
+        if inside["port"] is not None:
+            sessions = storage.sessions_at(str(inside["ip"]), int(inside["port"]), ts, outside=False)
+    else:
+        sessions = storage.sessions_at(ip, port, ts, outside=True)
+        if sessions:
+            s = sessions[0]
+            inside = {"ip": s.get("src_ip"), "port": s.get("src_port"), "via": "session nat_ip"}
+        else:
+            sessions = storage.sessions_at(ip, port, ts, outside=False)
+            if sessions:
+                inside = {"ip": ip, "port": port, "via": "no nat"}
+    identity = storage.identity_at(str(inside["ip"]), ts) if inside is not None else None
+    records: list[dict[str, Any]] = []
+    if sessions and sessions[0].get("uid"):
+        records = storage.connection(str(sessions[0]["uid"]))
+    return {"query": {"ip": ip, "port": port, "ts": ts}, "nat": nat[:1], "inside": inside,
+            "identity": identity, "sessions": sessions[:1], "records": records}
+
+
+def _csv(records: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    for r in records:
+        # a cell starting with = + - @ would be a formula in a spreadsheet: quote it as text
+        w.writerow({k: (f"'{v}" if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in r.items()})
+    return out.getvalue()
+
+
+def query_routes(app: web.Application, storage: Storage, accounts: Accounts, audit: AuditLog) -> None:
+    async def run(request: web.Request, action: str, params: dict[str, Any],
+                  work: Callable[[], Any]) -> tuple[User | None, Any, web.Response | None]:
+        loop = asyncio.get_running_loop()
+        user = await loop.run_in_executor(None, authenticate, accounts, request)
+        if user is None:
+            return None, None, web.json_response(
+                {"error": "unauthenticated", "detail": "Basic credentials or an API token are required"},
+                status=401, headers={"WWW-Authenticate": 'Basic realm="edgeaudit"'})
+        if user.role not in QUERY_ROLES:
+            return user, None, _error(403, "forbidden", f"role {user.role} may not query records")
+        result = await loop.run_in_executor(None, work)
+        count = len(result.get("records", [])) if isinstance(result, dict) else 0
+        try:
+            # before the answer leaves: no audit entry, no answer
+            await loop.run_in_executor(None, audit.append, user.name, action, request.path_qs,
+                                       {"params": params, "results": count}, "ok")
+        except AuditError as e:
+            return user, None, _error(503, "audit_unavailable", f"the query was not audited: {e}")
+        return user, result, None
+
+    async def traceback_handler(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            ip = _ip(q.get("ip"), "ip")
+            port = _num(q.get("port"), "port", lo=0, hi=65535)
+            ts = _num(q.get("ts"), "ts", lo=0, hi=4102444800)
+            if ip is None or port is None or ts is None:
+                raise BadQuery("ip, port and ts are all required")
+        except BadQuery as e:
+            return _error(400, "bad_query", str(e))
+        params = {"ip": ip, "port": int(port), "ts": ts}
+        _user, result, err = await run(request, "traceback", params,
+                                       lambda: traceback(storage, ip, int(port), ts))
+        return err if err is not None else web.json_response(result, dumps=_dumps)
+
+    async def records_handler(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            rtype = q.get("type") or None
+            start = _num(q.get("from"), "from", lo=0, hi=4102444800)
+            end = _num(q.get("to"), "to", lo=0, hi=4102444800)
+            ip = _ip(q.get("ip"), "ip")
+            account = q.get("account") or None
+            text = q.get("q") or None
+            limit = int(_num(q.get("limit"), "limit", lo=1, hi=MAX_PAGE) or 100)
+            cursor = q.get("cursor") or None
+        except BadQuery as e:
+            return _error(400, "bad_query", str(e))
+        params: dict[str, Any] = {"type": rtype, "from": start, "to": end, "ip": ip, "account": account,
+                                  "q": text, "limit": limit, "cursor": cursor}
+        fmt = q.get("format", "json")
+        if fmt not in ("json", "csv"):
+            return _error(400, "bad_query", "format: json or csv")
+
+        def work() -> dict[str, Any]:
+            page = storage.records(type=rtype, start=start, end=end, ip=ip, account=account, text=text,
+                                   limit=limit, cursor=cursor)
+            return {"records": page.records, "cursor": page.cursor}
+
+        try:
+            _user, result, err = await run(request, "export" if fmt == "csv" else "records", params, work)
+        except ValueError as e:  # a cursor the store cannot read
+            return _error(400, "bad_query", str(e))
+        if err is not None:
+            return err
+        if fmt == "csv":
+            return web.Response(text=_csv(result["records"]), content_type="text/csv", charset="utf-8",
+                                headers={"Content-Disposition": 'attachment; filename="records.csv"'})
+        return web.json_response(result, dumps=_dumps)
+
+    app.router.add_get("/api/v1/query/traceback", traceback_handler)
+    app.router.add_get("/api/v1/query/records", records_handler)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,138 @@
+"""Traceback and record search against a running collector: a capture uploaded by the agent,
+NAT mappings and a login posted like a gateway would, then one call answers "who was behind
+this public address and port at this time" with the inside address, the account and the
+connection's records. Every query is in the audit log before its answer; without the audit
+log there is no answer. Only operators and admins may query."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from collector_server import ENV, REPO, cli, post, serve
+
+from wire.envelope import encode_batch
+
+OUTSIDE_IP, OUTSIDE_PORT = "203.0.113.9", 40123
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("query")
+    gen = serve(tmp)
+    c = next(gen)
+    pcap = tmp / "edge.pcap"
+    subprocess.run([sys.executable, "-m", "agent.cli", "synth", str(pcap), "--packets", "4000"], env=ENV,
+                   cwd=REPO, check=True, capture_output=True, timeout=120)
+    out = tmp / "out.jsonl"
+    subprocess.run([sys.executable, "-m", "agent.cli", "replay", str(pcap), "--jsonl", str(out),
+                    "--collector", c["url"], "--token", c["token"]], env=ENV, cwd=REPO, check=True,
+                   capture_output=True, timeout=300)
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    http_uids = {r["uid"] for r in recs if r["type"] == "http"}
+    session = next(r for r in recs if r["type"] == "session" and r["uid"] in http_uids and r["duration"])
+    nat = {"type": "nat", "ts": session["ts"] - 0.5, "event": "create", "proto": "tcp",
+           "inside_ip": session["src_ip"], "inside_port": session["src_port"], "outside_ip": OUTSIDE_IP,
+           "outside_port": OUTSIDE_PORT, "remote_ip": session["dst_ip"], "remote_port": session["dst_port"]}
+    login = {"type": "login", "ts": session["ts"] - 600, "event": "login", "account": "alice",
+             "ip": session["src_ip"], "mac": "02:00:5e:00:53:01", "calling_station": "13800138000",
+             "source": "radius", "session_id": "acct-1", "duration": None}
+    assert post(c["url"], encode_batch("gw1", "unit-42", 7, [nat, login]), c["token"])[0] == 200
+    c["session"] = session
+    c["recs"] = recs
+    try:
+        yield c
+    finally:
+        next(gen, None)
+
+
+def get(c: dict[str, Any], path: str, params: dict[str, Any], who: tuple[str, str] | None
+        ) -> tuple[int, Any, str]:
+    req = urllib.request.Request(c["url"] + path + "?" + urlencode(params))
+    if who is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{who[0]}:{who[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            body = resp.read().decode()
+            ctype = resp.headers.get("Content-Type", "")
+            return resp.status, (json.loads(body) if "json" in ctype else body), ctype
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), ""
+
+
+def test_traceback_finds_the_inside_address_the_account_and_the_connection(loaded: dict[str, Any]) -> None:
+    s = loaded["session"]
+    ts = s["ts"] + s["duration"] / 2
+    status, ans, _ = get(loaded, "/api/v1/query/traceback",
+                         {"ip": OUTSIDE_IP, "port": OUTSIDE_PORT, "ts": ts}, loaded["operator"])
+    assert status == 200, ans
+    assert ans["inside"] == {"ip": s["src_ip"], "port": s["src_port"], "via": "nat"}
+    assert ans["identity"]["account"] == "alice" and ans["identity"]["calling_station"] == "13800138000"
+    assert ans["sessions"][0]["uid"] == s["uid"]
+    want = sorted(r["type"] for r in loaded["recs"] if r.get("uid") == s["uid"])
+    assert sorted(r["type"] for r in ans["records"]) == want and "http" in want
+    assert all(r["_agent"] == "gw1" and r["_unit"] == "unit-42" for r in ans["records"])
+    # a port nobody used at that time: nothing behind it
+    status, ans, _ = get(loaded, "/api/v1/query/traceback",
+                         {"ip": OUTSIDE_IP, "port": OUTSIDE_PORT + 1, "ts": ts}, loaded["operator"])
+    assert status == 200 and ans["inside"] is None and ans["records"] == []
+
+
+def test_record_search_pages_and_exports_csv(loaded: dict[str, Any]) -> None:
+    s = loaded["session"]
+    status, ans, _ = get(loaded, "/api/v1/query/records", {"type": "http", "limit": 5}, loaded["operator"])
+    assert status == 200 and len(ans["records"]) == 5 and ans["cursor"]
+    status, ans2, _ = get(loaded, "/api/v1/query/records",
+                          {"type": "http", "limit": 5, "cursor": ans["cursor"]}, loaded["operator"])
+    assert status == 200 and len(ans2["records"]) == 5
+    # the second page follows the first: later in time, nothing repeated
+    first, second = ans["records"], ans2["records"]
+    assert first[-1]["ts"] <= second[0]["ts"] and not [r for r in second if r in first]
+    status, ans, _ = get(loaded, "/api/v1/query/records", {"account": "alice"}, loaded["operator"])
+    assert status == 200 and [r["type"] for r in ans["records"]] == ["login"]
+    status, text, ctype = get(loaded, "/api/v1/query/records", {"ip": s["src_ip"], "type": "session",
+                                                                "format": "csv"}, loaded["operator"])
+    assert status == 200 and ctype.startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows and all(r["src_ip"] == s["src_ip"] for r in rows)
+
+
+def test_access_is_checked_and_every_query_is_audited(loaded: dict[str, Any]) -> None:
+    params = {"ip": OUTSIDE_IP, "port": OUTSIDE_PORT, "ts": loaded["session"]["ts"]}
+    assert get(loaded, "/api/v1/query/traceback", params, None)[0] == 401
+    assert get(loaded, "/api/v1/query/traceback", params, ("olga", "wrong-password"))[0] == 401
+    assert get(loaded, "/api/v1/query/traceback", params, loaded["auditor"])[0] == 403
+    status, ans, _ = get(loaded, "/api/v1/query/traceback", {"ip": "not-an-ip", "port": 1, "ts": 1},
+                         loaded["operator"])
+    assert (status, ans["error"]) == (400, "bad_query") and "ip" in ans["detail"]
+    before = len((loaded["data"] / "audit.log").read_text().splitlines())
+    assert get(loaded, "/api/v1/query/traceback", params, loaded["operator"])[0] == 200
+    lines = (loaded["data"] / "audit.log").read_text().splitlines()
+    assert len(lines) == before + 1
+    entry = json.loads(lines[-1])
+    assert (entry["actor"], entry["action"], entry["result"]) == ("olga", "traceback", "ok")
+    assert entry["detail"]["params"]["ip"] == OUTSIDE_IP
+    assert "intact" in cli("audit", "verify", "--data", str(loaded["data"]))
+
+
+def test_no_audit_no_answer(tmp_path: Path) -> None:
+    gen = serve(tmp_path)
+    c = next(gen)
+    try:
+        (c["data"] / "audit.log").unlink()  # the log the server holds open is gone
+        status, ans, _ = get(c, "/api/v1/query/records", {"type": "http"}, c["operator"])
+        assert (status, ans["error"]) == (503, "audit_unavailable")
+        assert "records" not in ans
+    finally:
+        next(gen, None)
