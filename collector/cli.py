@@ -39,8 +39,14 @@ def cmd_serve(a: Any) -> int:
     from collector.app import AUTO_DECOMPRESS, SHUTDOWN_TIMEOUT, create_app
     from collector.auth.accounts import Accounts
     from collector.auth.audit import AuditLog
+    from collector.retention import RetentionError, check_days
     from collector.storage.sqlite import SqliteStorage
 
+    try:
+        check_days(a.retention_days)
+    except RetentionError as e:
+        print(f"edgeaudit-collector: --retention-days: {e}", file=sys.stderr)
+        return EXIT_USAGE
     if a.storage != "sqlite":
         print("edgeaudit-collector: only --storage sqlite is available in this version", file=sys.stderr)
         return EXIT_USAGE
@@ -54,6 +60,7 @@ def cmd_serve(a: Any) -> int:
     audit = AuditLog(data / "audit.log")
     try:
         app = create_app(storage, accounts, audit)
+        _schedule_retention(app, storage, data, audit, a.retention_days)
         print(f"edgeaudit-collector: listening on {host}:{port}, data in {data}", file=sys.stderr, flush=True)
         web.run_app(app, host=host.strip("[]"), port=int(port), print=None,
                     auto_decompress=AUTO_DECOMPRESS, shutdown_timeout=SHUTDOWN_TIMEOUT)
@@ -61,6 +68,76 @@ def cmd_serve(a: Any) -> int:
         storage.close()
         accounts.close()
         audit.close()
+    return 0
+
+
+def _schedule_retention(app: Any, storage: Any, data: Path, audit: Any, days: int) -> None:
+    """A retention pass at start, then every RETENTION_INTERVAL, in a worker thread."""
+    import asyncio
+
+    from collector.retention import RETENTION_INTERVAL, Holds, RetentionError, run_retention
+
+    holds = Holds(data / "holds.json")
+
+    async def loop_forever(app_: Any) -> Any:
+        async def passes() -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                try:
+                    await loop.run_in_executor(None, run_retention, storage, holds, audit, days)
+                except (RetentionError, OSError) as e:  # nothing deleted; said, and tried again later
+                    print(f"edgeaudit-collector: retention: {e}", file=sys.stderr, flush=True)
+                await asyncio.sleep(RETENTION_INTERVAL)
+
+        task = asyncio.create_task(passes())
+        yield
+        task.cancel()
+
+    app.cleanup_ctx.append(loop_forever)
+
+
+def cmd_holds(a: Any) -> int:
+    from collector.auth.audit import AuditLog
+    from collector.retention import Holds, RetentionError
+    from collector.storage.base import Hold
+
+    data = _data_dir(a)
+    holds = Holds(data / "holds.json")
+    try:
+        if a.action == "list":
+            for h in holds.load():
+                print(f"unit={h.unit} account={h.account} from={h.start} to={h.end}")
+            return 0
+        hold = Hold(unit=a.unit, account=a.account, start=a.start, end=a.end)
+        with AuditLog(data / "audit.log") as audit:
+            if a.action == "add":
+                holds.add(hold)
+            else:
+                holds.remove(hold)
+            audit.append(a.actor, f"hold_{a.action}", "legal hold",
+                         {"unit": a.unit, "account": a.account, "start": a.start, "end": a.end}, "ok")
+    except RetentionError as e:
+        print(f"edgeaudit-collector: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_retention(a: Any) -> int:
+    from collector.auth.audit import AuditLog
+    from collector.retention import Holds, RetentionError, run_retention
+    from collector.storage.sqlite import SqliteStorage
+
+    data = _data_dir(a)
+    storage = SqliteStorage(data / "records")
+    try:
+        with AuditLog(data / "audit.log") as audit:
+            res = run_retention(storage, Holds(data / "holds.json"), audit, a.retention_days, a.now)
+    except RetentionError as e:
+        print(f"edgeaudit-collector: {e}", file=sys.stderr)
+        return 1
+    finally:
+        storage.close()
+    print(f"deleted {res.deleted} records, dropped {len(res.days_dropped)} day files, kept {res.held} held")
     return 0
 
 
@@ -128,7 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT (default 127.0.0.1:8443)")
     s.add_argument("--storage", choices=["sqlite", "clickhouse"], default="sqlite")
     s.add_argument("--clickhouse-url")
+    s.add_argument("--retention-days", type=int, default=180,
+                   help="keep records this long (default 180; under 60 is refused)")
     s.set_defaults(func=cmd_serve)
+    h = sub.add_parser("holds", help="legal holds: records they match are never deleted")
+    h.add_argument("action", choices=["add", "remove", "list"])
+    h.add_argument("--unit")
+    h.add_argument("--account")
+    h.add_argument("--from", dest="start", type=float, metavar="TS", help="Unix seconds")
+    h.add_argument("--to", dest="end", type=float, metavar="TS", help="Unix seconds (exclusive)")
+    h.add_argument("--actor", default=os.environ.get("USER", "admin"), help="who asks (for the audit log)")
+    h.add_argument("--data", help="data directory")
+    h.set_defaults(func=cmd_holds)
+    r = sub.add_parser("retention", help="run one retention pass now")
+    r.add_argument("action", choices=["run"])
+    r.add_argument("--retention-days", type=int, default=180)
+    r.add_argument("--now", type=float, default=None, help=argparse.SUPPRESS)  # tests: a fixed clock
+    r.add_argument("--data", help="data directory")
+    r.set_defaults(func=cmd_retention)
     g = sub.add_parser("agents", help="agent credentials")
     g.add_argument("action", choices=["add", "revoke", "list"])
     g.add_argument("name", nargs="?", default="")
