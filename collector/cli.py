@@ -54,6 +54,20 @@ def cmd_serve(a: Any) -> int:
     if not host or not port.isdigit():
         print(f"edgeaudit-collector: --listen wants HOST:PORT, not {a.listen!r}", file=sys.stderr)
         return EXIT_USAGE
+    ssl_context = None
+    if a.tls_cert or a.tls_key:
+        import ssl
+
+        if not (a.tls_cert and a.tls_key):
+            print("edgeaudit-collector: --tls-cert and --tls-key go together", file=sys.stderr)
+            return EXIT_USAGE
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ssl_context.load_cert_chain(a.tls_cert, a.tls_key)
+        except (OSError, ssl.SSLError) as e:
+            print(f"edgeaudit-collector: cannot load the TLS certificate/key: {e}", file=sys.stderr)
+            return EXIT_USAGE
     data = _data_dir(a)
     storage = SqliteStorage(data / "records")
     accounts = Accounts(data / "accounts.sqlite")
@@ -62,7 +76,7 @@ def cmd_serve(a: Any) -> int:
         app = create_app(storage, accounts, audit)
         _schedule_retention(app, storage, data, audit, a.retention_days)
         print(f"edgeaudit-collector: listening on {host}:{port}, data in {data}", file=sys.stderr, flush=True)
-        web.run_app(app, host=host.strip("[]"), port=int(port), print=None,
+        web.run_app(app, host=host.strip("[]"), port=int(port), print=None, ssl_context=ssl_context,
                     auto_decompress=AUTO_DECOMPRESS, shutdown_timeout=SHUTDOWN_TIMEOUT)
     finally:
         storage.close()
@@ -205,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT (default 127.0.0.1:8443)")
     s.add_argument("--storage", choices=["sqlite", "clickhouse"], default="sqlite")
     s.add_argument("--clickhouse-url")
+    s.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain)")
+    s.add_argument("--tls-key", metavar="PEM", help="... and this private key")
     s.add_argument("--retention-days", type=int, default=180,
                    help="keep records this long (default 180; under 60 is refused)")
     s.set_defaults(func=cmd_serve)

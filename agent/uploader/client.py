@@ -103,7 +103,11 @@ class Uploader:
                     raise UploadError(f"{method} {path}: refused with {e.code}: {detail}") from None
                 last = f"{e.code}: {detail}"
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                last = str(getattr(e, "reason", e))
+                reason = getattr(e, "reason", e)
+                if isinstance(reason, ssl.SSLCertVerificationError):
+                    # not the collector we trust: waiting does not change that
+                    raise UploadError(f"{method} {path}: {reason}") from None
+                last = str(reason)
         raise UploadError(f"{method} {path}: no answer after {self.max_tries} tries (last: {last})")
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -39,7 +40,8 @@ def cli(*args: str) -> str:
     return res.stdout.strip()
 
 
-def serve(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def serve(tmp_path: Path, tls: tuple[Path, Path] | None = None) -> Iterator[dict[str, Any]]:
+    """Start the collector (HTTPS with `tls` = (certificate, key), trusted as its own CA)."""
     data = tmp_path / "data"
     token = cli("agents", "add", "gw1", "--unit", "unit-42", "--data", str(data))
     other = cli("agents", "add", "gw2", "--unit", "unit-7", "--data", str(data))
@@ -47,13 +49,16 @@ def serve(tmp_path: Path) -> Iterator[dict[str, Any]]:
     auditor = cli("users", "add", "ada", "--role", "auditor", "--data", str(data))
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
+    extra = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
     proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--data", str(data), "--listen",
-                             f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
+                             f"127.0.0.1:{port}", *extra], stdout=log, stderr=subprocess.STDOUT, env=ENV,
+                            cwd=REPO)
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(tls[0])) if tls else None
     deadline = time.monotonic() + 20
     while True:  # ready when it answers: polled, with a deadline
         try:
-            urllib.request.urlopen(url + "/metrics", timeout=1).read()
+            urllib.request.urlopen(url + "/metrics", timeout=1, context=context).read()
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -90,3 +90,29 @@ def test_replay_uploads_a_capture(collector: dict[str, Any], tmp_path: Path) -> 
                           collector["url"], "--token", collector["token"]],
                          env=ENV, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 1 and "401" in res.stderr and "unauthenticated" in res.stderr
+
+
+def test_agents_upload_over_tls_and_verify_the_collector(tmp_path: Path) -> None:
+    """HTTPS with a certificate for 127.0.0.1 (openssl): the agent uploads when it trusts that
+    certificate and refuses to talk to a collector it cannot verify."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=collector",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+    gen = serve(tmp_path, tls=(cert, key))
+    c = next(gen)
+    try:
+        pcap = tmp_path / "edge.pcap"
+        subprocess.run([sys.executable, "-m", "agent.cli", "synth", str(pcap), "--packets", "500"], env=ENV,
+                       cwd=REPO, check=True, capture_output=True, timeout=120)
+        base = [sys.executable, "-m", "agent.cli", "replay", str(pcap), "--collector", c["url"],
+                "--token", c["token"]]
+        res = subprocess.run([*base, "--collector-ca", str(cert)], env=ENV, cwd=REPO, capture_output=True,
+                             text=True, timeout=300, check=False)
+        assert res.returncode == 0, res.stderr
+        assert stored(c["data"]) > 0
+        res = subprocess.run(base, env=ENV, cwd=REPO, capture_output=True, text=True, timeout=300,
+                             check=False)
+        assert res.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in res.stderr
+    finally:
+        next(gen, None)
