@@ -5,6 +5,8 @@ What: `create_app(storage, accounts)` returns the `web.Application` serving
 - `GET /api/v1/agent` — who an agent token belongs to (name, unit), for the uploader;
 - `GET /api/v1/query/traceback`, `GET /api/v1/query/records` — operators' queries, each
   audited before it is answered (`collector.query.handlers`);
+- `PUT`/`GET /api/v1/rulesets/current` — admins publish signed bundles, agents fetch them
+  with an ETag (`collector.rules.publish`);
 - `GET /metrics` — every stage's counters in the Prometheus text format.
 Query, ruleset, unit and UI routes join here as they are built (issue 5 and later).
 
@@ -14,13 +16,18 @@ same stores; nothing global.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditLog
 from collector.ingest.batches import IngestCounters, batches_handler, bearer_token
 from collector.query.handlers import query_routes
+from collector.rules.publish import BundleStore, ruleset_routes
 from collector.storage.base import Storage
+from rulesets.bundle import MAX_BUNDLE_BYTES
 
 COUNTERS_KEY = web.AppKey("ingest_counters", IngestCounters)
 # How the application must be served: aiohttp would otherwise decompress a zstd body itself,
@@ -30,10 +37,14 @@ AUTO_DECOMPRESS = False
 SHUTDOWN_TIMEOUT = 5.0
 
 
-def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = None) -> web.Application:
-    """The application; the query endpoints exist only with an audit log to write them to."""
-    # the batch body is streamed and limited by its handler (a clear JSON error), not read()
-    app = web.Application()
+def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = None,
+               rulesets: BundleStore | None = None,
+               ruleset_keys: Sequence[Ed25519PublicKey] = ()) -> web.Application:
+    """The application; the query and ruleset endpoints exist only with an audit log to write
+    them to (and a bundle store for the latter)."""
+    # the batch body is streamed and limited by its handler (a clear JSON error); read() is used
+    # only for ruleset bundles, whose limit this is
+    app = web.Application(client_max_size=MAX_BUNDLE_BYTES)
     counters = IngestCounters()
     app[COUNTERS_KEY] = counters
     app.router.add_post("/api/v1/batches", batches_handler(accounts, storage, counters))
@@ -58,4 +69,6 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
     app.router.add_get("/api/v1/agent", whoami)
     if audit is not None:
         query_routes(app, storage, accounts, audit)
+        if rulesets is not None:
+            ruleset_routes(app, rulesets, accounts, audit, ruleset_keys)
     return app

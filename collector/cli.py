@@ -40,7 +40,9 @@ def cmd_serve(a: Any) -> int:
     from collector.auth.accounts import Accounts
     from collector.auth.audit import AuditLog
     from collector.retention import RetentionError, check_days
+    from collector.rules.publish import BundleStore
     from collector.storage.sqlite import SqliteStorage
+    from rulesets.keys import KeyFileError, load_public_key
 
     try:
         check_days(a.retention_days)
@@ -68,12 +70,17 @@ def cmd_serve(a: Any) -> int:
         except (OSError, ssl.SSLError) as e:
             print(f"edgeaudit-collector: cannot load the TLS certificate/key: {e}", file=sys.stderr)
             return EXIT_USAGE
+    try:
+        keys = [load_public_key(k) for k in a.ruleset_pubkey]
+    except KeyFileError as e:
+        print(f"edgeaudit-collector: --ruleset-pubkey: {e}", file=sys.stderr)
+        return EXIT_USAGE
     data = _data_dir(a)
     storage = SqliteStorage(data / "records")
     accounts = Accounts(data / "accounts.sqlite")
     audit = AuditLog(data / "audit.log")
     try:
-        app = create_app(storage, accounts, audit)
+        app = create_app(storage, accounts, audit, BundleStore(data / "rulesets"), keys)
         _schedule_retention(app, storage, data, audit, a.retention_days)
         print(f"edgeaudit-collector: listening on {host}:{port}, data in {data}", file=sys.stderr, flush=True)
         web.run_app(app, host=host.strip("[]"), port=int(port), print=None, ssl_context=ssl_context,
@@ -219,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT (default 127.0.0.1:8443)")
     s.add_argument("--storage", choices=["sqlite", "clickhouse"], default="sqlite")
     s.add_argument("--clickhouse-url")
+    s.add_argument("--ruleset-pubkey", action="append", default=[], metavar="FILE",
+                   help="a key ruleset bundles must be signed by to be published (edgeaudit-rules keygen)")
     s.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain)")
     s.add_argument("--tls-key", metavar="PEM", help="... and this private key")
     s.add_argument("--retention-days", type=int, default=180,

@@ -40,18 +40,20 @@ def cli(*args: str) -> str:
     return res.stdout.strip()
 
 
-def serve(tmp_path: Path, tls: tuple[Path, Path] | None = None) -> Iterator[dict[str, Any]]:
+def serve(tmp_path: Path, tls: tuple[Path, Path] | None = None, extra: tuple[str, ...] = ()
+          ) -> Iterator[dict[str, Any]]:
     """Start the collector (HTTPS with `tls` = (certificate, key), trusted as its own CA)."""
     data = tmp_path / "data"
     token = cli("agents", "add", "gw1", "--unit", "unit-42", "--data", str(data))
     other = cli("agents", "add", "gw2", "--unit", "unit-7", "--data", str(data))
     operator = cli("users", "add", "olga", "--role", "operator", "--data", str(data))
     auditor = cli("users", "add", "ada", "--role", "auditor", "--data", str(data))
+    admin = cli("users", "add", "root", "--role", "admin", "--data", str(data))
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
-    extra = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
+    options = [*(["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []), *extra]
     proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "serve", "--data", str(data), "--listen",
-                             f"127.0.0.1:{port}", *extra], stdout=log, stderr=subprocess.STDOUT, env=ENV,
+                             f"127.0.0.1:{port}", *options], stdout=log, stderr=subprocess.STDOUT, env=ENV,
                             cwd=REPO)
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     context = ssl.create_default_context(cafile=str(tls[0])) if tls else None
@@ -66,7 +68,7 @@ def serve(tmp_path: Path, tls: tuple[Path, Path] | None = None) -> Iterator[dict
             time.sleep(0.05)
     try:
         yield {"url": url, "token": token, "other": other, "data": data, "operator": ("olga", operator),
-               "auditor": ("ada", auditor)}
+               "auditor": ("ada", auditor), "admin": ("root", admin)}
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(20)

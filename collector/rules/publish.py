@@ -1,0 +1,116 @@
+"""Ruleset publication: admins upload signed bundles, agents fetch the current one.
+
+What (DESIGN.md "Rulesets", issue 5 "Units and rulesets"):
+- `PUT /api/v1/rulesets/current` (an admin, Basic or API token; body = a bundle made by
+  `edgeaudit-rules sign`): the collector verifies it as an agent would
+  (`rulesets.bundle.verify_bundle`: a signature by one of the keys it was started with,
+  `--ruleset-pubkey`; intact; unexpired; a higher version than the one it serves; a valid
+  ruleset), stores it atomically, and audits the publication. A refused bundle is a 4xx
+  with the reason (409 when it is not newer), and the current one stays.
+- `GET /api/v1/rulesets/current` (an agent token): the bundle bytes with an `ETag` (its
+  SHA-256); `If-None-Match` with that tag gets 304, so polling agents transfer nothing
+  until it changes. Agents verify the bundle themselves (`agent.filter.updates`): the
+  collector is a distribution point, not a trust anchor.
+
+Limits: `rulesets.bundle.MAX_BUNDLE_BYTES` for an upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from collector.auth.accounts import Accounts
+from collector.auth.audit import AuditError, AuditLog
+from collector.ingest.batches import bearer_token
+from collector.query.handlers import authenticate
+from rulesets.bundle import MAX_BUNDLE_BYTES, BundleError, verify_bundle
+
+
+class BundleStore:
+    """The bundle agents get, in one file replaced atomically."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "current.bundle"
+
+    def current(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def replace(self, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".bundle.", dir=self.path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+def etag(data: bytes) -> str:
+    return '"' + hashlib.sha256(data).hexdigest() + '"'
+
+
+def _error(status: int, reason: str, detail: str) -> web.Response:
+    return web.json_response({"error": reason, "detail": detail}, status=status)
+
+
+def ruleset_routes(app: web.Application, store: BundleStore, accounts: Accounts, audit: AuditLog,
+                   keys: Sequence[Ed25519PublicKey]) -> None:
+    async def get_current(request: web.Request) -> web.Response:
+        token = bearer_token(request)
+        if token is None or accounts.agent_for_token(token) is None:
+            return _error(401, "unauthenticated", "an agent token is required")
+        data = await asyncio.get_running_loop().run_in_executor(None, store.current)
+        if data is None:
+            return _error(404, "no_ruleset", "no ruleset has been published")
+        tag = etag(data)
+        if tag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+            return web.Response(status=304, headers={"ETag": tag})
+        return web.Response(body=data, content_type="application/x-tar", headers={"ETag": tag})
+
+    async def put_current(request: web.Request) -> web.Response:
+        loop = asyncio.get_running_loop()
+        user = await loop.run_in_executor(None, authenticate, accounts, request)
+        if user is None:
+            return _error(401, "unauthenticated", "Basic credentials or an API token are required")
+        if user.role != "admin":
+            return _error(403, "forbidden", f"role {user.role} may not publish rulesets")
+        if not keys:
+            return _error(409, "no_keys", "the collector was started without --ruleset-pubkey")
+        if request.content_length is not None and request.content_length > MAX_BUNDLE_BYTES:
+            return _error(413, "too_large", f"a bundle is at most {MAX_BUNDLE_BYTES} bytes")
+        data = await request.read()
+        running = await loop.run_in_executor(None, store.current)
+        newer_than = None
+        if running is not None:
+            try:
+                newer_than = verify_bundle(running, keys).version
+            except BundleError:
+                newer_than = None  # the stored one no longer verifies (expired, key rotated)
+        try:
+            verified = await loop.run_in_executor(
+                None, lambda: verify_bundle(data, keys, newer_than=newer_than, max_bytes=MAX_BUNDLE_BYTES))
+        except BundleError as e:
+            status = 409 if "is not newer than" in e.reason else 400
+            return _error(status, "bundle_refused", e.reason)
+        try:
+            await loop.run_in_executor(None, audit.append, user.name, "ruleset_publish",
+                                       f"{verified.name} v{verified.version}",
+                                       {"key_id": verified.key_id, "etag": etag(data)}, "ok")
+        except AuditError as e:
+            return _error(503, "audit_unavailable", str(e))
+        await loop.run_in_executor(None, store.replace, data)
+        return web.json_response({"name": verified.name, "version": verified.version, "etag": etag(data)})
+
+    app.router.add_get("/api/v1/rulesets/current", get_current)
+    app.router.add_put("/api/v1/rulesets/current", put_current)
