@@ -7,6 +7,7 @@ What: `create_app(storage, accounts)` returns the `web.Application` serving
   audited before it is answered (`collector.query.handlers`);
 - `PUT`/`GET /api/v1/rulesets/current` — admins publish signed bundles, agents fetch them
   with an ETag (`collector.rules.publish`);
+- `PUT /api/v1/units/self`, `GET /api/v1/units` — units' registration profiles and status;
 - `GET /metrics` — every stage's counters in the Prometheus text format.
 Query, ruleset, unit and UI routes join here as they are built (issue 5 and later).
 
@@ -27,6 +28,8 @@ from collector.ingest.batches import IngestCounters, batches_handler, bearer_tok
 from collector.query.handlers import query_routes
 from collector.rules.publish import BundleStore, ruleset_routes
 from collector.storage.base import Storage
+from collector.units.registry import Units
+from collector.units.routes import unit_routes
 from rulesets.bundle import MAX_BUNDLE_BYTES
 
 COUNTERS_KEY = web.AppKey("ingest_counters", IngestCounters)
@@ -39,7 +42,7 @@ SHUTDOWN_TIMEOUT = 5.0
 
 def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = None,
                rulesets: BundleStore | None = None,
-               ruleset_keys: Sequence[Ed25519PublicKey] = ()) -> web.Application:
+               ruleset_keys: Sequence[Ed25519PublicKey] = (), units: Units | None = None) -> web.Application:
     """The application; the query and ruleset endpoints exist only with an audit log to write
     them to (and a bundle store for the latter)."""
     # the batch body is streamed and limited by its handler (a clear JSON error); read() is used
@@ -47,7 +50,8 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
     app = web.Application(client_max_size=MAX_BUNDLE_BYTES)
     counters = IngestCounters()
     app[COUNTERS_KEY] = counters
-    app.router.add_post("/api/v1/batches", batches_handler(accounts, storage, counters))
+    app.router.add_post("/api/v1/batches", batches_handler(accounts, storage, counters,
+                                                          units.seen if units is not None else None))
 
     async def metrics(request: web.Request) -> web.Response:
         text = "\n".join(counters.prometheus()) + "\n"
@@ -71,4 +75,6 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
         query_routes(app, storage, accounts, audit)
         if rulesets is not None:
             ruleset_routes(app, rulesets, accounts, audit, ruleset_keys)
+        if units is not None:
+            unit_routes(app, units, accounts, audit)
     return app

@@ -10,9 +10,9 @@ The data directory holds `accounts.sqlite` (users, agent and API tokens: hashes 
 `audit.log` (hash-chained) and `records/` (the storage). `--data` defaults to
 $EDGEAUDIT_COLLECTOR_DATA, else ./collector-data.
 
-Built so far: batch ingest (`POST /api/v1/batches`), `GET /api/v1/agent`, `/metrics`, the
-SQLite store, accounts and the audit log. Queries, retention, ClickHouse, units, rulesets
-and the web UI follow (issue 5).
+Built so far: batch ingest, queries (traceback, records), retention with legal holds, ruleset
+publication, units' profiles and status, /metrics, TLS; the SQLite store, accounts and the
+audit log. ClickHouse and the web UI follow (issue 5).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def cmd_serve(a: Any) -> int:
     from collector.retention import RetentionError, check_days
     from collector.rules.publish import BundleStore
     from collector.storage.sqlite import SqliteStorage
+    from collector.units.registry import Units
     from rulesets.keys import KeyFileError, load_public_key
 
     try:
@@ -79,8 +80,9 @@ def cmd_serve(a: Any) -> int:
     storage = SqliteStorage(data / "records")
     accounts = Accounts(data / "accounts.sqlite")
     audit = AuditLog(data / "audit.log")
+    units = Units(data / "units.sqlite")
     try:
-        app = create_app(storage, accounts, audit, BundleStore(data / "rulesets"), keys)
+        app = create_app(storage, accounts, audit, BundleStore(data / "rulesets"), keys, units)
         _schedule_retention(app, storage, data, audit, a.retention_days)
         print(f"edgeaudit-collector: listening on {host}:{port}, data in {data}", file=sys.stderr, flush=True)
         web.run_app(app, host=host.strip("[]"), port=int(port), print=None, ssl_context=ssl_context,
@@ -89,6 +91,7 @@ def cmd_serve(a: Any) -> int:
         storage.close()
         accounts.close()
         audit.close()
+        units.close()
     return 0
 
 

@@ -78,8 +78,8 @@ def bearer_token(request: web.Request) -> str | None:
     return token.strip()
 
 
-def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters
-                    ) -> Callable[[web.Request], Any]:
+def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters,
+                    on_commit: Callable[[str, str], None] | None = None) -> Callable[[web.Request], Any]:
     """The aiohttp handler, bound to its account store, storage and counters."""
 
     async def handle(request: web.Request) -> web.Response:
@@ -116,6 +116,8 @@ def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters
                 None, storage.insert_batch, agent.name, agent.unit, batch["batch_seq"], records)
         except OSError as e:  # the store could not commit: the agent retries later
             return _error(503, "storage_unavailable", f"could not commit: {e}", counters)
+        if on_commit is not None:  # the agent is alive (units' status): after the commit, not before
+            await loop.run_in_executor(None, on_commit, agent.name, agent.unit)
         if result.duplicate:
             counters.duplicate_batches += 1
         else:

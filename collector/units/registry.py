@@ -1,0 +1,75 @@
+"""Units: each agent's registration profile (备案) and its compliance status.
+
+What (issue 5 "Units and rulesets"): an agent uploads its unit's profile
+(`PUT /api/v1/units/self`, agent token; `wire.unit.validate_unit_profile`); operators list the
+units (`GET /api/v1/units`) with the profile, when it was last updated, and per agent of the
+unit: when it last uploaded records, and its status — `online` when it uploaded within
+`ONLINE_WITHIN` seconds, `silent` after that, `revoked` when its token was revoked. Ingest
+calls `seen(agent, unit)` after each committed batch.
+
+Storage: one small SQLite file (`units.sqlite`, WAL) in the data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final
+
+ONLINE_WITHIN: Final = 300.0  # seconds since the last batch for an agent to count as online
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS profiles (unit TEXT PRIMARY KEY, profile TEXT NOT NULL, agent TEXT NOT NULL,
+                                     updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (agent TEXT PRIMARY KEY, unit TEXT NOT NULL, last_batch REAL NOT NULL);
+"""
+
+
+class Units:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def put_profile(self, unit: str, agent: str, profile: dict[str, Any], now: float | None = None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO profiles(unit, profile, agent, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(unit) DO UPDATE SET profile=excluded.profile, agent=excluded.agent, "
+                "updated=excluded.updated",
+                (unit, json.dumps(profile, ensure_ascii=False), agent, time.time() if now is None else now))
+
+    def seen(self, agent: str, unit: str, now: float | None = None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO seen(agent, unit, last_batch) VALUES (?, ?, ?) "
+                "ON CONFLICT(agent) DO UPDATE SET unit=excluded.unit, last_batch=excluded.last_batch",
+                (agent, unit, time.time() if now is None else now))
+
+    def listing(self, agents: list[tuple[str, str, bool]], now: float | None = None) -> list[dict[str, Any]]:
+        """Every unit known by a profile or an agent: `agents` is (name, unit, revoked) per agent."""
+        now = time.time() if now is None else now
+        with self._lock:
+            profiles = {u: (json.loads(p), upd) for u, p, upd in
+                        self._db.execute("SELECT unit, profile, updated FROM profiles")}
+            last = {a: t for a, t in self._db.execute("SELECT agent, last_batch FROM seen")}
+        units: dict[str, dict[str, Any]] = {}
+        for unit, (profile, updated) in profiles.items():
+            units[unit] = {"unit": unit, "profile": profile, "profile_updated": updated, "agents": []}
+        for name, unit, revoked in agents:
+            u = units.setdefault(unit, {"unit": unit, "profile": None, "profile_updated": None, "agents": []})
+            t = last.get(name)
+            status = "revoked" if revoked else ("online" if t is not None and now - t <= ONLINE_WITHIN
+                                                else "silent")
+            u["agents"].append({"agent": name, "last_upload": t, "status": status})
+        for u in units.values():
+            times = [a["last_upload"] for a in u["agents"] if a["last_upload"] is not None]
+            u["last_upload"] = max(times) if times else None
+        return [units[k] for k in sorted(units)]
+
+    def close(self) -> None:
+        self._db.close()
