@@ -2,8 +2,9 @@
 
 What: ``Storage`` (``collector.storage.base``) is the contract ingest, queries and retention
 use; ``SqliteStorage`` (``collector.storage.sqlite``) is the embedded default, one SQLite file
-per UTC day. A ClickHouse backend (scale-out) will implement the same protocol and pass the
-same tests (``tests/collector/storage/``).
+per UTC day; ``ClickHouseStorage`` (``collector.storage.clickhouse``) is the scale-out
+backend over ClickHouse's HTTP interface (18.16 and later). Both pass the same tests
+(``tests/collector/storage/``, against a real clickhouse-server the tests start).
 """
 
 from collector.storage.base import (

@@ -1,0 +1,578 @@
+"""ClickHouse storage backend: the scale-out store (many collectors, one ClickHouse cluster).
+
+What: ``ClickHouseStorage(url, database)`` implements ``collector.storage.base.Storage`` over
+ClickHouse's HTTP interface through aiohttp. Two tables in ``database`` (created if missing):
+- ``records``: ``MergeTree() PARTITION BY day ORDER BY (type, ts)``; ``day`` is the record's UTC
+  day as ``UInt32`` YYYYMMDD, computed here (not with ``toYYYYMMDD`` on the server, whose
+  result depends on the server's time zone). Columns mirror the SQLite backend's extracted
+  columns (agent, unit, batch_seq, idx, type, ts, end_ts, uid, src/dst/nat ip and port, addr,
+  account, search, json) plus ``ins``, the batch's insertion stamp (see ordering).
+- ``batches``: ``MergeTree() ORDER BY (agent, batch_seq)``, the batch markers, one row per
+  state change (``done`` 0 = rows being written, 1 = stored).
+
+Why: DESIGN.md's scale-out option; day partitions make retention a ``DROP PARTITION``.
+
+Constraints of the ClickHouse Debian ships (18.16, the CI server) that shape the SQL:
+- no query parameters (``{name:Type}`` arrived in 19.x): every value is a literal built by
+  ``_str_lit`` (backslash, quote and control characters escaped) or ``_num_lit`` (finite
+  numbers via ``repr``, integers via ``int``); identifiers are checked against a strict regex.
+  Never anything else is pasted into SQL.
+- no ``TTL``, ``IPv4``, ``LowCardinality``, ``mutations_sync``: retention drops partitions, and
+  a partial-day delete is an ``ALTER TABLE ... DELETE`` mutation whose completion is polled in
+  ``system.mutations``.
+- 64-bit integers come back quoted in JSON output; ``int()`` takes both forms.
+
+Ordering: ``records`` pages by ``(ts, ins, agent, batch_seq, idx)``; ``ins`` is a nanosecond
+stamp taken once per batch (monotonic within a process), so ties on ts keep insertion order
+(batch, then index within the batch) and the cursor is that 5-tuple, compared as a tuple,
+valid across partitions.
+
+Idempotency / atomicity (ClickHouse has no transactions):
+1. read the markers of ``(agent, batch_seq)``: a ``done`` one means duplicate; a ``pending``
+   one (an earlier attempt died mid-way) gives back that attempt's ``ins``;
+2. otherwise write a ``pending`` marker carrying a fresh ``ins``;
+3. insert every row in one HTTP INSERT (one block per day partition);
+4. write the ``done`` marker with the record count.
+A retry after a crash between 2 and 4 re-inserts rows with the *same* full sort key, so the
+copies are adjacent and every read removes them with ``LIMIT 1 BY agent, batch_seq, idx``
+(``count`` counts distinct keys, ``expire`` counts distinct keys deleted/held). As with SQLite,
+this relies on a retried batch having the same content.
+
+Limits: two collectors inserting the same ``(agent, batch_seq)`` at the same moment can both
+see no marker and both answer "not duplicate" (rows are still deduplicated at read; one
+agent talks to one collector in practice). ClickHouse acknowledges an INSERT once the part is
+written, without fsync (18.16 has no ``fsync_after_insert``): durability against power loss
+comes from replication, not from this backend. ``dhcp.uids`` is not indexed for
+``connection``; batch markers are never pruned; ``text`` search is a substring scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+import re
+import threading
+import time
+from collections.abc import Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+import aiohttp
+import orjson
+
+from collector.storage.base import (
+    AGENT_KEY,
+    IDENTITY_LOOKBACK,
+    MAX_PAGE,
+    MAX_SESSION_SPAN,
+    NAT_DEFAULT_LIFETIME,
+    SESSION_TOLERANCE,
+    UNIT_KEY,
+    ExpireResult,
+    Hold,
+    InsertResult,
+    Page,
+)
+from collector.storage.sqlite import _ends, _num, _row
+from wire.addresses import canonical_ip
+
+#: Seconds one HTTP request may take.
+REQUEST_TIMEOUT: Final = 120.0
+#: Seconds ``expire`` waits for its delete mutation to finish.
+MUTATION_TIMEOUT: Final = 300.0
+
+_DAY: Final = 86_400
+_IDENT_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+
+_COLUMNS: Final = (
+    "agent", "unit", "batch_seq", "idx", "type", "ts", "end_ts", "uid", "src_ip", "src_port",
+    "dst_ip", "dst_port", "nat_ip", "nat_port", "addr", "account", "search", "json",
+)  # fmt: skip
+
+_RECORDS_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS {db}.records (
+    day UInt32,
+    ins UInt64,
+    agent String,
+    unit String,
+    batch_seq Int64,
+    idx UInt32,
+    type String,
+    ts Float64,
+    end_ts Float64,
+    uid Nullable(String),
+    src_ip Nullable(String),
+    src_port Nullable(Int64),
+    dst_ip Nullable(String),
+    dst_port Nullable(Int64),
+    nat_ip Nullable(String),
+    nat_port Nullable(Int64),
+    addr Nullable(String),
+    account Nullable(String),
+    search Nullable(String),
+    json String
+) ENGINE = MergeTree() PARTITION BY day ORDER BY (type, ts, ins, agent, batch_seq, idx)
+"""
+
+_BATCHES_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS {db}.batches (
+    agent String,
+    batch_seq Int64,
+    unit String,
+    ins UInt64,
+    done UInt8,
+    count UInt64,
+    stored_at Float64
+) ENGINE = MergeTree() ORDER BY (agent, batch_seq)
+"""
+
+#: Row order of every read; duplicates of a retried batch share it, so LIMIT 1 BY drops them.
+_ORDER: Final = "ORDER BY ts, ins, agent, batch_seq, idx LIMIT 1 BY agent, batch_seq, idx"
+_FIELDS: Final = "ts, ins, agent, unit, batch_seq, idx, json"
+
+_T = TypeVar("_T")
+
+
+# --- literals: the only way values reach SQL ---------------------------------------------------
+
+_ESCAPES: Final = {
+    "\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r",
+    "\t": "\\t", "\0": "\\0", "\b": "\\b", "\f": "\\f",
+}  # fmt: skip
+_ESCAPE_RE: Final = re.compile(r"[\\'\n\r\t\0\b\f]")
+
+
+def _str_lit(value: str) -> str:
+    """A ClickHouse string literal for ``value`` (backslash, quote and control chars escaped)."""
+    return "'" + _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], value) + "'"
+
+
+def _num_lit(value: float | int) -> str:
+    """A numeric literal: ints as they are, floats by their shortest exact ``repr``."""
+    if type(value) is int:
+        return str(value)
+    f = float(value)
+    if not math.isfinite(f):
+        raise ValueError(f"not a finite number: {value!r}")
+    return repr(f)
+
+
+def _ident(name: str) -> str:
+    if not _IDENT_RE.fullmatch(name):
+        raise ValueError(f"invalid ClickHouse identifier: {name!r}")
+    return f"`{name}`"
+
+
+# --- days and cursors --------------------------------------------------------------------------
+
+
+def _day_num(ts: float) -> int:
+    """UTC day of ``ts`` as YYYYMMDD (the partition value)."""
+    return int(datetime.fromtimestamp(math.floor(ts / _DAY) * _DAY, UTC).strftime("%Y%m%d"))
+
+
+def _day_name(day: int) -> str:
+    s = f"{day:08d}"
+    return f"{s[:4]}-{s[4:6]}-{s[6:]}"
+
+
+def _day_start(day: int) -> float:
+    return datetime.strptime(f"{day:08d}", "%Y%m%d").replace(tzinfo=UTC).timestamp()
+
+
+Key = tuple[float, int, str, int, int]
+
+
+def _encode_cursor(key: Key) -> str:
+    ts, ins, agent, batch_seq, idx = key
+    raw = orjson.dumps([ts.hex(), ins, agent, batch_seq, idx])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> Key:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        ts_hex, ins, agent, batch_seq, idx = orjson.loads(raw)
+        if not (type(ins) is int and type(agent) is str and type(batch_seq) is int and type(idx) is int):
+            raise ValueError(cursor)
+        ts = float.fromhex(ts_hex)
+        if not math.isfinite(ts):
+            raise ValueError(cursor)
+        return ts, ins, agent, batch_seq, idx
+    except (ValueError, TypeError, UnicodeDecodeError, binascii.Error, orjson.JSONDecodeError):
+        raise ValueError("invalid cursor") from None
+
+
+def _record(row: Mapping[str, Any]) -> dict[str, Any]:
+    rec: dict[str, Any] = orjson.loads(row["json"])
+    rec[AGENT_KEY] = row["agent"]
+    rec[UNIT_KEY] = row["unit"]
+    return rec
+
+
+def _key(row: Mapping[str, Any]) -> Key:
+    return float(row["ts"]), int(row["ins"]), str(row["agent"]), int(row["batch_seq"]), int(row["idx"])
+
+
+def _hold_clause(holds: Sequence[Hold]) -> str:
+    """An expression (UInt8, never NULL) true for a row matched by any hold."""
+    clauses: list[str] = []
+    for h in holds:
+        parts: list[str] = []
+        if h.unit is not None:
+            parts.append(f"unit = {_str_lit(h.unit)}")
+        if h.account is not None:
+            # ifNull: a NULL account must give 0, or NOT(...) would be NULL too
+            parts.append(f"ifNull(account = {_str_lit(h.account)}, 0)")
+        if h.start is not None:
+            parts.append(f"ts >= {_num_lit(h.start)}")
+        if h.end is not None:
+            parts.append(f"ts < {_num_lit(h.end)}")
+        clauses.append("(" + (" AND ".join(parts) or "1") + ")")
+    return "(" + " OR ".join(clauses) + ")" if clauses else "0"
+
+
+def _int64_or_none(v: Any) -> int | None:
+    return v if type(v) is int and _INT64_MIN <= v <= _INT64_MAX else None
+
+
+class ClickHouseStorage:
+    """The ``Storage`` protocol on a ClickHouse database over HTTP (see the module doc).
+
+    ``session``: an ``aiohttp.ClientSession`` to share, with ``loop`` the event loop it
+    belongs to, running in another thread; both stay the caller's. Without them the store
+    runs a private loop in a daemon thread with its own session, closed by ``close``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._url = url
+        self._database = database
+        self._db = _ident(database)
+        self._lock = threading.RLock()
+        self._last_ins = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        if session is not None:
+            if loop is None:
+                raise ValueError("a shared session needs the event loop it runs on")
+            self._loop = loop
+            self._session = session
+            self._own_session = False
+        else:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="clickhouse-io", daemon=True)
+            self._thread.start()
+            self._session = self._run(self._new_session())
+            self._own_session = True
+        try:
+            self._execute(f"CREATE DATABASE IF NOT EXISTS {self._db}", database="default")
+            self._execute(_RECORDS_SCHEMA.format(db=self._db))
+            self._execute(_BATCHES_SCHEMA.format(db=self._db))
+        except BaseException:
+            self.close()
+            raise
+
+    # -- HTTP --
+
+    @staticmethod
+    async def _new_session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT))
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _post(self, params: dict[str, str], body: bytes) -> bytes:
+        async with self._session.post(self._url, params=params, data=body) as resp:
+            data = await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"ClickHouse error {resp.status}: {data.decode(errors='replace')[:2000]}")
+            return data
+
+    def _execute(self, sql: str, *, database: str | None = None) -> bytes:
+        """Run one statement (in the body of a POST) and return the raw answer."""
+        if self._closed:
+            raise RuntimeError("storage is closed")
+        params = {"database": database or self._database}
+        return self._run(self._post(params, sql.encode()))
+
+    def _rows(self, sql: str) -> list[dict[str, Any]]:
+        raw = self._execute(sql + " FORMAT JSONEachRow")
+        return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+
+    def _insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        if self._closed:
+            raise RuntimeError("storage is closed")
+        body = b"\n".join(orjson.dumps(r) for r in rows)
+        params = {"database": self._database, "query": f"INSERT INTO {table} FORMAT JSONEachRow"}
+        self._run(self._post(params, body))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("storage is closed")
+
+    # -- ingest --
+
+    def _next_ins(self) -> int:
+        self._last_ins = max(time.time_ns(), self._last_ins + 1)
+        return self._last_ins
+
+    def insert_batch(
+        self, agent: str, unit: str, batch_seq: int, records: Sequence[Mapping[str, Any]]
+    ) -> InsertResult:
+        with self._lock:
+            self._check_open()
+            # Build every row first: a bad record refuses the batch before anything is written.
+            built = [_row(agent, unit, batch_seq, idx, rec) for idx, rec in enumerate(records)]
+            markers = self._rows(
+                f"SELECT ins, done, count FROM batches WHERE agent = {_str_lit(agent)}"
+                f" AND batch_seq = {_num_lit(batch_seq)}"
+            )
+            for m in markers:
+                if int(m["done"]):
+                    return InsertResult(accepted=int(m["count"]), duplicate=True)
+            if markers:  # an earlier attempt died before its done marker: reuse its stamp
+                ins = int(markers[0]["ins"])
+            else:
+                ins = self._next_ins()
+                self._insert("batches", [self._marker(agent, batch_seq, unit, ins, 0, len(records))])
+            rows = []
+            for r in built:
+                row = dict(zip(_COLUMNS, r, strict=True))
+                for port in ("src_port", "dst_port", "nat_port"):
+                    row[port] = _int64_or_none(row[port])
+                row["day"] = _day_num(row["ts"])
+                row["ins"] = ins
+                rows.append(row)
+            if rows:
+                self._insert("records", rows)
+            self._insert("batches", [self._marker(agent, batch_seq, unit, ins, 1, len(records))])
+            return InsertResult(accepted=len(records), duplicate=False)
+
+    @staticmethod
+    def _marker(agent: str, batch_seq: int, unit: str, ins: int, done: int, count: int) -> dict[str, Any]:
+        return {
+            "agent": agent, "batch_seq": batch_seq, "unit": unit, "ins": ins,
+            "done": done, "count": count, "stored_at": time.time(),
+        }  # fmt: skip
+
+    # -- queries --
+
+    def _select(self, where: Sequence[str], *, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {_FIELDS} FROM records"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " " + _ORDER
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self._rows(sql)
+
+    def records(
+        self,
+        *,
+        type: str | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        ip: str | None = None,
+        account: str | None = None,
+        text: str | None = None,
+        limit: int = MAX_PAGE,
+        cursor: str | None = None,
+    ) -> Page:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        limit = min(limit, MAX_PAGE)
+        where: list[str] = []
+        if type is not None:
+            where.append(f"type = {_str_lit(type)}")
+        if start is not None:
+            where.append(f"ts >= {_num_lit(start)}")
+            where.append(f"day >= {_day_num(start)}")
+        if end is not None:
+            where.append(f"ts < {_num_lit(end)}")
+            where.append(f"day <= {_day_num(end)}")
+        if ip is not None:
+            lit = _str_lit(canonical_ip(ip))
+            where.append(f"(src_ip = {lit} OR dst_ip = {lit} OR nat_ip = {lit} OR addr = {lit})")
+        if account is not None:
+            where.append(f"account = {_str_lit(account)}")
+        if text is not None:
+            where.append(f"position(search, {_str_lit(text.casefold())}) > 0")
+        if cursor is not None:
+            ts, ins, agent, batch_seq, idx = _decode_cursor(cursor)
+            where.append(
+                f"(ts, ins, agent, batch_seq, idx) > ({_num_lit(ts)}, {_num_lit(ins)},"
+                f" {_str_lit(agent)}, {_num_lit(batch_seq)}, {_num_lit(idx)})"
+            )
+            where.append(f"day >= {_day_num(ts)}")
+        with self._lock:
+            self._check_open()
+            found = self._select(where, limit=limit + 1)
+        page = found[:limit]
+        next_cursor = _encode_cursor(_key(page[-1])) if len(found) > limit else None
+        return Page(records=[_record(row) for row in page], cursor=next_cursor)
+
+    @staticmethod
+    def _range(lo: float, hi: float) -> list[str]:
+        return [
+            f"ts >= {_num_lit(lo)}",
+            f"ts <= {_num_lit(hi)}",
+            f"day >= {_day_num(lo)}",
+            f"day <= {_day_num(hi)}",
+        ]
+
+    def nat_at(self, ip: str, port: int, ts: float) -> list[dict[str, Any]]:
+        ip = canonical_ip(ip)
+        lo = ts - NAT_DEFAULT_LIFETIME
+        with self._lock:
+            self._check_open()
+            rows = self._select(
+                [
+                    f"nat_ip = {_str_lit(ip)}",
+                    f"nat_port = {_num_lit(port)}",
+                    "type = 'nat'",
+                    *self._range(lo, ts),
+                ]
+            )
+        # Same replay as the SQLite backend: a mapping ends at its destroy or the next create.
+        active: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in rows:
+            rec = _record(row)
+            key = (rec[AGENT_KEY], rec.get("proto"), rec.get("remote_ip"), rec.get("remote_port"))
+            if rec.get("event") == "create":
+                active[key] = rec
+            elif rec.get("event") == "destroy" and float(row["ts"]) < ts:
+                cur = active.get(key)
+                if cur is not None and (cur.get("inside_ip"), cur.get("inside_port")) == (
+                    rec.get("inside_ip"),
+                    rec.get("inside_port"),
+                ):
+                    del active[key]
+        return sorted(active.values(), key=lambda r: float(r["ts"]), reverse=True)
+
+    def sessions_at(self, ip: str, port: int, ts: float, *, outside: bool) -> list[dict[str, Any]]:
+        ip = canonical_ip(ip)
+        cols = ("nat_ip", "nat_port") if outside else ("src_ip", "src_port")  # fixed names only
+        lo = ts - MAX_SESSION_SPAN
+        hi = ts + SESSION_TOLERANCE
+        with self._lock:
+            self._check_open()
+            rows = self._select(
+                [
+                    f"{cols[0]} = {_str_lit(ip)}",
+                    f"{cols[1]} = {_num_lit(port)}",
+                    "type = 'session'",
+                    f"end_ts >= {_num_lit(ts - SESSION_TOLERANCE)}",
+                    *self._range(lo, hi),
+                ]
+            )
+        best: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
+        for row in rows:
+            rec = _record(row)
+            key = (rec[AGENT_KEY], rec.get("uid"))
+            reach = float(row["ts"]) + (_num(rec, "duration") or 0.0)
+            if key not in best or reach >= best[key][0]:
+                best[key] = (reach, rec)
+        return sorted((r for _, r in best.values()), key=lambda r: float(r["ts"]), reverse=True)
+
+    def identity_at(self, ip: str, ts: float) -> dict[str, Any] | None:
+        ip = canonical_ip(ip)
+        lo = ts - IDENTITY_LOOKBACK
+        with self._lock:
+            self._check_open()
+            rows = self._select([f"addr = {_str_lit(ip)}", "type = 'login'", *self._range(lo, ts)])
+        logouts: list[dict[str, Any]] = []
+        # Newest first: every logout that could end a login is seen before the login itself.
+        for row in reversed(rows):
+            rec = _record(row)
+            if rec.get("event") == "logout":
+                logouts.append(rec)
+            elif rec.get("event") == "login" and not any(_ends(out, rec) for out in logouts):
+                return rec
+        return None
+
+    def connection(self, uid: str) -> list[dict[str, Any]]:
+        with self._lock:
+            self._check_open()
+            return [_record(row) for row in self._select([f"uid = {_str_lit(uid)}"])]
+
+    # -- retention --
+
+    def expire(self, before: float, holds: Sequence[Hold]) -> ExpireResult:
+        hold = _hold_clause(holds)
+        old = f"ts < {_num_lit(before)}"
+        deleted = held = 0
+        dropped: list[str] = []
+        partial: list[int] = []
+        with self._lock:
+            self._check_open()
+            stats = self._rows(
+                "SELECT day, uniqExact(agent, batch_seq, idx) AS total,"
+                f" uniqExactIf(agent, batch_seq, idx, {old}) AS n_old,"
+                f" uniqExactIf(agent, batch_seq, idx, {old} AND {hold}) AS n_held"
+                f" FROM records WHERE day <= {_day_num(before)} GROUP BY day ORDER BY day"
+            )
+            for s in stats:
+                day, total, n_old, n_held = int(s["day"]), int(s["total"]), int(s["n_old"]), int(s["n_held"])
+                if _day_start(day) >= before:
+                    continue
+                if _day_start(day) + _DAY <= before and n_held == 0:
+                    self._execute(f"ALTER TABLE records DROP PARTITION {_num_lit(day)}")
+                    deleted += total
+                    dropped.append(_day_name(day))
+                    continue
+                held += n_held
+                if n_old > n_held:
+                    deleted += n_old - n_held
+                    partial.append(day)
+            if partial:
+                days = ", ".join(_num_lit(d) for d in partial)
+                self._execute(f"ALTER TABLE records DELETE WHERE day IN ({days}) AND {old} AND NOT {hold}")
+                self._wait_mutations()
+        return ExpireResult(deleted=deleted, days_dropped=dropped, held=held)
+
+    def _wait_mutations(self) -> None:
+        """Block until no mutation of ``records`` is pending (18.16 has no mutations_sync)."""
+        deadline = time.monotonic() + MUTATION_TIMEOUT
+        delay = 0.01
+        while True:
+            (row,) = self._rows(
+                "SELECT count() AS n FROM system.mutations WHERE database = "
+                f"{_str_lit(self._database)} AND table = 'records' AND is_done = 0"
+            )
+            if int(row["n"]) == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"records mutation still running after {MUTATION_TIMEOUT}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # -- misc --
+
+    def count(self) -> int:
+        with self._lock:
+            self._check_open()
+            (row,) = self._rows("SELECT uniqExact(agent, batch_seq, idx) AS n FROM records")
+            return int(row["n"])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._own_session:
+                self._run(self._session.close())
+            if self._thread is not None:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(timeout=10)
+                self._loop.close()
