@@ -50,8 +50,8 @@ def cmd_serve(a: Any) -> int:
     except RetentionError as e:
         print(f"edgeaudit-collector: --retention-days: {e}", file=sys.stderr)
         return EXIT_USAGE
-    if a.storage != "sqlite":
-        print("edgeaudit-collector: only --storage sqlite is available in this version", file=sys.stderr)
+    if a.storage == "clickhouse" and not a.clickhouse_url:
+        print("edgeaudit-collector: --storage clickhouse needs --clickhouse-url URL", file=sys.stderr)
         return EXIT_USAGE
     host, _, port = a.listen.rpartition(":")
     if not host or not port.isdigit():
@@ -77,7 +77,13 @@ def cmd_serve(a: Any) -> int:
         print(f"edgeaudit-collector: --ruleset-pubkey: {e}", file=sys.stderr)
         return EXIT_USAGE
     data = _data_dir(a)
-    storage = SqliteStorage(data / "records")
+    storage: Any
+    if a.storage == "clickhouse":
+        from collector.storage.clickhouse import ClickHouseStorage
+
+        storage = ClickHouseStorage(a.clickhouse_url, a.clickhouse_database)
+    else:
+        storage = SqliteStorage(data / "records")
     accounts = Accounts(data / "accounts.sqlite")
     audit = AuditLog(data / "audit.log")
     units = Units(data / "units.sqlite")
@@ -228,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="data directory")
     s.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT (default 127.0.0.1:8443)")
     s.add_argument("--storage", choices=["sqlite", "clickhouse"], default="sqlite")
-    s.add_argument("--clickhouse-url")
+    s.add_argument("--clickhouse-url", help="ClickHouse's HTTP interface, e.g. http://127.0.0.1:8123/")
+    s.add_argument("--clickhouse-database", default="edgeaudit", help="database (created if missing)")
     s.add_argument("--ruleset-pubkey", action="append", default=[], metavar="FILE",
                    help="a key ruleset bundles must be signed by to be published (edgeaudit-rules keygen)")
     s.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain)")
