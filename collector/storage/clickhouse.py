@@ -75,7 +75,7 @@ from collector.storage.base import (
     InsertResult,
     Page,
 )
-from collector.storage.sqlite import _ends, _num, _row
+from collector.storage.rows import ends, num, record_row
 from wire.addresses import canonical_ip
 
 #: Seconds one HTTP request may take.
@@ -333,7 +333,7 @@ class ClickHouseStorage:
         with self._lock:
             self._check_open()
             # Build every row first: a bad record refuses the batch before anything is written.
-            built = [_row(agent, unit, batch_seq, idx, rec) for idx, rec in enumerate(records)]
+            built = [record_row(agent, unit, batch_seq, idx, rec) for idx, rec in enumerate(records)]
             markers = self._rows(
                 f"SELECT ins, done, count FROM batches WHERE agent = {_str_lit(agent)}"
                 f" AND batch_seq = {_num_lit(batch_seq)}"
@@ -480,7 +480,7 @@ class ClickHouseStorage:
         for row in rows:
             rec = _record(row)
             key = (rec[AGENT_KEY], rec.get("uid"))
-            reach = float(row["ts"]) + (_num(rec, "duration") or 0.0)
+            reach = float(row["ts"]) + (num(rec, "duration") or 0.0)
             if key not in best or reach >= best[key][0]:
                 best[key] = (reach, rec)
         return sorted((r for _, r in best.values()), key=lambda r: float(r["ts"]), reverse=True)
@@ -497,7 +497,7 @@ class ClickHouseStorage:
             rec = _record(row)
             if rec.get("event") == "logout":
                 logouts.append(rec)
-            elif rec.get("event") == "login" and not any(_ends(out, rec) for out in logouts):
+            elif rec.get("event") == "login" and not any(ends(out, rec) for out in logouts):
                 return rec
         return None
 

@@ -77,6 +77,7 @@ from collector.storage.base import (
     InsertResult,
     Page,
 )
+from collector.storage.rows import Row, ends, num, record_row
 from wire.addresses import canonical_ip
 
 #: Day files kept open at once (LRU); a query over more days reopens files as it walks.
@@ -86,17 +87,6 @@ BUSY_TIMEOUT: Final = 10.0
 
 _DAY: Final = 86_400
 _DAY_FILE_RE: Final = re.compile(r"records-(\d{4}-\d{2}-\d{2})\.sqlite")
-_SEARCH_FIELDS: Final = ("host", "uri", "query", "server_name", "subject", "keyword")
-# Where a record type keeps the address its user has (the `ip` filter and identity lookups).
-_ADDR_FIELDS: Final = {
-    "login": ("ip",),
-    "radius": ("framed_addr",),
-    "dhcp": ("assigned_addr", "client_addr"),
-    "registration": ("ip",),
-}
-# Where the account name is, in order of preference (`account` is the identity table's stamp).
-_ACCOUNT_FIELDS: Final = ("account", "username", "user")
-
 _DAY_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
@@ -147,79 +137,6 @@ _INSERT: Final = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT: Final = "SELECT id, ts, agent, unit, json FROM records"
-
-Row = tuple[Any, ...]
-
-
-# --- column extraction: never trust a payload's types, even after wire validation ----------
-
-
-def _str(rec: Mapping[str, Any], key: str) -> str | None:
-    v = rec.get(key)
-    return v if type(v) is str else None
-
-
-def _int(rec: Mapping[str, Any], key: str) -> int | None:
-    v = rec.get(key)
-    return v if type(v) is int else None
-
-
-def _num(rec: Mapping[str, Any], key: str) -> float | None:
-    v = rec.get(key)
-    if type(v) is int or type(v) is float:
-        f = float(v)
-        return f if math.isfinite(f) else None
-    return None
-
-
-def _first_str(rec: Mapping[str, Any], keys: Sequence[str]) -> str | None:
-    for k in keys:
-        v = _str(rec, k)
-        if v is not None:
-            return v
-    return None
-
-
-def _row(agent: str, unit: str, batch_seq: int, idx: int, rec: Mapping[str, Any]) -> Row:
-    """The insert parameters for one record (raises ValueError when it has no type or ts)."""
-    rtype = _str(rec, "type")
-    ts = _num(rec, "ts")
-    if rtype is None or ts is None:
-        raise ValueError(f"records[{idx}]: a record needs a str 'type' and a finite numeric 'ts'")
-    if rtype == "nat":
-        # One address vocabulary for every type: inside = src, remote = dst, outside = nat.
-        src_ip, src_port = _str(rec, "inside_ip"), _int(rec, "inside_port")
-        dst_ip, dst_port = _str(rec, "remote_ip"), _int(rec, "remote_port")
-        nat_ip, nat_port = _str(rec, "outside_ip"), _int(rec, "outside_port")
-    else:
-        src_ip, src_port = _str(rec, "src_ip"), _int(rec, "src_port")
-        dst_ip, dst_port = _str(rec, "dst_ip"), _int(rec, "dst_port")
-        nat_ip, nat_port = _str(rec, "nat_ip"), _int(rec, "nat_port")
-    duration = _num(rec, "duration") if rtype == "session" else None
-    end_ts = ts + max(duration, 0.0) if duration is not None else ts
-    texts = [s.casefold() for s in (_str(rec, k) for k in _SEARCH_FIELDS) if s]
-    return (
-        agent,
-        unit,
-        batch_seq,
-        idx,
-        rtype,
-        ts,
-        end_ts,
-        _str(rec, "uid"),
-        src_ip,
-        src_port,
-        dst_ip,
-        dst_port,
-        nat_ip,
-        nat_port,
-        _first_str(rec, _ADDR_FIELDS.get(rtype, ())),
-        _first_str(rec, _ACCOUNT_FIELDS),
-        # newline-joined so a search for "a\nb" is the only way to match across two fields
-        "\n".join(texts) if texts else None,
-        orjson.dumps(dict(rec)).decode(),
-    )
-
 
 # --- days and cursors ------------------------------------------------------------------------
 
@@ -346,7 +263,7 @@ class SqliteStorage:
             # Build every row first: a bad record refuses the batch before any file is touched.
             by_day: dict[str, list[Row]] = {}
             for idx, rec in enumerate(records):
-                row = _row(agent, unit, batch_seq, idx, rec)
+                row = record_row(agent, unit, batch_seq, idx, rec)
                 by_day.setdefault(_day_of(row[5]), []).append(row)
             for day in sorted(by_day):
                 conn = self._day_conn(day)
@@ -493,7 +410,7 @@ class SqliteStorage:
         for _, row in rows:
             rec = _record(row)
             key = (rec[AGENT_KEY], rec.get("uid"))
-            reach = float(row[1]) + (_num(rec, "duration") or 0.0)
+            reach = float(row[1]) + (num(rec, "duration") or 0.0)
             if key not in best or reach >= best[key][0]:
                 best[key] = (reach, rec)
         return sorted((r for _, r in best.values()), key=lambda r: float(r["ts"]), reverse=True)
@@ -516,7 +433,7 @@ class SqliteStorage:
                     rec = _record(row)
                     if rec.get("event") == "logout":
                         logouts.append(rec)
-                    elif rec.get("event") == "login" and not any(_ends(out, rec) for out in logouts):
+                    elif rec.get("event") == "login" and not any(ends(out, rec) for out in logouts):
                         return rec
         return None
 
@@ -591,16 +508,3 @@ class SqliteStorage:
                 _, conn = self._open_days.popitem()
                 conn.close()
             self._meta.close()
-
-
-def _ends(logout: Mapping[str, Any], login: Mapping[str, Any]) -> bool:
-    """True if ``logout`` closes ``login``: same agent and source, then same session id when
-    both carry one, else the same account; and not earlier than the login."""
-    if logout.get(AGENT_KEY) != login.get(AGENT_KEY) or logout.get("source") != login.get("source"):
-        return False
-    if float(logout["ts"]) < float(login["ts"]):
-        return False
-    sid_out, sid_in = logout.get("session_id"), login.get("session_id")
-    if sid_out is not None and sid_in is not None:
-        return bool(sid_out == sid_in)
-    return bool(logout.get("account") == login.get("account"))
