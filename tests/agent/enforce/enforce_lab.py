@@ -152,9 +152,13 @@ class Lab:
                  f"{dev} in {ns} to be up")
 
     def hub(self, ns: str) -> str:
-        """A bridge in ``ns`` that learns no address: it floods every frame to every port."""
+        """A bridge in ``ns`` that learns no address: it floods every frame to every port.
+
+        `ageing_time 0` keeps no learned entry at all: a port's learning is switched off only
+        after it joined the bridge, and a frame seen in between (an ARP request) would
+        otherwise teach the bridge where a MAC is, and stop flooding frames for it."""
         br = self.ifname("h")
-        run("ip", "-n", ns, "link", "add", br, "type", "bridge", "mcast_snooping", "0")
+        run("ip", "-n", ns, "link", "add", br, "type", "bridge", "mcast_snooping", "0", "ageing_time", "0")
         run("ip", "-n", ns, "link", "set", br, "up")
         return br
 
