@@ -22,9 +22,10 @@ from collections.abc import Sequence
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from collector.access import agent_of, json_error
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditLog
-from collector.ingest.batches import IngestCounters, batches_handler, bearer_token
+from collector.ingest.batches import IngestCounters, batches_handler
 from collector.query.handlers import query_routes
 from collector.rules.publish import BundleStore, ruleset_routes
 from collector.storage.base import Storage
@@ -62,12 +63,9 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
 
     async def whoami(request: web.Request) -> web.Response:
         """An agent asks who its token makes it: the name and unit it must put in its batches."""
-        token = bearer_token(request)
-        agent = accounts.agent_for_token(token) if token is not None else None
+        agent = agent_of(accounts, request)
         if agent is None:
-            return web.json_response(
-                {"error": "unauthenticated", "detail": "a valid agent token is required"},
-                status=401, headers={"WWW-Authenticate": 'Bearer realm="edgeaudit"'})
+            return json_error(401, "unauthenticated", "a valid agent token is required", challenge="Bearer")
         return web.json_response({"agent": agent.name, "unit": agent.unit})
 
     app.router.add_get("/api/v1/agent", whoami)

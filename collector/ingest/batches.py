@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from collector.access import agent_of, json_error
 from collector.auth.accounts import Accounts
 from collector.storage.base import Storage
 from wire.envelope import decode_batch
@@ -65,17 +66,10 @@ class IngestCounters:
         return lines
 
 
-def _error(status: int, reason: str, detail: str, counters: IngestCounters) -> web.Response:
+def _error(status: int, reason: str, detail: str, counters: IngestCounters,
+           challenge: str | None = None) -> web.Response:
     counters.refused[reason] += 1
-    return web.json_response({"error": reason, "detail": detail[:500]}, status=status)
-
-
-def bearer_token(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    return json_error(status, reason, detail[:500], challenge=challenge)
 
 
 def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters,
@@ -84,13 +78,10 @@ def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters
 
     async def handle(request: web.Request) -> web.Response:
         counters.batches += 1
-        token = bearer_token(request)
-        agent = tokens.agent_for_token(token) if token is not None else None
+        agent = agent_of(tokens, request)
         if agent is None:
-            resp = _error(401, "unauthenticated", "a valid agent token is required (Authorization: Bearer)",
-                          counters)
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="edgeaudit"'
-            return resp
+            return _error(401, "unauthenticated", "a valid agent token is required (Authorization: Bearer)",
+                          counters, challenge="Bearer")
         if request.headers.get("Content-Encoding", "").strip().lower() != "zstd":
             return _error(415, "unsupported_encoding", "the body must be sent with Content-Encoding: zstd",
                           counters)

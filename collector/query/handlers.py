@@ -25,7 +25,6 @@ Limits: a page is at most `MAX_PAGE` records (storage); the parameters are check
 from __future__ import annotations
 
 import asyncio
-import base64
 import csv
 import io
 import ipaddress
@@ -36,6 +35,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from collector.access import json_error, require_user
 from collector.auth.accounts import Accounts, User
 from collector.auth.audit import AuditError, AuditLog
 from collector.storage.base import MAX_PAGE, Storage
@@ -47,24 +47,6 @@ CSV_FIELDS: Final = ("type", "ts", "uid", "src_ip", "src_port", "dst_ip", "dst_p
 
 class BadQuery(ValueError):
     pass
-
-
-def _error(status: int, reason: str, detail: str) -> web.Response:
-    return web.json_response({"error": reason, "detail": detail}, status=status)
-
-
-def authenticate(accounts: Accounts, request: web.Request) -> User | None:
-    """The user behind Basic credentials or an API bearer token (the KDF runs for Basic)."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            name, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return accounts.verify_password(name, password)
-    if scheme.lower() == "bearer" and value.strip():
-        return accounts.user_for_api_token(value.strip())
-    return None
 
 
 def _ip(value: str | None, name: str) -> str | None:
@@ -129,13 +111,9 @@ def query_routes(app: web.Application, storage: Storage, accounts: Accounts, aud
     async def run(request: web.Request, action: str, params: dict[str, Any],
                   work: Callable[[], Any]) -> tuple[User | None, Any, web.Response | None]:
         loop = asyncio.get_running_loop()
-        user = await loop.run_in_executor(None, authenticate, accounts, request)
-        if user is None:
-            return None, None, web.json_response(
-                {"error": "unauthenticated", "detail": "Basic credentials or an API token are required"},
-                status=401, headers={"WWW-Authenticate": 'Basic realm="edgeaudit"'})
-        if user.role not in QUERY_ROLES:
-            return user, None, _error(403, "forbidden", f"role {user.role} may not query records")
+        user = await require_user(accounts, request, QUERY_ROLES, "query records")
+        if isinstance(user, web.Response):
+            return None, None, user
         result = await loop.run_in_executor(None, work)
         count = len(result.get("records", [])) if isinstance(result, dict) else 0
         try:
@@ -143,7 +121,7 @@ def query_routes(app: web.Application, storage: Storage, accounts: Accounts, aud
             await loop.run_in_executor(None, audit.append, user.name, action, request.path_qs,
                                        {"params": params, "results": count}, "ok")
         except AuditError as e:
-            return user, None, _error(503, "audit_unavailable", f"the query was not audited: {e}")
+            return user, None, json_error(503, "audit_unavailable", f"the query was not audited: {e}")
         return user, result, None
 
     async def traceback_handler(request: web.Request) -> web.Response:
@@ -155,7 +133,7 @@ def query_routes(app: web.Application, storage: Storage, accounts: Accounts, aud
             if ip is None or port is None or ts is None:
                 raise BadQuery("ip, port and ts are all required")
         except BadQuery as e:
-            return _error(400, "bad_query", str(e))
+            return json_error(400, "bad_query", str(e))
         params = {"ip": ip, "port": int(port), "ts": ts}
         _user, result, err = await run(request, "traceback", params,
                                        lambda: traceback(storage, ip, int(port), ts))
@@ -173,12 +151,12 @@ def query_routes(app: web.Application, storage: Storage, accounts: Accounts, aud
             limit = int(_num(q.get("limit"), "limit", lo=1, hi=MAX_PAGE) or 100)
             cursor = q.get("cursor") or None
         except BadQuery as e:
-            return _error(400, "bad_query", str(e))
+            return json_error(400, "bad_query", str(e))
         params: dict[str, Any] = {"type": rtype, "from": start, "to": end, "ip": ip, "account": account,
                                   "q": text, "limit": limit, "cursor": cursor}
         fmt = q.get("format", "json")
         if fmt not in ("json", "csv"):
-            return _error(400, "bad_query", "format: json or csv")
+            return json_error(400, "bad_query", "format: json or csv")
 
         def work() -> dict[str, Any]:
             page = storage.records(type=rtype, start=start, end=end, ip=ip, account=account, text=text,
@@ -188,7 +166,7 @@ def query_routes(app: web.Application, storage: Storage, accounts: Accounts, aud
         try:
             _user, result, err = await run(request, "export" if fmt == "csv" else "records", params, work)
         except ValueError as e:  # a cursor the store cannot read
-            return _error(400, "bad_query", str(e))
+            return json_error(400, "bad_query", str(e))
         if err is not None:
             return err
         if fmt == "csv":

@@ -27,10 +27,9 @@ from pathlib import Path
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from collector.access import agent_of, json_error, require_user
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditError, AuditLog
-from collector.ingest.batches import bearer_token
-from collector.query.handlers import authenticate
 from rulesets.bundle import MAX_BUNDLE_BYTES, BundleError, verify_bundle
 
 
@@ -60,19 +59,14 @@ def etag(data: bytes) -> str:
     return '"' + hashlib.sha256(data).hexdigest() + '"'
 
 
-def _error(status: int, reason: str, detail: str) -> web.Response:
-    return web.json_response({"error": reason, "detail": detail}, status=status)
-
-
 def ruleset_routes(app: web.Application, store: BundleStore, accounts: Accounts, audit: AuditLog,
                    keys: Sequence[Ed25519PublicKey]) -> None:
     async def get_current(request: web.Request) -> web.Response:
-        token = bearer_token(request)
-        if token is None or accounts.agent_for_token(token) is None:
-            return _error(401, "unauthenticated", "an agent token is required")
+        if agent_of(accounts, request) is None:
+            return json_error(401, "unauthenticated", "an agent token is required", challenge="Bearer")
         data = await asyncio.get_running_loop().run_in_executor(None, store.current)
         if data is None:
-            return _error(404, "no_ruleset", "no ruleset has been published")
+            return json_error(404, "no_ruleset", "no ruleset has been published")
         tag = etag(data)
         if tag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
             return web.Response(status=304, headers={"ETag": tag})
@@ -80,15 +74,13 @@ def ruleset_routes(app: web.Application, store: BundleStore, accounts: Accounts,
 
     async def put_current(request: web.Request) -> web.Response:
         loop = asyncio.get_running_loop()
-        user = await loop.run_in_executor(None, authenticate, accounts, request)
-        if user is None:
-            return _error(401, "unauthenticated", "Basic credentials or an API token are required")
-        if user.role != "admin":
-            return _error(403, "forbidden", f"role {user.role} may not publish rulesets")
+        user = await require_user(accounts, request, ("admin",), "publish rulesets")
+        if isinstance(user, web.Response):
+            return user
         if not keys:
-            return _error(409, "no_keys", "the collector was started without --ruleset-pubkey")
+            return json_error(409, "no_keys", "the collector was started without --ruleset-pubkey")
         if request.content_length is not None and request.content_length > MAX_BUNDLE_BYTES:
-            return _error(413, "too_large", f"a bundle is at most {MAX_BUNDLE_BYTES} bytes")
+            return json_error(413, "too_large", f"a bundle is at most {MAX_BUNDLE_BYTES} bytes")
         data = await request.read()
         running = await loop.run_in_executor(None, store.current)
         newer_than = None
@@ -102,13 +94,13 @@ def ruleset_routes(app: web.Application, store: BundleStore, accounts: Accounts,
                 None, lambda: verify_bundle(data, keys, newer_than=newer_than, max_bytes=MAX_BUNDLE_BYTES))
         except BundleError as e:
             status = 409 if "is not newer than" in e.reason else 400
-            return _error(status, "bundle_refused", e.reason)
+            return json_error(status, "bundle_refused", e.reason)
         try:
             await loop.run_in_executor(None, audit.append, user.name, "ruleset_publish",
                                        f"{verified.name} v{verified.version}",
                                        {"key_id": verified.key_id, "etag": etag(data)}, "ok")
         except AuditError as e:
-            return _error(503, "audit_unavailable", str(e))
+            return json_error(503, "audit_unavailable", str(e))
         await loop.run_in_executor(None, store.replace, data)
         return web.json_response({"name": verified.name, "version": verified.version, "etag": etag(data)})
 

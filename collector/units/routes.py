@@ -9,10 +9,10 @@ from typing import Final
 
 from aiohttp import web
 
+from collector.access import agent_of, json_error, require_user
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditError, AuditLog
-from collector.ingest.batches import bearer_token
-from collector.query.handlers import QUERY_ROLES, authenticate
+from collector.query.handlers import QUERY_ROLES
 from collector.units.registry import Units
 from wire.errors import ValidationError
 from wire.unit import validate_unit_profile
@@ -20,36 +20,29 @@ from wire.unit import validate_unit_profile
 MAX_PROFILE_BYTES: Final = 64 * 1024
 
 
-def _error(status: int, reason: str, detail: str) -> web.Response:
-    return web.json_response({"error": reason, "detail": detail}, status=status)
-
-
 def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: AuditLog) -> None:
     async def put_self(request: web.Request) -> web.Response:
-        token = bearer_token(request)
-        agent = accounts.agent_for_token(token) if token is not None else None
+        agent = agent_of(accounts, request)
         if agent is None:
-            return _error(401, "unauthenticated", "an agent token is required")
+            return json_error(401, "unauthenticated", "an agent token is required", challenge="Bearer")
         if request.content_length is not None and request.content_length > MAX_PROFILE_BYTES:
-            return _error(413, "too_large", f"a profile is at most {MAX_PROFILE_BYTES} bytes")
+            return json_error(413, "too_large", f"a profile is at most {MAX_PROFILE_BYTES} bytes")
         raw = await request.content.read(MAX_PROFILE_BYTES + 1)
         if len(raw) > MAX_PROFILE_BYTES:
-            return _error(413, "too_large", f"a profile is at most {MAX_PROFILE_BYTES} bytes")
+            return json_error(413, "too_large", f"a profile is at most {MAX_PROFILE_BYTES} bytes")
         try:
             profile = validate_unit_profile(json.loads(raw))
         except (ValueError, ValidationError) as e:
-            return _error(400, "invalid_profile", str(e)[:500])
+            return json_error(400, "invalid_profile", str(e)[:500])
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, units.put_profile, agent.unit, agent.name, profile)
         return web.json_response({"unit": agent.unit, "updated": True})
 
     async def list_units(request: web.Request) -> web.Response:
         loop = asyncio.get_running_loop()
-        user = await loop.run_in_executor(None, authenticate, accounts, request)
-        if user is None:
-            return _error(401, "unauthenticated", "Basic credentials or an API token are required")
-        if user.role not in QUERY_ROLES:
-            return _error(403, "forbidden", f"role {user.role} may not list units")
+        user = await require_user(accounts, request, QUERY_ROLES, "list units")
+        if isinstance(user, web.Response):
+            return user
 
         def work() -> list[dict[str, object]]:
             agents = [(a.name, a.unit, a.revoked) for a in accounts.list_agents()]
@@ -60,7 +53,7 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
             await loop.run_in_executor(None, audit.append, user.name, "units", request.path_qs,
                                        {"results": len(listing)}, "ok")
         except AuditError as e:
-            return _error(503, "audit_unavailable", str(e))
+            return json_error(503, "audit_unavailable", str(e))
         return web.json_response({"units": listing}, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
     app.router.add_put("/api/v1/units/self", put_self)

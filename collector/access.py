@@ -1,0 +1,62 @@
+"""Who is asking: the collector's request authentication, shared by every endpoint.
+
+- Agents: `Authorization: Bearer <agent token>` (`agent_of`); never a name in a payload.
+- People: `Authorization: Basic` (name and password; the KDF runs in a worker thread) or
+  `Bearer <API token>` (`require_user`, which also checks the role).
+- Refusals are JSON `{"error", "detail"}` with the status (`json_error`); 401s carry the
+  `WWW-Authenticate` challenge of the scheme asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Collection
+
+from aiohttp import web
+
+from collector.auth.accounts import Accounts, Agent, User
+
+
+def json_error(status: int, reason: str, detail: str, *, challenge: str | None = None) -> web.Response:
+    headers = {"WWW-Authenticate": f'{challenge} realm="edgeaudit"'} if challenge else None
+    return web.json_response({"error": reason, "detail": detail}, status=status, headers=headers)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def agent_of(accounts: Accounts, request: web.Request) -> Agent | None:
+    """The agent whose (unrevoked) token the request carries, else None."""
+    token = bearer_token(request)
+    return accounts.agent_for_token(token) if token is not None else None
+
+
+def authenticate(accounts: Accounts, request: web.Request) -> User | None:
+    """The user behind Basic credentials or an API bearer token (the KDF runs for Basic)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            name, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return accounts.verify_password(name, password)
+    if scheme.lower() == "bearer" and value.strip():
+        return accounts.user_for_api_token(value.strip())
+    return None
+
+
+async def require_user(accounts: Accounts, request: web.Request, roles: Collection[str],
+                       what: str) -> User | web.Response:
+    """The authenticated user if their role is in `roles`, else the 401/403 to answer with."""
+    user = await asyncio.get_running_loop().run_in_executor(None, authenticate, accounts, request)
+    if user is None:
+        return json_error(401, "unauthenticated", "Basic credentials or an API token are required",
+                          challenge="Basic")
+    if user.role not in roles:
+        return json_error(403, "forbidden", f"role {user.role} may not {what}")
+    return user
