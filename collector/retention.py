@@ -16,8 +16,6 @@ Limits: `MAX_HOLDS` holds (a hold list is read on every pass).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Final
 
 from collector.auth.audit import AuditLog
 from collector.storage.base import ExpireResult, Hold, Storage
+from wire.files import write_atomically
 
 DEFAULT_RETENTION_DAYS: Final = 180
 MIN_RETENTION_DAYS: Final = 60
@@ -82,12 +81,7 @@ class Holds:
         return holds
 
     def _save(self, holds: list[Hold]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".holds.", dir=self.path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump([asdict(h) for h in holds], f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps([asdict(h) for h in holds], indent=1).encode(), 0o600)
 
 
 def run_retention(storage: Storage, holds: Holds, audit: AuditLog, days: int,

@@ -33,7 +33,6 @@ import json
 import os
 import re
 import tarfile
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from rulesets.keys import Ed25519PrivateKey, Ed25519PublicKey, key_id
 from rulesets.load import MANIFEST, RulesetError, examine_ruleset, load_ruleset, normalize_relpath
 from rulesets.model import Ruleset
+from wire.files import write_atomically
 
 FORMAT: Final = 1
 MANIFEST_JSON: Final = "manifest.json"
@@ -191,22 +191,10 @@ def sign_bundle(
         result.files, private_key, name=result.ruleset.name, version=result.ruleset.version,
         created=now, expires=expires,
     )
-    _write_atomically(Path(out_path), data)
+    write_atomically(Path(out_path), data)
     return manifest
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # -- reading ------------------------------------------------------------------------------------------

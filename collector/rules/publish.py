@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from collector.access import agent_of, json_error, require_user
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditError, AuditLog
 from rulesets.bundle import MAX_BUNDLE_BYTES, BundleError, verify_bundle
+from wire.files import write_atomically
 
 
 class BundleStore:
@@ -47,12 +46,7 @@ class BundleStore:
             return None
 
     def replace(self, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".bundle.", dir=self.path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomically(self.path, data, 0o600)
 
 
 def etag(data: bytes) -> str:
