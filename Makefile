@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # Debian packages the tests and the demo need (more arrive with later features): the build
 # tools, and the real protocol peers the end-to-end tests start in network namespaces.
 DEB_PACKAGES := python3-venv python3-dev gcc iproute2 tcpdump curl freeradius freeradius-utils \
-  dnsmasq-base udhcpc dovecot-imapd dovecot-pop3d vsftpd nginx nftables iptables iputils-ping clickhouse-server
+  dnsmasq-base udhcpc dovecot-imapd dovecot-pop3d vsftpd nginx nftables iptables iputils-ping clickhouse-server zookeeper
 DEMO_DIR := demo-out
 DEMO_PACKETS ?= 200000
 

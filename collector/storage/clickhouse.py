@@ -1,16 +1,55 @@
 """ClickHouse storage backend: the scale-out store (many collectors, one ClickHouse cluster).
 
 What: ``ClickHouseStorage(url, database)`` implements ``collector.storage.base.Storage`` over
-ClickHouse's HTTP interface through aiohttp. Two tables in ``database`` (created if missing):
-- ``records``: ``MergeTree() PARTITION BY day ORDER BY (type, ts)``; ``day`` is the record's UTC
-  day as ``UInt32`` YYYYMMDD, computed here (not with ``toYYYYMMDD`` on the server, whose
-  result depends on the server's time zone). Columns mirror the SQLite backend's extracted
-  columns (agent, unit, batch_seq, idx, type, ts, end_ts, uid, src/dst/nat ip and port, addr,
-  account, search, json) plus ``ins``, the batch's insertion stamp (see ordering).
+ClickHouse's HTTP interface through aiohttp. Tables in ``database`` (created if missing; all
+DDL is rendered by ``schema_ddl`` from one column list, ``COLUMN_TYPES``):
+- ``records``: ``MergeTree() PARTITION BY day ORDER BY (type, ts, ins, agent, batch_seq, idx)``;
+  ``day`` is the record's UTC day as ``UInt32`` YYYYMMDD, computed here (not with
+  ``toYYYYMMDD`` on the server, whose result depends on the server's time zone). Columns
+  mirror the SQLite backend's extracted columns (agent, unit, batch_seq, idx, type, ts,
+  end_ts, uid, src/dst/nat ip and port, addr, account, search, json) plus ``ins``, the
+  batch's insertion stamp (see ordering). ``records`` answers ``records`` and ``count``.
+- lookup tables, the same columns and partitions, each sorted by the key of one traceback
+  lookup and holding only the rows that lookup can want:
+  ``records_by_nat`` (nat and session rows by ``nat_ip, nat_port, type``: ``nat_at`` and
+  ``sessions_at(outside=True)``), ``records_by_src`` (sessions by ``src_ip, src_port``),
+  ``records_by_addr`` (logins by ``addr``: ``identity_at``), ``records_by_uid`` (every row
+  with a uid: ``connection``). Each is filled by a ``MATERIALIZED VIEW ... TO`` it on
+  ``records``. A sort key cannot be Nullable on 18.16, so a Nullable key column enters the
+  key as ``ifNull(col, '')``/``ifNull(col, 0)`` (the view takes only rows where it is set) and
+  lookups compare that same expression, the form ClickHouse matches against the primary
+  index: a lookup reads the granules of its key and time range, not every row of its type in
+  the window (``tests/collector/storage/test_clickhouse_lookups.py`` runs them under
+  ``max_rows_to_read``). (No data-skipping indexes: 18.16 has none to rely on.)
 - ``batches``: ``MergeTree() ORDER BY (agent, batch_seq)``, the batch markers, one row per
   state change (``done`` 0 = rows being written, 1 = stored).
 
-Why: DESIGN.md's scale-out option; day partitions make retention a ``DROP PARTITION``.
+Why views rather than inserting into each lookup table from here: one INSERT per batch, the
+fan-out done by the server next to the data, and on a cluster the views run on each shard's
+local tables, so a collector only ever writes ``records`` (the Distributed table). Nothing
+else changes: a retried batch re-inserts ``records`` and so re-fires the views with the same
+full sort keys (``_KEY_TAIL`` ends every table's key), and reads drop the copies with the same
+``LIMIT 1 BY``; retention drops a day partition from every table (lookups first, ``records``
+last, so a crash half-way leaves the day in ``records`` for the next ``expire`` to finish;
+dropping an absent partition is a no-op) and runs the partial-day delete, with the same hold
+expression (lookup rows carry unit, account and ts), on every table, so a held record stays
+findable by the lookups. The cost is storage: a session is stored up to four times (json
+dominates; ClickHouse compresses it).
+
+Upgrade: a store created before the lookup tables gets them on the next open, and each new
+lookup table is backfilled from ``records`` with ``INSERT ... SELECT`` right after its view is
+created (so no row falls between the two; a row inserted concurrently may land twice and is
+dropped at read). The backfill runs once, when the view is new; if the process dies during
+it, ``DROP TABLE <lookup>_mv`` and reopen to run it again.
+
+Cluster (``cluster=NAME``): the tables already exist, created from ``cluster_ddl`` (the
+script in ``deploy/clickhouse/cluster.sql``): ``<table>_local`` ReplicatedMergeTree tables
+with the same columns, partitions and sort keys, views between the local tables, and
+Distributed tables under the single-node names, so reads and inserts are unchanged (inserts
+are synchronous, ``insert_distributed_sync``, so a batch marker is there for the next
+request); retention alters the ``_local`` tables ``ON CLUSTER`` and waits for mutations on
+``cluster(NAME, system, mutations)``. ``records`` and ``batches`` shard by
+``cityHash64(agent, batch_seq)``: a batch, its retries and its marker land on one shard.
 
 Constraints of the ClickHouse Debian ships (18.16, the CI server) that shape the SQL:
 - no query parameters (``{name:Type}`` arrived in 19.x): every value is a literal built by
@@ -21,8 +60,11 @@ Constraints of the ClickHouse Debian ships (18.16, the CI server) that shape the
   a partial-day delete is an ``ALTER TABLE ... DELETE`` mutation whose completion is polled in
   ``system.mutations``.
 - 64-bit integers come back quoted in JSON output; ``int()`` takes both forms.
+- in a view, ``SELECT f(col) AS col ... WHERE g(col)`` filters on the alias, not the column,
+  and a view does not cast Nullable to non-Nullable: hence the ``ifNull`` key expressions
+  rather than non-Nullable key columns.
 
-Ordering: ``records`` pages by ``(ts, ins, agent, batch_seq, idx)``; ``ins`` is a nanosecond
+Ordering: every read orders by ``(ts, ins, agent, batch_seq, idx)``; ``ins`` is a nanosecond
 stamp taken once per batch (monotonic within a process), so ties on ts keep insertion order
 (batch, then index within the batch) and the cursor is that 5-tuple, compared as a tuple,
 valid across partitions.
@@ -31,7 +73,8 @@ Idempotency / atomicity (ClickHouse has no transactions):
 1. read the markers of ``(agent, batch_seq)``: a ``done`` one means duplicate; a ``pending``
    one (an earlier attempt died mid-way) gives back that attempt's ``ins``;
 2. otherwise write a ``pending`` marker carrying a fresh ``ins``;
-3. insert every row in one HTTP INSERT (one block per day partition);
+3. insert every row in one HTTP INSERT (one block per day partition; the views fill the
+   lookup tables from the same blocks);
 4. write the ``done`` marker with the record count.
 A retry after a crash between 2 and 4 re-inserts rows with the *same* full sort key, so the
 copies are adjacent and every read removes them with ``LIMIT 1 BY agent, batch_seq, idx``
@@ -40,10 +83,13 @@ this relies on a retried batch having the same content.
 
 Limits: two collectors inserting the same ``(agent, batch_seq)`` at the same moment can both
 see no marker and both answer "not duplicate" (rows are still deduplicated at read; one
-agent talks to one collector in practice). ClickHouse acknowledges an INSERT once the part is
+agent talks to one collector in practice); on a cluster the same holds while a marker has not
+yet reached the replica a collector reads. ClickHouse acknowledges an INSERT once the part is
 written, without fsync (18.16 has no ``fsync_after_insert``): durability against power loss
 comes from replication, not from this backend. ``dhcp.uids`` is not indexed for
-``connection``; batch markers are never pruned; ``text`` search is a substring scan.
+``connection``; batch markers are never pruned; ``text`` search is a substring scan;
+``records(account=...)``/``records(ip=...)`` scan ``records`` by type and time (no lookup
+table for them).
 """
 
 from __future__ import annotations
@@ -56,6 +102,7 @@ import re
 import threading
 import time
 from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
@@ -93,42 +140,137 @@ _COLUMNS: Final = (
     "dst_ip", "dst_port", "nat_ip", "nat_port", "addr", "account", "search", "json",
 )  # fmt: skip
 
-_RECORDS_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS {db}.records (
-    day UInt32,
-    ins UInt64,
-    agent String,
-    unit String,
-    batch_seq Int64,
-    idx UInt32,
-    type String,
-    ts Float64,
-    end_ts Float64,
-    uid Nullable(String),
-    src_ip Nullable(String),
-    src_port Nullable(Int64),
-    dst_ip Nullable(String),
-    dst_port Nullable(Int64),
-    nat_ip Nullable(String),
-    nat_port Nullable(Int64),
-    addr Nullable(String),
-    account Nullable(String),
-    search Nullable(String),
-    json String
-) ENGINE = MergeTree() PARTITION BY day ORDER BY (type, ts, ins, agent, batch_seq, idx)
-"""
+#: Every column of ``records`` and of each lookup table, in table order (the one column list:
+#: single-node and cluster DDL are both rendered from it by ``schema_ddl``).
+COLUMN_TYPES: Final = (
+    ("day", "UInt32"), ("ins", "UInt64"), ("agent", "String"), ("unit", "String"),
+    ("batch_seq", "Int64"), ("idx", "UInt32"), ("type", "String"), ("ts", "Float64"),
+    ("end_ts", "Float64"), ("uid", "Nullable(String)"), ("src_ip", "Nullable(String)"),
+    ("src_port", "Nullable(Int64)"), ("dst_ip", "Nullable(String)"), ("dst_port", "Nullable(Int64)"),
+    ("nat_ip", "Nullable(String)"), ("nat_port", "Nullable(Int64)"), ("addr", "Nullable(String)"),
+    ("account", "Nullable(String)"), ("search", "Nullable(String)"), ("json", "String"),
+)  # fmt: skip
 
-_BATCHES_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS {db}.batches (
-    agent String,
-    batch_seq Int64,
-    unit String,
-    ins UInt64,
-    done UInt8,
-    count UInt64,
-    stored_at Float64
-) ENGINE = MergeTree() ORDER BY (agent, batch_seq)
-"""
+BATCH_COLUMN_TYPES: Final = (
+    ("agent", "String"), ("batch_seq", "Int64"), ("unit", "String"), ("ins", "UInt64"),
+    ("done", "UInt8"), ("count", "UInt64"), ("stored_at", "Float64"),
+)  # fmt: skip
+
+#: The sort-key tail every record table shares: a retried batch's copies are adjacent.
+_KEY_TAIL: Final = ("ts", "ins", "agent", "batch_seq", "idx")
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """One table holding records: ``key`` leads its sort key (then ``_KEY_TAIL``); a lookup
+    table (``rows`` not None) takes the records matching ``rows``, through its view."""
+
+    name: str
+    key: tuple[str, ...]
+    rows: str | None = None
+
+
+RECORDS: Final = _Table("records", ("type",))
+#: Lookup tables: nat_at and sessions_at(outside=True), sessions_at(outside=False),
+#: identity_at, connection.
+BY_NAT: Final = _Table("records_by_nat", ("nat_ip", "nat_port", "type"), "type IN ('nat', 'session')")
+BY_SRC: Final = _Table("records_by_src", ("src_ip", "src_port"), "type = 'session'")
+BY_ADDR: Final = _Table("records_by_addr", ("addr",), "type = 'login'")
+BY_UID: Final = _Table("records_by_uid", ("uid",), "1")
+LOOKUPS: Final = (BY_NAT, BY_SRC, BY_ADDR, BY_UID)
+#: Every table with record rows; retention drops a day from each, lookups first.
+RECORD_TABLES: Final = (*LOOKUPS, RECORDS)
+
+
+def _key_expr(column: str) -> str:
+    """A sort-key expression for ``column``: a key cannot be Nullable (18.16), so a Nullable
+    one is wrapped in ``ifNull``; lookups compare the same expression, which uses the index."""
+    ctype = dict(COLUMN_TYPES)[column]
+    if not ctype.startswith("Nullable("):
+        return column
+    default = "''" if ctype == "Nullable(String)" else "0"
+    return f"ifNull({column}, {default})"
+
+
+def _nullable(column: str) -> bool:
+    return dict(COLUMN_TYPES)[column].startswith("Nullable(")
+
+
+def _order_by(table: _Table) -> str:
+    return "(" + ", ".join([*(_key_expr(c) for c in table.key), *_KEY_TAIL]) + ")"
+
+
+def _view_select(table: _Table, source: str) -> str:
+    """The rows of ``source`` (a records table) that ``table`` holds: its ``rows`` filter with
+    every key column set (a record without the key is never looked up by it)."""
+    assert table.rows is not None
+    rows = [table.rows] if table.rows != "1" else []
+    where = " AND ".join([*rows, *(f"isNotNull({c})" for c in table.key if _nullable(c))])
+    return f"SELECT {', '.join(n for n, _ in COLUMN_TYPES)} FROM {source} WHERE {where}"
+
+
+def _columns_sql(columns: Sequence[tuple[str, str]]) -> str:
+    return ",\n".join(f"    {name} {ctype}" for name, ctype in columns)
+
+
+def schema_ddl(database: str, *, cluster: str | None = None) -> list[str]:
+    """The DDL of the store, one statement per item, from ``COLUMN_TYPES`` and the tables above.
+
+    Single node (``cluster`` None): ``MergeTree`` tables under the names the backend reads and
+    writes, and a ``MATERIALIZED VIEW ... TO`` per lookup table. Cluster: each table as
+    ``<name>_local`` (``ReplicatedMergeTree``, ZooKeeper path ``/clickhouse/tables/{shard}/
+    <database>/<name>``, replica ``{replica}``: macros of each server's config) plus a
+    ``Distributed`` table ``<name>`` over it on every server, everything ``ON CLUSTER``; the
+    views read ``records_local`` and fill ``<lookup>_local`` on the shard the rows land on.
+    Same columns, partitioning and sort keys either way.
+    """
+    db = _ident(database)
+    on = f" ON CLUSTER {_ident(cluster)}" if cluster is not None else ""
+    suffix = "_local" if cluster is not None else ""
+
+    def engine(name: str) -> str:
+        if cluster is None:
+            return "MergeTree()"
+        return f"ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{database}/{name}', '{{replica}}')"
+
+    def table(name: str, columns: Sequence[tuple[str, str]], tail: str) -> list[str]:
+        cols = _columns_sql(columns)
+        out = [
+            f"CREATE TABLE IF NOT EXISTS {db}.{_ident(name + suffix)}{on} (\n{cols}\n)"
+            f" ENGINE = {engine(name)} {tail}"
+        ]
+        if cluster is not None:
+            # rows of a batch (and of its retries) go to one shard: LIMIT 1 BY sees the copies
+            # together, and the batch marker sits with them
+            shard_by = ", cityHash64(agent, batch_seq)" if name in ("records", "batches") else ""
+            out.append(
+                f"CREATE TABLE IF NOT EXISTS {db}.{_ident(name)}{on} (\n{cols}\n)"
+                f" ENGINE = Distributed({_ident(cluster)}, {db}, {_ident(name + suffix)}{shard_by})"
+            )
+        return out
+
+    stmts = [f"CREATE DATABASE IF NOT EXISTS {db}{on}"]
+    for t in RECORD_TABLES[::-1]:  # records first: the views read it
+        stmts += table(t.name, COLUMN_TYPES, f"PARTITION BY day ORDER BY {_order_by(t)}")
+        if t.rows is not None:
+            src = f"{db}.{_ident(RECORDS.name + suffix)}"
+            stmts.append(
+                f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{_ident(t.name + '_mv')}{on}"
+                f" TO {db}.{_ident(t.name + suffix)} AS {_view_select(t, src)}"
+            )
+    stmts += table("batches", BATCH_COLUMN_TYPES, "ORDER BY (agent, batch_seq)")
+    return stmts
+
+
+def cluster_ddl(cluster: str, database: str) -> str:
+    """``schema_ddl`` for a cluster as one SQL script (``deploy/clickhouse/cluster.sql``)."""
+    head = (
+        "-- Generated by collector.storage.clickhouse.cluster_ddl"
+        f"({cluster!r}, {database!r}); do not edit.\n"
+        "-- Apply once, on any one server of the cluster (statements run ON CLUSTER).\n\n"
+    )
+    return head + "".join(s + ";\n\n" for s in schema_ddl(database, cluster=cluster)).rstrip("\n") + "\n"
+
 
 #: Row order of every read; duplicates of a retried batch share it, so LIMIT 1 BY drops them.
 _ORDER: Final = "ORDER BY ts, ins, agent, batch_seq, idx LIMIT 1 BY agent, batch_seq, idx"
@@ -246,6 +388,9 @@ class ClickHouseStorage:
     ``session``: an ``aiohttp.ClientSession`` to share, with ``loop`` the event loop it
     belongs to, running in another thread; both stay the caller's. Without them the store
     runs a private loop in a daemon thread with its own session, closed by ``close``.
+    ``cluster``: the ClickHouse cluster whose tables ``deploy/clickhouse/cluster.sql`` created
+    (nothing is created here). ``settings``: ClickHouse settings sent with every request
+    (e.g. ``max_execution_time``, ``max_rows_to_read``).
     """
 
     def __init__(
@@ -255,8 +400,13 @@ class ClickHouseStorage:
         *,
         session: aiohttp.ClientSession | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        cluster: str | None = None,
+        settings: Mapping[str, str | int] | None = None,
     ) -> None:
         self._url = url
+        self._cluster = cluster
+        self._on_cluster = f" ON CLUSTER {_ident(cluster)}" if cluster is not None else ""
+        self._settings = {_ident(k).strip("`"): str(v) for k, v in (settings or {}).items()}
         self._database = database
         self._db = _ident(database)
         self._lock = threading.RLock()
@@ -276,12 +426,31 @@ class ClickHouseStorage:
             self._session = self._run(self._new_session())
             self._own_session = True
         try:
-            self._execute(f"CREATE DATABASE IF NOT EXISTS {self._db}", database="default")
-            self._execute(_RECORDS_SCHEMA.format(db=self._db))
-            self._execute(_BATCHES_SCHEMA.format(db=self._db))
+            if cluster is None:
+                self._create_schema()
         except BaseException:
             self.close()
             raise
+
+    def _create_schema(self) -> None:
+        """Create what is missing; a lookup table new to an existing store is backfilled
+        from ``records`` (after its view exists, so no row falls between the two)."""
+        tables = {
+            str(r["name"])
+            for r in self._rows(
+                f"SELECT name FROM system.tables WHERE database = {_str_lit(self._database)}",
+                database="default",
+            )
+        }
+        for stmt in schema_ddl(self._database):
+            self._execute(stmt, database="default")
+        if RECORDS.name not in tables:
+            return
+        for t in LOOKUPS:
+            if t.name + "_mv" not in tables:
+                # rows a concurrent insert also gave the new view are stored twice: reads drop
+                # the copy (LIMIT 1 BY), as for a retried batch
+                self._execute(f"INSERT INTO {_ident(t.name)} {_view_select(t, _ident(RECORDS.name))}")
 
     # -- HTTP --
 
@@ -303,18 +472,26 @@ class ClickHouseStorage:
         """Run one statement (in the body of a POST) and return the raw answer."""
         if self._closed:
             raise RuntimeError("storage is closed")
-        params = {"database": database or self._database}
+        params = {**self._settings, "database": database or self._database}
         return self._run(self._post(params, sql.encode()))
 
-    def _rows(self, sql: str) -> list[dict[str, Any]]:
-        raw = self._execute(sql + " FORMAT JSONEachRow")
+    def _rows(self, sql: str, *, database: str | None = None) -> list[dict[str, Any]]:
+        raw = self._execute(sql + " FORMAT JSONEachRow", database=database)
         return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
 
     def _insert(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         if self._closed:
             raise RuntimeError("storage is closed")
         body = b"\n".join(orjson.dumps(r) for r in rows)
-        params = {"database": self._database, "query": f"INSERT INTO {table} FORMAT JSONEachRow"}
+        params = {
+            **self._settings,
+            "database": self._database,
+            "query": f"INSERT INTO {_ident(table)} FORMAT JSONEachRow",
+        }
+        if self._cluster is not None:
+            # a Distributed insert is queued and sent later unless synchronous: the batch
+            # marker must be readable by the next request
+            params["insert_distributed_sync"] = "1"
         self._run(self._post(params, body))
 
     def _check_open(self) -> None:
@@ -368,8 +545,10 @@ class ClickHouseStorage:
 
     # -- queries --
 
-    def _select(self, where: Sequence[str], *, limit: int | None = None) -> list[dict[str, Any]]:
-        sql = f"SELECT {_FIELDS} FROM records"
+    def _select(
+        self, where: Sequence[str], *, table: _Table = RECORDS, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        sql = f"SELECT {_FIELDS} FROM {_ident(table.name)}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " " + _ORDER
@@ -423,6 +602,16 @@ class ClickHouseStorage:
         return Page(records=[_record(row) for row in page], cursor=next_cursor)
 
     @staticmethod
+    def _keyed(table: _Table, *values: str | int) -> list[str]:
+        """``table``'s leading key columns equal to ``values``, compared as the key expression
+        itself (``ifNull(...)``): the form ClickHouse matches against the primary index."""
+        out = []
+        for column, value in zip(table.key, values, strict=False):
+            lit = _str_lit(value) if isinstance(value, str) else _num_lit(value)
+            out.append(f"{_key_expr(column)} = {lit}")
+        return out
+
+    @staticmethod
     def _range(lo: float, hi: float) -> list[str]:
         return [
             f"ts >= {_num_lit(lo)}",
@@ -436,14 +625,7 @@ class ClickHouseStorage:
         lo = ts - NAT_DEFAULT_LIFETIME
         with self._lock:
             self._check_open()
-            rows = self._select(
-                [
-                    f"nat_ip = {_str_lit(ip)}",
-                    f"nat_port = {_num_lit(port)}",
-                    "type = 'nat'",
-                    *self._range(lo, ts),
-                ]
-            )
+            rows = self._select([*self._keyed(BY_NAT, ip, port, "nat"), *self._range(lo, ts)], table=BY_NAT)
         # Same replay as the SQLite backend: a mapping ends at its destroy or the next create.
         active: dict[tuple[Any, ...], dict[str, Any]] = {}
         for row in rows:
@@ -462,19 +644,19 @@ class ClickHouseStorage:
 
     def sessions_at(self, ip: str, port: int, ts: float, *, outside: bool) -> list[dict[str, Any]]:
         ip = canonical_ip(ip)
-        cols = ("nat_ip", "nat_port") if outside else ("src_ip", "src_port")  # fixed names only
+        table = BY_NAT if outside else BY_SRC
         lo = ts - MAX_SESSION_SPAN
         hi = ts + SESSION_TOLERANCE
         with self._lock:
             self._check_open()
             rows = self._select(
                 [
-                    f"{cols[0]} = {_str_lit(ip)}",
-                    f"{cols[1]} = {_num_lit(port)}",
+                    *self._keyed(table, ip, port, "session"),
                     "type = 'session'",
                     f"end_ts >= {_num_lit(ts - SESSION_TOLERANCE)}",
                     *self._range(lo, hi),
-                ]
+                ],
+                table=table,
             )
         best: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
         for row in rows:
@@ -490,7 +672,9 @@ class ClickHouseStorage:
         lo = ts - IDENTITY_LOOKBACK
         with self._lock:
             self._check_open()
-            rows = self._select([f"addr = {_str_lit(ip)}", "type = 'login'", *self._range(lo, ts)])
+            rows = self._select(
+                [*self._keyed(BY_ADDR, ip), "type = 'login'", *self._range(lo, ts)], table=BY_ADDR
+            )
         logouts: list[dict[str, Any]] = []
         # Newest first: every logout that could end a login is seen before the login itself.
         for row in reversed(rows):
@@ -504,9 +688,14 @@ class ClickHouseStorage:
     def connection(self, uid: str) -> list[dict[str, Any]]:
         with self._lock:
             self._check_open()
-            return [_record(row) for row in self._select([f"uid = {_str_lit(uid)}"])]
+            return [_record(row) for row in self._select(self._keyed(BY_UID, uid), table=BY_UID)]
 
     # -- retention --
+
+    def _local(self, table: _Table, *, qualified: bool = True) -> str:
+        """Where ``table``'s rows are stored: itself, or on a cluster its ``_local`` table."""
+        name = table.name + ("_local" if self._cluster is not None else "")
+        return f"{self._db}.{_ident(name)}" if qualified else name
 
     def expire(self, before: float, holds: Sequence[Hold]) -> ExpireResult:
         hold = _hold_clause(holds)
@@ -527,7 +716,12 @@ class ClickHouseStorage:
                 if _day_start(day) >= before:
                     continue
                 if _day_start(day) + _DAY <= before and n_held == 0:
-                    self._execute(f"ALTER TABLE records DROP PARTITION {_num_lit(day)}")
+                    # lookups first: a crash half-way leaves the day in records, which the next
+                    # expire reads and drops again (dropping a missing partition is a no-op)
+                    for t in RECORD_TABLES:
+                        self._execute(
+                            f"ALTER TABLE {self._local(t)}{self._on_cluster} DROP PARTITION {_num_lit(day)}"
+                        )
                     deleted += total
                     dropped.append(_day_name(day))
                     continue
@@ -537,18 +731,27 @@ class ClickHouseStorage:
                     partial.append(day)
             if partial:
                 days = ", ".join(_num_lit(d) for d in partial)
-                self._execute(f"ALTER TABLE records DELETE WHERE day IN ({days}) AND {old} AND NOT {hold}")
+                for t in RECORD_TABLES:
+                    self._execute(
+                        f"ALTER TABLE {self._local(t)}{self._on_cluster}"
+                        f" DELETE WHERE day IN ({days}) AND {old} AND NOT {hold}"
+                    )
                 self._wait_mutations()
         return ExpireResult(deleted=deleted, days_dropped=dropped, held=held)
 
     def _wait_mutations(self) -> None:
-        """Block until no mutation of ``records`` is pending (18.16 has no mutations_sync)."""
+        """Block until no mutation of a records table is pending (18.16 has no mutations_sync);
+        on a cluster, on one replica of every shard (the ``cluster`` table function)."""
         deadline = time.monotonic() + MUTATION_TIMEOUT
         delay = 0.01
         while True:
+            source = "system.mutations"
+            if self._cluster is not None:
+                source = f"cluster({_ident(self._cluster)}, system, mutations)"
+            names = ", ".join(_str_lit(self._local(t, qualified=False)) for t in RECORD_TABLES)
             (row,) = self._rows(
-                "SELECT count() AS n FROM system.mutations WHERE database = "
-                f"{_str_lit(self._database)} AND table = 'records' AND is_done = 0"
+                f"SELECT count() AS n FROM {source} WHERE database = "
+                f"{_str_lit(self._database)} AND table IN ({names}) AND is_done = 0"
             )
             if int(row["n"]) == 0:
                 return
