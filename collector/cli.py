@@ -81,7 +81,7 @@ def cmd_serve(a: Any) -> int:
     if a.storage == "clickhouse":
         from collector.storage.clickhouse import ClickHouseStorage
 
-        storage = ClickHouseStorage(a.clickhouse_url, a.clickhouse_database)
+        storage = ClickHouseStorage(a.clickhouse_url, a.clickhouse_database, cluster=a.clickhouse_cluster)
     else:
         storage = SqliteStorage(data / "records")
     accounts = Accounts(data / "accounts.sqlite")
@@ -89,7 +89,8 @@ def cmd_serve(a: Any) -> int:
     units = Units(data / "units.sqlite")
     try:
         app = create_app(storage, accounts, audit, BundleStore(data / "rulesets"), keys, units)
-        _schedule_retention(app, storage, data, audit, a.retention_days)
+        if not a.no_retention_pass:
+            _schedule_retention(app, storage, data, audit, a.retention_days)
         print(f"edgeaudit-collector: listening on {host}:{port}, data in {data}", file=sys.stderr, flush=True)
         web.run_app(app, host=host.strip("[]"), port=int(port), print=None, ssl_context=ssl_context,
                     auto_decompress=AUTO_DECOMPRESS, shutdown_timeout=SHUTDOWN_TIMEOUT)
@@ -236,12 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", choices=["sqlite", "clickhouse"], default="sqlite")
     s.add_argument("--clickhouse-url", help="ClickHouse's HTTP interface, e.g. http://127.0.0.1:8123/")
     s.add_argument("--clickhouse-database", default="edgeaudit", help="database (created if missing)")
+    s.add_argument("--clickhouse-cluster", metavar="NAME",
+                   help="a ClickHouse cluster (remote_servers NAME) whose tables were created from "
+                        "deploy/clickhouse/cluster.sql: the collector creates nothing and writes and reads "
+                        "the Distributed tables; run several collectors against it")
     s.add_argument("--ruleset-pubkey", action="append", default=[], metavar="FILE",
                    help="a key ruleset bundles must be signed by to be published (edgeaudit-rules keygen)")
     s.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (chain)")
     s.add_argument("--tls-key", metavar="PEM", help="... and this private key")
     s.add_argument("--retention-days", type=int, default=180,
                    help="keep records this long (default 180; under 60 is refused)")
+    s.add_argument("--no-retention-pass", action="store_true",
+                   help="run no hourly retention pass here (another collector of a ClickHouse cluster "
+                        "runs it; `retention run` still works)")
     s.set_defaults(func=cmd_serve)
     h = sub.add_parser("holds", help="legal holds: records they match are never deleted")
     h.add_argument("action", choices=["add", "remove", "list"])

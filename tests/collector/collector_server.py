@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -40,15 +41,25 @@ def cli(*args: str) -> str:
     return res.stdout.strip()
 
 
-def serve(tmp_path: Path, tls: tuple[Path, Path] | None = None, extra: tuple[str, ...] = ()
-          ) -> Iterator[dict[str, Any]]:
-    """Start the collector (HTTPS with `tls` = (certificate, key), trusted as its own CA)."""
+def serve(tmp_path: Path, tls: tuple[Path, Path] | None = None, extra: tuple[str, ...] = (),
+          accounts_of: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Start the collector (HTTPS with `tls` = (certificate, key), trusted as its own CA);
+    with `accounts_of` (what another `serve` yielded), with a copy of that one's accounts."""
     data = tmp_path / "data"
-    token = cli("agents", "add", "gw1", "--unit", "unit-42", "--data", str(data))
-    other = cli("agents", "add", "gw2", "--unit", "unit-7", "--data", str(data))
-    operator = cli("users", "add", "olga", "--role", "operator", "--data", str(data))
-    auditor = cli("users", "add", "ada", "--role", "auditor", "--data", str(data))
-    admin = cli("users", "add", "root", "--role", "admin", "--data", str(data))
+    if accounts_of is None:
+        token = cli("agents", "add", "gw1", "--unit", "unit-42", "--data", str(data))
+        other = cli("agents", "add", "gw2", "--unit", "unit-7", "--data", str(data))
+        operator = cli("users", "add", "olga", "--role", "operator", "--data", str(data))
+        auditor = cli("users", "add", "ada", "--role", "auditor", "--data", str(data))
+        admin = cli("users", "add", "root", "--role", "admin", "--data", str(data))
+    else:
+        # as configuration management copies the accounts file to every collector of a cluster
+        data.mkdir(parents=True)
+        with sqlite3.connect(accounts_of["data"] / "accounts.sqlite") as src, \
+                sqlite3.connect(data / "accounts.sqlite") as dst:
+            src.backup(dst)
+        token, other = accounts_of["token"], accounts_of["other"]
+        operator, auditor, admin = (accounts_of[k][1] for k in ("operator", "auditor", "admin"))
     port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     options = [*(["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []), *extra]

@@ -3,6 +3,8 @@ loopback, one shard of two replicas. The DDL is applied ON CLUSTER through one s
 ``ClickHouseStorage(cluster=...)`` on the first server inserts through the Distributed
 tables and one on the second server finds the records (and their lookup rows, filled by the
 views on the local tables and replicated) there; retention drops the day on both replicas.
+Then two `edgeaudit-collector serve --clickhouse-cluster` processes, one per server, sharing
+a copy of one accounts file: a batch uploaded to one is traced back through the other.
 
 Also (no servers needed): the checked-in cluster.sql is exactly what ``cluster_ddl`` renders.
 Skipped with the reason when clickhouse-server or ZooKeeper (Debian's ``zookeeper``) is absent.
@@ -10,12 +12,15 @@ Skipped with the reason when clickhouse-server or ZooKeeper (Debian's ``zookeepe
 
 from __future__ import annotations
 
+import base64
+import json
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -23,7 +28,10 @@ from collector.storage.clickhouse import RECORD_TABLES, ClickHouseStorage, clust
 
 sys.path.insert(0, str(Path(__file__).parent / "storage"))
 from clickhouse_server import ClickHouseServer, ZooKeeper, find_binary, find_zookeeper, free_port  # noqa: E402
+from collector_server import post, serve  # noqa: E402
 from storage_records import DAY, MIDNIGHT, login, nat, session  # noqa: E402
+
+from wire.envelope import encode_batch  # noqa: E402
 
 CLUSTER_SQL = Path(__file__).parents[2] / "deploy" / "clickhouse" / "cluster.sql"
 CLUSTER = DATABASE = "edgeaudit"
@@ -118,7 +126,7 @@ def _bring_up(base: Path, zk: ZooKeeper, nodes: list[ClickHouseServer]) -> None:
             _query(nodes[0], stmt)
 
 
-def _wait_replicated(node: ClickHouseServer, table: str, rows: int) -> None:
+def _wait_replicated(node: ClickHouseServer, table: str, rows: int, where: str = "1") -> None:
     deadline = time.monotonic() + REPLICATION_TIMEOUT
     while True:
         n = int(_query(node, f"SELECT count() FROM {DATABASE}.{table}"))
@@ -173,3 +181,43 @@ def test_insert_on_one_server_read_on_the_other(cluster: tuple[ClickHouseServer,
     finally:
         writer.close()
         reader.close()
+
+
+def test_two_stateless_collectors_in_front_of_the_cluster(cluster: tuple[ClickHouseServer, ClickHouseServer],
+                                                          tmp_path: Path) -> None:
+    """`serve --clickhouse-cluster` on each server: an agent uploads to one collector, an
+    operator traces back through the other, and a resend to the other is a duplicate."""
+    first, second = cluster
+
+    def options(node: ClickHouseServer) -> tuple[str, ...]:
+        return ("--storage", "clickhouse", "--clickhouse-url", node.url, "--clickhouse-database", DATABASE,
+                "--clickhouse-cluster", CLUSTER, "--no-retention-pass")
+
+    one = serve(tmp_path / "one", extra=options(first))
+    c1 = next(one)
+    two = serve(tmp_path / "two", extra=options(second), accounts_of=c1)
+    c2 = next(two)
+    try:
+        ts = MIDNIGHT + 5 * DAY
+        recs = [nat(ts - 1, "create", ("10.9.0.7", 41000), ("192.0.2.9", 52000)),
+                session(ts, "Cfront1", src="10.9.0.7", sport=41000),
+                login(ts - 60, "login", "10.9.0.7", "bob")]
+        body = encode_batch("gw1", "unit-42", 77, recs)
+        assert post(c1["url"], body, c1["token"]) == (200, {"accepted": 3, "duplicate": False})
+        for table, rows in (("records_local", 3), ("records_by_nat_local", 1), ("records_by_src_local", 1),
+                            ("records_by_addr_local", 1), ("records_by_uid_local", 1)):
+            _wait_replicated(second, table, rows, where="batch_seq = 77")
+        name, password = c2["operator"]
+        auth = base64.b64encode(f"{name}:{password}".encode()).decode()
+        query = urlencode({"ip": "192.0.2.9", "port": 52000, "ts": ts + 1})
+        req = urllib.request.Request(f"{c2['url']}/api/v1/query/traceback?{query}",
+                                     headers={"Authorization": f"Basic {auth}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            answer = json.loads(resp.read())
+        assert answer["inside"] == {"ip": "10.9.0.7", "port": 41000, "via": "nat"}
+        assert answer["identity"]["account"] == "bob"
+        assert [r["uid"] for r in answer["records"]] == ["Cfront1"]
+        assert post(c2["url"], body, c2["token"]) == (200, {"accepted": 3, "duplicate": True})
+    finally:
+        next(two, None)
+        next(one, None)
