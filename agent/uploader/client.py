@@ -13,17 +13,22 @@ and full jitter (AWS architecture blog, "Exponential Backoff And Jitter"), up to
 before a lost answer is acknowledged as a duplicate and stored once. Any other 4xx is a
 refusal that retrying cannot fix: `UploadError` with the collector's reason.
 
-Sequence numbers: the live agent's spool (a later issue) keeps them across restarts;
-for `replay` they start at the wall clock in nanoseconds, so two uploads by the same
-agent never reuse a number (a reused one would be taken for a resend and dropped).
+Sequence numbers: the live agent's spool (`agent.spool`, drained by `agent.uploader.drain`)
+keeps them across restarts; for `replay` they start at the wall clock in nanoseconds, so two
+uploads by the same agent never reuse a number (a reused one would be taken for a resend and
+dropped).
 
 TLS: an `https` URL is verified against the system CAs, or against `--collector-ca`.
+
+`CollectorClient` is the single-try HTTP exchange both this class and the spool drain use;
+`backoff_delay` their common wait.
 
 Limits: `MAX_BATCH_RECORDS` (wire) per batch; `max_tries` per batch.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import ssl
@@ -46,16 +51,69 @@ class UploadError(Exception):
     """The collector refused (or never acknowledged) a batch; the message says why."""
 
 
+class TransientError(UploadError):
+    """No answer, or an answer that says "try again later" (connection error, timeout, 429, 5xx)."""
+
+
+def backoff_delay(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
+    """Full jitter: a uniform wait in [0, min(cap, base * 2**attempt)] before try ``attempt`` + 1."""
+    return random.uniform(0, min(cap, base * 2 ** min(attempt, 62)))
+
+
+class CollectorClient:
+    """One HTTP exchange with the collector at a time, no retries (callers decide how to retry)."""
+
+    def __init__(self, url: str, token: str, *, ca_file: str | None = None,
+                 timeout: float = TIMEOUT_S) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._ssl = ssl.create_default_context(cafile=ca_file) if self.url.startswith("https:") else None
+
+    def whoami(self) -> tuple[str, str]:
+        """(agent, unit) the collector knows this token as."""
+        who = self.request("GET", "/api/v1/agent", None)
+        return str(who["agent"]), str(who["unit"])
+
+    def post_batch(self, body: bytes) -> dict[str, Any]:
+        """POST one batch body; the collector's acknowledgement ``{"accepted": N, "duplicate": b}``."""
+        return self.request("POST", "/api/v1/batches", body)
+
+    def request(self, method: str, path: str, body: bytes | None) -> dict[str, Any]:
+        """One try: the JSON answer, ``TransientError`` (retry later) or ``UploadError`` (refused)."""
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/msgpack"
+            headers["Content-Encoding"] = "zstd"
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as resp:
+                return dict(json.loads(resp.read() or b"{}"))
+        except urllib.error.HTTPError as e:
+            detail = _reason(e)
+            if e.code != 429 and e.code < 500:
+                raise UploadError(f"{method} {path}: refused with {e.code}: {detail}") from None
+            raise TransientError(f"{e.code}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                # not the collector we trust: waiting does not change that
+                raise UploadError(f"{method} {path}: {reason}") from None
+            raise TransientError(str(reason) or type(e).__name__) from None
+        except ValueError as e:  # an answer that is not JSON: a proxy in the way, or a cut answer
+            raise TransientError(f"{method} {path}: unreadable answer: {e}") from None
+
+
 class Uploader:
     def __init__(self, url: str, token: str, *, batch_records: int = DEFAULT_BATCH_RECORDS,
                  max_tries: int = DEFAULT_MAX_TRIES, ca_file: str | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.url = url.rstrip("/")
+        self.client = CollectorClient(url, token, ca_file=ca_file)
+        self.url = self.client.url
         self.token = token
         self.batch_records = batch_records
         self.max_tries = max_tries
         self.sleep = sleep
-        self._ssl = ssl.create_default_context(cafile=ca_file) if self.url.startswith("https:") else None
         self._pending: list[Mapping[str, Any]] = []
         self._seq = time.time_ns()
         self.counters = {"batches": 0, "records": 0, "duplicates": 0, "retries": 0}
@@ -84,30 +142,15 @@ class Uploader:
             self.counters["duplicates"] += 1
 
     def _request(self, method: str, path: str, body: bytes | None) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/msgpack"
-            headers["Content-Encoding"] = "zstd"
         last = ""
         for attempt in range(self.max_tries):
             if attempt:
                 self.counters["retries"] += 1
-                self.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)))
-            req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
+                self.sleep(backoff_delay(attempt))
             try:
-                with urllib.request.urlopen(req, timeout=TIMEOUT_S, context=self._ssl) as resp:
-                    return dict(json.loads(resp.read() or b"{}"))
-            except urllib.error.HTTPError as e:
-                detail = _reason(e)
-                if e.code != 429 and e.code < 500:
-                    raise UploadError(f"{method} {path}: refused with {e.code}: {detail}") from None
-                last = f"{e.code}: {detail}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-                reason = getattr(e, "reason", e)
-                if isinstance(reason, ssl.SSLCertVerificationError):
-                    # not the collector we trust: waiting does not change that
-                    raise UploadError(f"{method} {path}: {reason}") from None
-                last = str(reason)
+                return self.client.request(method, path, body)
+            except TransientError as e:
+                last = str(e)
         raise UploadError(f"{method} {path}: no answer after {self.max_tries} tries (last: {last})")
 
 
