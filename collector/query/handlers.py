@@ -1,15 +1,18 @@
 """Query endpoints: traceback in one call, record search with paging and CSV export.
 
 What (DESIGN.md "Traceback", issue 5 "Queries"):
-- `GET /api/v1/query/traceback?ip=&port=&ts=`: who was behind public address `ip`, port
-  `port`, at time `ts` (Unix seconds)? The `nat` mapping covering it gives the inside
-  address and port (`Storage.nat_at`); failing that, a session the agent stamped with
-  that `nat_ip`/`nat_port` does (`sessions_at(outside=True)`); a session from the address
-  itself is the un-NATed case. The inside address's identity at `ts` (`identity_at`: the
-  `login` record in force) gives the account, MAC and calling number, and the session's
-  uid gives every record of the connection (`connection`: session, http, dns, tls,
-  alert...). One JSON answer: `{"query", "nat", "inside", "identity", "sessions",
-  "records"}`.
+- `GET /api/v1/query/traceback?ip=&port=&ts=[&proto=tcp|udp|...]`: who was behind public
+  address `ip`, port `port`, at time `ts` (Unix seconds)? (`proto` when the server log
+  says: a gateway may map TCP and UDP connections to one public port.) The `nat` mapping
+  covering it gives the inside address and port (`Storage.nat_at`); failing that, a
+  session the agent stamped with that `nat_ip`/`nat_port` does
+  (`sessions_at(outside=True)`); a session from the address itself is the un-NATed case.
+  The inside address's identity at `ts` (`identity_at`: the `login` record in force;
+  failing that, the account the agent stamped on the session from the admin's roster,
+  `"source": "session"`) gives the account, MAC and calling number, and the session's uid
+  gives every record of the connection (`connection`: session, http, dns, tls, alert... of
+  the same agent within the session's time span, since uids are unique per agent and run
+  only). One JSON answer: `{"query", "nat", "inside", "identity", "sessions", "records"}`.
 - `GET /api/v1/query/records?type=&from=&to=&ip=&account=&q=&limit=&cursor=`: search,
   oldest first, `{"records": [...], "cursor": ...}`; `format=csv` exports the page as CSV.
 
@@ -38,9 +41,11 @@ from aiohttp import web
 from collector.access import json_error, require_user
 from collector.auth.accounts import Accounts, User
 from collector.auth.audit import AuditError, AuditLog
-from collector.storage.base import MAX_PAGE, Storage
+from collector.storage.base import AGENT_KEY, MAX_PAGE, SESSION_TOLERANCE, Storage
 
 QUERY_ROLES: Final = frozenset({"operator", "admin"})
+#: Transport protocols a traceback may name (SCHEMA.md session `proto`).
+PROTOS: Final = ("tcp", "udp", "icmp", "icmp6")
 CSV_FIELDS: Final = ("type", "ts", "uid", "src_ip", "src_port", "dst_ip", "dst_port", "account",
                      "host", "uri", "query", "server_name", "keyword", "_agent", "_unit")
 
@@ -70,30 +75,41 @@ def _num(value: str | None, name: str, *, lo: float, hi: float) -> float | None:
     return x
 
 
-def traceback(storage: Storage, ip: str, port: int, ts: float) -> dict[str, Any]:
+def traceback(storage: Storage, ip: str, port: int, ts: float, proto: str | None = None) -> dict[str, Any]:
     """The traceback answer (see the module doc); pure storage calls, no IO of its own."""
-    nat = storage.nat_at(ip, port, ts)
+    nat = storage.nat_at(ip, port, ts, proto)
     inside: dict[str, Any] | None = None
     sessions: list[dict[str, Any]] = []
     if nat:
         m = nat[0]
         inside = {"ip": m.get("inside_ip"), "port": m.get("inside_port"), "via": "nat"}
         if inside["port"] is not None:
-            sessions = storage.sessions_at(str(inside["ip"]), int(inside["port"]), ts, outside=False)
+            sessions = storage.sessions_at(str(inside["ip"]), int(inside["port"]), ts, outside=False,
+                                           proto=m.get("proto"))
     else:
-        sessions = storage.sessions_at(ip, port, ts, outside=True)
+        sessions = storage.sessions_at(ip, port, ts, outside=True, proto=proto)
         if sessions:
             s = sessions[0]
             inside = {"ip": s.get("src_ip"), "port": s.get("src_port"), "via": "session nat_ip"}
         else:
-            sessions = storage.sessions_at(ip, port, ts, outside=False)
+            sessions = storage.sessions_at(ip, port, ts, outside=False, proto=proto)
             if sessions:
                 inside = {"ip": ip, "port": port, "via": "no nat"}
     identity = storage.identity_at(str(inside["ip"]), ts) if inside is not None else None
+    if identity is None and sessions and sessions[0].get("account"):
+        # No login record covers the address (a fixed address, or a network with no login
+        # source): the account the agent stamped on the session from its roster answers.
+        s = sessions[0]
+        identity = {"account": s["account"], "ip": s.get("src_ip"), "mac": s.get("src_mac"),
+                    "calling_station": None, "source": "session", "ts": s.get("ts")}
     records: list[dict[str, Any]] = []
     if sessions and sessions[0].get("uid"):
-        records = storage.connection(str(sessions[0]["uid"]))
-    return {"query": {"ip": ip, "port": port, "ts": ts}, "nat": nat[:1], "inside": inside,
+        s = sessions[0]
+        start = float(s["ts"])
+        end = start + float(s.get("duration") or 0.0)
+        records = storage.connection(str(s["uid"]), agent=s.get(AGENT_KEY), start=start - SESSION_TOLERANCE,
+                                     end=end + SESSION_TOLERANCE)
+    return {"query": {"ip": ip, "port": port, "ts": ts, "proto": proto}, "nat": nat[:1], "inside": inside,
             "identity": identity, "sessions": sessions[:1], "records": records}
 
 
@@ -132,11 +148,14 @@ def query_routes(app: web.Application, storage: Storage, accounts: Accounts, aud
             ts = _num(q.get("ts"), "ts", lo=0, hi=4102444800)
             if ip is None or port is None or ts is None:
                 raise BadQuery("ip, port and ts are all required")
+            proto = q.get("proto") or None
+            if proto is not None and proto not in PROTOS:
+                raise BadQuery(f"proto: one of {', '.join(PROTOS)}")
         except BadQuery as e:
             return json_error(400, "bad_query", str(e))
-        params = {"ip": ip, "port": int(port), "ts": ts}
+        params = {"ip": ip, "port": int(port), "ts": ts, "proto": proto}
         _user, result, err = await run(request, "traceback", params,
-                                       lambda: traceback(storage, ip, int(port), ts))
+                                       lambda: traceback(storage, ip, int(port), ts, proto))
         return err if err is not None else web.json_response(result, dumps=_dumps)
 
     async def records_handler(request: web.Request) -> web.Response:

@@ -49,6 +49,9 @@ MAX_SESSION_SPAN: Final = 7 * 86_400.0
 #: Slack around a session's [ts, ts + duration]: the NAT/identity sources and the packets can
 #: carry timestamps a little apart (kernel conntrack vs capture clocks).
 SESSION_TOLERANCE: Final = 2.0
+#: How long after a queried time a NAT create may be recorded and still answer it (see
+#: ``rows.nat_in_force``): conntrack reports a connection after its first packet.
+NAT_CLOCK_SLACK: Final = 2.0
 #: Oldest login identity_at considers: DHCP leases and RADIUS sessions re-announce well within it.
 IDENTITY_LOOKBACK: Final = 31 * 86_400.0
 
@@ -122,20 +125,26 @@ class Storage(Protocol):
         """
         ...
 
-    def nat_at(self, ip: str, port: int, ts: float) -> list[dict[str, Any]]:
-        """``nat`` create records whose outside (ip, port) mapping was in force at ``ts``, newest first."""
+    def nat_at(self, ip: str, port: int, ts: float, proto: str | None = None) -> list[dict[str, Any]]:
+        """``nat`` create records whose outside (ip, port) mapping was in force at ``ts`` (of
+        ``proto`` when given), newest first; failing that, one created within
+        ``NAT_CLOCK_SLACK`` after ``ts`` (``rows.nat_in_force``)."""
         ...
 
-    def sessions_at(self, ip: str, port: int, ts: float, *, outside: bool) -> list[dict[str, Any]]:
-        """``session`` records from (ip, port) (inside, or the NAT side if ``outside``) active at ``ts``."""
+    def sessions_at(self, ip: str, port: int, ts: float, *, outside: bool,
+                    proto: str | None = None) -> list[dict[str, Any]]:
+        """``session`` records from (ip, port) (inside, or the NAT side if ``outside``) active at
+        ``ts``, of ``proto`` when given."""
         ...
 
     def identity_at(self, ip: str, ts: float) -> dict[str, Any] | None:
         """The latest login for ``ip`` at or before ``ts`` not ended by a matching logout."""
         ...
 
-    def connection(self, uid: str) -> list[dict[str, Any]]:
-        """Every record carrying ``uid``, by ts."""
+    def connection(self, uid: str, *, agent: str | None = None, start: float | None = None,
+                   end: float | None = None) -> list[dict[str, Any]]:
+        """Every record carrying ``uid``, by ts; only those of ``agent`` and with ts in
+        ``[start, end]`` when given (a uid is unique per agent run, not across agents)."""
         ...
 
     def expire(self, before: float, holds: Sequence[Hold]) -> ExpireResult:

@@ -114,6 +114,7 @@ from collector.storage.base import (
     IDENTITY_LOOKBACK,
     MAX_PAGE,
     MAX_SESSION_SPAN,
+    NAT_CLOCK_SLACK,
     NAT_DEFAULT_LIFETIME,
     SESSION_TOLERANCE,
     UNIT_KEY,
@@ -122,7 +123,7 @@ from collector.storage.base import (
     InsertResult,
     Page,
 )
-from collector.storage.rows import ends, num, record_row
+from collector.storage.rows import ends, nat_in_force, num, record_row
 from wire.addresses import canonical_ip
 
 #: Seconds one HTTP request may take.
@@ -620,29 +621,16 @@ class ClickHouseStorage:
             f"day <= {_day_num(hi)}",
         ]
 
-    def nat_at(self, ip: str, port: int, ts: float) -> list[dict[str, Any]]:
+    def nat_at(self, ip: str, port: int, ts: float, proto: str | None = None) -> list[dict[str, Any]]:
         ip = canonical_ip(ip)
-        lo = ts - NAT_DEFAULT_LIFETIME
+        lo, hi = ts - NAT_DEFAULT_LIFETIME, ts + NAT_CLOCK_SLACK
         with self._lock:
             self._check_open()
-            rows = self._select([*self._keyed(BY_NAT, ip, port, "nat"), *self._range(lo, ts)], table=BY_NAT)
-        # Same replay as the SQLite backend: a mapping ends at its destroy or the next create.
-        active: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for row in rows:
-            rec = _record(row)
-            key = (rec[AGENT_KEY], rec.get("proto"), rec.get("remote_ip"), rec.get("remote_port"))
-            if rec.get("event") == "create":
-                active[key] = rec
-            elif rec.get("event") == "destroy" and float(row["ts"]) < ts:
-                cur = active.get(key)
-                if cur is not None and (cur.get("inside_ip"), cur.get("inside_port")) == (
-                    rec.get("inside_ip"),
-                    rec.get("inside_port"),
-                ):
-                    del active[key]
-        return sorted(active.values(), key=lambda r: float(r["ts"]), reverse=True)
+            rows = self._select([*self._keyed(BY_NAT, ip, port, "nat"), *self._range(lo, hi)], table=BY_NAT)
+        return nat_in_force((_record(row) for row in rows), ts, proto)
 
-    def sessions_at(self, ip: str, port: int, ts: float, *, outside: bool) -> list[dict[str, Any]]:
+    def sessions_at(self, ip: str, port: int, ts: float, *, outside: bool,
+                    proto: str | None = None) -> list[dict[str, Any]]:
         ip = canonical_ip(ip)
         table = BY_NAT if outside else BY_SRC
         lo = ts - MAX_SESSION_SPAN
@@ -661,6 +649,8 @@ class ClickHouseStorage:
         best: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
         for row in rows:
             rec = _record(row)
+            if proto is not None and rec.get("proto") != proto:
+                continue
             key = (rec[AGENT_KEY], rec.get("uid"))
             reach = float(row["ts"]) + (num(rec, "duration") or 0.0)
             if key not in best or reach >= best[key][0]:
@@ -685,10 +675,18 @@ class ClickHouseStorage:
                 return rec
         return None
 
-    def connection(self, uid: str) -> list[dict[str, Any]]:
+    def connection(self, uid: str, *, agent: str | None = None, start: float | None = None,
+                   end: float | None = None) -> list[dict[str, Any]]:
+        where = self._keyed(BY_UID, uid)
+        if agent is not None:
+            where.append(f"agent = {_str_lit(agent)}")
+        if start is not None:
+            where += [f"ts >= {_num_lit(start)}", f"day >= {_day_num(start)}"]
+        if end is not None:
+            where += [f"ts <= {_num_lit(end)}", f"day <= {_day_num(end)}"]
         with self._lock:
             self._check_open()
-            return [_record(row) for row in self._select(self._keyed(BY_UID, uid), table=BY_UID)]
+            return [_record(row) for row in self._select(where, table=BY_UID)]
 
     # -- retention --
 

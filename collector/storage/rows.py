@@ -13,7 +13,7 @@ Column values are taken only when their type is exactly right: records were vali
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -37,16 +37,6 @@ Row = tuple[Any, ...]
 # --- column extraction: never trust a payload's types, even after wire validation ----------
 
 
-def _str(rec: Mapping[str, Any], key: str) -> str | None:
-    v = rec.get(key)
-    return v if type(v) is str else None
-
-
-def _int(rec: Mapping[str, Any], key: str) -> int | None:
-    v = rec.get(key)
-    return v if type(v) is int else None
-
-
 def num(rec: Mapping[str, Any], key: str) -> float | None:
     v = rec.get(key)
     if type(v) is int or type(v) is float:
@@ -55,32 +45,47 @@ def num(rec: Mapping[str, Any], key: str) -> float | None:
     return None
 
 
-def _first_str(rec: Mapping[str, Any], keys: Sequence[str]) -> str | None:
-    for k in keys:
-        v = _str(rec, k)
-        if v is not None:
-            return v
-    return None
+_FLOW_KEYS: Final = ("src_ip", "src_port", "dst_ip", "dst_port", "nat_ip", "nat_port")
+# One address vocabulary for every type: a nat record's inside = src, remote = dst, outside = nat.
+_NAT_KEYS: Final = ("inside_ip", "inside_port", "remote_ip", "remote_port", "outside_ip", "outside_port")
+_isfinite: Final = math.isfinite
 
 
 def record_row(agent: str, unit: str, batch_seq: int, idx: int, rec: Mapping[str, Any]) -> Row:
-    """The insert parameters for one record (raises ValueError when it has no type or ts)."""
-    rtype = _str(rec, "type")
-    ts = num(rec, "ts")
-    if rtype is None or ts is None:
+    """The insert parameters for one record (raises ValueError when it has no type or ts).
+
+    On the ingest hot path (every record of every batch), so written out flat: one ``get``
+    per field and inline exact-type tests, exact types only (a str
+    column takes a str, an int column an int and never a ``bool``; ``num``'s rule for
+    numbers: int or float, finite), else None.
+    """
+    get = rec.get
+    rtype: Any = get("type")
+    ts: Any = get("ts")
+    tt = type(ts)
+    if type(rtype) is not str or not (tt is float or tt is int) or not _isfinite(ts):
         raise ValueError(f"records[{idx}]: a record needs a str 'type' and a finite numeric 'ts'")
-    if rtype == "nat":
-        # One address vocabulary for every type: inside = src, remote = dst, outside = nat.
-        src_ip, src_port = _str(rec, "inside_ip"), _int(rec, "inside_port")
-        dst_ip, dst_port = _str(rec, "remote_ip"), _int(rec, "remote_port")
-        nat_ip, nat_port = _str(rec, "outside_ip"), _int(rec, "outside_port")
-    else:
-        src_ip, src_port = _str(rec, "src_ip"), _int(rec, "src_port")
-        dst_ip, dst_port = _str(rec, "dst_ip"), _int(rec, "dst_port")
-        nat_ip, nat_port = _str(rec, "nat_ip"), _int(rec, "nat_port")
-    duration = num(rec, "duration") if rtype == "session" else None
-    end_ts = ts + max(duration, 0.0) if duration is not None else ts
-    texts = [s.casefold() for s in (_str(rec, k) for k in SEARCH_FIELDS) if s]
+    ts = float(ts)
+    k_sip, k_sport, k_dip, k_dport, k_nip, k_nport = _NAT_KEYS if rtype == "nat" else _FLOW_KEYS
+    src_ip, src_port, dst_ip, dst_port = get(k_sip), get(k_sport), get(k_dip), get(k_dport)
+    nat_ip, nat_port, uid = get(k_nip), get(k_nport), get("uid")
+    end_ts = ts
+    if rtype == "session":
+        d: Any = get("duration")
+        td = type(d)
+        if (td is float or td is int) and _isfinite(d):
+            end_ts = ts + max(float(d), 0.0)
+    addr = None
+    for k in ADDR_FIELDS.get(rtype, ()):
+        if type(v := get(k)) is str:
+            addr = v
+            break
+    account = None
+    for k in ACCOUNT_FIELDS:
+        if type(v := get(k)) is str:
+            account = v
+            break
+    texts = [v.casefold() for k in SEARCH_FIELDS if type(v := get(k)) is str and v]
     return (
         agent,
         unit,
@@ -89,18 +94,18 @@ def record_row(agent: str, unit: str, batch_seq: int, idx: int, rec: Mapping[str
         rtype,
         ts,
         end_ts,
-        _str(rec, "uid"),
-        src_ip,
-        src_port,
-        dst_ip,
-        dst_port,
-        nat_ip,
-        nat_port,
-        _first_str(rec, ADDR_FIELDS.get(rtype, ())),
-        _first_str(rec, ACCOUNT_FIELDS),
+        uid if type(uid) is str else None,
+        src_ip if type(src_ip) is str else None,
+        src_port if type(src_port) is int else None,
+        dst_ip if type(dst_ip) is str else None,
+        dst_port if type(dst_port) is int else None,
+        nat_ip if type(nat_ip) is str else None,
+        nat_port if type(nat_port) is int else None,
+        addr,
+        account,
         # newline-joined so a search for "a\nb" is the only way to match across two fields
         "\n".join(texts) if texts else None,
-        orjson.dumps(dict(rec)).decode(),
+        orjson.dumps(rec if type(rec) is dict else dict(rec)).decode(),
     )
 
 
@@ -115,3 +120,37 @@ def ends(logout: Mapping[str, Any], login: Mapping[str, Any]) -> bool:
     if sid_out is not None and sid_in is not None:
         return bool(sid_out == sid_in)
     return bool(logout.get("account") == login.get("account"))
+
+
+def nat_in_force(events: Iterable[Mapping[str, Any]], ts: float, proto: str | None) -> list[dict[str, Any]]:
+    """The ``nat`` create records of one outside (ip, port) in force at ``ts``, newest first.
+
+    ``events`` are that address's nat records in time order, up to ``ts + NAT_CLOCK_SLACK``.
+    Replayed up to ``ts``: conntrack keeps the (outside, remote) reply tuple unique, so a
+    mapping ends at its destroy or at the next create on that tuple. When none is in force, a
+    create recorded within ``NAT_CLOCK_SLACK`` after ``ts`` answers: the kernel reports a
+    new connection after its first packet, and the agent stamps the event when it reads it,
+    so a short connection's packets (and the server log naming them) can precede the create.
+    ``proto`` (when given) keeps only that protocol's mappings: TCP and UDP may use one port.
+    """
+    active: dict[tuple[Any, ...], dict[str, Any]] = {}
+    early: list[dict[str, Any]] = []
+    for rec in events:
+        if proto is not None and rec.get("proto") != proto:
+            continue
+        key = (rec[AGENT_KEY], rec.get("proto"), rec.get("remote_ip"), rec.get("remote_port"))
+        event, rts = rec.get("event"), float(rec["ts"])
+        if rts > ts:
+            if event == "create":
+                early.append(dict(rec))
+            continue
+        if event == "create":
+            active[key] = dict(rec)
+        elif event == "destroy" and rts < ts:
+            cur = active.get(key)
+            if cur is not None and (cur.get("inside_ip"), cur.get("inside_port")) == (
+                    rec.get("inside_ip"), rec.get("inside_port")):
+                del active[key]
+    if active:
+        return sorted(active.values(), key=lambda r: float(r["ts"]), reverse=True)
+    return early[:1]

@@ -13,7 +13,7 @@ range which files to open; files are opened lazily and at most ``MAX_OPEN_DAYS``
 
 Atomicity: a batch may span midnight and so touch several files, and SQLite cannot commit
 several files atomically (ATTACH + WAL is not atomic across files). So:
-1. each day's rows go in one transaction (``executemany``) with ``INSERT OR IGNORE`` on a
+1. each day's rows go in one transaction (multi-row ``INSERT OR IGNORE`` statements) on a
    unique ``(agent, batch_seq, idx)`` key, ``idx`` being the record's index in the batch;
 2. the marker is written to ``meta.sqlite`` last, after every day file committed.
 A crash before step 2 leaves rows but no marker: the agent retries the batch (it is not
@@ -29,7 +29,9 @@ is one fsync of the WAL per commit, i.e. one or two per batch of thousands of re
 ``synchronous=NORMAL`` (``sync="NORMAL"``) survives an application crash but a power loss
 may roll back the last commits; with the marker written last, a lost day commit under a
 surviving marker would drop an acknowledged batch for good, which is why it is not the
-default. Use NORMAL only where the disk has a power-loss-safe cache or for tests.
+default. Use NORMAL only where the disk has a power-loss-safe cache or for tests. FULL costs
+little here: one commit per batch of thousands of records, and the inserts are bound by
+index maintenance (bench/bench_collector.py: FULL, NORMAL and OFF within ~10% of each other).
 
 Concurrency: one ``threading.RLock`` serialises all calls on an instance (SQLite has one
 writer per file anyway; the HTTP layer calls from a thread pool). One process owns
@@ -69,6 +71,7 @@ from collector.storage.base import (
     IDENTITY_LOOKBACK,
     MAX_PAGE,
     MAX_SESSION_SPAN,
+    NAT_CLOCK_SLACK,
     NAT_DEFAULT_LIFETIME,
     SESSION_TOLERANCE,
     UNIT_KEY,
@@ -77,7 +80,7 @@ from collector.storage.base import (
     InsertResult,
     Page,
 )
-from collector.storage.rows import Row, ends, num, record_row
+from collector.storage.rows import Row, ends, nat_in_force, num, record_row
 from wire.addresses import canonical_ip
 
 #: Day files kept open at once (LRU); a query over more days reopens files as it walks.
@@ -87,6 +90,10 @@ BUSY_TIMEOUT: Final = 10.0
 
 _DAY: Final = 86_400
 _DAY_FILE_RE: Final = re.compile(r"records-(\d{4}-\d{2}-\d{2})\.sqlite")
+# The nat, addr and account indexes are partial (most records have none of these: only nat
+# records have a nat address, only identity records an addr): an insert skips them for those
+# rows. Every query on them has ``col = ?``, which implies ``col IS NOT NULL``, so SQLite uses
+# them as before. Files made before this keep their full indexes, which answer the same.
 _DAY_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
@@ -114,9 +121,9 @@ CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
 CREATE INDEX IF NOT EXISTS records_type_ts ON records (type, ts);
 CREATE INDEX IF NOT EXISTS records_src ON records (src_ip, src_port, ts);
 CREATE INDEX IF NOT EXISTS records_dst ON records (dst_ip, ts);
-CREATE INDEX IF NOT EXISTS records_nat ON records (nat_ip, nat_port, ts);
-CREATE INDEX IF NOT EXISTS records_addr ON records (addr, ts);
-CREATE INDEX IF NOT EXISTS records_account ON records (account, ts);
+CREATE INDEX IF NOT EXISTS records_nat ON records (nat_ip, nat_port, ts) WHERE nat_ip IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_addr ON records (addr, ts) WHERE addr IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_account ON records (account, ts) WHERE account IS NOT NULL;
 CREATE INDEX IF NOT EXISTS records_uid ON records (uid) WHERE uid IS NOT NULL;
 """
 
@@ -137,6 +144,33 @@ _INSERT: Final = (
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT: Final = "SELECT id, ts, agent, unit, json FROM records"
+_N_COLS: Final = 18
+#: Rows per multi-row INSERT statement (18 parameters each: 18,000 of SQLite's 32,766).
+INSERT_CHUNK: Final = 1000
+_INSERT_CHUNK_SQL: Final = _INSERT.partition(" VALUES ")[0] + " VALUES " + ", ".join(
+    ["(" + ", ".join("?" * _N_COLS) + ")"] * INSERT_CHUNK
+)
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+    """Insert ``rows`` (inside the caller's transaction), ``INSERT_CHUNK`` rows per statement.
+
+    Why not ``executemany``: it runs one statement per row and re-takes the GIL after each,
+    and in the collector another thread (decoding the next batch) holds the GIL most of the
+    time; each re-take then waits out the interpreter's switch interval (5 ms), which made
+    inserts ~10x slower under load (bench/bench_collector.py). One statement of a thousand
+    rows re-takes the GIL once per thousand rows, and SQLite also runs it a little faster.
+    """
+    full = len(rows) - len(rows) % INSERT_CHUNK
+    for i in range(0, full, INSERT_CHUNK):
+        conn.execute(_INSERT_CHUNK_SQL, [v for row in rows[i : i + INSERT_CHUNK] for v in row])
+    if full < len(rows):
+        conn.execute(
+            _INSERT.partition(" VALUES ")[0] + " VALUES " + ", ".join(
+                ["(" + ", ".join("?" * _N_COLS) + ")"] * (len(rows) - full)
+            ),
+            [v for row in rows[full:] for v in row],
+        )
 
 # --- days and cursors ------------------------------------------------------------------------
 
@@ -255,21 +289,28 @@ class SqliteStorage:
     def insert_batch(
         self, agent: str, unit: str, batch_seq: int, records: Sequence[Mapping[str, Any]]
     ) -> InsertResult:
+        # Build every row first, outside the lock: a bad record refuses the batch before any
+        # file is touched, and this Python work of one batch overlaps another batch's SQLite
+        # work (which runs without the GIL) instead of queueing behind it.
+        by_day: dict[str, list[Row]] = {}
+        # keyed by _day_of's own day number, so _day_of runs once per day, not once per row
+        day_rows: dict[int, list[Row]] = {}
+        for idx, rec in enumerate(records):
+            row = record_row(agent, unit, batch_seq, idx, rec)
+            rows = day_rows.get(key := math.floor(row[5] / _DAY))
+            if rows is None:
+                rows = day_rows[key] = by_day.setdefault(_day_of(row[5]), [])
+            rows.append(row)
         with self._lock:
             self._check_open()
             prior = self._marker(agent, batch_seq)
             if prior is not None:
                 return InsertResult(accepted=prior, duplicate=True)
-            # Build every row first: a bad record refuses the batch before any file is touched.
-            by_day: dict[str, list[Row]] = {}
-            for idx, rec in enumerate(records):
-                row = record_row(agent, unit, batch_seq, idx, rec)
-                by_day.setdefault(_day_of(row[5]), []).append(row)
             for day in sorted(by_day):
                 conn = self._day_conn(day)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.executemany(_INSERT, by_day[day])
+                    _insert_rows(conn, by_day[day])
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
@@ -361,36 +402,27 @@ class SqliteStorage:
             for row in self._day_conn(day).execute(sql, params):
                 yield day, row
 
-    def nat_at(self, ip: str, port: int, ts: float) -> list[dict[str, Any]]:
+    # The lookups below write ``+type``: the unary plus keeps SQLite's planner (no ANALYZE
+    # statistics) off ``records_type_ts``, which it would otherwise prefer and which walks every
+    # record of that type in the lookback window (days of sessions: seconds on a busy store);
+    # the address index (``records_nat``/``records_src``/``records_addr``) finds a handful.
+
+    def nat_at(self, ip: str, port: int, ts: float, proto: str | None = None) -> list[dict[str, Any]]:
         ip = canonical_ip(ip)
-        lo = ts - NAT_DEFAULT_LIFETIME
+        lo, hi = ts - NAT_DEFAULT_LIFETIME, ts + NAT_CLOCK_SLACK
         with self._lock:
             self._check_open()
             rows = list(
                 self._select(
-                    self._days(lo, ts),
-                    "nat_ip = ? AND nat_port = ? AND type = 'nat' AND ts >= ? AND ts <= ?",
-                    (ip, port, lo, ts),
+                    self._days(lo, hi),
+                    "nat_ip = ? AND nat_port = ? AND +type = 'nat' AND ts >= ? AND ts <= ?",
+                    (ip, port, lo, hi),
                 )
             )
-        # Replay the events in time order. Conntrack keeps the (outside, remote) reply tuple
-        # unique, so a mapping ends at its destroy or at the next create on that tuple.
-        active: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for _, row in rows:
-            rec = _record(row)
-            key = (rec[AGENT_KEY], rec.get("proto"), rec.get("remote_ip"), rec.get("remote_port"))
-            if rec.get("event") == "create":
-                active[key] = rec
-            elif rec.get("event") == "destroy" and row[1] < ts:
-                cur = active.get(key)
-                if cur is not None and (cur.get("inside_ip"), cur.get("inside_port")) == (
-                    rec.get("inside_ip"),
-                    rec.get("inside_port"),
-                ):
-                    del active[key]
-        return sorted(active.values(), key=lambda r: float(r["ts"]), reverse=True)
+        return nat_in_force((_record(row) for _, row in rows), ts, proto)
 
-    def sessions_at(self, ip: str, port: int, ts: float, *, outside: bool) -> list[dict[str, Any]]:
+    def sessions_at(self, ip: str, port: int, ts: float, *, outside: bool,
+                    proto: str | None = None) -> list[dict[str, Any]]:
         ip = canonical_ip(ip)
         # Column names come from this fixed choice, never from input.
         cols = "nat_ip = ? AND nat_port = ?" if outside else "src_ip = ? AND src_port = ?"
@@ -401,7 +433,7 @@ class SqliteStorage:
             rows = list(
                 self._select(
                     self._days(lo, hi),
-                    cols + " AND type = 'session' AND ts >= ? AND ts <= ? AND end_ts >= ?",
+                    cols + " AND +type = 'session' AND ts >= ? AND ts <= ? AND end_ts >= ?",
                     (ip, port, lo, hi, ts - SESSION_TOLERANCE),
                 )
             )
@@ -409,6 +441,8 @@ class SqliteStorage:
         best: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
         for _, row in rows:
             rec = _record(row)
+            if proto is not None and rec.get("proto") != proto:
+                continue
             key = (rec[AGENT_KEY], rec.get("uid"))
             reach = float(row[1]) + (num(rec, "duration") or 0.0)
             if key not in best or reach >= best[key][0]:
@@ -425,7 +459,7 @@ class SqliteStorage:
             # before the login itself, and the first login left standing is the answer.
             for day in reversed(self._days(lo, ts)):
                 cur = self._day_conn(day).execute(
-                    _SELECT + " WHERE addr = ? AND type = 'login' AND ts >= ? AND ts <= ?"
+                    _SELECT + " WHERE addr = ? AND +type = 'login' AND ts >= ? AND ts <= ?"
                     " ORDER BY ts DESC, id DESC",
                     (ip, lo, ts),
                 )
@@ -437,11 +471,24 @@ class SqliteStorage:
                         return rec
         return None
 
-    def connection(self, uid: str) -> list[dict[str, Any]]:
+    def connection(self, uid: str, *, agent: str | None = None, start: float | None = None,
+                   end: float | None = None) -> list[dict[str, Any]]:
+        where = "uid = ?"
+        params: list[Any] = [uid]
+        if agent is not None:
+            where += " AND agent = ?"
+            params.append(agent)
+        if start is not None:
+            where += " AND ts >= ?"
+            params.append(start)
+        if end is not None:
+            where += " AND ts <= ?"
+            params.append(end)
         with self._lock:
             self._check_open()
-            # One indexed probe per day file: a uid carries no time, so every day is a candidate.
-            return [_record(row) for _, row in self._select(self._days(), "uid = ?", (uid,))]
+            # One indexed probe per day file that may hold the window (every day without one).
+            days = self._days(start, end)
+            return [_record(row) for _, row in self._select(days, where, tuple(params))]
 
     # -- retention --
 

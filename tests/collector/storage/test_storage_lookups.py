@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from storage_records import MIDNIGHT, alert, dns, http, login, nat, session, strip
+from storage_records import DAY, MIDNIGHT, alert, dns, http, login, nat, session, strip
 
 from collector.storage import (
     MAX_SESSION_SPAN,
+    NAT_CLOCK_SLACK,
     NAT_DEFAULT_LIFETIME,
     SESSION_TOLERANCE,
     Storage,
@@ -44,7 +45,34 @@ def nat_store(store: Storage) -> Storage:
 def test_nat_overlapping_mappings_newest_first(nat_store: Storage) -> None:
     assert inside(nat_store.nat_at(*OUT, T0 + 50)) == [("10.0.0.3", 3000), ("10.0.0.1", 1000)]
     assert inside(nat_store.nat_at(*OUT, T0)) == [("10.0.0.1", 1000)]
-    assert nat_store.nat_at(*OUT, T0 - 1) == []
+    assert nat_store.nat_at(*OUT, T0 - NAT_CLOCK_SLACK - 0.5) == []
+
+
+def test_nat_created_just_after_the_queried_time_answers(store: Storage) -> None:
+    # conntrack reports a connection after its first packet: a server log may name a time
+    # a little before the create record's
+    store.insert_batch("gw", "u", 1, [nat(T0, "create", ("10.0.0.1", 1000), OUT),
+                                      nat(T0 + 10, "destroy", ("10.0.0.1", 1000), OUT),
+                                      nat(T0 + 20, "create", ("10.0.0.2", 2000), OUT)])
+    assert inside(store.nat_at(*OUT, T0 - 1)) == [("10.0.0.1", 1000)]
+    assert store.nat_at(*OUT, T0 - NAT_CLOCK_SLACK - 0.5) == []
+    assert store.nat_at(*OUT, T0 + 15) == []  # between two mappings, far from both
+    assert inside(store.nat_at(*OUT, T0 + 19)) == [("10.0.0.2", 2000)]
+    # a mapping in force wins over one created within the slack
+    store.insert_batch("gw", "u", 2, [nat(T0 + 40, "create", ("10.0.0.3", 3000), OUT, ("198.51.100.7", 80))])
+    assert inside(store.nat_at(*OUT, T0 + 39)) == [("10.0.0.2", 2000)]
+
+
+def test_nat_and_sessions_of_one_protocol(store: Storage) -> None:
+    udp = dict(nat(T0, "create", ("10.0.0.9", 9000), OUT), proto="udp")
+    c1 = session(T0, "C1", "10.0.0.1", 1000, nat_ip=OUT[0], nat_port=OUT[1])
+    c2 = dict(session(T0, "C2", "10.0.0.9", 9000, nat_ip=OUT[0], nat_port=OUT[1]), proto="udp")
+    store.insert_batch("gw", "u", 1, [nat(T0, "create", ("10.0.0.1", 1000), OUT), udp, c1, c2])
+    assert sorted(inside(store.nat_at(*OUT, T0 + 1))) == [("10.0.0.1", 1000), ("10.0.0.9", 9000)]
+    assert inside(store.nat_at(*OUT, T0 + 1, "udp")) == [("10.0.0.9", 9000)]
+    assert inside(store.nat_at(*OUT, T0 + 1, "tcp")) == [("10.0.0.1", 1000)]
+    assert [r["uid"] for r in store.sessions_at(*OUT, T0 + 1, outside=True, proto="udp")] == ["C2"]
+    assert sorted(r["uid"] for r in store.sessions_at(*OUT, T0 + 1, outside=True)) == ["C1", "C2"]
 
 
 def test_nat_destroy_and_reuse(nat_store: Storage) -> None:
@@ -174,3 +202,18 @@ def test_connection_collects_a_uid_across_days(store: Storage) -> None:
     assert [r["type"] for r in got] == ["dns", "session", "http", "alert"]
     assert [strip(r) for r in got] == [recs[1], recs[0], recs[2], recs[3]]
     assert store.connection("nope") == []
+
+
+def test_connection_of_one_agent_within_a_time_window(store: Storage) -> None:
+    # uids are unique per agent run only: another agent's C1, and this agent's C1 of a capture
+    # replayed a day earlier, are other connections
+    store.insert_batch("gw", "u", 1, [session(MIDNIGHT - 5, "C1", duration=20.0), http(MIDNIGHT + 3, "C1")])
+    store.insert_batch("gw", "u", 2, [session(MIDNIGHT - DAY, "C1", duration=1.0)])
+    store.insert_batch("other", "u", 1, [session(MIDNIGHT, "C1", duration=1.0), http(MIDNIGHT + 1, "C1")])
+    assert len(store.connection("C1")) == 5
+    got = store.connection("C1", agent="gw", start=MIDNIGHT - 7, end=MIDNIGHT + 17)
+    assert [(r["type"], r["ts"], r["_agent"]) for r in got] == [
+        ("session", MIDNIGHT - 5, "gw"), ("http", MIDNIGHT + 3, "gw")]
+    assert [r["ts"] for r in store.connection("C1", agent="other")] == [MIDNIGHT, MIDNIGHT + 1]
+    assert store.connection("C1", agent="gw", start=MIDNIGHT + 4) == []
+    assert [r["ts"] for r in store.connection("C1", end=MIDNIGHT - 6)] == [MIDNIGHT - DAY]
