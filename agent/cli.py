@@ -1,6 +1,9 @@
 """edgeaudit-agent: the gateway agent's command line.
 
     edgeaudit-agent replay FILE [FILE...] --jsonl OUT [--summary]
+    edgeaudit-agent run --config agent.toml          (the live agent: agent/run/)
+    edgeaudit-agent selfcheck --config agent.toml    (the compliance self-check receipt)
+    edgeaudit-agent inline --queue N --rules DIR --jsonl OUT
     edgeaudit-agent synth OUT.pcap --packets N [--seed S]
 
 `replay` is the offline mode every test and tool uses: it reads captures in
@@ -285,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--duration", type=float, default=None, metavar="S",
                    help="stop after S seconds (default: run until SIGTERM or SIGINT)")
     i.set_defaults(func=cmd_inline)
+    rn = sub.add_parser("run", help="the live agent: capture, NAT, spool and upload as agent.toml says "
+                                    "(SIGTERM stops cleanly, SIGHUP reloads)")
+    rn.add_argument("--config", type=Path, required=True, metavar="agent.toml")
+    rn.set_defaults(func=cmd_run)
+    sc = sub.add_parser("selfcheck", help="the compliance self-check receipt (自查回执) of the agent "
+                                          "agent.toml configures")
+    sc.add_argument("--config", type=Path, required=True, metavar="agent.toml")
+    sc.add_argument("--json", action="store_true", help="print the receipt as JSON")
+    sc.add_argument("--offline", action="store_true", help="do not contact the collector")
+    sc.set_defaults(func=cmd_selfcheck)
     s = sub.add_parser("synth", help="write a realistic synthetic gateway capture")
     s.add_argument("out", type=Path)
     s.add_argument("--packets", type=int, default=100_000)
@@ -380,6 +393,19 @@ def cmd_inline(a: Any) -> int:
         counters = " ".join(f"{k}={v}" for k, v in agent.counters.items())
         print(f"edgeaudit-agent: inline stopped: {counters}", file=sys.stderr)
     return 0
+
+
+def cmd_run(a: Any) -> int:
+    from agent.run.supervisor import main_run
+
+    tune_gc()
+    return main_run(a.config)
+
+
+def cmd_selfcheck(a: Any) -> int:
+    from agent.selfcheck import main_selfcheck
+
+    return main_selfcheck(a.config, as_json=a.json, offline=a.offline)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

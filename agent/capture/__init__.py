@@ -1,6 +1,8 @@
-"""Packet sources: capture files (pcap/pcapng) now; AF_PACKET ring and NFQUEUE later.
+"""Packet sources: capture files (``pcapfile``), the live AF_PACKET TPACKET_V3 ring
+(``afpacket``, with ``bpf`` filters and the fanout ``workers``), NFQUEUE (``agent.enforce``).
 
-Every source yields ``(timestamp, linktype, frame bytes)`` tuples, in batches.
+Every source yields ``(timestamp, linktype, frame bytes)`` tuples, in batches. The live
+modules are Linux-only and are imported by their users, not here.
 """
 
 from agent.capture import linktypes

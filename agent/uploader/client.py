@@ -36,7 +36,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal, overload
 
 from wire.envelope import encode_batch
 
@@ -79,17 +79,50 @@ class CollectorClient:
         """POST one batch body; the collector's acknowledgement ``{"accepted": N, "duplicate": b}``."""
         return self.request("POST", "/api/v1/batches", body)
 
+    def request_json(self, method: str, path: str, doc: Any) -> dict[str, Any]:
+        """One try of a JSON request body (the unit profile); answers as ``request``."""
+        return self._exchange(method, path, json.dumps(doc).encode(), "application/json", None)[0]
+
+    def fetch(self, path: str, etag: str | None) -> tuple[bytes, str | None] | None:
+        """One try of a GET of bytes with ``If-None-Match: etag``: (body, its ETag), or None when
+        not modified (304) or there is nothing (404); errors as ``request``."""
+        try:
+            body, headers = self._exchange("GET", path, None, None, etag, raw=True)
+        except _NotModified:
+            return None
+        return body, headers.get("ETag")
+
     def request(self, method: str, path: str, body: bytes | None) -> dict[str, Any]:
-        """One try: the JSON answer, ``TransientError`` (retry later) or ``UploadError`` (refused)."""
+        """One try: the JSON answer, ``TransientError`` (retry later) or ``UploadError`` (refused).
+        A body is a batch (msgpack + zstd)."""
+        ctype = "application/msgpack" if body is not None else None
+        return self._exchange(method, path, body, ctype, None)[0]
+
+    @overload
+    def _exchange(self, method: str, path: str, body: bytes | None, ctype: str | None, etag: str | None,
+                  raw: Literal[False] = False) -> tuple[dict[str, Any], Mapping[str, str]]: ...
+
+    @overload
+    def _exchange(self, method: str, path: str, body: bytes | None, ctype: str | None, etag: str | None,
+                  raw: Literal[True]) -> tuple[bytes, Mapping[str, str]]: ...
+
+    def _exchange(self, method: str, path: str, body: bytes | None, ctype: str | None, etag: str | None,
+                  raw: bool = False) -> tuple[Any, Mapping[str, str]]:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/msgpack"
+        if ctype is not None:
+            headers["Content-Type"] = ctype
+        if ctype == "application/msgpack":
             headers["Content-Encoding"] = "zstd"
+        if etag is not None:
+            headers["If-None-Match"] = etag
         req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as resp:
-                return dict(json.loads(resp.read() or b"{}"))
+                data = resp.read()
+                return (data if raw else dict(json.loads(data or b"{}"))), dict(resp.headers)
         except urllib.error.HTTPError as e:
+            if raw and e.code in (304, 404):
+                raise _NotModified from None
             detail = _reason(e)
             if e.code != 429 and e.code < 500:
                 raise UploadError(f"{method} {path}: refused with {e.code}: {detail}") from None
@@ -102,6 +135,10 @@ class CollectorClient:
             raise TransientError(str(reason) or type(e).__name__) from None
         except ValueError as e:  # an answer that is not JSON: a proxy in the way, or a cut answer
             raise TransientError(f"{method} {path}: unreadable answer: {e}") from None
+
+
+class _NotModified(Exception):
+    """304 (the ETag still names the current content) or 404 (nothing published)."""
 
 
 class Uploader:

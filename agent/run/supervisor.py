@@ -1,0 +1,615 @@
+"""``edgeaudit-agent run``: the live agent on a gateway, from ``agent.toml`` to the collector.
+
+What: ``Supervisor(config).run()`` starts, in this order,
+
+1. the spool (``<spool.path>/spool.sqlite``: every record goes there first);
+2. the capture workers (``agent.capture.workers.WorkerPool`` per interface, one process per
+   core by default, ``PACKET_FANOUT_HASH``), each a ``GatewayConsumer`` (pipeline → NAT stamp →
+   spool), forked before any thread starts so the compiled ruleset is shared copy-on-write;
+   in ``inline`` mode one worker process judging NFQUEUE packets instead;
+3. threads in this process: the uploader draining the spool (``SpoolDrain``); the NAT
+   sources (conntrack events in gateway mode, a router's syslog in mirror mode) whose ``nat``
+   records go to the spool; the unit profile upload (``PUT /api/v1/units/self``, retried
+   until accepted); the ruleset fetcher (``GET /api/v1/rulesets/current`` with ETag every
+   ``update_interval_s``: a verified, newer bundle replaces the rules file atomically and
+   the workers pick it up); the Prometheus endpoint; and the status file (every
+   ``WRITE_EVERY`` s) that ``selfcheck`` reads.
+
+Signals: SIGTERM/SIGINT stop cleanly: the workers flush every open flow into the spool, the
+NAT sources stop, the uploader gets ``DRAIN_ON_STOP_S`` to send what is spooled (the rest
+stays spooled for next time), and an ``audit`` record notes the stop. SIGHUP reloads: the
+configuration file is read again (a bad one is refused and logged, the running one kept),
+the unit profile is uploaded again, and the workers check the rules file at once. Changing
+interfaces, workers or the spool needs a restart (logged).
+
+Why one supervisor process with threads for the slow parts: capture is the only part that
+needs more than one core; uploads, NAT events and HTTP are I/O-bound and share one spool
+handle. A worker that dies stops the agent with exit status 1 so systemd restarts it
+(``Restart=on-failure``): a silent half-capturing agent would be worse.
+
+Every start, stop, reload and ruleset change is an ``audit`` record (the regulation's
+system maintenance log).
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.filter.compiled import CompiledRules
+from agent.identity.roster import Roster
+from agent.run.status import WRITE_EVERY, StatusFile, merge_counts, merge_latest, read_status
+from agent.run.worker import GatewayConsumer
+from agent.spool.store import Spool, SpoolError
+from agent.uploader.client import CollectorClient, TransientError, UploadError, backoff_delay
+from agent.uploader.drain import SpoolDrain
+
+log = logging.getLogger("edgeaudit.agent")
+
+SPOOL_FILE: Final = "spool.sqlite"
+DRAIN_ON_STOP_S: Final = 10.0
+APPEND_EVERY_S: Final = 0.5
+#: The inline worker's status and stats cadence (the capture workers' is the pool's stats interval).
+STATS_INTERVAL_S: Final = WRITE_EVERY
+UNIT_RESEND_S: Final = 3600.0
+#: Bytes of one TPACKET_V3 block; ``ring_mb`` sets how many.
+BLOCK_SIZE: Final = 1 << 20
+#: The spool figures the status file (and so `selfcheck`) shows.
+SPOOL_STATUS: Final = ("spool_records", "spool_bytes", "file_bytes", "unsent_records", "quota_bytes",
+                       "quota_alarm", "records_dropped", "records_invalid", "evicted_early_records",
+                       "upload_lag_s", "oldest_added")
+
+
+class StartError(Exception):
+    """The agent cannot start; the message says why."""
+
+
+def spool_file(cfg: AgentConfig) -> Path:
+    return cfg.spool.path / SPOOL_FILE
+
+
+def open_spool(cfg: AgentConfig) -> Spool:
+    cfg.spool.path.mkdir(parents=True, exist_ok=True)
+    sync: Any = cfg.spool.sync
+    return Spool(spool_file(cfg), quota_bytes=cfg.spool.quota, keep_days=cfg.spool.keep_days, sync=sync)
+
+
+def load_rules(cfg: AgentConfig) -> tuple[CompiledRules | None, list[Any]]:
+    """The configured ruleset, compiled, and the trusted keys; StartError naming the problem."""
+    from agent.filter.compiled import compile_rules
+    from rulesets.bundle import BundleError, verify_bundle
+    from rulesets.load import RulesetError, load_ruleset
+
+    keys = load_keys(cfg)
+    path = cfg.inspection.rules
+    if path is None:
+        return None, keys
+    try:
+        if path.is_dir():
+            ruleset = load_ruleset(path)
+        else:
+            if not keys:
+                raise StartError(f"[inspection].rules: {path} is a bundle: [inspection].pubkeys must name "
+                                 "the key that signed it")
+            ruleset = verify_bundle(path.read_bytes(), keys, now=int(time.time())).ruleset
+        return compile_rules(ruleset), keys
+    except RulesetError as e:
+        raise StartError(f"[inspection].rules: {path}: " + "; ".join(str(p) for p in e.problems)) from e
+    except BundleError as e:
+        raise StartError(f"[inspection].rules: {path}: {e.reason}") from e
+    except OSError as e:
+        raise StartError(f"[inspection].rules: {path}: {e.strerror or e}") from e
+
+
+def load_keys(cfg: AgentConfig) -> list[Any]:
+    """The trusted ruleset signing keys of ``[inspection].pubkeys``."""
+    from rulesets.keys import KeyFileError, load_public_key
+
+    keys = []
+    for p in cfg.inspection.pubkeys:
+        try:
+            keys.append(load_public_key(p))
+        except (OSError, KeyFileError) as e:
+            raise StartError(f"[inspection].pubkeys: {p}: {e}") from e
+    return keys
+
+
+def load_roster_of(cfg: AgentConfig) -> Roster | None:
+    from agent.identity.roster import RosterError, load_roster
+
+    if cfg.roster is None:
+        return None
+    try:
+        return load_roster(cfg.roster)
+    except RosterError as e:
+        raise StartError(f"[identity].roster: {e}") from e
+    except OSError as e:
+        raise StartError(f"[identity].roster: {cfg.roster}: {e.strerror or e}") from e
+
+
+def audit(action: str, target: str, detail: str, result: str = "ok") -> dict[str, Any]:
+    return {"type": "audit", "ts": time.time(), "actor": "agent", "action": action, "target": target,
+            "detail": detail, "result": result}
+
+
+class _Appender:
+    """Records from this process's threads, appended to the spool together (few fsyncs)."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._lock = threading.Lock()
+        self._pending: list[dict[str, Any]] = []
+        self.by_type: dict[str, int] = {}
+        self.last: dict[str, float] = {}
+        self.errors = 0
+
+    def add(self, rec: dict[str, Any]) -> None:
+        with self._lock:
+            self._pending.append(rec)
+            t = str(rec["type"])
+            self.by_type[t] = self.by_type.get(t, 0) + 1
+            self.last[t] = float(rec["ts"])
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            try:
+                self.spool.append(batch)
+            except SpoolError as e:
+                self.errors += 1
+                log.error("%d records not spooled: %s", len(batch), e)
+
+
+class Supervisor:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.info: dict[str, Any] = {"unit_uploaded": None, "unit_error": None, "ruleset_fetched": None,
+                                     "ruleset_error": None, "collector": None, "conntrack": None,
+                                     "syslog": None}
+        self.threads: list[threading.Thread] = []
+        self.pools: list[Any] = []
+        self.inline_pid: int | None = None
+
+    # -- start --
+
+    def run(self) -> int:
+        cfg = self.cfg
+        rules, keys = load_rules(cfg)
+        roster = load_roster_of(cfg)
+        try:
+            spool = open_spool(cfg)
+        except (SpoolError, OSError, ValueError) as e:
+            raise StartError(f"[spool].path: {e}") from e
+        self.spool = spool
+        self.appender = _Appender(spool)
+        self.status = StatusFile(cfg.spool.path, "supervisor")
+        self.appender.add(audit("start", "agent", f"mode {cfg.capture.mode}, interfaces "
+                                f"{','.join(cfg.capture.interfaces) or '-'}, ruleset "
+                                f"{f'{rules.name} v{rules.version}' if rules else 'none'}"))
+        self.appender.flush()
+        self.rules_version = rules.version if rules else None
+        self._start_capture(rules, keys, roster)  # forks: before any thread
+        signal.signal(signal.SIGTERM, lambda s, f: self.stop.set())
+        signal.signal(signal.SIGINT, lambda s, f: self.stop.set())
+        signal.signal(signal.SIGHUP, lambda s, f: self.reload.set())
+        client = CollectorClient(cfg.collector.url, cfg.collector.token,
+                                 ca_file=str(cfg.collector.ca_file) if cfg.collector.ca_file else None)
+        self.client = client
+        self.drain = SpoolDrain(open_spool(cfg), client, batch_records=cfg.collector.batch_records,
+                                linger_s=cfg.collector.batch_seconds)
+        self.drain_stop = threading.Event()
+        self._thread("uploader", lambda: self.drain.run(self.drain_stop))
+        if cfg.capture.mode == "gateway" and cfg.nat.conntrack:
+            self._thread("conntrack", self._conntrack)
+        if cfg.nat.syslog_listen:
+            self._thread("syslog", self._syslog)
+        self._thread("unit", self._unit_profile)
+        bundle = cfg.inspection.rules is not None and not cfg.inspection.rules.is_dir()
+        if rules is not None and keys and cfg.inspection.update_interval_s and bundle:
+            self._thread("rulesets", self._ruleset_fetch)
+        if cfg.metrics_listen:
+            self._thread("metrics", self._metrics)
+        log.info("running: mode %s, %d capture process(es), spool %s", cfg.capture.mode,
+                 sum(len(p.pids()) for p in self.pools) + (self.inline_pid is not None), spool_file(cfg))
+        return self._loop()
+
+    def _thread(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _start_capture(self, rules: CompiledRules | None, keys: list[Any], roster: Roster | None) -> None:
+        cfg = self.cfg
+        from agent.capture.workers import CaptureConfig, WorkerPool
+
+        def consumer(name: str) -> GatewayConsumer:
+            nat = None
+            if cfg.capture.mode == "gateway" and cfg.nat.conntrack:
+                nat = _worker_nat()
+            return GatewayConsumer(name, open_spool(cfg), depth=cfg.inspection.depth, roster=roster,
+                                   rules=rules, rules_path=cfg.inspection.rules if keys else None,
+                                   pubkeys=keys, nat=nat)
+
+        if cfg.capture.mode == "inline":
+            self.inline_pid = _fork_inline(cfg, lambda: consumer("inline"))
+            return
+        blocks = max(4, cfg.capture.ring_mb * (1 << 20) // BLOCK_SIZE)
+        workers = cfg.capture.workers or os.cpu_count() or 1
+        for ifname in cfg.capture.interfaces:
+            bpf = None
+            if cfg.capture.bpf:
+                from agent.capture.bpf import compile_filter
+
+                try:
+                    # per interface: tcpdump compiles `vlan` tests for the interface's link type
+                    bpf = compile_filter(cfg.capture.bpf, ifname=ifname)
+                except (ValueError, OSError) as e:
+                    raise StartError(f"[capture].bpf: {e}") from e
+            capture = CaptureConfig(ifname, block_size=BLOCK_SIZE, block_nr=blocks, bpf=bpf,
+                                    stats_interval=WRITE_EVERY)
+            pool = WorkerPool(capture, _named(consumer, ifname), workers=workers)
+            try:
+                pool.start()
+            except Exception as e:
+                for p in self.pools:
+                    p.stop()
+                raise StartError(f"[capture].interfaces: {ifname}: {e}") from e
+            self.pools.append(pool)
+
+    # -- the main loop --
+
+    def _loop(self) -> int:
+        status = 0
+        next_status = 0.0
+        while not self.stop.wait(APPEND_EVERY_S):
+            self.appender.flush()
+            if self.reload.is_set():
+                self.reload.clear()
+                self._reload()
+            failed = [f"{p.config.ifname}-{i}" for p in self.pools for i in p.failed()]
+            failed += self._inline_failed()
+            if failed:
+                log.error("capture worker(s) %s died: stopping (systemd restarts the agent)", failed)
+                self.appender.add(audit("stop", "agent", f"capture worker(s) {failed} died", "failed"))
+                status = 1
+                break
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + WRITE_EVERY
+                self._write_status()
+        self._shutdown()
+        return status
+
+    def _inline_failed(self) -> list[str]:
+        if self.inline_pid is None:
+            return []
+        pid, _ = os.waitpid(self.inline_pid, os.WNOHANG)
+        if pid == 0:
+            return []
+        self.inline_pid = None
+        return ["inline"]
+
+    def _shutdown(self) -> None:
+        log.info("stopping: flushing flows and the spool")
+        for pool in self.pools:
+            pool.stop()
+        if self.inline_pid is not None:
+            os.kill(self.inline_pid, signal.SIGTERM)
+            os.waitpid(self.inline_pid, 0)
+        self.stop.set()
+        self.appender.add(audit("stop", "agent", "stopped on request"))
+        self.appender.flush()
+        # give the uploader a moment to send what the workers flushed; the rest stays spooled
+        deadline = time.monotonic() + DRAIN_ON_STOP_S
+        while time.monotonic() < deadline:
+            try:
+                if self.spool.stats().unsent_records == 0:
+                    break
+            except SpoolError:
+                break
+            time.sleep(0.1)
+        self.drain_stop.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        self._write_status(final=True)
+        self.spool.close()
+
+    def _reload(self) -> None:
+        try:
+            new = load_config(self.cfg.path)
+        except ConfigError as e:
+            log.error("reload refused, the running configuration stays: %s", e)
+            self.appender.add(audit("reload", "agent.toml", str(e), "rejected"))
+            return
+        fixed = ("capture", "spool")
+        if any(getattr(new, k) != getattr(self.cfg, k) for k in fixed):
+            log.warning("reload: [capture] and [spool] changes take effect at the next restart")
+        self.cfg = new
+        self.info["unit_uploaded"] = None  # upload the profile again
+        for pool in self.pools:
+            for pid in pool.pids():
+                with _ignore_gone():
+                    os.kill(pid, signal.SIGHUP)  # check the rules file now
+        if self.inline_pid is not None:
+            with _ignore_gone():
+                os.kill(self.inline_pid, signal.SIGHUP)
+        self.appender.add(audit("reload", "agent.toml", "configuration reloaded"))
+
+    # -- status --
+
+    def _write_status(self, final: bool = False) -> None:
+        try:
+            st = self.spool.stats()
+            spool = {k: getattr(st, k) for k in SPOOL_STATUS}
+        except SpoolError as e:
+            spool = {"error": str(e)}
+        capture = [p.counters() for p in self.pools]
+        try:
+            self.status.write({
+                "role": "supervisor", "final": final, "mode": self.cfg.capture.mode,
+                "config": str(self.cfg.path), "records": self.appender.by_type, "last": self.appender.last,
+                "spool": spool, "capture": merge_counts([{"c": c} for c in capture], "c"),
+                "workers": sum(len(p.pids()) for p in self.pools) + (self.inline_pid is not None),
+                "uploader": {"counters": dict(getattr(self.drain, "counters", {})),
+                             "last_error": getattr(self.drain, "last_error", None)},
+                **self.info,
+            })
+        except OSError as e:
+            log.error("status: %s", e)
+
+    # -- threads --
+
+    def _conntrack(self) -> None:
+        from agent.nat.conntrack import ConntrackSource
+
+        try:
+            src = ConntrackSource()
+        except OSError as e:
+            self.info["conntrack"] = {"error": str(e)}
+            log.error("conntrack: cannot open: %s (no NAT records)", e)
+            return
+        with src:
+            for rec in src.resync():
+                self.appender.add(dict(rec))
+            self.info["conntrack"] = {"open": True}
+
+            def on_record(rec: Any) -> None:
+                self.appender.add(dict(rec))
+                self.info["conntrack"] = {"open": True, **src.stats()}
+
+            src.run(on_record, self.stop)
+
+    def _syslog(self) -> None:
+        from zoneinfo import ZoneInfo
+
+        from agent.nat.syslog import SyslogNatListener, SyslogNatParser
+
+        cfg = self.cfg.nat
+        host, _, port = cfg.syslog_listen.rpartition(":")
+        try:
+            listener = SyslogNatListener(host.strip("[]"), int(port), tcp="tcp" in cfg.syslog_protocols,
+                                         udp="udp" in cfg.syslog_protocols,
+                                         parser=SyslogNatParser(ZoneInfo(cfg.syslog_timezone)))
+        except (OSError, ValueError) as e:
+            self.info["syslog"] = {"error": str(e)}
+            log.error("syslog NAT listener on %s: %s", cfg.syslog_listen, e)
+            return
+        self.info["syslog"] = {"listen": cfg.syslog_listen}
+
+        def on_record(rec: Any) -> None:
+            self.appender.add(dict(rec))
+            self.info["syslog"] = {"listen": cfg.syslog_listen, **listener.counters,
+                                   **listener.parser.counters}
+
+        listener.run(on_record, self.stop)
+
+    def _unit_profile(self) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            if self.info["unit_uploaded"] is not None and \
+                    time.time() - float(self.info["unit_uploaded"]) < UNIT_RESEND_S:
+                self.stop.wait(5)
+                continue
+            try:
+                self.client.request_json("PUT", "/api/v1/units/self", self.cfg.unit)
+            except TransientError as e:
+                self.info["unit_error"] = str(e)
+                self.stop.wait(backoff_delay(attempt))
+                attempt += 1
+                continue
+            except UploadError as e:
+                self.info["unit_error"] = str(e)
+                log.error("unit profile refused: %s", e)
+                self.stop.wait(UNIT_RESEND_S)
+                continue
+            attempt = 0
+            self.info["unit_uploaded"] = time.time()
+            self.info["unit_error"] = None
+
+    def _ruleset_fetch(self) -> None:
+        from rulesets.bundle import BundleError, verify_bundle
+        from wire.files import write_atomically
+
+        etag: str | None = None
+        while not self.stop.wait(self.cfg.inspection.update_interval_s):
+            path = self.cfg.inspection.rules
+            assert path is not None
+            try:
+                got = self.client.fetch("/api/v1/rulesets/current", etag)
+            except (TransientError, UploadError) as e:
+                self.info["ruleset_error"] = str(e)
+                continue
+            self.info["ruleset_fetched"] = time.time()
+            if got is None:  # 304 Not Modified (or 404: nothing published)
+                continue
+            data, etag = got
+            try:
+                keys = load_keys(self.cfg)
+            except StartError as e:
+                self.info["ruleset_error"] = str(e)
+                continue
+            try:
+                verified = verify_bundle(data, keys, now=int(time.time()), newer_than=self.rules_version or 0)
+            except BundleError as e:
+                self.info["ruleset_error"] = e.reason
+                if "not newer" not in e.reason:
+                    self.appender.add(audit("ruleset_update", "collector bundle", e.reason, "rejected"))
+                continue
+            write_atomically(path, data, 0o644)  # the workers swap it in at their next check
+            self.rules_version = verified.version
+            self.info["ruleset_error"] = None
+            for pool in self.pools:
+                for pid in pool.pids():
+                    with _ignore_gone():
+                        os.kill(pid, signal.SIGHUP)
+
+    def _metrics(self) -> None:
+        sup = self
+        host, _, port = self.cfg.metrics_listen.rpartition(":")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+                if self.path != "/metrics":
+                    self.send_error(404)
+                    return
+                body = sup.metrics_text().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        try:
+            server = http.server.ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+        except OSError as e:
+            log.error("metrics on %s: %s", self.cfg.metrics_listen, e)
+            return
+        server.timeout = 0.5
+        with server:
+            while not self.stop.is_set():
+                server.handle_request()
+
+    def metrics_text(self) -> str:
+        docs = list(read_status(self.cfg.spool.path).values())
+        lines = []
+        capture = merge_counts([{"c": p.counters()} for p in self.pools], "c")
+        for k, v in sorted(capture.items()):
+            lines.append(f'edgeaudit_capture_{k}_total {v}')
+        for t, v in sorted(merge_counts(docs, "records").items()):
+            lines.append(f'edgeaudit_records_total{{type="{t}"}} {v}')
+        for t, last in sorted(merge_latest(docs, "last").items()):
+            lines.append(f'edgeaudit_last_record_timestamp_seconds{{type="{t}"}} {last}')
+        try:
+            st = self.spool.stats()
+            lines += [f"edgeaudit_spool_records {st.spool_records}",
+                      f"edgeaudit_spool_bytes {st.spool_bytes}",
+                      f"edgeaudit_spool_unsent_records {st.unsent_records}",
+                      f"edgeaudit_spool_quota_bytes {st.quota_bytes}",
+                      f"edgeaudit_spool_quota_alarm {int(st.quota_alarm)}",
+                      f"edgeaudit_spool_records_dropped_total {st.records_dropped}",
+                      f"edgeaudit_upload_lag_seconds {st.upload_lag_s or 0.0}"]
+        except SpoolError:
+            pass
+        return "\n".join(lines) + "\n"
+
+
+def _named(make: Callable[[str], GatewayConsumer], ifname: str) -> Callable[[int, Any], GatewayConsumer]:
+    """The pool's consumer factory for interface ``ifname``: worker i is "IFNAME-i"."""
+    return lambda index, _source: make(f"{ifname}-{index}")
+
+
+class _ignore_gone:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
+        return et is ProcessLookupError
+
+
+def _worker_nat() -> Any:
+    """The NAT table a capture worker stamps sessions from: its own conntrack listener (the
+    supervisor's emits the `nat` records; this one only answers ``outside_for``)."""
+    from agent.nat.conntrack import ConntrackSource
+
+    try:
+        src = ConntrackSource()
+    except OSError as e:
+        log.error("conntrack in a capture worker: %s (sessions get no nat_ip)", e)
+        return None
+    src.resync()
+    stop = threading.Event()
+    threading.Thread(target=src.run, args=(lambda _r: None, stop), daemon=True, name="nat-lookup").start()
+    return src
+
+
+def _fork_inline(cfg: AgentConfig, make: Callable[[], GatewayConsumer]) -> int:
+    """A child process judging NFQUEUE packets with the pipeline of ``make()``; returns its pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        code = _inline_child(cfg, make)
+    except BaseException:
+        log.exception("inline worker")
+    finally:
+        os._exit(code)
+
+
+def _inline_child(cfg: AgentConfig, make: Callable[[], GatewayConsumer]) -> int:
+    from agent.enforce.inject import RawInjector
+    from agent.enforce.inline import InlineAgent
+    from agent.enforce.nfqueue import NfQueue
+
+    stopping = [False]
+    signal.signal(signal.SIGTERM, lambda s, f: stopping.__setitem__(0, True))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    consumer = make()
+    injector = RawInjector()
+    agent = InlineAgent(consumer.pipeline, injector)
+    next_stats = time.monotonic() + STATS_INTERVAL_S
+
+    def should_stop() -> bool:
+        nonlocal next_stats
+        consumer.feed([])  # flushes buffered records on time
+        if time.monotonic() >= next_stats:
+            next_stats = time.monotonic() + STATS_INTERVAL_S
+            consumer.stats(dict(agent.counters))
+        return stopping[0]
+
+    with NfQueue(cfg.capture.queue) as queue:
+        try:
+            agent.serve(queue, should_stop)
+        finally:
+            consumer.finish()
+            injector.close()
+    return 0
+
+
+def main_run(config: Path) -> int:
+    """``edgeaudit-agent run --config FILE``: exit 0 after a clean stop, 2 on a bad configuration."""
+    logging.basicConfig(level=logging.INFO, format="edgeaudit-agent: %(name)s: %(message)s")
+    try:
+        cfg = load_config(config)
+        return Supervisor(cfg).run()
+    except ConfigError as e:
+        for line in str(e).splitlines():
+            log.error("%s", line)
+        return 2
+    except StartError as e:
+        log.error("cannot start: %s", e)
+        return 2
+

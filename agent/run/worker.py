@@ -1,0 +1,212 @@
+"""One capture worker of the live agent: packets in, records into the durable spool.
+
+What: ``GatewayConsumer`` is what ``agent.capture.workers.WorkerPool`` feeds in each worker
+process (its ``factory`` builds one per worker): a ``Pipeline`` (flows, decoders, identity,
+keyword filter) whose records are stamped with their public address from the NAT table
+(``nat_ip``/``nat_port`` on ``session`` records, from ``NatLookup``), counted, and appended to
+the spool. Every ``stats`` call (the pool's stats interval) it appends a ``stats`` record
+(SCHEMA.md: packets, kernel drops, flows, spool size, upload lag, ruleset version), rewrites
+its status file (``agent.run.status``) and picks up a changed ruleset file.
+
+Why records are buffered briefly: the spool makes every ``append`` durable (one fsync with
+``sync = "FULL"``), and the pipeline hands over records many times a second; appending at
+most every ``FLUSH_EVERY_S`` (or every ``FLUSH_RECORDS``) keeps fsyncs to a few per second.
+A ``kill -9`` loses at most that window of records, the same order as the flows open in
+memory that a crash loses anyway; SIGTERM flushes everything (``finish``).
+
+Rulesets: the supervisor writes a newer verified bundle to the configured rules path
+(atomically); each worker notices the file changed at its next stats call and offers it to
+its ``RulesetUpdater``, which verifies, test-compiles and swaps, or keeps the running one;
+the outcome is an ``audit`` record. SIGHUP in a worker only asks for that check at once.
+
+Limits: a worker's counters are its own since its start (the supervisor sums them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from agent.filter.compiled import CompiledRules
+from agent.identity.roster import Roster
+from agent.pipeline import Pipeline
+from agent.run.status import StatusFile
+from agent.spool.store import Spool, SpoolError
+
+log = logging.getLogger("edgeaudit.worker")
+
+FLUSH_EVERY_S: Final = 0.5
+FLUSH_RECORDS: Final = 5000
+#: A `stats` record (SCHEMA.md) this often.
+STATS_EVERY_S: Final = 60.0
+
+
+class NatLookup(Protocol):
+    """The public side of a translated connection (``agent.nat.conntrack.ConntrackSource``)."""
+
+    def outside_for(self, proto: str, src_ip: str, src_port: int, dst_ip: str,
+                    dst_port: int) -> tuple[str, int] | None: ...
+
+
+class GatewayConsumer:
+    """Pipeline → NAT stamp → spool, with stats, status and ruleset pick-up (module doc)."""
+
+    def __init__(self, name: str, spool: Spool, *, depth: int, roster: Roster | None,
+                 rules: CompiledRules | None, rules_path: Path | None, pubkeys: list[Any],
+                 nat: NatLookup | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.spool = spool
+        self.nat = nat
+        self.clock = clock
+        self.status = StatusFile(spool.path.parent, name)
+        self.by_type: Counter[str] = Counter()
+        self.last_ts: dict[str, float] = {}
+        self.counters: Counter[str] = Counter()
+        self._buffer: list[dict[str, Any]] = []
+        self._flushed = clock()
+        self._stats_at = clock()
+        self.capture: dict[str, int] = {}
+        # a random uid seed per worker run: uids stay unique across restarts and workers
+        self.pipeline = Pipeline(self._sink, depth=depth, roster=roster, rules=rules,
+                                 keep_bodies=rules is not None, uid_seed=os.urandom(16))
+        self.updater = None
+        self.rules_path = rules_path
+        self._rules_stamp = _stamp(rules_path)
+        if rules is not None and pubkeys and self.pipeline.filter is not None:
+            from agent.filter.updates import RulesetUpdater
+
+            self.updater = RulesetUpdater(self.pipeline.filter, pubkeys)
+        self._reload = False
+        signal.signal(signal.SIGHUP, self._on_hup)
+        self._write_status()
+
+    # -- the pool's Consumer protocol --
+
+    def feed(self, batch: list[tuple[float, int, bytes]], nbytes: int | None = None) -> None:
+        self.pipeline.feed(batch, nbytes)
+        buffered = len(self._buffer)
+        if buffered and (buffered >= FLUSH_RECORDS or self.clock() - self._flushed >= FLUSH_EVERY_S):
+            self.flush()
+
+    def finish(self) -> None:
+        self.pipeline.finish()
+        self._stats_record(self.clock())
+        self.flush()
+        self._write_status(final=True)
+
+    def stats(self, capture: dict[str, int]) -> None:
+        """The pool's periodic call (every ``WRITE_EVERY`` s): status, rules, and every
+        ``STATS_EVERY_S`` a ``stats`` record."""
+        self.capture = dict(capture)
+        self._check_rules()
+        now = self.clock()
+        if now - self._stats_at >= STATS_EVERY_S:
+            self._stats_record(now)
+        self.flush()
+        self._write_status()
+
+    def _stats_record(self, now: float) -> None:
+        capture = self.capture
+        interval = round(now - self._stats_at, 3)
+        self._stats_at = now
+        rec = self.pipeline.stats_record(interval)
+        rec["kernel_drops"] = int(capture.get("kernel_drops", 0))
+        try:
+            st = self.spool.stats()
+        except SpoolError as e:
+            log.error("%s: spool stats: %s", self.name, e)
+        else:
+            rec.update(st.stats_record_fields())
+            rec["records_dropped"] = int(rec["records_dropped"]) + st.records_dropped + st.records_invalid
+        rec["ruleset_version"] = self.ruleset_version
+        self._sink([rec])
+
+    # -- records --
+
+    @property
+    def ruleset_version(self) -> int | None:
+        f = self.pipeline.filter
+        return f.rules.version if f is not None else None
+
+    def _sink(self, records: list[Any]) -> None:  # Pipeline's records, as plain dicts
+        nat = self.nat
+        for r in records:
+            t = r["type"]
+            self.by_type[t] += 1
+            ts = r.get("ts")
+            if isinstance(ts, float):
+                self.last_ts[t] = ts
+            if nat is not None and t == "session" and r.get("nat_ip") is None:
+                found = nat.outside_for(r["proto"], r["src_ip"], r["src_port"], r["dst_ip"], r["dst_port"])
+                if found is not None:
+                    r["nat_ip"], r["nat_port"] = found
+                    self.counters["nat_stamped"] += 1
+        self._buffer.extend(records)
+
+    def flush(self) -> None:
+        """Append what is buffered to the spool (durable when this returns)."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        try:
+            stored = self.spool.append(batch)
+        except SpoolError as e:
+            # the spool counts what it refuses; an unusable spool must not stop capture silently
+            self.counters["spool_errors"] += 1
+            self.counters["records_lost"] += len(batch)
+            log.error("%s: %d records not spooled: %s", self.name, len(batch), e)
+        else:
+            self.counters["spooled"] += stored
+        self._flushed = self.clock()
+
+    # -- rulesets --
+
+    def _on_hup(self, signum: int, frame: object) -> None:
+        self._reload = True
+
+    def _check_rules(self) -> None:
+        stamp = _stamp(self.rules_path)
+        if self.updater is None or self.rules_path is None:
+            return
+        if stamp == self._rules_stamp and not self._reload:
+            return
+        self._reload = False
+        self._rules_stamp = stamp
+        try:
+            data = self.rules_path.read_bytes()
+        except OSError as e:
+            log.error("%s: %s: %s", self.name, self.rules_path, e)
+            return
+        result = self.updater.offer(data)
+        self._sink([result.audit_record(time.time())])
+        log.info("%s: %s", self.name, result.detail)
+
+    def _write_status(self, final: bool = False) -> None:
+        try:
+            self.status.write({
+                "role": "capture", "final": final, "records": dict(self.by_type), "last": self.last_ts,
+                "capture": self.capture, "counters": dict(self.counters),
+                "pipeline": {"packets": self.pipeline.packets, "bytes": self.pipeline.bytes,
+                             "flows_active": len(self.pipeline.table.active)},
+                "ruleset_version": self.ruleset_version,
+                "ruleset": self.updater.counters if self.updater is not None else None,
+                "ruleset_error": self.updater.last_error if self.updater is not None else None,
+            })
+        except OSError as e:
+            log.error("%s: status: %s", self.name, e)
+
+
+def _stamp(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
