@@ -13,7 +13,7 @@ DEB_PACKAGES := python3-venv python3-dev gcc iproute2 tcpdump curl freeradius fr
 DEMO_DIR := demo-out
 DEMO_PACKETS ?= 200000
 
-.PHONY: demo test deps deb-deps lint typecheck unit bench clean compiled test-compiled
+.PHONY: demo demo-stop test deps deb-deps lint typecheck unit bench clean compiled test-compiled
 
 deps: deb-deps $(STAMP)
 
@@ -55,15 +55,21 @@ test-compiled: compiled
 
 test: lint typecheck unit test-compiled
 
+# The lab (deploy/lab/lab.py): client, gateway and internet namespaces with real servers, the
+# collector on the host and the agent on the gateway; prints the collector URL, an operator login
+# and an example traceback, and leaves it all running until `make demo-stop`.
 demo: deps
-	@mkdir -p $(DEMO_DIR)
-	$(BIN)/edgeaudit-agent synth $(DEMO_DIR)/edge.pcap --packets $(DEMO_PACKETS)
-	$(BIN)/edgeaudit-agent replay $(DEMO_DIR)/edge.pcap --jsonl $(DEMO_DIR)/records.jsonl --summary
-	@echo "records written to $(DEMO_DIR)/records.jsonl"
+	$(BIN)/python deploy/lab/lab.py start --dir $(DEMO_DIR)
+
+demo-stop:
+	@$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) deploy/lab/lab.py stop --dir $(DEMO_DIR)
 
 bench: deps compiled
 	$(BIN)/python bench/bench_sessions.py --repeat 3
 	$(BIN)/pip install -q 'hyperscan>=0.7' && $(BIN)/python bench/bench_keywords.py
+	command -v tcpreplay >/dev/null || apt-get install -y -q tcpreplay
+	$(BIN)/python bench/bench_live.py
+	$(BIN)/python bench/bench_collector.py --repeat 3
 
 clean:
 	rm -rf $(DEMO_DIR) build .pytest_cache .mypy_cache .ruff_cache
