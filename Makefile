@@ -11,7 +11,6 @@ STAMP  := $(VENV)/.installed
 DEB_PACKAGES := python3-venv python3-dev gcc iproute2 tcpdump curl freeradius freeradius-utils \
   dnsmasq-base udhcpc dovecot-imapd dovecot-pop3d vsftpd nginx nftables iptables iputils-ping clickhouse-server zookeeper
 DEMO_DIR := demo-out
-DEMO_PACKETS ?= 200000
 
 .PHONY: demo demo-stop test deps deb-deps lint typecheck unit bench clean compiled test-compiled
 

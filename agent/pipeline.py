@@ -98,6 +98,14 @@ class Pipeline:
         self._drain()
         return off, n, nbytes, snapped
 
+    def tick(self, now: float) -> None:
+        """Live capture: the wall clock moved on while no packet came (packet time stands
+        still on an idle link, and a closed connection's record would wait for the next
+        packet); flows time out by ``now`` as they would by a packet's time."""
+        if now > self.last_ts:
+            self.table.advance(now)
+            self._drain()
+
     def finish(self) -> None:
         self.table.flush()
         if self.inspector is not None:

@@ -722,6 +722,12 @@ class FlowTable:
             self._retire(f)
         self.counters["flows_evicted"] += n
 
+    def advance(self, ts: float) -> None:
+        """Time reached ``ts`` with no packet (a live capture on an idle link): retire what
+        timed out and write what is due, as a packet at ``ts`` would have."""
+        if ts >= self._next_scan:
+            self._scan(ts)
+
     def flush(self) -> None:
         """Retire every flow (end of capture, shutdown)."""
         for f in list(self.active):

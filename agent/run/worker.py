@@ -105,6 +105,7 @@ class GatewayConsumer:
         ``STATS_EVERY_S`` a ``stats`` record."""
         self.capture = dict(capture)
         self._check_rules()
+        self.pipeline.tick(time.time())  # packet time stands still on an idle link
         now = self.clock()
         if now - self._stats_at >= STATS_EVERY_S:
             self._stats_record(now)
@@ -124,7 +125,8 @@ class GatewayConsumer:
         else:
             rec.update(st.stats_record_fields())
             rec["records_dropped"] = int(rec["records_dropped"]) + st.records_dropped + st.records_invalid
-        rec["ruleset_version"] = self.ruleset_version
+        version = self.ruleset_version
+        rec["ruleset_version"] = str(version) if version is not None else None  # SCHEMA: str
         self._sink([rec])
 
     # -- records --

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 from netns import Net, assert_captured, replay, require, veth_pair
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "lab"))
+from lab import RADIUS_SITE  # noqa: E402
 
 RADDB = Path("/etc/freeradius/3.0")
 SECRET = "e2e-Shared-Secret-5d2a"
@@ -30,43 +34,7 @@ USER, PASSWORD, WRONG = "alice", "Radius-Pw-8c1f", "Radius-Wrong-3e07"
 FRAMED, CSID, CALLED = "100.64.7.23", "13800138000", "00-11-22-33-44-55:edge"
 SESSION_ID, SESSION_TIME, IN_OCTETS, OUT_OCTETS = "e2e-sess-0001", 42, 12345, 67890
 
-SITE = """
-server e2e {
-    listen {
-        type = auth
-        ipaddr = %(addr)s
-        port = 1812
-    }
-    listen {
-        type = acct
-        ipaddr = %(addr)s
-        port = 1813
-    }
-    authorize {
-        preprocess
-        files
-        pap
-    }
-    authenticate {
-        Auth-Type PAP {
-            pap
-        }
-    }
-    preacct {
-        preprocess
-        acct_unique
-    }
-    accounting {
-        detail
-        ok
-    }
-    post-auth {
-        Post-Auth-Type REJECT {
-            attr_filter.access_reject
-        }
-    }
-}
-"""
+SITE = RADIUS_SITE  # the lab's site: PAP auth + accounting on one address
 
 
 def _raddb(d: Path, server_addr: str, client_addr: str) -> Path:

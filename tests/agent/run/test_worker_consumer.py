@@ -1,0 +1,67 @@
+"""The live worker's consumer without a network: records reach the spool, a closed
+connection's session leaves on an idle link when the wall clock moves on (`Pipeline.tick`),
+sessions get their public address from the NAT table, and `stats` records are valid."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "flows"))
+from tcp_frames import udp_frame  # noqa: E402
+
+from agent.run.status import read_status  # noqa: E402
+from agent.run.worker import STATS_EVERY_S, GatewayConsumer  # noqa: E402
+from agent.spool.store import Spool  # noqa: E402
+
+ETHERNET = 1
+
+
+class Nat:
+    def __init__(self) -> None:
+        self.asked: list[tuple[Any, ...]] = []
+
+    def outside_for(self, proto: str, src_ip: str, src_port: int, dst_ip: str,
+                    dst_port: int) -> tuple[str, int] | None:
+        self.asked.append((proto, src_ip, src_port, dst_ip, dst_port))
+        return ("203.0.113.10", 40001) if src_ip == "192.168.1.5" else None
+
+
+def _spooled(spool: Spool) -> list[dict[str, Any]]:
+    rows = spool._conn.execute("SELECT body FROM records ORDER BY id").fetchall()  # test-only peek
+    return [msgpack.unpackb(r[0]) for r in rows]
+
+
+def test_idle_link_sessions_leave_with_their_public_address(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.sqlite")
+    nat = Nat()
+    clock = [1000.0]
+    c = GatewayConsumer("lan0-0", spool, depth=16384, roster=None, rules=None, rules_path=None, pubkeys=[],
+                        nat=nat, clock=lambda: clock[0])
+    now = time.time() - 120  # the packets were two minutes ago; nothing came since
+    frames = [(now, ETHERNET, udp_frame("192.168.1.5", 50000, "198.51.100.9", 7777, b"ping")),
+              (now + 0.01, ETHERNET, udp_frame("198.51.100.9", 7777, "192.168.1.5", 50000, b"pong"))]
+    c.feed(frames)
+    c.flush()
+    assert [r for r in _spooled(spool) if r["type"] == "session"] == []  # still open by packet time
+    c.stats({"kernel_drops": 3})  # the pool's periodic call: the wall clock moved on
+    sessions = [r for r in _spooled(spool) if r["type"] == "session"]
+    assert len(sessions) == 1, _spooled(spool)
+    assert (sessions[0]["nat_ip"], sessions[0]["nat_port"]) == ("203.0.113.10", 40001)
+    assert nat.asked == [("udp", "192.168.1.5", 50000, "198.51.100.9", 7777)]
+    status = read_status(tmp_path)["lan0-0"]
+    assert status["running"] and status["records"]["session"] == 1
+    assert status["capture"] == {"kernel_drops": 3}
+
+    clock[0] += STATS_EVERY_S + 1
+    c.stats({"kernel_drops": 5})
+    stats = [r for r in _spooled(spool) if r["type"] == "stats"]
+    assert len(stats) == 1 and stats[0]["kernel_drops"] == 5 and stats[0]["packets"] == 2
+    assert stats[0]["ruleset_version"] is None
+    c.finish()
+    assert read_status(tmp_path)["lan0-0"]["final"] is True
+    assert spool.stats().records_invalid == 0  # every record the consumer spooled was valid
