@@ -146,6 +146,15 @@ def test_agent_run_on_a_nat_gateway(tmp_path: Path) -> None:
         got_receipt = receipt()
         assert not got_receipt["filtering"]["configured"]  # no ruleset in this configuration
 
+        # SIGHUP: the configuration is read again, and the reload is in the maintenance log
+        os.kill(agent.pid, signal.SIGHUP)
+
+        def reloaded() -> bool:
+            audit = query("/api/v1/query/records", type="audit", limit=100)["records"]
+            return any(r["action"] == "reload" and r["result"] == "ok" for r in audit)
+
+        wait_for(reloaded, "the reload's audit record at the collector", 30, agent.diag)
+
         agent.stop(timeout=60)  # SIGTERM: open flows are flushed, the spool drains
         assert agent.proc.returncode == 0, agent.diag()
 
@@ -173,4 +182,6 @@ def test_agent_run_on_a_nat_gateway(tmp_path: Path) -> None:
             assert s["uid"] in [r["uid"] for r in ans["records"]]
         units = {u["unit"]: u for u in query("/api/v1/units")["units"]}
         assert units["unit-1"]["profile"]["name"] == "某某市图书馆", units
+        audit = query("/api/v1/query/records", type="audit", limit=100)["records"]
+        assert [r["action"] for r in audit if r["action"] in ("start", "stop")] == ["start", "stop"], audit
         os.kill(collector.pid, signal.SIGINT)
