@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import multiprocessing as mp
 import os
 import signal
 import threading
@@ -233,20 +234,26 @@ class Supervisor:
         cfg = self.cfg
         from agent.capture.workers import CaptureConfig, WorkerPool
 
-        def consumer(name: str) -> GatewayConsumer:
+        workers = cfg.capture.workers or os.cpu_count() or 1
+        total = workers * len(cfg.capture.interfaces)
+        # identity records travel between workers (worker.py): one inbox each, made before the fork
+        inboxes: list[Any] = [mp.get_context("fork").Queue() for _ in range(total)] if total > 1 else []
+
+        def consumer(name: str, slot: int | None = None) -> GatewayConsumer:
             nat = None
             if cfg.capture.mode == "gateway" and cfg.nat.conntrack:
                 nat = _worker_nat()
+            inbox = inboxes[slot] if slot is not None and inboxes else None
+            peers = [q for i, q in enumerate(inboxes) if i != slot] if inbox is not None else None
             return GatewayConsumer(name, open_spool(cfg), depth=cfg.inspection.depth, roster=roster,
                                    rules=rules, rules_path=cfg.inspection.rules if keys else None,
-                                   pubkeys=keys, nat=nat)
+                                   pubkeys=keys, nat=nat, inbox=inbox, peers=peers)
 
         if cfg.capture.mode == "inline":
-            self.inline_pid = _fork_inline(cfg, lambda: consumer("inline"))
+            self.inline_pid = _fork_inline(cfg, lambda: consumer("inline", None))
             return
         blocks = max(4, cfg.capture.ring_mb * (1 << 20) // BLOCK_SIZE)
-        workers = cfg.capture.workers or os.cpu_count() or 1
-        for ifname in cfg.capture.interfaces:
+        for n, ifname in enumerate(cfg.capture.interfaces):
             bpf = None
             if cfg.capture.bpf:
                 from agent.capture.bpf import compile_filter
@@ -258,7 +265,7 @@ class Supervisor:
                     raise StartError(f"[capture].bpf: {e}") from e
             capture = CaptureConfig(ifname, block_size=BLOCK_SIZE, block_nr=blocks, bpf=bpf,
                                     stats_interval=WRITE_EVERY)
-            pool = WorkerPool(capture, _named(consumer, ifname), workers=workers)
+            pool = WorkerPool(capture, _named(consumer, ifname, n * workers), workers=workers)
             try:
                 pool.start()
             except Exception as e:
@@ -526,9 +533,11 @@ class Supervisor:
         return "\n".join(lines) + "\n"
 
 
-def _named(make: Callable[[str], GatewayConsumer], ifname: str) -> Callable[[int, Any], GatewayConsumer]:
-    """The pool's consumer factory for interface ``ifname``: worker i is "IFNAME-i"."""
-    return lambda index, _source: make(f"{ifname}-{index}")
+def _named(make: Callable[[str, int | None], GatewayConsumer], ifname: str,
+           first_slot: int) -> Callable[[int, Any], GatewayConsumer]:
+    """The pool's consumer factory for interface ``ifname``: worker i is "IFNAME-i", with the
+    identity inbox ``first_slot + i``."""
+    return lambda index, _source: make(f"{ifname}-{index}", first_slot + index)
 
 
 class _ignore_gone:

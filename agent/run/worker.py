@@ -19,13 +19,26 @@ Rulesets: the supervisor writes a newer verified bundle to the configured rules 
 its ``RulesetUpdater``, which verifies, test-compiles and swaps, or keeps the running one;
 the outcome is an ``audit`` record. SIGHUP in a worker only asks for that check at once.
 
-Limits: a worker's counters are its own since its start (the supervisor sums them).
+Identity across workers: the fanout hash gives each worker its own share of the flows, so
+the RADIUS, DHCP or login exchange that names an address's user is seen by one worker only,
+while that user's connections are spread over all of them. Each worker therefore forwards
+the identity-bearing records it decodes (``FORWARDED``: RADIUS, DHCP, and application
+records that carry a user name) to every other worker (``peers``: one queue per worker,
+made before the fork), and keeps what it receives in a second identity table used only to
+stamp ``account`` where its own table knows nothing. The login/logout records themselves
+come from the worker that saw the exchange, once.
+
+Limits: a worker's counters are its own since its start (the supervisor sums them); a
+record forwarded while another worker is emitting a session of that address may arrive a
+moment too late for that one session (the collector's traceback answers from the login
+records regardless).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import time
 from collections import Counter
@@ -35,6 +48,7 @@ from typing import Any, Final, Protocol
 
 from agent.filter.compiled import CompiledRules
 from agent.identity.roster import Roster
+from agent.identity.table import STAMPED_TYPES, IdentityTable
 from agent.pipeline import Pipeline
 from agent.run.status import StatusFile
 from agent.spool.store import Spool, SpoolError
@@ -54,13 +68,38 @@ class NatLookup(Protocol):
                     dst_port: int) -> tuple[str, int] | None: ...
 
 
+#: Record types another worker's identity table learns from (with ``_names_a_user`` for apps).
+FORWARDED: Final = frozenset({"radius", "dhcp"})
+_APP_USER_FIELDS: Final = {"http": "username", "ftp": "user", "mailbox": "user", "smtp": "user"}
+
+
+def _names_a_user(rec: dict[str, Any]) -> bool:
+    t = rec["type"]
+    if t in FORWARDED:
+        return True
+    key = _APP_USER_FIELDS.get(t)
+    return key is not None and rec.get(key) is not None
+
+
+class Channel(Protocol):
+    """One worker's inbox (``multiprocessing.Queue`` has this shape)."""
+
+    def put_nowait(self, obj: Any) -> None: ...
+
+    def get_nowait(self) -> Any: ...
+
+
 class GatewayConsumer:
     """Pipeline → NAT stamp → spool, with stats, status and ruleset pick-up (module doc)."""
 
     def __init__(self, name: str, spool: Spool, *, depth: int, roster: Roster | None,
                  rules: CompiledRules | None, rules_path: Path | None, pubkeys: list[Any],
-                 nat: NatLookup | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 nat: NatLookup | None = None, clock: Callable[[], float] = time.monotonic,
+                 inbox: Channel | None = None, peers: list[Channel] | None = None) -> None:
         self.name = name
+        self.inbox = inbox
+        self.peers = peers or []
+        self.shared_identity = IdentityTable(roster=roster) if inbox is not None else None
         self.spool = spool
         self.nat = nat
         self.clock = clock
@@ -89,6 +128,8 @@ class GatewayConsumer:
     # -- the pool's Consumer protocol --
 
     def feed(self, batch: list[tuple[float, int, bytes]], nbytes: int | None = None) -> None:
+        if self.inbox is not None:
+            self._receive()
         self.pipeline.feed(batch, nbytes)
         buffered = len(self._buffer)
         if buffered and (buffered >= FLUSH_RECORDS or self.clock() - self._flushed >= FLUSH_EVERY_S):
@@ -136,10 +177,28 @@ class GatewayConsumer:
         f = self.pipeline.filter
         return f.rules.version if f is not None else None
 
+    def _receive(self) -> None:
+        """Learn the identity records other workers forwarded (their logins are theirs to emit)."""
+        assert self.inbox is not None and self.shared_identity is not None
+        for _ in range(1000):
+            try:
+                rec = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self.shared_identity.observe(rec)
+            self.counters["identity_received"] += 1
+
     def _sink(self, records: list[Any]) -> None:  # Pipeline's records, as plain dicts
         nat = self.nat
+        shared = self.shared_identity
         for r in records:
             t = r["type"]
+            if self.peers and _names_a_user(r):
+                for peer in self.peers:
+                    peer.put_nowait(dict(r))
+                self.counters["identity_forwarded"] += 1
+            if shared is not None and t in STAMPED_TYPES and r.get("account") is None:
+                shared.stamp(r)
             self.by_type[t] += 1
             ts = r.get("ts")
             if isinstance(ts, float):

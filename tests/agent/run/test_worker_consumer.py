@@ -65,3 +65,43 @@ def test_idle_link_sessions_leave_with_their_public_address(tmp_path: Path) -> N
     c.finish()
     assert read_status(tmp_path)["lan0-0"]["final"] is True
     assert spool.stats().records_invalid == 0  # every record the consumer spooled was valid
+
+
+def test_a_login_seen_by_one_worker_names_the_user_in_another(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    inboxes = [ctx.Queue(), ctx.Queue()]
+
+    def worker(i: int) -> GatewayConsumer:
+        return GatewayConsumer(f"lan0-{i}", Spool(tmp_path / "spool.sqlite"), depth=16384, roster=None,
+                               rules=None, rules_path=None, pubkeys=[], inbox=inboxes[i],
+                               peers=[inboxes[1 - i]])
+
+    a, b = worker(0), worker(1)
+    now = time.time() - 120
+    # worker 0 decoded the RADIUS accounting Start of alice at 192.168.1.77
+    start = {"type": "radius", "ts": now - 10, "uid": "Cradius1", "proto": "udp", "src_ip": "192.168.1.1",
+             "src_port": 40000, "dst_ip": "192.168.1.2", "dst_port": 1813, "code": "Accounting-Request",
+             "status_type": "Start", "username": "alice", "framed_addr": "192.168.1.77",
+             "calling_station_id": "13800138000", "called_station_id": None, "nas_ip": "192.168.1.1",
+             "acct_session_id": "s-1", "session_time": None, "input_octets": None, "output_octets": None,
+             "result": None}
+    a._sink([start])
+    assert a.counters["identity_forwarded"] == 1
+    # worker 1 carries alice's connection: its own table never saw the login
+    frames = [(now, ETHERNET, udp_frame("192.168.1.77", 50001, "198.51.100.9", 7777, b"x")),
+              (now + 0.01, ETHERNET, udp_frame("198.51.100.9", 7777, "192.168.1.77", 50001, b"y"))]
+    for _ in range(50):  # the queue's feeder thread delivers asynchronously
+        b.feed([])
+        if b.counters["identity_received"]:
+            break
+        time.sleep(0.02)
+    assert b.counters["identity_received"] == 1
+    b.feed(frames)
+    b.stats({})
+    sessions = [r for r in _spooled(b.spool) if r["type"] == "session"]
+    assert [s["account"] for s in sessions] == ["alice"]
+    assert [r for r in _spooled(b.spool) if r["type"] == "login"] == []  # worker 0 emits alice's login
+    a.finish()
+    b.finish()
