@@ -22,10 +22,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from netns import REPO, Daemon, Side, _ip, agent_exe, nginx_conf, require, wait_for
 
+QUEUE = 7
 KEYWORD = "出售冰毒"  # rulesets/examples/drugs.txt has 冰毒: action block
 CLEAN_BODY = "name=alice&text=" + quote("今天天气很好")
 BAD_BODY = "name=mallory&text=" + quote(f"便宜{KEYWORD}联系我")
@@ -167,57 +169,119 @@ def routed(workdir: Path) -> Iterator[Routed]:
         net.down()
 
 
-def test_a_post_with_a_block_keyword_is_cut_off(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _web(tmp_path: Path) -> Iterator[tuple[Routed, Path]]:
+    """The three namespaces with nginx and its backend on the server side, and the
+    gateway's forwarded packets queued to NFQUEUE ``QUEUE``; yields (net, nginx's directory)."""
     require("nginx", "nft")
-    import json
-
-    from wire.validate import validate_record
-
     with routed(tmp_path / "net") as net:
         srv = tmp_path / "srv"
         srv.mkdir()
         (srv / "nginx.conf").write_text(server_conf(srv, net.server.addr))
-        received = srv / "received.txt"
-        backend = net.start(net.server, "backend", [sys.executable, "-c", BACKEND, str(received)])
+        backend = net.start(net.server, "backend", [sys.executable, "-c", BACKEND, str(srv / "received.txt")])
         backend.wait_listening("tcp", 8080)
         nginx = net.start(net.server, "nginx", ["nginx", "-c", str(srv / "nginx.conf"), "-p", str(srv)])
         nginx.wait_listening("tcp", 80)
-        queue = 7
-        net.queue(queue)
+        net.queue(QUEUE)
+        yield net, srv
+
+
+def _posts(net: Routed, srv: Path, agent: Daemon) -> None:
+    """The keyword POST is reset, the clean one gets its 200, and only the clean body arrived."""
+    bad = net.run(net.client, sys.executable, "-c", CLIENT, net.server.addr, BAD_BODY).strip()
+    good = net.run(net.client, sys.executable, "-c", CLIENT, net.server.addr, CLEAN_BODY).strip()
+    assert good == "REPLY HTTP/1.1 200 OK", (good, agent.diag())
+    assert bad == "RESET", (bad, agent.diag())  # the reset from the gateway reached the client
+    wait_for(lambda: (srv / "access.log").exists() and "POST" in (srv / "access.log").read_text(),
+             "nginx to log the clean POST")
+    # the backend got exactly the clean body; the blocked one never arrived
+    assert (srv / "received.txt").read_text().splitlines() == [CLEAN_BODY]
+    # nginx logged the clean POST as done (200) and the blocked one never as done
+    log = (srv / "access.log").read_text().splitlines()
+    done = [line for line in log if line.split()[2] == "200"]
+    assert done == [f"POST /post 200 {_req_len(CLEAN_BODY, net)}"], log
+
+
+def _check_alert(a: dict[str, Any], net: Routed) -> None:
+    got = (a["category"], a["action"], a["blocked"], a["field"])
+    assert got == ("drugs", "block", True, "http.request_body"), a
+    assert a["keyword"] == "冰毒" and a["src_ip"] == net.client.addr and a["dst_port"] == 80
+    assert "冰毒" in a["snippet"]
+
+
+def test_a_post_with_a_block_keyword_is_cut_off(tmp_path: Path) -> None:
+    import json
+
+    from wire.validate import validate_record
+
+    with _web(tmp_path) as (net, srv):
         out = tmp_path / "records.jsonl"
-        agent = net.start(net.gw_c, "agent", [*agent_exe(), "inline", "--queue", str(queue), "--rules",
+        agent = net.start(net.gw_c, "agent", [*agent_exe(), "inline", "--queue", str(QUEUE), "--rules",
                                                str(REPO / "rulesets" / "examples"), "--jsonl", str(out)])
         agent.wait_log("inline on queue")
-
-        bad = net.run(net.client, sys.executable, "-c", CLIENT, net.server.addr, BAD_BODY).strip()
-        good = net.run(net.client, sys.executable, "-c", CLIENT, net.server.addr, CLEAN_BODY).strip()
-        assert good == "REPLY HTTP/1.1 200 OK", (good, agent.diag())
-        assert bad == "RESET", (bad, agent.diag())  # the reset from the gateway reached the client
-
-        wait_for(lambda: (srv / "access.log").exists() and "POST" in (srv / "access.log").read_text(),
-                 "nginx to log the clean POST")
+        _posts(net, srv, agent)
         agent.stop()
         assert "inline stopped" in agent.output(), agent.diag()
-
-        # the backend got exactly the clean body; the blocked one never arrived
-        assert received.read_text().splitlines() == [CLEAN_BODY]
-        # nginx logged the clean POST as done (200) and the blocked one never as done
-        log = (srv / "access.log").read_text().splitlines()
-        done = [line for line in log if line.split()[2] == "200"]
-        assert done == [f"POST /post 200 {_req_len(CLEAN_BODY, net)}"], log
 
         records = [json.loads(line) for line in out.read_text().splitlines()]
         for r in records:
             validate_record(r)
         alerts = [r for r in records if r["type"] == "alert"]
         assert len(alerts) == 1, alerts
-        a = alerts[0]
-        assert (a["category"], a["action"], a["blocked"], a["field"]) == ("drugs", "block", True,
-                                                                          "http.request_body")
-        assert a["keyword"] == "冰毒" and a["src_ip"] == net.client.addr and a["dst_port"] == 80
-        assert "冰毒" in a["snippet"]
+        _check_alert(alerts[0], net)
         counters = agent.output().rsplit("inline stopped:", 1)[1]
         assert "connections_blocked=1" in counters and "resets_sent=2" in counters, counters
+
+
+def test_the_live_agent_in_inline_mode_blocks_and_reports_to_the_collector(tmp_path: Path) -> None:
+    """`edgeaudit-agent run` with `mode = "inline"`: the same blocking, and the alert, with
+    `blocked: true`, reaches a collector (in the gateway namespace) through the spool."""
+    import json
+
+    with _web(tmp_path) as (net, srv):
+        data = tmp_path / "collector"
+
+        def cli(*args: str) -> str:
+            return subprocess.run([sys.executable, "-m", "collector.cli", *args, "--data", str(data)],
+                                  capture_output=True, text=True, check=True, cwd=REPO,
+                                  env=dict(os.environ, PYTHONPATH=str(REPO))).stdout.strip()
+
+        token = cli("agents", "add", "gw1", "--unit", "unit-1")
+        password = cli("users", "add", "olga", "--role", "operator")
+        port = 18470  # on the gateway namespace's own loopback
+        serve = ["serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"]
+        collector = net.start(net.gw_c, "collector", [sys.executable, "-m", "collector.cli", *serve])
+        collector.wait_listening("tcp", port)
+        cfg = tmp_path / "agent.toml"
+        cfg.write_text(f"""
+[capture]
+mode = "inline"
+queue = {QUEUE}
+[inspection]
+rules = "{REPO / 'rulesets' / 'examples'}"
+[collector]
+url = "http://127.0.0.1:{port}"
+token = "{token}"
+batch_seconds = 0.2
+[spool]
+path = "{tmp_path / 'spool'}"
+[unit]
+name = "Reading room 3"
+""")
+        agent = net.start(net.gw_c, "agent", [*agent_exe(), "run", "--config", str(cfg)])
+        agent.wait_log("running:")
+        _posts(net, srv, agent)
+        agent.stop(timeout=60)
+        assert agent.proc.returncode == 0, agent.diag()
+        fetch = ("import sys, urllib.request, base64\n"
+                 "req = urllib.request.Request(sys.argv[1], headers={'Authorization': 'Basic ' + "
+                 "base64.b64encode(sys.argv[2].encode()).decode()})\n"
+                 "print(urllib.request.urlopen(req, timeout=30).read().decode())")
+        got = net.run(net.gw_c, sys.executable, "-c", fetch,
+                      f"http://127.0.0.1:{port}/api/v1/query/records?type=alert", f"olga:{password}")
+        alerts = json.loads(got)["records"]
+        assert len(alerts) == 1, (alerts, agent.diag())
+        _check_alert(alerts[0], net)
 
 
 def _req_len(body: str, net: Routed) -> int:
