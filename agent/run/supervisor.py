@@ -355,6 +355,10 @@ class Supervisor:
     # -- status --
 
     def _write_status(self, final: bool = False) -> None:
+        listener = getattr(self, "syslog_listener", None)
+        if listener is not None:  # counted as lines arrive, shown as of now (malformed ones too)
+            self.info["syslog"] = {"listen": self.cfg.nat.syslog_listen, **listener.counters,
+                                   **listener.parser.counters}
         try:
             st = self.spool.stats()
             spool = {k: getattr(st, k) for k in SPOOL_STATUS}
@@ -411,12 +415,11 @@ class Supervisor:
             self.info["syslog"] = {"error": str(e)}
             log.error("syslog NAT listener on %s: %s", cfg.syslog_listen, e)
             return
+        self.syslog_listener = listener
         self.info["syslog"] = {"listen": cfg.syslog_listen}
 
         def on_record(rec: Any) -> None:
             self.appender.add(dict(rec))
-            self.info["syslog"] = {"listen": cfg.syslog_listen, **listener.counters,
-                                   **listener.parser.counters}
 
         listener.run(on_record, self.stop)
 

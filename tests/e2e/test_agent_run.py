@@ -71,14 +71,15 @@ def _get(ns_argv: Any, url: str, path: str, user: tuple[str, str], params: dict[
     return json.loads(res.stdout)
 
 
-def _config(tmp: Path, net: NatNet, url: str, token: str, metrics: int) -> Path:
+def _config(tmp: Path, net: NatNet, url: str, token: str, metrics: int, mode: str = "gateway",
+            nat: str = "") -> Path:
     example = (REPO / "deploy" / "agent.toml").read_text()
     unit = example[example.index("[unit]"):]
     (tmp / "roster.csv").write_text(f"account,name,mac,ip\nalice,Alice,,{net.client_ip}\n")
     cfg = tmp / "agent.toml"
     cfg.write_text(f"""
 [capture]
-mode = "gateway"
+mode = "{mode}"
 interfaces = ["{net.routed.gw_c.ifname}"]
 workers = 2
 ring_mb = 8
@@ -94,6 +95,7 @@ quota = "256MiB"
 
 [identity]
 roster = "roster.csv"
+{nat}
 
 [metrics]
 listen = "127.0.0.1:{metrics}"
@@ -185,3 +187,62 @@ def test_agent_run_on_a_nat_gateway(tmp_path: Path) -> None:
         audit = query("/api/v1/query/records", type="audit", limit=100)["records"]
         assert [r["action"] for r in audit if r["action"] in ("start", "stop")] == ["start", "stop"], audit
         os.kill(collector.pid, signal.SIGINT)
+
+
+SYSLOG = r"""
+import socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+lines = [
+    f"<166>1 {stamp} asa1 - - - - %ASA-6-302013: Built outbound TCP connection 4711 for "
+    "outside:198.51.100.9/443 (198.51.100.9/443) to inside:192.168.7.5/51234 (203.0.113.7/40001)",
+    f"<166>1 {stamp} asa1 - - - - %ASA-6-302014: Teardown TCP connection 4711 for "
+    "outside:198.51.100.9/443 to inside:192.168.7.5/51234 duration 0:00:31 bytes 6120 TCP FINs",
+    "<166>1 garbage that is not a NAT line",
+]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for line in lines:
+    s.sendto(line.encode(), (host, port))
+"""
+
+
+def test_mirror_mode_takes_nat_from_the_routers_syslog(tmp_path: Path) -> None:
+    """`mode = "mirror"`: no conntrack; the router's NAT log (syslog, Cisco ASA lines) gives
+    the `nat` records, which reach the collector; a malformed line is counted, not fatal."""
+    with nat_gateway(tmp_path / "lab") as net:
+        routed = net.routed
+        data = tmp_path / "collector"
+        token = _cli("agents", "add", "gw1", "--unit", "unit-1", "--data", str(data))
+        operator = ("olga", _cli("users", "add", "olga", "--role", "operator", "--data", str(data)))
+        port = free_port()
+        serve = ["serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"]
+        collector = routed.start(routed.gw_c, "collector", [sys.executable, "-m", "collector.cli", *serve])
+        collector.wait_listening("tcp", port)
+        url = f"http://127.0.0.1:{port}"
+        syslog_port = free_port()
+        cfg = _config(tmp_path, net, url, token, free_port(), mode="mirror",
+                      nat=f'[nat]\nsyslog_listen = "127.0.0.1:{syslog_port}"\nsyslog_protocols = ["udp"]\n')
+        agent = routed.start(routed.gw_c, "agent",
+                             [sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)])
+        agent.wait_log("running:", timeout=60)
+        agent.wait_listening("udp", syslog_port)
+        routed.run(routed.gw_c, sys.executable, "-c", SYSLOG, "127.0.0.1", str(syslog_port))
+
+        def nat() -> list[dict[str, Any]]:
+            got: list[dict[str, Any]] = _get(routed.gw_c.argv, url, "/api/v1/query/records", operator,
+                                             {"type": "nat"})["records"]
+            return got
+
+        wait_for(lambda: len(nat()) == 2, "the router's two NAT records at the collector", 30, agent.diag)
+        create, destroy = nat()
+        assert (create["event"], destroy["event"]) == ("create", "destroy")
+        assert (create["inside_ip"], create["inside_port"]) == ("192.168.7.5", 51234)
+        assert (create["outside_ip"], create["outside_port"]) == ("203.0.113.7", 40001)
+        assert (create["remote_ip"], create["remote_port"]) == ("198.51.100.9", 443)
+        ans = _get(routed.gw_c.argv, url, "/api/v1/query/traceback", operator,
+                   {"ip": "203.0.113.7", "port": 40001, "ts": create["ts"]})
+        assert ans["inside"] == {"ip": "192.168.7.5", "port": 51234, "via": "nat"}, ans
+        agent.stop(timeout=60)
+        assert agent.proc.returncode == 0, agent.diag()
+        status = json.loads((tmp_path / "spool" / "status" / "supervisor.json").read_text())
+        assert status["syslog"]["malformed"] >= 1, status
