@@ -104,17 +104,23 @@ listen = "127.0.0.1:{metrics}"
     return cfg
 
 
+def _collector(net: NatNet, data: Path) -> tuple[str, str, tuple[str, str], Any]:
+    """A collector on the gateway namespace's loopback with agent gw1 and operator olga:
+    (url, gw1's token, olga's credentials, the daemon)."""
+    token = _cli("agents", "add", "gw1", "--unit", "unit-1", "--data", str(data))
+    operator = ("olga", _cli("users", "add", "olga", "--role", "operator", "--data", str(data)))
+    port = free_port()
+    serve = [sys.executable, "-m", "collector.cli", "serve", "--data", str(data),
+             "--listen", f"127.0.0.1:{port}"]
+    collector = net.routed.start(net.routed.gw_c, "collector", serve)
+    collector.wait_listening("tcp", port)
+    return f"http://127.0.0.1:{port}", token, operator, collector
+
+
 def test_agent_run_on_a_nat_gateway(tmp_path: Path) -> None:
     with nat_gateway(tmp_path / "lab") as net:
         routed = net.routed
-        data = tmp_path / "collector"
-        token = _cli("agents", "add", "gw1", "--unit", "unit-1", "--data", str(data))
-        operator = ("olga", _cli("users", "add", "olga", "--role", "operator", "--data", str(data)))
-        port = free_port()
-        serve = ["serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"]
-        collector = routed.start(routed.gw_c, "collector", [sys.executable, "-m", "collector.cli", *serve])
-        collector.wait_listening("tcp", port)
-        url = f"http://127.0.0.1:{port}"
+        url, token, operator, collector = _collector(net, tmp_path / "collector")
 
         def query(path: str, **params: Any) -> Any:
             return _get(routed.gw_c.argv, url, path, operator, params)
@@ -211,14 +217,7 @@ def test_mirror_mode_takes_nat_from_the_routers_syslog(tmp_path: Path) -> None:
     the `nat` records, which reach the collector; a malformed line is counted, not fatal."""
     with nat_gateway(tmp_path / "lab") as net:
         routed = net.routed
-        data = tmp_path / "collector"
-        token = _cli("agents", "add", "gw1", "--unit", "unit-1", "--data", str(data))
-        operator = ("olga", _cli("users", "add", "olga", "--role", "operator", "--data", str(data)))
-        port = free_port()
-        serve = ["serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"]
-        collector = routed.start(routed.gw_c, "collector", [sys.executable, "-m", "collector.cli", *serve])
-        collector.wait_listening("tcp", port)
-        url = f"http://127.0.0.1:{port}"
+        url, token, operator, collector = _collector(net, tmp_path / "collector")
         syslog_port = free_port()
         cfg = _config(tmp_path, net, url, token, free_port(), mode="mirror",
                       nat=f'[nat]\nsyslog_listen = "127.0.0.1:{syslog_port}"\nsyslog_protocols = ["udp"]\n')
