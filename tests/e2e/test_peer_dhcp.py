@@ -26,11 +26,13 @@ HOSTNAME = "e2e-laptop"
 LEASE_S = 3600
 
 SCRIPT = """#!/bin/sh
-# udhcpc event script: keep the leased address on the interface (see the test's docstring)
-echo "$1 ${ip:-}" >> "%(log)s"
+# udhcpc event script: keep the leased address on the interface (see the test's docstring).
+# The event is logged after the address is in place: the test stops udhcpc once it reads
+# "bound", and the release udhcpc then sends is bound to that address.
 case "$1" in
     bound|renew) ip addr replace "$ip/$subnet" dev "$interface" ;;
 esac
+echo "$1 ${ip:-}" >> "%(log)s"
 exit 0
 """
 
