@@ -411,6 +411,7 @@ class ClickHouseStorage:
         self._database = database
         self._db = _ident(database)
         self._lock = threading.RLock()
+        self._agent_locks: dict[str, threading.Lock] = {}
         self._last_ins = 0
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -501,6 +502,13 @@ class ClickHouseStorage:
 
     # -- ingest --
 
+    def _agent_lock(self, agent: str) -> threading.Lock:
+        with self._lock:
+            lock = self._agent_locks.get(agent)
+            if lock is None:
+                lock = self._agent_locks[agent] = threading.Lock()
+            return lock
+
     def _next_ins(self) -> int:
         self._last_ins = max(time.time_ns(), self._last_ins + 1)
         return self._last_ins
@@ -508,10 +516,14 @@ class ClickHouseStorage:
     def insert_batch(
         self, agent: str, unit: str, batch_seq: int, records: Sequence[Mapping[str, Any]]
     ) -> InsertResult:
-        with self._lock:
+        self._check_open()
+        # Build every row first, outside any lock: a bad record refuses the batch before
+        # anything is written, and one agent's rows are built while another's are sent.
+        built = [record_row(agent, unit, batch_seq, idx, rec) for idx, rec in enumerate(records)]
+        # One batch of an agent at a time (a resend racing its original); different agents'
+        # batches go to ClickHouse concurrently (the requests run on the event loop thread).
+        with self._agent_lock(agent):
             self._check_open()
-            # Build every row first: a bad record refuses the batch before anything is written.
-            built = [record_row(agent, unit, batch_seq, idx, rec) for idx, rec in enumerate(records)]
             markers = self._rows(
                 f"SELECT ins, done, count FROM batches WHERE agent = {_str_lit(agent)}"
                 f" AND batch_seq = {_num_lit(batch_seq)}"
@@ -522,7 +534,8 @@ class ClickHouseStorage:
             if markers:  # an earlier attempt died before its done marker: reuse its stamp
                 ins = int(markers[0]["ins"])
             else:
-                ins = self._next_ins()
+                with self._lock:
+                    ins = self._next_ins()
                 self._insert("batches", [self._marker(agent, batch_seq, unit, ins, 0, len(records))])
             rows = []
             for r in built:
