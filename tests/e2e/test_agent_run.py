@@ -63,6 +63,12 @@ with urllib.request.urlopen(req, timeout=30) as resp:
 """
 
 
+FETCH_RAW = """
+import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=30).read().decode())
+"""
+
+
 def _get(ns_argv: Any, url: str, path: str, user: tuple[str, str], params: dict[str, Any]) -> Any:
     """GET from the collector, which listens on the gateway namespace's loopback."""
     auth = "Basic " + base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()
@@ -162,6 +168,16 @@ def test_agent_run_on_a_nat_gateway(tmp_path: Path) -> None:
             return any(r["action"] == "reload" and r["result"] == "ok" for r in audit)
 
         wait_for(reloaded, "the reload's audit record at the collector", 30, agent.diag)
+
+        # Prometheus text on the agent's metrics port: capture counters, records, the spool
+        metrics_text = subprocess.run(routed.gw_c.argv(sys.executable, "-c", FETCH_RAW,
+                                                       f"http://127.0.0.1:{metrics}/metrics"),
+                                      capture_output=True, text=True, timeout=30, check=True).stdout
+        values = {line.split()[0]: float(line.split()[1]) for line in metrics_text.splitlines() if line}
+        assert values["edgeaudit_capture_packets_total"] > 0, metrics_text
+        assert values['edgeaudit_records_total{type="nat"}'] >= 2 * CONNECTIONS, metrics_text
+        assert values["edgeaudit_spool_quota_bytes"] == 256 * 2**20
+        assert "edgeaudit_capture_kernel_drops_total" in values
 
         agent.stop(timeout=60)  # SIGTERM: open flows are flushed, the spool drains
         assert agent.proc.returncode == 0, agent.diag()
