@@ -3,6 +3,7 @@
     edgeaudit-agent replay FILE [FILE...] --jsonl OUT [--summary]
     edgeaudit-agent run --config agent.toml          (the live agent: agent/run/)
     edgeaudit-agent selfcheck --config agent.toml    (the compliance self-check receipt)
+    edgeaudit-agent spool stats|check --config agent.toml
     edgeaudit-agent inline --queue N --rules DIR --jsonl OUT
     edgeaudit-agent synth OUT.pcap --packets N [--seed S]
 
@@ -298,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="print the receipt as JSON")
     sc.add_argument("--offline", action="store_true", help="do not contact the collector")
     sc.set_defaults(func=cmd_selfcheck)
+    sp = sub.add_parser("spool", help="the durable spool of the agent agent.toml configures: stats or check")
+    sp.add_argument("action", choices=["stats", "check"], help="stats: counts as JSON; check: read it all")
+    sp.add_argument("--config", type=Path, required=True, metavar="agent.toml")
+    sp.set_defaults(func=cmd_spool)
     s = sub.add_parser("synth", help="write a realistic synthetic gateway capture")
     s.add_argument("out", type=Path)
     s.add_argument("--packets", type=int, default=100_000)
@@ -400,6 +405,37 @@ def cmd_run(a: Any) -> int:
 
     tune_gc()
     return main_run(a.config)
+
+
+def cmd_spool(a: Any) -> int:
+    """`spool stats` prints the spool's figures as JSON; `spool check` reads every page (exit 1
+    and the reason when damaged). Safe while the agent runs (SQLite WAL readers)."""
+    import dataclasses
+    import json
+
+    from agent.config import ConfigError, load_config
+    from agent.run.supervisor import open_spool
+    from agent.spool.store import SpoolError
+
+    try:
+        cfg = load_config(a.config)
+    except ConfigError as e:
+        print(f"edgeaudit-agent: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        spool = open_spool(cfg)
+        try:
+            if a.action == "check":
+                spool.check()
+                print(f"spool {spool.path}: ok")
+            else:
+                print(json.dumps(dataclasses.asdict(spool.stats()), indent=1))
+        finally:
+            spool.close()
+    except (SpoolError, OSError) as e:
+        print(f"edgeaudit-agent: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_selfcheck(a: Any) -> int:

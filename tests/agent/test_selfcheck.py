@@ -89,3 +89,29 @@ def test_a_dead_pid_is_not_running(tmp_path: Path) -> None:
     measures = {m.key: m for m in check(cfg, offline=True)}
     assert not measures["capture"].working and "NOT running" in measures["capture"].evidence[1]
     assert os.getpid() > 0
+
+
+def test_spool_stats_and_check_from_the_command_line(tmp_path: Path, capsys: Any) -> None:
+    from agent.cli import main
+    from agent.spool.store import Spool
+
+    cfg = _config(tmp_path)
+    (tmp_path / "spool").mkdir()
+    spool = Spool(tmp_path / "spool" / "spool.sqlite")
+    spool.append([{"type": "audit", "ts": time.time(), "actor": "agent", "action": "start", "target": "agent",
+                   "detail": "test", "result": "ok"}])
+    spool.close()
+    assert main(["spool", "stats", "--config", str(cfg)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["spool_records"] == 1 and stats["unsent_records"] == 1
+    assert main(["spool", "check", "--config", str(cfg)]) == 0
+    assert "ok" in capsys.readouterr().out
+    # a damaged file: check says so and exits 1
+    path = tmp_path / "spool" / "spool.sqlite"
+    for suffix in ("-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)
+    path.write_bytes(bytes(data))
+    assert main(["spool", "check", "--config", str(cfg)]) == 1
+    assert "spool" in capsys.readouterr().err
