@@ -315,32 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_rules(path: Path, pubkeys: list[Path]) -> CompiledRules | None:
     """Load, check and compile a ruleset directory, or verify a signed bundle against `pubkeys`;
     print every problem (FILE:LINE) or the reason and return None if bad."""
-    from agent.filter.compiled import compile_rules
-    from rulesets.bundle import BundleError, verify_bundle
-    from rulesets.keys import KeyFileError, load_public_key
-    from rulesets.load import RulesetError, load_ruleset
+    from agent.filter.source import RulesSourceError, load_rules
 
     try:
-        if path.is_dir():
-            return compile_rules(load_ruleset(path))
-        if not pubkeys:
-            print(f"edgeaudit-agent: {path}: a ruleset bundle needs --pubkey (the keys it may be signed by)",
-                  file=sys.stderr)
-            return None
-        keys = [load_public_key(k) for k in pubkeys]
-        return compile_rules(verify_bundle(path.read_bytes(), keys).ruleset)
-    except BundleError as e:
-        print(f"edgeaudit-agent: {path}: bundle refused: {e.reason}", file=sys.stderr)
-        return None
-    except KeyFileError as e:
-        print(f"edgeaudit-agent: {e}", file=sys.stderr)
-        return None
-    except RulesetError as e:
-        for problem in e.problems:
-            print(f"edgeaudit-agent: {path}/{problem}", file=sys.stderr)
-        return None
-    except OSError as e:
-        print(f"edgeaudit-agent: {path}: cannot read: {e.strerror or e}", file=sys.stderr)
+        return load_rules(path, pubkeys, "--pubkey")[0]
+    except RulesSourceError as e:
+        for line in e.lines:
+            print(f"edgeaudit-agent: {line}", file=sys.stderr)
         return None
 
 

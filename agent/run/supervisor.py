@@ -33,6 +33,8 @@ system maintenance log).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import http.server
 import logging
 import multiprocessing as mp
@@ -63,10 +65,6 @@ STATS_INTERVAL_S: Final = WRITE_EVERY
 UNIT_RESEND_S: Final = 3600.0
 #: Bytes of one TPACKET_V3 block; ``ring_mb`` sets how many.
 BLOCK_SIZE: Final = 1 << 20
-#: The spool figures the status file (and so `selfcheck`) shows.
-SPOOL_STATUS: Final = ("spool_records", "spool_bytes", "file_bytes", "unsent_records", "quota_bytes",
-                       "quota_alarm", "records_dropped", "records_invalid", "evicted_early_records",
-                       "upload_lag_s", "oldest_added")
 
 
 class StartError(Exception):
@@ -85,42 +83,27 @@ def open_spool(cfg: AgentConfig) -> Spool:
 
 def load_rules(cfg: AgentConfig) -> tuple[CompiledRules | None, list[Any]]:
     """The configured ruleset, compiled, and the trusted keys; StartError naming the problem."""
-    from agent.filter.compiled import compile_rules
-    from rulesets.bundle import BundleError, verify_bundle
-    from rulesets.load import RulesetError, load_ruleset
+    from agent.filter.source import RulesSourceError
+    from agent.filter.source import load_rules as load
 
-    keys = load_keys(cfg)
-    path = cfg.inspection.rules
-    if path is None:
+    keys = load_keys(cfg)  # checked even beside a ruleset directory: a bad key file is a bad config
+    if cfg.inspection.rules is None:
         return None, keys
     try:
-        if path.is_dir():
-            ruleset = load_ruleset(path)
-        else:
-            if not keys:
-                raise StartError(f"[inspection].rules: {path} is a bundle: [inspection].pubkeys must name "
-                                 "the key that signed it")
-            ruleset = verify_bundle(path.read_bytes(), keys, now=int(time.time())).ruleset
-        return compile_rules(ruleset), keys
-    except RulesetError as e:
-        raise StartError(f"[inspection].rules: {path}: " + "; ".join(str(p) for p in e.problems)) from e
-    except BundleError as e:
-        raise StartError(f"[inspection].rules: {path}: {e.reason}") from e
-    except OSError as e:
-        raise StartError(f"[inspection].rules: {path}: {e.strerror or e}") from e
+        return load(cfg.inspection.rules, cfg.inspection.pubkeys, "[inspection].pubkeys")[0], keys
+    except RulesSourceError as e:
+        raise StartError(f"[inspection].{e.field}: " + "; ".join(e.lines)) from e
 
 
 def load_keys(cfg: AgentConfig) -> list[Any]:
     """The trusted ruleset signing keys of ``[inspection].pubkeys``."""
-    from rulesets.keys import KeyFileError, load_public_key
+    from agent.filter.source import RulesSourceError
+    from agent.filter.source import load_keys as load
 
-    keys = []
-    for p in cfg.inspection.pubkeys:
-        try:
-            keys.append(load_public_key(p))
-        except (OSError, KeyFileError) as e:
-            raise StartError(f"[inspection].pubkeys: {p}: {e}") from e
-    return keys
+    try:
+        return load(cfg.inspection.pubkeys)
+    except RulesSourceError as e:
+        raise StartError(f"[inspection].pubkeys: {'; '.join(e.lines)}") from e
 
 
 def load_roster_of(cfg: AgentConfig) -> Roster | None:
@@ -345,10 +328,10 @@ class Supervisor:
         self.info["unit_uploaded"] = None  # upload the profile again
         for pool in self.pools:
             for pid in pool.pids():
-                with _ignore_gone():
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGHUP)  # check the rules file now
         if self.inline_pid is not None:
-            with _ignore_gone():
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.inline_pid, signal.SIGHUP)
         self.appender.add(audit("reload", "agent.toml", "configuration reloaded"))
 
@@ -361,7 +344,7 @@ class Supervisor:
                                    **listener.parser.counters}
         try:
             st = self.spool.stats()
-            spool = {k: getattr(st, k) for k in SPOOL_STATUS}
+            spool = dataclasses.asdict(st)
         except SpoolError as e:
             spool = {"error": str(e)}
         capture = [p.counters() for p in self.pools]
@@ -480,7 +463,7 @@ class Supervisor:
             self.info["ruleset_error"] = None
             for pool in self.pools:
                 for pid in pool.pids():
-                    with _ignore_gone():
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGHUP)
 
     def _metrics(self) -> None:
@@ -541,14 +524,6 @@ def _named(make: Callable[[str, int | None], GatewayConsumer], ifname: str,
     """The pool's consumer factory for interface ``ifname``: worker i is "IFNAME-i", with the
     identity inbox ``first_slot + i``."""
     return lambda index, _source: make(f"{ifname}-{index}", first_slot + index)
-
-
-class _ignore_gone:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: Any, ev: Any, tb: Any) -> bool:
-        return et is ProcessLookupError
 
 
 def _worker_nat() -> Any:
