@@ -61,13 +61,12 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from agent.spool.store import MIN_KEEP_DAYS  # the law's minimum for keeping records (days)
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_RECORDS
 from wire.unit import FIELDS as UNIT_FIELDS
 from wire.unit import IP_LISTS, TEXT_FIELDS, TEXT_LISTS, validate_unit_profile
 
-#: The law's minimum for keeping records (days).
-MIN_KEEP_DAYS: Final = 60
 MODES: Final = ("gateway", "mirror", "inline")
 _UNITS: Final = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                  "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}

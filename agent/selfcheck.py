@@ -34,8 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
 
-from agent.config import MIN_KEEP_DAYS, AgentConfig, ConfigError, load_config
+from agent.config import AgentConfig, ConfigError, load_config
 from agent.run.status import merge_counts, merge_latest, read_status
+from agent.spool.store import MIN_KEEP_DAYS
 
 #: Records of a kind older than this are "stale" evidence (the measure may have stopped).
 STALE_EVIDENCE_S: Final = 24 * 3600.0

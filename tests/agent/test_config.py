@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import MIN_KEEP_DAYS, ConfigError, load_config, parse_size
+from agent.config import ConfigError, load_config, parse_size
+from agent.spool.store import MIN_KEEP_DAYS
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "deploy" / "agent.toml"
