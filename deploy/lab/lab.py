@@ -401,8 +401,9 @@ class Lab:
         for sub in ("mail", "home"):
             os.chown(d / sub, pw.pw_uid, pw.pw_gid)
         (d / "passwd").write_text("".join(f"{c.name}:{{PLAIN}}{c.password}::::::\n" for c in CLIENTS))
-        (d / "dovecot.conf").write_text(_DOVECOT % {"d": d, "addr": MAIL, "uid": pw.pw_uid, "gid": pw.pw_gid,
-                                                    "name": f"{cfg.prefix}-lab"})
+        conf = {"d": d, "addr": MAIL, "uid": pw.pw_uid, "gid": pw.pw_gid, "name": f"{cfg.prefix}-lab",
+                "hostname": "mail.example.test"}
+        (d / "dovecot.conf").write_text(DOVECOT_CONF % conf)
         return self.spawn("dovecot", [_tool("dovecot"), "-F", "-c", str(d / "dovecot.conf")], ns)
 
     # -- the gateway's services --
@@ -823,9 +824,11 @@ http {
 }
 """
 
-_DOVECOT = """
+# dovecot IMAP/POP3 with plain logins from a passwd file, Maildir: also used by
+# tests/e2e/test_peer_dovecot.py.
+DOVECOT_CONF = """
 protocols = imap pop3
-hostname = mail.example.test
+hostname = %(hostname)s
 listen = %(addr)s
 instance_name = %(name)s
 base_dir = %(d)s/run

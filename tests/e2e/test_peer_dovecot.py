@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,9 @@ from pathlib import Path
 import dpkt
 import pytest
 from netns import Net, assert_captured, replay, require, veth_pair
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "lab"))
+from lab import DOVECOT_CONF  # noqa: E402
 
 USER, SECRET, WRONG = "alice", "Mbox-S3cret-71c4", "Wrong-Guess-0b9e"
 POP3, IMAP = 110, 143
@@ -63,40 +67,8 @@ print("ok")
 
 
 def _conf(d: Path, addr: str, pw: pwd.struct_passwd) -> str:
-    return f"""
-protocols = imap pop3
-hostname = mail.e2e.test
-listen = {addr}
-instance_name = edgeaudit-e2e-{os.getpid()}-{d.name}
-base_dir = {d}/run
-state_dir = {d}/state
-log_path = /dev/stderr
-info_log_path = /dev/stderr
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-first_valid_uid = {pw.pw_uid}
-mail_location = maildir:{d}/mail/%u
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN {d}/passwd
-}}
-userdb {{
-  driver = static
-  args = uid={pw.pw_uid} gid={pw.pw_gid} home={d}/home/%u
-}}
-service imap-login {{
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-"""
+    return DOVECOT_CONF % {"d": d, "addr": addr, "uid": pw.pw_uid, "gid": pw.pw_gid,
+                           "hostname": "mail.e2e.test", "name": f"edgeaudit-e2e-{os.getpid()}-{d.name}"}
 
 
 @pytest.fixture
