@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collector"))
 from collector_server import free_port  # noqa: E402
 from nat_lab import ECHO_PORT, NatNet, conntrack_table, nat_gateway, wait_for  # noqa: E402
 from netns import REPO  # noqa: E402
+from test_block_inline import collector_on  # noqa: E402
 
 CONNECTIONS = 12
 CLIENT = """
@@ -47,12 +48,6 @@ for i in range(n):
     u.close()
 print("done")
 """
-
-
-def _cli(*args: str) -> str:
-    res = subprocess.run([sys.executable, "-m", "collector.cli", *args], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO, timeout=60, check=True)
-    return res.stdout.strip()
 
 
 FETCH = """
@@ -110,23 +105,10 @@ listen = "127.0.0.1:{metrics}"
     return cfg
 
 
-def _collector(net: NatNet, data: Path) -> tuple[str, str, tuple[str, str], Any]:
-    """A collector on the gateway namespace's loopback with agent gw1 and operator olga:
-    (url, gw1's token, olga's credentials, the daemon)."""
-    token = _cli("agents", "add", "gw1", "--unit", "unit-1", "--data", str(data))
-    operator = ("olga", _cli("users", "add", "olga", "--role", "operator", "--data", str(data)))
-    port = free_port()
-    serve = [sys.executable, "-m", "collector.cli", "serve", "--data", str(data),
-             "--listen", f"127.0.0.1:{port}"]
-    collector = net.routed.start(net.routed.gw_c, "collector", serve)
-    collector.wait_listening("tcp", port)
-    return f"http://127.0.0.1:{port}", token, operator, collector
-
-
 def test_agent_run_on_a_nat_gateway(tmp_path: Path) -> None:
     with nat_gateway(tmp_path / "lab") as net:
         routed = net.routed
-        url, token, operator, collector = _collector(net, tmp_path / "collector")
+        url, token, operator, collector = collector_on(net.routed, tmp_path / "collector")
 
         def query(path: str, **params: Any) -> Any:
             return _get(routed.gw_c.argv, url, path, operator, params)
@@ -233,7 +215,7 @@ def test_mirror_mode_takes_nat_from_the_routers_syslog(tmp_path: Path) -> None:
     the `nat` records, which reach the collector; a malformed line is counted, not fatal."""
     with nat_gateway(tmp_path / "lab") as net:
         routed = net.routed
-        url, token, operator, collector = _collector(net, tmp_path / "collector")
+        url, token, operator, collector = collector_on(net.routed, tmp_path / "collector")
         syslog_port = free_port()
         cfg = _config(tmp_path, net, url, token, free_port(), mode="mirror",
                       nat=f'[nat]\nsyslog_listen = "127.0.0.1:{syslog_port}"\nsyslog_protocols = ["udp"]\n')

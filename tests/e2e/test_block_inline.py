@@ -157,6 +157,24 @@ class Routed:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+def collector_on(net: Routed, data: Path) -> tuple[str, str, tuple[str, str], Daemon]:
+    """A collector on the gateway namespace's loopback with agent gw1 (unit-1) and operator
+    olga: (url, gw1's token, olga's credentials, the daemon). The port is the gateway
+    namespace's own, so any fixed one is free."""
+    def cli(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "collector.cli", *args, "--data", str(data)],
+                              capture_output=True, text=True, check=True, cwd=REPO, timeout=60,
+                              env=dict(os.environ, PYTHONPATH=str(REPO))).stdout.strip()
+
+    token = cli("agents", "add", "gw1", "--unit", "unit-1")
+    operator = ("olga", cli("users", "add", "olga", "--role", "operator"))
+    port = 18470
+    collector = net.start(net.gw_c, "collector", [sys.executable, "-m", "collector.cli", "serve", "--data",
+                                                   str(data), "--listen", f"127.0.0.1:{port}"])
+    collector.wait_listening("tcp", port)
+    return f"http://127.0.0.1:{port}", token, operator, collector
+
+
 @contextlib.contextmanager
 def routed(workdir: Path) -> Iterator[Routed]:
     require("nft")
@@ -239,19 +257,8 @@ def test_the_live_agent_in_inline_mode_blocks_and_reports_to_the_collector(tmp_p
     import json
 
     with _web(tmp_path) as (net, srv):
-        data = tmp_path / "collector"
-
-        def cli(*args: str) -> str:
-            return subprocess.run([sys.executable, "-m", "collector.cli", *args, "--data", str(data)],
-                                  capture_output=True, text=True, check=True, cwd=REPO,
-                                  env=dict(os.environ, PYTHONPATH=str(REPO))).stdout.strip()
-
-        token = cli("agents", "add", "gw1", "--unit", "unit-1")
-        password = cli("users", "add", "olga", "--role", "operator")
-        port = 18470  # on the gateway namespace's own loopback
-        serve = ["serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"]
-        collector = net.start(net.gw_c, "collector", [sys.executable, "-m", "collector.cli", *serve])
-        collector.wait_listening("tcp", port)
+        url, token, (_, password), _collector = collector_on(net, tmp_path / "collector")
+        port = int(url.rsplit(":", 1)[1])
         cfg = tmp_path / "agent.toml"
         cfg.write_text(f"""
 [capture]
