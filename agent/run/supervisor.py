@@ -326,14 +326,17 @@ class Supervisor:
             log.warning("reload: [capture] and [spool] changes take effect at the next restart")
         self.cfg = new
         self.info["unit_uploaded"] = None  # upload the profile again
-        for pool in self.pools:
-            for pid in pool.pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGHUP)  # check the rules file now
-        if self.inline_pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.inline_pid, signal.SIGHUP)
+        self._check_rules_now()
         self.appender.add(audit("reload", "agent.toml", "configuration reloaded"))
+
+    def _check_rules_now(self) -> None:
+        """SIGHUP to every capture process: check the rules file now, not at the next status."""
+        pids = [pid for pool in self.pools for pid in pool.pids()]
+        if self.inline_pid is not None:
+            pids.append(self.inline_pid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
 
     # -- status --
 
@@ -461,10 +464,7 @@ class Supervisor:
             write_atomically(path, data, 0o644)  # the workers swap it in at their next check
             self.rules_version = verified.version
             self.info["ruleset_error"] = None
-            for pool in self.pools:
-                for pid in pool.pids():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGHUP)
+            self._check_rules_now()
 
     def _metrics(self) -> None:
         sup = self
