@@ -123,7 +123,7 @@ from collector.storage.base import (
     InsertResult,
     Page,
 )
-from collector.storage.rows import ends, nat_in_force, num, record_row
+from collector.storage.rows import furthest_sessions, login_in_force, nat_in_force, record_row
 from wire.addresses import canonical_ip
 
 #: Seconds one HTTP request may take.
@@ -659,16 +659,7 @@ class ClickHouseStorage:
                 ],
                 table=table,
             )
-        best: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
-        for row in rows:
-            rec = _record(row)
-            if proto is not None and rec.get("proto") != proto:
-                continue
-            key = (rec[AGENT_KEY], rec.get("uid"))
-            reach = float(row["ts"]) + (num(rec, "duration") or 0.0)
-            if key not in best or reach >= best[key][0]:
-                best[key] = (reach, rec)
-        return sorted((r for _, r in best.values()), key=lambda r: float(r["ts"]), reverse=True)
+        return furthest_sessions((_record(row) for row in rows), proto)
 
     def identity_at(self, ip: str, ts: float) -> dict[str, Any] | None:
         ip = canonical_ip(ip)
@@ -678,15 +669,7 @@ class ClickHouseStorage:
             rows = self._select(
                 [*self._keyed(BY_ADDR, ip), "type = 'login'", *self._range(lo, ts)], table=BY_ADDR
             )
-        logouts: list[dict[str, Any]] = []
-        # Newest first: every logout that could end a login is seen before the login itself.
-        for row in reversed(rows):
-            rec = _record(row)
-            if rec.get("event") == "logout":
-                logouts.append(rec)
-            elif rec.get("event") == "login" and not any(ends(out, rec) for out in logouts):
-                return rec
-        return None
+        return login_in_force(_record(row) for row in reversed(rows))
 
     def connection(self, uid: str, *, agent: str | None = None, start: float | None = None,
                    end: float | None = None) -> list[dict[str, Any]]:

@@ -154,3 +154,31 @@ def nat_in_force(events: Iterable[Mapping[str, Any]], ts: float, proto: str | No
     if active:
         return sorted(active.values(), key=lambda r: float(r["ts"]), reverse=True)
     return early[:1]
+
+
+def furthest_sessions(recs: Iterable[dict[str, Any]], proto: str | None) -> list[dict[str, Any]]:
+    """One ``session`` record per connection (agent, uid), of ``proto`` when given, newest
+    first: interim snapshots share the uid with the final record, and the one reaching
+    furthest (ts + duration) stands for the connection."""
+    best: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
+    for rec in recs:
+        if proto is not None and rec.get("proto") != proto:
+            continue
+        key = (rec[AGENT_KEY], rec.get("uid"))
+        reach = float(rec["ts"]) + (num(rec, "duration") or 0.0)
+        if key not in best or reach >= best[key][0]:
+            best[key] = (reach, rec)
+    return sorted((r for _, r in best.values()), key=lambda r: float(r["ts"]), reverse=True)
+
+
+def login_in_force(newest_first: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first ``login`` no later ``logout`` ends (``ends``), from an address's login records
+    newest first: every logout that could end a login comes before the login itself. Stops
+    reading at the answer."""
+    logouts: list[dict[str, Any]] = []
+    for rec in newest_first:
+        if rec.get("event") == "logout":
+            logouts.append(rec)
+        elif rec.get("event") == "login" and not any(ends(out, rec) for out in logouts):
+            return rec
+    return None

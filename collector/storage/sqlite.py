@@ -80,7 +80,7 @@ from collector.storage.base import (
     InsertResult,
     Page,
 )
-from collector.storage.rows import Row, ends, nat_in_force, num, record_row
+from collector.storage.rows import Row, furthest_sessions, login_in_force, nat_in_force, record_row
 from wire.addresses import canonical_ip
 
 #: Day files kept open at once (LRU); a query over more days reopens files as it walks.
@@ -437,39 +437,20 @@ class SqliteStorage:
                     (ip, port, lo, hi, ts - SESSION_TOLERANCE),
                 )
             )
-        # Interim snapshots share the uid with the final record: keep the one reaching furthest.
-        best: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
-        for _, row in rows:
-            rec = _record(row)
-            if proto is not None and rec.get("proto") != proto:
-                continue
-            key = (rec[AGENT_KEY], rec.get("uid"))
-            reach = float(row[1]) + (num(rec, "duration") or 0.0)
-            if key not in best or reach >= best[key][0]:
-                best[key] = (reach, rec)
-        return sorted((r for _, r in best.values()), key=lambda r: float(r["ts"]), reverse=True)
+        return furthest_sessions((_record(row) for _, row in rows), proto)
 
     def identity_at(self, ip: str, ts: float) -> dict[str, Any] | None:
         ip = canonical_ip(ip)
         lo = ts - IDENTITY_LOOKBACK
         with self._lock:
             self._check_open()
-            logouts: list[dict[str, Any]] = []
-            # Newest day first, newest row first: every logout that could end a login is seen
-            # before the login itself, and the first login left standing is the answer.
-            for day in reversed(self._days(lo, ts)):
-                cur = self._day_conn(day).execute(
-                    _SELECT + " WHERE addr = ? AND +type = 'login' AND ts >= ? AND ts <= ?"
-                    " ORDER BY ts DESC, id DESC",
-                    (ip, lo, ts),
-                )
-                for row in cur:
-                    rec = _record(row)
-                    if rec.get("event") == "logout":
-                        logouts.append(rec)
-                    elif rec.get("event") == "login" and not any(ends(out, rec) for out in logouts):
-                        return rec
-        return None
+            # Newest day first, newest row first (login_in_force stops at the answer).
+            rows = (row for day in reversed(self._days(lo, ts)) for row in self._day_conn(day).execute(
+                _SELECT + " WHERE addr = ? AND +type = 'login' AND ts >= ? AND ts <= ?"
+                " ORDER BY ts DESC, id DESC",
+                (ip, lo, ts),
+            ))
+            return login_in_force(_record(row) for row in rows)
 
     def connection(self, uid: str, *, agent: str | None = None, start: float | None = None,
                    end: float | None = None) -> list[dict[str, Any]]:
