@@ -213,9 +213,33 @@ def cli(data: Path, *args: str) -> str:
     return res.stdout.strip()
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of ``pid`` and every live process under it (the collector's decode
+    workers run in a forkserver's children)."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int(_stat(int(d.name))[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, grew = {pid}, True
+    while grew:
+        more = {p for p, pp in parent.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0.0
+    for p in tree:
+        try:
+            fields = _stat(p)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Collector:
@@ -289,37 +313,29 @@ class SqliteBackend(Backend):
 
     def raw_insert(self, scratch: Path, batches: list[tuple[str, str, int, list[dict[str, Any]]]]) -> float:
         from collector.storage import sqlite as backend
-        from collector.storage.rows import record_row
+        from collector.storage.granules import Granule, prepare
 
-        sync = getattr(backend, "DEFAULT_SYNC", "FULL")
-        prepared = []
+        # The backend's layout, packed before the clock starts: the granule rows and their
+        # key sets, one transaction per file per batch, same pragmas as the backend.
+        prepared: list[tuple[str, str, int, dict[tuple[str, str], list[Granule]]]] = []
         for agent, unit, seq, recs in batches:
-            by_day: dict[str, list[Any]] = {}
-            for i, r in enumerate(recs):
-                row = record_row(agent, unit, seq, i, r)
-                by_day.setdefault(backend._day_of(row[5]), []).append(row)
-            prepared.append(by_day)
+            by_file: dict[tuple[str, str], list[Granule]] = {}
+            for g in prepare(recs):
+                by_file.setdefault((g.day, g.family), []).append(g)
+            prepared.append((agent, unit, seq, by_file))
         scratch.mkdir(parents=True, exist_ok=True)
-        conns: dict[str, sqlite3.Connection] = {}
-
-        def conn(day: str) -> sqlite3.Connection:
-            if day not in conns:
-                c = sqlite3.connect(scratch / f"raw-{day}.sqlite", isolation_level=None)
-                c.execute("PRAGMA journal_mode=WAL")
-                c.execute(f"PRAGMA synchronous={sync}")
-                c.executescript(backend._DAY_SCHEMA)
-                conns[day] = c
-            return conns[day]
-
-        for by_day in prepared:  # open (and create) every file before the clock starts
-            for day in by_day:
-                conn(day)
+        conns: dict[tuple[str, str], sqlite3.Connection] = {}
+        for *_, by_file in prepared:  # open (and create) every file before the clock starts
+            for f in by_file:
+                if f not in conns:
+                    conns[f] = backend.SqliteStorage._connect(
+                        scratch / f"raw-{f[0]}.{f[1]}.sqlite", "FULL", backend._DAY_SCHEMA)
         t0 = time.perf_counter()
-        for by_day in prepared:
-            for day, rows in sorted(by_day.items()):
-                c = conns[day]
+        for agent, unit, seq, by_file in prepared:
+            for f, granules in sorted(by_file.items()):
+                c = conns[f]
                 c.execute("BEGIN IMMEDIATE")
-                c.executemany(backend._INSERT, rows)
+                backend.SqliteStorage._insert_chunk(c, agent, unit, seq, granules)  # the backend's SQL
                 c.execute("COMMIT")
         elapsed = time.perf_counter() - t0
         for c in conns.values():

@@ -26,6 +26,7 @@ from collector.access import agent_of, json_error
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditLog
 from collector.ingest.batches import IngestCounters, batches_handler
+from collector.ingest.decoding import DEFAULT_WORKERS, Decoder
 from collector.query.handlers import query_routes
 from collector.rules.publish import BundleStore, ruleset_routes
 from collector.storage.base import Storage
@@ -43,15 +44,27 @@ SHUTDOWN_TIMEOUT = 5.0
 
 def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = None,
                rulesets: BundleStore | None = None,
-               ruleset_keys: Sequence[Ed25519PublicKey] = (), units: Units | None = None) -> web.Application:
+               ruleset_keys: Sequence[Ed25519PublicKey] = (), units: Units | None = None,
+               decode_workers: int = DEFAULT_WORKERS) -> web.Application:
     """The application; the query and ruleset endpoints exist only with an audit log to write
-    them to (and a bundle store for the latter)."""
+    them to (and a bundle store for the latter). Uploads are decoded in ``decode_workers``
+    processes for a store that takes packed granules (0: in threads)."""
     # the batch body is streamed and limited by its handler (a clear JSON error); read() is used
     # only for ruleset bundles, whose limit this is
     app = web.Application(client_max_size=MAX_BUNDLE_BYTES)
     counters = IngestCounters()
     app[COUNTERS_KEY] = counters
-    app.router.add_post("/api/v1/batches", batches_handler(accounts, storage, counters,
+    decoder = Decoder(packed=hasattr(storage, "insert_prepared"), workers=decode_workers)
+
+    async def start_decoder(app_: web.Application) -> None:
+        await decoder.start()
+
+    async def close_decoder(app_: web.Application) -> None:
+        decoder.close()
+
+    app.on_startup.append(start_decoder)
+    app.on_cleanup.append(close_decoder)
+    app.router.add_post("/api/v1/batches", batches_handler(accounts, storage, counters, decoder,
                                                           units.seen if units is not None else None))
 
     async def metrics(request: web.Request) -> web.Response:

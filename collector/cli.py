@@ -39,6 +39,7 @@ def cmd_serve(a: Any) -> int:
     from collector.app import AUTO_DECOMPRESS, SHUTDOWN_TIMEOUT, create_app
     from collector.auth.accounts import Accounts
     from collector.auth.audit import AuditLog
+    from collector.ingest.decoding import DEFAULT_WORKERS
     from collector.retention import RetentionError, check_days
     from collector.rules.publish import BundleStore
     from collector.storage.sqlite import SqliteStorage
@@ -76,6 +77,9 @@ def cmd_serve(a: Any) -> int:
     except KeyFileError as e:
         print(f"edgeaudit-collector: --ruleset-pubkey: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if a.decode_workers is not None and a.decode_workers < 0:
+        print("edgeaudit-collector: --decode-workers wants 0 or more", file=sys.stderr)
+        return EXIT_USAGE
     data = _data_dir(a)
     storage: Any
     if a.storage == "clickhouse":
@@ -88,7 +92,8 @@ def cmd_serve(a: Any) -> int:
     audit = AuditLog(data / "audit.log")
     units = Units(data / "units.sqlite")
     try:
-        app = create_app(storage, accounts, audit, BundleStore(data / "rulesets"), keys, units)
+        app = create_app(storage, accounts, audit, BundleStore(data / "rulesets"), keys, units,
+                         decode_workers=DEFAULT_WORKERS if a.decode_workers is None else a.decode_workers)
         if not a.no_retention_pass:
             _schedule_retention(app, storage, data, audit, a.retention_days)
         print(f"edgeaudit-collector: listening on {host}:{port}, data in {data}", file=sys.stderr, flush=True)
@@ -250,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-retention-pass", action="store_true",
                    help="run no hourly retention pass here (another collector of a ClickHouse cluster "
                         "runs it; `retention run` still works)")
+    s.add_argument("--decode-workers", type=int, default=None, metavar="N",
+                   help="processes decoding and packing uploads for the SQLite store (default: one per "
+                        "CPU; 0: decode in threads of this process)")
     s.set_defaults(func=cmd_serve)
     h = sub.add_parser("holds", help="legal holds: records they match are never deleted")
     h.add_argument("action", choices=["add", "remove", "list"])

@@ -86,6 +86,8 @@ _READ_CHUNK: Final = 1 << 20
 _MAX_MAP_LEN: Final = max(MAX_FIELDS, 6)
 #: A str may hold up to 4 UTF-8 bytes per character; the validator then counts characters.
 _MAX_STR_BYTES: Final = 4 * MAX_STRING_LEN
+#: First bytes of a msgpack array: fixarray (0x90-0x9f), array 16, array 32.
+_ARRAY_HEADS: Final = frozenset(range(0x90, 0xA0)) | {0xDC, 0xDD}
 
 
 def encode_batch(
@@ -159,26 +161,97 @@ def decompress_bounded(data: bytes, max_decompressed: int = MAX_BATCH_DECOMPRESS
     return bytes(out)
 
 
+def _limits(max_records: int) -> dict[str, Any]:
+    """msgpack's parsing options: str as UTF-8, lists, str keys, and a limit on everything."""
+    return {
+        "raw": False,
+        "use_list": True,
+        "strict_map_key": True,
+        "max_str_len": _MAX_STR_BYTES,
+        "max_bin_len": 0,
+        "max_ext_len": 0,
+        "max_array_len": max(max_records, MAX_LIST_LEN),
+        "max_map_len": _MAX_MAP_LEN,
+    }
+
+
 def unpack_envelope(payload: bytes, max_records: int = MAX_BATCH_RECORDS) -> object:
     """Parse the msgpack payload with limits on every container and string; no validation."""
     try:
-        return msgpack.unpackb(
-            payload,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_str_len=_MAX_STR_BYTES,
-            max_bin_len=0,
-            max_ext_len=0,
-            max_array_len=max(max_records, MAX_LIST_LEN),
-            max_map_len=_MAX_MAP_LEN,
-        )
+        return msgpack.unpackb(payload, **_limits(max_records))
     except msgpack.ExtraData:
         raise EnvelopeError("batch payload has bytes after the msgpack map") from None
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as e:
         # ValueError covers msgpack's FormatError, StackError, OutOfData-style "incomplete
         # input", invalid UTF-8 (UnicodeDecodeError) and the max_*_len limits.
         raise EnvelopeError(f"batch payload is not valid msgpack: {type(e).__name__}: {e}") from None
+
+
+def _unpacker(payload: bytes, max_records: int) -> Any:
+    up = msgpack.Unpacker(None, max_buffer_size=max(len(payload), 1), **_limits(max_records))
+    up.feed(payload)
+    return up
+
+
+def _unpack_with_spans(payload: bytes, max_records: int) -> tuple[dict[str, Any], list[int]] | None:
+    """The envelope map and the offsets bounding each record in ``payload`` (record ``i`` is
+    ``payload[offsets[i]:offsets[i + 1]]``), or None for anything but a well-formed map with
+    one ``records`` array: the caller then parses with ``unpack_envelope``, whose errors are
+    the reference."""
+    try:
+        up = _unpacker(payload, max_records)
+        envelope: dict[str, Any] = {}
+        offsets: list[int] | None = None
+        for _ in range(up.read_map_header()):
+            key = up.unpack()
+            if type(key) is not str or key in envelope:
+                return None
+            if key == "records" and payload[up.tell()] in _ARRAY_HEADS:
+                count = up.read_array_header()
+                if count > max_records:
+                    return None
+                unpack, tell = up.unpack, up.tell
+                offsets = [tell()]
+                records = []
+                for _ in range(count):
+                    records.append(unpack())
+                    offsets.append(tell())
+                envelope[key] = records
+            else:
+                envelope[key] = up.unpack()
+        if offsets is None or up.tell() != len(payload):
+            return None
+        return envelope, offsets
+    except (ValueError, TypeError, OverflowError, IndexError, msgpack.UnpackException):
+        return None
+
+
+def _payload(data: bytes | bytearray | memoryview, max_compressed: int, max_decompressed: int) -> bytes:
+    """The decompressed msgpack of a body, after its type and compressed size are checked."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise EnvelopeError(f"batch body must be bytes, got {type(data).__name__}")
+    if len(data) > max_compressed:
+        raise EnvelopeError(f"batch body is larger than {max_compressed} bytes ({len(data)})")
+    return decompress_bounded(bytes(data), max_decompressed)
+
+
+def decode_batch_spans(
+    data: bytes | bytearray | memoryview,
+    max_compressed: int = MAX_BATCH_COMPRESSED,
+    max_decompressed: int = MAX_BATCH_DECOMPRESSED,
+    max_records: int = MAX_BATCH_RECORDS,
+) -> tuple[Batch, bytes, list[int] | None]:
+    """``decode_batch`` (records validated), plus the decompressed msgpack payload and the
+    offsets bounding each record's bytes in it (``None`` when the payload was not parsed
+    that way): a store can keep a record's bytes as they came instead of packing it again.
+    A record's bytes decode to exactly the validated record (same msgpack, same parser)."""
+    payload = _payload(data, max_compressed, max_decompressed)
+    parsed = _unpack_with_spans(payload, max_records)
+    if parsed is None:
+        envelope, offsets = unpack_envelope(payload, max_records), None
+    else:
+        envelope, offsets = parsed
+    return validate_batch(envelope, max_records=max_records), payload, offsets
 
 
 def decode_batch(
@@ -196,11 +269,7 @@ def decode_batch(
     ``validate_records=False`` records are left for the caller to check one by one with
     ``wire.validate_record`` (e.g. to store the good ones and count the bad).
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise EnvelopeError(f"batch body must be bytes, got {type(data).__name__}")
-    if len(data) > max_compressed:
-        raise EnvelopeError(f"batch body is larger than {max_compressed} bytes ({len(data)})")
-    payload = decompress_bounded(bytes(data), max_decompressed)
+    payload = _payload(data, max_compressed, max_decompressed)
     envelope = unpack_envelope(payload, max_records)
     return validate_batch(envelope, max_records=max_records, validate_records=validate_records)
 

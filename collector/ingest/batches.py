@@ -7,9 +7,11 @@ What (DESIGN.md "The collector", issue 5 "Ingest"):
 2. The body must be `Content-Encoding: zstd` msgpack in the `wire` envelope, within the
    size limits, every record valid (`wire.envelope.decode_batch`); anything else is a 4xx
    with a JSON error and nothing is stored.
-3. The records are committed (`Storage.insert_batch`, idempotent on (agent, batch_seq))
-   in a worker thread, and only then does the answer say `{"accepted": N, "duplicate": b}`.
-   Decoding (2) runs in a worker thread too, so the event loop only moves bytes.
+3. The records are committed (`Storage.insert_batch`, idempotent on (agent, batch_seq);
+   `insert_prepared` with granules packed by the decoder for a store that has it) in a
+   worker thread, and only then does the answer say `{"accepted": N, "duplicate": b}`.
+   Decoding (2) runs in worker processes or a thread (`collector.ingest.decoding`), so the
+   event loop only moves bytes.
 
 Every stage counts what came in and what was refused and why (`IngestCounters`, shown on
 `/metrics`).
@@ -29,8 +31,8 @@ from aiohttp import web
 
 from collector.access import agent_of, json_error
 from collector.auth.accounts import Accounts
+from collector.ingest.decoding import Decoder, DecoderUnavailable
 from collector.storage.base import Storage
-from wire.envelope import decode_batch
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_COMPRESSED
 
@@ -73,9 +75,12 @@ def _error(status: int, reason: str, detail: str, counters: IngestCounters,
     return json_error(status, reason, detail[:500], challenge=challenge)
 
 
-def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters,
+def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters, decoder: Decoder,
                     on_commit: Callable[[str, str], None] | None = None) -> Callable[[web.Request], Any]:
-    """The aiohttp handler, bound to its account store, storage and counters."""
+    """The aiohttp handler, bound to its account store, storage, decoder and counters.
+
+    ``decoder`` must pack granules only for a storage with ``insert_prepared``."""
+    insert_prepared = getattr(storage, "insert_prepared", None)
 
     async def handle(request: web.Request) -> web.Response:
         counters.batches += 1
@@ -95,20 +100,27 @@ def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters
                 return _error(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes", counters)
         loop = asyncio.get_running_loop()
         try:
-            # In a worker thread, like the commit: decompressing, parsing and validating 5,000
+            # Off the event loop, like the commit: decompressing, parsing and validating 5,000
             # records takes tens of milliseconds, which would stall every other request (other
             # agents' uploads, queries) if it ran on the event loop.
-            batch = await loop.run_in_executor(None, decode_batch, bytes(body))
+            batch = await decoder.decode(bytes(body))
         except ValidationError as e:
             return _error(400, "invalid_batch", str(e), counters)
-        if batch["agent_id"] != agent.name or batch["unit_id"] != agent.unit:
+        except DecoderUnavailable as e:
+            return _error(503, "decoder_unavailable", str(e), counters)
+        if batch.agent_id != agent.name or batch.unit_id != agent.unit:
             return _error(403, "wrong_agent", "the batch names another agent or unit than its token",
                           counters)
-        records = batch["records"]
-        counters.records += len(records)
+        counters.records += batch.count
         try:
-            result = await loop.run_in_executor(
-                None, storage.insert_batch, agent.name, agent.unit, batch["batch_seq"], records)
+            if batch.granules is not None and insert_prepared is not None:
+                result = await loop.run_in_executor(
+                    None, insert_prepared, agent.name, agent.unit, batch.batch_seq, batch.granules,
+                    batch.count)
+            else:
+                assert batch.records is not None
+                result = await loop.run_in_executor(
+                    None, storage.insert_batch, agent.name, agent.unit, batch.batch_seq, batch.records)
         except OSError as e:  # the store could not commit: the agent retries later
             return _error(503, "storage_unavailable", f"could not commit: {e}", counters)
         if on_commit is not None:  # the agent is alive (units' status): after the commit, not before

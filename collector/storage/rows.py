@@ -19,6 +19,7 @@ from typing import Any, Final
 import orjson
 
 from collector.storage.base import AGENT_KEY
+from wire.spec import SPECS
 
 SEARCH_FIELDS: Final = ("host", "uri", "query", "server_name", "subject", "keyword")
 # Where a record type keeps the address its user has (the `ip` filter and identity lookups).
@@ -51,13 +52,29 @@ _NAT_KEYS: Final = ("inside_ip", "inside_port", "remote_ip", "remote_port", "out
 _isfinite: Final = math.isfinite
 
 
-def record_row(agent: str, unit: str, batch_seq: int, idx: int, rec: Mapping[str, Any]) -> Row:
-    """The insert parameters for one record (raises ValueError when it has no type or ts).
+Columns = tuple[Any, ...]
+"""``record_columns``: (type, ts, end_ts, uid, src_ip, src_port, dst_ip, dst_port, nat_ip,
+nat_port, addr, account, search)."""
+
+
+# Per schema type, which of the fields above it has (SCHEMA.md): a record of a known type has
+# no other fields (wire refuses unknown ones), so the others are not looked up. A type this
+# schema does not know is looked up for all of them.
+_ANY_TYPE_FIELDS: Final = ((), ACCOUNT_FIELDS, SEARCH_FIELDS)
+_TYPE_FIELDS: Final = {
+    name: (ADDR_FIELDS.get(name, ()), tuple(f for f in ACCOUNT_FIELDS if f in spec.fields),
+           tuple(f for f in SEARCH_FIELDS if f in spec.fields))
+    for name, spec in SPECS.items()
+}
+
+
+def record_columns(idx: int, rec: Mapping[str, Any]) -> Columns:
+    """The lookup columns of one record (raises ValueError when it has no type or ts).
 
     On the ingest hot path (every record of every batch), so written out flat: one ``get``
-    per field and inline exact-type tests, exact types only (a str
-    column takes a str, an int column an int and never a ``bool``; ``num``'s rule for
-    numbers: int or float, finite), else None.
+    per field and inline exact-type tests, exact types only (a str column takes a str, an
+    int column an int and never a ``bool``; ``num``'s rule for numbers: int or float,
+    finite), else None. ``idx`` only names the record in the error.
     """
     get = rec.get
     rtype: Any = get("type")
@@ -75,22 +92,19 @@ def record_row(agent: str, unit: str, batch_seq: int, idx: int, rec: Mapping[str
         td = type(d)
         if (td is float or td is int) and _isfinite(d):
             end_ts = ts + max(float(d), 0.0)
+    addr_fields, account_fields, search_fields = _TYPE_FIELDS.get(rtype, _ANY_TYPE_FIELDS)
     addr = None
-    for k in ADDR_FIELDS.get(rtype, ()):
+    for k in addr_fields:
         if type(v := get(k)) is str:
             addr = v
             break
     account = None
-    for k in ACCOUNT_FIELDS:
+    for k in account_fields:
         if type(v := get(k)) is str:
             account = v
             break
-    texts = [v.casefold() for k in SEARCH_FIELDS if type(v := get(k)) is str and v]
+    texts = [v.casefold() for k in search_fields if type(v := get(k)) is str and v]
     return (
-        agent,
-        unit,
-        batch_seq,
-        idx,
         rtype,
         ts,
         end_ts,
@@ -105,8 +119,13 @@ def record_row(agent: str, unit: str, batch_seq: int, idx: int, rec: Mapping[str
         account,
         # newline-joined so a search for "a\nb" is the only way to match across two fields
         "\n".join(texts) if texts else None,
-        orjson.dumps(rec if type(rec) is dict else dict(rec)).decode(),
     )
+
+
+def record_row(agent: str, unit: str, batch_seq: int, idx: int, rec: Mapping[str, Any]) -> Row:
+    """The ClickHouse row of one record: provenance, ``record_columns`` and the record as JSON."""
+    return (agent, unit, batch_seq, idx, *record_columns(idx, rec),
+            orjson.dumps(rec if type(rec) is dict else dict(rec)).decode())
 
 
 def ends(logout: Mapping[str, Any], login: Mapping[str, Any]) -> bool:

@@ -1,37 +1,55 @@
-"""SQLite storage backend: one database file per UTC day, the embedded default (no service).
+"""SQLite storage backend: files per UTC day and record-type family, the embedded default.
 
 What: ``SqliteStorage(data_dir)`` implements ``collector.storage.base.Storage``. Records live
-in ``records-YYYY-MM-DD.sqlite`` chosen by the record's ``ts`` (UTC day); batch markers
-``(agent, batch_seq)`` live in ``meta.sqlite``. Each row keeps the whole record as JSON text
-plus columns extracted for the indexed lookups (addresses, ports, account, uid, a
-case-folded search text). Extraction checks types itself instead of trusting the payload.
+in ``records-YYYY-MM-DD.FAMILY.sqlite`` (day of the record's ``ts``; families ``flow``, ``nat``,
+``app``, ``identity``, ``event``: ``collector.storage.granules.FAMILIES``, DESIGN.md's "one
+database file per day and record type family"); batch markers ``(agent, batch_seq)`` live in
+``meta.sqlite``.
 
-Why one file per day: retention drops a whole file (unlink, no vacuum) when no legal hold
-touches it, and a day's indexes stay small enough to be cached. Queries know from the time
-range which files to open; files are opened lazily and at most ``MAX_OPEN_DAYS`` stay open
-(least recently used closed first), so a 180-day store does not hold 180 descriptors.
+Layout (why: issue 5's ≥ 100k records/s, see ``collector.storage.granules``): a file holds
+*granules*, rows of up to 256 records packed as zstd msgpack with their time span, record
+types, search text and provenance (agent, unit), and ``keys``, a ``WITHOUT ROWID`` table of
+64-bit lookup keys pointing at the granules that hold them (outside and inside address and
+port, uid) or at the *chunk* (a batch's granules in one file, ``granules.chunk``) that holds
+them (address, account). A lookup probes ``keys``, decodes the granules found and tests each
+of their records exactly (``collector.storage.rows.record_columns``), so a key collision costs
+a decode, never a wrong answer. Per record this costs ~1.5 integer keys and ~100 bytes on
+disk, where a row per record with text indexes cost five random B-tree inserts and ~670 bytes.
+Ingest workers pack granules in other processes (``insert_prepared``); ``insert_batch`` packs
+them in the calling thread.
 
-Atomicity: a batch may span midnight and so touch several files, and SQLite cannot commit
-several files atomically (ATTACH + WAL is not atomic across files). So:
-1. each day's rows go in one transaction (multi-row ``INSERT OR IGNORE`` statements) on a
-   unique ``(agent, batch_seq, idx)`` key, ``idx`` being the record's index in the batch;
-2. the marker is written to ``meta.sqlite`` last, after every day file committed.
-A crash before step 2 leaves rows but no marker: the agent retries the batch (it is not
-acknowledged), the rows already stored are ignored by the unique key, the rest inserted,
-then the marker written. No duplicate, no loss. The limit: this relies on a retried batch
-having the same content (the agent resends it from its spool); a batch with the same
-``batch_seq`` but different records *after such a crash* would keep the first rows at each
-index. With a marker present, a repeat never touches the day files at all.
+Why files per day: retention drops a whole file (unlink, no vacuum) when no legal hold
+touches it, and a day's keys stay small enough to be cached. Queries know from the time range
+(and the record type) which files to open; files are opened lazily and at most
+``MAX_OPEN_FILES`` stay open (least recently used closed first).
+
+Order: every read returns records by (ts, family, granule, index in the granule), i.e. by
+``ts`` and, for equal ``ts``, in a fixed order; the record search's cursor carries that key.
+``records`` opens granules in order of their earliest ``ts`` and stops once no later granule
+can hold an earlier record than the page's last.
+
+Atomicity: a batch may span midnight and families and so touch several files, and SQLite
+cannot commit several files atomically (ATTACH + WAL is not atomic across files). So:
+1. each file's granules go in one transaction, on a unique ``(agent, batch_seq, part)`` key,
+   ``part`` being the granule's number in the batch (``prepare`` is deterministic);
+2. the marker is written to ``meta.sqlite`` last, after every file committed.
+A crash before step 2 leaves granules but no marker: the agent retries the batch (it is not
+acknowledged), the granules already stored are ignored by the unique key (with their keys,
+committed with them), the rest inserted, then the marker written. No duplicate, no loss. The
+limit: this relies on a retried batch having the same content (the agent resends it from its
+spool). With a marker present, a repeat never touches the files at all.
 
 Durability: WAL mode everywhere. DESIGN.md asks to acknowledge only after durability, so
-both the marker DB and (by default) the day files use ``synchronous=FULL``: in WAL mode that
-is one fsync of the WAL per commit, i.e. one or two per batch of thousands of records.
+both the marker DB and (by default) the files use ``synchronous=FULL``: in WAL mode that is
+one fsync of the WAL per commit, i.e. a few per batch of thousands of records.
 ``synchronous=NORMAL`` (``sync="NORMAL"``) survives an application crash but a power loss
-may roll back the last commits; with the marker written last, a lost day commit under a
+may roll back the last commits; with the marker written last, a lost commit under a
 surviving marker would drop an acknowledged batch for good, which is why it is not the
-default. Use NORMAL only where the disk has a power-loss-safe cache or for tests. FULL costs
-little here: one commit per batch of thousands of records, and the inserts are bound by
-index maintenance (bench/bench_collector.py: FULL, NORMAL and OFF within ~10% of each other).
+default.
+
+Retention: ``expire`` drops whole files nothing held touches; otherwise it deletes old
+granules no hold may cover and rewrites the others with what is newer or held (a granule's
+records, keys and span are recomputed, so its id stays and an old cursor stays valid).
 
 Concurrency: one ``threading.RLock`` serialises all calls on an instance (SQLite has one
 writer per file anyway; the HTTP layer calls from a thread pool). One process owns
@@ -45,26 +63,27 @@ Lookup windows (named limits in ``base``, shared by every backend; older data is
 - ``IDENTITY_LOOKBACK``: oldest login ``identity_at`` considers.
 
 Not done here: ``dhcp.uids`` (a list) is not indexed for ``connection``; batch markers are
-never pruned (one small row per batch); ``text`` search scans the rows the other filters
-leave (no full-text index).
+never pruned (one small row per batch); ``text`` search reads the granules whose joined
+search text holds the string (a substring test in SQLite, no full-text index); files of the
+earlier row-per-record layout (``records-YYYY-MM-DD.sqlite``) are not read.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import math
 import re
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
-
-import orjson
 
 from collector.storage.base import (
     AGENT_KEY,
@@ -80,51 +99,64 @@ from collector.storage.base import (
     InsertResult,
     Page,
 )
-from collector.storage.rows import Row, furthest_sessions, login_in_force, nat_in_force, record_row
+from collector.storage.granules import (
+    CHUNK_KINDS,
+    FAMILY_NAMES,
+    KIND_ACCOUNT,
+    KIND_ENDPOINT,
+    KIND_IP,
+    KIND_OUTSIDE,
+    KIND_UID,
+    Granule,
+    family_of,
+    key_of,
+    prepare,
+    record_keys,
+    regranule,
+    unpack,
+)
+from collector.storage.rows import Columns, furthest_sessions, login_in_force, nat_in_force, record_columns
 from wire.addresses import canonical_ip
 
-#: Day files kept open at once (LRU); a query over more days reopens files as it walks.
-MAX_OPEN_DAYS: Final = 16
+#: Files kept open at once (LRU); a query over more days reopens files as it walks.
+MAX_OPEN_FILES: Final = 32
+#: Kept for callers of the per-day layout's name.
+MAX_OPEN_DAYS: Final = MAX_OPEN_FILES
 #: SQLite busy timeout (seconds): another process (backup, sqlite3 shell) holding a lock briefly.
 BUSY_TIMEOUT: Final = 10.0
+#: Page cache per open file, KiB. SQLite's default (2 MiB) makes every key insert of a busy
+#: day a page read once the key index outgrows it: 68k records/s with it, 102k with 256 MiB
+#: (bench/bench_collector.py). Only pages really used are allocated.
+CACHE_KIB: Final = 262_144
 
 _DAY: Final = 86_400
-_DAY_FILE_RE: Final = re.compile(r"records-(\d{4}-\d{2}-\d{2})\.sqlite")
-# The nat, addr and account indexes are partial (most records have none of these: only nat
-# records have a nat address, only identity records an addr): an insert skips them for those
-# rows. Every query on them has ``col = ?``, which implies ``col IS NOT NULL``, so SQLite uses
-# them as before. Files made before this keep their full indexes, which answer the same.
+_FILE_RE: Final = re.compile(r"records-(\d{4}-\d{2}-\d{2})\.(" + "|".join(FAMILY_NAMES) + r")\.sqlite")
+_FAMILY_RANK: Final = {f: i for i, f in enumerate(FAMILY_NAMES)}
+
 _DAY_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS records (
+CREATE TABLE IF NOT EXISTS granules (
     id INTEGER PRIMARY KEY,
     agent TEXT NOT NULL,
     unit TEXT NOT NULL,
     batch_seq INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    ts REAL NOT NULL,
-    end_ts REAL NOT NULL,
-    uid TEXT,
-    src_ip TEXT,
-    src_port INTEGER,
-    dst_ip TEXT,
-    dst_port INTEGER,
-    nat_ip TEXT,
-    nat_port INTEGER,
-    addr TEXT,
-    account TEXT,
+    part INTEGER NOT NULL,
+    ts_min REAL NOT NULL,
+    ts_max REAL NOT NULL,
+    end_max REAL NOT NULL,
+    n INTEGER NOT NULL,
+    types TEXT NOT NULL,
     search TEXT,
-    json TEXT NOT NULL,
-    UNIQUE (agent, batch_seq, idx)
+    data BLOB NOT NULL,
+    chunk INTEGER,
+    UNIQUE (agent, batch_seq, part)
 );
-CREATE INDEX IF NOT EXISTS records_ts ON records (ts);
-CREATE INDEX IF NOT EXISTS records_type_ts ON records (type, ts);
-CREATE INDEX IF NOT EXISTS records_src ON records (src_ip, src_port, ts);
-CREATE INDEX IF NOT EXISTS records_dst ON records (dst_ip, ts);
-CREATE INDEX IF NOT EXISTS records_nat ON records (nat_ip, nat_port, ts) WHERE nat_ip IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_addr ON records (addr, ts) WHERE addr IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_account ON records (account, ts) WHERE account IS NOT NULL;
-CREATE INDEX IF NOT EXISTS records_uid ON records (uid) WHERE uid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS granules_ts ON granules (ts_min);
+CREATE INDEX IF NOT EXISTS granules_chunk ON granules (chunk);
+CREATE TABLE IF NOT EXISTS keys (
+    key INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    PRIMARY KEY (key, gid)
+) WITHOUT ROWID;
 """
 
 _META_SCHEMA: Final = """
@@ -138,39 +170,25 @@ CREATE TABLE IF NOT EXISTS batches (
 ) WITHOUT ROWID;
 """
 
-_INSERT: Final = (
-    "INSERT OR IGNORE INTO records (agent, unit, batch_seq, idx, type, ts, end_ts, uid, src_ip,"
-    " src_port, dst_ip, dst_port, nat_ip, nat_port, addr, account, search, json)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_GRANULE: Final = (
+    "INSERT OR IGNORE INTO granules (agent, unit, batch_seq, part, ts_min, ts_max, end_max, n, types,"
+    " search, data, chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SELECT: Final = "SELECT id, ts, agent, unit, json FROM records"
-_N_COLS: Final = 18
-#: Rows per multi-row INSERT statement (18 parameters each: 18,000 of SQLite's 32,766).
-INSERT_CHUNK: Final = 1000
-_INSERT_CHUNK_SQL: Final = _INSERT.partition(" VALUES ")[0] + " VALUES " + ", ".join(
-    ["(" + ", ".join("?" * _N_COLS) + ")"] * INSERT_CHUNK
-)
+# The key set travels as one JSON array: json_each unpacks it in C, one statement per granule.
+_INSERT_KEYS: Final = "INSERT OR IGNORE INTO keys (key, gid) SELECT value, ? FROM json_each(?)"
+_SELECT_GRANULE: Final = "SELECT id, agent, unit, data FROM granules"
+
+FileId = tuple[str, str]  # (day, family)
 
 
-def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
-    """Insert ``rows`` (inside the caller's transaction), ``INSERT_CHUNK`` rows per statement.
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """One stored record and where it is: ``order`` sorts records as every read returns them."""
 
-    Why not ``executemany``: it runs one statement per row and re-takes the GIL after each,
-    and in the collector another thread (decoding the next batch) holds the GIL most of the
-    time; each re-take then waits out the interpreter's switch interval (5 ms), which made
-    inserts ~10x slower under load (bench/bench_collector.py). One statement of a thousand
-    rows re-takes the GIL once per thousand rows, and SQLite also runs it a little faster.
-    """
-    full = len(rows) - len(rows) % INSERT_CHUNK
-    for i in range(0, full, INSERT_CHUNK):
-        conn.execute(_INSERT_CHUNK_SQL, [v for row in rows[i : i + INSERT_CHUNK] for v in row])
-    if full < len(rows):
-        conn.execute(
-            _INSERT.partition(" VALUES ")[0] + " VALUES " + ", ".join(
-                ["(" + ", ".join("?" * _N_COLS) + ")"] * (len(rows) - full)
-            ),
-            [v for row in rows[full:] for v in row],
-        )
+    order: tuple[float, int, int, int]  # (ts, family rank, granule id, index in the granule)
+    day: str
+    record: dict[str, Any]
+
 
 # --- days and cursors ------------------------------------------------------------------------
 
@@ -183,64 +201,53 @@ def _day_start(day: str) -> float:
     return datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
 
 
-def _encode_cursor(day: str, row_id: int, ts: float) -> str:
-    # float.hex keeps the exact ts, so the next page starts exactly after the last row.
-    raw = f"{day}|{row_id}|{ts.hex()}".encode()
+def _encode_cursor(found: _Found) -> str:
+    ts, rank, gid, idx = found.order
+    # float.hex keeps the exact ts, so the next page starts exactly after the last record.
+    raw = f"{found.day}|{ts.hex()}|{rank}|{gid}|{idx}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[str, int, float]:
+def _decode_cursor(cursor: str) -> tuple[str, tuple[float, int, int, int]]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        day, row_id, ts_hex = raw.split("|")
+        day, ts_hex, rank, gid, idx = raw.split("|")
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
             raise ValueError(day)
-        return day, int(row_id), float.fromhex(ts_hex)
+        return day, (float.fromhex(ts_hex), int(rank), int(gid), int(idx))
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise ValueError("invalid cursor") from None
 
 
-def _record(row: Row) -> dict[str, Any]:
-    """A stored row (id, ts, agent, unit, json) back to the record plus provenance keys."""
-    rec: dict[str, Any] = orjson.loads(row[4])
-    rec[AGENT_KEY] = row[2]
-    rec[UNIT_KEY] = row[3]
-    return rec
+def _held(holds: Sequence[Hold], unit: str, account: Any, ts: float) -> bool:
+    return any(
+        (h.unit is None or h.unit == unit)
+        and (h.account is None or h.account == account)
+        and (h.start is None or ts >= h.start)
+        and (h.end is None or ts < h.end)
+        for h in holds
+    )
 
 
-def _hold_clause(holds: Sequence[Hold]) -> tuple[str, list[Any]]:
-    """SQL (fixed fragments only) and parameters true for a row matched by any hold."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for h in holds:
-        parts: list[str] = []
-        # IS, not =: a NULL account must give false, never NULL (NOT NULL would keep the row
-        # out of the DELETE and report it as neither deleted nor held).
-        if h.unit is not None:
-            parts.append("unit IS ?")
-            params.append(h.unit)
-        if h.account is not None:
-            parts.append("account IS ?")
-            params.append(h.account)
-        if h.start is not None:
-            parts.append("ts >= ?")
-            params.append(h.start)
-        if h.end is not None:
-            parts.append("ts < ?")
-            params.append(h.end)
-        clauses.append("(" + (" AND ".join(parts) or "1") + ")")
-    return ("(" + " OR ".join(clauses) + ")" if clauses else "0"), params
+RecordTest = Callable[[Columns], bool]
+
+
+def _holding(key: int) -> str:
+    """SQL true for a granule holding ``key`` (one parameter): through its own id, or its
+    chunk's for the kinds keyed per chunk (``granules.CHUNK_KINDS``)."""
+    column = "chunk" if key >> 48 in CHUNK_KINDS else "id"
+    return f"{column} IN (SELECT gid FROM keys WHERE key = ?)"
 
 
 class SqliteStorage:
-    """The ``Storage`` protocol on per-day SQLite files under ``data_dir`` (see module doc)."""
+    """The ``Storage`` protocol on per-day, per-family SQLite files of granules (module doc)."""
 
     def __init__(self, data_dir: Path, *, sync: Literal["FULL", "NORMAL"] = "FULL") -> None:
         self._dir = Path(data_dir)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._sync = sync
         self._lock = threading.RLock()
-        self._open_days: OrderedDict[str, sqlite3.Connection] = OrderedDict()
+        self._open: OrderedDict[FileId, sqlite3.Connection] = OrderedDict()
         # The marker DB is always FULL: it is what makes a batch count as acknowledged.
         self._meta = self._connect(self._dir / "meta.sqlite", "FULL", _META_SCHEMA)
         self._closed = False
@@ -253,32 +260,39 @@ class SqliteStorage:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=" + ("FULL" if sync == "FULL" else "NORMAL"))
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         conn.executescript(schema)
         return conn
 
-    def _path(self, day: str) -> Path:
-        return self._dir / f"records-{day}.sqlite"
+    def _path(self, f: FileId) -> Path:
+        return self._dir / f"records-{f[0]}.{f[1]}.sqlite"
 
-    def _day_conn(self, day: str) -> sqlite3.Connection:
-        conn = self._open_days.get(day)
+    def _conn(self, f: FileId) -> sqlite3.Connection:
+        conn = self._open.get(f)
         if conn is not None:
-            self._open_days.move_to_end(day)
+            self._open.move_to_end(f)
             return conn
-        conn = self._connect(self._path(day), self._sync, _DAY_SCHEMA)
-        self._open_days[day] = conn
-        while len(self._open_days) > MAX_OPEN_DAYS:
-            _, old = self._open_days.popitem(last=False)
+        conn = self._connect(self._path(f), self._sync, _DAY_SCHEMA)
+        self._open[f] = conn
+        while len(self._open) > MAX_OPEN_FILES:
+            _, old = self._open.popitem(last=False)
             old.close()
         return conn
 
-    def _days(self, lo: float | None = None, hi: float | None = None) -> list[str]:
-        """Existing day files, oldest first, whose day may hold a ts in [lo, hi]."""
-        days = sorted(
-            m.group(1) for p in self._dir.iterdir() if (m := _DAY_FILE_RE.fullmatch(p.name)) is not None
-        )
+    def _files(self, lo: float | None = None, hi: float | None = None,
+               families: Sequence[str] = FAMILY_NAMES) -> list[FileId]:
+        """Existing files of ``families``, oldest day first, whose day may hold a ts in [lo, hi]."""
         first = _day_of(lo) if lo is not None else None
         last = _day_of(hi) if hi is not None else None
-        return [d for d in days if (first is None or d >= first) and (last is None or d <= last)]
+        found = []
+        for p in self._dir.iterdir():
+            m = _FILE_RE.fullmatch(p.name)
+            if m is None or m.group(2) not in families:
+                continue
+            day = m.group(1)
+            if (first is None or day >= first) and (last is None or day <= last):
+                found.append((day, m.group(2)))
+        return sorted(found, key=lambda f: (f[0], _FAMILY_RANK[f[1]]))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -289,28 +303,27 @@ class SqliteStorage:
     def insert_batch(
         self, agent: str, unit: str, batch_seq: int, records: Sequence[Mapping[str, Any]]
     ) -> InsertResult:
-        # Build every row first, outside the lock: a bad record refuses the batch before any
-        # file is touched, and this Python work of one batch overlaps another batch's SQLite
-        # work (which runs without the GIL) instead of queueing behind it.
-        by_day: dict[str, list[Row]] = {}
-        # keyed by _day_of's own day number, so _day_of runs once per day, not once per row
-        day_rows: dict[int, list[Row]] = {}
-        for idx, rec in enumerate(records):
-            row = record_row(agent, unit, batch_seq, idx, rec)
-            rows = day_rows.get(key := math.floor(row[5] / _DAY))
-            if rows is None:
-                rows = day_rows[key] = by_day.setdefault(_day_of(row[5]), [])
-            rows.append(row)
+        # Packed outside the lock: a bad record refuses the batch before any file is touched,
+        # and this Python work overlaps another batch's SQLite work (which runs without the GIL).
+        return self.insert_prepared(agent, unit, batch_seq, prepare(records), len(records))
+
+    def insert_prepared(self, agent: str, unit: str, batch_seq: int, granules: Sequence[Granule],
+                        count: int) -> InsertResult:
+        """Store a batch ``collector.storage.granules.prepare`` packed (maybe in another
+        process); ``count`` is its number of records."""
+        by_file: dict[FileId, list[Granule]] = {}
+        for g in granules:
+            by_file.setdefault((g.day, g.family), []).append(g)
         with self._lock:
             self._check_open()
             prior = self._marker(agent, batch_seq)
             if prior is not None:
                 return InsertResult(accepted=prior, duplicate=True)
-            for day in sorted(by_day):
-                conn = self._day_conn(day)
+            for f in sorted(by_file):
+                conn = self._conn(f)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    _insert_rows(conn, by_day[day])
+                    self._insert_chunk(conn, agent, unit, batch_seq, by_file[f])
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
@@ -319,18 +332,66 @@ class SqliteStorage:
             cur = self._meta.execute(
                 "INSERT OR IGNORE INTO batches (agent, batch_seq, unit, count, stored_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (agent, batch_seq, unit, len(records), time.time()),
+                (agent, batch_seq, unit, count, time.time()),
             )
-            if cur.rowcount == 0:  # another process wrote it meanwhile; the rows were ignored
+            if cur.rowcount == 0:  # another process wrote it meanwhile; the granules were ignored
                 prior = self._marker(agent, batch_seq)
                 return InsertResult(accepted=prior or 0, duplicate=True)
-            return InsertResult(accepted=len(records), duplicate=False)
+            return InsertResult(accepted=count, duplicate=False)
+
+    @staticmethod
+    def _insert_chunk(conn: sqlite3.Connection, agent: str, unit: str, batch_seq: int,
+                      granules: Sequence[Granule]) -> None:
+        """One batch's granules of one file (a chunk: the first carries the chunk's keys and
+        its id names the chunk), inside the caller's transaction."""
+        chunk: int | None = None
+        for g in granules:
+            cur = conn.execute(_INSERT_GRANULE, (
+                agent, unit, batch_seq, g.part, g.ts_min, g.ts_max, g.end_max, g.n, g.types, g.search,
+                g.data, chunk))
+            fresh = cur.rowcount == 1  # else stored before a crash that lost the marker, keys too
+            if g.chunk_keys is not None:
+                if fresh:
+                    chunk = cur.lastrowid
+                    conn.execute("UPDATE granules SET chunk = id WHERE id = ?", (chunk,))
+                    conn.execute(_INSERT_KEYS, (chunk, g.chunk_keys))
+                else:
+                    chunk = conn.execute(
+                        "SELECT chunk FROM granules WHERE agent = ? AND batch_seq = ? AND part = ?",
+                        (agent, batch_seq, g.part)).fetchone()[0]
+            if fresh:
+                conn.execute(_INSERT_KEYS, (cur.lastrowid, g.keys))
 
     def _marker(self, agent: str, batch_seq: int) -> int | None:
         row = self._meta.execute(
             "SELECT count FROM batches WHERE agent = ? AND batch_seq = ?", (agent, batch_seq)
         ).fetchone()
         return None if row is None else int(row[0])
+
+    # -- reading granules --
+
+    def _read(self, f: FileId, where: str, params: Sequence[Any], test: RecordTest) -> Iterator[_Found]:
+        """The records of file ``f``'s granules matching ``where`` (a fixed SQL fragment) that
+        pass ``test`` (their ``record_columns``), in no particular order."""
+        rank = _FAMILY_RANK[f[1]]
+        for gid, agent, unit, data in self._conn(f).execute(f"{_SELECT_GRANULE} WHERE {where}", params):
+            for idx, rec in enumerate(unpack(data)):
+                cols = record_columns(idx, rec)
+                if test(cols):
+                    rec[AGENT_KEY] = agent
+                    rec[UNIT_KEY] = unit
+                    yield _Found((cols[1], rank, gid, idx), f[0], rec)
+
+    def _lookup(self, files: Sequence[FileId], key: int, where: str, params: Sequence[Any],
+                test: RecordTest) -> list[_Found]:
+        """Records of the granules holding ``key`` (and matching ``where``) passing ``test``,
+        ordered by (day, ts, family, granule, index)."""
+        out: list[_Found] = []
+        for f in files:
+            sql = f"{_holding(key)} AND {where}"
+            out.extend(sorted(self._read(f, sql, (key, *params), test), key=lambda r: r.order))
+        out.sort(key=lambda r: (r.day, r.order))
+        return out
 
     # -- queries --
 
@@ -349,170 +410,268 @@ class SqliteStorage:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         limit = min(limit, MAX_PAGE)
+        after = _decode_cursor(cursor) if cursor is not None else None
+        # Granule-level filters (SQL) keep whole granules out; the record test is exact.
         where: list[str] = []
         params: list[Any] = []
         if type is not None:
-            where.append("type = ?")
-            params.append(type)
+            where.append("instr(types, ?) > 0")
+            params.append(f" {type} ")
         if start is not None:
-            where.append("ts >= ?")
+            where.append("ts_max >= ?")
             params.append(start)
         if end is not None:
-            where.append("ts < ?")
+            where.append("ts_min < ?")
             params.append(end)
-        if ip is not None:
-            where.append("(src_ip = ? OR dst_ip = ? OR nat_ip = ? OR addr = ?)")
-            params.extend([canonical_ip(ip)] * 4)
+        ip_c = canonical_ip(ip) if ip is not None else None
+        if ip_c is not None:
+            where.append(_holding(key_of(KIND_IP, ip_c)))
+            params.append(key_of(KIND_IP, ip_c))
         if account is not None:
-            where.append("account = ?")
-            params.append(account)
-        if text is not None:
+            where.append(_holding(key_of(KIND_ACCOUNT, account)))
+            params.append(key_of(KIND_ACCOUNT, account))
+        folded = text.casefold() if text is not None else None
+        if folded is not None:
             where.append("instr(search, ?) > 0")
-            params.append(text.casefold())
-        after = _decode_cursor(cursor) if cursor is not None else None
+            params.append(folded)
+
+        def test(c: Columns) -> bool:
+            return ((type is None or c[0] == type)
+                    and (start is None or c[1] >= start)
+                    and (end is None or c[1] < end)
+                    and (ip_c is None or ip_c in (c[4], c[6], c[8], c[10]))
+                    and (account is None or c[11] == account)
+                    and (folded is None or (c[12] is not None and folded in c[12])))
+
+        need = limit + 1  # one more than the page tells whether another page exists
+        found: list[_Found] = []
         with self._lock:
             self._check_open()
-            days = self._days(start, end)
-            if after is not None:
-                days = [d for d in days if d >= after[0]]
-            need = limit + 1  # one more than the page tells whether another page exists
-            found: list[tuple[str, Row]] = []
-            for day in days:
-                clauses, args = list(where), list(params)
-                if after is not None and day == after[0]:
-                    clauses.append("(ts > ? OR (ts = ? AND id > ?))")
-                    args.extend([after[2], after[2], after[1]])
-                sql = _SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "")
-                sql += " ORDER BY ts, id LIMIT ?"
-                args.append(need - len(found))
-                found.extend((day, row) for row in self._day_conn(day).execute(sql, args))
+            by_day: dict[str, list[FileId]] = {}
+            families = [family_of(type)] if type is not None else FAMILY_NAMES
+            for f in self._files(start, end, families):
+                if after is None or f[0] >= after[0]:
+                    by_day.setdefault(f[0], []).append(f)
+            for day in sorted(by_day):
+                day_after = after[1] if after is not None and after[0] == day else None
+                found.extend(self._page_of_day(by_day[day], " AND ".join(where) or "1", params, test,
+                                               day_after, need - len(found)))
                 if len(found) >= need:
                     break
         page = found[:limit]
-        next_cursor = None
-        if len(found) > limit:
-            day, row = page[-1]
-            next_cursor = _encode_cursor(day, int(row[0]), float(row[1]))
-        return Page(records=[_record(row) for _, row in page], cursor=next_cursor)
+        next_cursor = _encode_cursor(page[-1]) if len(found) > limit else None
+        return Page(records=[f.record for f in page], cursor=next_cursor)
 
-    def _select(self, days: Sequence[str], where: str, params: Sequence[Any]) -> Iterator[tuple[str, Row]]:
-        """(day, row) of every day file in ``days`` matching ``where``, each day by ts, id."""
-        for day in days:
-            sql = f"{_SELECT} WHERE {where} ORDER BY ts, id"  # `where` is a fixed fragment
-            for row in self._day_conn(day).execute(sql, params):
-                yield day, row
+    def _page_of_day(self, files: Sequence[FileId], where: str, params: Sequence[Any], test: RecordTest,
+                     after: tuple[float, int, int, int] | None, need: int) -> list[_Found]:
+        """The first ``need`` matching records of one day (after ``after``), in order.
 
-    # The lookups below write ``+type``: the unary plus keeps SQLite's planner (no ANALYZE
-    # statistics) off ``records_type_ts``, which it would otherwise prefer and which walks every
-    # record of that type in the lookback window (days of sessions: seconds on a busy store);
-    # the address index (``records_nat``/``records_src``/``records_addr``) finds a handful.
+        Granules are opened in order of their earliest ts: once ``need`` records are in hand
+        and the next granule starts after the last of them, no later granule can come first.
+        """
+        candidates: list[tuple[float, int, FileId, int]] = []
+        for f in files:
+            sql = f"SELECT ts_min, id FROM granules WHERE {where}"
+            args = list(params)
+            if after is not None:
+                sql += " AND ts_max >= ?"
+                args.append(after[0])
+            candidates.extend((ts_min, _FAMILY_RANK[f[1]], f, gid)
+                              for ts_min, gid in self._conn(f).execute(sql, args))
+        candidates.sort()
+        best: list[_Found] = []
+        for ts_min, _, f, gid in candidates:
+            if len(best) >= need and ts_min > best[need - 1].order[0]:
+                break
+            got = [r for r in self._read(f, "id = ?", (gid,), test) if after is None or r.order > after]
+            if got:
+                best = heapq.nsmallest(need, best + got, key=lambda r: r.order)
+        return best
+
+    # The lookups read the granules holding their key (one indexed probe per file) and test
+    # every record of them exactly.
 
     def nat_at(self, ip: str, port: int, ts: float, proto: str | None = None) -> list[dict[str, Any]]:
         ip = canonical_ip(ip)
         lo, hi = ts - NAT_DEFAULT_LIFETIME, ts + NAT_CLOCK_SLACK
+
+        def test(c: Columns) -> bool:
+            return bool(c[0] == "nat" and c[8] == ip and c[9] == port and lo <= c[1] <= hi)
+
         with self._lock:
             self._check_open()
-            rows = list(
-                self._select(
-                    self._days(lo, hi),
-                    "nat_ip = ? AND nat_port = ? AND +type = 'nat' AND ts >= ? AND ts <= ?",
-                    (ip, port, lo, hi),
-                )
-            )
-        return nat_in_force((_record(row) for _, row in rows), ts, proto)
+            found = self._lookup(self._files(lo, hi, ["nat"]), key_of(KIND_OUTSIDE, ip, port),
+                                 "ts_max >= ? AND ts_min <= ?", (lo, hi), test)
+        return nat_in_force((f.record for f in found), ts, proto)
 
     def sessions_at(self, ip: str, port: int, ts: float, *, outside: bool,
                     proto: str | None = None) -> list[dict[str, Any]]:
         ip = canonical_ip(ip)
-        # Column names come from this fixed choice, never from input.
-        cols = "nat_ip = ? AND nat_port = ?" if outside else "src_ip = ? AND src_port = ?"
-        lo = ts - MAX_SESSION_SPAN
-        hi = ts + SESSION_TOLERANCE
+        lo, hi, reach = ts - MAX_SESSION_SPAN, ts + SESSION_TOLERANCE, ts - SESSION_TOLERANCE
+        at = (8, 9) if outside else (4, 5)  # nat_ip/nat_port or src_ip/src_port
+
+        def test(c: Columns) -> bool:
+            return bool(c[0] == "session" and c[at[0]] == ip and c[at[1]] == port and lo <= c[1] <= hi
+                        and c[2] >= reach)
+
+        key = key_of(KIND_OUTSIDE if outside else KIND_ENDPOINT, ip, port)
         with self._lock:
             self._check_open()
-            rows = list(
-                self._select(
-                    self._days(lo, hi),
-                    cols + " AND +type = 'session' AND ts >= ? AND ts <= ? AND end_ts >= ?",
-                    (ip, port, lo, hi, ts - SESSION_TOLERANCE),
-                )
-            )
-        return furthest_sessions((_record(row) for _, row in rows), proto)
+            found = self._lookup(self._files(lo, hi, ["flow"]), key,
+                                 "end_max >= ? AND ts_min <= ?", (reach, hi), test)
+        return furthest_sessions((f.record for f in found), proto)
 
     def identity_at(self, ip: str, ts: float) -> dict[str, Any] | None:
         ip = canonical_ip(ip)
         lo = ts - IDENTITY_LOOKBACK
+
+        def test(c: Columns) -> bool:
+            return bool(c[0] == "login" and c[10] == ip and lo <= c[1] <= ts)
+
+        key = key_of(KIND_IP, ip)
         with self._lock:
             self._check_open()
-            # Newest day first, newest row first (login_in_force stops at the answer).
-            rows = (row for day in reversed(self._days(lo, ts)) for row in self._day_conn(day).execute(
-                _SELECT + " WHERE addr = ? AND +type = 'login' AND ts >= ? AND ts <= ?"
-                " ORDER BY ts DESC, id DESC",
-                (ip, lo, ts),
-            ))
-            return login_in_force(_record(row) for row in rows)
+
+            def newest_first() -> Iterator[dict[str, Any]]:
+                # One day at a time, newest first: login_in_force stops reading at the answer.
+                for f in reversed(self._files(lo, ts, ["identity"])):
+                    day = self._lookup([f], key, "ts_min <= ? AND ts_max >= ?", (ts, lo), test)
+                    for found in reversed(day):
+                        yield found.record
+
+            return login_in_force(newest_first())
 
     def connection(self, uid: str, *, agent: str | None = None, start: float | None = None,
                    end: float | None = None) -> list[dict[str, Any]]:
-        where = "uid = ?"
-        params: list[Any] = [uid]
+        where = ["1"]
+        params: list[Any] = []
         if agent is not None:
-            where += " AND agent = ?"
+            where.append("agent = ?")
             params.append(agent)
         if start is not None:
-            where += " AND ts >= ?"
+            where.append("ts_max >= ?")
             params.append(start)
         if end is not None:
-            where += " AND ts <= ?"
+            where.append("ts_min <= ?")
             params.append(end)
+
+        def test(c: Columns) -> bool:
+            return bool(c[3] == uid and (start is None or c[1] >= start) and (end is None or c[1] <= end))
+
         with self._lock:
             self._check_open()
-            # One indexed probe per day file that may hold the window (every day without one).
-            days = self._days(start, end)
-            return [_record(row) for _, row in self._select(days, where, tuple(params))]
+            found = self._lookup(self._files(start, end), key_of(KIND_UID, uid), " AND ".join(where),
+                                 params, test)
+        return [f.record for f in found]
 
     # -- retention --
 
     def expire(self, before: float, holds: Sequence[Hold]) -> ExpireResult:
-        hold_sql, hold_params = _hold_clause(holds)
         deleted = held = 0
-        dropped: list[str] = []
+        dropped_files: dict[str, int] = {}
         with self._lock:
             self._check_open()
-            for day in self._days(None, before):
-                if _day_start(day) >= before:
-                    continue
-                conn = self._day_conn(day)
-                whole = _day_start(day) + _DAY <= before
-                n_held = int(
-                    conn.execute(
-                        f"SELECT count(*) FROM records WHERE ts < ? AND {hold_sql}", [before, *hold_params]
-                    ).fetchone()[0]
-                )
-                if whole and n_held == 0:
-                    # Fast path: nothing held in this day, drop the file.
-                    deleted += int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
-                    self._drop_day(day)
-                    dropped.append(day)
-                    continue
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    cur = conn.execute(
-                        f"DELETE FROM records WHERE ts < ? AND NOT {hold_sql}", [before, *hold_params]
-                    )
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                deleted += cur.rowcount
-                held += n_held
+            files = [f for f in self._files(None, before) if _day_start(f[0]) < before]
+            for f in files:
+                d, h, gone = self._expire_file(f, before, holds)
+                deleted += d
+                held += h
+                if gone:
+                    dropped_files[f[0]] = dropped_files.get(f[0], 0) + 1
+            remaining = {f[0] for f in self._files()}
+        dropped = sorted(day for day in dropped_files if day not in remaining)
         return ExpireResult(deleted=deleted, days_dropped=dropped, held=held)
 
-    def _drop_day(self, day: str) -> None:
-        conn = self._open_days.pop(day, None)
+    def _may_hold(self, conn: sqlite3.Connection, holds: Sequence[Hold], chunk: int, unit: str,
+                  ts_min: float, ts_max: float) -> bool:
+        """Whether a hold may cover a record of the granule (exact per record afterwards)."""
+        for h in holds:
+            if h.unit is not None and h.unit != unit:
+                continue
+            if (h.start is not None and ts_max < h.start) or (h.end is not None and ts_min >= h.end):
+                continue
+            if h.account is not None and conn.execute(
+                    "SELECT 1 FROM keys WHERE key = ? AND gid = ?",
+                    (key_of(KIND_ACCOUNT, h.account), chunk)).fetchone() is None:
+                continue
+            return True
+        return False
+
+    def _expire_file(self, f: FileId, before: float, holds: Sequence[Hold]) -> tuple[int, int, bool]:
+        """(deleted, held, file dropped) for the records of file ``f`` older than ``before``."""
+        conn = self._conn(f)
+        rows = conn.execute(
+            "SELECT id, part, unit, ts_min, ts_max, n, chunk FROM granules WHERE ts_min < ?", (before,)
+        ).fetchall()
+        maybe = {gid for gid, _, unit, lo, hi, _, chunk in rows
+                 if self._may_hold(conn, holds, chunk, unit, lo, hi)}
+        if _day_start(f[0]) + _DAY <= before and not maybe:
+            # Fast path: nothing of this file is held and all of it is old: drop the file.
+            deleted = sum(int(row[5]) for row in rows)
+            self._drop(f)
+            return deleted, 0, True
+        deleted = held = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for gid, part, unit, _, ts_max, n, _ in rows:
+                if ts_max < before and gid not in maybe:
+                    self._delete_granule(conn, gid, None)
+                    deleted += n
+                    continue
+                (data,) = conn.execute("SELECT data FROM granules WHERE id = ?", (gid,)).fetchone()
+                records = unpack(data)
+                keep: list[dict[str, Any]] = []
+                for idx, rec in enumerate(records):
+                    cols = record_columns(idx, rec)
+                    if cols[1] >= before:
+                        keep.append(rec)
+                    elif _held(holds, unit, cols[11], cols[1]):
+                        keep.append(rec)
+                        held += 1
+                deleted += len(records) - len(keep)
+                if len(keep) == len(records):
+                    continue
+                if not keep:
+                    self._delete_granule(conn, gid, records)
+                    continue
+                g = regranule(f[0], f[1], part, keep)
+                self._drop_keys(conn, gid, records)
+                conn.execute(
+                    "UPDATE granules SET ts_min = ?, ts_max = ?, end_max = ?, n = ?, types = ?, search = ?,"
+                    " data = ? WHERE id = ?",
+                    (g.ts_min, g.ts_max, g.end_max, g.n, g.types, g.search, g.data, gid))
+                conn.execute(_INSERT_KEYS, (gid, g.keys))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return deleted, held, False
+
+    def _drop_keys(self, conn: sqlite3.Connection, gid: int,
+                   records: Sequence[Mapping[str, Any]] | None) -> None:
+        """Delete granule ``gid``'s keys (recomputed from its records, read when not given).
+        Its chunk's keys stay: the chunk's other granules may hold them, and a stale one only
+        makes a lookup read a granule in vain; the file's drop removes them."""
+        if records is None:
+            (data,) = conn.execute("SELECT data FROM granules WHERE id = ?", (gid,)).fetchone()
+            records = unpack(data)
+        keys: set[int] = set()
+        chunk_keys: set[int] = set()
+        for idx, rec in enumerate(records):
+            cols = record_columns(idx, rec)
+            record_keys(cols[0], cols, keys, chunk_keys)
+        conn.executemany("DELETE FROM keys WHERE key = ? AND gid = ?", [(k, gid) for k in keys])
+
+    def _delete_granule(self, conn: sqlite3.Connection, gid: int,
+                        records: Sequence[Mapping[str, Any]] | None) -> None:
+        self._drop_keys(conn, gid, records)
+        conn.execute("DELETE FROM granules WHERE id = ?", (gid,))
+
+    def _drop(self, f: FileId) -> None:
+        conn = self._open.pop(f, None)
         if conn is not None:
             conn.close()
-        path = self._path(day)
+        path = self._path(f)
         # The -wal/-shm files first would be wrong only with a reader open; we closed ours.
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
@@ -523,8 +682,8 @@ class SqliteStorage:
         with self._lock:
             self._check_open()
             return sum(
-                int(self._day_conn(d).execute("SELECT count(*) FROM records").fetchone()[0])
-                for d in self._days()
+                int(self._conn(f).execute("SELECT total(n) FROM granules").fetchone()[0])
+                for f in self._files()
             )
 
     def close(self) -> None:
@@ -532,7 +691,7 @@ class SqliteStorage:
             if self._closed:
                 return
             self._closed = True
-            while self._open_days:
-                _, conn = self._open_days.popitem()
+            while self._open:
+                _, conn = self._open.popitem()
                 conn.close()
             self._meta.close()

@@ -1,4 +1,4 @@
-"""What only the SQLite backend promises: files per day, pragmas, crash-idempotence, bounds."""
+"""What only the SQLite backend promises: files per day and family, pragmas, crash-idempotence, bounds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from storage_records import DAY, MIDNIGHT, http, session
 
 from collector.storage import Hold, SqliteStorage
-from collector.storage.sqlite import MAX_OPEN_DAYS
+from collector.storage.sqlite import MAX_OPEN_FILES
 
 
 @pytest.fixture
@@ -26,10 +26,10 @@ def day_files(where: Path) -> list[str]:
 
 def test_batch_across_midnight_writes_two_day_files(tmp_path: Path, sq: SqliteStorage) -> None:
     sq.insert_batch("a", "u", 1, [http(MIDNIGHT - 1, "C1"), http(MIDNIGHT, "C2")])
-    assert day_files(tmp_path) == ["records-2024-02-29.sqlite", "records-2024-03-01.sqlite"]
+    assert day_files(tmp_path) == ["records-2024-02-29.app.sqlite", "records-2024-03-01.app.sqlite"]
     for name in day_files(tmp_path):
         with sqlite3.connect(tmp_path / name) as db:
-            assert db.execute("SELECT count(*) FROM records").fetchone() == (1,)
+            assert db.execute("SELECT total(n) FROM granules").fetchone() == (1,)
             assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
@@ -55,10 +55,10 @@ def test_a_record_without_ts_refuses_the_whole_batch(sq: SqliteStorage) -> None:
 
 
 def test_open_files_are_bounded(sq: SqliteStorage) -> None:
-    n = MAX_OPEN_DAYS + 4
+    n = MAX_OPEN_FILES + 4
     sq.insert_batch("a", "u", 1, [session(MIDNIGHT + k * DAY, f"C{k}") for k in range(n)])
     assert sq.count() == n
-    assert len(sq._open_days) <= MAX_OPEN_DAYS
+    assert len(sq._open) <= MAX_OPEN_FILES
     assert len(sq.records().records) == n
 
 
@@ -67,7 +67,7 @@ def test_expire_removes_dropped_files(tmp_path: Path, sq: SqliteStorage) -> None
     sq.insert_batch("a", "u", 1, recs)
     res = sq.expire(MIDNIGHT + DAY, [Hold(start=MIDNIGHT, end=MIDNIGHT + 10)])
     assert res.days_dropped == ["2024-02-29"]
-    assert day_files(tmp_path) == ["records-2024-03-01.sqlite", "records-2024-03-02.sqlite"]
+    assert day_files(tmp_path) == ["records-2024-03-01.app.sqlite", "records-2024-03-02.app.sqlite"]
     assert not list(tmp_path.glob("records-2024-02-29*"))
 
 
