@@ -217,9 +217,12 @@ def _stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds of ``pid`` and every live process under it (the collector's decode
-    workers run in a forkserver's children)."""
+def cpu_seconds(pid: int, *, tree: bool = True) -> float:
+    """CPU seconds of ``pid`` and (``tree``) every live process under it (the collector's
+    decode workers run in a forkserver's children)."""
+    if not tree:
+        fields = _stat(pid)
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     parent: dict[int, int] = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -265,8 +268,9 @@ class Collector:
                     raise RuntimeError(f"collector did not start: {self.log.read_text()[-2000:]}") from None
                 time.sleep(0.05)
 
-    def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds of the whole collector, and of its main process alone."""
+        return cpu_seconds(self.proc.pid), cpu_seconds(self.proc.pid, tree=False)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -479,9 +483,10 @@ def ingest_phase(backend: Backend, base: list[dict[str, Any]], args: argparse.Na
             backend.open(data).close()  # a fresh database, the one serve is told to use
         coll = Collector(data, backend.serve_args())
         try:
-            cpu0 = coll.cpu()
+            cpu0, main0 = coll.cpu()
             wall = asyncio.run(upload(coll.url, per_agent))
-            cpu = coll.cpu() - cpu0
+            cpu1, main1 = coll.cpu()
+            cpu, main_cpu = cpu1 - cpu0, main1 - main0
         finally:
             coll.stop()
         backend.drop()
@@ -503,8 +508,10 @@ def ingest_phase(backend: Backend, base: list[dict[str, Any]], args: argparse.Na
         if not args.keep:
             for d in (data, direct_dir, raw_dir):
                 shutil.rmtree(d, ignore_errors=True)
-        runs.append({"collector_s": wall, "collector_cpu_s": cpu, "backend_s": direct, "raw_s": raw})
-        print(f"  [{backend.name}] run {r + 1}: collector {n / wall:,.0f}/s (CPU {cpu:.1f} s, {wall:.1f} s),"
+        runs.append({"collector_s": wall, "collector_cpu_s": cpu, "collector_main_cpu_s": main_cpu,
+                     "backend_s": direct, "raw_s": raw})
+        print(f"  [{backend.name}] run {r + 1}: collector {n / wall:,.0f}/s (CPU {cpu:.1f} s of which main"
+              f" process {main_cpu:.1f} s, {wall:.1f} s),"
               f" backend {n / direct:,.0f}/s, raw {n / raw:,.0f}/s, collector/raw {wall / raw:.2f}x",
               flush=True)
     wall = min(x["collector_s"] for x in runs)

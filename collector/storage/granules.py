@@ -41,7 +41,6 @@ backends see the same addresses, account and search text in a record.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -51,7 +50,9 @@ import msgpack  # type: ignore[import-untyped]
 import orjson
 import zstandard
 
-from collector.storage.rows import Columns, record_columns
+from collector.storage.keys import record_keys
+from collector.storage.rows import record_columns
+from collector.storage.scan import SCANNERS
 
 #: Records per granule: a lookup decodes whole granules (~1 ms for 256 records), while the
 #: per-row costs (granule row, its key set) shrink as granules grow.
@@ -72,31 +73,12 @@ FAMILIES: Final = {
 FAMILY_NAMES: Final = ("flow", "nat", "app", "identity", "event")
 DEFAULT_FAMILY: Final = "event"
 
-KIND_OUTSIDE: Final = 1
-KIND_ENDPOINT: Final = 2
-KIND_IP: Final = 3
-KIND_UID: Final = 4
-KIND_ACCOUNT: Final = 5
-
-#: Kinds whose keys name a chunk (all granules one batch put in one file), not a granule.
-CHUNK_KINDS: Final = frozenset({KIND_IP, KIND_ACCOUNT})
-
 _DAY: Final = 86_400
-_crc32: Final = zlib.crc32
-_OUTSIDE: Final = KIND_OUTSIDE << 48
-_ENDPOINT: Final = KIND_ENDPOINT << 48
-_IP: Final = KIND_IP << 48
-_UID: Final = KIND_UID << 48
-_ACCOUNT: Final = KIND_ACCOUNT << 48
+_isfinite: Final = math.isfinite
 
 
 def family_of(rtype: str) -> str:
     return FAMILIES.get(rtype, DEFAULT_FAMILY)
-
-
-def key_of(kind: int, value: str, port: int = 0) -> int:
-    """The lookup key of ``value`` (and ``port``) of one kind (see the module doc)."""
-    return (kind << 48) | (_crc32(value.encode("utf-8", "surrogatepass")) << 16) | (port & 0xFFFF)
 
 
 def day_of(ts: float) -> str:
@@ -122,28 +104,18 @@ class Granule:
     chunk_keys: bytes | None  # the first granule of a chunk: the chunk's keys; others None
 
 
-def record_keys(rtype: str, cols: Columns, out: set[int], chunk_out: set[int]) -> None:
-    """Add one record's (``record_columns``) granule keys to ``out``, its chunk keys
-    (``IP``, ``ACCOUNT``) to ``chunk_out``."""
-    _, _, _, uid, src_ip, src_port, dst_ip, _, nat_ip, nat_port, addr, account, _ = cols
-    if src_ip is not None:
-        h = _crc32(src_ip.encode()) << 16
-        chunk_out.add(_IP | h)
-        if rtype == "session" and src_port is not None:
-            out.add(_ENDPOINT | h | (src_port & 0xFFFF))
-    if dst_ip is not None:
-        chunk_out.add(_IP | (_crc32(dst_ip.encode()) << 16))
-    if nat_ip is not None:
-        h = _crc32(nat_ip.encode()) << 16
-        chunk_out.add(_IP | h)
-        if nat_port is not None:
-            out.add(_OUTSIDE | h | (nat_port & 0xFFFF))
-    if addr is not None:
-        chunk_out.add(_IP | (_crc32(addr.encode()) << 16))
-    if uid is not None:
-        out.add(_UID | (_crc32(uid.encode()) << 16))
-    if account is not None:
-        chunk_out.add(_ACCOUNT | (_crc32(account.encode()) << 16))
+class _Run:
+    """A granule being filled: its records' indexes and stamps and what it will carry."""
+
+    __slots__ = ("end_max", "idxs", "keys", "stamps", "texts", "types")
+
+    def __init__(self) -> None:
+        self.idxs: list[int] = []
+        self.stamps: list[float] = []
+        self.keys: set[int] = set()
+        self.types: set[str] = set()
+        self.texts: list[str] = []
+        self.end_max = -math.inf
 
 
 def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
@@ -157,32 +129,50 @@ def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
     records give the same granules, so a batch resent after a crash maps onto the granules
     it already stored.
     """
-    groups: dict[tuple[int, str], list[tuple[int, Columns]]] = {}
+    # One pass over the records (the ingest hot path): each goes to the open run of its
+    # (day, family), and its keys straight into that run's and that chunk's sets.
+    groups: dict[tuple[int, str], tuple[list[_Run], set[int]]] = {}
     for idx, rec in enumerate(records):
-        cols = record_columns(idx, rec)
-        key = (math.floor(cols[1] / _DAY), FAMILIES.get(cols[0], DEFAULT_FAMILY))
-        group = groups.get(key)
+        rtype: Any = rec.get("type")
+        ts: Any = rec.get("ts")
+        if type(rtype) is not str or not (type(ts) is float or type(ts) is int) or not _isfinite(ts):
+            raise ValueError(f"records[{idx}]: a record needs a str 'type' and a finite numeric 'ts'")
+        ts = float(ts)
+        where = (math.floor(ts / _DAY), FAMILIES.get(rtype, DEFAULT_FAMILY))
+        group = groups.get(where)
         if group is None:
-            group = groups[key] = []
-        group.append((idx, cols))
+            group = groups[where] = ([_Run()], set())
+        runs, chunk = group
+        run = runs[-1]
+        if len(run.idxs) == GRANULE_RECORDS:
+            run = _Run()
+            runs.append(run)
+        run.idxs.append(idx)
+        run.stamps.append(ts)
+        run.types.add(rtype)
+        scan = SCANNERS.get(rtype)
+        if scan is not None:
+            end, text = scan(rec, ts, run.keys, chunk)
+        else:  # a type this schema does not know: the generic way
+            cols = record_columns(idx, rec)
+            record_keys(rtype, cols, run.keys, chunk)
+            end, text = cols[2], cols[12]
+        if end > run.end_max:
+            run.end_max = end
+        if text is not None:
+            run.texts.append(text)
     out: list[Granule] = []
-    part = 0
     cctx = zstandard.ZstdCompressor(level=LEVEL)
-    for (day_no, family), members in sorted(groups.items()):
+    for (day_no, family), (runs, chunk) in sorted(groups.items()):
         day = day_of(day_no * _DAY)
-        chunk: set[int] = set()
-        first = len(out)
-        for i in range(0, len(members), GRANULE_RECORDS):
-            run = members[i : i + GRANULE_RECORDS]
+        for i, run in enumerate(runs):
             if payload is not None and offsets is not None:
-                packed = _array_head(len(run)) + b"".join(
-                    payload[offsets[j] : offsets[j + 1]] for j, _ in run)
+                packed = _array_head(len(run.idxs)) + b"".join(
+                    payload[offsets[j] : offsets[j + 1]] for j in run.idxs)
             else:
-                packed = msgpack.packb([_plain(records[j]) for j, _ in run], use_bin_type=True)
-            out.append(_granule(day, family, part, [c for _, c in members[i : i + GRANULE_RECORDS]],
-                                cctx.compress(packed), chunk))
-            part += 1
-        out[first] = replace(out[first], chunk_keys=orjson.dumps(sorted(chunk)))
+                packed = msgpack.packb([_plain(records[j]) for j in run.idxs], use_bin_type=True)
+            out.append(_granule(day, family, len(out), run, cctx.compress(packed),
+                                orjson.dumps(sorted(chunk)) if i == 0 else None))
     return out
 
 
@@ -199,38 +189,20 @@ def _array_head(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-def _granule(day: str, family: str, part: int, chunk: Sequence[Columns], data: bytes,
-             chunk_keys: set[int]) -> Granule:
-    """The granule of ``chunk`` (its records' columns); adds its chunk keys to ``chunk_keys``."""
-    keys: set[int] = set()
-    types: set[str] = set()
-    texts: list[str] = []
-    ts_min = ts_max = end_max = chunk[0][1]
-    for cols in chunk:
-        rtype, ts, end_ts = cols[0], cols[1], cols[2]
-        types.add(rtype)
-        if ts < ts_min:
-            ts_min = ts
-        if ts > ts_max:
-            ts_max = ts
-        if end_ts > end_max:
-            end_max = end_ts
-        if cols[12] is not None:
-            texts.append(cols[12])
-        record_keys(rtype, cols, keys, chunk_keys)
+def _granule(day: str, family: str, part: int, run: _Run, data: bytes, chunk_keys: bytes | None) -> Granule:
     return Granule(
         day=day,
         family=family,
         part=part,
-        ts_min=ts_min,
-        ts_max=ts_max,
-        end_max=end_max,
-        n=len(chunk),
-        types=" " + " ".join(sorted(types)) + " ",
-        search="\n\n".join(texts) if texts else None,
+        ts_min=min(run.stamps),
+        ts_max=max(run.stamps),
+        end_max=run.end_max,
+        n=len(run.idxs),
+        types=" " + " ".join(sorted(run.types)) + " ",
+        search="\n\n".join(run.texts) if run.texts else None,
         data=data,
-        keys=orjson.dumps(sorted(keys)),
-        chunk_keys=None,
+        keys=orjson.dumps(sorted(run.keys)),
+        chunk_keys=chunk_keys,
     )
 
 
@@ -243,7 +215,8 @@ def unpack(data: bytes) -> list[dict[str, Any]]:
 
 
 def regranule(day: str, family: str, part: int, records: Sequence[dict[str, Any]]) -> Granule:
-    """A granule of ``records`` (already stored ones, e.g. what retention keeps of one); its
-    chunk keys are not recomputed (the chunk's keys still cover what it keeps)."""
-    data = zstandard.ZstdCompressor(level=LEVEL).compress(msgpack.packb(list(records), use_bin_type=True))
-    return _granule(day, family, part, [record_columns(i, rec) for i, rec in enumerate(records)], data, set())
+    """A granule of ``records`` (already stored ones of one day and family, e.g. what
+    retention keeps of one); its chunk keys are not recomputed (the chunk's keys still
+    cover what it keeps)."""
+    (g,) = prepare(records)
+    return replace(g, day=day, family=family, part=part, chunk_keys=None)

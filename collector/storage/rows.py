@@ -68,6 +68,12 @@ _TYPE_FIELDS: Final = {
 }
 
 
+def flow_fields(rtype: str) -> tuple[str, str, str, str, str, str]:
+    """The fields a record of ``rtype`` keeps its src, src port, dst, dst port, nat and nat
+    port in (a ``nat`` record's inside, remote and outside address)."""
+    return _NAT_KEYS if rtype == "nat" else _FLOW_KEYS
+
+
 def record_columns(idx: int, rec: Mapping[str, Any]) -> Columns:
     """The lookup columns of one record (raises ValueError when it has no type or ts).
 

@@ -99,21 +99,16 @@ from collector.storage.base import (
     InsertResult,
     Page,
 )
-from collector.storage.granules import (
+from collector.storage.granules import FAMILY_NAMES, Granule, family_of, prepare, regranule, unpack
+from collector.storage.keys import (
     CHUNK_KINDS,
-    FAMILY_NAMES,
     KIND_ACCOUNT,
     KIND_ENDPOINT,
     KIND_IP,
     KIND_OUTSIDE,
     KIND_UID,
-    Granule,
-    family_of,
     key_of,
-    prepare,
     record_keys,
-    regranule,
-    unpack,
 )
 from collector.storage.rows import Columns, furthest_sessions, login_in_force, nat_in_force, record_columns
 from wire.addresses import canonical_ip
@@ -232,6 +227,19 @@ def _held(holds: Sequence[Hold], unit: str, account: Any, ts: float) -> bool:
 RecordTest = Callable[[Columns], bool]
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A batch waiting in the group-commit queue, and (once stored) its result or error."""
+
+    agent: str
+    unit: str
+    batch_seq: int
+    granules: Sequence[Granule]
+    count: int
+    result: InsertResult | None = None
+    error: BaseException | None = None
+
+
 def _holding(key: int) -> str:
     """SQL true for a granule holding ``key`` (one parameter): through its own id, or its
     chunk's for the kinds keyed per chunk (``granules.CHUNK_KINDS``)."""
@@ -248,6 +256,9 @@ class SqliteStorage:
         self._sync = sync
         self._lock = threading.RLock()
         self._open: OrderedDict[FileId, sqlite3.Connection] = OrderedDict()
+        # batches waiting for a group commit (insert_prepared); _queue_lock guards the list only
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
         # The marker DB is always FULL: it is what makes a batch count as acknowledged.
         self._meta = self._connect(self._dir / "meta.sqlite", "FULL", _META_SCHEMA)
         self._closed = False
@@ -310,34 +321,82 @@ class SqliteStorage:
     def insert_prepared(self, agent: str, unit: str, batch_seq: int, granules: Sequence[Granule],
                         count: int) -> InsertResult:
         """Store a batch ``collector.storage.granules.prepare`` packed (maybe in another
-        process); ``count`` is its number of records."""
-        by_file: dict[FileId, list[Granule]] = {}
-        for g in granules:
-            by_file.setdefault((g.day, g.family), []).append(g)
+        process); ``count`` is its number of records.
+
+        Group commit: the batch joins the queue of batches waiting to be stored; whichever
+        caller gets the write lock stores every batch queued by then in one transaction per
+        file and one for their markers, then wakes their callers. With several agents
+        uploading at once a commit carries several batches, and a key page dirtied by all of
+        them is written to the WAL once instead of once per batch (~25% of SQLite's cost
+        per record, bench/bench_collector.py). Alone, a batch commits by itself at once.
+        """
+        mine = _Pending(agent, unit, batch_seq, granules, count)
+        with self._queue_lock:
+            self._queue.append(mine)
         with self._lock:
-            self._check_open()
-            prior = self._marker(agent, batch_seq)
-            if prior is not None:
-                return InsertResult(accepted=prior, duplicate=True)
-            for f in sorted(by_file):
-                conn = self._conn(f)
-                conn.execute("BEGIN IMMEDIATE")
+            if mine.result is None and mine.error is None:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
                 try:
-                    self._insert_chunk(conn, agent, unit, batch_seq, by_file[f])
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            # The marker last: see "Atomicity" in the module docstring.
-            cur = self._meta.execute(
-                "INSERT OR IGNORE INTO batches (agent, batch_seq, unit, count, stored_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (agent, batch_seq, unit, count, time.time()),
-            )
-            if cur.rowcount == 0:  # another process wrote it meanwhile; the granules were ignored
-                prior = self._marker(agent, batch_seq)
-                return InsertResult(accepted=prior or 0, duplicate=True)
-            return InsertResult(accepted=count, duplicate=False)
+                    self._check_open()
+                    self._commit_group(group)
+                except BaseException as e:
+                    for p in group:
+                        if p.result is None:
+                            p.error = e
+        if mine.error is not None:
+            raise mine.error
+        assert mine.result is not None
+        return mine.result
+
+    def _commit_group(self, group: Sequence[_Pending]) -> None:
+        """Store ``group``'s batches, markers last (see "Atomicity"); sets each one's result."""
+        fresh: dict[tuple[str, int], _Pending] = {}
+        for p in group:
+            prior = self._marker(p.agent, p.batch_seq)
+            if prior is not None:
+                p.result = InsertResult(accepted=prior, duplicate=True)
+            elif (p.agent, p.batch_seq) in fresh:  # sent twice at once: the first one counts
+                p.result = InsertResult(accepted=fresh[(p.agent, p.batch_seq)].count, duplicate=True)
+            else:
+                fresh[(p.agent, p.batch_seq)] = p
+        by_file: dict[FileId, list[tuple[_Pending, list[Granule]]]] = {}
+        for p in fresh.values():
+            mine: dict[FileId, list[Granule]] = {}
+            for g in p.granules:
+                mine.setdefault((g.day, g.family), []).append(g)
+            for f, granules in mine.items():
+                by_file.setdefault(f, []).append((p, granules))
+        for f in sorted(by_file):
+            conn = self._conn(f)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for p, granules in by_file[f]:
+                    self._insert_chunk(conn, p.agent, p.unit, p.batch_seq, granules)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        # The markers last: see "Atomicity" in the module docstring.
+        now = time.time()
+        self._meta.execute("BEGIN IMMEDIATE")
+        try:
+            for p in fresh.values():
+                cur = self._meta.execute(
+                    "INSERT OR IGNORE INTO batches (agent, batch_seq, unit, count, stored_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (p.agent, p.batch_seq, p.unit, p.count, now),
+                )
+                if cur.rowcount == 1:
+                    p.result = InsertResult(accepted=p.count, duplicate=False)
+                else:  # another process wrote it meanwhile; the granules were ignored
+                    p.result = InsertResult(accepted=self._marker(p.agent, p.batch_seq) or 0, duplicate=True)
+        except BaseException:
+            self._meta.execute("ROLLBACK")
+            for p in fresh.values():
+                p.result = None
+            raise
+        self._meta.execute("COMMIT")
 
     @staticmethod
     def _insert_chunk(conn: sqlite3.Connection, agent: str, unit: str, batch_seq: int,

@@ -10,8 +10,10 @@ granule with its keys, so nothing deleted can still be found and nothing kept is
 from __future__ import annotations
 
 import sqlite3
+import threading
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +21,8 @@ import pytest
 from storage_records import MIDNIGHT, dns, http, login, nat, session, strip
 
 from collector.storage import sqlite as backend
-from collector.storage.granules import (
-    CHUNK_KINDS,
-    GRANULE_RECORDS,
-    KIND_UID,
-    key_of,
-    prepare,
-    record_keys,
-    unpack,
-)
+from collector.storage.granules import GRANULE_RECORDS, prepare, unpack
+from collector.storage.keys import CHUNK_KINDS, KIND_UID, key_of, record_keys
 from collector.storage.rows import record_columns
 from collector.storage.sqlite import SqliteStorage
 
@@ -141,3 +136,41 @@ def test_retention_rewrites_a_granule_and_its_keys(tmp_path: Path, sq: SqliteSto
     assert sq.connection("old0") == [] and sq.records(ip="10.0.1.3").records == []
     assert [r["host"] for r in sq.connection("new4")] == ["new4.example"]
     assert [strip(r) for r in sq.records().records] == new
+
+
+def test_group_commit_stores_every_concurrent_batch_once(sq: SqliteStorage) -> None:
+    # 8 agents x 10 batches from 16 threads, every batch sent twice at about the same time
+    jobs = [(f"gw{a}", seq, _sessions(50, MIDNIGHT + a * 1000 + seq * 10))
+            for a in range(8) for seq in range(10)]
+    results: dict[tuple[str, int], list[tuple[int, bool]]] = {}
+    lock = threading.Lock()
+
+    def send(job: tuple[str, int, list[dict[str, Any]]]) -> None:
+        agent, seq, recs = job
+        res = sq.insert_batch(agent, "u", seq, recs)
+        with lock:
+            results.setdefault((agent, seq), []).append((res.accepted, res.duplicate))
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(send, jobs + jobs))
+    assert sq.count() == 80 * 50
+    for key, got in results.items():
+        assert sorted(got) == [(50, False), (50, True)], key
+
+
+def test_a_failed_group_fails_each_of_its_batches_and_a_resend_stores_them(
+        sq: SqliteStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = SqliteStorage._insert_chunk
+
+    def failing(conn: sqlite3.Connection, agent: str, *args: Any) -> None:
+        if agent == "bad":
+            raise sqlite3.OperationalError("disk I/O error")
+        real(conn, agent, *args)
+
+    monkeypatch.setattr(SqliteStorage, "_insert_chunk", staticmethod(failing))
+    with pytest.raises(sqlite3.OperationalError):
+        sq.insert_batch("bad", "u", 1, _sessions(3, MIDNIGHT))
+    assert sq.count() == 0
+    monkeypatch.setattr(SqliteStorage, "_insert_chunk", staticmethod(real))
+    assert sq.insert_batch("bad", "u", 1, _sessions(3, MIDNIGHT)).duplicate is False
+    assert sq.count() == 3
