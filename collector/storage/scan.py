@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from collector.storage.keys import ACCOUNT_BITS, ENDPOINT_BITS, IP_BITS, OUTSIDE_BITS, UID_BITS
+from collector.storage.keys import ACCOUNT_BITS, ENDPOINT_BITS, HOUR_SHIFT, IP_BITS, OUTSIDE_BITS, UID_BITS
 from collector.storage.rows import ACCOUNT_FIELDS, ADDR_FIELDS, SEARCH_FIELDS, flow_fields
 from wire.spec import SPECS
 
@@ -39,6 +39,7 @@ _NAMESPACE: Final[dict[str, Any]] = {
     "OUTSIDE": OUTSIDE_BITS,
     "UID": UID_BITS,
     "ACCOUNT": ACCOUNT_BITS,
+    "HOUR_SHIFT": HOUR_SHIFT,
 }
 
 
@@ -47,7 +48,7 @@ def scanner_source(rtype: str) -> str:
     by the caller (a finite float)."""
     fields = SPECS[rtype].fields
     src_ip, src_port, dst_ip, _, nat_ip, nat_port = flow_fields(rtype)
-    body = ["    get = rec.get", "    end = ts"]
+    body = ["    get = rec.get", "    end = ts", "    hb = (int(ts % 86400.0) // 3600) << HOUR_SHIFT"]
     if rtype == "session":
         body += [
             "    d = get('duration')",
@@ -60,32 +61,32 @@ def scanner_source(rtype: str) -> str:
 
     if has(src_ip):
         body += [f"    v = get({src_ip!r})", "    if type(v) is str:", "        h = crc32(v.encode()) << 16",
-                 "        chunk_keys.add(IP | h)"]
+                 "        chunk_keys.add(IP | hb | h)"]
         if rtype == "session" and has(src_port):
             body += [f"        p = get({src_port!r})", "        if type(p) is int:",
-                     "            keys.add(ENDPOINT | h | (p & 0xFFFF))"]
+                     "            keys.add(ENDPOINT | hb | h | (p & 0xFFFF))"]
     if has(dst_ip):
         body += [f"    v = get({dst_ip!r})", "    if type(v) is str:",
-                 "        chunk_keys.add(IP | (crc32(v.encode()) << 16))"]
+                 "        chunk_keys.add(IP | hb | (crc32(v.encode()) << 16))"]
     if has(nat_ip):
         body += [f"    v = get({nat_ip!r})", "    if type(v) is str:", "        h = crc32(v.encode()) << 16",
-                 "        chunk_keys.add(IP | h)"]
+                 "        chunk_keys.add(IP | hb | h)"]
         if has(nat_port):
             body += [f"        p = get({nat_port!r})", "        if type(p) is int:",
-                     "            keys.add(OUTSIDE | h | (p & 0xFFFF))"]
+                     "            keys.add(OUTSIDE | hb | h | (p & 0xFFFF))"]
     # the first str of the type's address fields, then of its account fields
     for bits, names in (("IP", [f for f in ADDR_FIELDS.get(rtype, ()) if has(f)]),
                         ("ACCOUNT", [f for f in ACCOUNT_FIELDS if has(f)])):
         indent = "    "
         for name in names:
             body += [f"{indent}v = get({name!r})", f"{indent}if type(v) is str:",
-                     f"{indent}    chunk_keys.add({bits} | (crc32(v.encode()) << 16))", f"{indent}else:"]
+                     f"{indent}    chunk_keys.add({bits} | hb | (crc32(v.encode()) << 16))", f"{indent}else:"]
             indent += "    "
         if names:
             body.append(f"{indent}pass")
     if has("uid"):
         body += ["    v = get('uid')", "    if type(v) is str:",
-                 "        keys.add(UID | (crc32(v.encode()) << 16))"]
+                 "        keys.add(UID | hb | (crc32(v.encode()) << 16))"]
     texts = [f for f in SEARCH_FIELDS if has(f)]
     if texts:
         body.append("    t = []")

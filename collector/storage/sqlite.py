@@ -107,7 +107,7 @@ from collector.storage.keys import (
     KIND_IP,
     KIND_OUTSIDE,
     KIND_UID,
-    key_of,
+    keys_between,
     record_keys,
 )
 from collector.storage.rows import Columns, furthest_sessions, login_in_force, nat_in_force, record_columns
@@ -240,11 +240,17 @@ class _Pending:
     error: BaseException | None = None
 
 
-def _holding(key: int) -> str:
-    """SQL true for a granule holding ``key`` (one parameter): through its own id, or its
-    chunk's for the kinds keyed per chunk (``granules.CHUNK_KINDS``)."""
-    column = "chunk" if key >> 48 in CHUNK_KINDS else "id"
-    return f"{column} IN (SELECT gid FROM keys WHERE key = ?)"
+def _holding(kind: int, keys: Sequence[int]) -> tuple[str, list[int]]:
+    """SQL true for a granule holding any of ``keys`` (of one ``kind``: the hours of one
+    value), and its parameters: through the granule's own id, or its chunk's for the kinds
+    keyed per chunk (``keys.CHUNK_KINDS``)."""
+    column = "chunk" if kind in CHUNK_KINDS else "id"
+    marks = ", ".join("?" * len(keys))
+    return f"{column} IN (SELECT gid FROM keys WHERE key IN ({marks}))", list(keys)
+
+
+def _day_keys(kind: int, value: str, port: int, day: str, lo: float | None, hi: float | None) -> list[int]:
+    return keys_between(kind, value, port, _day_start(day), lo, hi)
 
 
 class SqliteStorage:
@@ -441,14 +447,16 @@ class SqliteStorage:
                     rec[UNIT_KEY] = unit
                     yield _Found((cols[1], rank, gid, idx), f[0], rec)
 
-    def _lookup(self, files: Sequence[FileId], key: int, where: str, params: Sequence[Any],
-                test: RecordTest) -> list[_Found]:
-        """Records of the granules holding ``key`` (and matching ``where``) passing ``test``,
-        ordered by (day, ts, family, granule, index)."""
+    def _lookup(self, files: Sequence[FileId], key: tuple[int, str, int], lo: float | None, hi: float | None,
+                where: str, params: Sequence[Any], test: RecordTest) -> list[_Found]:
+        """Records passing ``test`` of the granules holding ``key`` (kind, value, port) in an
+        hour overlapping [``lo``, ``hi``] and matching ``where``, ordered by (day, ts,
+        family, granule, index)."""
         out: list[_Found] = []
         for f in files:
-            sql = f"{_holding(key)} AND {where}"
-            out.extend(sorted(self._read(f, sql, (key, *params), test), key=lambda r: r.order))
+            holding, keys = _holding(key[0], _day_keys(*key, f[0], lo, hi))
+            sql = f"{holding} AND {where}"
+            out.extend(sorted(self._read(f, sql, (*keys, *params), test), key=lambda r: r.order))
         out.sort(key=lambda r: (r.day, r.order))
         return out
 
@@ -483,12 +491,9 @@ class SqliteStorage:
             where.append("ts_min < ?")
             params.append(end)
         ip_c = canonical_ip(ip) if ip is not None else None
-        if ip_c is not None:
-            where.append(_holding(key_of(KIND_IP, ip_c)))
-            params.append(key_of(KIND_IP, ip_c))
-        if account is not None:
-            where.append(_holding(key_of(KIND_ACCOUNT, account)))
-            params.append(key_of(KIND_ACCOUNT, account))
+        # the key filters depend on the day (its hours): added per day below
+        lookups = ([(KIND_IP, ip_c, 0)] if ip_c is not None else []) + (
+            [(KIND_ACCOUNT, account, 0)] if account is not None else [])
         folded = text.casefold() if text is not None else None
         if folded is not None:
             where.append("instr(search, ?) > 0")
@@ -513,7 +518,12 @@ class SqliteStorage:
                     by_day.setdefault(f[0], []).append(f)
             for day in sorted(by_day):
                 day_after = after[1] if after is not None and after[0] == day else None
-                found.extend(self._page_of_day(by_day[day], " AND ".join(where) or "1", params, test,
+                day_where, day_params = list(where), list(params)
+                for key in lookups:
+                    sql, keys = _holding(key[0], _day_keys(*key, day, start, end))
+                    day_where.append(sql)
+                    day_params.extend(keys)
+                found.extend(self._page_of_day(by_day[day], " AND ".join(day_where) or "1", day_params, test,
                                                day_after, need - len(found)))
                 if len(found) >= need:
                     break
@@ -559,7 +569,7 @@ class SqliteStorage:
 
         with self._lock:
             self._check_open()
-            found = self._lookup(self._files(lo, hi, ["nat"]), key_of(KIND_OUTSIDE, ip, port),
+            found = self._lookup(self._files(lo, hi, ["nat"]), (KIND_OUTSIDE, ip, port), lo, hi,
                                  "ts_max >= ? AND ts_min <= ?", (lo, hi), test)
         return nat_in_force((f.record for f in found), ts, proto)
 
@@ -573,10 +583,10 @@ class SqliteStorage:
             return bool(c[0] == "session" and c[at[0]] == ip and c[at[1]] == port and lo <= c[1] <= hi
                         and c[2] >= reach)
 
-        key = key_of(KIND_OUTSIDE if outside else KIND_ENDPOINT, ip, port)
+        key = (KIND_OUTSIDE if outside else KIND_ENDPOINT, ip, port)
         with self._lock:
             self._check_open()
-            found = self._lookup(self._files(lo, hi, ["flow"]), key,
+            found = self._lookup(self._files(lo, hi, ["flow"]), key, lo, hi,
                                  "end_max >= ? AND ts_min <= ?", (reach, hi), test)
         return furthest_sessions((f.record for f in found), proto)
 
@@ -587,14 +597,14 @@ class SqliteStorage:
         def test(c: Columns) -> bool:
             return bool(c[0] == "login" and c[10] == ip and lo <= c[1] <= ts)
 
-        key = key_of(KIND_IP, ip)
+        key = (KIND_IP, ip, 0)
         with self._lock:
             self._check_open()
 
             def newest_first() -> Iterator[dict[str, Any]]:
                 # One day at a time, newest first: login_in_force stops reading at the answer.
                 for f in reversed(self._files(lo, ts, ["identity"])):
-                    day = self._lookup([f], key, "ts_min <= ? AND ts_max >= ?", (ts, lo), test)
+                    day = self._lookup([f], key, lo, ts, "ts_min <= ? AND ts_max >= ?", (ts, lo), test)
                     for found in reversed(day):
                         yield found.record
 
@@ -619,7 +629,7 @@ class SqliteStorage:
 
         with self._lock:
             self._check_open()
-            found = self._lookup(self._files(start, end), key_of(KIND_UID, uid), " AND ".join(where),
+            found = self._lookup(self._files(start, end), (KIND_UID, uid, 0), start, end, " AND ".join(where),
                                  params, test)
         return [f.record for f in found]
 
@@ -650,8 +660,8 @@ class SqliteStorage:
             if (h.start is not None and ts_max < h.start) or (h.end is not None and ts_min >= h.end):
                 continue
             if h.account is not None and conn.execute(
-                    "SELECT 1 FROM keys WHERE key = ? AND gid = ?",
-                    (key_of(KIND_ACCOUNT, h.account), chunk)).fetchone() is None:
+                    "SELECT 1 FROM keys WHERE key IN (" + ", ".join("?" * 24) + ") AND gid = ?",
+                    (*keys_between(KIND_ACCOUNT, h.account, 0, 0.0, None, None), chunk)).fetchone() is None:
                 continue
             return True
         return False

@@ -22,7 +22,7 @@ from storage_records import MIDNIGHT, dns, http, login, nat, session, strip
 
 from collector.storage import sqlite as backend
 from collector.storage.granules import GRANULE_RECORDS, prepare, unpack
-from collector.storage.keys import CHUNK_KINDS, KIND_UID, key_of, record_keys
+from collector.storage.keys import CHUNK_KINDS, HOUR_SHIFT, KIND_UID, key_of, kind_of, record_keys
 from collector.storage.rows import record_columns
 from collector.storage.sqlite import SqliteStorage
 
@@ -117,7 +117,7 @@ def _keys_of_file(path: Path) -> set[tuple[int, int]]:
         wanted |= {(k, gid) for k in keys}
         wanted_chunk |= {(k, chunk) for k in chunk_keys}
     conn.close()
-    granule_level = {(k, g) for k, g in stored if k >> 48 not in CHUNK_KINDS}
+    granule_level = {(k, g) for k, g in stored if kind_of(k) not in CHUNK_KINDS}
     assert granule_level == wanted
     assert wanted_chunk <= stored - granule_level
     return granule_level
@@ -174,3 +174,16 @@ def test_a_failed_group_fails_each_of_its_batches_and_a_resend_stores_them(
     monkeypatch.setattr(SqliteStorage, "_insert_chunk", staticmethod(real))
     assert sq.insert_batch("bad", "u", 1, _sessions(3, MIDNIGHT)).duplicate is False
     assert sq.count() == 3
+
+
+def test_keys_carry_the_hour_and_lookups_probe_each_hour_of_their_window(sq: SqliteStorage) -> None:
+    # the same address and uid in every hour of a day, one batch per hour
+    for h in range(24):
+        sq.insert_batch("gw", "u", h, [http(MIDNIGHT + h * 3600 + 1800, "Cday", src="10.9.9.9",
+                                           host=f"h{h}.example")])
+    got = sq.records(ip="10.9.9.9", start=MIDNIGHT + 2 * 3600 + 1000, end=MIDNIGHT + 5 * 3600 + 1000).records
+    assert [r["host"] for r in got] == ["h2.example", "h3.example", "h4.example"]
+    assert len(sq.connection("Cday")) == 24
+    assert [r["host"] for r in sq.connection("Cday", start=MIDNIGHT + 23 * 3600)] == ["h23.example"]
+    uid_keys = [k for k, _ in _keys_of_file(sq._path(("2024-03-01", "app"))) if kind_of(k) == KIND_UID]
+    assert sorted((k >> HOUR_SHIFT) & 0x1F for k in uid_keys) == list(range(24))
