@@ -41,6 +41,8 @@ backends see the same addresses, account and search text in a record.
 from __future__ import annotations
 
 import math
+from array import array
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -50,7 +52,7 @@ import msgpack  # type: ignore[import-untyped]
 import orjson
 import zstandard
 
-from collector.storage.keys import record_keys
+from collector.storage.keys import CHUNK_KINDS, INDEX_BITS, KIND_SHIFT, record_keys
 from collector.storage.rows import record_columns
 from collector.storage.scan import SCANNERS
 
@@ -75,6 +77,7 @@ DEFAULT_FAMILY: Final = "event"
 
 _DAY: Final = 86_400
 _isfinite: Final = math.isfinite
+_INDEX_MASK: Final = (1 << INDEX_BITS) - 1
 
 
 def family_of(rtype: str) -> str:
@@ -100,6 +103,7 @@ class Granule:
     types: str  # " http dns " (space-delimited so instr(types, ' dns ') is exact)
     search: str | None  # the records' search texts, newline-joined (None: none has any)
     data: bytes  # zstd(msgpack array of the records)
+    rindex: bytes  # uint64 index entries (key << INDEX_BITS | record index), sorted
     keys: bytes  # JSON array of the distinct granule keys (json_each inserts it in C)
     chunk_keys: bytes | None  # the first granule of a chunk: the chunk's keys; others None
 
@@ -107,12 +111,13 @@ class Granule:
 class _Run:
     """A granule being filled: its records' indexes and stamps and what it will carry."""
 
-    __slots__ = ("end_max", "idxs", "keys", "stamps", "texts", "types")
+    __slots__ = ("chunk_entries", "end_max", "entries", "idxs", "stamps", "texts", "types")
 
     def __init__(self) -> None:
         self.idxs: list[int] = []
         self.stamps: list[float] = []
-        self.keys: set[int] = set()
+        self.entries: list[int] = []  # index entries of granule kinds
+        self.chunk_entries: list[int] = []  # ... of chunk kinds
         self.types: set[str] = set()
         self.texts: list[str] = []
         self.end_max = -math.inf
@@ -130,8 +135,8 @@ def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
     it already stored.
     """
     # One pass over the records (the ingest hot path): each goes to the open run of its
-    # (day, family), and its keys straight into that run's and that chunk's sets.
-    groups: dict[tuple[int, str], tuple[list[_Run], set[int]]] = {}
+    # (day, family), and its index entries straight into that run's list.
+    groups: dict[tuple[int, str], list[_Run]] = {}
     for idx, rec in enumerate(records):
         rtype: Any = rec.get("type")
         ts: Any = rec.get("ts")
@@ -139,23 +144,25 @@ def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
             raise ValueError(f"records[{idx}]: a record needs a str 'type' and a finite numeric 'ts'")
         ts = float(ts)
         where = (math.floor(ts / _DAY), FAMILIES.get(rtype, DEFAULT_FAMILY))
-        group = groups.get(where)
-        if group is None:
-            group = groups[where] = ([_Run()], set())
-        runs, chunk = group
+        runs = groups.get(where)
+        if runs is None:
+            runs = groups[where] = [_Run()]
         run = runs[-1]
         if len(run.idxs) == GRANULE_RECORDS:
             run = _Run()
             runs.append(run)
+        pos = len(run.idxs)
         run.idxs.append(idx)
         run.stamps.append(ts)
         run.types.add(rtype)
         scan = SCANNERS.get(rtype)
         if scan is not None:
-            end, text = scan(rec, ts, run.keys, chunk)
+            end, text = scan(rec, ts, pos, run.entries, run.chunk_entries)
         else:  # a type this schema does not know: the generic way
             cols = record_columns(idx, rec)
-            record_keys(rtype, cols, run.keys, chunk)
+            for k in record_keys(rtype, cols):
+                (run.chunk_entries if k >> KIND_SHIFT in CHUNK_KINDS else run.entries).append(
+                    (k << INDEX_BITS) | pos)
             end, text = cols[2], cols[12]
         if end > run.end_max:
             run.end_max = end
@@ -163,16 +170,33 @@ def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
             run.texts.append(text)
     out: list[Granule] = []
     cctx = zstandard.ZstdCompressor(level=LEVEL)
-    for (day_no, family), (runs, chunk) in sorted(groups.items()):
+    for (day_no, family), runs in sorted(groups.items()):
         day = day_of(day_no * _DAY)
-        for i, run in enumerate(runs):
+        chunk: set[int] = set()
+        first = len(out)
+        for run in runs:
             if payload is not None and offsets is not None:
                 packed = _array_head(len(run.idxs)) + b"".join(
                     payload[offsets[j] : offsets[j + 1]] for j in run.idxs)
             else:
                 packed = msgpack.packb([_plain(records[j]) for j in run.idxs], use_bin_type=True)
-            out.append(_granule(day, family, len(out), run, cctx.compress(packed),
-                                orjson.dumps(sorted(chunk)) if i == 0 else None))
+            chunk.update({e >> INDEX_BITS for e in run.chunk_entries})
+            out.append(Granule(
+                day=day,
+                family=family,
+                part=len(out),
+                ts_min=min(run.stamps),
+                ts_max=max(run.stamps),
+                end_max=run.end_max,
+                n=len(run.idxs),
+                types=" " + " ".join(sorted(run.types)) + " ",
+                search="\n\n".join(run.texts) if run.texts else None,
+                data=cctx.compress(packed),
+                rindex=array("Q", sorted(run.entries + run.chunk_entries)).tobytes(),
+                keys=orjson.dumps(sorted({e >> INDEX_BITS for e in run.entries})),
+                chunk_keys=None,
+            ))
+        out[first] = replace(out[first], chunk_keys=orjson.dumps(sorted(chunk)))
     return out
 
 
@@ -189,21 +213,44 @@ def _array_head(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-def _granule(day: str, family: str, part: int, run: _Run, data: bytes, chunk_keys: bytes | None) -> Granule:
-    return Granule(
-        day=day,
-        family=family,
-        part=part,
-        ts_min=min(run.stamps),
-        ts_max=max(run.stamps),
-        end_max=run.end_max,
-        n=len(run.idxs),
-        types=" " + " ".join(sorted(run.types)) + " ",
-        search="\n\n".join(run.texts) if run.texts else None,
-        data=data,
-        keys=orjson.dumps(sorted(run.keys)),
-        chunk_keys=chunk_keys,
-    )
+def records_with(rindex: bytes, groups: Sequence[Sequence[int]]) -> list[int]:
+    """Indexes of the records (in order) that have, for every group of keys, one of its keys."""
+    entries = array("Q")
+    entries.frombytes(rindex)
+    found: set[int] | None = None
+    for keys in groups:
+        mine: set[int] = set()
+        for key in keys:
+            i = bisect_left(entries, key << INDEX_BITS)
+            end = (key + 1) << INDEX_BITS
+            while i < len(entries) and entries[i] < end:
+                mine.add(entries[i] & _INDEX_MASK)
+                i += 1
+        found = mine if found is None else found & mine
+    return sorted(found or ())
+
+
+def granule_keys(rindex: bytes) -> set[int]:
+    """The granule-kind keys of a granule's index (what the ``keys`` table holds for it)."""
+    entries = array("Q")
+    entries.frombytes(rindex)
+    return {k for e in entries if (k := e >> INDEX_BITS) >> KIND_SHIFT not in CHUNK_KINDS}
+
+
+def unpack_some(data: bytes, which: Sequence[int]) -> list[dict[str, Any]]:
+    """Records ``which`` (ascending indexes) of a granule's ``data``, unpacking only those:
+    msgpack skips the others without building them."""
+    up = msgpack.Unpacker(None, raw=False, strict_map_key=False, max_buffer_size=0)
+    up.feed(zstandard.ZstdDecompressor().decompress(data))
+    up.read_array_header()
+    out: list[dict[str, Any]] = []
+    at = 0
+    for i in which:
+        for _ in range(i - at):
+            up.skip()
+        out.append(up.unpack())
+        at = i + 1
+    return out
 
 
 def unpack(data: bytes) -> list[dict[str, Any]]:

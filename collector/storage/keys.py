@@ -14,6 +14,10 @@ makes a lookup read a granule in vain, never answer wrong: every lookup tests th
 
 ``record_keys`` is the reference: which keys a record has, from its ``record_columns``.
 ``collector.storage.scan`` generates the same per record type for the ingest hot path.
+
+Inside a granule, ``rindex`` lists each record's keys as *entries* ``key << 8 | index``
+(``INDEX_BITS``: a granule holds at most 256 records), sorted, so a lookup finds the records
+of a key by binary search and unpacks only those.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ UID_BITS: Final = KIND_UID << KIND_SHIFT
 ACCOUNT_BITS: Final = KIND_ACCOUNT << KIND_SHIFT
 _crc32: Final = zlib.crc32
 _DAY: Final = 86_400.0
+#: Low bits of an index entry holding the record's index in its granule.
+INDEX_BITS: Final = 8
 
 
 def hour_bits(ts: float) -> int:
@@ -67,26 +73,27 @@ def keys_between(kind: int, value: str, port: int, day_start: float, lo: float |
     return [key_of(kind, value, port, h) for h in range(first, last + 1)]
 
 
-def record_keys(rtype: str, cols: Columns, out: set[int], chunk_out: set[int]) -> None:
-    """Add one record's (``record_columns``) granule keys to ``out``, its chunk keys
-    (``IP``, ``ACCOUNT``) to ``chunk_out``."""
+def record_keys(rtype: str, cols: Columns) -> set[int]:
+    """Every key of one record (its ``record_columns``), granule and chunk kinds alike."""
     _, ts, _, uid, src_ip, src_port, dst_ip, _, nat_ip, nat_port, addr, account, _ = cols
     hb = hour_bits(ts)
+    out: set[int] = set()
     if src_ip is not None:
         h = _crc32(src_ip.encode()) << 16
-        chunk_out.add(IP_BITS | hb | h)
+        out.add(IP_BITS | hb | h)
         if rtype == "session" and src_port is not None:
             out.add(ENDPOINT_BITS | hb | h | (src_port & 0xFFFF))
     if dst_ip is not None:
-        chunk_out.add(IP_BITS | hb | (_crc32(dst_ip.encode()) << 16))
+        out.add(IP_BITS | hb | (_crc32(dst_ip.encode()) << 16))
     if nat_ip is not None:
         h = _crc32(nat_ip.encode()) << 16
-        chunk_out.add(IP_BITS | hb | h)
+        out.add(IP_BITS | hb | h)
         if nat_port is not None:
             out.add(OUTSIDE_BITS | hb | h | (nat_port & 0xFFFF))
     if addr is not None:
-        chunk_out.add(IP_BITS | hb | (_crc32(addr.encode()) << 16))
+        out.add(IP_BITS | hb | (_crc32(addr.encode()) << 16))
     if uid is not None:
         out.add(UID_BITS | hb | (_crc32(uid.encode()) << 16))
     if account is not None:
-        chunk_out.add(ACCOUNT_BITS | hb | (_crc32(account.encode()) << 16))
+        out.add(ACCOUNT_BITS | hb | (_crc32(account.encode()) << 16))
+    return out

@@ -1,11 +1,13 @@
 """Generated per-type record scanners: the ingest fast path of ``record_columns`` + ``record_keys``.
 
 What: for each schema type, ``scanner_source(rtype)`` writes a function
-``scan_<type>(rec, ts, keys, chunk_keys) -> (end_ts, search)`` that reads exactly the fields that
-type has among those ``collector.storage.rows.record_columns`` looks at, adds the record's
-granule and chunk keys to the two sets as ``collector.storage.granules.record_keys`` would,
-and returns its end time and search text; ``SCANNERS`` holds them compiled (the technique
-``wire.fastpath`` uses). A type without a scanner (not in this schema) goes the generic way.
+``scan_<type>(rec, ts, idx, entries, chunk_entries) -> (end_ts, search)`` that reads exactly
+the fields that type has among those ``collector.storage.rows.record_columns`` looks at,
+appends the index entry (``key << INDEX_BITS | idx``) of each key
+``collector.storage.keys.record_keys`` gives to ``entries`` (granule kinds) or
+``chunk_entries`` (``CHUNK_KINDS``), and returns its end time and search text;
+``SCANNERS`` holds them compiled (the technique ``wire.fastpath`` uses). A type without a
+scanner (not in this schema) goes the generic way.
 
 Why: packing a batch read every record three times through generic code (the columns
 tuple, then the keys from it, then the granule's span and text from it): ~4.5 µs of the
@@ -25,21 +27,32 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from collector.storage.keys import ACCOUNT_BITS, ENDPOINT_BITS, HOUR_SHIFT, IP_BITS, OUTSIDE_BITS, UID_BITS
+from collector.storage.keys import (
+    ACCOUNT_BITS,
+    ENDPOINT_BITS,
+    HOUR_SHIFT,
+    INDEX_BITS,
+    IP_BITS,
+    OUTSIDE_BITS,
+    UID_BITS,
+)
 from collector.storage.rows import ACCOUNT_FIELDS, ADDR_FIELDS, SEARCH_FIELDS, flow_fields
 from wire.spec import SPECS
 
-Scanner = Callable[[Mapping[str, Any], float, set[int], set[int]], tuple[float, "str | None"]]
+#: Where a value's crc32 sits in an index entry.
+CRC_SHIFT: Final = 16 + INDEX_BITS
+
+Scanner = Callable[[Mapping[str, Any], float, int, list[int], list[int]], tuple[float, "str | None"]]
 
 _NAMESPACE: Final[dict[str, Any]] = {
     "crc32": zlib.crc32,
     "isfinite": math.isfinite,
-    "IP": IP_BITS,
-    "ENDPOINT": ENDPOINT_BITS,
-    "OUTSIDE": OUTSIDE_BITS,
-    "UID": UID_BITS,
-    "ACCOUNT": ACCOUNT_BITS,
-    "HOUR_SHIFT": HOUR_SHIFT,
+    "IP": IP_BITS << INDEX_BITS,
+    "ENDPOINT": ENDPOINT_BITS << INDEX_BITS,
+    "OUTSIDE": OUTSIDE_BITS << INDEX_BITS,
+    "UID": UID_BITS << INDEX_BITS,
+    "ACCOUNT": ACCOUNT_BITS << INDEX_BITS,
+
 }
 
 
@@ -48,7 +61,10 @@ def scanner_source(rtype: str) -> str:
     by the caller (a finite float)."""
     fields = SPECS[rtype].fields
     src_ip, src_port, dst_ip, _, nat_ip, nat_port = flow_fields(rtype)
-    body = ["    get = rec.get", "    end = ts", "    hb = (int(ts % 86400.0) // 3600) << HOUR_SHIFT"]
+    # b: the entry's hour and record index; a key's bits sit INDEX_BITS higher in an entry
+    body = ["    get = rec.get", "    end = ts",
+            f"    b = ((int(ts % 86400.0) // 3600) << {HOUR_SHIFT + INDEX_BITS}) | idx",
+            "    add = entries.append", "    cadd = chunk_entries.append"]
     if rtype == "session":
         body += [
             "    d = get('duration')",
@@ -60,33 +76,35 @@ def scanner_source(rtype: str) -> str:
         return name in fields
 
     if has(src_ip):
-        body += [f"    v = get({src_ip!r})", "    if type(v) is str:", "        h = crc32(v.encode()) << 16",
-                 "        chunk_keys.add(IP | hb | h)"]
+        body += [f"    v = get({src_ip!r})", "    if type(v) is str:",
+                 f"        h = crc32(v.encode()) << {CRC_SHIFT}",
+                 "        cadd(IP | b | h)"]
         if rtype == "session" and has(src_port):
             body += [f"        p = get({src_port!r})", "        if type(p) is int:",
-                     "            keys.add(ENDPOINT | hb | h | (p & 0xFFFF))"]
+                     f"            add(ENDPOINT | b | h | ((p & 0xFFFF) << {INDEX_BITS}))"]
     if has(dst_ip):
         body += [f"    v = get({dst_ip!r})", "    if type(v) is str:",
-                 "        chunk_keys.add(IP | hb | (crc32(v.encode()) << 16))"]
+                 f"        cadd(IP | b | (crc32(v.encode()) << {CRC_SHIFT}))"]
     if has(nat_ip):
-        body += [f"    v = get({nat_ip!r})", "    if type(v) is str:", "        h = crc32(v.encode()) << 16",
-                 "        chunk_keys.add(IP | hb | h)"]
+        body += [f"    v = get({nat_ip!r})", "    if type(v) is str:",
+                 f"        h = crc32(v.encode()) << {CRC_SHIFT}",
+                 "        cadd(IP | b | h)"]
         if has(nat_port):
             body += [f"        p = get({nat_port!r})", "        if type(p) is int:",
-                     "            keys.add(OUTSIDE | hb | h | (p & 0xFFFF))"]
+                     f"            add(OUTSIDE | b | h | ((p & 0xFFFF) << {INDEX_BITS}))"]
     # the first str of the type's address fields, then of its account fields
     for bits, names in (("IP", [f for f in ADDR_FIELDS.get(rtype, ()) if has(f)]),
                         ("ACCOUNT", [f for f in ACCOUNT_FIELDS if has(f)])):
         indent = "    "
         for name in names:
             body += [f"{indent}v = get({name!r})", f"{indent}if type(v) is str:",
-                     f"{indent}    chunk_keys.add({bits} | hb | (crc32(v.encode()) << 16))", f"{indent}else:"]
+                     f"{indent}    cadd({bits} | b | (crc32(v.encode()) << {CRC_SHIFT}))", f"{indent}else:"]
             indent += "    "
         if names:
             body.append(f"{indent}pass")
     if has("uid"):
         body += ["    v = get('uid')", "    if type(v) is str:",
-                 "        keys.add(UID | hb | (crc32(v.encode()) << 16))"]
+                 f"        add(UID | b | (crc32(v.encode()) << {CRC_SHIFT}))"]
     texts = [f for f in SEARCH_FIELDS if has(f)]
     if texts:
         body.append("    t = []")
@@ -96,7 +114,7 @@ def scanner_source(rtype: str) -> str:
         body.append("    return end, '\\n'.join(t) if t else None")
     else:
         body.append("    return end, None")
-    return f"def scan_{rtype}(rec, ts, keys, chunk_keys):\n" + "\n".join(body) + "\n"
+    return f"def scan_{rtype}(rec, ts, idx, entries, chunk_entries):\n" + "\n".join(body) + "\n"
 
 
 def compile_scanner(rtype: str) -> Scanner:

@@ -79,7 +79,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,7 +99,17 @@ from collector.storage.base import (
     InsertResult,
     Page,
 )
-from collector.storage.granules import FAMILY_NAMES, Granule, family_of, prepare, regranule, unpack
+from collector.storage.granules import (
+    FAMILY_NAMES,
+    Granule,
+    family_of,
+    granule_keys,
+    prepare,
+    records_with,
+    regranule,
+    unpack,
+    unpack_some,
+)
 from collector.storage.keys import (
     CHUNK_KINDS,
     KIND_ACCOUNT,
@@ -108,7 +118,6 @@ from collector.storage.keys import (
     KIND_OUTSIDE,
     KIND_UID,
     keys_between,
-    record_keys,
 )
 from collector.storage.rows import Columns, furthest_sessions, login_in_force, nat_in_force, record_columns
 from wire.addresses import canonical_ip
@@ -142,6 +151,7 @@ CREATE TABLE IF NOT EXISTS granules (
     types TEXT NOT NULL,
     search TEXT,
     data BLOB NOT NULL,
+    rindex BLOB NOT NULL,
     chunk INTEGER,
     UNIQUE (agent, batch_seq, part)
 );
@@ -167,11 +177,11 @@ CREATE TABLE IF NOT EXISTS batches (
 
 _INSERT_GRANULE: Final = (
     "INSERT OR IGNORE INTO granules (agent, unit, batch_seq, part, ts_min, ts_max, end_max, n, types,"
-    " search, data, chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " search, data, rindex, chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The key set travels as one JSON array: json_each unpacks it in C, one statement per granule.
 _INSERT_KEYS: Final = "INSERT OR IGNORE INTO keys (key, gid) SELECT value, ? FROM json_each(?)"
-_SELECT_GRANULE: Final = "SELECT id, agent, unit, data FROM granules"
+_SELECT_GRANULE: Final = "SELECT id, agent, unit, data, rindex FROM granules"
 
 FileId = tuple[str, str]  # (day, family)
 
@@ -413,7 +423,7 @@ class SqliteStorage:
         for g in granules:
             cur = conn.execute(_INSERT_GRANULE, (
                 agent, unit, batch_seq, g.part, g.ts_min, g.ts_max, g.end_max, g.n, g.types, g.search,
-                g.data, chunk))
+                g.data, g.rindex, chunk))
             fresh = cur.rowcount == 1  # else stored before a crash that lost the marker, keys too
             if g.chunk_keys is not None:
                 if fresh:
@@ -435,12 +445,23 @@ class SqliteStorage:
 
     # -- reading granules --
 
-    def _read(self, f: FileId, where: str, params: Sequence[Any], test: RecordTest) -> Iterator[_Found]:
+    def _read(self, f: FileId, where: str, params: Sequence[Any], test: RecordTest,
+              probe: Sequence[Sequence[int]] | None = None) -> Iterator[_Found]:
         """The records of file ``f``'s granules matching ``where`` (a fixed SQL fragment) that
-        pass ``test`` (their ``record_columns``), in no particular order."""
+        pass ``test`` (their ``record_columns``), in no particular order. With ``probe``
+        (groups of keys), only the records the granule's index lists with a key of every
+        group are unpacked and tested."""
         rank = _FAMILY_RANK[f[1]]
-        for gid, agent, unit, data in self._conn(f).execute(f"{_SELECT_GRANULE} WHERE {where}", params):
-            for idx, rec in enumerate(unpack(data)):
+        sql = f"{_SELECT_GRANULE} WHERE {where}"
+        for gid, agent, unit, data, rindex in self._conn(f).execute(sql, params):
+            if probe is None:
+                found: Iterable[tuple[int, dict[str, Any]]] = enumerate(unpack(data))
+            else:
+                which = records_with(rindex, probe)
+                if not which:
+                    continue  # a key of the chunk, not of this granule, or a collision
+                found = zip(which, unpack_some(data, which), strict=True)
+            for idx, rec in found:
                 cols = record_columns(idx, rec)
                 if test(cols):
                     rec[AGENT_KEY] = agent
@@ -456,7 +477,8 @@ class SqliteStorage:
         for f in files:
             holding, keys = _holding(key[0], _day_keys(*key, f[0], lo, hi))
             sql = f"{holding} AND {where}"
-            out.extend(sorted(self._read(f, sql, (*keys, *params), test), key=lambda r: r.order))
+            found = self._read(f, sql, (*keys, *params), test, [keys])
+            out.extend(sorted(found, key=lambda r: r.order))
         out.sort(key=lambda r: (r.day, r.order))
         return out
 
@@ -519,12 +541,14 @@ class SqliteStorage:
             for day in sorted(by_day):
                 day_after = after[1] if after is not None and after[0] == day else None
                 day_where, day_params = list(where), list(params)
+                probe: list[list[int]] = []
                 for key in lookups:
                     sql, keys = _holding(key[0], _day_keys(*key, day, start, end))
                     day_where.append(sql)
                     day_params.extend(keys)
+                    probe.append(keys)
                 found.extend(self._page_of_day(by_day[day], " AND ".join(day_where) or "1", day_params, test,
-                                               day_after, need - len(found)))
+                                               probe or None, day_after, need - len(found)))
                 if len(found) >= need:
                     break
         page = found[:limit]
@@ -532,7 +556,8 @@ class SqliteStorage:
         return Page(records=[f.record for f in page], cursor=next_cursor)
 
     def _page_of_day(self, files: Sequence[FileId], where: str, params: Sequence[Any], test: RecordTest,
-                     after: tuple[float, int, int, int] | None, need: int) -> list[_Found]:
+                     probe: Sequence[Sequence[int]] | None, after: tuple[float, int, int, int] | None,
+                     need: int) -> list[_Found]:
         """The first ``need`` matching records of one day (after ``after``), in order.
 
         Granules are opened in order of their earliest ts: once ``need`` records are in hand
@@ -552,7 +577,8 @@ class SqliteStorage:
         for ts_min, _, f, gid in candidates:
             if len(best) >= need and ts_min > best[need - 1].order[0]:
                 break
-            got = [r for r in self._read(f, "id = ?", (gid,), test) if after is None or r.order > after]
+            got = [r for r in self._read(f, "id = ?", (gid,), test, probe)
+                   if after is None or r.order > after]
             if got:
                 best = heapq.nsmallest(need, best + got, key=lambda r: r.order)
         return best
@@ -684,7 +710,7 @@ class SqliteStorage:
         try:
             for gid, part, unit, _, ts_max, n, _ in rows:
                 if ts_max < before and gid not in maybe:
-                    self._delete_granule(conn, gid, None)
+                    self._delete_granule(conn, gid)
                     deleted += n
                     continue
                 (data,) = conn.execute("SELECT data FROM granules WHERE id = ?", (gid,)).fetchone()
@@ -701,14 +727,14 @@ class SqliteStorage:
                 if len(keep) == len(records):
                     continue
                 if not keep:
-                    self._delete_granule(conn, gid, records)
+                    self._delete_granule(conn, gid)
                     continue
                 g = regranule(f[0], f[1], part, keep)
-                self._drop_keys(conn, gid, records)
+                self._drop_keys(conn, gid)
                 conn.execute(
                     "UPDATE granules SET ts_min = ?, ts_max = ?, end_max = ?, n = ?, types = ?, search = ?,"
-                    " data = ? WHERE id = ?",
-                    (g.ts_min, g.ts_max, g.end_max, g.n, g.types, g.search, g.data, gid))
+                    " data = ?, rindex = ? WHERE id = ?",
+                    (g.ts_min, g.ts_max, g.end_max, g.n, g.types, g.search, g.data, g.rindex, gid))
                 conn.execute(_INSERT_KEYS, (gid, g.keys))
         except BaseException:
             conn.execute("ROLLBACK")
@@ -716,24 +742,17 @@ class SqliteStorage:
         conn.execute("COMMIT")
         return deleted, held, False
 
-    def _drop_keys(self, conn: sqlite3.Connection, gid: int,
-                   records: Sequence[Mapping[str, Any]] | None) -> None:
-        """Delete granule ``gid``'s keys (recomputed from its records, read when not given).
-        Its chunk's keys stay: the chunk's other granules may hold them, and a stale one only
-        makes a lookup read a granule in vain; the file's drop removes them."""
-        if records is None:
-            (data,) = conn.execute("SELECT data FROM granules WHERE id = ?", (gid,)).fetchone()
-            records = unpack(data)
-        keys: set[int] = set()
-        chunk_keys: set[int] = set()
-        for idx, rec in enumerate(records):
-            cols = record_columns(idx, rec)
-            record_keys(cols[0], cols, keys, chunk_keys)
-        conn.executemany("DELETE FROM keys WHERE key = ? AND gid = ?", [(k, gid) for k in keys])
+    @staticmethod
+    def _drop_keys(conn: sqlite3.Connection, gid: int) -> None:
+        """Delete granule ``gid``'s keys (those of its index). Its chunk's keys stay: the
+        chunk's other granules may hold them, and a stale one only makes a lookup read a
+        granule in vain; the file's drop removes them."""
+        (rindex,) = conn.execute("SELECT rindex FROM granules WHERE id = ?", (gid,)).fetchone()
+        conn.executemany("DELETE FROM keys WHERE key = ? AND gid = ?",
+                         [(k, gid) for k in granule_keys(rindex)])
 
-    def _delete_granule(self, conn: sqlite3.Connection, gid: int,
-                        records: Sequence[Mapping[str, Any]] | None) -> None:
-        self._drop_keys(conn, gid, records)
+    def _delete_granule(self, conn: sqlite3.Connection, gid: int) -> None:
+        self._drop_keys(conn, gid)
         conn.execute("DELETE FROM granules WHERE id = ?", (gid,))
 
     def _drop(self, f: FileId) -> None:

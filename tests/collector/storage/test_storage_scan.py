@@ -1,5 +1,5 @@
 """The generated scanners give exactly what the generic path gives (``record_columns`` then
-``record_keys``): keys, chunk keys, end time and search text, for every record type, valid
+``record_keys``): index entries, end time and search text, for every record type, valid
 records and records whose fields hold values of the wrong type."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 sys.path.insert(0, str(Path(__file__).parents[2] / "wire"))
 from wire_strategies import ANY_RECORD, all_examples  # noqa: E402
 
-from collector.storage.keys import record_keys  # noqa: E402
+from collector.storage.keys import CHUNK_KINDS, INDEX_BITS, kind_of, record_keys  # noqa: E402
 from collector.storage.rows import record_columns  # noqa: E402
 from collector.storage.scan import SCANNERS, scanner_source  # noqa: E402
 from wire.spec import SPECS  # noqa: E402
@@ -23,24 +23,26 @@ WRONG: list[Any] = [None, "", "x", "10.0.0.9", 0, -5, 70000, 1.5, float("nan"), 
                     [1.0]]
 
 
-def _generic(rec: dict[str, Any]) -> tuple[set[int], set[int], float, str | None]:
-    keys: set[int] = set()
-    chunk: set[int] = set()
+IDX = 77  # the record's index in its granule
+
+
+def _generic(rec: dict[str, Any]) -> tuple[set[int], float, str | None]:
     cols = record_columns(0, rec)
-    record_keys(cols[0], cols, keys, chunk)
-    return keys, chunk, cols[2], cols[12]
+    return {(k << INDEX_BITS) | IDX for k in record_keys(cols[0], cols)}, cols[2], cols[12]
 
 
-def _scanned(rec: dict[str, Any]) -> tuple[set[int], set[int], float, str | None]:
-    keys: set[int] = set()
-    chunk: set[int] = set()
-    end, text = SCANNERS[rec["type"]](rec, float(rec["ts"]), keys, chunk)
-    return keys, chunk, end, text
+def _scanned(rec: dict[str, Any]) -> tuple[set[int], float, str | None]:
+    entries: list[int] = []
+    chunk_entries: list[int] = []
+    end, text = SCANNERS[rec["type"]](rec, float(rec["ts"]), IDX, entries, chunk_entries)
+    assert all(kind_of(e >> INDEX_BITS) not in CHUNK_KINDS for e in entries)
+    assert all(kind_of(e >> INDEX_BITS) in CHUNK_KINDS for e in chunk_entries)
+    return set(entries) | set(chunk_entries), end, text
 
 
 def test_every_schema_type_has_a_scanner() -> None:
     assert set(SCANNERS) == set(SPECS)
-    assert "keys.add(OUTSIDE" in scanner_source("nat") and "ENDPOINT" in scanner_source("session")
+    assert "add(OUTSIDE" in scanner_source("nat") and "ENDPOINT" in scanner_source("session")
 
 
 @pytest.mark.parametrize("rec", all_examples(), ids=lambda r: str(r["type"]))

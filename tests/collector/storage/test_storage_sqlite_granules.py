@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import zlib
+from array import array
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,7 @@ from storage_records import MIDNIGHT, dns, http, login, nat, session, strip
 
 from collector.storage import sqlite as backend
 from collector.storage.granules import GRANULE_RECORDS, prepare, unpack
-from collector.storage.keys import CHUNK_KINDS, HOUR_SHIFT, KIND_UID, key_of, kind_of, record_keys
+from collector.storage.keys import CHUNK_KINDS, HOUR_SHIFT, INDEX_BITS, KIND_UID, key_of, kind_of, record_keys
 from collector.storage.rows import record_columns
 from collector.storage.sqlite import SqliteStorage
 
@@ -102,20 +103,24 @@ def test_a_key_collision_never_answers_wrong(sq: SqliteStorage) -> None:
 
 
 def _keys_of_file(path: Path) -> set[tuple[int, int]]:
-    """The granule keys stored, checked against the granules' records: granule keys exactly,
-    chunk keys (address, account) a superset of what the chunk's records need."""
+    """The granule keys stored, checked against the granules' records: each granule's index
+    lists exactly its records' keys, the keys table its granule keys exactly and its chunk
+    keys (address, account) as a superset of what the chunk's records need."""
     conn = sqlite3.connect(path)
     stored = set(conn.execute("SELECT key, gid FROM keys"))
     wanted: set[tuple[int, int]] = set()
     wanted_chunk: set[tuple[int, int]] = set()
-    for gid, chunk, data in conn.execute("SELECT id, chunk, data FROM granules"):
-        keys: set[int] = set()
-        chunk_keys: set[int] = set()
+    for gid, chunk, data, rindex in conn.execute("SELECT id, chunk, data, rindex FROM granules"):
+        entries: set[int] = set()
         for idx, rec in enumerate(unpack(data)):
             cols = record_columns(idx, rec)
-            record_keys(cols[0], cols, keys, chunk_keys)
-        wanted |= {(k, gid) for k in keys}
-        wanted_chunk |= {(k, chunk) for k in chunk_keys}
+            entries |= {(k << INDEX_BITS) | idx for k in record_keys(cols[0], cols)}
+        index = array("Q")
+        index.frombytes(rindex)
+        assert set(index) == entries and list(index) == sorted(index)
+        keys = {e >> INDEX_BITS for e in entries}
+        wanted |= {(k, gid) for k in keys if kind_of(k) not in CHUNK_KINDS}
+        wanted_chunk |= {(k, chunk) for k in keys if kind_of(k) in CHUNK_KINDS}
     conn.close()
     granule_level = {(k, g) for k, g in stored if kind_of(k) not in CHUNK_KINDS}
     assert granule_level == wanted
