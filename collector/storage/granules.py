@@ -56,9 +56,15 @@ from collector.storage.keys import CHUNK_KINDS, INDEX_BITS, KIND_SHIFT, record_k
 from collector.storage.rows import record_columns
 from collector.storage.scan import SCANNERS
 
-#: Records per granule: a lookup decodes whole granules (~1 ms for 256 records), while the
-#: per-row costs (granule row, its key set) shrink as granules grow.
+#: Records per granule: the per-row costs (granule row, its key set, its compression) shrink
+#: as granules grow, while a lookup pays a granule's decompression and the skipping of the
+#: records before the one it wants (~100 µs at 256).
 GRANULE_RECORDS: Final = 256
+#: ... per family where it differs. NAT records are looked up by an outside address and port
+#: that the gateway reuses all day, every use in another granule: a traceback reads every
+#: event of that port in the 5-day window (``NAT_DEFAULT_LIFETIME``), hundreds of granules on
+#: a busy gateway, so theirs are small (~15 µs each).
+FAMILY_GRANULE_RECORDS: Final = {"nat": 32}
 #: zstd level of granule data: level 1 packs records ~5x at a fraction of level 3's CPU.
 LEVEL: Final = 1
 
@@ -111,9 +117,10 @@ class Granule:
 class _Run:
     """A granule being filled: its records' indexes and stamps and what it will carry."""
 
-    __slots__ = ("chunk_entries", "end_max", "entries", "idxs", "stamps", "texts", "types")
+    __slots__ = ("chunk_entries", "end_max", "entries", "idxs", "size", "stamps", "texts", "types")
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
+        self.size = size  # records it takes
         self.idxs: list[int] = []
         self.stamps: list[float] = []
         self.entries: list[int] = []  # index entries of granule kinds
@@ -146,10 +153,10 @@ def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
         where = (math.floor(ts / _DAY), FAMILIES.get(rtype, DEFAULT_FAMILY))
         runs = groups.get(where)
         if runs is None:
-            runs = groups[where] = [_Run()]
+            runs = groups[where] = [_Run(FAMILY_GRANULE_RECORDS.get(where[1], GRANULE_RECORDS))]
         run = runs[-1]
-        if len(run.idxs) == GRANULE_RECORDS:
-            run = _Run()
+        if len(run.idxs) == run.size:
+            run = _Run(run.size)
             runs.append(run)
         pos = len(run.idxs)
         run.idxs.append(idx)

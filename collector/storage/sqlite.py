@@ -628,13 +628,33 @@ class SqliteStorage:
             self._check_open()
 
             def newest_first() -> Iterator[dict[str, Any]]:
-                # One day at a time, newest first: login_in_force stops reading at the answer.
+                # One day at a time, newest first, granule by granule: login_in_force stops
+                # reading at the answer, usually in the first granule it opens.
                 for f in reversed(self._files(lo, ts, ["identity"])):
-                    day = self._lookup([f], key, lo, ts, "ts_min <= ? AND ts_max >= ?", (ts, lo), test)
-                    for found in reversed(day):
+                    for found in self._newest_first(f, key, lo, ts, test):
                         yield found.record
 
             return login_in_force(newest_first())
+
+    def _newest_first(self, f: FileId, key: tuple[int, str, int], lo: float, hi: float,
+                      test: RecordTest) -> Iterator[_Found]:
+        """``_lookup`` for one file, newest record first, reading granules only as needed:
+        in order of their latest ``ts``, a granule is opened once no record already read is
+        newer than its latest."""
+        holding, keys = _holding(key[0], _day_keys(*key, f[0], lo, hi))
+        candidates = self._conn(f).execute(
+            f"SELECT ts_max, id FROM granules WHERE {holding} AND ts_min <= ? AND ts_max >= ?"
+            " ORDER BY ts_max DESC", (*keys, hi, lo)).fetchall()
+        heap: list[tuple[float, int, int, _Found]] = []  # negated order: heapq pops the newest
+        i = 0
+        while i < len(candidates) or heap:
+            while i < len(candidates) and (not heap or candidates[i][0] >= -heap[0][0]):
+                for found in self._read(f, "id = ?", (candidates[i][1],), test, [keys]):
+                    ts, _, gid, idx = found.order
+                    heapq.heappush(heap, (-ts, -gid, -idx, found))
+                i += 1
+            if heap:
+                yield heapq.heappop(heap)[3]
 
     def connection(self, uid: str, *, agent: str | None = None, start: float | None = None,
                    end: float | None = None) -> list[dict[str, Any]]:

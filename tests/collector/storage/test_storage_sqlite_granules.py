@@ -192,3 +192,27 @@ def test_keys_carry_the_hour_and_lookups_probe_each_hour_of_their_window(sq: Sql
     assert [r["host"] for r in sq.connection("Cday", start=MIDNIGHT + 23 * 3600)] == ["h23.example"]
     uid_keys = [k for k, _ in _keys_of_file(sq._path(("2024-03-01", "app"))) if kind_of(k) == KIND_UID]
     assert sorted((k >> HOUR_SHIFT) & 0x1F for k in uid_keys) == list(range(24))
+
+
+def test_identity_reads_granules_newest_first_across_overlapping_ones(sq: SqliteStorage) -> None:
+    # three batches whose time spans overlap: the newest login is not in the newest-ending batch
+    sq.insert_batch("gw", "u", 1, [login(MIDNIGHT + 100, "login", "10.0.0.5", "alice"),
+                                   http(MIDNIGHT + 900, "C1")])
+    sq.insert_batch("gw", "u", 2, [login(MIDNIGHT + 300, "login", "10.0.0.5", "bob"),
+                                   login(MIDNIGHT + 50, "login", "10.0.0.6", "carol")])
+    sq.insert_batch("gw", "u", 3, [login(MIDNIGHT + 350, "logout", "10.0.0.5", "bob"),
+                                   login(MIDNIGHT + 800, "login", "10.0.0.6", "dave")])
+    assert (sq.identity_at("10.0.0.5", MIDNIGHT + 320) or {}).get("account") == "bob"
+    assert (sq.identity_at("10.0.0.5", MIDNIGHT + 360) or {}).get("account") == "alice"
+    assert (sq.identity_at("10.0.0.5", MIDNIGHT + 200) or {}).get("account") == "alice"
+    assert sq.identity_at("10.0.0.5", MIDNIGHT + 99) is None
+    assert (sq.identity_at("10.0.0.6", MIDNIGHT + 700) or {}).get("account") == "carol"
+
+
+def test_nat_granules_are_small(sq: SqliteStorage) -> None:
+    recs = [nat(MIDNIGHT + i, "create", ("10.0.0.5", 40000 + i), ("198.51.100.7", 20000 + i))
+            for i in range(100)]
+    granules = prepare(recs)
+    assert [g.n for g in granules] == [32, 32, 32, 4]
+    sq.insert_batch("gw", "u", 1, recs)
+    assert [r["inside_port"] for r in sq.nat_at("198.51.100.7", 20077, MIDNIGHT + 80)] == [40077]
