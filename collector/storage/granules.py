@@ -54,7 +54,7 @@ import zstandard
 
 from collector.storage.keys import CHUNK_KINDS, INDEX_BITS, KIND_SHIFT, record_keys
 from collector.storage.rows import record_columns
-from collector.storage.scan import SCANNERS
+from collector.storage.scan import SCANNERS, Scanner
 
 #: Records per granule: the per-row costs (granule row, its key set, its compression) shrink
 #: as granules grow, while a lookup pays a granule's decompression and the skipping of the
@@ -144,16 +144,24 @@ def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
     # One pass over the records (the ingest hot path): each goes to the open run of its
     # (day, family), and its index entries straight into that run's list.
     groups: dict[tuple[int, str], list[_Run]] = {}
+    # per record type: the day of its last record, that (day, family)'s runs, its scanner
+    last: dict[str, tuple[int, list[_Run], Scanner | None]] = {}
+    floor = math.floor
     for idx, rec in enumerate(records):
         rtype: Any = rec.get("type")
         ts: Any = rec.get("ts")
         if type(rtype) is not str or not (type(ts) is float or type(ts) is int) or not _isfinite(ts):
             raise ValueError(f"records[{idx}]: a record needs a str 'type' and a finite numeric 'ts'")
         ts = float(ts)
-        where = (math.floor(ts / _DAY), FAMILIES.get(rtype, DEFAULT_FAMILY))
-        runs = groups.get(where)
-        if runs is None:
-            runs = groups[where] = [_Run(FAMILY_GRANULE_RECORDS.get(where[1], GRANULE_RECORDS))]
+        day_no = floor(ts / _DAY)
+        seen = last.get(rtype)
+        if seen is None or seen[0] != day_no:
+            where = (day_no, FAMILIES.get(rtype, DEFAULT_FAMILY))
+            runs_of = groups.get(where)
+            if runs_of is None:
+                runs_of = groups[where] = [_Run(FAMILY_GRANULE_RECORDS.get(where[1], GRANULE_RECORDS))]
+            seen = last[rtype] = (day_no, runs_of, SCANNERS.get(rtype))
+        _, runs, scan = seen
         run = runs[-1]
         if len(run.idxs) == run.size:
             run = _Run(run.size)
@@ -162,7 +170,6 @@ def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
         run.idxs.append(idx)
         run.stamps.append(ts)
         run.types.add(rtype)
-        scan = SCANNERS.get(rtype)
         if scan is not None:
             end, text = scan(rec, ts, pos, run.entries, run.chunk_entries)
         else:  # a type this schema does not know: the generic way
