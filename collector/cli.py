@@ -42,7 +42,7 @@ def cmd_serve(a: Any) -> int:
     from collector.ingest.decoding import DEFAULT_WORKERS
     from collector.retention import RetentionError, check_days
     from collector.rules.publish import BundleStore
-    from collector.storage.sqlite import SqliteStorage
+    from collector.storage.sqlite import LayoutError, SqliteStorage
     from collector.units.registry import Units
     from rulesets.keys import KeyFileError, load_public_key
 
@@ -87,7 +87,11 @@ def cmd_serve(a: Any) -> int:
 
         storage = ClickHouseStorage(a.clickhouse_url, a.clickhouse_database, cluster=a.clickhouse_cluster)
     else:
-        storage = SqliteStorage(data / "records")
+        try:
+            storage = SqliteStorage(data / "records")
+        except LayoutError as e:
+            print(f"edgeaudit-collector: {e}", file=sys.stderr)
+            return EXIT_USAGE
     accounts = Accounts(data / "accounts.sqlite")
     audit = AuditLog(data / "audit.log")
     units = Units(data / "units.sqlite")

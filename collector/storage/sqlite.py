@@ -65,7 +65,8 @@ Lookup windows (named limits in ``base``, shared by every backend; older data is
 Not done here: ``dhcp.uids`` (a list) is not indexed for ``connection``; batch markers are
 never pruned (one small row per batch); ``text`` search reads the granules whose joined
 search text holds the string (a substring test in SQLite, no full-text index); files of the
-earlier row-per-record layout (``records-YYYY-MM-DD.sqlite``) are not read.
+earlier row-per-record layout (``records-YYYY-MM-DD.sqlite``) are not read: a data directory
+holding them is refused at start with that message.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ CACHE_KIB: Final = 262_144
 _DAY: Final = 86_400
 _FILE_RE: Final = re.compile(r"records-(\d{4}-\d{2}-\d{2})\.(" + "|".join(FAMILY_NAMES) + r")\.sqlite")
 _FAMILY_RANK: Final = {f: i for i, f in enumerate(FAMILY_NAMES)}
+_ROW_LAYOUT_RE: Final = re.compile(r"records-\d{4}-\d{2}-\d{2}\.sqlite")
 
 _DAY_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS granules (
@@ -237,6 +239,10 @@ def _held(holds: Sequence[Hold], unit: str, account: Any, ts: float) -> bool:
 RecordTest = Callable[[Columns], bool]
 
 
+class LayoutError(RuntimeError):
+    """The data directory holds files this version does not read."""
+
+
 @dataclass(slots=True)
 class _Pending:
     """A batch waiting in the group-commit queue, and (once stored) its result or error."""
@@ -269,6 +275,14 @@ class SqliteStorage:
     def __init__(self, data_dir: Path, *, sync: Literal["FULL", "NORMAL"] = "FULL") -> None:
         self._dir = Path(data_dir)
         self._dir.mkdir(parents=True, exist_ok=True)
+        old = sorted(p.name for p in self._dir.iterdir() if _ROW_LAYOUT_RE.fullmatch(p.name))
+        if old:
+            # Refused rather than ignored: a store that silently skipped them would answer
+            # tracebacks over those days with nothing.
+            raise LayoutError(
+                f"{self._dir} holds {len(old)} day file(s) of the earlier row-per-record layout"
+                f" ({old[0]}...), which this version does not read; keep them with the version"
+                " that wrote them or move them out of the data directory")
         self._sync = sync
         self._lock = threading.RLock()
         self._open: OrderedDict[FileId, sqlite3.Connection] = OrderedDict()

@@ -10,7 +10,7 @@ import pytest
 from storage_records import DAY, MIDNIGHT, http, session
 
 from collector.storage import Hold, SqliteStorage
-from collector.storage.sqlite import MAX_OPEN_FILES
+from collector.storage.sqlite import MAX_OPEN_FILES, LayoutError
 
 
 @pytest.fixture
@@ -76,3 +76,9 @@ def test_closed_store_refuses_calls(sq: SqliteStorage) -> None:
     with pytest.raises(RuntimeError):
         sq.count()
     sq.close()  # idempotent
+
+
+def test_files_of_the_row_layout_are_refused_not_ignored(tmp_path: Path) -> None:
+    sqlite3.connect(tmp_path / "records-2024-02-29.sqlite").close()
+    with pytest.raises(LayoutError, match="row-per-record layout"):
+        SqliteStorage(tmp_path)
