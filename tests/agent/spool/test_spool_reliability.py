@@ -10,11 +10,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -32,6 +30,7 @@ from collector_server import ENV, REPO, cli, free_port  # noqa: E402
 from agent.spool.store import Spool  # noqa: E402
 from agent.uploader.client import CollectorClient  # noqa: E402
 from agent.uploader.drain import SpoolDrain, build_body  # noqa: E402
+from collector.storage.sqlite import SqliteStorage  # noqa: E402
 
 AGENT = Path(__file__).with_name("spool_agent.py")
 
@@ -41,16 +40,18 @@ def record(n: int) -> dict[str, Any]:
 
 
 def stored_numbers(data: Path, agent: str = "gw1") -> list[int]:
-    """Record numbers the collector committed (read from its files after it stopped)."""
+    """Record numbers the collector committed (read from its store after it stopped)."""
     out: list[int] = []
-    for f in sorted(data.rglob("records-*.sqlite")):
-        conn = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
-        try:
-            out += [int(json.loads(j)["detail"]) for (j,) in conn.execute(
-                "SELECT json FROM records WHERE agent = ? AND type = 'weird'", (agent,))]
-        finally:
-            conn.close()
-    return out
+    store = SqliteStorage(data / "records")
+    try:
+        cursor = None
+        while True:
+            page = store.records(type="weird", cursor=cursor)
+            out += [int(r["detail"]) for r in page.records if r["_agent"] == agent]
+            if (cursor := page.cursor) is None:
+                return out
+    finally:
+        store.close()
 
 
 def assert_exactly_once(numbers: list[int], total: int) -> None:
