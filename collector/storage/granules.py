@@ -46,6 +46,8 @@ from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from itertools import repeat
+from operator import rshift
 from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]
@@ -194,7 +196,8 @@ def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
                     payload[offsets[j] : offsets[j + 1]] for j in run.idxs)
             else:
                 packed = msgpack.packb([_plain(records[j]) for j in run.idxs], use_bin_type=True)
-            chunk.update({e >> INDEX_BITS for e in run.chunk_entries})
+            # map(rshift, ..., repeat(...)): the shift loop in C, not a comprehension's bytecode
+            chunk.update(map(rshift, run.chunk_entries, repeat(INDEX_BITS)))
             out.append(Granule(
                 day=day,
                 family=family,
@@ -207,7 +210,7 @@ def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
                 search="\n\n".join(run.texts) if run.texts else None,
                 data=cctx.compress(packed),
                 rindex=array("Q", sorted(run.entries + run.chunk_entries)).tobytes(),
-                keys=orjson.dumps(sorted({e >> INDEX_BITS for e in run.entries})),
+                keys=orjson.dumps(sorted(set(map(rshift, run.entries, repeat(INDEX_BITS))))),
                 chunk_keys=None,
             ))
         out[first] = replace(out[first], chunk_keys=orjson.dumps(sorted(chunk)))
