@@ -47,7 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import repeat
-from operator import rshift
+from operator import and_, or_, rshift
 from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]
@@ -86,6 +86,9 @@ DEFAULT_FAMILY: Final = "event"
 _DAY: Final = 86_400
 _isfinite: Final = math.isfinite
 _INDEX_MASK: Final = (1 << INDEX_BITS) - 1
+_KEY_MASK: Final = ~_INDEX_MASK
+#: Granules per chunk at most: a granule's offset in its chunk fits the low 8 bits of a key.
+CHUNK_GRANULES: Final = 256
 
 
 def family_of(rtype: str) -> str:
@@ -112,8 +115,11 @@ class Granule:
     search: str | None  # the records' search texts, newline-joined (None: none has any)
     data: bytes  # zstd(msgpack array of the records)
     rindex: bytes  # uint64 index entries (key << INDEX_BITS | record index), sorted
-    keys: bytes  # JSON array of the distinct granule keys (json_each inserts it in C)
-    chunk_keys: bytes | None  # the first granule of a chunk: the chunk's keys; others None
+    # The first granule of a chunk: JSON arrays (json_each inserts them in C) of the granule
+    # keys of the chunk's granules, each as key << 8 | the granule's offset in the chunk, and
+    # of the chunk's keys. The others: None.
+    keys: bytes | None
+    chunk_keys: bytes | None
 
 
 class _Run:
@@ -188,32 +194,47 @@ def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
     cctx = zstandard.ZstdCompressor(level=LEVEL)
     for (day_no, family), runs in sorted(groups.items()):
         day = day_of(day_no * _DAY)
-        chunk: set[int] = set()
-        first = len(out)
-        for run in runs:
-            if payload is not None and offsets is not None:
-                packed = _array_head(len(run.idxs)) + b"".join(
-                    payload[offsets[j] : offsets[j + 1]] for j in run.idxs)
-            else:
-                packed = msgpack.packb([_plain(records[j]) for j in run.idxs], use_bin_type=True)
-            # map(rshift, ..., repeat(...)): the shift loop in C, not a comprehension's bytecode
-            chunk.update(map(rshift, run.chunk_entries, repeat(INDEX_BITS)))
-            out.append(Granule(
-                day=day,
-                family=family,
-                part=len(out),
-                ts_min=min(run.stamps),
-                ts_max=max(run.stamps),
-                end_max=run.end_max,
-                n=len(run.idxs),
-                types=" " + " ".join(sorted(run.types)) + " ",
-                search="\n\n".join(run.texts) if run.texts else None,
-                data=cctx.compress(packed),
-                rindex=array("Q", sorted(run.entries + run.chunk_entries)).tobytes(),
-                keys=orjson.dumps(sorted(set(map(rshift, run.entries, repeat(INDEX_BITS))))),
-                chunk_keys=None,
-            ))
-        out[first] = replace(out[first], chunk_keys=orjson.dumps(sorted(chunk)))
+        for at in range(0, len(runs), CHUNK_GRANULES):
+            out += _chunk(day, family, len(out), runs[at : at + CHUNK_GRANULES], records, payload, offsets,
+                          cctx)
+    return out
+
+
+def _chunk(day: str, family: str, part: int, runs: Sequence[_Run], records: Sequence[Mapping[str, Any]],
+           payload: bytes | None, offsets: Sequence[int] | None,
+           cctx: zstandard.ZstdCompressor) -> list[Granule]:
+    """The granules of one chunk (``runs``, numbered from ``part``); the first carries the
+    chunk's key lists."""
+    out: list[Granule] = []
+    chunk: set[int] = set()
+    granule_keys: set[int] = set()
+    for offset, run in enumerate(runs):
+        if payload is not None and offsets is not None:
+            packed = _array_head(len(run.idxs)) + b"".join(
+                payload[offsets[j] : offsets[j + 1]] for j in run.idxs)
+        else:
+            packed = msgpack.packb([_plain(records[j]) for j in run.idxs], use_bin_type=True)
+        # map(...): the loops over the entries in C, not a comprehension's bytecode. A
+        # granule key goes out as key << 8 | the granule's offset in the chunk: its entry
+        # with the record's index replaced by the offset.
+        chunk.update(map(rshift, run.chunk_entries, repeat(INDEX_BITS)))
+        granule_keys.update(map(or_, map(and_, run.entries, repeat(_KEY_MASK)), repeat(offset)))
+        out.append(Granule(
+            day=day,
+            family=family,
+            part=part + offset,
+            ts_min=min(run.stamps),
+            ts_max=max(run.stamps),
+            end_max=run.end_max,
+            n=len(run.idxs),
+            types=" " + " ".join(sorted(run.types)) + " ",
+            search="\n\n".join(run.texts) if run.texts else None,
+            data=cctx.compress(packed),
+            rindex=array("Q", sorted(run.entries + run.chunk_entries)).tobytes(),
+            keys=None,
+            chunk_keys=None,
+        ))
+    out[0] = replace(out[0], keys=orjson.dumps(sorted(granule_keys)), chunk_keys=orjson.dumps(sorted(chunk)))
     return out
 
 
@@ -283,4 +304,4 @@ def regranule(day: str, family: str, part: int, records: Sequence[dict[str, Any]
     retention keeps of one); its chunk keys are not recomputed (the chunk's keys still
     cover what it keeps)."""
     (g,) = prepare(records)
-    return replace(g, day=day, family=family, part=part, chunk_keys=None)
+    return replace(g, day=day, family=family, part=part, chunk_keys=None)  # keys: offset 0

@@ -27,10 +27,13 @@ from typing import Final
 
 from collector.storage.rows import Columns
 
+# Granule kinds are numbered below the chunk kinds: a granule key (< 4 << KIND_SHIFT = 2**55)
+# still fits a signed 64-bit integer shifted by 8 bits, as a chunk's key list ships them
+# (``granules.Granule.keys``).
 KIND_OUTSIDE: Final = 1
 KIND_ENDPOINT: Final = 2
-KIND_IP: Final = 3
-KIND_UID: Final = 4
+KIND_UID: Final = 3
+KIND_IP: Final = 4
 KIND_ACCOUNT: Final = 5
 
 #: Kinds whose keys name a chunk (all granules one batch put in one file), not a granule.

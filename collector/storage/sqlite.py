@@ -74,6 +74,7 @@ from __future__ import annotations
 import base64
 import binascii
 import heapq
+import itertools
 import math
 import re
 import sqlite3
@@ -178,11 +179,14 @@ CREATE TABLE IF NOT EXISTS batches (
 """
 
 _INSERT_GRANULE: Final = (
-    "INSERT OR IGNORE INTO granules (agent, unit, batch_seq, part, ts_min, ts_max, end_max, n, types,"
-    " search, data, rindex, chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO granules (id, agent, unit, batch_seq, part, ts_min, ts_max, end_max, n, types,"
+    " search, data, rindex, chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The key set travels as one JSON array: json_each unpacks it in C, one statement per granule.
 _INSERT_KEYS: Final = "INSERT OR IGNORE INTO keys (key, gid) SELECT value, ? FROM json_each(?)"
+# ... a chunk's granule keys, each key << 8 | its granule's offset from the chunk's first id
+_INSERT_GRANULE_KEYS: Final = (
+    "INSERT OR IGNORE INTO keys (key, gid) SELECT value >> 8, ? + (value & 255) FROM json_each(?)")
 _SELECT_GRANULE: Final = "SELECT id, agent, unit, data, rindex FROM granules"
 
 FileId = tuple[str, str]  # (day, family)
@@ -431,25 +435,22 @@ class SqliteStorage:
     @staticmethod
     def _insert_chunk(conn: sqlite3.Connection, agent: str, unit: str, batch_seq: int,
                       granules: Sequence[Granule]) -> None:
-        """One batch's granules of one file (a chunk: the first carries the chunk's keys and
-        its id names the chunk), inside the caller's transaction."""
-        chunk: int | None = None
-        for g in granules:
-            cur = conn.execute(_INSERT_GRANULE, (
-                agent, unit, batch_seq, g.part, g.ts_min, g.ts_max, g.end_max, g.n, g.types, g.search,
-                g.data, g.rindex, chunk))
-            fresh = cur.rowcount == 1  # else stored before a crash that lost the marker, keys too
-            if g.chunk_keys is not None:
-                if fresh:
-                    chunk = cur.lastrowid
-                    conn.execute("UPDATE granules SET chunk = id WHERE id = ?", (chunk,))
-                    conn.execute(_INSERT_KEYS, (chunk, g.chunk_keys))
-                else:
-                    chunk = conn.execute(
-                        "SELECT chunk FROM granules WHERE agent = ? AND batch_seq = ? AND part = ?",
-                        (agent, batch_seq, g.part)).fetchone()[0]
-            if fresh:
-                conn.execute(_INSERT_KEYS, (cur.lastrowid, g.keys))
+        """One batch's granules of one file, inside the caller's transaction: chunk by chunk
+        (a first granule with its key lists, then the rest), each chunk's granules under
+        consecutive ids (the chunk's id is the first), so one statement stores all of the
+        chunk's granule keys and one its chunk keys."""
+        starts = [i for i, g in enumerate(granules) if g.keys is not None] + [len(granules)]
+        for i, j in itertools.pairwise(starts):
+            first = granules[i]
+            if conn.execute("SELECT 1 FROM granules WHERE agent = ? AND batch_seq = ? AND part = ?",
+                            (agent, batch_seq, first.part)).fetchone() is not None:
+                continue  # committed (a chunk is, whole, in one transaction) before a crash lost the marker
+            base = int(conn.execute("SELECT coalesce(max(id), 0) + 1 FROM granules").fetchone()[0])
+            conn.executemany(_INSERT_GRANULE, [
+                (base + k, agent, unit, batch_seq, g.part, g.ts_min, g.ts_max, g.end_max, g.n, g.types,
+                 g.search, g.data, g.rindex, base) for k, g in enumerate(granules[i:j])])
+            conn.execute(_INSERT_GRANULE_KEYS, (base, first.keys))
+            conn.execute(_INSERT_KEYS, (base, first.chunk_keys))
 
     def _marker(self, agent: str, batch_seq: int) -> int | None:
         row = self._meta.execute(
@@ -769,7 +770,7 @@ class SqliteStorage:
                     "UPDATE granules SET ts_min = ?, ts_max = ?, end_max = ?, n = ?, types = ?, search = ?,"
                     " data = ?, rindex = ? WHERE id = ?",
                     (g.ts_min, g.ts_max, g.end_max, g.n, g.types, g.search, g.data, g.rindex, gid))
-                conn.execute(_INSERT_KEYS, (gid, g.keys))
+                conn.execute(_INSERT_GRANULE_KEYS, (gid, g.keys))
         except BaseException:
             conn.execute("ROLLBACK")
             raise

@@ -22,7 +22,7 @@ import pytest
 from storage_records import MIDNIGHT, dns, http, login, nat, session, strip
 
 from collector.storage import sqlite as backend
-from collector.storage.granules import GRANULE_RECORDS, prepare, unpack
+from collector.storage.granules import CHUNK_GRANULES, GRANULE_RECORDS, prepare, unpack
 from collector.storage.keys import CHUNK_KINDS, HOUR_SHIFT, INDEX_BITS, KIND_UID, key_of, kind_of, record_keys
 from collector.storage.rows import record_columns
 from collector.storage.sqlite import SqliteStorage
@@ -216,3 +216,19 @@ def test_nat_granules_are_small(sq: SqliteStorage) -> None:
     assert [g.n for g in granules] == [32, 32, 32, 4]
     sq.insert_batch("gw", "u", 1, recs)
     assert [r["inside_port"] for r in sq.nat_at("198.51.100.7", 20077, MIDNIGHT + 80)] == [40077]
+
+
+def test_a_batch_of_more_granules_than_a_chunk_takes(tmp_path: Path, sq: SqliteStorage) -> None:
+    n = CHUNK_GRANULES * 32 + 100  # NAT granules of 32: two chunks in one file
+    recs = [nat(MIDNIGHT + i * 0.001, "create", ("10.0.0.5", 1024 + i % 60000),
+                ("198.51.100.7", 1024 + i % 60000), remote=("203.0.113.1", 1 + i // 60000)) for i in range(n)]
+    granules = prepare(recs)
+    assert [g.part for g in granules if g.keys is not None] == [0, CHUNK_GRANULES]
+    assert sq.insert_batch("gw", "u", 1, recs).accepted == n
+    for i in (0, 31, 32, CHUNK_GRANULES * 32 - 1, CHUNK_GRANULES * 32, n - 1):
+        got = sq.nat_at("198.51.100.7", 1024 + i % 60000, MIDNIGHT + i * 0.001)
+        assert [r["inside_port"] for r in got] == [1024 + i % 60000], i
+    _keys_of_file(tmp_path / "records-2024-03-01.nat.sqlite")
+    conn = sqlite3.connect(tmp_path / "records-2024-03-01.nat.sqlite")
+    assert conn.execute("SELECT count(DISTINCT chunk) FROM granules").fetchone() == (2,)
+    conn.close()
