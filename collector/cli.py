@@ -165,10 +165,14 @@ def cmd_holds(a: Any) -> int:
 def cmd_retention(a: Any) -> int:
     from collector.auth.audit import AuditLog
     from collector.retention import Holds, RetentionError, run_retention
-    from collector.storage.sqlite import SqliteStorage
+    from collector.storage.sqlite import LayoutError, SqliteStorage
 
     data = _data_dir(a)
-    storage = SqliteStorage(data / "records")
+    try:
+        storage = SqliteStorage(data / "records")
+    except LayoutError as e:
+        print(f"edgeaudit-collector: {e}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         with AuditLog(data / "audit.log") as audit:
             res = run_retention(storage, Holds(data / "holds.json"), audit, a.retention_days, a.now)

@@ -58,3 +58,13 @@ def test_a_pass_deletes_old_records_except_held_ones_and_audits_it(tmp_path: Pat
                                                             ("system", "retention")]
     assert entries[1]["detail"]["deleted"] == 5 and entries[1]["detail"]["holds"][0]["account"] == "alice"
     assert "intact" in cli("audit", "verify", "--data", str(data))
+
+
+def test_a_data_directory_of_the_row_layout_is_refused_by_serve_and_retention(tmp_path: Path) -> None:
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "records-2024-02-29.sqlite").write_bytes(b"")
+    for args in (["serve", "--listen", "127.0.0.1:1"], ["retention", "run"]):
+        res = subprocess.run([sys.executable, "-m", "collector.cli", *args, "--data", str(tmp_path)],
+                             env=ENV, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+        assert res.returncode == 2, (args, res.stderr)
+        assert "row-per-record layout" in res.stderr and "Traceback" not in res.stderr
