@@ -552,6 +552,56 @@ def pct(xs: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
+def search_latency(url: str, auth: str, base: list[dict[str, Any]], questions: list[tuple[Any, ...]],
+                   rng: random.Random, per_kind: int) -> dict[str, Any]:
+    """First pages (100 records) of the record search, as an operator's screen asks for them,
+    around the traceback questions' times: by type in a 10-minute window, by inside address
+    over an hour, by account over a day, by text over an hour, NAT records of a public
+    address over a day. Latency percentiles per kind (API token) and the records returned."""
+    hosts = [r["host"] for r in base if r["type"] == "http" and r.get("host")]
+    kinds: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+
+    def params_for(kind: str, q: tuple[Any, ...]) -> dict[str, str]:
+        ip, _, ts, in_ip, _, account = q
+        if kind == "type, 10 min":
+            return {"type": "http", "from": repr(ts - 300), "to": repr(ts + 300)}
+        if kind == "inside address, 1 h":
+            return {"ip": in_ip, "from": repr(ts - 1800), "to": repr(ts + 1800)}
+        if kind == "account, 1 day":
+            return {"account": account or "nobody", "from": repr(ts - 43200), "to": repr(ts + 43200)}
+        if kind == "text, 1 h":
+            return {"q": rng.choice(hosts)[:8], "from": repr(ts - 1800), "to": repr(ts + 1800)}
+        return {"type": "nat", "ip": ip, "from": repr(ts - 43200), "to": repr(ts + 43200)}
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as s:
+            for kind in ("type, 10 min", "inside address, 1 h", "account, 1 day", "text, 1 h",
+                         "NAT of a public address, 1 day"):
+                lat = kinds.setdefault(kind, [])
+                for i, q in enumerate(questions[:per_kind + 2]):
+                    t = time.perf_counter()
+                    async with s.get(url + "/api/v1/query/records",
+                                     params={**params_for(kind, q), "limit": "100"},
+                                     headers={"Authorization": auth}) as resp:
+                        page = await resp.json()
+                    if resp.status != 200:
+                        raise RuntimeError(f"records: {resp.status} {page}")
+                    if i >= 2:  # the first two warm the caches
+                        lat.append(time.perf_counter() - t)
+                        counts[kind] = counts.get(kind, 0) + len(page["records"])
+
+    asyncio.run(run())
+    out: dict[str, Any] = {}
+    for kind, xs in kinds.items():
+        out[kind] = {"queries": len(xs), "p50_ms": pct(xs, 50) * 1e3, "p95_ms": pct(xs, 95) * 1e3,
+                     "max_ms": max(xs) * 1e3, "records_per_page": counts.get(kind, 0) / max(len(xs), 1)}
+        print(f"  search {kind}: p50 {out[kind]['p50_ms']:.0f} ms, p95 {out[kind]['p95_ms']:.0f} ms, "
+              f"max {out[kind]['max_ms']:.0f} ms, {out[kind]['records_per_page']:.0f} records per page",
+              flush=True)
+    return out
+
+
 def traceback_phase(backend: Backend, base: list[dict[str, Any]], args: argparse.Namespace,
                     scratch: Path) -> dict[str, Any]:
     n = args.fill
@@ -626,13 +676,15 @@ def traceback_phase(backend: Backend, base: list[dict[str, Any]], args: argparse
                                   file=sys.stderr)
 
         asyncio.run(ask())
+        searches = search_latency(coll.url, auths["token"], base, questions, rng, args.searches)
     finally:
         coll.stop()
     if not args.keep:
         backend.drop()
         shutil.rmtree(data, ignore_errors=True)
     res: dict[str, Any] = {"stored": n, "fill_s": fill_s, "fill_rate": n / fill_s,
-                           "fill_method": "direct backend insert_batch", "asked": len(questions)}
+                           "fill_method": "direct backend insert_batch", "asked": len(questions),
+                           "search": searches}
     for kind, xs in lat.items():
         res[kind] = {"queries": len(xs), "p50_ms": pct(xs, 50) * 1e3, "p95_ms": pct(xs, 95) * 1e3,
                      "p99_ms": pct(xs, 99) * 1e3, "max_ms": max(xs) * 1e3, "answered_right": found[kind]}
@@ -649,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--records", type=int, help="records uploaded in the ingest phase (200,000; quick 40,000)")
     p.add_argument("--fill", type=int, help="records stored for traceback (10,000,000; quick 200,000)")
     p.add_argument("--queries", type=int, help="traceback requests (1,000; quick 100)")
+    p.add_argument("--searches", type=int, default=50, help="record searches of each kind (default 50)")
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--repeat", type=int, default=1, help="ingest runs (round-robin), best of each")
     p.add_argument("--batch", type=int, default=5000)
