@@ -42,7 +42,9 @@ What: two measurements per storage backend (``--storage sqlite,clickhouse``).
    address and the account the generator put behind it. Each question is also asked
    with an API token of the same operator (order alternating): a Basic request pays the
    password KDF (scrypt, ~50 ms by design, ``collector/auth/accounts.py``), a token
-   request does not, so the two columns separate the login cost from the lookup.
+   request does not, so the two columns separate the login cost from the lookup. Then
+   ``--searches`` first pages (100 records) of ``GET /api/v1/query/records`` of each kind
+   an operator's screen asks for (``search_latency``), with the token.
 
 Records: the project's generated capture (``bench/out/edge-200000p-s1.pcap``, built
 with ``python -m agent.synth`` when missing) replayed by ``edgeaudit-agent replay``
