@@ -578,18 +578,20 @@ class SqliteStorage:
         Granules are opened in order of their earliest ts: once ``need`` records are in hand
         and the next granule starts after the last of them, no later granule can come first.
         """
-        candidates: list[tuple[float, int, FileId, int]] = []
-        for f in files:
+        def in_order(f: FileId) -> Iterator[tuple[float, int, FileId, int]]:
+            # SQLite sorts and the rows stream: a page stops reading long before a busy day's
+            # hundred thousand candidates (fetching and sorting them here took ~0.3 s)
             sql = f"SELECT ts_min, id FROM granules WHERE {where}"
             args = list(params)
             if after is not None:
                 sql += " AND ts_max >= ?"
                 args.append(after[0])
-            candidates.extend((ts_min, _FAMILY_RANK[f[1]], f, gid)
-                              for ts_min, gid in self._conn(f).execute(sql, args))
-        candidates.sort()
+            rank = _FAMILY_RANK[f[1]]
+            for ts_min, gid in self._conn(f).execute(sql + " ORDER BY ts_min, id", args):
+                yield ts_min, rank, f, gid
+
         best: list[_Found] = []
-        for ts_min, _, f, gid in candidates:
+        for ts_min, _, f, gid in heapq.merge(*(in_order(f) for f in files)):
             if len(best) >= need and ts_min > best[need - 1].order[0]:
                 break
             got = [r for r in self._read(f, "id = ?", (gid,), test, probe)
