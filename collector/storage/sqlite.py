@@ -75,7 +75,6 @@ import base64
 import binascii
 import heapq
 import itertools
-import math
 import re
 import sqlite3
 import threading
@@ -104,6 +103,7 @@ from collector.storage.base import (
 from collector.storage.granules import (
     FAMILY_NAMES,
     Granule,
+    day_of,
     family_of,
     granule_keys,
     prepare,
@@ -126,8 +126,6 @@ from wire.addresses import canonical_ip
 
 #: Files kept open at once (LRU); a query over more days reopens files as it walks.
 MAX_OPEN_FILES: Final = 32
-#: Kept for callers of the per-day layout's name.
-MAX_OPEN_DAYS: Final = MAX_OPEN_FILES
 #: SQLite busy timeout (seconds): another process (backup, sqlite3 shell) holding a lock briefly.
 BUSY_TIMEOUT: Final = 10.0
 #: Page cache per open file, KiB. SQLite's default (2 MiB) makes every key insert of a busy
@@ -202,10 +200,6 @@ class _Found:
 
 
 # --- days and cursors ------------------------------------------------------------------------
-
-
-def _day_of(ts: float) -> str:
-    return datetime.fromtimestamp(math.floor(ts / _DAY) * _DAY, UTC).strftime("%Y-%m-%d")
 
 
 def _day_start(day: str) -> float:
@@ -327,8 +321,8 @@ class SqliteStorage:
     def _files(self, lo: float | None = None, hi: float | None = None,
                families: Sequence[str] = FAMILY_NAMES) -> list[FileId]:
         """Existing files of ``families``, oldest day first, whose day may hold a ts in [lo, hi]."""
-        first = _day_of(lo) if lo is not None else None
-        last = _day_of(hi) if hi is not None else None
+        first = day_of(lo) if lo is not None else None
+        last = day_of(hi) if hi is not None else None
         found = []
         for p in self._dir.iterdir():
             m = _FILE_RE.fullmatch(p.name)
@@ -491,9 +485,7 @@ class SqliteStorage:
         out: list[_Found] = []
         for f in files:
             holding, keys = _holding(key[0], _day_keys(*key, f[0], lo, hi))
-            sql = f"{holding} AND {where}"
-            found = self._read(f, sql, (*keys, *params), test, [keys])
-            out.extend(sorted(found, key=lambda r: r.order))
+            out.extend(self._read(f, f"{holding} AND {where}", (*keys, *params), test, [keys]))
         out.sort(key=lambda r: (r.day, r.order))
         return out
 
