@@ -46,11 +46,14 @@ typecheck: deps
 unit: deps
 	$(BIN)/pytest -n auto -q; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
-# The compiled packet path must pass the same flow, decoder, capture and corpus tests.
+# The compiled packet path must pass the same flow, decoder, capture and corpus tests, and the
+# compiled ingest path (validation, packing) the same wire and SQLite layout tests.
 test-compiled: compiled
 	EDGEAUDIT_TREE=$(COMPILED_DIR) $(BIN)/pytest -n auto -q tests/agent/flows tests/agent/decode \
 	  tests/agent/protocols tests/agent/identity tests/agent/filter \
-	  tests/agent/capture tests/corpus; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+	  tests/agent/capture tests/corpus tests/wire tests/collector/test_ingest_decoding.py \
+	  tests/collector/storage/test_storage_scan.py tests/collector/storage/test_storage_sqlite.py \
+	  tests/collector/storage/test_storage_sqlite_granules.py; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 test: lint typecheck unit test-compiled
 
@@ -80,9 +83,9 @@ COMPILED_STAMP := $(COMPILED_DIR)/.built
 
 compiled: $(COMPILED_STAMP)
 
-$(COMPILED_STAMP): $(STAMP) $(shell find agent wire rulesets -name '*.py' 2>/dev/null) pyproject.toml setup.py
+$(COMPILED_STAMP): $(STAMP) $(shell find agent wire rulesets collector -name '*.py' 2>/dev/null) pyproject.toml setup.py
 	rm -rf $(COMPILED_DIR) && mkdir -p $(COMPILED_DIR)
-	tar --exclude=__pycache__ -cf - agent wire rulesets pyproject.toml setup.py README.md | tar -xf - -C $(COMPILED_DIR)
+	tar --exclude=__pycache__ -cf - agent wire rulesets collector pyproject.toml setup.py README.md | tar -xf - -C $(COMPILED_DIR)
 	cd $(COMPILED_DIR) && $(CURDIR)/$(BIN)/python setup.py build_ext --inplace > mypyc.log 2>&1 \
 	  || { tail -30 mypyc.log; exit 1; }
 	touch $@

@@ -1,8 +1,9 @@
 """Suite-wide setup.
 
 EDGEAUDIT_TREE=build/compiled runs the tests against the mypyc-compiled tree
-(`make compiled`) instead of the source tree, so the compiled packet path is
-held to the same tests (`make test` does this for the flow and corpus tests).
+(`make compiled`) instead of the source tree, so the compiled packet path and
+ingest path are held to the same tests (`make test` does this for the flow,
+corpus, wire and SQLite layout tests).
 The development install is editable and its import hook would keep serving the
 source modules, so the hook is taken out first.
 """
@@ -21,6 +22,8 @@ if _tree:
     sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
     sys.path.insert(0, str(_path))
     import agent.flows.table
+    import collector.storage.granules
 
-    if not agent.flows.table.__file__ or not agent.flows.table.__file__.endswith(".so"):
-        raise RuntimeError(f"EDGEAUDIT_TREE={_tree}: agent.flows.table is not the compiled module")
+    for _module in (agent.flows.table, collector.storage.granules):
+        if not _module.__file__ or not _module.__file__.endswith(".so"):
+            raise RuntimeError(f"EDGEAUDIT_TREE={_tree}: {_module.__name__} is not the compiled module")

@@ -1,13 +1,14 @@
-"""Build script: the packet path compiled with mypyc; everything else stays Python.
+"""Build script: the hot paths compiled with mypyc; everything else stays Python.
 
-`pip install .` (a wheel, what a gateway runs) compiles COMPILED_MODULES with
-mypyc from the same typed source: about 2.5x the packets per CPU second of the
-interpreted code (bench/README.md). The development install sets
+`pip install .` (a wheel, what a gateway or a collector runs) compiles
+COMPILED_MODULES with mypyc from the same typed source: the agent's packet path
+(about 2.5x the packets per CPU second of the interpreted code) and the
+collector's ingest workers (validation and packing; bench/README.md). The development install sets
 EDGEAUDIT_PURE=1 (see the Makefile): an editable install compiled in place
 would leave machine code beside the sources that a later edit would not
 change. `make compiled` builds the same modules into build/compiled for the
-benchmark and for `make test`, which runs the flow, decoder, capture and corpus
-tests against them.
+benchmarks and for `make test`, which runs the flow, decoder, capture, corpus,
+wire and ingest tests against them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ COMPILED_MODULES = [
     # the keyword filter: it sees every inspected byte when a ruleset is loaded
     "agent/filter/engine.py", "agent/filter/compiled.py", "agent/filter/automaton.py",
     "agent/filter/normalize.py", "agent/filter/forms.py",
+    # the collector's ingest workers: validation (the generated checks) and packing into granules
+    "wire/fastchecks.py", "wire/fastpath.py", "wire/formats.py", "wire/validate.py", "wire/envelope.py",
+    "collector/storage/scanners.py", "collector/storage/granules.py", "collector/storage/keys.py",
 ]
 
 

@@ -46,6 +46,12 @@ What: two measurements per storage backend (``--storage sqlite,clickhouse``).
    ``--searches`` first pages (100 records) of ``GET /api/v1/query/records`` of each kind
    an operator's screen asks for (``search_latency``), with the token.
 
+Build: the collector runs as ``pip install .`` builds it, its ingest workers' modules
+(validation, the generated checks and scanners, packing into granules) compiled by mypyc
+(setup.py; ``make compiled`` builds the same into ``build/compiled``), in the served
+collector and in this process' backend and raw inserts alike; ``--build pure`` measures the
+sources instead (``auto``, the default: compiled when built). The table says which.
+
 Records: the project's generated capture (``bench/out/edge-200000p-s1.pcap``, built
 with ``python -m agent.synth`` when missing) replayed by ``edgeaudit-agent replay``
 (session, http, dns, tls, smtp... ~10,700 records over 2 s of traffic), plus what a
@@ -87,8 +93,38 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "collector" / "storage"))
+COMPILED_TREE = REPO / "build" / "compiled"
+
+
+def _compiled_collector_ready() -> bool:
+    """build/compiled is built and holds the ingest workers' modules as machine code."""
+    return (COMPILED_TREE / ".built").exists() and any(
+        (COMPILED_TREE / "collector" / "storage").glob("granules.*.so"))
+
+
+def select_build(argv: list[str]) -> tuple[str, Path]:
+    """The build the collector (served and in-process) runs, from ``--build`` in ``argv``
+    (read here, before any import of the project: the imports below depend on it), and the
+    tree to import it from. "auto" takes the compiled tree when built: that is what
+    ``pip install .`` gives a police center (setup.py). As in bench/agent_compiled.py, the
+    editable install's import hook is taken out, or it would keep serving the sources."""
+    which = "auto"
+    for i, a in enumerate(argv):
+        if a == "--build" and i + 1 < len(argv):
+            which = argv[i + 1]
+        elif a.startswith("--build="):
+            which = a.split("=", 1)[1]
+    if which == "pure" or (which == "auto" and not _compiled_collector_ready()):
+        return "interpreted (the sources)", REPO
+    if not _compiled_collector_ready():
+        sys.exit(f"--build compiled: {COMPILED_TREE} holds no compiled collector (run `make compiled`)")
+    sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
+    return f"compiled by mypyc ({COMPILED_TREE.relative_to(REPO)})", COMPILED_TREE
+
+
+BUILD, TREE = select_build(sys.argv[1:]) if __name__ == "__main__" else ("interpreted (the sources)", REPO)
+sys.path.insert(0, str(TREE))
+sys.path.insert(1, str(REPO / "tests" / "collector" / "storage"))
 
 import aiohttp  # noqa: E402
 import orjson  # noqa: E402
@@ -100,7 +136,9 @@ OUT_DIR = REPO / "bench" / "out"
 WORK_DIR = OUT_DIR / "collector"
 JSON_PATH = OUT_DIR / "bench_collector.json"
 PYTHON = sys.executable
-ENV = dict(os.environ, PYTHONPATH=str(REPO))
+# Children import the same build: the tree first on their path, and run from a directory
+# without the sources (sys.path[0] is the working directory under ``python -m``).
+ENV = dict(os.environ, PYTHONPATH=str(TREE))
 SQLITE_TARGET_RATE = 100_000
 OVERHEAD_TARGET = 1.5
 
@@ -215,7 +253,7 @@ def free_port() -> int:
 
 def cli(data: Path, *args: str) -> str:
     res = subprocess.run([PYTHON, "-m", "collector.cli", *args, "--data", str(data)], capture_output=True,
-                         text=True, env=ENV, cwd=REPO, timeout=120, check=False)
+                         text=True, env=ENV, cwd=WORK_DIR, timeout=120, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"edgeaudit-collector {' '.join(args)}: {res.stderr}")
     return res.stdout.strip()
@@ -264,7 +302,7 @@ class Collector:
             self.proc = subprocess.Popen(
                 [PYTHON, "-m", "collector.cli", "serve", "--data", str(data), "--listen",
                  f"127.0.0.1:{self.port}", *storage_args],
-                stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
+                stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=WORK_DIR)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -275,6 +313,21 @@ class Collector:
                     self.stop()
                     raise RuntimeError(f"collector did not start: {self.log.read_text()[-2000:]}") from None
                 time.sleep(0.05)
+
+    def index_catchup(self, timeout: float = 60.0) -> float | None:
+        """Seconds until the store's key index has caught up (``/metrics``
+        ``edgeaudit_storage_unindexed_key_bytes`` 0; SQLite indexes a file's last keys once
+        it is idle, ``collector.storage.sqlite.INDEX_IDLE``); None for a store without it."""
+        t0 = time.perf_counter()
+        while True:
+            text = urllib.request.urlopen(self.url + "/metrics", timeout=5).read().decode()
+            values = [line.split()[1] for line in text.splitlines()
+                      if line.startswith("edgeaudit_storage_unindexed_key_bytes ")]
+            if not values:
+                return None
+            if values[0] == "0" or time.perf_counter() - t0 > timeout:
+                return time.perf_counter() - t0
+            time.sleep(0.02)
 
     def cpu(self) -> tuple[float, float]:
         """CPU seconds of the whole collector, and of its main process alone."""
@@ -318,6 +371,7 @@ class Backend:
 class SqliteBackend(Backend):
     name = "sqlite"
     sql_only_s = 0.0
+    index_tail_s = 0.0
 
     def open(self, data: Path) -> Any:
         from collector.storage.sqlite import SqliteStorage
@@ -327,13 +381,17 @@ class SqliteBackend(Backend):
     def raw_insert(self, scratch: Path, batches: list[tuple[str, str, int, list[dict[str, Any]]]]) -> float:
         """The store's own work for these records: packing them into the SQLite layout
         (``granules.prepare``: compression and lookup keys, SQLite's "indexing" here) and the
-        backend's SQL, one thread, one transaction per file per batch. The SQL alone (the
-        granules packed before the clock) is kept in ``sql_only_s``."""
+        backend's SQL, one thread, one transaction per file per batch, a file's fresh keys
+        indexed whenever it gathered ``INDEX_BATCH_BYTES`` (the backend's rule). The SQL
+        alone (the granules packed before the clock) is kept in ``sql_only_s``. As for the
+        collector, whose rate ends at the last acknowledgement, the indexing of the last
+        keys (under ``INDEX_BATCH_BYTES`` per file) is off the clock: ``index_tail_s``."""
         from collector.storage import sqlite as backend
         from collector.storage.granules import Granule, prepare
 
         scratch.mkdir(parents=True, exist_ok=True)
         conns: dict[tuple[str, str], sqlite3.Connection] = {}
+        fresh: dict[tuple[str, str], int] = {}  # bytes of fresh keys per file
         pack_s = sql_s = 0.0
         for agent, unit, seq, recs in batches:
             t0 = time.perf_counter()
@@ -349,10 +407,19 @@ class SqliteBackend(Backend):
             for f, granules in sorted(by_file.items()):
                 c = conns[f]
                 c.execute("BEGIN IMMEDIATE")
-                backend.SqliteStorage._insert_chunk(c, agent, unit, seq, granules)  # the backend's SQL
+                fresh[f] = fresh.get(f, 0) + backend.SqliteStorage._insert_chunk(  # the backend's SQL
+                    c, agent, unit, seq, granules)
                 c.execute("COMMIT")
+                if fresh[f] >= backend.INDEX_BATCH_BYTES:
+                    backend.SqliteStorage._index_fresh(c)
+                    fresh[f] = 0
             pack_s += t1 - t0
             sql_s += time.perf_counter() - t2
+        t3 = time.perf_counter()
+        for f, c in conns.items():
+            if fresh.get(f):
+                backend.SqliteStorage._index_fresh(c)
+        self.index_tail_s = time.perf_counter() - t3
         for c in conns.values():
             c.close()
         self.sql_only_s = sql_s
@@ -497,7 +564,8 @@ def ingest_phase(backend: Backend, base: list[dict[str, Any]], args: argparse.Na
         try:
             cpu0, main0 = coll.cpu()
             wall = asyncio.run(upload(coll.url, per_agent))
-            cpu1, main1 = coll.cpu()
+            catchup = coll.index_catchup()
+            cpu1, main1 = coll.cpu()  # with the index catching up: its work is the collector's
             cpu, main_cpu = cpu1 - cpu0, main1 - main0
         finally:
             coll.stop()
@@ -521,9 +589,13 @@ def ingest_phase(backend: Backend, base: list[dict[str, Any]], args: argparse.Na
             for d in (data, direct_dir, raw_dir):
                 shutil.rmtree(d, ignore_errors=True)
         runs.append({"collector_s": wall, "collector_cpu_s": cpu, "collector_main_cpu_s": main_cpu,
-                     "backend_s": direct, "raw_s": raw, "sql_only_s": getattr(backend, "sql_only_s", 0.0)})
+                     "index_catchup_s": -1.0 if catchup is None else catchup,
+                     "backend_s": direct, "raw_s": raw, "sql_only_s": getattr(backend, "sql_only_s", 0.0),
+                     "raw_index_tail_s": getattr(backend, "index_tail_s", 0.0)})
         print(f"  [{backend.name}] run {r + 1}: collector {n / wall:,.0f}/s (CPU {cpu:.1f} s of which main"
-              f" process {main_cpu:.1f} s, {wall:.1f} s),"
+              f" process {main_cpu:.1f} s, {wall:.1f} s"
+              + (f"; keys all indexed {catchup:.2f} s after the last ack" if catchup is not None else "")
+              + "),"
               f" backend {n / direct:,.0f}/s, raw {n / raw:,.0f}/s, collector/raw {wall / raw:.2f}x"
               + (f", SQL alone {n / runs[-1]['sql_only_s']:,.0f}/s" if runs[-1]["sql_only_s"] else ""),
               flush=True)
@@ -707,6 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phases", default="ingest,traceback")
     p.add_argument("--out", type=Path, default=JSON_PATH, help="JSON results (default: %(default)s)")
     p.add_argument("--keep", action="store_true", help="keep the scratch data under bench/out/collector/")
+    p.add_argument("--build", choices=("auto", "compiled", "pure"), default="auto",
+                   help="the collector's build: mypyc-compiled (build/compiled, `make compiled`) or the "
+                        "sources; auto: compiled when built (read before the imports; see select_build)")
     args = p.parse_args(argv)
     args.records = args.records or (40_000 if args.quick else 200_000)
     args.fill = args.fill or (200_000 if args.quick else 10_000_000)
@@ -721,12 +796,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in base:
         counts[r["type"]] = counts.get(r["type"], 0) + 1
     print(f"records: {len(base):,} per cycle over {span:.1f} s ({counts})", flush=True)
+    print(f"collector build: {BUILD}", flush=True)
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=WORK_DIR))
     results: dict[str, Any] = {
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
                  "kernel": platform.release(), "sqlite": sqlite3.sqlite_version},
-        "args": vars(args), "records_per_cycle": len(base), "types": counts, "backends": {},
+        "args": vars(args), "build": BUILD, "records_per_cycle": len(base), "types": counts, "backends": {},
     }
     status = 0
     try:

@@ -68,7 +68,12 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
                                                           units.seen if units is not None else None))
 
     async def metrics(request: web.Request) -> web.Response:
-        text = "\n".join(counters.prometheus()) + "\n"
+        lines = counters.prometheus()
+        unindexed = getattr(storage, "unindexed_bytes", None)
+        if unindexed is not None:  # SQLite: keys stored but not yet in the files' key index
+            lines += ["# TYPE edgeaudit_storage_unindexed_key_bytes gauge",
+                      f"edgeaudit_storage_unindexed_key_bytes {unindexed()}"]
+        text = "\n".join(lines) + "\n"
         return web.Response(text=text, content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 

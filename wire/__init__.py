@@ -5,7 +5,7 @@ What lives where:
 - ``wire.constraints`` the ``Annotated`` markers (ranges, formats, lengths) the TypedDicts use
 - ``wire.spec``        the field spec table derived from them (``SPECS``; ``python -m wire.spec``)
 - ``wire.validate``    ``validate_record``, ``validate_batch``, the ``Batch`` envelope type
-- ``wire.fastpath``    generated per-type checks behind ``validate_record``
+- ``wire.fastpath``    generates ``wire.fastchecks``, the per-type checks behind ``validate_record``
 - ``wire.formats``     address/MAC/proto/community-id predicates; ``wire.addresses`` formatters
 - ``wire.text``        ``wire_text``: SCHEMA.md's UTF-8, else GB18030, else escaped decoding of strings
 - ``wire.envelope``    ``encode_batch`` / ``decode_batch``: msgpack + zstd, the upload format

@@ -65,8 +65,10 @@ class FieldSpec:
     types: tuple[type, ...]
     nullable: bool
     required: bool
-    lo: float | None = None
-    hi: float | None = None
+    # int | float, not float: an int field's bounds are ints, and a float annotation lets
+    # mypyc (the compiled build, setup.py) turn them into floats where the messages show them
+    lo: int | float | None = None
+    hi: int | float | None = None
     max_len: int | None = None
     items: tuple[type, ...] | None = None
     item_max_len: int | None = None

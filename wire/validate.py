@@ -38,7 +38,8 @@ from collections.abc import Callable
 from typing import Any, Final, TypedDict
 
 from wire.errors import EnvelopeError, ValidationError
-from wire.fastpath import FAST_CHECKS, utf8_ok
+from wire.fastchecks import FAST_CHECKS
+from wire.fastpath import utf8_ok
 from wire.formats import FORMAT_CHECKS
 from wire.limits import (
     INT64_MAX,
@@ -112,11 +113,13 @@ def _str_checker(rtype: str, f: FieldSpec) -> Checker:
 
 def _number_checker(rtype: str, f: FieldSpec) -> Checker:
     name = f.name
-    lo = -_FLOAT_MAX if f.lo is None else f.lo
-    hi = _FLOAT_MAX if f.hi is None else f.hi
+    # Any, not float: an int field's bounds and values are ints, and mypyc (setup.py) would
+    # convert an int beyond float's exact range, or refuse it, where Python compares exactly.
+    lo: Any = -_FLOAT_MAX if f.lo is None else f.lo
+    hi: Any = _FLOAT_MAX if f.hi is None else f.hi
     problem = "must be finite" if f.lo is None else f"must be within {lo!r}..{hi!r}"
 
-    def check_range(v: float) -> None:
+    def check_range(v: Any) -> None:
         # One chained comparison rejects NaN, +-inf and out-of-range ints without float().
         if not lo <= v <= hi:
             raise _error(rtype, name, f"{problem}; got {_short(v)}")
@@ -236,7 +239,7 @@ def explain_record(rec: object) -> dict[str, Any]:
         if value is not None and entry[1] is not None:
             entry[1](value)
     if not rec.keys() >= c.required:
-        missing = sorted(c.required - rec.keys())
+        missing = sorted(k for k in c.required if k not in rec)
         plural = "s" if len(missing) > 1 else ""
         raise ValidationError(
             f"{c.name} record: missing field{plural} {', '.join(map(repr, missing))}",
@@ -293,7 +296,7 @@ def validate_batch(
         raise _env_error(f"must be a map, got {_tname(envelope)}")
     keys = envelope.keys()
     if keys != ENVELOPE_KEYS:
-        missing = sorted(ENVELOPE_KEYS - keys)
+        missing = sorted(k for k in ENVELOPE_KEYS if k not in keys)
         if missing:
             raise _env_error(f"missing key {missing[0]!r}", missing[0])
         extra = sorted(_short(k) for k in keys - ENVELOPE_KEYS)

@@ -15,8 +15,22 @@ them (address, account). A lookup probes ``keys``, decodes the granules found an
 of their records exactly (``collector.storage.rows.record_columns``), so a key collision costs
 a decode, never a wrong answer. Per record this costs ~1.5 integer keys and ~100 bytes on
 disk, where a row per record with text indexes cost five random B-tree inserts and ~670 bytes.
+(The keys of recent batches wait in ``fresh_keys`` first: "Index" below.)
 Ingest workers pack granules in other processes (``insert_prepared``); ``insert_batch`` packs
 them in the calling thread.
+
+Index: a batch's keys do not go into ``keys`` with it. They are committed with its granules
+as the chunk's JSON key lists in ``fresh_keys`` (one small row per chunk, an append), and a
+file's fresh keys move into ``keys`` in one transaction, in key order, once it has gathered
+``INDEX_BATCH_BYTES`` of them (~50k keys), or once no batch wrote to it for ``INDEX_IDLE``
+(the indexer thread), and at ``close``. Why: the keys of one batch land all over its hour of
+the index, and a B-tree page dirtied by a commit is written to the WAL (and checkpointed)
+once per commit, however few keys it took; a key per commit cost ~3.4 µs, ~1.4 µs when
+~50k keys share the commit (bench/bench_collector.py: SQLite's work per record halved). A
+lookup reads ``keys`` and scans the fresh lists (at most ``INDEX_BATCH_BYTES`` of JSON per
+file, in SQLite's C), so a record is found from the moment its batch is acknowledged. A
+crash loses nothing: the fresh rows are committed with their granules, and a file opened
+with some left has them indexed once idle. Retention indexes a file before it reads holds.
 
 Why files per day: retention drops a whole file (unlink, no vacuum) when no legal hold
 touches it, and a day's keys stay small enough to be cached. Queries know from the time range
@@ -73,6 +87,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import heapq
 import itertools
 import re
@@ -128,6 +143,11 @@ from wire.addresses import canonical_ip
 MAX_OPEN_FILES: Final = 32
 #: SQLite busy timeout (seconds): another process (backup, sqlite3 shell) holding a lock briefly.
 BUSY_TIMEOUT: Final = 10.0
+#: Fresh keys (bytes of their JSON, ~20 per key) a file gathers before they go into its
+#: ``keys`` in one transaction (module doc, "Index"): ~50k keys, ~25k records.
+INDEX_BATCH_BYTES: Final = 1 << 20
+#: A file written to no more for this long (seconds) has its fresh keys indexed then.
+INDEX_IDLE: Final = 0.5
 #: Page cache per open file, KiB. SQLite's default (2 MiB) makes every key insert of a busy
 #: day a page read once the key index outgrows it: 68k records/s with it, 102k with 256 MiB
 #: (bench/bench_collector.py). Only pages really used are allocated.
@@ -163,6 +183,13 @@ CREATE TABLE IF NOT EXISTS keys (
     gid INTEGER NOT NULL,
     PRIMARY KEY (key, gid)
 ) WITHOUT ROWID;
+-- Chunks whose keys are not in ``keys`` yet (module doc, "Index"): committed with the chunk,
+-- moved into ``keys`` by ``_index_fresh``; lookups read both.
+CREATE TABLE IF NOT EXISTS fresh_keys (
+    chunk INTEGER PRIMARY KEY,
+    keys BLOB NOT NULL,
+    chunk_keys BLOB NOT NULL
+);
 """
 
 _META_SCHEMA: Final = """
@@ -180,11 +207,16 @@ _INSERT_GRANULE: Final = (
     "INSERT INTO granules (id, agent, unit, batch_seq, part, ts_min, ts_max, end_max, n, types,"
     " search, data, rindex, chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# The key set travels as one JSON array: json_each unpacks it in C, one statement per granule.
-_INSERT_KEYS: Final = "INSERT OR IGNORE INTO keys (key, gid) SELECT value, ? FROM json_each(?)"
-# ... a chunk's granule keys, each key << 8 | its granule's offset from the chunk's first id
+# Key sets travel as JSON arrays: json_each unpacks them in C. A chunk's granule keys are each
+# key << 8 | its granule's offset from the chunk's first id.
 _INSERT_GRANULE_KEYS: Final = (
     "INSERT OR IGNORE INTO keys (key, gid) SELECT value >> 8, ? + (value & 255) FROM json_each(?)")
+_INSERT_FRESH: Final = "INSERT INTO fresh_keys (chunk, keys, chunk_keys) VALUES (?, ?, ?)"
+# Every fresh chunk's keys into ``keys`` in one statement, in key order (B-tree pages in turn).
+_INDEX_FRESH: Final = (
+    "INSERT OR IGNORE INTO keys (key, gid) SELECT k, g FROM ("
+    " SELECT j.value >> 8 AS k, f.chunk + (j.value & 255) AS g FROM fresh_keys f, json_each(f.keys) j"
+    " UNION ALL SELECT j.value, f.chunk FROM fresh_keys f, json_each(f.chunk_keys) j) ORDER BY k")
 _SELECT_GRANULE: Final = "SELECT id, agent, unit, data, rindex FROM granules"
 
 FileId = tuple[str, str]  # (day, family)
@@ -257,10 +289,18 @@ class _Pending:
 def _holding(kind: int, keys: Sequence[int]) -> tuple[str, list[int]]:
     """SQL true for a granule holding any of ``keys`` (of one ``kind``: the hours of one
     value), and its parameters: through the granule's own id, or its chunk's for the kinds
-    keyed per chunk (``keys.CHUNK_KINDS``)."""
-    column = "chunk" if kind in CHUNK_KINDS else "id"
+    keyed per chunk (``keys.CHUNK_KINDS``); in ``keys``, or among the fresh keys (a scan of
+    at most ``INDEX_BATCH_BYTES`` of JSON, none when the index has caught up)."""
     marks = ", ".join("?" * len(keys))
-    return f"{column} IN (SELECT gid FROM keys WHERE key IN ({marks}))", list(keys)
+    if kind in CHUNK_KINDS:
+        fresh = f"SELECT f.chunk FROM fresh_keys f, json_each(f.chunk_keys) j WHERE j.value IN ({marks})"
+        column = "chunk"
+    else:
+        fresh = (f"SELECT f.chunk + (j.value & 255) FROM fresh_keys f, json_each(f.keys) j"
+                 f" WHERE j.value >> 8 IN ({marks})")
+        column = "id"
+    return (f"{column} IN (SELECT gid FROM keys WHERE key IN ({marks}) UNION ALL {fresh})",
+            [*keys, *keys])
 
 
 def _day_keys(kind: int, value: str, port: int, day: str, lo: float | None, hi: float | None) -> list[int]:
@@ -290,6 +330,11 @@ class SqliteStorage:
         # The marker DB is always FULL: it is what makes a batch count as acknowledged.
         self._meta = self._connect(self._dir / "meta.sqlite", "FULL", _META_SCHEMA)
         self._closed = False
+        # Files with fresh keys (module doc, "Index"): bytes of their JSON, last write (monotonic)
+        self._fresh: dict[FileId, tuple[int, float]] = {}
+        self._stop = threading.Event()
+        self._indexer = threading.Thread(target=self._index_idle, name="sqlite-indexer", daemon=True)
+        self._indexer.start()
 
     # -- connections --
 
@@ -313,8 +358,15 @@ class SqliteStorage:
             return conn
         conn = self._connect(self._path(f), self._sync, _DAY_SCHEMA)
         self._open[f] = conn
+        if f not in self._fresh:  # left by a crash: indexed when the file goes idle
+            (size,) = conn.execute(
+                "SELECT total(length(keys) + length(chunk_keys)) FROM fresh_keys").fetchone()
+            if size:
+                self._fresh[f] = (int(size), 0.0)
         while len(self._open) > MAX_OPEN_FILES:
-            _, old = self._open.popitem(last=False)
+            old_f, old = next(iter(self._open.items()))
+            self._index_file(old_f)
+            del self._open[old_f]
             old.close()
         return conn
 
@@ -395,16 +447,18 @@ class SqliteStorage:
                 mine.setdefault((g.day, g.family), []).append(g)
             for f, granules in mine.items():
                 by_file.setdefault(f, []).append((p, granules))
+        written: dict[FileId, int] = {}  # bytes of fresh keys per file
         for f in sorted(by_file):
             conn = self._conn(f)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for p, granules in by_file[f]:
-                    self._insert_chunk(conn, p.agent, p.unit, p.batch_seq, granules)
+                size = sum(self._insert_chunk(conn, p.agent, p.unit, p.batch_seq, granules)
+                           for p, granules in by_file[f])
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            written[f] = size
         # The markers last: see "Atomicity" in the module docstring.
         now = time.time()
         self._meta.execute("BEGIN IMMEDIATE")
@@ -425,15 +479,23 @@ class SqliteStorage:
                 p.result = None
             raise
         self._meta.execute("COMMIT")
+        # After the markers (the batches are stored): their keys, once a file has gathered enough.
+        now = time.monotonic()
+        for f, size in written.items():
+            total = self._fresh.get(f, (0, now))[0] + size
+            self._fresh[f] = (total, now)
+            if total >= INDEX_BATCH_BYTES:
+                self._index_file(f)
 
     @staticmethod
     def _insert_chunk(conn: sqlite3.Connection, agent: str, unit: str, batch_seq: int,
-                      granules: Sequence[Granule]) -> None:
+                      granules: Sequence[Granule]) -> int:
         """One batch's granules of one file, inside the caller's transaction: chunk by chunk
         (a first granule with its key lists, then the rest), each chunk's granules under
-        consecutive ids (the chunk's id is the first), so one statement stores all of the
-        chunk's granule keys and one its chunk keys."""
+        consecutive ids (the chunk's id is the first), its key lists into ``fresh_keys``.
+        Returns the bytes of key lists stored (0: all of it was stored before)."""
         starts = [i for i, g in enumerate(granules) if g.keys is not None] + [len(granules)]
+        size = 0
         for i, j in itertools.pairwise(starts):
             first = granules[i]
             if conn.execute("SELECT 1 FROM granules WHERE agent = ? AND batch_seq = ? AND part = ?",
@@ -443,8 +505,45 @@ class SqliteStorage:
             conn.executemany(_INSERT_GRANULE, [
                 (base + k, agent, unit, batch_seq, g.part, g.ts_min, g.ts_max, g.end_max, g.n, g.types,
                  g.search, g.data, g.rindex, base) for k, g in enumerate(granules[i:j])])
-            conn.execute(_INSERT_GRANULE_KEYS, (base, first.keys))
-            conn.execute(_INSERT_KEYS, (base, first.chunk_keys))
+            assert first.keys is not None and first.chunk_keys is not None
+            conn.execute(_INSERT_FRESH, (base, first.keys, first.chunk_keys))
+            size += len(first.keys) + len(first.chunk_keys)
+        return size
+
+    @staticmethod
+    def _index_fresh(conn: sqlite3.Connection) -> None:
+        """Move a file's fresh keys into ``keys``, in one transaction (module doc, "Index")."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_INDEX_FRESH)
+            conn.execute("DELETE FROM fresh_keys")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _index_file(self, f: FileId) -> None:
+        """``_index_fresh`` for file ``f`` if it has fresh keys (caller holds the lock); they
+        count as fresh until the transaction committed."""
+        if f in self._fresh:
+            self._index_fresh(self._open.get(f) or self._conn(f))
+            del self._fresh[f]
+
+    def _index_idle(self) -> None:
+        """The indexer thread: files no batch wrote to for ``INDEX_IDLE`` get their fresh keys
+        indexed, so an idle store has none and a lookup scans none."""
+        while not self._stop.wait(INDEX_IDLE / 2):
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                for f in [f for f, (_, last) in self._fresh.items() if now - last >= INDEX_IDLE]:
+                    with contextlib.suppress(sqlite3.Error):  # e.g. disk full: tried next round
+                        self._index_file(f)
+
+    def unindexed_bytes(self) -> int:
+        """Bytes of fresh keys not yet in the files' ``keys`` (0 once the index caught up)."""
+        return sum(size for size, _ in list(self._fresh.values()))
 
     def _marker(self, agent: str, batch_seq: int) -> int | None:
         row = self._meta.execute(
@@ -484,8 +583,9 @@ class SqliteStorage:
         family, granule, index)."""
         out: list[_Found] = []
         for f in files:
-            holding, keys = _holding(key[0], _day_keys(*key, f[0], lo, hi))
-            out.extend(self._read(f, f"{holding} AND {where}", (*keys, *params), test, [keys]))
+            keys = _day_keys(*key, f[0], lo, hi)
+            holding, holding_params = _holding(key[0], keys)
+            out.extend(self._read(f, f"{holding} AND {where}", (*holding_params, *params), test, [keys]))
         out.sort(key=lambda r: (r.day, r.order))
         return out
 
@@ -550,9 +650,10 @@ class SqliteStorage:
                 day_where, day_params = list(where), list(params)
                 probe: list[list[int]] = []
                 for key in lookups:
-                    sql, keys = _holding(key[0], _day_keys(*key, day, start, end))
+                    keys = _day_keys(*key, day, start, end)
+                    sql, holding_params = _holding(key[0], keys)
                     day_where.append(sql)
-                    day_params.extend(keys)
+                    day_params.extend(holding_params)
                     probe.append(keys)
                 found.extend(self._page_of_day(by_day[day], " AND ".join(day_where) or "1", day_params, test,
                                                probe or None, day_after, need - len(found)))
@@ -650,10 +751,11 @@ class SqliteStorage:
         """``_lookup`` for one file, newest record first, reading granules only as needed:
         in order of their latest ``ts``, a granule is opened once no record already read is
         newer than its latest."""
-        holding, keys = _holding(key[0], _day_keys(*key, f[0], lo, hi))
+        keys = _day_keys(*key, f[0], lo, hi)
+        holding, holding_params = _holding(key[0], keys)
         candidates = self._conn(f).execute(
             f"SELECT ts_max, id FROM granules WHERE {holding} AND ts_min <= ? AND ts_max >= ?"
-            " ORDER BY ts_max DESC", (*keys, hi, lo)).fetchall()
+            " ORDER BY ts_max DESC", (*holding_params, hi, lo)).fetchall()
         heap: list[tuple[float, int, int, _Found]] = []  # negated order: heapq pops the newest
         i = 0
         while i < len(candidates) or heap:
@@ -724,6 +826,7 @@ class SqliteStorage:
     def _expire_file(self, f: FileId, before: float, holds: Sequence[Hold]) -> tuple[int, int, bool]:
         """(deleted, held, file dropped) for the records of file ``f`` older than ``before``."""
         conn = self._conn(f)
+        self._index_file(f)  # holds and key deletions below read ``keys``
         rows = conn.execute(
             "SELECT id, part, unit, ts_min, ts_max, n, chunk FROM granules WHERE ts_min < ?", (before,)
         ).fetchall()
@@ -785,6 +888,7 @@ class SqliteStorage:
         conn.execute("DELETE FROM granules WHERE id = ?", (gid,))
 
     def _drop(self, f: FileId) -> None:
+        self._fresh.pop(f, None)
         conn = self._open.pop(f, None)
         if conn is not None:
             conn.close()
@@ -807,8 +911,15 @@ class SqliteStorage:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
-            while self._open:
-                _, conn = self._open.popitem()
-                conn.close()
-            self._meta.close()
+            self._stop.set()
+            try:
+                for f in list(self._fresh):
+                    self._index_file(f)
+            finally:
+                self._closed = True
+                while self._open:
+                    _, conn = self._open.popitem()
+                    conn.close()
+                self._meta.close()
+        if self._indexer is not threading.current_thread():
+            self._indexer.join()

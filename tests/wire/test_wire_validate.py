@@ -13,7 +13,8 @@ from wire_strategies import ANY_RECORD, FLOW, WILD_VALUES, all_examples, example
 
 from wire import ValidationError, validate_record
 from wire.addresses import canonical_ip, ip_from_packed, is_canonical_ip, is_canonical_mac, mac_from_bytes
-from wire.fastpath import FAST_CHECKS, fast_check_source
+from wire.fastchecks import FAST_CHECKS
+from wire.fastpath import GENERATED, fast_check_source, module_source
 from wire.limits import MAX_FIELDS, MAX_LIST_ITEM_LEN, MAX_LIST_LEN, MAX_SNIPPET_LEN, MAX_STRING_LEN
 from wire.spec import SPECS
 from wire.validate import explain_record
@@ -299,3 +300,9 @@ def test_mac_helpers() -> None:
         mac_from_bytes(b"\x00")
     with pytest.raises(ValueError):
         ip_from_packed(b"\x00" * 5)
+
+
+def test_generated_fast_checks_are_current() -> None:
+    """wire/fastchecks.py is what ``python -m wire.fastpath`` writes from today's schema."""
+    assert GENERATED.read_text() == module_source(), "stale: run python -m wire.fastpath"
+    assert set(FAST_CHECKS) == set(SPECS)

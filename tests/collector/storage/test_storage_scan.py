@@ -16,7 +16,8 @@ from wire_strategies import ANY_RECORD, all_examples  # noqa: E402
 
 from collector.storage.keys import CHUNK_KINDS, INDEX_BITS, kind_of, record_keys  # noqa: E402
 from collector.storage.rows import record_columns  # noqa: E402
-from collector.storage.scan import SCANNERS, scanner_source  # noqa: E402
+from collector.storage.scan import GENERATED, module_source, scanner_source  # noqa: E402
+from collector.storage.scanners import SCANNERS  # noqa: E402
 from wire.spec import SPECS  # noqa: E402
 
 WRONG: list[Any] = [None, "", "x", "10.0.0.9", 0, -5, 70000, 1.5, float("nan"), float("inf"), True, ["a"],
@@ -42,7 +43,8 @@ def _scanned(rec: dict[str, Any]) -> tuple[set[int], float, str | None]:
 
 def test_every_schema_type_has_a_scanner() -> None:
     assert set(SCANNERS) == set(SPECS)
-    assert "add(OUTSIDE" in scanner_source("nat") and "ENDPOINT" in scanner_source("session")
+    assert "if type(p) is int" in scanner_source("nat") and "duration" in scanner_source("session")
+    assert GENERATED.read_text() == module_source(), "stale: run python -m collector.storage.scan"
 
 
 @pytest.mark.parametrize("rec", all_examples(), ids=lambda r: str(r["type"]))

@@ -9,8 +9,13 @@ granule with its keys, so nothing deleted can still be found and nothing kept is
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 import zlib
 from array import array
 from collections.abc import Iterator
@@ -102,12 +107,21 @@ def test_a_key_collision_never_answers_wrong(sq: SqliteStorage) -> None:
     assert [r["host"] for r in sq.connection(two)] == ["two.example"]
 
 
+def _fresh_of(conn: sqlite3.Connection) -> set[tuple[int, int]]:
+    """The (key, granule or chunk id) pairs waiting in ``fresh_keys``."""
+    out: set[tuple[int, int]] = set()
+    for chunk, keys, chunk_keys in conn.execute("SELECT chunk, keys, chunk_keys FROM fresh_keys"):
+        out |= {(v >> 8, chunk + (v & 255)) for v in json.loads(keys)}
+        out |= {(v, chunk) for v in json.loads(chunk_keys)}
+    return out
+
+
 def _keys_of_file(path: Path) -> set[tuple[int, int]]:
-    """The granule keys stored, checked against the granules' records: each granule's index
-    lists exactly its records' keys, the keys table its granule keys exactly and its chunk
-    keys (address, account) as a superset of what the chunk's records need."""
+    """The granule keys stored (indexed or fresh), checked against the granules' records:
+    each granule's index lists exactly its records' keys, the keys its granule keys exactly
+    and its chunk keys (address, account) as a superset of what the chunk's records need."""
     conn = sqlite3.connect(path)
-    stored = set(conn.execute("SELECT key, gid FROM keys"))
+    stored = set(conn.execute("SELECT key, gid FROM keys")) | _fresh_of(conn)
     wanted: set[tuple[int, int]] = set()
     wanted_chunk: set[tuple[int, int]] = set()
     for gid, chunk, data, rindex in conn.execute("SELECT id, chunk, data, rindex FROM granules"):
@@ -167,10 +181,10 @@ def test_a_failed_group_fails_each_of_its_batches_and_a_resend_stores_them(
         sq: SqliteStorage, monkeypatch: pytest.MonkeyPatch) -> None:
     real = SqliteStorage._insert_chunk
 
-    def failing(conn: sqlite3.Connection, agent: str, *args: Any) -> None:
+    def failing(conn: sqlite3.Connection, agent: str, *args: Any) -> int:
         if agent == "bad":
             raise sqlite3.OperationalError("disk I/O error")
-        real(conn, agent, *args)
+        return real(conn, agent, *args)
 
     monkeypatch.setattr(SqliteStorage, "_insert_chunk", staticmethod(failing))
     with pytest.raises(sqlite3.OperationalError):
@@ -232,3 +246,85 @@ def test_a_batch_of_more_granules_than_a_chunk_takes(tmp_path: Path, sq: SqliteS
     conn = sqlite3.connect(tmp_path / "records-2024-03-01.nat.sqlite")
     assert conn.execute("SELECT count(DISTINCT chunk) FROM granules").fetchone() == (2,)
     conn.close()
+
+
+def _tables(path: Path) -> tuple[int, int]:
+    """(rows of ``keys``, chunks in ``fresh_keys``) of a day file."""
+    conn = sqlite3.connect(path)
+    try:
+        return (conn.execute("SELECT count(*) FROM keys").fetchone()[0],
+                conn.execute("SELECT count(*) FROM fresh_keys").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_fresh_keys_are_found_then_indexed_when_a_file_has_enough(
+        tmp_path: Path, sq: SqliteStorage, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend, "INDEX_IDLE", 3600.0)  # only the size rule here
+    path = tmp_path / "records-2024-03-01.app.sqlite"
+    sq.insert_batch("gw", "u", 1, [http(MIDNIGHT + 1, "C1", src="10.0.0.1", host="one.example")])
+    assert _tables(path) == (0, 1) and sq.unindexed_bytes() > 0
+    # found while fresh: granule keys (uid) and chunk keys (address) alike
+    assert [r["host"] for r in sq.connection("C1")] == ["one.example"]
+    assert [r["host"] for r in sq.records(ip="10.0.0.1").records] == ["one.example"]
+    monkeypatch.setattr(backend, "INDEX_BATCH_BYTES", 1)
+    sq.insert_batch("gw", "u", 2, [http(MIDNIGHT + 2, "C2", src="10.0.0.2", host="two.example")])
+    keys, fresh = _tables(path)
+    assert keys > 0 and fresh == 0 and sq.unindexed_bytes() == 0
+    assert [r["host"] for r in sq.connection("C1")] == ["one.example"]
+    assert [r["host"] for r in sq.records(ip="10.0.0.2").records] == ["two.example"]
+    _keys_of_file(path)
+
+
+def test_fresh_keys_of_an_idle_file_are_indexed(tmp_path: Path, sq: SqliteStorage,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backend, "INDEX_IDLE", 0.2)
+    sq.insert_batch("gw", "u", 1, [http(MIDNIGHT + 1, "C1", host="one.example")])
+    deadline = time.monotonic() + 10
+    while sq.unindexed_bytes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sq.unindexed_bytes() == 0
+    path = tmp_path / "records-2024-03-01.app.sqlite"
+    assert _tables(path)[1] == 0 and _tables(path)[0] > 0
+    assert [r["host"] for r in sq.connection("C1")] == ["one.example"]
+
+
+_CRASH = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from storage_records import MIDNIGHT, http
+from collector.storage.sqlite import SqliteStorage
+sq = SqliteStorage(sys.argv[1])
+sq.insert_batch("gw", "u", 1, [http(MIDNIGHT + 1, "C1", src="10.0.0.1", host="one.example")])
+os._exit(0)  # no close: the fresh keys stay fresh
+"""
+
+
+def test_fresh_keys_left_by_a_crash_are_found_and_then_indexed(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    subprocess.run([sys.executable, "-c", _CRASH, str(tmp_path), str(Path(__file__).parent)], check=True,
+                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=60)
+    path = tmp_path / "records-2024-03-01.app.sqlite"
+    assert _tables(path) == (0, 1)
+    monkeypatch.setattr(backend, "INDEX_IDLE", 0.2)
+    sq = SqliteStorage(tmp_path)
+    try:
+        assert [r["host"] for r in sq.records(ip="10.0.0.1").records] == ["one.example"]
+        deadline = time.monotonic() + 10
+        while sq.unindexed_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sq.unindexed_bytes() == 0 and _tables(path)[1] == 0
+        assert [r["host"] for r in sq.connection("C1")] == ["one.example"]
+    finally:
+        sq.close()
+    _keys_of_file(path)
+
+
+def test_close_indexes_every_fresh_key(tmp_path: Path) -> None:
+    sq = SqliteStorage(tmp_path)
+    sq.insert_batch("gw", "u", 1, [http(MIDNIGHT + 1, "C1"), nat(MIDNIGHT + 2, "create", ("10.0.0.5", 4000),
+                                                                   ("198.51.100.7", 2000))])
+    sq.close()
+    for family in ("app", "nat"):
+        keys, fresh = _tables(tmp_path / f"records-2024-03-01.{family}.sqlite")
+        assert keys > 0 and fresh == 0
