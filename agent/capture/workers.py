@@ -69,6 +69,7 @@ from agent.capture.afpacket import (
     default_fanout_group,
 )
 from agent.capture.bpf import BpfProgram
+from agent.capture.orphan import end_with_parent
 
 __all__ = ["COUNTER_KEYS", "CaptureConfig", "Consumer", "WorkerPool", "run_worker"]
 
@@ -165,7 +166,7 @@ def run_worker(source: AfPacketSource, consumer: Consumer, *, stop: Callable[[],
 
 
 def _worker_entry(index: int, config: CaptureConfig, factory: ConsumerFactory, shared: Any,
-                  ready: Any, failed: Any, errors: Any) -> None:
+                  ready: Any, failed: Any, errors: Any, parent: int) -> None:
     stopping = [False]
 
     def on_signal(signum: int, frame: object) -> None:
@@ -177,6 +178,7 @@ def _worker_entry(index: int, config: CaptureConfig, factory: ConsumerFactory, s
     signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    end_with_parent(parent)  # a killed agent's workers stop too, flushing their flows
     base = index * len(COUNTER_KEYS)
     try:
         with config.open() as source:
@@ -219,7 +221,7 @@ class WorkerPool:
         for i in range(self.n):
             p = self._ctx.Process(target=_worker_entry, name=f"edgeaudit-capture-{i}",
                                   args=(i, self.config, self.factory, self._shared, self._ready,
-                                        self._failed, self._errors), daemon=False)
+                                        self._failed, self._errors, os.getpid()), daemon=False)
             p.start()
             self.procs.append(p)
         deadline = time.monotonic() + timeout

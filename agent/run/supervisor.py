@@ -46,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from agent.capture.orphan import end_with_parent
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.filter.compiled import CompiledRules
 from agent.identity.roster import Roster
@@ -544,11 +545,13 @@ def _worker_nat() -> Any:
 
 def _fork_inline(cfg: AgentConfig, make: Callable[[], GatewayConsumer]) -> int:
     """A child process judging NFQUEUE packets with the pipeline of ``make()``; returns its pid."""
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
+        end_with_parent(parent)  # SIGTERM when the agent is killed: its stop path below
         code = _inline_child(cfg, make)
     except BaseException:
         log.exception("inline worker")

@@ -3,9 +3,11 @@
 - the drain sends what is spooled; a batch sent but not marked (a crash between the
   collector's answer and `mark_sent`) is resent under its number and stored once;
 - the collector down: the spool holds everything, and drains when it is back;
-- the issue's reliability run: 100,000 records written by an agent process while it drains
-  them; the agent and the collector are each killed with SIGKILL 5 times at random moments
-  and restarted; then the collector holds each record number exactly once.
+- the issue's reliability run on the data path alone: 100,000 records written by a stand-in
+  agent process (the spool and the real drain) while it drains them; it and the collector
+  are each killed with SIGKILL 5 times at random moments and restarted; then the collector
+  holds each record number exactly once. The same run against the whole ``edgeaudit-agent
+  run`` is tests/e2e/test_agent_run_reliability.py.
 """
 
 from __future__ import annotations
