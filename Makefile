@@ -7,9 +7,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the tests and the demo need (more arrive with later features): the build
-# tools, and the real protocol peers the end-to-end tests start in network namespaces.
+# tools, the real protocol peers the end-to-end tests start in network namespaces, and the
+# browser (with a CJK font) the web UI's tests drive through Playwright.
 DEB_PACKAGES := python3-venv python3-dev gcc iproute2 tcpdump curl freeradius freeradius-utils \
-  dnsmasq-base udhcpc dovecot-imapd dovecot-pop3d vsftpd nginx nftables iptables iputils-ping clickhouse-server zookeeper
+  dnsmasq-base udhcpc dovecot-imapd dovecot-pop3d vsftpd nginx nftables iptables iputils-ping clickhouse-server zookeeper \
+  chromium fonts-wqy-microhei
 DEMO_DIR := demo-out
 
 .PHONY: demo demo-stop test deps deb-deps lint typecheck unit bench clean compiled test-compiled

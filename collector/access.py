@@ -2,7 +2,10 @@
 
 - Agents: `Authorization: Bearer <agent token>` (`agent_of`); never a name in a payload.
 - People: `Authorization: Basic` (name and password; the KDF runs in a worker thread) or
-  `Bearer <API token>` (`require_user`, which also checks the role).
+  `Bearer <API token>` (`require_user`, which also checks the role); in the web UI, the
+  session cookie `SESSION_COOKIE` (`collector.web`), which a state-changing request must
+  back with the `CSRF_HEADER` header (a page on another site cannot send one without the
+  collector's consent; the cookie is also `SameSite=Strict`).
 - Refusals are JSON `{"error", "detail"}` with the status (`json_error`); 401s carry the
   `WWW-Authenticate` challenge of the scheme asked for.
 """
@@ -36,8 +39,19 @@ def agent_of(accounts: Accounts, request: web.Request) -> Agent | None:
     return accounts.agent_for_token(token) if token is not None else None
 
 
+SESSION_COOKIE = "edgeaudit_session"
+CSRF_HEADER = "X-Edgeaudit-UI"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def authenticate(accounts: Accounts, request: web.Request) -> User | None:
-    """The user behind Basic credentials or an API bearer token (the KDF runs for Basic)."""
+    """The user behind Basic credentials, an API bearer token (the KDF runs for Basic) or,
+    without an Authorization header, the UI's session cookie."""
+    if "Authorization" not in request.headers:
+        session = request.cookies.get(SESSION_COOKIE)
+        if not session or (request.method not in _SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1"):
+            return None
+        return accounts.user_for_session(session)
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "basic":
         try:
@@ -55,8 +69,9 @@ async def require_user(accounts: Accounts, request: web.Request, roles: Collecti
     """The authenticated user if their role is in `roles`, else the 401/403 to answer with."""
     user = await asyncio.get_running_loop().run_in_executor(None, authenticate, accounts, request)
     if user is None:
+        # no Basic challenge to the UI's own requests: a browser would pop its password dialog
         return json_error(401, "unauthenticated", "Basic credentials or an API token are required",
-                          challenge="Basic")
+                          challenge=None if CSRF_HEADER in request.headers else "Basic")
     if user.role not in roles:
         return json_error(403, "forbidden", f"role {user.role} may not {what}")
     return user

@@ -8,7 +8,8 @@ What: `create_app(storage, accounts)` returns the `web.Application` serving
 - `PUT`/`GET /api/v1/rulesets/current` — admins publish signed bundles, agents fetch them
   with an ETag (`collector.rules.publish`);
 - `PUT /api/v1/units/self`, `GET /api/v1/units` — units' registration profiles and status;
-- `GET /metrics` — every stage's counters in the Prometheus text format.
+- `GET /metrics` — every stage's counters in the Prometheus text format;
+- `GET /` — the operators' web UI, and its login session (`collector.web.routes`).
 Query, ruleset, unit and UI routes join here as they are built (issue 5 and later).
 
 Why a factory: tests and `edgeaudit-collector serve` build the same application on the
@@ -32,6 +33,7 @@ from collector.rules.publish import BundleStore, ruleset_routes
 from collector.storage.base import Storage
 from collector.units.registry import Units
 from collector.units.routes import unit_routes
+from collector.web.routes import web_routes
 from rulesets.bundle import MAX_BUNDLE_BYTES
 
 COUNTERS_KEY = web.AppKey("ingest_counters", IngestCounters)
@@ -89,6 +91,7 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
     app.router.add_get("/api/v1/agent", whoami)
     if audit is not None:
         query_routes(app, storage, accounts, audit)
+        web_routes(app, accounts, audit)
         if rulesets is not None:
             ruleset_routes(app, rulesets, accounts, audit, ruleset_keys)
         if units is not None:

@@ -37,6 +37,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +64,10 @@ TOKEN_BYTES: Final = 32
 # Prefixes tell the token kinds apart (and make leaked tokens easy to grep for).
 AGENT_TOKEN_PREFIX: Final = "eaa_"
 API_TOKEN_PREFIX: Final = "eau_"
+SESSION_PREFIX: Final = "eas_"
+#: A web UI session ends after this long without a request, and this long after its login.
+SESSION_IDLE_S: Final = 30 * 60
+SESSION_MAX_S: Final = 12 * 3600
 
 NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 SCHEMA_VERSION: Final = 1
@@ -87,6 +92,13 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     user TEXT NOT NULL REFERENCES users(name),
     revoked INTEGER NOT NULL DEFAULT 0,
     created TEXT NOT NULL
+);
+-- web UI sessions (the cookie holds the token; only its hash is kept), unix seconds
+CREATE TABLE IF NOT EXISTS sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES users(name),
+    started REAL NOT NULL,
+    seen REAL NOT NULL
 );
 """
 
@@ -345,6 +357,40 @@ class Accounts:
         if row is None or row[2]:
             return None
         return User(row[0], row[1], False)
+
+    # -- web UI sessions ---------------------------------------------------------
+
+    def add_session(self, user: str, now: float | None = None) -> str:
+        """A new session token for `user` (for the UI's cookie; only its hash is stored)."""
+        now = time.time() if now is None else now
+        token = SESSION_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
+        with self._lock, self._conn:
+            # ended sessions go as new ones start: the table holds only live ones (and a few)
+            self._conn.execute("DELETE FROM sessions WHERE seen < ? OR started < ?",
+                               (now - SESSION_IDLE_S, now - SESSION_MAX_S))
+            self._conn.execute("INSERT INTO sessions (token_sha256, user, started, seen) VALUES (?, ?, ?, ?)",
+                               (_token_digest(token), user, now, now))
+        return token
+
+    def user_for_session(self, token: str, now: float | None = None) -> User | None:
+        """The (enabled) user of a live session, which this request keeps alive; else None."""
+        if not token.startswith(SESSION_PREFIX):
+            return None
+        now = time.time() if now is None else now
+        digest = _token_digest(token)
+        with self._lock, self._conn:
+            row = self._conn.execute(
+                "SELECT u.name, u.role, u.disabled FROM sessions s JOIN users u ON u.name = s.user"
+                " WHERE s.token_sha256 = ? AND s.seen >= ? AND s.started >= ?",
+                (digest, now - SESSION_IDLE_S, now - SESSION_MAX_S)).fetchone()
+            if row is None or row[2]:
+                return None
+            self._conn.execute("UPDATE sessions SET seen = ? WHERE token_sha256 = ?", (now, digest))
+        return User(row[0], row[1], False)
+
+    def end_session(self, token: str) -> None:
+        with self._lock, self._conn:
+            self._conn.execute("DELETE FROM sessions WHERE token_sha256 = ?", (_token_digest(token),))
 
     def revoke_api_tokens(self, user: str) -> int:
         """Revoke every API token of `user`; return how many were active."""

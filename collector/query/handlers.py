@@ -15,6 +15,8 @@ What (DESIGN.md "Traceback", issue 5 "Queries"):
   only). One JSON answer: `{"query", "nat", "inside", "identity", "sessions", "records"}`.
 - `GET /api/v1/query/records?type=&from=&to=&ip=&account=&q=&limit=&cursor=`: search,
   oldest first, `{"records": [...], "cursor": ...}`; `format=csv` exports the page as CSV.
+- `GET /api/v1/query/connection?uid=[&agent=&from=&to=]`: every record of one connection
+  (sharing its `uid`; one agent's when `agent` is given), `{"records": [...]}`.
 
 Access: an operator or admin, with `Authorization: Basic` (name and password) or
 `Bearer` (an API token); anyone else gets 401/403. Every query is appended to the
@@ -193,7 +195,24 @@ def query_routes(app: web.Application, storage: Storage, accounts: Accounts, aud
                                 headers={"Content-Disposition": 'attachment; filename="records.csv"'})
         return web.json_response(result, dumps=_dumps)
 
+    async def connection_handler(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            uid = q.get("uid") or ""
+            if not 0 < len(uid) <= 256:
+                raise BadQuery("uid: 1..256 characters required")
+            agent = q.get("agent") or None
+            start = _num(q.get("from"), "from", lo=0, hi=4102444800)
+            end = _num(q.get("to"), "to", lo=0, hi=4102444800)
+        except BadQuery as e:
+            return json_error(400, "bad_query", str(e))
+        params = {"uid": uid, "agent": agent, "from": start, "to": end}
+        _user, result, err = await run(request, "connection", params, lambda: {
+            "records": storage.connection(uid, agent=agent, start=start, end=end)})
+        return err if err is not None else web.json_response(result, dumps=_dumps)
+
     app.router.add_get("/api/v1/query/traceback", traceback_handler)
+    app.router.add_get("/api/v1/query/connection", connection_handler)
     app.router.add_get("/api/v1/query/records", records_handler)
 
 

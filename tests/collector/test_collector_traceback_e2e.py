@@ -23,7 +23,7 @@ import json
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -89,21 +89,27 @@ def _traceback(c: dict[str, Any], ip: str, port: int, ts: float) -> dict[str, An
         return answer
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    tmp = tmp_path_factory.mktemp("traceback-e2e")
-    pcap = tmp / "edge.pcap"
-    _agent("synth", str(pcap), "--packets", "8000", "--seed", "5")
-    # first pass offline, to learn the clients and write the admin's roster for them
-    first = tmp / "first.jsonl"
+def capture_and_roster(pcap: Path, packets: int, seed: int, extra: Sequence[str] = ()
+                       ) -> tuple[dict[str, str], Path]:
+    """A generated capture at ``pcap`` and the admin's roster beside it, an account per inside
+    client (learned from a first, offline replay): (inside address -> account, roster path)."""
+    _agent("synth", str(pcap), "--packets", str(packets), "--seed", str(seed))
+    first = pcap.with_suffix(".first.jsonl")
     _agent("replay", str(pcap), "--jsonl", str(first), "--no-progress")
     clients = sorted({json.loads(line)["src_ip"] for line in first.read_text().splitlines()
                       if '"type":"session"' in line and '"src_ip":"192.168.' in line})
     accounts = {ip: f"user{n:03d}" for n, ip in enumerate(clients)}
-    roster = tmp / "roster.csv"
-    rows = ["account,name,mac,ip", *(f"{acct},,,{ip}" for ip, acct in accounts.items())]
-    rows.append("alice,Alice,00:0a:28:00:fa:42,")  # the DHCP client of the corpus capture
+    roster = pcap.with_name("roster.csv")
+    rows = ["account,name,mac,ip", *(f"{acct},,,{ip}" for ip, acct in accounts.items()), *extra]
     roster.write_text("\n".join(rows) + "\n")
+    return accounts, roster
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("traceback-e2e")
+    pcap = tmp / "edge.pcap"
+    accounts, roster = capture_and_roster(pcap, 8000, 5, ["alice,Alice,00:0a:28:00:fa:42,"])  # + DHCP client
     gen = serve(tmp)
     c = next(gen)
     recs = _replay(pcap, tmp / "edge.jsonl", c, "--roster", str(roster))

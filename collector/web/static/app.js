@@ -1,0 +1,48 @@
+// The UI's shell: who is logged in, the language toggle, and the hash router.
+import { api } from "./api.js";
+import { getLang, setLang, t, translateStatic } from "./i18n.js";
+import { renderConnection, renderLogin, renderSearch, renderTraceback } from "./pages.js";
+
+let me = null;
+
+function showUser() {
+  const who = document.getElementById("who");
+  who.textContent = me ? t("login.as", { name: me.name, role: t(`role.${me.role}`) }) : "";
+  document.getElementById("nav").hidden = !me;
+  document.getElementById("logout").hidden = !me;
+  document.getElementById("lang").textContent = t("lang.other");
+}
+
+function route() {
+  const main = document.getElementById("main");
+  translateStatic();
+  showUser();
+  if (!me) {
+    renderLogin(main, (user) => { me = user; if (!location.hash || location.hash === "#/login") location.hash = "#/traceback"; else route(); });
+    return;
+  }
+  const [path, qs] = (location.hash.slice(1) || "/traceback").split("?");
+  const params = new URLSearchParams(qs || "");
+  for (const a of document.querySelectorAll("#nav a")) {
+    if (a.getAttribute("href") === `#${path}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  if (path.startsWith("/connection/")) renderConnection(main, decodeURIComponent(path.slice(12)), params);
+  else if (path === "/search") renderSearch(main, params);
+  else renderTraceback(main, params);
+}
+
+async function start() {
+  setLang(getLang());
+  document.getElementById("lang").addEventListener("click", () => { setLang(getLang() === "zh" ? "en" : "zh"); route(); });
+  document.getElementById("logout").addEventListener("click", async () => {
+    await api("/api/v1/session", { method: "DELETE" }).catch(() => {});
+    me = null;
+    location.hash = "#/login";
+    route();
+  });
+  try { me = await api("/api/v1/session"); } catch { me = null; }
+  window.addEventListener("hashchange", route);
+  route();
+}
+
+start();

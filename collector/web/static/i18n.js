@@ -1,0 +1,68 @@
+// UI text in Chinese (the default) and English; `t(key, vars)` looks a key up in the chosen one.
+const TEXT = {
+  zh: {
+    "skip": "跳到正文", "nav.traceback": "溯源", "nav.search": "记录查询", "logout": "退出",
+    "lang.other": "English", "menu": "主菜单",
+    "login.title": "登录", "login.name": "用户名", "login.password": "密码", "login.submit": "登录",
+    "login.failed": "用户名或密码错误", "login.as": "{name}（{role}）",
+    "role.operator": "值班民警", "role.auditor": "审计员", "role.admin": "管理员",
+    "tb.title": "溯源：公网地址、端口、时间 → 上网人员", "tb.ip": "公网 IP", "tb.port": "端口",
+    "tb.time": "时间", "tb.proto": "协议", "tb.any": "任意", "tb.submit": "查询",
+    "tb.none": "未找到该时间该地址端口的记录", "tb.inside": "内网地址", "tb.via": "依据",
+    "tb.account": "账号", "tb.mac": "MAC 地址", "tb.calling": "主叫号码", "tb.source": "身份来源",
+    "tb.nat": "NAT 映射", "tb.person": "上网人员", "tb.records": "该连接的全部记录 ({n})",
+    "tb.noid": "该时间无登录记录", "tb.connection": "查看连接",
+    "s.title": "记录查询", "s.type": "类型", "s.all": "全部", "s.from": "开始时间", "s.to": "结束时间",
+    "s.ip": "IP 地址", "s.account": "账号", "s.text": "主机名 / URI / 查询内容", "s.submit": "查询",
+    "s.csv": "导出 CSV", "s.next": "下一页", "s.first": "第一页", "s.count": "本页 {n} 条",
+    "s.none": "没有符合条件的记录",
+    "c.title": "连接 {uid} 的全部记录",
+    "col.time": "时间", "col.type": "类型", "col.src": "源地址", "col.dst": "目的地址", "col.account": "账号",
+    "col.detail": "内容", "col.agent": "探针",
+    "err.network": "无法连接采集服务器", "err.forbidden": "无权执行此操作", "loading": "正在查询…",
+  },
+  en: {
+    "skip": "Skip to content", "nav.traceback": "Traceback", "nav.search": "Search", "logout": "Log out",
+    "lang.other": "中文", "menu": "Main menu",
+    "login.title": "Log in", "login.name": "Name", "login.password": "Password", "login.submit": "Log in",
+    "login.failed": "Wrong name or password", "login.as": "{name} ({role})",
+    "role.operator": "operator", "role.auditor": "auditor", "role.admin": "admin",
+    "tb.title": "Traceback: public address, port, time → the person", "tb.ip": "Public IP", "tb.port": "Port",
+    "tb.time": "Time", "tb.proto": "Protocol", "tb.any": "any", "tb.submit": "Trace",
+    "tb.none": "Nothing found for that address and port at that time", "tb.inside": "Inside address",
+    "tb.via": "Found via", "tb.account": "Account", "tb.mac": "MAC address", "tb.calling": "Calling number",
+    "tb.source": "Identity source", "tb.nat": "NAT mapping", "tb.person": "The person",
+    "tb.records": "Everything this connection did ({n})", "tb.noid": "No login covers that time",
+    "tb.connection": "Open connection",
+    "s.title": "Search records", "s.type": "Type", "s.all": "all", "s.from": "From", "s.to": "To",
+    "s.ip": "IP address", "s.account": "Account", "s.text": "Host / URI / query text", "s.submit": "Search",
+    "s.csv": "Export CSV", "s.next": "Next page", "s.first": "First page", "s.count": "{n} on this page",
+    "s.none": "No records match",
+    "c.title": "Every record of connection {uid}",
+    "col.time": "Time", "col.type": "Type", "col.src": "Source", "col.dst": "Destination", "col.account": "Account",
+    "col.detail": "Content", "col.agent": "Agent",
+    "err.network": "The collector cannot be reached", "err.forbidden": "Not allowed", "loading": "Searching…",
+  },
+};
+
+let lang = localStorage.getItem("edgeaudit.lang") === "en" ? "en" : "zh";
+
+export function getLang() { return lang; }
+
+export function setLang(next) {
+  lang = next === "en" ? "en" : "zh";
+  localStorage.setItem("edgeaudit.lang", lang);
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+}
+
+export function t(key, vars = {}) {
+  const text = TEXT[lang][key] ?? TEXT.zh[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? ""));
+}
+
+// Translate the static parts of the page (elements carrying data-i18n).
+export function translateStatic(root = document) {
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  const nav = document.getElementById("nav");
+  if (nav) nav.setAttribute("aria-label", t("menu"));
+}

@@ -1,0 +1,177 @@
+// The pages: each `render*` fills <main> from the API; text through i18n.t, data only as text
+// nodes (never HTML), so nothing a record holds can run in the page.
+import { api, ApiError, query } from "./api.js";
+import { t } from "./i18n.js";
+
+export const TYPES = ["session", "http", "dns", "tls", "smtp", "mailbox", "ftp", "login", "radius", "dhcp",
+  "pppoe", "nat", "alert"];
+
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "text") el.textContent = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+
+function field(label, input) { return h("label", {}, label, input); }
+
+export function fmtTime(ts) {
+  if (ts === null || ts === undefined) return "";
+  const d = new Date(Number(ts) * 1000);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+// <input type="datetime-local" step="1"> value <-> Unix seconds (the browser's zone)
+function toInputTime(ts) { return fmtTime(ts).replace(" ", "T"); }
+function fromInputTime(v) { return v ? Math.floor(new Date(v).getTime() / 1000) : ""; }
+
+function endpoint(ip, port) { return ip ? (port !== null && port !== undefined ? `${ip}:${port}` : ip) : ""; }
+
+function detail(r) {
+  switch (r.type) {
+    case "http": return [r.method, r.host, r.uri, r.status_code].filter((x) => x !== null && x !== undefined).join(" ");
+    case "dns": return [r.query, r.qtype_name, (r.answers || []).join(", ")].filter(Boolean).join(" ");
+    case "tls": return [r.server_name, r.version].filter(Boolean).join(" ");
+    case "session": return [r.proto, r.service, r.conn_state, `${r.orig_bytes ?? 0}/${r.resp_bytes ?? 0} B`].filter(Boolean).join(" ");
+    case "nat": return `${r.event} ${endpoint(r.inside_ip, r.inside_port)} → ${endpoint(r.outside_ip, r.outside_port)} → ${endpoint(r.remote_ip, r.remote_port)}`;
+    case "login": return [r.event, r.account, r.source].filter(Boolean).join(" ");
+    case "alert": return [r.action, r.rule, r.keyword, r.field].filter(Boolean).join(" ");
+    case "smtp": return [r.mailfrom, (r.rcptto || []).join(", "), r.subject].filter(Boolean).join(" ");
+    default: return r.name || r.detail || "";
+  }
+}
+
+function src(r) { return endpoint(r.src_ip ?? r.inside_ip ?? r.ip, r.src_port ?? r.inside_port); }
+function dst(r) { return endpoint(r.dst_ip ?? r.remote_ip, r.dst_port ?? r.remote_port); }
+
+export function recordsTable(records, { connectionLinks = true } = {}) {
+  const head = h("tr", {}, ...["col.time", "col.type", "col.src", "col.dst", "col.account", "col.detail", "col.agent"]
+    .map((k) => h("th", { scope: "col", text: t(k) })));
+  const rows = records.map((r) => h("tr", {},
+    h("td", { class: "mono", text: fmtTime(r.ts) }),
+    h("td", { text: r.type }),
+    h("td", { class: "mono", text: src(r) }),
+    h("td", { class: "mono", text: dst(r) }),
+    h("td", { text: r.account ?? "" }),
+    h("td", {}, detail(r), connectionLinks && r.uid
+      ? [" ", h("a", { href: `#/connection/${encodeURIComponent(r.uid)}?agent=${encodeURIComponent(r._agent ?? "")}`,
+        text: t("tb.connection") })] : null),
+    h("td", { text: r._agent ?? "" })));
+  return h("table", {}, h("thead", {}, head), h("tbody", {}, rows));
+}
+
+function errorText(e) {
+  if (e instanceof ApiError && e.status === 0) return t("err.network");
+  if (e instanceof ApiError && e.status === 403) return t("err.forbidden");
+  return e.message || String(e);
+}
+
+export function renderLogin(main, onLoggedIn) {
+  const name = h("input", { id: "login-name", name: "username", autocomplete: "username", required: true });
+  const password = h("input", { id: "login-password", name: "password", type: "password",
+    autocomplete: "current-password", required: true });
+  const msg = h("p", { class: "error", role: "alert" });
+  const form = h("form", { class: "login", onsubmit: async (ev) => {
+    ev.preventDefault();
+    msg.textContent = "";
+    try {
+      const me = await api("/api/v1/session", { method: "POST", body: { name: name.value, password: password.value } });
+      onLoggedIn(me);
+    } catch (e) {
+      msg.textContent = e instanceof ApiError && e.status === 401 ? t("login.failed") : errorText(e);
+      password.value = "";
+      password.focus();
+    }
+  } },
+  field(t("login.name"), name), field(t("login.password"), password),
+  h("button", { type: "submit", class: "primary", text: t("login.submit") }), msg);
+  main.replaceChildren(h("h1", { text: t("login.title") }), form);
+  name.focus();
+}
+
+export function renderTraceback(main, params) {
+  const ip = h("input", { id: "tb-ip", name: "ip", required: true, value: params.get("ip") || "", inputmode: "decimal" });
+  const port = h("input", { id: "tb-port", name: "port", type: "number", min: 0, max: 65535, required: true,
+    value: params.get("port") || "" });
+  const time = h("input", { id: "tb-time", name: "ts", type: "datetime-local", step: 1, required: true,
+    value: params.get("ts") ? toInputTime(params.get("ts")) : "" });
+  const proto = h("select", { id: "tb-proto", name: "proto" },
+    h("option", { value: "", text: t("tb.any") }), ...["tcp", "udp"].map((p) => h("option", { value: p, text: p })));
+  proto.value = params.get("proto") || "";
+  const out = h("section", { "aria-live": "polite", id: "tb-result" });
+  const form = h("form", { class: "query", onsubmit: (ev) => {
+    ev.preventDefault();
+    location.hash = `#/traceback?${query({ ip: ip.value.trim(), port: port.value, ts: fromInputTime(time.value), proto: proto.value })}`;
+  } }, field(t("tb.ip"), ip), field(t("tb.port"), port), field(t("tb.time"), time), field(t("tb.proto"), proto),
+  h("button", { type: "submit", class: "primary", text: t("tb.submit") }));
+  main.replaceChildren(h("h1", { text: t("tb.title") }), form, out);
+  if (!(params.get("ip") && params.get("port") && params.get("ts"))) { ip.focus(); return; }
+  out.replaceChildren(h("p", { class: "muted", text: t("loading") }));
+  api(`/api/v1/query/traceback?${query({ ip: params.get("ip"), port: params.get("port"), ts: params.get("ts"),
+    proto: params.get("proto") })}`).then((ans) => {
+    if (!ans.inside) { out.replaceChildren(h("p", { text: t("tb.none") })); return; }
+    const id = ans.identity;
+    const person = h("div", { class: "card", id: "tb-person" }, h("h2", { text: t("tb.person") }),
+      h("dl", { class: "facts" },
+        h("dt", { text: t("tb.inside") }), h("dd", { class: "mono", text: endpoint(ans.inside.ip, ans.inside.port) }),
+        h("dt", { text: t("tb.via") }), h("dd", { text: ans.inside.via }),
+        ...(id ? [
+          h("dt", { text: t("tb.account") }), h("dd", { id: "tb-account", text: id.account ?? "" }),
+          h("dt", { text: t("tb.mac") }), h("dd", { class: "mono", text: id.mac ?? "" }),
+          h("dt", { text: t("tb.calling") }), h("dd", { text: id.calling_station ?? "" }),
+          h("dt", { text: t("tb.source") }), h("dd", { text: `${id.source ?? ""} ${fmtTime(id.ts)}` }),
+        ] : [h("dt", { text: t("tb.account") }), h("dd", { text: t("tb.noid") })])));
+    const nat = ans.nat.length ? h("div", { class: "card" }, h("h2", { text: t("tb.nat") }), recordsTable(ans.nat)) : null;
+    out.replaceChildren(person, nat, h("h2", { text: t("tb.records", { n: ans.records.length }) }),
+      recordsTable(ans.records));
+  }).catch((e) => out.replaceChildren(h("p", { class: "error", role: "alert", text: errorText(e) })));
+}
+
+export function renderSearch(main, params) {
+  const type = h("select", { id: "s-type", name: "type" }, h("option", { value: "", text: t("s.all") }),
+    ...TYPES.map((x) => h("option", { value: x, text: x })));
+  type.value = params.get("type") || "";
+  const from = h("input", { id: "s-from", type: "datetime-local", step: 1, value: params.get("from") ? toInputTime(params.get("from")) : "" });
+  const to = h("input", { id: "s-to", type: "datetime-local", step: 1, value: params.get("to") ? toInputTime(params.get("to")) : "" });
+  const ip = h("input", { id: "s-ip", value: params.get("ip") || "" });
+  const account = h("input", { id: "s-account", value: params.get("account") || "" });
+  const text = h("input", { id: "s-q", type: "search", value: params.get("q") || "" });
+  const out = h("section", { "aria-live": "polite", id: "s-result" });
+  const current = () => ({ type: type.value, from: fromInputTime(from.value), to: fromInputTime(to.value),
+    ip: ip.value.trim(), account: account.value.trim(), q: text.value.trim() });
+  const form = h("form", { class: "query", onsubmit: (ev) => {
+    ev.preventDefault();
+    location.hash = `#/search?${query({ ...current(), run: 1 })}`;
+  } }, field(t("s.type"), type), field(t("s.from"), from), field(t("s.to"), to), field(t("s.ip"), ip),
+  field(t("s.account"), account), field(t("s.text"), text),
+  h("button", { type: "submit", class: "primary", text: t("s.submit") }));
+  main.replaceChildren(h("h1", { text: t("s.title") }), form, out);
+  if (!params.get("run")) { type.focus(); return; }
+  const asked = { type: params.get("type"), from: params.get("from"), to: params.get("to"), ip: params.get("ip"),
+    account: params.get("account"), q: params.get("q"), limit: 100, cursor: params.get("cursor") };
+  out.replaceChildren(h("p", { class: "muted", text: t("loading") }));
+  api(`/api/v1/query/records?${query(asked)}`).then((page) => {
+    const base = { ...asked, run: 1, limit: undefined };
+    const pager = h("div", { class: "pager" },
+      h("span", { id: "s-count", text: t("s.count", { n: page.records.length }) }),
+      params.get("cursor") ? h("a", { href: `#/search?${query({ ...base, cursor: undefined })}`, text: t("s.first") }) : null,
+      page.cursor ? h("a", { href: `#/search?${query({ ...base, cursor: page.cursor })}`, text: t("s.next") }) : null,
+      h("a", { id: "s-csv", href: `/api/v1/query/records?${query({ ...asked, format: "csv" })}`, download: "records.csv",
+        text: t("s.csv") }));
+    out.replaceChildren(pager, page.records.length ? recordsTable(page.records) : h("p", { text: t("s.none") }));
+  }).catch((e) => out.replaceChildren(h("p", { class: "error", role: "alert", text: errorText(e) })));
+}
+
+export function renderConnection(main, uid, params) {
+  const out = h("section", { "aria-live": "polite" }, h("p", { class: "muted", text: t("loading") }));
+  main.replaceChildren(h("h1", { text: t("c.title", { uid }) }), out);
+  api(`/api/v1/query/connection?${query({ uid, agent: params.get("agent") })}`)
+    .then((ans) => out.replaceChildren(recordsTable(ans.records, { connectionLinks: false })))
+    .catch((e) => out.replaceChildren(h("p", { class: "error", role: "alert", text: errorText(e) })));
+}

@@ -1,0 +1,224 @@
+"""The operators' web UI in a real browser (issue 7 must-show): Playwright drives Debian's
+Chromium, headless, against a running collector filled from a generated capture (and the
+corpus's PPPoE capture when ``../shared`` is there) with NAT mappings for some connections.
+
+Checked: logging in (a wrong password refused, then by keyboard alone), a traceback showing
+the account behind a public port, a search with its CSV export, a connection view, the
+language toggle, the server refusing what a role may not do whatever the page shows, every
+form field labelled, and the first load's weight. A screenshot of each page is saved
+(``build/ui-screenshots/``, or ``$EDGEAUDIT_SCREENSHOTS``) and its text checked.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collector"))
+from collector_server import REPO, serve  # noqa: E402
+from test_collector_traceback_e2e import PUBLIC_IP, _allocate, _nat, _replay, capture_and_roster  # noqa: E402
+
+from agent.uploader.client import Uploader  # noqa: E402
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium")
+pytestmark = pytest.mark.skipif(CHROMIUM is None,
+                                reason="Debian's chromium is not installed (make test installs it)")
+CORPUS_PPPOE = REPO.parent / "shared" / "corpus" / "zeek" / "Traces" / "pppoe.pcap"
+SHOTS = Path(os.environ.get("EDGEAUDIT_SCREENSHOTS", REPO / "build" / "ui-screenshots"))
+FIRST_LOAD_BUDGET = 300 * 1024
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("web-ui")
+    pcap = tmp / "edge.pcap"
+    accounts, roster = capture_and_roster(pcap, 4000, 7)
+    gen = serve(tmp)
+    c = next(gen)
+    recs = _replay(pcap, tmp / "edge.jsonl", c, "--roster", str(roster))
+    if CORPUS_PPPOE.exists():
+        _replay(CORPUS_PPPOE, tmp / "pppoe.jsonl", c)
+    sessions = [r for r in recs if r["type"] == "session" and r["proto"] == "tcp" and r["src_ip"] in accounts
+                and r["duration"] and r["dst_port"] != 53]
+    mappings = _allocate(sessions, 10)
+    up = Uploader(c["url"], c["token"])
+    up.add(sorted([_nat("create", cr, s, PUBLIC_IP, port) for s, port, cr, _ in mappings]
+                  + [_nat("destroy", de, s, PUBLIC_IP, port) for s, port, _, de in mappings],
+                  key=lambda r: r["ts"]))
+    up.flush()
+    c.update(recs=recs, mappings=mappings, accounts=accounts)
+    try:
+        yield c
+    finally:
+        next(gen, None)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def new_page(browser: Any) -> Any:
+    """A page as an operator at the center sees it: Chinese locale, Beijing time."""
+    return browser.new_page(locale="zh-CN", timezone_id="Asia/Shanghai")
+
+
+def shot(page: Any, name: str, *expected: str) -> None:
+    """Save a screenshot of the page and check its visible text."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    text = page.inner_text("body")
+    for e in expected:
+        assert e in text, (name, e, text[:2000])
+
+
+def login(page: Any, c: dict[str, Any], who: str = "operator") -> None:
+    name, password = c[who]
+    page.goto(c["url"] + "/")
+    page.get_by_label("用户名").fill(name)
+    page.get_by_label("密码").fill(password)
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_selector("#nav:not([hidden])")
+
+
+def test_login_refuses_a_wrong_password_then_works_by_keyboard(lab: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    sizes: list[int] = []
+    page.on("response", lambda r: sizes.append(len(r.body())) if r.request.resource_type != "fetch" else None)
+    page.goto(lab["url"] + "/")
+    page.wait_for_selector("form.login")
+    assert sum(sizes) < FIRST_LOAD_BUDGET, sizes  # the first load: page, styles, scripts
+    shot(page, "01-login", "登录", "用户名", "密码")
+    name, password = lab["operator"]
+    page.get_by_label("用户名").fill(name)
+    page.get_by_label("密码").fill("not-the-password")
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_selector("p.error:has-text('用户名或密码错误')")
+    # keyboard only (after a failure the password field has the focus)
+    page.get_by_label("用户名").focus()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(name)
+    page.keyboard.press("Tab")
+    page.keyboard.type(password)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#nav:not([hidden])")
+    assert "olga" in page.inner_text("#who")
+    page.close()
+
+
+def test_traceback_shows_the_account_behind_a_public_port(lab: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    login(page, lab)
+    s, port, create, destroy = lab["mappings"][0]
+    ts = int((create + destroy) / 2) if destroy - create > 2 else create
+    page.goto(f"{lab['url']}/#/traceback?ip={PUBLIC_IP}&port={port}&ts={ts}")
+    page.wait_for_selector("#tb-person")
+    account = lab["accounts"][s["src_ip"]]
+    assert page.inner_text("#tb-account") == account
+    shot(page, "02-traceback", "上网人员", account, f"{s['src_ip']}:{s['src_port']}", "该连接的全部记录")
+    # the form, as an operator fills it: the same answer
+    page.goto(f"{lab['url']}/#/traceback")
+    page.get_by_label("公网 IP").fill(PUBLIC_IP)
+    page.get_by_label("端口").fill(str(port))
+    page.get_by_label("时间").fill(_local_input(page, ts))
+    page.get_by_role("button", name="查询").click()
+    page.wait_for_selector("#tb-account")
+    assert page.inner_text("#tb-account") == account
+    # a connection of that traceback, in the connection view
+    page.locator("#tb-result a", has_text="查看连接").first.click()
+    page.wait_for_selector("h1:has-text('的全部记录')")
+    shot(page, "03-connection", s["uid"], "session")
+    page.close()
+
+
+def _local_input(page: Any, ts: float) -> str:
+    """``ts`` as the browser's datetime-local value (its own zone)."""
+    value: str = page.evaluate("""ts => {
+        const d = new Date(ts * 1000), p = n => String(n).padStart(2, '0');
+        return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`
+            + `T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`; }""", ts)
+    return value
+
+
+def test_search_pages_and_exports_csv(lab: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    login(page, lab)
+    page.goto(f"{lab['url']}/#/search")
+    page.get_by_label("类型").select_option("http")
+    page.get_by_role("button", name="查询").click()
+    page.wait_for_selector("#s-count")
+    http = [r for r in lab["recs"] if r["type"] == "http"]
+    rows = page.locator("#s-result tbody tr").count()
+    assert rows == min(100, len(http)) and rows > 0
+    shot(page, "04-search", "记录查询", "导出 CSV", http[0]["host"])
+    with page.expect_download() as dl:
+        page.click("#s-csv")
+    text = Path(dl.value.path()).read_text(encoding="utf-8")
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert len(table) == rows and {r["type"] for r in table} == {"http"}
+    if len(http) > 100:
+        page.get_by_role("link", name="下一页").click()
+        page.wait_for_selector("a:has-text('第一页')")
+    page.close()
+
+
+def test_the_language_toggle_switches_to_english_and_back(lab: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    login(page, lab)
+    page.get_by_role("button", name="Language / 语言").click()
+    page.wait_for_selector("#nav a:has-text('Traceback')")
+    shot(page, "05-english", "Traceback", "Search", "Public IP", "Log out")
+    assert page.evaluate("document.documentElement.lang") == "en"
+    page.reload()
+    page.wait_for_selector("#nav a:has-text('Traceback')")  # remembered
+    page.get_by_role("button", name="Language / 语言").click()
+    page.wait_for_selector("#nav a:has-text('溯源')")
+    page.close()
+
+
+def test_every_form_field_has_a_label(lab: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    login(page, lab)
+    for route in ("#/traceback", "#/search"):
+        page.goto(f"{lab['url']}/{route}")
+        page.wait_for_selector("form.query")
+        unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select')]
+            .filter(el => !el.labels || el.labels.length === 0 || !el.labels[0].textContent.trim())
+            .map(el => el.id || el.name)""")
+        assert unlabelled == [], (route, unlabelled)
+    page.close()
+
+
+def test_the_server_refuses_what_a_role_may_not_do(lab: dict[str, Any], browser: Any) -> None:
+    """An auditor's page shows the traceback form, but the API answers 403: the page is not the gate."""
+    page = new_page(browser)
+    login(page, lab, "auditor")
+    s, port, create, _ = lab["mappings"][0]
+    page.goto(f"{lab['url']}/#/traceback?ip={PUBLIC_IP}&port={port}&ts={create}")
+    page.wait_for_selector("#tb-result p.error")
+    shot(page, "06-forbidden", "无权执行此操作")
+    # without a session: 401, and no Basic challenge to the UI's own requests
+    req = urllib.request.Request(lab["url"] + "/api/v1/session", headers={"X-Edgeaudit-UI": "1"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 401 and "WWW-Authenticate" not in e.value.headers
+    # a state change with the cookie but without the UI's header is not authenticated (CSRF)
+    cookie = next(c for c in page.context.cookies() if c["name"] == "edgeaudit_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    page.close()
