@@ -9,7 +9,8 @@ What: `create_app(storage, accounts)` returns the `web.Application` serving
   with an ETag (`collector.rules.publish`);
 - `PUT /api/v1/units/self`, `GET /api/v1/units` — units' registration profiles and status;
 - `GET /metrics` — every stage's counters in the Prometheus text format;
-- `GET /` — the operators' web UI, and its login session (`collector.web.routes`).
+- `GET /` — the operators' web UI, and its login session (`collector.web.routes`);
+- `GET /api/v1/events` — alerts as they are stored, server-sent events (`collector.web.live`).
 Query, ruleset, unit and UI routes join here as they are built (issue 5 and later).
 
 Why a factory: tests and `edgeaudit-collector serve` build the same application on the
@@ -33,6 +34,7 @@ from collector.rules.publish import BundleStore, ruleset_routes
 from collector.storage.base import Storage
 from collector.units.registry import Units
 from collector.units.routes import unit_routes
+from collector.web.live import LiveAlerts, live_routes
 from collector.web.routes import web_routes
 from rulesets.bundle import MAX_BUNDLE_BYTES
 
@@ -66,8 +68,10 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
 
     app.on_startup.append(start_decoder)
     app.on_cleanup.append(close_decoder)
+    live = LiveAlerts()
     app.router.add_post("/api/v1/batches", batches_handler(accounts, storage, counters, decoder,
-                                                          units.seen if units is not None else None))
+                                                          units.seen if units is not None else None,
+                                                          live.publish))
 
     async def metrics(request: web.Request) -> web.Response:
         lines = counters.prometheus()
@@ -92,6 +96,7 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
     if audit is not None:
         query_routes(app, storage, accounts, audit)
         web_routes(app, accounts, audit)
+        live_routes(app, live, accounts, audit)
         if rulesets is not None:
             ruleset_routes(app, rulesets, accounts, audit, ruleset_keys)
         if units is not None:

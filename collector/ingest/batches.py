@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from aiohttp import web
@@ -76,10 +76,14 @@ def _error(status: int, reason: str, detail: str, counters: IngestCounters,
 
 
 def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters, decoder: Decoder,
-                    on_commit: Callable[[str, str], None] | None = None) -> Callable[[web.Request], Any]:
+                    on_commit: Callable[[str, str, int], None] | None = None,
+                    on_alerts: Callable[[str, str, Sequence[dict[str, Any]]], None] | None = None,
+                    ) -> Callable[[web.Request], Any]:
     """The aiohttp handler, bound to its account store, storage, decoder and counters.
 
-    ``decoder`` must pack granules only for a storage with ``insert_prepared``."""
+    ``decoder`` must pack granules only for a storage with ``insert_prepared``. After a
+    commit, ``on_commit(agent, unit, new records)`` (0 for a repeat) and, for a new batch
+    holding ``alert`` records, ``on_alerts(agent, unit, alerts)`` (on the event loop)."""
     insert_prepared = getattr(storage, "insert_prepared", None)
 
     async def handle(request: web.Request) -> web.Response:
@@ -124,7 +128,10 @@ def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters
         except OSError as e:  # the store could not commit: the agent retries later
             return _error(503, "storage_unavailable", f"could not commit: {e}", counters)
         if on_commit is not None:  # the agent is alive (units' status): after the commit, not before
-            await loop.run_in_executor(None, on_commit, agent.name, agent.unit)
+            await loop.run_in_executor(None, on_commit, agent.name, agent.unit,
+                                       0 if result.duplicate else result.accepted)
+        if on_alerts is not None and batch.alerts and not result.duplicate:
+            on_alerts(agent.name, agent.unit, batch.alerts)
         if result.duplicate:
             counters.duplicate_batches += 1
         else:

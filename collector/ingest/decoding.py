@@ -48,6 +48,7 @@ class Decoded:
     count: int
     records: Sequence[dict[str, Any]] | None = None
     granules: Sequence[Granule] | None = None
+    alerts: Sequence[dict[str, Any]] = ()  # its alert records (the UI's live feed)
 
 
 class DecoderUnavailable(Exception):
@@ -58,7 +59,12 @@ def decode_records(body: bytes) -> Decoded:
     """Decode and validate ``body`` (raises ``ValidationError``)."""
     batch = decode_batch(body)
     records = batch["records"]
-    return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records), records=records)
+    return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records), records=records,
+                   alerts=_alerts(records))
+
+
+def _alerts(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("type") == "alert"]
 
 
 def decode_packed(body: bytes) -> Decoded | str:
@@ -78,7 +84,8 @@ def decode_packed(body: bytes) -> Decoded | str:
     finally:
         if collecting:
             gc.enable()
-    return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records), granules=granules)
+    return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records), granules=granules,
+                   alerts=_alerts(records))
 
 
 def _ready() -> bool:

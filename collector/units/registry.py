@@ -5,7 +5,8 @@ What (issue 5 "Units and rulesets"): an agent uploads its unit's profile
 units (`GET /api/v1/units`) with the profile, when it was last updated, and per agent of the
 unit: when it last uploaded records, and its status — `online` when it uploaded within
 `ONLINE_WITHIN` seconds, `silent` after that, `revoked` when its token was revoked. Ingest
-calls `seen(agent, unit)` after each committed batch.
+calls `seen(agent, unit, records)` after each committed batch, which also counts the unit's
+records per hour (`hourly`, the dashboard's chart).
 
 Storage: one small SQLite file (`units.sqlite`, WAL) in the data directory.
 """
@@ -25,6 +26,9 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (unit TEXT PRIMARY KEY, profile TEXT NOT NULL, agent TEXT NOT NULL,
                                      updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (agent TEXT PRIMARY KEY, unit TEXT NOT NULL, last_batch REAL NOT NULL);
+-- records stored per unit and hour (hour = unix seconds // 3600), for the dashboard's chart
+CREATE TABLE IF NOT EXISTS hourly (unit TEXT NOT NULL, hour INTEGER NOT NULL, records INTEGER NOT NULL,
+                                   PRIMARY KEY (unit, hour)) WITHOUT ROWID;
 """
 
 
@@ -43,12 +47,37 @@ class Units:
                 "updated=excluded.updated",
                 (unit, json.dumps(profile, ensure_ascii=False), agent, time.time() if now is None else now))
 
-    def seen(self, agent: str, unit: str, now: float | None = None) -> None:
+    def seen(self, agent: str, unit: str, records: int = 0, now: float | None = None) -> None:
+        """``agent`` of ``unit`` committed a batch of ``records`` new records (0: a repeat)."""
+        now = time.time() if now is None else now
         with self._lock:
+            self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO seen(agent, unit, last_batch) VALUES (?, ?, ?) "
                 "ON CONFLICT(agent) DO UPDATE SET unit=excluded.unit, last_batch=excluded.last_batch",
-                (agent, unit, time.time() if now is None else now))
+                (agent, unit, now))
+            if records:
+                self._db.execute(
+                    "INSERT INTO hourly(unit, hour, records) VALUES (?, ?, ?) "
+                    "ON CONFLICT(unit, hour) DO UPDATE SET records = records + excluded.records",
+                    (unit, int(now // 3600), records))
+            self._db.execute("COMMIT")
+
+    def hourly(self, hours: int = 24, now: float | None = None) -> list[dict[str, Any]]:
+        """Records stored per hour (when they arrived) over the last ``hours``, every hour
+        listed (0 when none), oldest first: ``{"hour": unix seconds, "records", "units": {unit: n}}``."""
+        now = time.time() if now is None else now
+        last = int(now // 3600)
+        first = last - hours + 1
+        out = [{"hour": h * 3600, "records": 0, "units": {}} for h in range(first, last + 1)]
+        with self._lock:
+            rows = self._db.execute("SELECT unit, hour, records FROM hourly WHERE hour >= ? AND hour <= ?",
+                                    (first, last)).fetchall()
+        for unit, hour, n in rows:
+            slot = out[hour - first]
+            slot["records"] += n
+            slot["units"][unit] = n
+        return out
 
     def listing(self, agents: list[tuple[str, str, bool]], now: float | None = None) -> list[dict[str, Any]]:
         """Every unit known by a profile or an agent: `agents` is (name, unit, revoked) per agent."""

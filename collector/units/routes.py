@@ -1,5 +1,7 @@
-"""`PUT /api/v1/units/self` (an agent uploads its unit's profile) and `GET /api/v1/units`
-(operators list units with their profile, last upload and agents' status; audited)."""
+"""`PUT /api/v1/units/self` (an agent uploads its unit's profile), `GET /api/v1/units`
+(operators list units with their profile, last upload and agents' status; audited) and
+`GET /api/v1/stats/hourly?hours=24` (records stored per hour and unit, the dashboard's chart:
+counts only, no record content, so not audited)."""
 
 from __future__ import annotations
 
@@ -56,5 +58,19 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
             return json_error(503, "audit_unavailable", str(e))
         return web.json_response({"units": listing}, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
+    async def hourly(request: web.Request) -> web.Response:
+        user = await require_user(accounts, request, QUERY_ROLES, "see ingest statistics")
+        if isinstance(user, web.Response):
+            return user
+        try:
+            hours = int(request.query.get("hours", "24"))
+            if not 1 <= hours <= 24 * 31:
+                raise ValueError
+        except ValueError:
+            return json_error(400, "bad_query", "hours: 1..744")
+        rows = await asyncio.get_running_loop().run_in_executor(None, units.hourly, hours)
+        return web.json_response({"hours": rows})
+
     app.router.add_put("/api/v1/units/self", put_self)
     app.router.add_get("/api/v1/units", list_units)
+    app.router.add_get("/api/v1/stats/hourly", hourly)

@@ -16,6 +16,7 @@ import io
 import os
 import shutil
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -183,7 +184,8 @@ def test_the_language_toggle_switches_to_english_and_back(lab: dict[str, Any], b
     login(page, lab)
     page.get_by_role("button", name="Language / 语言").click()
     page.wait_for_selector("#nav a:has-text('Traceback')")
-    shot(page, "05-english", "Traceback", "Search", "Public IP", "Log out")
+    shot(page, "05-english", "Dashboard", "Traceback", "Search", "Live alerts", "Records stored per hour",
+         "Log out")
     assert page.evaluate("document.documentElement.lang") == "en"
     page.reload()
     page.wait_for_selector("#nav a:has-text('Traceback')")  # remembered
@@ -221,4 +223,26 @@ def test_the_server_refuses_what_a_role_may_not_do(lab: dict[str, Any], browser:
     # a state change with the cookie but without the UI's header is not authenticated (CSRF)
     cookie = next(c for c in page.context.cookies() if c["name"] == "edgeaudit_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    page.close()
+
+
+ALERT = {"type": "alert", "uid": "CLiveAlert0001", "proto": "tcp", "src_ip": "192.168.1.23",
+         "src_port": 51234, "dst_ip": "198.51.100.80", "dst_port": 80, "vlan": None, "inner_vlan": None,
+         "rule_id": "gambling:17", "ruleset_version": "2024.06.1", "category": "gambling", "severity": 3,
+         "action": "block", "blocked": True, "field": "http.uri", "keyword": "赌博", "encoding": "url",
+         "snippet": "title=赌博网站", "account": "user001"}
+
+
+def test_dashboard_shows_units_the_hourly_chart_and_a_live_alert(lab: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    login(page, lab)  # the dashboard is the first page
+    page.wait_for_selector("#d-units tbody tr")
+    assert "unit-42" in page.inner_text("#d-units")
+    page.wait_for_selector("#d-feed:has-text('实时连接正常')")
+    assert page.locator("svg.chart rect").count() == 24
+    up = Uploader(lab["url"], lab["token"])
+    up.add([{**ALERT, "ts": time.time()}])
+    up.flush()
+    page.wait_for_selector("#d-alerts td:has-text('赌博')", timeout=15_000)  # pushed, not polled
+    shot(page, "00-dashboard", "总览", "实时告警", "unit-42", "赌博", "gambling:17", "近 24 小时共")
     page.close()

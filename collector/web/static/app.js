@@ -1,6 +1,7 @@
 // The UI's shell: who is logged in, the language toggle, and the hash router.
 import { api } from "./api.js";
 import { getLang, setLang, t, translateStatic } from "./i18n.js";
+import { leaveDashboard, renderDashboard } from "./dashboard.js";
 import { renderConnection, renderLogin, renderSearch, renderTraceback } from "./pages.js";
 
 let me = null;
@@ -18,17 +19,19 @@ function route() {
   translateStatic();
   showUser();
   if (!me) {
-    renderLogin(main, (user) => { me = user; if (!location.hash || location.hash === "#/login") location.hash = "#/traceback"; else route(); });
+    renderLogin(main, (user) => { me = user; if (!location.hash || location.hash === "#/login") location.hash = "#/dashboard"; else route(); });
     return;
   }
-  const [path, qs] = (location.hash.slice(1) || "/traceback").split("?");
+  const [path, qs] = (location.hash.slice(1) || "/dashboard").split("?");
   const params = new URLSearchParams(qs || "");
   for (const a of document.querySelectorAll("#nav a")) {
     if (a.getAttribute("href") === `#${path}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
+  leaveDashboard();
   if (path.startsWith("/connection/")) renderConnection(main, decodeURIComponent(path.slice(12)), params);
   else if (path === "/search") renderSearch(main, params);
-  else renderTraceback(main, params);
+  else if (path === "/traceback") renderTraceback(main, params);
+  else renderDashboard(main);
 }
 
 async function start() {
@@ -37,6 +40,7 @@ async function start() {
   document.getElementById("logout").addEventListener("click", async () => {
     await api("/api/v1/session", { method: "DELETE" }).catch(() => {});
     me = null;
+    leaveDashboard();
     location.hash = "#/login";
     route();
   });

@@ -1,6 +1,10 @@
 // UI text in Chinese (the default) and English; `t(key, vars)` looks a key up in the chosen one.
 const TEXT = {
   zh: {
+    "nav.dashboard": "总览", "d.title": "总览", "d.units": "单位", "d.unit": "单位编号", "d.name": "单位名称",
+    "d.status": "状态", "d.last": "最近上传", "d.online": "在线", "d.silent": "离线", "d.revoked": "已吊销",
+    "d.hourly": "每小时入库记录数（近 24 小时）", "d.alerts": "实时告警", "d.noalerts": "暂无新告警",
+    "d.live": "实时连接正常", "d.reconnecting": "实时连接中断，正在重连…", "d.chart": "近 24 小时共 {n} 条记录",
     "skip": "跳到正文", "nav.traceback": "溯源", "nav.search": "记录查询", "logout": "退出",
     "lang.other": "English", "menu": "主菜单",
     "login.title": "登录", "login.name": "用户名", "login.password": "密码", "login.submit": "登录",
@@ -22,6 +26,11 @@ const TEXT = {
     "err.network": "无法连接采集服务器", "err.forbidden": "无权执行此操作", "loading": "正在查询…",
   },
   en: {
+    "nav.dashboard": "Dashboard", "d.title": "Dashboard", "d.units": "Units", "d.unit": "Unit", "d.name": "Name",
+    "d.status": "Status", "d.last": "Last upload", "d.online": "on line", "d.silent": "off line", "d.revoked": "revoked",
+    "d.hourly": "Records stored per hour (last 24 hours)", "d.alerts": "Live alerts", "d.noalerts": "No new alerts",
+    "d.live": "Live feed connected", "d.reconnecting": "Live feed interrupted, reconnecting…",
+    "d.chart": "{n} records in the last 24 hours",
     "skip": "Skip to content", "nav.traceback": "Traceback", "nav.search": "Search", "logout": "Log out",
     "lang.other": "中文", "menu": "Main menu",
     "login.title": "Log in", "login.name": "Name", "login.password": "Password", "login.submit": "Log in",

@@ -41,7 +41,8 @@ function detail(r) {
     case "session": return [r.proto, r.service, r.conn_state, `${r.orig_bytes ?? 0}/${r.resp_bytes ?? 0} B`].filter(Boolean).join(" ");
     case "nat": return `${r.event} ${endpoint(r.inside_ip, r.inside_port)} → ${endpoint(r.outside_ip, r.outside_port)} → ${endpoint(r.remote_ip, r.remote_port)}`;
     case "login": return [r.event, r.account, r.source].filter(Boolean).join(" ");
-    case "alert": return [r.action, r.rule, r.keyword, r.field].filter(Boolean).join(" ");
+    case "alert": return [r.blocked ? "blocked" : r.action, r.category, r.rule_id, r.keyword, r.field, r.snippet]
+      .filter(Boolean).join(" ");
     case "smtp": return [r.mailfrom, (r.rcptto || []).join(", "), r.subject].filter(Boolean).join(" ");
     default: return r.name || r.detail || "";
   }

@@ -1,0 +1,106 @@
+"""Alerts as they arrive, to the operators' screens: server-sent events.
+
+What: ``LiveAlerts`` is an in-process publish/subscribe hub. Ingest calls ``publish(agent,
+unit, alerts)`` after a batch holding ``alert`` records is committed (never before: what an
+operator sees is stored); ``live_routes`` serves ``GET /api/v1/events`` (operators and
+admins, the same authentication as every query), a ``text/event-stream`` of ``event: alert``
+messages whose data is the alert record as stored (with ``_agent``/``_unit``), plus a
+comment every ``HEARTBEAT_S`` so proxies keep the stream open and a closed one is noticed.
+Subscribing is written to the audit log (alerts carry addresses and accounts).
+
+Limits: a subscriber that does not keep up loses alerts beyond ``QUEUE_ALERTS`` (counted in
+its stream as an ``event: dropped``) rather than holding the collector's memory; alerts
+stored while nobody watched are in the record search (type ``alert``). One collector
+process: behind several collectors each streams the alerts it ingested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+from aiohttp import web
+
+from collector.access import json_error, require_user
+from collector.auth.accounts import Accounts
+from collector.auth.audit import AuditError, AuditLog
+from collector.storage.base import AGENT_KEY, UNIT_KEY
+
+QUEUE_ALERTS: Final = 1000
+HEARTBEAT_S: Final = 15.0
+LIVE_ROLES: Final = frozenset({"operator", "admin"})
+
+
+class LiveAlerts:
+    """Subscribers' queues; ``publish`` runs on the event loop."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        self.dropped = 0
+
+    def publish(self, agent: str, unit: str, alerts: Sequence[dict[str, Any]]) -> None:
+        for q in list(self._subscribers):
+            for a in alerts:
+                if q.qsize() >= QUEUE_ALERTS:
+                    self.dropped += 1
+                    continue
+                q.put_nowait({**a, AGENT_KEY: agent, UNIT_KEY: unit})
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_ALERTS + 1)  # + the end mark
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any] | None]) -> None:
+        self._subscribers.discard(q)
+
+    def close(self) -> None:
+        """End every stream (the collector is stopping): each gets the end mark None."""
+        for q in list(self._subscribers):
+            q.put_nowait(None)
+        self._subscribers.clear()
+
+
+def live_routes(app: web.Application, live: LiveAlerts, accounts: Accounts, audit: AuditLog) -> None:
+    async def events(request: web.Request) -> web.StreamResponse:
+        user = await require_user(accounts, request, LIVE_ROLES, "watch alerts")
+        if isinstance(user, web.Response):
+            return user
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, audit.append, user.name, "watch_alerts", request.path, {}, "ok")
+        except AuditError as e:
+            return json_error(503, "audit_unavailable", f"not audited: {e}")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        q = live.subscribe()
+        dropped = live.dropped
+        try:
+            await resp.write(b"retry: 3000\n: connected\n\n")
+            while True:
+                try:
+                    alert = await asyncio.wait_for(q.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    await resp.write(b": heartbeat\n\n")
+                    continue
+                if alert is None:
+                    break
+                data = json.dumps(alert, ensure_ascii=False, separators=(",", ":"))
+                await resp.write(f"event: alert\ndata: {data}\n\n".encode())
+                if live.dropped != dropped:
+                    dropped = live.dropped
+                    await resp.write(f"event: dropped\ndata: {dropped}\n\n".encode())
+        except ConnectionResetError:
+            pass  # the browser went away
+        finally:
+            live.unsubscribe(q)
+        return resp
+
+    async def close_streams(app_: web.Application) -> None:
+        live.close()
+
+    app.on_shutdown.append(close_streams)
+    app.router.add_get("/api/v1/events", events)
