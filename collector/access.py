@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import Collection
 
 from aiohttp import web
@@ -75,3 +76,16 @@ async def require_user(accounts: Accounts, request: web.Request, roles: Collecti
     if user.role not in roles:
         return json_error(403, "forbidden", f"role {user.role} may not {what}")
     return user
+
+
+async def json_strings(request: web.Request, *names: str) -> list[str] | web.Response:
+    """The str values of ``names`` in the request's JSON object body, or the 400 to answer."""
+    try:
+        body = json.loads(await request.read())
+        values = [body[n] for n in names]
+        if not all(isinstance(v, str) for v in values):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        fields = ", ".join(f'"{n}": ...' for n in names)
+        return json_error(400, "bad_request", f"a JSON object {{{fields}}} of strings is required")
+    return values

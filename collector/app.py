@@ -10,7 +10,9 @@ What: `create_app(storage, accounts)` returns the `web.Application` serving
 - `PUT /api/v1/units/self`, `GET /api/v1/units` — units' registration profiles and status;
 - `GET /metrics` — every stage's counters in the Prometheus text format;
 - `GET /` — the operators' web UI, and its login session (`collector.web.routes`);
-- `GET /api/v1/events` — alerts as they are stored, server-sent events (`collector.web.live`).
+- `GET /api/v1/events` — alerts as they are stored, server-sent events (`collector.web.live`);
+- `GET /api/v1/audit`, `/api/v1/users` — the audit log for auditors, user management for
+  admins (`collector.web.admin`).
 Query, ruleset, unit and UI routes join here as they are built (issue 5 and later).
 
 Why a factory: tests and `edgeaudit-collector serve` build the same application on the
@@ -34,6 +36,7 @@ from collector.rules.publish import BundleStore, ruleset_routes
 from collector.storage.base import Storage
 from collector.units.registry import Units
 from collector.units.routes import unit_routes
+from collector.web.admin import admin_routes
 from collector.web.live import LiveAlerts, live_routes
 from collector.web.routes import web_routes
 from rulesets.bundle import MAX_BUNDLE_BYTES
@@ -97,6 +100,7 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
         query_routes(app, storage, accounts, audit)
         web_routes(app, accounts, audit)
         live_routes(app, live, accounts, audit)
+        admin_routes(app, accounts, audit)
         if rulesets is not None:
             ruleset_routes(app, rulesets, accounts, audit, ruleset_keys)
         if units is not None:

@@ -169,6 +169,24 @@ def verify(path: Path, anchor: str | None = None) -> VerifyResult:
     return VerifyResult(True, count, None, None, _anchor(count, prev) if count else None)
 
 
+def read_entries(path: Path, limit: int, before: int | None = None) -> list[dict[str, Any]]:
+    """Up to ``limit`` entries, newest first, those with ``seq < before`` when given (a page
+    of the log for people to read; ``verify`` is what checks it). Reads the whole file."""
+    out: list[dict[str, Any]] = []
+    with path.open("rb") as f:
+        lines = f.read().splitlines()
+    last = len(lines) if before is None else min(len(lines), before - 1)
+    for raw in reversed(lines[:max(last, 0)]):
+        if len(out) == limit:
+            break
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            entry = {"seq": None, "damaged": raw[:200].decode("utf-8", "replace")}
+        out.append(entry)
+    return out
+
+
 def _read_last_line(fd: int, size: int) -> bytes:
     """The last complete line of the file (without its newline); b"" if empty."""
     if size == 0:
@@ -232,6 +250,10 @@ class AuditLog:
         if _check_shape(entry) is not None or entry_hash(entry) != entry["hash"]:
             raise AuditError(f"audit log {self._path}: damaged last entry; run `audit verify`")
         return int(entry["seq"]), str(entry["hash"])
+
+    @property
+    def path(self) -> Path:
+        return self._path
 
     def anchor(self) -> str | None:
         """The last entry as "SEQ:HASH" (None when empty): keep it elsewhere to detect truncation."""

@@ -1,5 +1,7 @@
 """`PUT /api/v1/units/self` (an agent uploads its unit's profile), `GET /api/v1/units`
-(operators list units with their profile, last upload and agents' status; audited) and
+(operators list units with their profile, last upload and agents' status; audited; the
+security officers' certificate numbers and phones masked unless an admin asks with
+``personal=1``, audited as such) and
 `GET /api/v1/stats/hourly?hours=24` (records stored per hour and unit, the dashboard's chart:
 counts only, no record content, so not audited)."""
 
@@ -20,6 +22,27 @@ from wire.errors import ValidationError
 from wire.unit import validate_unit_profile
 
 MAX_PROFILE_BYTES: Final = 64 * 1024
+#: Who sees the security officers' certificate numbers and phones unmasked (with ``personal=1``).
+PERSONAL_ROLES: Final = frozenset({"admin"})
+
+
+def mask(text: object) -> object:
+    """A personal number with all but its last two characters hidden."""
+    if not isinstance(text, str) or len(text) <= 2:
+        return "**" if isinstance(text, str) and text else text
+    return "*" * (len(text) - 2) + text[-2:]
+
+
+def masked_profile(profile: dict[str, object] | None) -> dict[str, object] | None:
+    """The profile with the security officers' certificate numbers and phones masked."""
+    if profile is None:
+        return None
+    officers = profile.get("security_officers")
+    if not isinstance(officers, list):
+        return profile
+    return {**profile, "security_officers": [
+        {**o, "certificate_no": mask(o.get("certificate_no")), "phone": mask(o.get("phone"))}
+        if isinstance(o, dict) else o for o in officers]}
 
 
 def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: AuditLog) -> None:
@@ -45,15 +68,24 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
         user = await require_user(accounts, request, QUERY_ROLES, "list units")
         if isinstance(user, web.Response):
             return user
+        personal = request.query.get("personal") == "1"
+        if personal and user.role not in PERSONAL_ROLES:
+            return json_error(403, "forbidden", f"role {user.role} may not see personal numbers")
 
         def work() -> list[dict[str, object]]:
             agents = [(a.name, a.unit, a.revoked) for a in accounts.list_agents()]
-            return units.listing(agents)
+            listing = units.listing(agents)
+            if not personal:
+                for u in listing:
+                    u["profile"] = masked_profile(u["profile"])  # type: ignore[arg-type]
+            return listing
 
         listing = await loop.run_in_executor(None, work)
         try:
-            await loop.run_in_executor(None, audit.append, user.name, "units", request.path_qs,
-                                       {"results": len(listing)}, "ok")
+            # a view of personal numbers is audited as such
+            action = "units_personal" if personal else "units"
+            await loop.run_in_executor(None, audit.append, user.name, action, request.path_qs,
+                                       {"results": len(listing), "personal": personal}, "ok")
         except AuditError as e:
             return json_error(503, "audit_unavailable", str(e))
         return web.json_response({"units": listing}, dumps=lambda o: json.dumps(o, ensure_ascii=False))

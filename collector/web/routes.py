@@ -22,13 +22,12 @@ page.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
-from collector.access import CSRF_HEADER, SESSION_COOKIE, json_error, require_user
+from collector.access import CSRF_HEADER, SESSION_COOKIE, json_error, json_strings, require_user
 from collector.auth.accounts import SESSION_MAX_S, Accounts
 from collector.auth.audit import AuditError, AuditLog
 
@@ -61,13 +60,10 @@ def web_routes(app: web.Application, accounts: Accounts, audit: AuditLog) -> Non
                             headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
     async def login(request: web.Request) -> web.Response:
-        try:
-            body: Any = json.loads(await request.read())
-            name, password = body["name"], body["password"]
-            if not isinstance(name, str) or not isinstance(password, str):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            return json_error(400, "bad_request", 'a JSON object {"name": ..., "password": ...} is required')
+        given = await json_strings(request, "name", "password")
+        if isinstance(given, web.Response):
+            return given
+        name, password = given
         loop = asyncio.get_running_loop()
         user = await loop.run_in_executor(None, accounts.verify_password, name, password)
         result = "ok" if user is not None else "denied"

@@ -66,6 +66,31 @@ def test_profiles_and_status(collector: dict[str, Any]) -> None:
     assert request(c, "GET", "/api/v1/units", user=c["auditor"])[0] == 403
     log = [json.loads(line) for line in (c["data"] / "audit.log").read_text().splitlines()]
     assert log[-1]["action"] == "units" and log[-1]["actor"] == "olga"
+    # personal numbers: masked for an operator, who may not ask for them; an admin's view is audited
+    officer = units["unit-42"]["profile"]["security_officers"][0]
+    assert (officer["name"], officer["certificate_no"], officer["phone"]) == (
+        "李娜", "*******17", "*********00")
+    assert request(c, "GET", "/api/v1/units?personal=1", user=c["operator"])[0] == 403
+    status, ans = request(c, "GET", "/api/v1/units?personal=1", user=c["admin"])
+    officer = {u["unit"]: u for u in ans["units"]}["unit-42"]["profile"]["security_officers"][0]
+    assert (status, officer["certificate_no"], officer["phone"]) == (200, "A-2024-17", "13800138000")
+    log = [json.loads(line) for line in (c["data"] / "audit.log").read_text().splitlines()]
+    assert (log[-1]["action"], log[-1]["actor"], log[-1]["detail"]["personal"]) == (
+        "units_personal", "root", True)
+
+
+def test_records_per_hour_count_new_batches_only(collector: dict[str, Any]) -> None:
+    c = collector
+    recs = [{"type": "weird", "ts": 1.7e9 + i, "name": "x", "detail": None} for i in range(3)]
+    body = encode_batch("gw1", "unit-42", 7, recs)
+    assert post(c["url"], body, c["token"])[0] == 200
+    assert post(c["url"], body, c["token"])[1]["duplicate"] is True  # a resend counts nothing
+    status, ans = request(c, "GET", "/api/v1/stats/hourly?hours=3", user=c["operator"])
+    assert status == 200 and len(ans["hours"]) == 3
+    assert ans["hours"][-1]["records"] == 3 and ans["hours"][-1]["units"] == {"unit-42": 3}
+    assert [h["hour"] % 3600 for h in ans["hours"]] == [0, 0, 0]
+    assert request(c, "GET", "/api/v1/stats/hourly?hours=0", user=c["operator"])[0] == 400
+    assert request(c, "GET", "/api/v1/stats/hourly")[0] == 401
 
 
 def test_bad_profiles_are_refused(collector: dict[str, Any]) -> None:
