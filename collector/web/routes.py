@@ -34,7 +34,7 @@ from collector.auth.audit import AuditError, AuditLog
 STATIC: Final = Path(__file__).with_name("static")
 #: Files the UI is made of; nothing else under static/ is served.
 FILES: Final = {name: "text/javascript" for name in ("app.js", "i18n.js", "api.js", "pages.js",
-                                                     "dashboard.js")} | {"app.css": "text/css"}
+                                                     "dashboard.js", "admin.js")} | {"app.css": "text/css"}
 ALL_ROLES: Final = frozenset({"operator", "auditor", "admin"})
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self';"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import sys
@@ -28,6 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collector"))
 from collector_server import REPO, serve  # noqa: E402
 from test_collector_traceback_e2e import PUBLIC_IP, _allocate, _nat, _replay, capture_and_roster  # noqa: E402
+from test_collector_units import PROFILE, request  # noqa: E402
 
 from agent.uploader.client import Uploader  # noqa: E402
 
@@ -58,6 +60,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                   + [_nat("destroy", de, s, PUBLIC_IP, port) for s, port, _, de in mappings],
                   key=lambda r: r["ts"]))
     up.flush()
+    assert request(c, "PUT", "/api/v1/units/self", json.dumps(PROFILE).encode(), token=c["token"])[0] == 200
     c.update(recs=recs, mappings=mappings, accounts=accounts)
     try:
         yield c
@@ -85,6 +88,7 @@ def shot(page: Any, name: str, *expected: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     text = page.inner_text("body")
+    assert "null" not in text.split() and "undefined" not in text and "[object" not in text, (name, text[:2000])
     for e in expected:
         assert e in text, (name, e, text[:2000])
 
@@ -245,4 +249,54 @@ def test_dashboard_shows_units_the_hourly_chart_and_a_live_alert(lab: dict[str, 
     up.flush()
     page.wait_for_selector("#d-alerts td:has-text('赌博')", timeout=15_000)  # pushed, not polled
     shot(page, "00-dashboard", "总览", "实时告警", "unit-42", "赌博", "gambling:17", "近 24 小时共")
+    page.close()
+
+
+def test_units_show_personal_numbers_only_to_an_admin_who_asks(lab: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    login(page, lab)
+    page.goto(f"{lab['url']}/#/units")
+    page.wait_for_selector("#unit-unit-42")
+    text = page.inner_text("#unit-unit-42")
+    assert "Riverside Public Library" in text and "*******17" in text and "A-2024-17" not in text
+    assert page.get_by_text("显示证件号码").count() == 0  # not offered to an operator
+    shot(page, "07-units", "单位备案信息", "安全管理人员", "李娜", "*******17")
+    page.close()
+    page = new_page(browser)
+    login(page, lab, "admin")
+    page.goto(f"{lab['url']}/#/units")
+    page.get_by_text("显示证件号码（将记入审计日志）").click()
+    page.wait_for_selector("#unit-unit-42 td:has-text('A-2024-17')")
+    shot(page, "08-units-personal", "A-2024-17", "13800138000")
+    log = (lab["data"] / "audit.log").read_text().splitlines()
+    assert json.loads(log[-1])["action"] == "units_personal"
+    page.close()
+
+
+def test_the_auditor_sees_the_verified_audit_log_and_nothing_else(lab: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    login(page, lab, "auditor")
+    page.wait_for_selector("#a-verify")
+    assert page.inner_text("#a-verify").startswith("哈希链校验通过")
+    assert [a for a in page.locator("#nav a").all() if a.is_visible()][0].inner_text() == "审计日志"
+    assert page.locator("#nav a:visible").count() == 1
+    shot(page, "09-audit", "审计日志", "哈希链校验通过", "login", "traceback")
+    page.close()
+
+
+def test_the_admin_adds_a_user_who_can_then_log_in(lab: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    login(page, lab, "admin")
+    page.goto(f"{lab['url']}/#/users")
+    page.wait_for_selector("#users")
+    page.get_by_label("用户名").fill("zhang")
+    page.get_by_label("角色").select_option("operator")
+    page.get_by_role("button", name="新增用户").click()
+    page.wait_for_selector("#user-made:has-text('仅显示一次')")
+    password = page.inner_text("#user-made").rsplit("：", 1)[1].strip()
+    shot(page, "10-users", "用户管理", "zhang", "仅显示一次")
+    page.close()
+    page = new_page(browser)
+    login(page, {**lab, "new": ("zhang", password)}, "new")
+    assert "zhang" in page.inner_text("#who")
     page.close()

@@ -1,6 +1,7 @@
 // The UI's shell: who is logged in, the language toggle, and the hash router.
 import { api } from "./api.js";
 import { getLang, setLang, t, translateStatic } from "./i18n.js";
+import { renderAudit, renderUnits, renderUsers } from "./admin.js";
 import { leaveDashboard, renderDashboard } from "./dashboard.js";
 import { renderConnection, renderLogin, renderSearch, renderTraceback } from "./pages.js";
 
@@ -19,18 +20,26 @@ function route() {
   translateStatic();
   showUser();
   if (!me) {
-    renderLogin(main, (user) => { me = user; if (!location.hash || location.hash === "#/login") location.hash = "#/dashboard"; else route(); });
+    renderLogin(main, (user) => { me = user; route(); });
     return;
   }
-  const [path, qs] = (location.hash.slice(1) || "/dashboard").split("?");
+  const home = me.role === "auditor" ? "/audit" : "/dashboard";
+  let [path, qs] = (location.hash.slice(1) || home).split("?");
+  if (path === "/login") path = home;
   const params = new URLSearchParams(qs || "");
   for (const a of document.querySelectorAll("#nav a")) {
+    // a role's menu shows what it may use; the server decides whatever the menu shows
+    a.hidden = !a.dataset.roles.split(" ").includes(me.role);
     if (a.getAttribute("href") === `#${path}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   leaveDashboard();
   if (path.startsWith("/connection/")) renderConnection(main, decodeURIComponent(path.slice(12)), params);
   else if (path === "/search") renderSearch(main, params);
   else if (path === "/traceback") renderTraceback(main, params);
+  else if (path === "/units") renderUnits(main, params, me);
+  else if (path === "/audit") renderAudit(main, params);
+  else if (path === "/users") renderUsers(main);
+  else if (me.role === "auditor") renderAudit(main, params);
   else renderDashboard(main);
 }
 

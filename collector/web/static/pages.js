@@ -129,7 +129,7 @@ export function renderTraceback(main, params) {
           h("dt", { text: t("tb.source") }), h("dd", { text: `${id.source ?? ""} ${fmtTime(id.ts)}` }),
         ] : [h("dt", { text: t("tb.account") }), h("dd", { text: t("tb.noid") })])));
     const nat = ans.nat.length ? h("div", { class: "card" }, h("h2", { text: t("tb.nat") }), recordsTable(ans.nat)) : null;
-    out.replaceChildren(person, nat, h("h2", { text: t("tb.records", { n: ans.records.length }) }),
+    out.replaceChildren(person, ...(nat ? [nat] : []), h("h2", { text: t("tb.records", { n: ans.records.length }) }),
       recordsTable(ans.records));
   }).catch((e) => out.replaceChildren(h("p", { class: "error", role: "alert", text: errorText(e) })));
 }
