@@ -88,7 +88,8 @@ def shot(page: Any, name: str, *expected: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     text = page.inner_text("body")
-    assert "null" not in text.split() and "undefined" not in text and "[object" not in text, (name, text[:2000])
+    # no JavaScript value leaked into the page as text
+    assert "null" not in text.split() and "undefined" not in text and "[object" not in text, (name, text[:999])
     for e in expected:
         assert e in text, (name, e, text[:2000])
 
