@@ -282,7 +282,7 @@ def test_the_auditor_sees_the_verified_audit_log_and_nothing_else(lab: dict[str,
     assert page.inner_text("#a-verify").startswith("哈希链校验通过")
     assert [a for a in page.locator("#nav a").all() if a.is_visible()][0].inner_text() == "审计日志"
     assert page.locator("#nav a:visible").count() == 1
-    shot(page, "09-audit", "审计日志", "哈希链校验通过", "login", "traceback")
+    shot(page, "09-audit", "审计日志", "哈希链校验通过", "login", "ada")
     page.close()
 
 
