@@ -32,7 +32,8 @@ from collector.auth.audit import AuditLog
 from collector.ingest.batches import IngestCounters, batches_handler
 from collector.ingest.decoding import DEFAULT_WORKERS, Decoder
 from collector.query.handlers import query_routes
-from collector.rules.publish import BundleStore, ruleset_routes
+from collector.retention import DEFAULT_RETENTION_DAYS
+from collector.rules.publish import BundleStore, etag, ruleset_routes
 from collector.storage.base import Storage
 from collector.units.registry import Units
 from collector.units.routes import unit_routes
@@ -52,7 +53,8 @@ SHUTDOWN_TIMEOUT = 5.0
 def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = None,
                rulesets: BundleStore | None = None,
                ruleset_keys: Sequence[Ed25519PublicKey] = (), units: Units | None = None,
-               decode_workers: int = DEFAULT_WORKERS) -> web.Application:
+               decode_workers: int = DEFAULT_WORKERS, retention_days: int = DEFAULT_RETENTION_DAYS
+               ) -> web.Application:
     """The application; the query and ruleset endpoints exist only with an audit log to write
     them to (and a bundle store for the latter). Uploads are decoded in ``decode_workers``
     processes for a store that takes packed granules (0: in threads)."""
@@ -102,7 +104,14 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
         live_routes(app, live, accounts, audit)
         admin_routes(app, accounts, audit)
         if rulesets is not None:
-            ruleset_routes(app, rulesets, accounts, audit, ruleset_keys)
+            ruleset_routes(app, rulesets, accounts, audit, ruleset_keys,
+                           units.ruleset_fetched if units is not None else None)
         if units is not None:
-            unit_routes(app, units, accounts, audit)
+            store = rulesets
+
+            def current_ruleset() -> str | None:
+                data = store.current() if store is not None else None
+                return etag(data) if data is not None else None
+
+            unit_routes(app, units, accounts, audit, retention_days, current_ruleset)
     return app

@@ -97,7 +97,8 @@ def cmd_serve(a: Any) -> int:
     units = Units(data / "units.sqlite")
     try:
         app = create_app(storage, accounts, audit, BundleStore(data / "rulesets"), keys, units,
-                         decode_workers=DEFAULT_WORKERS if a.decode_workers is None else a.decode_workers)
+                         decode_workers=DEFAULT_WORKERS if a.decode_workers is None else a.decode_workers,
+                         retention_days=a.retention_days)
         if not a.no_retention_pass:
             _schedule_retention(app, storage, data, audit, a.retention_days)
         print(f"edgeaudit-collector: listening on {host}:{port}, data in {data}", file=sys.stderr, flush=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from aiohttp import web
@@ -75,14 +75,18 @@ def _error(status: int, reason: str, detail: str, counters: IngestCounters,
     return json_error(status, reason, detail[:500], challenge=challenge)
 
 
+#: Per record type of a batch: (records, latest ts).
+Summary = Mapping[str, tuple[int, float]]
+
+
 def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters, decoder: Decoder,
-                    on_commit: Callable[[str, str, int], None] | None = None,
+                    on_commit: Callable[[str, str, int, Summary], None] | None = None,
                     on_alerts: Callable[[str, str, Sequence[dict[str, Any]]], None] | None = None,
                     ) -> Callable[[web.Request], Any]:
     """The aiohttp handler, bound to its account store, storage, decoder and counters.
 
     ``decoder`` must pack granules only for a storage with ``insert_prepared``. After a
-    commit, ``on_commit(agent, unit, new records)`` (0 for a repeat) and, for a new batch
+    commit, ``on_commit(agent, unit, new records, Summary)`` (0 and {} for a repeat) and, for a new batch
     holding ``alert`` records, ``on_alerts(agent, unit, alerts)`` (on the event loop)."""
     insert_prepared = getattr(storage, "insert_prepared", None)
 
@@ -129,7 +133,8 @@ def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters
             return _error(503, "storage_unavailable", f"could not commit: {e}", counters)
         if on_commit is not None:  # the agent is alive (units' status): after the commit, not before
             await loop.run_in_executor(None, on_commit, agent.name, agent.unit,
-                                       0 if result.duplicate else result.accepted)
+                                       0 if result.duplicate else result.accepted,
+                                       {} if result.duplicate else batch.summary)
         if on_alerts is not None and batch.alerts and not result.duplicate:
             on_alerts(agent.name, agent.unit, batch.alerts)
         if result.duplicate:

@@ -24,13 +24,13 @@ import asyncio
 import gc
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from collector.storage.granules import Granule, prepare
+from collector.storage.granules import Granule, prepare, type_summary
 from wire.envelope import decode_batch, decode_batch_spans
 from wire.errors import ValidationError
 
@@ -49,6 +49,7 @@ class Decoded:
     records: Sequence[dict[str, Any]] | None = None
     granules: Sequence[Granule] | None = None
     alerts: Sequence[dict[str, Any]] = ()  # its alert records (the UI's live feed)
+    summary: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # type -> (count, latest ts)
 
 
 class DecoderUnavailable(Exception):
@@ -60,7 +61,7 @@ def decode_records(body: bytes) -> Decoded:
     batch = decode_batch(body)
     records = batch["records"]
     return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records), records=records,
-                   alerts=_alerts(records))
+                   alerts=_alerts(records), summary=type_summary(records))
 
 
 def _alerts(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -85,7 +86,7 @@ def decode_packed(body: bytes) -> Decoded | str:
         if collecting:
             gc.enable()
     return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records), granules=granules,
-                   alerts=_alerts(records))
+                   alerts=_alerts(records), summary=type_summary(records))
 
 
 def _ready() -> bool:

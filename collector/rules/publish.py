@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -54,14 +54,20 @@ def etag(data: bytes) -> str:
 
 
 def ruleset_routes(app: web.Application, store: BundleStore, accounts: Accounts, audit: AuditLog,
-                   keys: Sequence[Ed25519PublicKey]) -> None:
+                   keys: Sequence[Ed25519PublicKey],
+                   on_fetch: Callable[[str, str], None] | None = None) -> None:
+    """``on_fetch(agent, etag)``: an agent was given (or already had) the bundle ``etag``."""
     async def get_current(request: web.Request) -> web.Response:
-        if agent_of(accounts, request) is None:
+        agent = agent_of(accounts, request)
+        if agent is None:
             return json_error(401, "unauthenticated", "an agent token is required", challenge="Bearer")
-        data = await asyncio.get_running_loop().run_in_executor(None, store.current)
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, store.current)
         if data is None:
             return json_error(404, "no_ruleset", "no ruleset has been published")
         tag = etag(data)
+        if on_fetch is not None:  # which agent runs which version (the unit registry, compliance)
+            await loop.run_in_executor(None, on_fetch, agent.name, tag)
         if tag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
             return web.Response(status=304, headers={"ETag": tag})
         return web.Response(body=data, content_type="application/x-tar", headers={"ETag": tag})

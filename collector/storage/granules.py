@@ -203,6 +203,20 @@ def prepare(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
     return out
 
 
+def type_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, float]]:
+    """Per record type: how many, and the latest ``ts`` (the units registry's evidence of
+    what each unit sends: the compliance report's last record of each kind, its gaps)."""
+    out: dict[str, tuple[int, float]] = {}
+    for rec in records:
+        rtype = rec.get("type")
+        ts = rec.get("ts")
+        if type(rtype) is not str or not (type(ts) is float or type(ts) is int):
+            continue
+        seen = out.get(rtype)
+        out[rtype] = (1, float(ts)) if seen is None else (seen[0] + 1, max(seen[1], float(ts)))
+    return out
+
+
 def _chunk(day: str, family: str, part: int, runs: Sequence[_Run], records: Sequence[Mapping[str, Any]],
            payload: bytes | None, offsets: Sequence[int] | None,
            cctx: zstandard.ZstdCompressor) -> list[Granule]:

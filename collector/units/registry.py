@@ -17,6 +17,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,6 +27,13 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (unit TEXT PRIMARY KEY, profile TEXT NOT NULL, agent TEXT NOT NULL,
                                      updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS seen (agent TEXT PRIMARY KEY, unit TEXT NOT NULL, last_batch REAL NOT NULL);
+-- per unit and record type: records per UTC day of their ts, and the latest ts (compliance evidence)
+CREATE TABLE IF NOT EXISTS daily (unit TEXT NOT NULL, day INTEGER NOT NULL, type TEXT NOT NULL,
+                                  records INTEGER NOT NULL, PRIMARY KEY (unit, day, type)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest (unit TEXT NOT NULL, type TEXT NOT NULL, ts REAL NOT NULL,
+                                   PRIMARY KEY (unit, type)) WITHOUT ROWID;
+-- the ruleset bundle (its ETag) each agent last fetched or confirmed, and when
+CREATE TABLE IF NOT EXISTS rulesets (agent TEXT PRIMARY KEY, etag TEXT NOT NULL, fetched REAL NOT NULL);
 -- records stored per unit and hour (hour = unix seconds // 3600), for the dashboard's chart
 CREATE TABLE IF NOT EXISTS hourly (unit TEXT NOT NULL, hour INTEGER NOT NULL, records INTEGER NOT NULL,
                                    PRIMARY KEY (unit, hour)) WITHOUT ROWID;
@@ -47,8 +55,11 @@ class Units:
                 "updated=excluded.updated",
                 (unit, json.dumps(profile, ensure_ascii=False), agent, time.time() if now is None else now))
 
-    def seen(self, agent: str, unit: str, records: int = 0, now: float | None = None) -> None:
-        """``agent`` of ``unit`` committed a batch of ``records`` new records (0: a repeat)."""
+    def seen(self, agent: str, unit: str, records: int = 0,
+             summary: Mapping[str, tuple[int, float]] | None = None, now: float | None = None) -> None:
+        """``agent`` of ``unit`` committed a batch of ``records`` new records (0: a repeat),
+        ``summary`` giving per record type their count and latest ts (the day counted is the
+        latest record's: a batch spans seconds)."""
         now = time.time() if now is None else now
         with self._lock:
             self._db.execute("BEGIN")
@@ -61,7 +72,45 @@ class Units:
                     "INSERT INTO hourly(unit, hour, records) VALUES (?, ?, ?) "
                     "ON CONFLICT(unit, hour) DO UPDATE SET records = records + excluded.records",
                     (unit, int(now // 3600), records))
+            for rtype, (n, latest) in (summary or {}).items():
+                self._db.execute(
+                    "INSERT INTO daily(unit, day, type, records) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(unit, day, type) DO UPDATE SET records = records + excluded.records",
+                    (unit, int(latest // 86400), rtype, n))
+                self._db.execute(
+                    "INSERT INTO latest(unit, type, ts) VALUES (?, ?, ?) "
+                    "ON CONFLICT(unit, type) DO UPDATE SET ts = max(ts, excluded.ts)", (unit, rtype, latest))
             self._db.execute("COMMIT")
+
+    def evidence(self, unit: str, first_day: int, last_day: int
+                 ) -> tuple[dict[str, float], dict[str, dict[int, int]]]:
+        """For ``unit``: the latest ts per record type, and per type its records per day
+        (UTC day numbers ``first_day``..``last_day``; days without any are absent)."""
+        with self._lock:
+            latest = dict(self._db.execute("SELECT type, ts FROM latest WHERE unit = ?", (unit,)).fetchall())
+            days: dict[str, dict[int, int]] = {}
+            for day, rtype, n in self._db.execute(
+                    "SELECT day, type, records FROM daily WHERE unit = ? AND day BETWEEN ? AND ?",
+                    (unit, first_day, last_day)):
+                days.setdefault(rtype, {})[day] = n
+        return latest, days
+
+    def ruleset_fetched(self, agent: str, etag: str, now: float | None = None) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO rulesets(agent, etag, fetched) VALUES (?, ?, ?) ON CONFLICT(agent) "
+                             "DO UPDATE SET etag = excluded.etag, fetched = excluded.fetched",
+                             (agent, etag, time.time() if now is None else now))
+
+    def rulesets(self) -> dict[str, tuple[str, float]]:
+        """Agent -> (ETag of the bundle it last fetched or confirmed, when)."""
+        with self._lock:
+            return {a: (e, f) for a, e, f in self._db.execute("SELECT agent, etag, fetched FROM rulesets")}
+
+    def profile(self, unit: str) -> tuple[dict[str, Any] | None, float | None]:
+        """The unit's registration profile and when it was last uploaded (None, None: never)."""
+        with self._lock:
+            row = self._db.execute("SELECT profile, updated FROM profiles WHERE unit = ?", (unit,)).fetchone()
+        return (None, None) if row is None else (json.loads(row[0]), float(row[1]))
 
     def hourly(self, hours: int = 24, now: float | None = None) -> list[dict[str, Any]]:
         """Records stored per hour (when they arrived) over the last ``hours``, every hour

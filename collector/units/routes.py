@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from collector.access import agent_of, json_error, require_user
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditError, AuditLog
 from collector.query.handlers import QUERY_ROLES
+from collector.units.compliance import problems, report
 from collector.units.registry import Units
 from wire.errors import ValidationError
 from wire.unit import validate_unit_profile
@@ -45,7 +47,8 @@ def masked_profile(profile: dict[str, object] | None) -> dict[str, object] | Non
         if isinstance(o, dict) else o for o in officers]}
 
 
-def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: AuditLog) -> None:
+def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: AuditLog,
+                retention_days: int = 180, current_ruleset: Callable[[], str | None] = lambda: None) -> None:
     async def put_self(request: web.Request) -> web.Response:
         agent = agent_of(accounts, request)
         if agent is None:
@@ -103,6 +106,40 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
         rows = await asyncio.get_running_loop().run_in_executor(None, units.hourly, hours)
         return web.json_response({"hours": rows})
 
+    def agent_list() -> list[tuple[str, str, bool]]:
+        return [(a.name, a.unit, a.revoked) for a in accounts.list_agents()]
+
+    async def compliance_of(request: web.Request) -> web.Response:
+        user = await require_user(accounts, request, QUERY_ROLES, "read compliance reports")
+        if isinstance(user, web.Response):
+            return user
+        unit = request.match_info["unit"]
+        loop = asyncio.get_running_loop()
+        ans = await loop.run_in_executor(None, lambda: report(units, agent_list(), unit, retention_days,
+                                                              current_ruleset()))
+        try:
+            await loop.run_in_executor(None, audit.append, user.name, "compliance", request.path_qs,
+                                       {"unit": unit, "ok": ans["ok"]}, "ok")
+        except AuditError as e:
+            return json_error(503, "audit_unavailable", str(e))
+        return web.json_response(ans, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+    async def out_of_compliance(request: web.Request) -> web.Response:
+        user = await require_user(accounts, request, QUERY_ROLES, "list units out of compliance")
+        if isinstance(user, web.Response):
+            return user
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(None, lambda: problems(units, agent_list(), retention_days,
+                                                                  current_ruleset()))
+        try:
+            await loop.run_in_executor(None, audit.append, user.name, "compliance_list", request.path_qs,
+                                       {"results": len(found)}, "ok")
+        except AuditError as e:
+            return json_error(503, "audit_unavailable", str(e))
+        return web.json_response({"units": found}, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+    app.router.add_get("/api/v1/units/{unit}/compliance", compliance_of)
+    app.router.add_get("/api/v1/compliance", out_of_compliance)
     app.router.add_put("/api/v1/units/self", put_self)
     app.router.add_get("/api/v1/units", list_units)
     app.router.add_get("/api/v1/stats/hourly", hourly)

@@ -1,0 +1,71 @@
+"""Per-unit compliance reports and the out-of-compliance list, against a running collector: the
+evidence follows what each unit's agents really sent (records per kind and day, the latest of
+each, gaps), their uploads and the ruleset bundle each fetched."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from collector_server import post
+from test_collector_rulesets import bundle, call
+from test_collector_rulesets import collector as collector  # noqa: F401  (the fixture)
+from test_collector_units import PROFILE, request
+
+from wire.envelope import encode_batch
+
+DAY = 86400
+
+
+def _records(now: float) -> list[dict[str, Any]]:
+    login = {"type": "login", "event": "login", "account": "alice", "ip": "198.51.100.7", "mac": None,
+             "source": "portal", "calling_station": None, "session_id": None, "duration": None}
+    nat = {"type": "nat", "event": "create", "proto": "tcp", "inside_ip": "198.51.100.7",
+           "inside_port": 40000, "outside_ip": "203.0.113.9", "outside_port": 30000,
+           "remote_ip": "192.0.2.80", "remote_port": 80}
+    audit = {"type": "audit", "action": "start", "actor": "edgeaudit-agent", "target": "agent",
+             "detail": None, "result": "ok"}
+    return [{**login, "ts": now - 3 * DAY}, {**login, "ts": now - 60}, {**nat, "ts": now - 30},
+            {**audit, "ts": now - 10}]
+
+
+def _measures(ans: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {m["measure"]: m for m in ans["measures"]}
+
+
+def test_a_compliant_unit_and_a_silent_one(collector: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+    c = collector
+    now = time.time()
+    assert request(c, "PUT", "/api/v1/units/self", json.dumps(PROFILE).encode(), token=c["token"])[0] == 200
+    recs = sorted(_records(now), key=lambda r: r["ts"])
+    for i, r in enumerate(recs):  # one batch each: a batch's records count on its latest day
+        assert post(c["url"], encode_batch("gw1", "unit-42", i + 1, [r]), c["token"])[0] == 200
+    status, ans = request(c, "GET", "/api/v1/units/unit-42/compliance", user=c["operator"])
+    assert status == 200
+    m = _measures(ans)
+    assert list(m) == ["login_records", "nat_mapping", "registration", "keyword_filtering", "retention",
+                       "upload", "maintenance_log"]
+    assert m["login_records"]["ok"] and m["login_records"]["evidence"]["latest"] == recs[1]["ts"]
+    assert m["login_records"]["evidence"]["records"] == 2
+    assert len(m["login_records"]["evidence"]["gaps"]) == 2  # the two days between the logins
+    assert m["nat_mapping"]["ok"] and m["registration"]["ok"] and m["retention"]["ok"]
+    assert m["maintenance_log"]["ok"] and m["upload"]["ok"]
+    assert not m["keyword_filtering"]["ok"]  # no ruleset published yet
+    # a ruleset published: gw1 is compliant once it fetched it
+    assert call(c, "PUT", bundle(c, tmp_path, 2), user=c["admin"])[0] == 200
+    m = _measures(request(c, "GET", "/api/v1/units/unit-42/compliance", user=c["operator"])[1])
+    assert not m["keyword_filtering"]["ok"] and "older ruleset" in m["keyword_filtering"]["problems"][0]
+    assert call(c, "GET", token=c["token"])[0] == 200
+    ans = request(c, "GET", "/api/v1/units/unit-42/compliance", user=c["operator"])[1]
+    assert ans["ok"], [x for x in ans["measures"] if not x["ok"]]
+    # unit-7: its agent never uploaded, no profile, no records
+    m = _measures(request(c, "GET", "/api/v1/units/unit-7/compliance", user=c["operator"])[1])
+    assert not m["upload"]["ok"] and not m["registration"]["ok"] and not m["login_records"]["ok"]
+    status, listing = request(c, "GET", "/api/v1/compliance", user=c["operator"])
+    assert status == 200 and [u["unit"] for u in listing["units"]] == ["unit-7"]
+    assert "silent" in listing["units"][0]["problems"][0]
+    assert request(c, "GET", "/api/v1/compliance", user=c["auditor"])[0] == 403
+    log = [json.loads(line) for line in (c["data"] / "audit.log").read_text().splitlines()]
+    assert [e["action"] for e in log[-2:]] == ["compliance", "compliance_list"]
