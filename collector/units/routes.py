@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from typing import Final
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from collector.auth.audit import AuditError, AuditLog
 from collector.query.handlers import QUERY_ROLES
 from collector.units.compliance import problems, report
 from collector.units.registry import Units
+from collector.units.report_html import PdfUnavailable, render, to_pdf
 from wire.errors import ValidationError
 from wire.unit import validate_unit_profile
 
@@ -114,15 +116,30 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
         if isinstance(user, web.Response):
             return user
         unit = request.match_info["unit"]
+        fmt = request.query.get("format", "json")
+        if fmt not in ("json", "html", "pdf"):
+            return json_error(400, "bad_query", "format: json, html or pdf")
         loop = asyncio.get_running_loop()
         ans = await loop.run_in_executor(None, lambda: report(units, agent_list(), unit, retention_days,
                                                               current_ruleset()))
         try:
             await loop.run_in_executor(None, audit.append, user.name, "compliance", request.path_qs,
-                                       {"unit": unit, "ok": ans["ok"]}, "ok")
+                                       {"unit": unit, "ok": ans["ok"], "format": fmt}, "ok")
         except AuditError as e:
             return json_error(503, "audit_unavailable", str(e))
-        return web.json_response(ans, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        if fmt == "json":
+            return web.json_response(ans, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        page = render(ans)
+        if fmt == "html":  # no script in it; its styles are inline
+            return web.Response(text=page, content_type="text/html", charset="utf-8", headers={
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                "X-Content-Type-Options": "nosniff"})
+        try:
+            pdf = await loop.run_in_executor(None, to_pdf, page)
+        except PdfUnavailable as e:
+            return json_error(501, "pdf_unavailable", str(e))
+        return web.Response(body=pdf, content_type="application/pdf", headers={
+            "Content-Disposition": f'attachment; filename="compliance-{quote(unit)}.pdf"'})
 
     async def out_of_compliance(request: web.Request) -> web.Response:
         user = await require_user(accounts, request, QUERY_ROLES, "list units out of compliance")

@@ -4,11 +4,16 @@ each, gaps), their uploads and the ruleset bundle each fetched."""
 
 from __future__ import annotations
 
+import base64
 import json
+import shutil
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from collector_server import post
 from test_collector_rulesets import bundle, call
 from test_collector_rulesets import collector as collector  # noqa: F401  (the fixture)
@@ -69,3 +74,33 @@ def test_a_compliant_unit_and_a_silent_one(collector: dict[str, Any], tmp_path: 
     assert request(c, "GET", "/api/v1/compliance", user=c["auditor"])[0] == 403
     log = [json.loads(line) for line in (c["data"] / "audit.log").read_text().splitlines()]
     assert [e["action"] for e in log[-2:]] == ["compliance", "compliance_list"]
+
+
+def _get_raw(c: dict[str, Any], path: str, user: tuple[str, str]) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(c["url"] + path, headers={
+        "Authorization": "Basic " + base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_the_report_prints_as_html_and_exports_as_pdf(collector: dict[str, Any]) -> None:  # noqa: F811
+    c = collector
+    profile = {**PROFILE, "name": "河畔<b>图书馆</b>"}  # markup in a profile stays text
+    assert request(c, "PUT", "/api/v1/units/self", json.dumps(profile).encode(), token=c["token"])[0] == 200
+    status, headers, body = _get_raw(c, "/api/v1/units/unit-42/compliance?format=html", c["operator"])
+    page = body.decode()
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "script" not in headers["Content-Security-Policy"] and "<script" not in page
+    assert "合规报告" in page and "Registration information" in page and "河畔&lt;b&gt;图书馆" in page
+    assert "<b>图书馆" not in page
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    status, headers, body = _get_raw(c, "/api/v1/units/unit-42/compliance?format=pdf", c["operator"])
+    assert status == 200 and headers["Content-Type"] == "application/pdf", body[:300]
+    assert body.startswith(b"%PDF-") and len(body) > 5000
+    assert 'filename="compliance-unit-42.pdf"' in headers["Content-Disposition"]
+    assert _get_raw(c, "/api/v1/units/unit-42/compliance?format=doc", c["operator"])[0] == 400
+    assert _get_raw(c, "/api/v1/units/unit-42/compliance?format=pdf", c["auditor"])[0] == 403

@@ -302,3 +302,24 @@ def test_the_admin_adds_a_user_who_can_then_log_in(lab: dict[str, Any], browser:
     login(page, {**lab, "new": ("zhang", password)}, "new")
     assert "zhang" in page.inner_text("#who")
     page.close()
+
+
+def test_compliance_list_report_print_and_pdf(lab: dict[str, Any], browser: Any) -> None:
+    page = new_page(browser)
+    login(page, lab)
+    page.goto(f"{lab['url']}/#/compliance")
+    page.wait_for_selector("#k-units")
+    row = page.locator("#k-units tr", has_text="unit-7")
+    assert "不符合" in row.inner_text() and "silent" in row.inner_text()  # gw2 never uploaded
+    shot(page, "11-compliance", "单位合规检查", "unit-42", "unit-7")
+    page.get_by_role("link", name="unit-42").click()
+    page.wait_for_selector("#k-measures")
+    for measure in ("登录/注销记录", "地址转换（NAT）记录", "备案信息", "关键词过滤与阻断", "日志留存",
+                    "上传至公安机关", "系统维护日志"):
+        assert measure in page.inner_text("#k-measures"), measure
+    shot(page, "12-compliance-report", "unit-42 合规报告", "打印", "导出 PDF", "中心留存 180 天")
+    with page.expect_download() as dl:
+        page.click("#k-pdf")
+    pdf = Path(dl.value.path()).read_bytes()
+    assert pdf.startswith(b"%PDF-") and len(pdf) > 5000
+    page.close()

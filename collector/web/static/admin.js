@@ -78,3 +78,46 @@ export function renderUsers(main) {
   main.replaceChildren(h("h1", { text: t("u.users") }), form, made, out);
   load();
 }
+
+const MEASURE_KEYS = ["login_records", "nat_mapping", "registration", "keyword_filtering", "retention", "upload",
+  "maintenance_log"];
+
+export function renderCompliance(main, unit) {
+  const out = h("section", { "aria-live": "polite" }, h("p", { class: "muted", text: t("loading") }));
+  if (!unit) {
+    main.replaceChildren(h("h1", { text: t("k.title") }), out);
+    Promise.all([api("/api/v1/compliance"), api("/api/v1/units")]).then(([bad, all]) => {
+      const problems = Object.fromEntries(bad.units.map((u) => [u.unit, u.problems]));
+      const rows = all.units.map((u) => h("tr", { class: problems[u.unit] ? "offline" : "" },
+        h("td", {}, h("a", { href: `#/compliance/${encodeURIComponent(u.unit)}`, text: u.unit })),
+        h("td", { text: u.profile?.name ?? "" }),
+        h("td", { text: problems[u.unit] ? t("k.no") : t("k.yes") }),
+        h("td", { text: (problems[u.unit] || []).join("; ") })));
+      out.replaceChildren(h("p", { id: "k-count", text: t("k.count", { n: bad.units.length }) }),
+        table(["d.unit", "d.name", "k.result", "k.problems"], rows, { id: "k-units" }));
+    }).catch((e) => out.replaceChildren(errorBox(e)));
+    return;
+  }
+  main.replaceChildren(h("h1", { text: t("k.unit", { unit }) }), out);
+  const base = `/api/v1/units/${encodeURIComponent(unit)}/compliance`;
+  api(base).then((rep) => {
+    const rows = rep.measures.map((m) => {
+      const ev = m.evidence;
+      const facts = [ev.latest !== undefined ? `${t("k.latest")} ${fmtTime(ev.latest) || "—"}` : null,
+        ev.records !== undefined ? t("k.records", { n: ev.records }) : null,
+        ev.gaps?.length ? t("k.gaps", { n: ev.gaps.length, first: ev.gaps[0] }) : null,
+        ev.center_retention_days !== undefined ? t("k.retention", { n: ev.center_retention_days }) : null,
+        ev.latest_alert !== undefined && ev.latest_alert !== null ? `${t("k.alert")} ${fmtTime(ev.latest_alert)}` : null,
+        ev.uploaded !== undefined ? `${t("k.uploaded")} ${fmtTime(ev.uploaded) || "—"}` : null].filter(Boolean);
+      return h("tr", { class: m.ok ? "" : "offline" }, h("td", { text: t(`k.m.${m.measure}`) }),
+        h("td", { text: m.ok ? t("k.yes") : t("k.no") }), h("td", { text: facts.join("; ") }),
+        h("td", { text: m.problems.join("; ") }));
+    });
+    out.replaceChildren(
+      h("p", { id: "k-overall", class: rep.ok ? "" : "error", text: rep.ok ? t("k.allok") : t("k.notok") }),
+      h("p", { class: "pager" }, h("button", { type: "button", text: t("k.print"), onclick: () => window.print() }),
+        h("a", { href: `${base}?format=html`, target: "_blank", rel: "noopener", text: t("k.html") }),
+        h("a", { id: "k-pdf", href: `${base}?format=pdf`, download: `compliance-${unit}.pdf`, text: t("k.pdf") })),
+      table(["k.measure", "k.result", "k.evidence", "k.problems"], rows, { id: "k-measures" }));
+  }).catch((e) => out.replaceChildren(errorBox(e)));
+}

@@ -1,7 +1,7 @@
 // The UI's shell: who is logged in, the language toggle, and the hash router.
 import { api } from "./api.js";
 import { getLang, setLang, t, translateStatic } from "./i18n.js";
-import { renderAudit, renderUnits, renderUsers } from "./admin.js";
+import { renderAudit, renderCompliance, renderUnits, renderUsers } from "./admin.js";
 import { leaveDashboard, renderDashboard } from "./dashboard.js";
 import { renderConnection, renderLogin, renderSearch, renderTraceback } from "./pages.js";
 
@@ -30,13 +30,17 @@ function route() {
   for (const a of document.querySelectorAll("#nav a")) {
     // a role's menu shows what it may use; the server decides whatever the menu shows
     a.hidden = !a.dataset.roles.split(" ").includes(me.role);
-    if (a.getAttribute("href") === `#${path}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+    const here = a.getAttribute("href") === `#${path}` || path.startsWith(`${a.getAttribute("href").slice(1)}/`);
+    if (here) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   leaveDashboard();
   if (path.startsWith("/connection/")) renderConnection(main, decodeURIComponent(path.slice(12)), params);
   else if (path === "/search") renderSearch(main, params);
   else if (path === "/traceback") renderTraceback(main, params);
   else if (path === "/units") renderUnits(main, params, me);
+  else if (path === "/compliance" || path.startsWith("/compliance/")) {
+    renderCompliance(main, path.length > 12 ? decodeURIComponent(path.slice(12)) : null);
+  }
   else if (path === "/audit") renderAudit(main, params);
   else if (path === "/users") renderUsers(main);
   else if (me.role === "auditor") renderAudit(main, params);

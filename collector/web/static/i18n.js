@@ -1,6 +1,14 @@
 // UI text in Chinese (the default) and English; `t(key, vars)` looks a key up in the chosen one.
 const TEXT = {
   zh: {
+    "nav.compliance": "合规检查", "k.title": "单位合规检查", "k.unit": "{unit} 合规报告", "k.count": "{n} 个单位不符合要求",
+    "k.result": "结论", "k.problems": "问题", "k.yes": "符合", "k.no": "不符合", "k.measure": "措施", "k.evidence": "证据",
+    "k.latest": "最近记录", "k.records": "窗口内 {n} 条", "k.gaps": "{n} 天无记录（自 {first}）", "k.retention": "中心留存 {n} 天",
+    "k.alert": "最近告警", "k.uploaded": "备案更新", "k.allok": "全部措施符合要求", "k.notok": "存在不符合项",
+    "k.print": "打印", "k.html": "打印版（HTML）", "k.pdf": "导出 PDF",
+    "k.m.login_records": "登录/注销记录", "k.m.nat_mapping": "地址转换（NAT）记录", "k.m.registration": "备案信息",
+    "k.m.keyword_filtering": "关键词过滤与阻断", "k.m.retention": "日志留存（≥60 天 / 6 个月）", "k.m.upload": "上传至公安机关",
+    "k.m.maintenance_log": "系统维护日志",
     "nav.units": "单位备案", "nav.audit": "审计日志", "nav.users": "用户管理",
     "u.title": "单位备案信息", "u.show": "显示证件号码（将记入审计日志）", "u.hide": "隐藏证件号码", "u.noprofile": "尚未上报备案信息",
     "u.officers": "安全管理人员", "u.agents": "探针", "u.o.name": "姓名", "u.o.cert": "证件号码", "u.o.phone": "电话",
@@ -37,6 +45,16 @@ const TEXT = {
     "err.network": "无法连接采集服务器", "err.forbidden": "无权执行此操作", "loading": "正在查询…",
   },
   en: {
+    "nav.compliance": "Compliance", "k.title": "Unit compliance", "k.unit": "Compliance report: {unit}",
+    "k.count": "{n} unit(s) out of compliance", "k.result": "Result", "k.problems": "Problems", "k.yes": "compliant",
+    "k.no": "not compliant", "k.measure": "Measure", "k.evidence": "Evidence", "k.latest": "latest record",
+    "k.records": "{n} in the window", "k.gaps": "{n} day(s) without records (from {first})",
+    "k.retention": "center keeps {n} days", "k.alert": "latest alert", "k.uploaded": "profile updated",
+    "k.allok": "Every measure holds", "k.notok": "Some measures do not hold", "k.print": "Print",
+    "k.html": "Printable page (HTML)", "k.pdf": "Export PDF",
+    "k.m.login_records": "Login/logout records", "k.m.nat_mapping": "NAT mapping", "k.m.registration": "Registration",
+    "k.m.keyword_filtering": "Keyword filtering and stopping", "k.m.retention": "Backup ≥ 60 days / retention 6 months",
+    "k.m.upload": "Upload to the center", "k.m.maintenance_log": "System maintenance log",
     "nav.units": "Units", "nav.audit": "Audit log", "nav.users": "Users",
     "u.title": "Unit registration profiles", "u.show": "Show ID numbers (audited)", "u.hide": "Hide ID numbers",
     "u.noprofile": "No registration profile uploaded yet", "u.officers": "Security officers", "u.agents": "Agents",
