@@ -105,7 +105,8 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
         admin_routes(app, accounts, audit)
         if rulesets is not None:
             ruleset_routes(app, rulesets, accounts, audit, ruleset_keys,
-                           units.ruleset_fetched if units is not None else None)
+                           units.ruleset_fetched if units is not None else None,
+                           units.rulesets if units is not None else None)
         if units is not None:
             store = rulesets
 

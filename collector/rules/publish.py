@@ -10,7 +10,11 @@ What (DESIGN.md "Rulesets", issue 5 "Units and rulesets"):
 - `GET /api/v1/rulesets/current` (an agent token): the bundle bytes with an `ETag` (its
   SHA-256); `If-None-Match` with that tag gets 304, so polling agents transfer nothing
   until it changes. Agents verify the bundle themselves (`agent.filter.updates`): the
-  collector is a distribution point, not a trust anchor.
+  collector is a distribution point, not a trust anchor. Each fetch (200 or 304) tells the
+  units registry which bundle that agent runs.
+- `GET /api/v1/rulesets` (operators and admins): every bundle published here, newest first
+  (`history.jsonl` beside the bundle: name, version, ETag, who, when), and for each agent
+  the bundle it last fetched and whether it is the current one (the UI's rulesets page).
 
 Limits: `rulesets.bundle.MAX_BUNDLE_BYTES` for an upload.
 """
@@ -19,8 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -38,6 +46,8 @@ class BundleStore:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "current.bundle"
+        # every bundle published here, one JSON line each (name, version, etag, by, when)
+        self.history_path = directory / "history.jsonl"
 
     def current(self) -> bytes | None:
         try:
@@ -45,8 +55,21 @@ class BundleStore:
         except FileNotFoundError:
             return None
 
-    def replace(self, data: bytes) -> None:
+    def replace(self, data: bytes, entry: dict[str, Any] | None = None) -> None:
         write_atomically(self.path, data, 0o600)
+        if entry is not None:
+            with self.history_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+
+    def history(self) -> list[dict[str, Any]]:
+        """The bundles published, newest first."""
+        try:
+            lines = self.history_path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in reversed(lines) if line.strip()]
 
 
 def etag(data: bytes) -> str:
@@ -55,8 +78,10 @@ def etag(data: bytes) -> str:
 
 def ruleset_routes(app: web.Application, store: BundleStore, accounts: Accounts, audit: AuditLog,
                    keys: Sequence[Ed25519PublicKey],
-                   on_fetch: Callable[[str, str], None] | None = None) -> None:
-    """``on_fetch(agent, etag)``: an agent was given (or already had) the bundle ``etag``."""
+                   on_fetch: Callable[[str, str], None] | None = None,
+                   agents_fetched: Callable[[], dict[str, tuple[str, float]]] | None = None) -> None:
+    """``on_fetch(agent, etag)``: an agent was given (or already had) the bundle ``etag``;
+    ``agents_fetched()``: what each agent last fetched (agent -> (etag, when))."""
     async def get_current(request: web.Request) -> web.Response:
         agent = agent_of(accounts, request)
         if agent is None:
@@ -101,8 +126,32 @@ def ruleset_routes(app: web.Application, store: BundleStore, accounts: Accounts,
                                        {"key_id": verified.key_id, "etag": etag(data)}, "ok")
         except AuditError as e:
             return json_error(503, "audit_unavailable", str(e))
-        await loop.run_in_executor(None, store.replace, data)
+        entry = {"name": verified.name, "version": verified.version, "etag": etag(data), "by": user.name,
+                 "published": time.time(), "key_id": verified.key_id}
+        await loop.run_in_executor(None, store.replace, data, entry)
         return web.json_response({"name": verified.name, "version": verified.version, "etag": etag(data)})
 
+    async def overview(request: web.Request) -> web.Response:
+        """Operators and admins: the bundles published (newest first; the first is current)
+        and the bundle each agent last fetched or confirmed."""
+        user = await require_user(accounts, request, ("operator", "admin"), "see rulesets")
+        if isinstance(user, web.Response):
+            return user
+        loop = asyncio.get_running_loop()
+        history = await loop.run_in_executor(None, store.history)
+        by_etag = {h["etag"]: h for h in history}
+        fetched = await loop.run_in_executor(None, agents_fetched) if agents_fetched is not None else {}
+        current = history[0]["etag"] if history else None
+        agents = []
+        for a in await loop.run_in_executor(None, accounts.list_agents):
+            if a.revoked:
+                continue
+            tag, when = fetched.get(a.name, (None, None))
+            agents.append({"agent": a.name, "unit": a.unit, "etag": tag, "fetched": when,
+                           "version": by_etag.get(tag or "", {}).get("version"),
+                           "current": tag is not None and tag == current})
+        return web.json_response({"history": history, "current": current, "agents": agents})
+
+    app.router.add_get("/api/v1/rulesets", overview)
     app.router.add_get("/api/v1/rulesets/current", get_current)
     app.router.add_put("/api/v1/rulesets/current", put_current)

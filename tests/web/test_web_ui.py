@@ -28,10 +28,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collector"))
 from collector_server import REPO, serve  # noqa: E402
+from test_collector_rulesets import bundle, call  # noqa: E402
 from test_collector_traceback_e2e import PUBLIC_IP, _allocate, _nat, _replay, capture_and_roster  # noqa: E402
 from test_collector_units import PROFILE, request  # noqa: E402
 
 from agent.uploader.client import Uploader  # noqa: E402
+from rulesets.keys import load_private_key, write_keypair  # noqa: E402
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium")
@@ -47,8 +49,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("web-ui")
     pcap = tmp / "edge.pcap"
     accounts, roster = capture_and_roster(pcap, 4000, 7)
-    gen = serve(tmp)
+    write_keypair(tmp / "signer")
+    gen = serve(tmp, extra=("--ruleset-pubkey", str(tmp / "signer.pub")))
     c = next(gen)
+    c["key"] = load_private_key(tmp / "signer.key")
     recs = _replay(pcap, tmp / "edge.jsonl", c, "--roster", str(roster))
     if CORPUS_PPPOE.exists():
         _replay(CORPUS_PPPOE, tmp / "pppoe.jsonl", c)
@@ -322,4 +326,32 @@ def test_compliance_list_report_print_and_pdf(lab: dict[str, Any], browser: Any)
         page.click("#k-pdf")
     pdf = Path(dl.value.path()).read_bytes()
     assert pdf.startswith(b"%PDF-") and len(pdf) > 5000
+    page.close()
+
+
+def test_rulesets_publish_from_the_browser_and_show_who_runs_what(lab: dict[str, Any], browser: Any,
+                                                                   tmp_path: Path) -> None:
+    page = new_page(browser)
+    login(page, lab, "admin")
+    page.goto(f"{lab['url']}/#/rulesets")
+    page.wait_for_selector("#r-agents")
+    signed = tmp_path / "example.bundle"
+    signed.write_bytes(bundle(lab, tmp_path, 3))
+    page.set_input_files("#r-file", str(signed))
+    page.get_by_role("button", name="发布").click()
+    page.wait_for_selector("#r-msg:has-text('已发布')")
+    page.wait_for_selector("#r-history")
+    assert "3（当前）" in page.inner_text("#r-history").replace(" (", "（").replace(")", "）")
+    assert "从未获取" in page.locator("#r-agents tr", has_text="gw1").inner_text()
+    assert call(lab, "GET", token=lab["token"])[0] == 200  # gw1 fetches it
+    page.reload()
+    page.wait_for_selector("#r-agents")
+    assert "最新" in page.locator("#r-agents tr", has_text="gw1").inner_text()
+    shot(page, "13-rulesets", "关键词规则库", "已发布版本", "gw1", "最新")
+    page.close()
+    page = new_page(browser)  # an operator sees the versions, and no publish form
+    login(page, lab)
+    page.goto(f"{lab['url']}/#/rulesets")
+    page.wait_for_selector("#r-history")
+    assert page.locator("#r-file").count() == 0
     page.close()

@@ -121,3 +121,34 @@ export function renderCompliance(main, unit) {
       table(["k.measure", "k.result", "k.evidence", "k.problems"], rows, { id: "k-measures" }));
   }).catch((e) => out.replaceChildren(errorBox(e)));
 }
+
+export function renderRulesets(main, me) {
+  const out = h("section", { "aria-live": "polite" }, h("p", { class: "muted", text: t("loading") }));
+  const msg = h("p", { id: "r-msg", role: "status" });
+  const file = h("input", { id: "r-file", type: "file", accept: ".bundle,.tar,application/x-tar", required: true });
+  const form = me.role === "admin" ? h("form", { class: "query", onsubmit: async (ev) => {
+    ev.preventDefault();
+    if (!file.files.length) return;
+    try {
+      const ans = await api("/api/v1/rulesets/current", { method: "PUT", raw: await file.files[0].arrayBuffer(),
+        type: "application/x-tar" });
+      msg.textContent = t("r.published", { name: ans.name, version: ans.version });
+      load();
+    } catch (e) { msg.textContent = `${t("r.refused")}: ${e.message}`; }
+  } }, h("label", {}, t("r.file"), file), h("button", { type: "submit", class: "primary", text: t("r.publish") })) : null;
+  const load = () => api("/api/v1/rulesets").then((ans) => {
+    const hist = table(["r.version", "r.name", "r.by", "r.when", "r.etag"], ans.history.map((x, i) => h("tr", {},
+      h("td", { text: `${x.version}${i === 0 ? ` (${t("r.current")})` : ""}` }), h("td", { text: x.name }),
+      h("td", { text: x.by }), h("td", { class: "mono", text: fmtTime(x.published) }),
+      h("td", { class: "mono", text: x.etag.slice(1, 13) }))), { id: "r-history" });
+    const agents = table(["u.a.agent", "d.unit", "r.version", "r.when", "k.result"], ans.agents.map((a) => h("tr",
+      { class: a.current ? "" : "offline" }, h("td", { class: "mono", text: a.agent }), h("td", { text: a.unit }),
+      h("td", { text: a.version ?? (a.etag ? t("r.unknown") : t("r.never")) }),
+      h("td", { class: "mono", text: fmtTime(a.fetched) }),
+      h("td", { text: a.current ? t("r.uptodate") : t("r.behind") }))), { id: "r-agents" });
+    out.replaceChildren(h("h2", { text: t("r.history") }), ans.history.length ? hist : h("p", { text: t("r.none") }),
+      h("h2", { text: t("r.agents") }), agents);
+  }).catch((e) => out.replaceChildren(errorBox(e)));
+  main.replaceChildren(h("h1", { text: t("r.title") }), ...(form ? [form] : []), msg, out);
+  load();
+}

@@ -4,13 +4,14 @@ export class ApiError extends Error {
   constructor(status, reason, detail) { super(detail || reason); this.status = status; this.reason = reason; }
 }
 
-export async function api(path, { method = "GET", body } = {}) {
+export async function api(path, { method = "GET", body, raw, type = "application/octet-stream" } = {}) {
   let resp;
   try {
     resp = await fetch(path, {
       method, credentials: "same-origin",
-      headers: { "X-Edgeaudit-UI": "1", ...(body ? { "Content-Type": "application/json" } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
+      headers: { "X-Edgeaudit-UI": "1", ...(body ? { "Content-Type": "application/json" } : {}),
+        ...(raw ? { "Content-Type": type } : {}) },
+      body: raw ?? (body ? JSON.stringify(body) : undefined),
     });
   } catch (e) {
     throw new ApiError(0, "network", String(e));

@@ -1,7 +1,7 @@
 // The UI's shell: who is logged in, the language toggle, and the hash router.
 import { api } from "./api.js";
 import { getLang, setLang, t, translateStatic } from "./i18n.js";
-import { renderAudit, renderCompliance, renderUnits, renderUsers } from "./admin.js";
+import { renderAudit, renderCompliance, renderRulesets, renderUnits, renderUsers } from "./admin.js";
 import { leaveDashboard, renderDashboard } from "./dashboard.js";
 import { renderConnection, renderLogin, renderSearch, renderTraceback } from "./pages.js";
 
@@ -38,6 +38,7 @@ function route() {
   else if (path === "/search") renderSearch(main, params);
   else if (path === "/traceback") renderTraceback(main, params);
   else if (path === "/units") renderUnits(main, params, me);
+  else if (path === "/rulesets") renderRulesets(main, me);
   else if (path === "/compliance" || path.startsWith("/compliance/")) {
     renderCompliance(main, path.length > 12 ? decodeURIComponent(path.slice(12)) : null);
   }

@@ -1,6 +1,10 @@
 // UI text in Chinese (the default) and English; `t(key, vars)` looks a key up in the chosen one.
 const TEXT = {
   zh: {
+    "nav.rulesets": "规则库", "r.title": "关键词规则库", "r.file": "已签名的规则包", "r.publish": "发布",
+    "r.published": "已发布 {name} 第 {version} 版", "r.refused": "发布被拒绝", "r.history": "已发布版本", "r.agents": "各探针运行的版本",
+    "r.version": "版本", "r.name": "名称", "r.by": "发布人", "r.when": "时间", "r.etag": "摘要", "r.current": "当前",
+    "r.none": "尚未发布规则包", "r.unknown": "未知版本", "r.never": "从未获取", "r.uptodate": "最新", "r.behind": "落后于当前版本",
     "nav.compliance": "合规检查", "k.title": "单位合规检查", "k.unit": "{unit} 合规报告", "k.count": "{n} 个单位不符合要求",
     "k.result": "结论", "k.problems": "问题", "k.yes": "符合", "k.no": "不符合", "k.measure": "措施", "k.evidence": "证据",
     "k.latest": "最近记录", "k.records": "窗口内 {n} 条", "k.gaps": "{n} 天无记录（自 {first}）", "k.retention": "中心留存 {n} 天",
@@ -45,6 +49,11 @@ const TEXT = {
     "err.network": "无法连接采集服务器", "err.forbidden": "无权执行此操作", "loading": "正在查询…",
   },
   en: {
+    "nav.rulesets": "Rulesets", "r.title": "Keyword rulesets", "r.file": "Signed bundle", "r.publish": "Publish",
+    "r.published": "Published {name} version {version}", "r.refused": "Refused", "r.history": "Published versions",
+    "r.agents": "The version each agent runs", "r.version": "Version", "r.name": "Name", "r.by": "Published by",
+    "r.when": "When", "r.etag": "Digest", "r.current": "current", "r.none": "No bundle published yet",
+    "r.unknown": "unknown version", "r.never": "never fetched", "r.uptodate": "up to date", "r.behind": "behind the current one",
     "nav.compliance": "Compliance", "k.title": "Unit compliance", "k.unit": "Compliance report: {unit}",
     "k.count": "{n} unit(s) out of compliance", "k.result": "Result", "k.problems": "Problems", "k.yes": "compliant",
     "k.no": "not compliant", "k.measure": "Measure", "k.evidence": "Evidence", "k.latest": "latest record",
