@@ -80,13 +80,14 @@ Summary = Mapping[str, tuple[int, float]]
 
 
 def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters, decoder: Decoder,
-                    on_commit: Callable[[str, str, int, Summary], None] | None = None,
+                    on_commit: Callable[[str, str, int, Summary, dict[str, Any] | None], None] | None = None,
                     on_alerts: Callable[[str, str, Sequence[dict[str, Any]]], None] | None = None,
                     ) -> Callable[[web.Request], Any]:
     """The aiohttp handler, bound to its account store, storage, decoder and counters.
 
     ``decoder`` must pack granules only for a storage with ``insert_prepared``. After a
-    commit, ``on_commit(agent, unit, new records, Summary)`` (0 and {} for a repeat) and, for a new batch
+    commit, ``on_commit(agent, unit, new records, Summary, newest stats record)`` (0, {},
+    None for a repeat) and, for a new batch
     holding ``alert`` records, ``on_alerts(agent, unit, alerts)`` (on the event loop)."""
     insert_prepared = getattr(storage, "insert_prepared", None)
 
@@ -134,7 +135,8 @@ def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters
         if on_commit is not None:  # the agent is alive (units' status): after the commit, not before
             await loop.run_in_executor(None, on_commit, agent.name, agent.unit,
                                        0 if result.duplicate else result.accepted,
-                                       {} if result.duplicate else batch.summary)
+                                       {} if result.duplicate else batch.summary,
+                                       None if result.duplicate else batch.stats)
         if on_alerts is not None and batch.alerts and not result.duplicate:
             on_alerts(agent.name, agent.unit, batch.alerts)
         if result.duplicate:

@@ -50,6 +50,7 @@ class Decoded:
     granules: Sequence[Granule] | None = None
     alerts: Sequence[dict[str, Any]] = ()  # its alert records (the UI's live feed)
     summary: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # type -> (count, latest ts)
+    stats: dict[str, Any] | None = None  # its newest ``stats`` record (the agent's health)
 
 
 class DecoderUnavailable(Exception):
@@ -61,11 +62,16 @@ def decode_records(body: bytes) -> Decoded:
     batch = decode_batch(body)
     records = batch["records"]
     return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records), records=records,
-                   alerts=_alerts(records), summary=type_summary(records))
+                   alerts=_alerts(records), summary=type_summary(records), stats=_newest_stats(records))
 
 
 def _alerts(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r.get("type") == "alert"]
+
+
+def _newest_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    stats = [r for r in records if r.get("type") == "stats"]
+    return max(stats, key=lambda r: float(r["ts"])) if stats else None
 
 
 def decode_packed(body: bytes) -> Decoded | str:
@@ -86,7 +92,7 @@ def decode_packed(body: bytes) -> Decoded | str:
         if collecting:
             gc.enable()
     return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records), granules=granules,
-                   alerts=_alerts(records), summary=type_summary(records))
+                   alerts=_alerts(records), summary=type_summary(records), stats=_newest_stats(records))
 
 
 def _ready() -> bool:

@@ -21,6 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+#: What the units listing shows of an agent's newest `stats` record.
+HEALTH_FIELDS: Final = ("ts", "spool_records", "spool_bytes", "upload_lag_s", "ruleset_version",
+                        "kernel_drops", "records_dropped")
 ONLINE_WITHIN: Final = 300.0  # seconds since the last batch for an agent to count as online
 
 _SCHEMA = """
@@ -32,6 +35,8 @@ CREATE TABLE IF NOT EXISTS daily (unit TEXT NOT NULL, day INTEGER NOT NULL, type
                                   records INTEGER NOT NULL, PRIMARY KEY (unit, day, type)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS latest (unit TEXT NOT NULL, type TEXT NOT NULL, ts REAL NOT NULL,
                                    PRIMARY KEY (unit, type)) WITHOUT ROWID;
+-- each agent's newest `stats` record (spool, upload lag, ruleset version, drops), JSON
+CREATE TABLE IF NOT EXISTS agent_stats (agent TEXT PRIMARY KEY, ts REAL NOT NULL, stats TEXT NOT NULL);
 -- the ruleset bundle (its ETag) each agent last fetched or confirmed, and when
 CREATE TABLE IF NOT EXISTS rulesets (agent TEXT PRIMARY KEY, etag TEXT NOT NULL, fetched REAL NOT NULL);
 -- records stored per unit and hour (hour = unix seconds // 3600), for the dashboard's chart
@@ -56,7 +61,8 @@ class Units:
                 (unit, json.dumps(profile, ensure_ascii=False), agent, time.time() if now is None else now))
 
     def seen(self, agent: str, unit: str, records: int = 0,
-             summary: Mapping[str, tuple[int, float]] | None = None, now: float | None = None) -> None:
+             summary: Mapping[str, tuple[int, float]] | None = None, stats: dict[str, Any] | None = None,
+             now: float | None = None) -> None:
         """``agent`` of ``unit`` committed a batch of ``records`` new records (0: a repeat),
         ``summary`` giving per record type their count and latest ts (the day counted is the
         latest record's: a batch spans seconds)."""
@@ -72,6 +78,11 @@ class Units:
                     "INSERT INTO hourly(unit, hour, records) VALUES (?, ?, ?) "
                     "ON CONFLICT(unit, hour) DO UPDATE SET records = records + excluded.records",
                     (unit, int(now // 3600), records))
+            if stats is not None:
+                self._db.execute(
+                    "INSERT INTO agent_stats(agent, ts, stats) VALUES (?, ?, ?) ON CONFLICT(agent) DO UPDATE "
+                    "SET ts = excluded.ts, stats = excluded.stats WHERE excluded.ts >= agent_stats.ts",
+                    (agent, float(stats["ts"]), json.dumps(stats, ensure_ascii=False)))
             for rtype, (n, latest) in (summary or {}).items():
                 self._db.execute(
                     "INSERT INTO daily(unit, day, type, records) VALUES (?, ?, ?, ?) "
@@ -135,6 +146,7 @@ class Units:
             profiles = {u: (json.loads(p), upd) for u, p, upd in
                         self._db.execute("SELECT unit, profile, updated FROM profiles")}
             last = {a: t for a, t in self._db.execute("SELECT agent, last_batch FROM seen")}
+            health = {a: json.loads(j) for a, j in self._db.execute("SELECT agent, stats FROM agent_stats")}
         units: dict[str, dict[str, Any]] = {}
         for unit, (profile, updated) in profiles.items():
             units[unit] = {"unit": unit, "profile": profile, "profile_updated": updated, "agents": []}
@@ -143,7 +155,9 @@ class Units:
             t = last.get(name)
             status = "revoked" if revoked else ("online" if t is not None and now - t <= ONLINE_WITHIN
                                                 else "silent")
-            u["agents"].append({"agent": name, "last_upload": t, "status": status})
+            st = health.get(name)
+            u["agents"].append({"agent": name, "last_upload": t, "status": status,
+                                "health": None if st is None else {k: st.get(k) for k in HEALTH_FIELDS}})
         for u in units.values():
             times = [a["last_upload"] for a in u["agents"] if a["last_upload"] is not None]
             u["last_upload"] = max(times) if times else None

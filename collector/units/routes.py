@@ -93,7 +93,8 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
                                        {"results": len(listing), "personal": personal}, "ok")
         except AuditError as e:
             return json_error(503, "audit_unavailable", str(e))
-        return web.json_response({"units": listing}, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        return web.json_response({"units": listing, "retention_days": retention_days},
+                                 dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
     async def hourly(request: web.Request) -> web.Response:
         user = await require_user(accounts, request, QUERY_ROLES, "see ingest statistics")

@@ -44,6 +44,11 @@ SHOTS = Path(os.environ.get("EDGEAUDIT_SCREENSHOTS", REPO / "build" / "ui-screen
 FIRST_LOAD_BUDGET = 300 * 1024
 
 
+STATS = {"type": "stats", "ts": 1_800_000_000.0, "interval": 60.0, "packets": 1000, "bytes": 100000,
+         "kernel_drops": 0, "flows_active": 12, "records_out": 345, "records_dropped": 0,
+         "spool_records": 1200, "spool_bytes": 524288, "upload_lag_s": 0.8, "ruleset_version": "2026.11.2"}
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("web-ui")
@@ -60,6 +65,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 and r["duration"] and r["dst_port"] != 53]
     mappings = _allocate(sessions, 10)
     up = Uploader(c["url"], c["token"])
+    up.add([STATS])  # the agent's health, as its supervisor reports it
     up.add(sorted([_nat("create", cr, s, PUBLIC_IP, port) for s, port, cr, _ in mappings]
                   + [_nat("destroy", de, s, PUBLIC_IP, port) for s, port, _, de in mappings],
                   key=lambda r: r["ts"]))
@@ -266,7 +272,8 @@ def test_units_show_personal_numbers_only_to_an_admin_who_asks(lab: dict[str, An
     text = page.inner_text("#unit-unit-42")
     assert "Riverside Public Library" in text and "*******17" in text and "A-2024-17" not in text
     assert page.get_by_text("显示证件号码").count() == 0  # not offered to an operator
-    shot(page, "07-units", "单位备案信息", "安全管理人员", "李娜", "*******17")
+    shot(page, "07-units", "单位备案信息", "安全管理人员", "李娜", "*******17", "规则版本", "2026.11.2",
+         "1200 条（0.5 MB）", "中心日志留存 180 天")
     page.close()
     page = new_page(browser)
     login(page, lab, "admin")

@@ -20,7 +20,10 @@ export function renderUnits(main, params, me) {
     text: t(personal ? "u.hide" : "u.show") }))] : [];
   main.replaceChildren(h("h1", { text: t("u.title") }), ...toggle, out);
   api(`/api/v1/units?${query({ personal: personal ? 1 : undefined })}`).then((ans) => {
-    out.replaceChildren(...ans.units.map((u) => {
+    const keeps = ans.retention_days;
+    const retention = h("p", { id: "u-retention", class: keeps >= 180 ? "" : "error",
+      text: t("u.retention", { n: keeps, verdict: t(keeps >= 180 ? "k.yes" : "k.no") }) });
+    out.replaceChildren(retention, ...ans.units.map((u) => {
       const p = u.profile;
       const facts = p ? h("dl", { class: "facts" }, ...PROFILE_FIELDS.flatMap((f) => [
         h("dt", { text: t(`u.f.${f}`) }), h("dd", { text: Array.isArray(p[f]) ? p[f].join(", ") : (p[f] ?? "") })]))
@@ -28,9 +31,14 @@ export function renderUnits(main, params, me) {
       const officers = p ? table(["u.o.name", "u.o.cert", "u.o.phone"], (p.security_officers || []).map((o) =>
         h("tr", {}, h("td", { text: o.name }), h("td", { class: "mono", text: o.certificate_no }),
           h("td", { class: "mono", text: o.phone })))) : null;
-      const agents = table(["u.a.agent", "d.status", "d.last"], u.agents.map((a) => h("tr", {},
-        h("td", { class: "mono", text: a.agent }), h("td", { text: t(`d.${a.status}`) }),
-        h("td", { class: "mono", text: fmtTime(a.last_upload) }))));
+      const agents = table(["u.a.agent", "d.status", "d.last", "u.a.ruleset", "u.a.spool", "u.a.lag", "u.a.drops"],
+        u.agents.map((a) => h("tr", {},
+          h("td", { class: "mono", text: a.agent }), h("td", { text: t(`d.${a.status}`) }),
+          h("td", { class: "mono", text: fmtTime(a.last_upload) }),
+          h("td", { text: a.health?.ruleset_version ?? "" }),
+          h("td", { text: a.health ? t("u.a.spoolv", { n: a.health.spool_records, mb: (a.health.spool_bytes / 1048576).toFixed(1) }) : "" }),
+          h("td", { text: a.health?.upload_lag_s ?? "" }),
+          h("td", { text: a.health ? `${a.health.kernel_drops ?? 0} / ${a.health.records_dropped ?? 0}` : "" }))));
       return h("article", { class: "card", id: `unit-${u.unit}` }, h("h2", { text: `${u.unit} ${p?.name ?? ""}` }),
         facts, p ? h("h3", { text: t("u.officers") }) : null, officers, h("h3", { text: t("u.agents") }), agents);
     }));
