@@ -14,6 +14,9 @@ ingest updates after every committed batch (per unit and record type: records pe
 latest ts), and which the ruleset endpoint tells which bundle each agent fetched. No record
 is read, so a report costs milliseconds whatever the store holds.
 
+Problems are worded in Chinese and English ("中文 / English"): the report and the list are
+read by operators in either language and printed as they are.
+
 Limits: a day counts records by the day of the latest record of their batch (a batch spans
 seconds); "gaps" are whole UTC days, counted from the unit's first day of that kind in the
 window (a unit that started last week has no gaps before it).
@@ -84,12 +87,12 @@ def report(units: Units, agents: Sequence[tuple[str, str, bool]], unit: str, ret
     cov = _coverage(days, IDENTITY_TYPES, first, last)
     add("login_records", fresh(ident), {"latest": ident, **cov,
                                         "by_type": {t: latest[t] for t in IDENTITY_TYPES if t in latest}},
-        [] if fresh(ident) else ["no login/logout record in the last 24 hours"])
+        [] if fresh(ident) else ["近 24 小时无登录/注销记录 / no login/logout record in the last 24 hours"])
     nat = newest(["nat"])
     add("nat_mapping", fresh(nat), {"latest": nat, **_coverage(days, ["nat"], first, last)},
-        [] if fresh(nat) else ["no NAT record in the last 24 hours"])
+        [] if fresh(nat) else ["近 24 小时无 NAT 记录 / no NAT record in the last 24 hours"])
     add("registration", profile is not None, {"uploaded": profile_updated, "profile": profile is not None},
-        [] if profile is not None else ["no registration profile uploaded"])
+        [] if profile is not None else ["未上报备案信息 / no registration profile uploaded"])
     versions = {a["agent"]: fetched.get(a["agent"]) for a in live}
     stale = [name for name, got in versions.items() if current_ruleset is not None
              and (got is None or got[0] != current_ruleset)]
@@ -98,19 +101,22 @@ def report(units: Units, agents: Sequence[tuple[str, str, bool]], unit: str, ret
     add("keyword_filtering", current_ruleset is not None and bool(live) and not stale,
         {"current_ruleset": current_ruleset, "agents": runs, "latest_alert": alert,
          **_coverage(days, ["alert"], first, last)},
-        (["no ruleset published"] if current_ruleset is None else [])
-        + [f"agent {n} runs an older ruleset than the current one" for n in stale])
+        (["未发布规则库 / no ruleset published"] if current_ruleset is None else [])
+        + [f"探针 {n} 规则库落后 / agent {n} runs an older ruleset than the current one" for n in stale])
     add("retention", retention_days >= REQUIRED_RETENTION_DAYS,
         {"center_retention_days": retention_days, "required_days": REQUIRED_RETENTION_DAYS,
          "agent_backup_days_at_least": REQUIRED_BACKUP_DAYS},
         [] if retention_days >= REQUIRED_RETENTION_DAYS
-        else [f"the center keeps {retention_days} days, the law asks {REQUIRED_RETENTION_DAYS}"])
+        else [f"中心留存 {retention_days} 天，要求 {REQUIRED_RETENTION_DAYS} 天 / the center keeps"
+              f" {retention_days} days, the law asks {REQUIRED_RETENTION_DAYS}"])
     silent = [a["agent"] for a in live if a["last_upload"] is None or now - a["last_upload"] > SILENT_AFTER]
     add("upload", bool(live) and not silent, {"agents": mine},
-        (["no agent"] if not live else []) + [f"agent {n} silent for more than an hour" for n in silent])
+        (["无探针 / no agent"] if not live else [])
+        + [f"探针 {n} 超过 1 小时未上传 / agent {n} silent for more than an hour" for n in silent])
     maint = newest(["audit"])
     add("maintenance_log", maint is not None, {"latest": maint, **_coverage(days, ["audit"], first, last)},
-        [] if maint is not None else [f"no maintenance (audit) record in {WINDOW_DAYS} days"])
+        [] if maint is not None
+        else [f"{WINDOW_DAYS} 天内无系统维护记录 / no maintenance (audit) record in {WINDOW_DAYS} days"])
     return {"unit": unit, "name": (profile or {}).get("name"), "generated": now, "window_days": WINDOW_DAYS,
             "ok": all(m["ok"] for m in measures), "measures": measures}
 
@@ -124,12 +130,12 @@ def problems(units: Units, agents: Sequence[tuple[str, str, bool]], retention_da
     for u in units.listing(list(agents), now):
         why: list[str] = []
         live = [a for a in u["agents"] if a["status"] != "revoked"]
-        why += [f"agent {a['agent']} silent for more than an hour" for a in live
-                if a["last_upload"] is None or now - a["last_upload"] > SILENT_AFTER]
+        why += [f"探针 {a['agent']} 超过 1 小时未上传 / agent {a['agent']} silent for more than an hour"
+                for a in live if a["last_upload"] is None or now - a["last_upload"] > SILENT_AFTER]
         if retention_days < REQUIRED_RETENTION_DAYS:
-            why.append(f"retention {retention_days} days < {REQUIRED_RETENTION_DAYS}")
+            why.append(f"中心留存不足 / retention {retention_days} days < {REQUIRED_RETENTION_DAYS}")
         if current_ruleset is not None:
-            why += [f"agent {a['agent']} runs an older ruleset" for a in live
+            why += [f"探针 {a['agent']} 规则库落后 / agent {a['agent']} runs an older ruleset" for a in live
                     if fetched.get(a["agent"], ("",))[0] != current_ruleset]
         if why:
             out.append({"unit": u["unit"], "name": (u["profile"] or {}).get("name"), "problems": why})
