@@ -16,10 +16,12 @@ import asyncio
 import base64
 import json
 from collections.abc import Collection
+from typing import Any
 
 from aiohttp import web
 
 from collector.auth.accounts import Accounts, Agent, User
+from collector.auth.audit import AuditError, AuditLog
 
 
 def json_error(status: int, reason: str, detail: str, *, challenge: str | None = None) -> web.Response:
@@ -76,6 +78,18 @@ async def require_user(accounts: Accounts, request: web.Request, roles: Collecti
     if user.role not in roles:
         return json_error(403, "forbidden", f"role {user.role} may not {what}")
     return user
+
+
+async def audit_first(audit: AuditLog, actor: str, action: str, target: str, detail: dict[str, Any],
+                      result: str = "ok", what: str = "request") -> web.Response | None:
+    """Append an audit entry (off the event loop) before an answer leaves: None once it is
+    written, else the 503 to answer instead (no audit entry, no answer)."""
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, audit.append, actor, action, target, detail,
+                                                         result)
+    except AuditError as e:
+        return json_error(503, "audit_unavailable", f"the {what} was not audited: {e}")
+    return None
 
 
 async def json_strings(request: web.Request, *names: str) -> list[str] | web.Response:

@@ -40,9 +40,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from collector.access import json_error, require_user
+from collector.access import audit_first, json_error, require_user
 from collector.auth.accounts import Accounts, User
-from collector.auth.audit import AuditError, AuditLog
+from collector.auth.audit import AuditLog
 from collector.storage.base import AGENT_KEY, MAX_PAGE, SESSION_TOLERANCE, Storage
 
 QUERY_ROLES: Final = frozenset({"operator", "admin"})
@@ -134,13 +134,9 @@ def query_routes(app: web.Application, storage: Storage, accounts: Accounts, aud
             return None, None, user
         result = await loop.run_in_executor(None, work)
         count = len(result.get("records", [])) if isinstance(result, dict) else 0
-        try:
-            # before the answer leaves: no audit entry, no answer
-            await loop.run_in_executor(None, audit.append, user.name, action, request.path_qs,
-                                       {"params": params, "results": count}, "ok")
-        except AuditError as e:
-            return user, None, json_error(503, "audit_unavailable", f"the query was not audited: {e}")
-        return user, result, None
+        refused = await audit_first(audit, user.name, action, request.path_qs,
+                                    {"params": params, "results": count}, what="query")
+        return (user, None, refused) if refused is not None else (user, result, None)
 
     async def traceback_handler(request: web.Request) -> web.Response:
         q = request.query

@@ -33,9 +33,9 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from collector.access import agent_of, json_error, require_user
+from collector.access import agent_of, audit_first, json_error, require_user
 from collector.auth.accounts import Accounts
-from collector.auth.audit import AuditError, AuditLog
+from collector.auth.audit import AuditLog
 from rulesets.bundle import MAX_BUNDLE_BYTES, BundleError, verify_bundle
 from wire.files import write_atomically
 
@@ -120,12 +120,11 @@ def ruleset_routes(app: web.Application, store: BundleStore, accounts: Accounts,
         except BundleError as e:
             status = 409 if "is not newer than" in e.reason else 400
             return json_error(status, "bundle_refused", e.reason)
-        try:
-            await loop.run_in_executor(None, audit.append, user.name, "ruleset_publish",
-                                       f"{verified.name} v{verified.version}",
-                                       {"key_id": verified.key_id, "etag": etag(data)}, "ok")
-        except AuditError as e:
-            return json_error(503, "audit_unavailable", str(e))
+        refused = await audit_first(audit, user.name, "ruleset_publish",
+                                    f"{verified.name} v{verified.version}",
+                                    {"key_id": verified.key_id, "etag": etag(data)}, what="publication")
+        if refused is not None:
+            return refused
         entry = {"name": verified.name, "version": verified.version, "etag": etag(data), "by": user.name,
                  "published": time.time(), "key_id": verified.key_id}
         await loop.run_in_executor(None, store.replace, data, entry)

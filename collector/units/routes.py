@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from collector.access import agent_of, json_error, require_user
+from collector.access import agent_of, audit_first, json_error, require_user
 from collector.auth.accounts import Accounts
-from collector.auth.audit import AuditError, AuditLog
+from collector.auth.audit import AuditLog
 from collector.query.handlers import QUERY_ROLES
 from collector.units.compliance import problems, report
 from collector.units.registry import Units
@@ -86,13 +86,12 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
             return listing
 
         listing = await loop.run_in_executor(None, work)
-        try:
-            # a view of personal numbers is audited as such
-            action = "units_personal" if personal else "units"
-            await loop.run_in_executor(None, audit.append, user.name, action, request.path_qs,
-                                       {"results": len(listing), "personal": personal}, "ok")
-        except AuditError as e:
-            return json_error(503, "audit_unavailable", str(e))
+        # a view of personal numbers is audited as such
+        action = "units_personal" if personal else "units"
+        refused = await audit_first(audit, user.name, action, request.path_qs,
+                                    {"results": len(listing), "personal": personal})
+        if refused is not None:
+            return refused
         return web.json_response({"units": listing, "retention_days": retention_days},
                                  dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
@@ -123,11 +122,10 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
         loop = asyncio.get_running_loop()
         ans = await loop.run_in_executor(None, lambda: report(units, agent_list(), unit, retention_days,
                                                               current_ruleset()))
-        try:
-            await loop.run_in_executor(None, audit.append, user.name, "compliance", request.path_qs,
-                                       {"unit": unit, "ok": ans["ok"], "format": fmt}, "ok")
-        except AuditError as e:
-            return json_error(503, "audit_unavailable", str(e))
+        refused = await audit_first(audit, user.name, "compliance", request.path_qs,
+                                    {"unit": unit, "ok": ans["ok"], "format": fmt})
+        if refused is not None:
+            return refused
         if fmt == "json":
             return web.json_response(ans, dumps=lambda o: json.dumps(o, ensure_ascii=False))
         page = render(ans)
@@ -149,11 +147,10 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
         loop = asyncio.get_running_loop()
         found = await loop.run_in_executor(None, lambda: problems(units, agent_list(), retention_days,
                                                                   current_ruleset()))
-        try:
-            await loop.run_in_executor(None, audit.append, user.name, "compliance_list", request.path_qs,
-                                       {"results": len(found)}, "ok")
-        except AuditError as e:
-            return json_error(503, "audit_unavailable", str(e))
+        refused = await audit_first(audit, user.name, "compliance_list", request.path_qs,
+                                    {"results": len(found)})
+        if refused is not None:
+            return refused
         return web.json_response({"units": found}, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
     app.router.add_get("/api/v1/units/{unit}/compliance", compliance_of)

@@ -20,9 +20,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from collector.access import json_error, json_strings, require_user
+from collector.access import audit_first, json_error, json_strings, require_user
 from collector.auth.accounts import AccountError, Accounts, User
-from collector.auth.audit import AuditError, AuditLog, read_entries, verify
+from collector.auth.audit import AuditLog, read_entries, verify
 
 AUDIT_ROLES: Final = frozenset({"auditor"})
 ADMIN_ROLES: Final = frozenset({"admin"})
@@ -42,11 +42,11 @@ def admin_routes(app: web.Application, accounts: Accounts, audit: AuditLog) -> N
             result = await loop.run_in_executor(None, work, user)
         except AccountError as e:
             refused = str(e)
-        try:  # refused attempts too: an admin's failed changes belong in the record
-            await loop.run_in_executor(None, audit.append, user.name, action, request.path_qs, detail,
-                                       "ok" if refused is None else f"refused: {refused}"[:200])
-        except AuditError as e:
-            return json_error(503, "audit_unavailable", f"not audited: {e}")
+        # refused attempts too: an admin's failed changes belong in the record
+        unaudited = await audit_first(audit, user.name, action, request.path_qs, detail,
+                                      "ok" if refused is None else f"refused: {refused}"[:200])
+        if unaudited is not None:
+            return unaudited
         if refused is not None:
             return json_error(400, "bad_request", refused)
         return web.json_response(result, dumps=lambda o: json.dumps(o, ensure_ascii=False))

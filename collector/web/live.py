@@ -23,9 +23,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from collector.access import json_error, require_user
+from collector.access import audit_first, require_user
 from collector.auth.accounts import Accounts
-from collector.auth.audit import AuditError, AuditLog
+from collector.auth.audit import AuditLog
 from collector.storage.base import AGENT_KEY, UNIT_KEY
 
 QUEUE_ALERTS: Final = 1000
@@ -68,11 +68,9 @@ def live_routes(app: web.Application, live: LiveAlerts, accounts: Accounts, audi
         user = await require_user(accounts, request, LIVE_ROLES, "watch alerts")
         if isinstance(user, web.Response):
             return user
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(None, audit.append, user.name, "watch_alerts", request.path, {}, "ok")
-        except AuditError as e:
-            return json_error(503, "audit_unavailable", f"not audited: {e}")
+        refused = await audit_first(audit, user.name, "watch_alerts", request.path, {})
+        if refused is not None:
+            return refused
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)

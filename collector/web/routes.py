@@ -27,9 +27,9 @@ from typing import Final
 
 from aiohttp import web
 
-from collector.access import CSRF_HEADER, SESSION_COOKIE, json_error, json_strings, require_user
+from collector.access import CSRF_HEADER, SESSION_COOKIE, audit_first, json_error, json_strings, require_user
 from collector.auth.accounts import SESSION_MAX_S, Accounts
-from collector.auth.audit import AuditError, AuditLog
+from collector.auth.audit import AuditLog
 
 STATIC: Final = Path(__file__).with_name("static")
 #: Files the UI is made of; nothing else under static/ is served.
@@ -66,12 +66,10 @@ def web_routes(app: web.Application, accounts: Accounts, audit: AuditLog) -> Non
         name, password = given
         loop = asyncio.get_running_loop()
         user = await loop.run_in_executor(None, accounts.verify_password, name, password)
-        result = "ok" if user is not None else "denied"
-        try:
-            await loop.run_in_executor(None, audit.append, name[:64], "login", request.path,
-                                       {"via": "web"}, result)
-        except AuditError as e:
-            return json_error(503, "audit_unavailable", f"the login was not audited: {e}")
+        refused = await audit_first(audit, name[:64], "login", request.path, {"via": "web"},
+                                    "ok" if user is not None else "denied", what="login")
+        if refused is not None:
+            return refused
         if user is None:
             return json_error(401, "unauthenticated", "wrong name or password")
         token = await loop.run_in_executor(None, accounts.add_session, user.name)
