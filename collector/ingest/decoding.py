@@ -33,6 +33,7 @@ from typing import Any, Final
 from collector.storage.granules import Granule, prepare, type_summary
 from wire.envelope import decode_batch, decode_batch_spans
 from wire.errors import ValidationError
+from wire.validate import Batch
 
 #: Worker processes by default: one per CPU (the event loop and SQLite mostly wait on them).
 DEFAULT_WORKERS: Final = os.cpu_count() or 1
@@ -59,19 +60,23 @@ class DecoderUnavailable(Exception):
 
 def decode_records(body: bytes) -> Decoded:
     """Decode and validate ``body`` (raises ``ValidationError``)."""
-    batch = decode_batch(body)
+    return _decoded(decode_batch(body))
+
+
+def _decoded(batch: Batch, granules: Sequence[Granule] | None = None) -> Decoded:
+    """The batch's ``Decoded`` (its records, or its ``granules`` when packed) with what ingest
+    reports after the commit: its per-type summary and, only when that names them, its alerts
+    and newest stats record (most batches hold neither, and scanning thousands of records
+    for them would cost every batch)."""
     records = batch["records"]
-    return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records), records=records,
-                   alerts=_alerts(records), summary=type_summary(records), stats=_newest_stats(records))
-
-
-def _alerts(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r.get("type") == "alert"]
-
-
-def _newest_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    stats = [r for r in records if r.get("type") == "stats"]
-    return max(stats, key=lambda r: float(r["ts"])) if stats else None
+    summary = type_summary(records)
+    alerts = [r for r in records if r.get("type") == "alert"] if "alert" in summary else []
+    stats = None
+    if "stats" in summary:
+        stats = max((r for r in records if r.get("type") == "stats"), key=lambda r: float(r["ts"]))
+    return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records),
+                   records=records if granules is None else None, granules=granules, alerts=alerts,
+                   summary=summary, stats=stats)
 
 
 def decode_packed(body: bytes) -> Decoded | str:
@@ -91,8 +96,7 @@ def decode_packed(body: bytes) -> Decoded | str:
     finally:
         if collecting:
             gc.enable()
-    return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records), granules=granules,
-                   alerts=_alerts(records), summary=type_summary(records), stats=_newest_stats(records))
+    return _decoded(batch, granules)
 
 
 def _ready() -> bool:
