@@ -58,6 +58,29 @@ def _coverage(days: dict[str, dict[int, int]], types: Sequence[str], first: int,
             "per_day": {_day(d): per_day[d] for d in sorted(per_day)}, "gaps": gaps}
 
 
+# The three checks the out-of-compliance list makes, shared with the report's measures:
+# each gives the problems found (none: the check holds).
+
+def _silent(live: Sequence[dict[str, Any]], now: float) -> list[str]:
+    return [f"探针 {a['agent']} 超过 1 小时未上传 / agent {a['agent']} silent for more than an hour"
+            for a in live if a["last_upload"] is None or now - a["last_upload"] > SILENT_AFTER]
+
+
+def _behind(live: Sequence[dict[str, Any]], fetched: dict[str, tuple[str, float]],
+            current_ruleset: str | None) -> list[str]:
+    if current_ruleset is None:
+        return []
+    return [f"探针 {a['agent']} 规则库落后 / agent {a['agent']} runs an older ruleset than the current one"
+            for a in live if fetched.get(a["agent"], ("",))[0] != current_ruleset]
+
+
+def _short_retention(retention_days: int) -> list[str]:
+    if retention_days >= REQUIRED_RETENTION_DAYS:
+        return []
+    return [f"中心留存 {retention_days} 天，要求 {REQUIRED_RETENTION_DAYS} 天 / the center keeps"
+            f" {retention_days} days, the law asks {REQUIRED_RETENTION_DAYS}"]
+
+
 def report(units: Units, agents: Sequence[tuple[str, str, bool]], unit: str, retention_days: int,
            current_ruleset: str | None, now: float | None = None) -> dict[str, Any]:
     """The unit's report (module doc); ``agents`` is (name, unit, revoked) per agent."""
@@ -93,26 +116,20 @@ def report(units: Units, agents: Sequence[tuple[str, str, bool]], unit: str, ret
         [] if fresh(nat) else ["近 24 小时无 NAT 记录 / no NAT record in the last 24 hours"])
     add("registration", profile is not None, {"uploaded": profile_updated, "profile": profile is not None},
         [] if profile is not None else ["未上报备案信息 / no registration profile uploaded"])
-    versions = {a["agent"]: fetched.get(a["agent"]) for a in live}
-    stale = [name for name, got in versions.items() if current_ruleset is not None
-             and (got is None or got[0] != current_ruleset)]
-    alert = newest(["alert"])
-    runs = {n: (None if v is None else {"etag": v[0], "fetched": v[1]}) for n, v in versions.items()}
-    add("keyword_filtering", current_ruleset is not None and bool(live) and not stale,
-        {"current_ruleset": current_ruleset, "agents": runs, "latest_alert": alert,
+    behind = _behind(live, fetched, current_ruleset)
+    runs = {a["agent"]: (None if (v := fetched.get(a["agent"])) is None else {"etag": v[0], "fetched": v[1]})
+            for a in live}
+    add("keyword_filtering", current_ruleset is not None and bool(live) and not behind,
+        {"current_ruleset": current_ruleset, "agents": runs, "latest_alert": newest(["alert"]),
          **_coverage(days, ["alert"], first, last)},
-        (["未发布规则库 / no ruleset published"] if current_ruleset is None else [])
-        + [f"探针 {n} 规则库落后 / agent {n} runs an older ruleset than the current one" for n in stale])
-    add("retention", retention_days >= REQUIRED_RETENTION_DAYS,
+        (["未发布规则库 / no ruleset published"] if current_ruleset is None else []) + behind)
+    short = _short_retention(retention_days)
+    add("retention", not short,
         {"center_retention_days": retention_days, "required_days": REQUIRED_RETENTION_DAYS,
-         "agent_backup_days_at_least": REQUIRED_BACKUP_DAYS},
-        [] if retention_days >= REQUIRED_RETENTION_DAYS
-        else [f"中心留存 {retention_days} 天，要求 {REQUIRED_RETENTION_DAYS} 天 / the center keeps"
-              f" {retention_days} days, the law asks {REQUIRED_RETENTION_DAYS}"])
-    silent = [a["agent"] for a in live if a["last_upload"] is None or now - a["last_upload"] > SILENT_AFTER]
+         "agent_backup_days_at_least": REQUIRED_BACKUP_DAYS}, short)
+    silent = _silent(live, now)
     add("upload", bool(live) and not silent, {"agents": mine},
-        (["无探针 / no agent"] if not live else [])
-        + [f"探针 {n} 超过 1 小时未上传 / agent {n} silent for more than an hour" for n in silent])
+        (["无探针 / no agent"] if not live else []) + silent)
     maint = newest(["audit"])
     add("maintenance_log", maint is not None, {"latest": maint, **_coverage(days, ["audit"], first, last)},
         [] if maint is not None
@@ -128,15 +145,8 @@ def problems(units: Units, agents: Sequence[tuple[str, str, bool]], retention_da
     fetched = units.rulesets()
     out = []
     for u in units.listing(list(agents), now):
-        why: list[str] = []
         live = [a for a in u["agents"] if a["status"] != "revoked"]
-        why += [f"探针 {a['agent']} 超过 1 小时未上传 / agent {a['agent']} silent for more than an hour"
-                for a in live if a["last_upload"] is None or now - a["last_upload"] > SILENT_AFTER]
-        if retention_days < REQUIRED_RETENTION_DAYS:
-            why.append(f"中心留存不足 / retention {retention_days} days < {REQUIRED_RETENTION_DAYS}")
-        if current_ruleset is not None:
-            why += [f"探针 {a['agent']} 规则库落后 / agent {a['agent']} runs an older ruleset" for a in live
-                    if fetched.get(a["agent"], ("",))[0] != current_ruleset]
+        why = _silent(live, now) + _short_retention(retention_days) + _behind(live, fetched, current_ruleset)
         if why:
             out.append({"unit": u["unit"], "name": (u["profile"] or {}).get("name"), "problems": why})
     return out
