@@ -286,6 +286,18 @@ class _Pending:
     error: BaseException | None = None
 
 
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on ``conn``: committed when the block ends, rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def _holding(kind: int, keys: Sequence[int]) -> tuple[str, list[int]]:
     """SQL true for a granule holding any of ``keys`` (of one ``kind``: the hours of one
     value), and its parameters: through the granule's own id, or its chunk's for the kinds
@@ -450,15 +462,9 @@ class SqliteStorage:
         written: dict[FileId, int] = {}  # bytes of fresh keys per file
         for f in sorted(by_file):
             conn = self._conn(f)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                size = sum(self._insert_chunk(conn, p.agent, p.unit, p.batch_seq, granules)
-                           for p, granules in by_file[f])
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            written[f] = size
+            with _immediate(conn):
+                written[f] = sum(self._insert_chunk(conn, p.agent, p.unit, p.batch_seq, granules)
+                                 for p, granules in by_file[f])
         # The markers last: see "Atomicity" in the module docstring.
         now = time.time()
         self._meta.execute("BEGIN IMMEDIATE")
@@ -513,14 +519,9 @@ class SqliteStorage:
     @staticmethod
     def _index_fresh(conn: sqlite3.Connection) -> None:
         """Move a file's fresh keys into ``keys``, in one transaction (module doc, "Index")."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             conn.execute(_INDEX_FRESH)
             conn.execute("DELETE FROM fresh_keys")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def _index_file(self, f: FileId) -> None:
         """``_index_fresh`` for file ``f`` if it has fresh keys (caller holds the lock); they
@@ -838,8 +839,7 @@ class SqliteStorage:
             self._drop(f)
             return deleted, 0, True
         deleted = held = 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             for gid, part, unit, _, ts_max, n, _ in rows:
                 if ts_max < before and gid not in maybe:
                     self._delete_granule(conn, gid)
@@ -868,10 +868,6 @@ class SqliteStorage:
                     " data = ?, rindex = ? WHERE id = ?",
                     (g.ts_min, g.ts_max, g.end_max, g.n, g.types, g.search, g.data, g.rindex, gid))
                 conn.execute(_INSERT_GRANULE_KEYS, (gid, g.keys))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return deleted, held, False
 
     @staticmethod
