@@ -80,6 +80,11 @@ async def require_user(accounts: Accounts, request: web.Request, roles: Collecti
     return user
 
 
+def json_answer(data: Any) -> web.Response:
+    """A JSON answer with text as it is (Chinese names, accounts), not ``\\u`` escapes."""
+    return web.json_response(data, dumps=lambda o: json.dumps(o, ensure_ascii=False, separators=(",", ":")))
+
+
 async def audit_first(audit: AuditLog, actor: str, action: str, target: str, detail: dict[str, Any],
                       result: str = "ok", what: str = "request") -> web.Response | None:
     """Append an audit entry (off the event loop) before an answer leaves: None once it is

@@ -33,14 +33,13 @@ import asyncio
 import csv
 import io
 import ipaddress
-import json
 import math
 from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
 
-from collector.access import audit_first, json_error, require_user
+from collector.access import audit_first, json_answer, json_error, require_user
 from collector.auth.accounts import Accounts, User
 from collector.auth.audit import AuditLog
 from collector.storage.base import AGENT_KEY, MAX_PAGE, SESSION_TOLERANCE, Storage
@@ -154,7 +153,7 @@ def query_routes(app: web.Application, storage: Storage, accounts: Accounts, aud
         params = {"ip": ip, "port": int(port), "ts": ts, "proto": proto}
         _user, result, err = await run(request, "traceback", params,
                                        lambda: traceback(storage, ip, int(port), ts, proto))
-        return err if err is not None else web.json_response(result, dumps=_dumps)
+        return err if err is not None else json_answer(result)
 
     async def records_handler(request: web.Request) -> web.Response:
         q = request.query
@@ -189,7 +188,7 @@ def query_routes(app: web.Application, storage: Storage, accounts: Accounts, aud
         if fmt == "csv":
             return web.Response(text=_csv(result["records"]), content_type="text/csv", charset="utf-8",
                                 headers={"Content-Disposition": 'attachment; filename="records.csv"'})
-        return web.json_response(result, dumps=_dumps)
+        return json_answer(result)
 
     async def connection_handler(request: web.Request) -> web.Response:
         q = request.query
@@ -205,12 +204,9 @@ def query_routes(app: web.Application, storage: Storage, accounts: Accounts, aud
         params = {"uid": uid, "agent": agent, "from": start, "to": end}
         _user, result, err = await run(request, "connection", params, lambda: {
             "records": storage.connection(uid, agent=agent, start=start, end=end)})
-        return err if err is not None else web.json_response(result, dumps=_dumps)
+        return err if err is not None else json_answer(result)
 
     app.router.add_get("/api/v1/query/traceback", traceback_handler)
     app.router.add_get("/api/v1/query/connection", connection_handler)
     app.router.add_get("/api/v1/query/records", records_handler)
 
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from collector.access import agent_of, audit_first, json_error, require_user
+from collector.access import agent_of, audit_first, json_answer, json_error, require_user
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditLog
 from collector.query.handlers import QUERY_ROLES
@@ -92,8 +92,7 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
                                     {"results": len(listing), "personal": personal})
         if refused is not None:
             return refused
-        return web.json_response({"units": listing, "retention_days": retention_days},
-                                 dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        return json_answer({"units": listing, "retention_days": retention_days})
 
     async def hourly(request: web.Request) -> web.Response:
         user = await require_user(accounts, request, QUERY_ROLES, "see ingest statistics")
@@ -127,7 +126,7 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
         if refused is not None:
             return refused
         if fmt == "json":
-            return web.json_response(ans, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+            return json_answer(ans)
         page = render(ans)
         if fmt == "html":  # no script in it; its styles are inline
             return web.Response(text=page, content_type="text/html", charset="utf-8", headers={
@@ -151,7 +150,7 @@ def unit_routes(app: web.Application, units: Units, accounts: Accounts, audit: A
                                     {"results": len(found)})
         if refused is not None:
             return refused
-        return web.json_response({"units": found}, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        return json_answer({"units": found})
 
     app.router.add_get("/api/v1/units/{unit}/compliance", compliance_of)
     app.router.add_get("/api/v1/compliance", out_of_compliance)

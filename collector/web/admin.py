@@ -14,13 +14,12 @@ Every refusal is decided here on the server, whatever the page offers.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
 
-from collector.access import audit_first, json_error, json_strings, require_user
+from collector.access import audit_first, json_answer, json_error, json_strings, require_user
 from collector.auth.accounts import AccountError, Accounts, User
 from collector.auth.audit import AuditLog, read_entries, verify
 
@@ -49,7 +48,7 @@ def admin_routes(app: web.Application, accounts: Accounts, audit: AuditLog) -> N
             return unaudited
         if refused is not None:
             return json_error(400, "bad_request", refused)
-        return web.json_response(result, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+        return json_answer(result)
 
     async def audit_page(request: web.Request) -> web.Response:
         try:
