@@ -8,13 +8,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the tests and the demo need (more arrive with later features): the build
 # tools, the real protocol peers the end-to-end tests start in network namespaces, and the
-# browser (with a CJK font) the web UI's tests drive through Playwright.
+# browser (with a CJK font) the web UI's tests drive through Playwright, and tshark/editcap
+# (the no-secrets oracle and the pcapng tests).
 DEB_PACKAGES := python3-venv python3-dev gcc iproute2 tcpdump curl freeradius freeradius-utils \
   dnsmasq-base udhcpc dovecot-imapd dovecot-pop3d vsftpd nginx nftables iptables iputils-ping clickhouse-server zookeeper \
-  chromium fonts-wqy-microhei
+  chromium fonts-wqy-microhei tshark wireshark-common
 DEMO_DIR := demo-out
 
-.PHONY: demo demo-stop test deps deb-deps lint typecheck unit bench clean compiled test-compiled
+.PHONY: demo demo-stop test deps deb-deps lint typecheck unit bench clean compiled test-compiled installed fresh-install
 
 deps: deb-deps $(STAMP)
 
@@ -25,6 +26,7 @@ deb-deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
+	    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  else \
@@ -46,24 +48,30 @@ typecheck: deps
 
 # pytest exit status 5 means "no tests collected": not a failure of the suite.
 unit: deps
-	$(BIN)/pytest -n auto -q; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+	$(BIN)/pytest -n auto; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
-# The compiled packet path must pass the same flow, decoder, capture and corpus tests, and the
-# compiled ingest path (validation, packing) the same wire and SQLite layout tests.
-test-compiled: compiled
-	EDGEAUDIT_TREE=$(COMPILED_DIR) $(BIN)/pytest -n auto -q tests/agent/flows tests/agent/decode \
-	  tests/agent/protocols tests/agent/identity tests/agent/filter \
-	  tests/agent/capture tests/corpus tests/wire tests/collector/test_ingest_decoding.py \
-	  tests/collector/storage/test_storage_scan.py tests/collector/storage/test_storage_sqlite.py \
-	  tests/collector/storage/test_storage_sqlite_granules.py; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+# What `pip install .` gives a gateway or a center, tested as such: on every run a fresh venv
+# (build/wheel-venv) builds the wheel from the checkout with pip's default build isolation,
+# installs it with the test runners, and the compiled packet path (flow, decoder, capture,
+# identity, filter and corpus tests) and the compiled ingest path (wire, validation, packing,
+# the SQLite layout) run against that installed wheel (conftest.py, EDGEAUDIT_TREE=installed).
+test-compiled: fresh-install
+	EDGEAUDIT_TREE=installed $(WHEEL_VENV)/bin/pytest -n auto $(COMPILED_TESTS); \
+	  rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
-test: lint typecheck unit test-compiled
+COMPILED_TESTS := tests/agent/flows tests/agent/decode tests/agent/protocols tests/agent/identity \
+  tests/agent/filter tests/agent/capture tests/corpus tests/wire tests/collector/test_ingest_decoding.py \
+  tests/collector/storage/test_storage_scan.py tests/collector/storage/test_storage_sqlite.py \
+  tests/collector/storage/test_storage_sqlite_granules.py
+
+# The whole suite last, so its closing `N passed` line ends the output.
+test: lint typecheck test-compiled unit
 
 # The lab (deploy/lab/lab.py): client, gateway and internet namespaces with real servers, the
 # collector on the host and the agent on the gateway; prints the collector URL, an operator login
 # and an example traceback, and leaves it all running until `make demo-stop`.
-demo: deps
-	$(BIN)/python deploy/lab/lab.py start --dir $(DEMO_DIR)
+demo: deps installed
+	$(WHEEL_VENV)/bin/python deploy/lab/lab.py start --dir $(DEMO_DIR)
 
 demo-stop:
 	@$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) deploy/lab/lab.py stop --dir $(DEMO_DIR)
@@ -78,16 +86,34 @@ bench: deps compiled
 clean:
 	rm -rf $(DEMO_DIR) build .pytest_cache .mypy_cache .ruff_cache
 
-# The packet path compiled with mypyc (same source, machine code): a build artifact in
-# build/compiled, used by `make bench` and tested by `make test` against the pure-Python tree.
+# The build a user installs. `pip wheel .` in a venv of its own (build isolation: only what
+# pyproject.toml's [build-system] declares), the wheel installed there with the test runners,
+# and the same wheel unpacked into build/compiled for the benchmarks (bench/agent_compiled.py,
+# bench_collector.py, bench_keywords.py import from it): one wheel, byte for byte, for the
+# demo, the benchmarks and the compiled tests. `installed` rebuilds when a source changed;
+# `fresh-install` (make test) rebuilds every time.
+WHEEL_DIR := build/wheel
+WHEEL_VENV := build/wheel-venv
+WHEEL_STAMP := $(WHEEL_VENV)/.installed
 COMPILED_DIR := build/compiled
-COMPILED_STAMP := $(COMPILED_DIR)/.built
+TEST_RUNNERS := pytest>=8 pytest-xdist>=3 hypothesis>=6.100
+SOURCES := $(shell find agent wire rulesets collector -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.css' 2>/dev/null)
 
-compiled: $(COMPILED_STAMP)
+installed: $(WHEEL_STAMP)
+compiled: $(WHEEL_STAMP)
 
-$(COMPILED_STAMP): $(STAMP) $(shell find agent wire rulesets collector -name '*.py' 2>/dev/null) pyproject.toml setup.py
-	rm -rf $(COMPILED_DIR) && mkdir -p $(COMPILED_DIR)
-	tar --exclude=__pycache__ -cf - agent wire rulesets collector pyproject.toml setup.py README.md | tar -xf - -C $(COMPILED_DIR)
-	cd $(COMPILED_DIR) && $(CURDIR)/$(BIN)/python setup.py build_ext --inplace > mypyc.log 2>&1 \
-	  || { tail -30 mypyc.log; exit 1; }
-	touch $@
+fresh-install:
+	rm -f $(WHEEL_STAMP)
+	$(MAKE) --no-print-directory installed
+
+$(WHEEL_STAMP): $(SOURCES) pyproject.toml setup.py README.md
+	@# setuptools builds in the checkout's build/: stale copies of removed modules must not ship
+	rm -rf $(WHEEL_DIR) $(WHEEL_VENV) $(COMPILED_DIR) build/lib build/lib.* build/bdist.*
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip install -q --upgrade pip
+	$(WHEEL_VENV)/bin/pip wheel -q --no-deps -w $(WHEEL_DIR) .
+	$(WHEEL_VENV)/bin/pip install -q $(WHEEL_DIR)/edgeaudit-*.whl '$(word 1,$(TEST_RUNNERS))' \
+	  '$(word 2,$(TEST_RUNNERS))' '$(word 3,$(TEST_RUNNERS))'
+	$(WHEEL_VENV)/bin/pip install -q --no-deps --target $(COMPILED_DIR) $(WHEEL_DIR)/edgeaudit-*.whl
+	@$(WHEEL_VENV)/bin/edgeaudit-agent --version
+	touch $(COMPILED_DIR)/.built $@

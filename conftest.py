@@ -1,11 +1,18 @@
 """Suite-wide setup.
 
-EDGEAUDIT_TREE=build/compiled runs the tests against the mypyc-compiled tree
-(`make compiled`) instead of the source tree, so the compiled packet path and
-ingest path are held to the same tests (`make test` does this for the flow,
-corpus, wire and SQLite layout tests).
-The development install is editable and its import hook would keep serving the
-source modules, so the hook is taken out first.
+EDGEAUDIT_TREE=installed runs the tests against the package installed in the
+interpreter's environment instead of the checkout: `make test` runs the flow,
+decoder, capture, corpus, wire and SQLite layout tests with the pytest of a
+fresh venv into which the wheel `pip wheel .` built was installed, so the
+mypyc-compiled packet and ingest paths a user gets are held to the same tests.
+pytest puts the checkout (this file's directory) first on sys.path, where the
+same package names exist as source, so it is moved behind site-packages, and
+PYTHONSAFEPATH keeps `python -m agent.cli` children started in the checkout
+from importing the source too. The installed modules must be machine code.
+
+EDGEAUDIT_TREE=build/compiled (a directory) does the same with an unpacked
+build (the benchmarks' tree). The development install is editable and its
+import hook would keep serving the source modules, so the hook is taken out.
 """
 
 from __future__ import annotations
@@ -26,15 +33,22 @@ else:
     _hypothesis_settings.load_profile("edgeaudit")
 
 _tree = os.environ.get("EDGEAUDIT_TREE")
-if _tree:
+if _tree == "installed":
+    _checkout = Path(__file__).resolve().parent
+    _here = [p for p in sys.path if Path(p or ".").resolve() == _checkout]
+    sys.path[:] = [p for p in sys.path if p not in _here] + _here
+    os.environ["PYTHONSAFEPATH"] = "1"
+elif _tree:
     _path = Path(_tree).resolve()
     if not (_path / ".built").exists():
         raise RuntimeError(f"EDGEAUDIT_TREE={_tree}: not a built tree (run `make compiled`)")
     sys.meta_path[:] = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")]
     sys.path.insert(0, str(_path))
+if _tree:
     import agent.flows.table
     import collector.storage.granules
 
     for _module in (agent.flows.table, collector.storage.granules):
-        if not _module.__file__ or not _module.__file__.endswith(".so"):
-            raise RuntimeError(f"EDGEAUDIT_TREE={_tree}: {_module.__name__} is not the compiled module")
+        _file = _module.__file__ or ""
+        if not _file.endswith(".so") or (_tree == "installed" and "site-packages" not in _file):
+            raise RuntimeError(f"EDGEAUDIT_TREE={_tree}: {_module.__name__} is {_file}, not compiled")

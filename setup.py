@@ -9,12 +9,30 @@ would leave machine code beside the sources that a later edit would not
 change. `make compiled` builds the same modules into build/compiled for the
 benchmarks and for `make test`, which runs the flow, decoder, capture, corpus,
 wire and ingest tests against them.
+
+What the build needs. mypyc type-checks the modules it compiles, following their imports, so
+the isolated environment pip builds in (PEP 517) must hold the typed third-party modules those
+modules call: `[build-system] requires` in pyproject.toml lists them (orjson, librt) beside
+setuptools and mypy. Untyped ones (msgpack, zstandard, ahocorasick) are declared
+`ignore_missing_imports` in the mypy configuration, so the compile step needs them neither
+present nor stubbed. Declaring the typed ones, rather than checking with their types missing,
+keeps their return types: mypyc then compiles, say, orjson.dumps() as a call known to return
+bytes, exactly as in the development tree that mypy checks.
+
+Without a working C compiler (or without Python's headers) there is nothing to compile with:
+the build says so in one line and produces the interpreted build, which runs the same code
+more slowly. `edgeaudit-agent --version` tells which build is installed. The probe compiles a
+one-line C file that includes Python.h with the compiler setuptools would use ($CC honoured).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+from typing import Final
 
 from setuptools import setup
 
@@ -39,8 +57,46 @@ COMPILED_MODULES = [
 ]
 
 
+def c_compiler_problem() -> str | None:
+    """None when a C file including Python.h compiles here; else why not, in a few words."""
+    from distutils.ccompiler import new_compiler  # setuptools' copy (imported above)
+    from distutils.errors import CCompilerError, DistutilsError
+    from distutils.sysconfig import customize_compiler
+
+    compiler = new_compiler()
+    customize_compiler(compiler)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "edgeaudit_probe.c"
+        src.write_text("#include <Python.h>\nint edgeaudit_probe(void) { return Py_IsInitialized(); }\n")
+        # The compiler's own complaint would spread over several lines; the one line below says it.
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+                compiler.compile([str(src)], output_dir=tmp, include_dirs=[sysconfig.get_paths()["include"]])
+        except (CCompilerError, DistutilsError, OSError) as e:
+            return str(e).splitlines()[0] if str(e) else type(e).__name__
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return None
+
+
+# Commands that only describe the package. pip runs setup.py once for each PEP 517 step; only
+# the build itself needs mypyc's translation (a few minutes) and the compiler probe.
+METADATA_ONLY: Final = {"egg_info", "dist_info", "sdist", "--name", "--version"}
+
+
 def ext_modules() -> list[object]:
     if os.environ.get("EDGEAUDIT_PURE") == "1":
+        return []
+    commands = [a for a in sys.argv[1:] if not a.startswith("-") or a in METADATA_ONLY]
+    if commands and all(c in METADATA_ONLY for c in commands[:1]):
+        return []
+    problem = c_compiler_problem()
+    if problem is not None:
+        print(f"edgeaudit: no working C compiler ({problem}); building the interpreted (slower) agent "
+              "and collector", file=sys.stderr)
         return []
     try:
         from mypyc.build import mypycify

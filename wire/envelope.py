@@ -59,7 +59,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 import zstandard
 
 from wire.errors import EnvelopeError

@@ -25,8 +25,10 @@ Design
   extraction does; `query` is the question name from the query (for a
   response seen without its query, the owner name of its first answer, as
   Zeek's `do_reply`); `qclass`/`qtype`/`TC`/`RD` come from the
-  query only; `rcode` from the response; `AA`/`RA` from a response that has
-  answer RRs; only the answer section is rendered into `answers`/`ttls`,
+  query only; `rcode`, `AA` and `RA` from the response header (Zeek sets
+  AA/RA only while logging an answer RR, so a NODATA or REFUSED response
+  would show them false although the server set them; Suricata and the wire
+  say what the header says); only the answer section is rendered into `answers`/`ttls`,
   using Zeek's renderings (address, name, MX exchange, SOA mname, SRV target,
   "TXT <len> <text>" per string joined by spaces, "RRSIG <type> <signer>",
   "<unknown type=N>", ...).  `rejected` follows Zeek's `dns_rejected` event
@@ -395,7 +397,6 @@ class DnsDecoder:
                 query, qtype, qclass = q.question
         if query is None and r is not None and r.answer_owner is not None:
             query = r.answer_owner
-        has_answers = r is not None and r.ancount > 0
         rejected = False
         if r is not None:
             no_rrs = r.ancount == 0 and r.nscount == 0 and r.arcount == 0
@@ -411,10 +412,10 @@ class DnsDecoder:
             "qtype_name": qtype_name(qtype) if qtype is not None else None,
             "rcode": r.rcode if r is not None else None,
             "rcode_name": rcode_name(r.rcode) if r is not None else None,
-            "AA": bool(r.aa) if r is not None and has_answers else False,
+            "AA": bool(r.aa) if r is not None else False,
             "TC": tc,
             "RD": rd,
-            "RA": bool(r.ra) if r is not None and has_answers else False,
+            "RA": bool(r.ra) if r is not None else False,
             "answers": list(r.answers) if r is not None else [],
             "ttls": list(r.ttls) if r is not None else [],
             "rejected": rejected,

@@ -31,7 +31,10 @@ Design (RFC 9112 "HTTP/1.1", RFC 9110 "HTTP Semantics"):
   are never stored.
 
 Zeek semantics kept: ``version`` comes from the status line (``None`` when
-there is no reply), ``host`` is the Host field as sent, ``uri`` the raw
+there is no reply), ``host`` is the Host field as sent (a name keeps its
+``:port``, as in Zeek's http.log; the one exception is a port after a
+bracketed IPv6 literal, dropped as Suricata's ``http.hostname`` does, see
+``_host_field``), ``uri`` the raw
 request-target, ``request_body_len``/``response_body_len`` are decoded entity
 lengths. Errors raise ``DecodeError`` with Zeek weird names.
 """
@@ -102,6 +105,22 @@ _DEAD: Final = 8
 
 def _text(b: bytes) -> str:
     return b.decode("utf-8", "backslashreplace")
+
+
+def _host_field(value: bytes) -> bytes:
+    """The Host field for the record: as sent, except ``[v6]:port`` -> ``[v6]``.
+
+    RFC 9110 §7.2 / RFC 3986 §3.2.2: an IPv6 literal is bracketed, so the
+    port of ``[::1]:8000`` is the digits after ``]:``; Suricata logs
+    ``[::1]``. A name or IPv4 address keeps its ``:port`` (Zeek's http.log
+    does: ``localhost:8000``), and a bare, unbracketed literal is kept whole,
+    since its last colon is not a port separator.
+    """
+    if value[:1] == b"[":
+        end = value.find(b"]")
+        if end > 0 and value[end + 1 : end + 2] == b":" and value[end + 2 :].isdigit():
+            return value[: end + 1]
+    return value
 
 
 class _Body:
@@ -665,7 +684,7 @@ class HttpDecoder:
         ctype = _media_type(hdr[b"content-type"]) if b"content-type" in hdr else None
         if d.is_orig:
             if b"host" in hdr:
-                txn.host = _text(hdr[b"host"])
+                txn.host = _text(_host_field(hdr[b"host"]))
                 if self.content is not None:
                     self.content.append(Content("http.host", hdr[b"host"], txn.depth, True))
             if b"user-agent" in hdr:

@@ -55,6 +55,7 @@ from agent.run.worker import GatewayConsumer
 from agent.spool.store import Spool, SpoolError
 from agent.uploader.client import CollectorClient, TransientError, UploadError, backoff_delay
 from agent.uploader.drain import SpoolDrain
+from wire.build import describe
 
 log = logging.getLogger("edgeaudit.agent")
 
@@ -205,8 +206,9 @@ class Supervisor:
             self._thread("rulesets", self._ruleset_fetch)
         if cfg.metrics_listen:
             self._thread("metrics", self._metrics)
-        log.info("running: mode %s, %d capture process(es), spool %s", cfg.capture.mode,
-                 sum(len(p.pids()) for p in self.pools) + (self.inline_pid is not None), spool_file(cfg))
+        log.info("running: edgeaudit %s, mode %s, %d capture process(es), spool %s", describe(),
+                 cfg.capture.mode, sum(len(p.pids()) for p in self.pools) + (self.inline_pid is not None),
+                 spool_file(cfg))
         return self._loop()
 
     def _thread(self, name: str, target: Callable[[], None]) -> None:

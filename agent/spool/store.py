@@ -79,7 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_RECORDS

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 import zstandard
 
 from agent.spool.store import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, Batch, Spool

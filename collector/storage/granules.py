@@ -51,7 +51,7 @@ from itertools import repeat
 from operator import and_, or_, rshift
 from typing import Any, Final, NamedTuple
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 import orjson
 import zstandard
 

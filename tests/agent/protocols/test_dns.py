@@ -156,6 +156,17 @@ def test_rejected_response_without_rrs() -> None:
     assert r["rejected"] is True
 
 
+def test_header_flags_of_a_response_without_answers() -> None:
+    """NODATA (NOERROR, no answer RR) and REFUSED replies still report the server's AA/RA bits,
+    as Suricata does (suricata-verify decode-teredo-01, DNS ids 38477 and 26746)."""
+    name = "www.wireshark.org"
+    nodata = pair(query(12, name, "AAAA"), response(12, name, "AAAA", an=[], aa=1))
+    assert (nodata["rcode_name"], nodata["AA"], nodata["RA"]) == ("NOERROR", True, True)
+    assert nodata["answers"] == []
+    refused = pair(query(13, "x.example"), response(13, "x.example", an=[], aa=1, ra=0, rcode=5))
+    assert (refused["rcode_name"], refused["AA"], refused["RA"]) == ("REFUSED", True, False)
+
+
 def test_unknown_type_rendering() -> None:
     an = DNSRR(rrname="x.example", type=65280, ttl=1, rdata=b"\x01\x02")
     r = pair(query(12, "x.example", 65280), response(12, "x.example", 65280, an=an))

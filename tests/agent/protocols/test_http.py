@@ -58,6 +58,27 @@ def test_get_keepalive_three() -> None:
     assert "uid" not in r and "src_ip" not in r
 
 
+@pytest.mark.parametrize(
+    ("sent", "logged"),
+    [
+        ("[::1]:8000", "[::1]"),  # port after a bracketed IPv6 literal: dropped (Suricata http.hostname)
+        ("[2001:db8::7]:80", "[2001:db8::7]"),
+        ("[2001:db8::7]", "[2001:db8::7]"),  # no port: unchanged
+        ("[::1]:", "[::1]:"),  # not a port: kept as sent
+        ("[::1]:8o", "[::1]:8o"),
+        ("[::1", "[::1"),  # unclosed bracket: kept as sent
+        ("::1", "::1"),  # bare literal: its last colon is part of the address
+        ("2001:db8::7", "2001:db8::7"),
+        ("localhost:8000", "localhost:8000"),  # a name keeps its port, as Zeek's http.log does
+        ("192.0.2.7:8080", "192.0.2.7:8080"),
+        ("example.com", "example.com"),
+    ],
+)
+def test_host_port_after_bracketed_ipv6(sent: str, logged: str) -> None:
+    (r,) = all_modes([(True, req(host=sent)), (False, resp())])
+    assert r["host"] == logged
+
+
 def test_pipelined() -> None:
     segs: list[Seg] = [
         (True, req(uri="/a") + req(uri="/b") + req("POST", "/c", "Content-Length: 3\r\n", b"abc")),
@@ -517,3 +538,14 @@ def test_skippable_bodies_are_counted_without_being_seen() -> None:
     gz.feed(True, req(), 1.0)
     gz.feed(False, b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 99999\r\n\r\n" + big, 2.0)
     assert gz.skippable(False) == 0
+
+
+SURICATA_HTTP_IPV6 = CORPUS / "suricata-verify" / "http-ipv6" / "input.pcap"
+
+
+@pytest.mark.skipif(not SURICATA_HTTP_IPV6.exists(), reason="corpus absent")
+def test_suricata_http_ipv6_hostname() -> None:
+    """suricata-verify http-ipv6: "Host: [::1]:8000" over loopback IPv6; Suricata logs hostname [::1]."""
+    pytest.importorskip("dpkt")
+    recs = list(_decode_pcap(SURICATA_HTTP_IPV6).values())
+    assert [r["host"] for r in recs] == ["[::1]"]
