@@ -62,7 +62,8 @@ test-compiled: fresh-install
 COMPILED_TESTS := tests/agent/flows tests/agent/decode tests/agent/protocols tests/agent/identity \
   tests/agent/filter tests/agent/capture tests/corpus tests/wire tests/collector/test_ingest_decoding.py \
   tests/collector/storage/test_storage_scan.py tests/collector/storage/test_storage_sqlite.py \
-  tests/collector/storage/test_storage_sqlite_granules.py
+  tests/collector/storage/test_storage_sqlite_granules.py \
+  tests/deploy/test_packaging.py::test_console_script_starts_and_names_its_build
 
 # The whole suite last, so its closing `N passed` line ends the output.
 test: lint typecheck test-compiled unit

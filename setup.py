@@ -3,12 +3,13 @@
 `pip install .` (a wheel, what a gateway or a collector runs) compiles
 COMPILED_MODULES with mypyc from the same typed source: the agent's packet path
 (about 2.5x the packets per CPU second of the interpreted code) and the
-collector's ingest workers (validation and packing; bench/README.md). The development install sets
-EDGEAUDIT_PURE=1 (see the Makefile): an editable install compiled in place
-would leave machine code beside the sources that a later edit would not
-change. `make compiled` builds the same modules into build/compiled for the
-benchmarks and for `make test`, which runs the flow, decoder, capture, corpus,
-wire and ingest tests against them.
+collector's ingest workers (validation and packing; bench/README.md). An
+editable install (`pip install -e .`, the development venv) is always the
+interpreted build: machine code compiled in place beside the sources would keep
+running after the next edit. `make test` builds the wheel with pip in a fresh
+venv, installs it and runs the flow, decoder, capture, corpus, wire and ingest
+tests against it; `make compiled` unpacks the same wheel into build/compiled
+for the benchmarks.
 
 What the build needs. mypyc type-checks the modules it compiles, following their imports, so
 the isolated environment pip builds in (PEP 517) must hold the typed third-party modules those
@@ -85,13 +86,19 @@ def c_compiler_problem() -> str | None:
 # Commands that only describe the package. pip runs setup.py once for each PEP 517 step; only
 # the build itself needs mypyc's translation (a few minutes) and the compiler probe.
 METADATA_ONLY: Final = {"egg_info", "dist_info", "sdist", "--name", "--version"}
+# An editable install (`pip install -e .`) is for working on the source: machine code built in
+# place beside the sources would keep running after the next edit, so it stays interpreted.
+EDITABLE: Final = {"editable_wheel", "develop"}
 
 
 def ext_modules() -> list[object]:
     if os.environ.get("EDGEAUDIT_PURE") == "1":
         return []
-    commands = [a for a in sys.argv[1:] if not a.startswith("-") or a in METADATA_ONLY]
-    if commands and all(c in METADATA_ONLY for c in commands[:1]):
+    first = next((a for a in sys.argv[1:] if not a.startswith("-") or a in METADATA_ONLY), None)
+    if first in METADATA_ONLY:
+        return []
+    if first in EDITABLE:
+        print("edgeaudit: editable install: the interpreted build (pip install . compiles)", file=sys.stderr)
         return []
     problem = c_compiler_problem()
     if problem is not None:

@@ -1,7 +1,8 @@
 """Run edgeaudit-agent from the mypyc-compiled tree (`make compiled` -> build/compiled).
 
-The compiled tree holds the same source as the repository plus the packet
-path's modules compiled to machine code. The development install is editable,
+The compiled tree is the wheel `pip wheel .` builds (what `make test` installs and
+tests), unpacked: the same source as the repository plus the packet path's modules
+compiled to machine code. The development install is editable,
 and its import hook would otherwise keep serving the pure-Python modules, so
 this launcher takes that hook out before importing `agent`.
 

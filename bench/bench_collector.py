@@ -48,7 +48,7 @@ What: two measurements per storage backend (``--storage sqlite,clickhouse``).
 
 Build: the collector runs as ``pip install .`` builds it, its ingest workers' modules
 (validation, the generated checks and scanners, packing into granules) compiled by mypyc
-(setup.py; ``make compiled`` builds the same into ``build/compiled``), in the served
+(setup.py; ``make compiled`` unpacks the wheel pip builds into ``build/compiled``), in the served
 collector and in this process' backend and raw inserts alike; ``--build pure`` measures the
 sources instead (``auto``, the default: compiled when built). The table says which.
 

@@ -195,6 +195,13 @@ def _tool(name: str) -> str:
     return p
 
 
+def _build() -> str:
+    """What `edgeaudit-agent --version` says of the installed build (compiled by mypyc or not)."""
+    res = subprocess.run([*_exe("edgeaudit-agent", "agent.cli"), "--version"], capture_output=True, text=True,
+                         check=False)
+    return res.stdout.strip() or res.stderr.strip()
+
+
 def _exe(name: str, module: str) -> list[str]:
     """A console script of this project next to the interpreter, else ``python -m module``."""
     p = Path(sys.executable).parent / name
@@ -289,7 +296,7 @@ class Lab:
         with log.open("wb") as out:
             proc = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, cwd=cwd or self.dir,
-                                    env=dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1"))
+                                    env=dict(os.environ, PYTHONUNBUFFERED="1"))
         self.state.procs.append({"name": name, "pid": proc.pid, "start": _starttime(proc.pid), "ns": ns})
         self.state.save()
         return Proc(name, proc, log)
@@ -1039,6 +1046,7 @@ def report(res: dict[str, Any], cfg: LabConfig) -> str:
         f"  network:    namespaces {', '.join(res['namespaces'])}; LAN {LAN}.0/24 behind {OUTSIDE} (NAT)",
         "  users:      " + ", ".join(f"{n} {a}" for n, a in res["addresses"].items())
         + " (alice: RADIUS accounting, bob: DHCP + roster)",
+        f"  build:      {_build()}",
         f"  agent:      ip netns exec {cfg.gw} {_exe('edgeaudit-agent', 'agent.cli')[-1]} selfcheck "
         f"--config {cfg.dir}/agent/agent.toml",
         f"  logs:       {cfg.dir}/logs/",
