@@ -79,7 +79,7 @@ demo-stop:
 
 bench: deps compiled
 	$(BIN)/python bench/bench_sessions.py --repeat 3
-	$(BIN)/pip install -q 'hyperscan>=0.7' && $(BIN)/python bench/bench_keywords.py
+	$(BIN)/python bench/bench_keywords.py
 	command -v tcpreplay >/dev/null || apt-get install -y -q tcpreplay
 	$(BIN)/python bench/bench_live.py
 	$(BIN)/python bench/bench_collector.py --repeat 3

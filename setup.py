@@ -51,6 +51,7 @@ COMPILED_MODULES = [
     "agent/identity/roster.py",
     # the keyword filter: it sees every inspected byte when a ruleset is loaded
     "agent/filter/engine.py", "agent/filter/compiled.py", "agent/filter/automaton.py",
+    "agent/filter/patterns.py", "agent/filter/vectorscan.py",
     "agent/filter/normalize.py", "agent/filter/forms.py",
     # the collector's ingest workers: validation (the generated checks) and packing into granules
     "wire/fastchecks.py", "wire/fastpath.py", "wire/formats.py", "wire/validate.py", "wire/envelope.py",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from agent.capture import CaptureError, open_capture
+from agent.filter.patterns import ENGINES
 from agent.flows.inspector import DEFAULT_DEPTH
 from agent.identity import RosterError, load_roster
 from agent.pipeline import Pipeline, Record
@@ -169,7 +170,7 @@ def cmd_replay(a: argparse.Namespace) -> int:
         if a.sessions_only:
             print("edgeaudit-agent: --rules needs the decoders (drop --sessions-only)", file=sys.stderr)
             return EXIT_BAD_INPUT
-        rules = _load_rules(a.rules, a.pubkey)
+        rules = _load_rules(a)
         if rules is None:
             return EXIT_BAD_INPUT
     p = Pipeline(sink, max_flows=a.max_flows, decoders=not a.sessions_only, depth=a.depth, roster=roster,
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(edgeaudit-rules sign) checked against --pubkey; writes `alert` records")
     r.add_argument("--pubkey", type=Path, action="append", default=[], metavar="FILE",
                    help="a trusted ruleset signing key (edgeaudit-rules keygen); needed for a bundle")
+    _engine_options(r)
     r.add_argument("--collector", metavar="URL",
                    help="also upload every record to this collector (POST /api/v1/batches)")
     r.add_argument("--token", help="the agent's token for --collector (edgeaudit-collector agents add)")
@@ -282,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the NFQUEUE number of the gateway's nftables `queue num N` rule")
     i.add_argument("--rules", type=Path, required=True, metavar="DIR|BUNDLE", help="as for replay")
     i.add_argument("--pubkey", type=Path, action="append", default=[], metavar="FILE", help="as for replay")
+    _engine_options(i)
     i.add_argument("--jsonl", type=Path, required=True, help="write every record here as JSON lines")
     i.add_argument("--depth", type=_non_negative, default=DEFAULT_DEPTH,
                    help=f"payload bytes inspected per direction of a connection (default {DEFAULT_DEPTH})")
@@ -314,17 +317,28 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _load_rules(path: Path, pubkeys: list[Path]) -> CompiledRules | None:
-    """Load, check and compile a ruleset directory, or verify a signed bundle against `pubkeys`;
-    print every problem (FILE:LINE) or the reason and return None if bad."""
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="keyword engine: vectorscan, aho-corasick (the reference), or auto (default: "
+                        "vectorscan when it imports, else aho-corasick)")
+    p.add_argument("--engine-cache", type=Path, metavar="DIR",
+                   help="keep compiled keyword databases here (default: none for replay and inline)")
+
+
+def _load_rules(a: Any) -> CompiledRules | None:
+    """Load, check and compile a ruleset directory, or verify a signed bundle against --pubkey,
+    for --engine; print every problem (FILE:LINE) or the reason and return None if bad."""
     from agent.filter.source import RulesSourceError, load_rules
 
     try:
-        return load_rules(path, pubkeys, "--pubkey")[0]
+        rules = load_rules(a.rules, a.pubkey, "--pubkey", engine=a.engine, cache_dir=a.engine_cache)[0]
     except RulesSourceError as e:
         for line in e.lines:
             print(f"edgeaudit-agent: {line}", file=sys.stderr)
         return None
+    print(f"edgeaudit-agent: keyword engine {rules.engine} ({rules.patterns.engine_reason}); "
+          f"{len(rules.patterns)} patterns of {rules.rule_count()} rules", file=sys.stderr)
+    return rules
 
 
 def cmd_inline(a: Any) -> int:
@@ -335,7 +349,7 @@ def cmd_inline(a: Any) -> int:
     from agent.enforce.inline import InlineAgent
     from agent.enforce.nfqueue import NfQueue
 
-    rules = _load_rules(a.rules, a.pubkey)
+    rules = _load_rules(a)
     if rules is None:
         return EXIT_BAD_INPUT
     roster = None

@@ -21,6 +21,12 @@ Sections and keys (defaults in brackets):
     directory or signed bundle. ``pubkeys`` [[]]: trusted ruleset signing keys (needed for a
     bundle, and for updates). ``update_interval_s`` [300; 0 = never]: how often the agent
     asks the collector for a newer signed bundle.
+``[filter]``
+    ``engine`` ["auto"]: the keyword engine: "vectorscan" (the ``hyperscan`` package),
+    "aho-corasick" (pyahocorasick, the reference), or "auto": Vectorscan when it imports and
+    compiles the ruleset, else Aho-Corasick (``agent.filter.patterns``). ``cache_dir``
+    [beside the ruleset: ``RULES.vectorscan``; "" = no cache]: where compiled Vectorscan
+    databases are kept, so a restart does not recompile the ruleset.
 ``[collector]``
     ``url`` [required]: http(s)://host:port. ``token`` or ``token_file`` (exactly one): the
     agent's token (``edgeaudit-collector agents add``). ``ca_file`` [system CAs]: the CA to
@@ -61,6 +67,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from agent.filter.patterns import ENGINES
 from agent.spool.store import MIN_KEEP_DAYS  # the law's minimum for keeping records (days)
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_RECORDS
@@ -101,6 +108,12 @@ class InspectionConfig:
 
 
 @dataclass(frozen=True)
+class FilterConfig:
+    engine: str = "auto"
+    cache_dir: Path | None = None  # None: no cache (no ruleset, or cache_dir = "")
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     url: str = ""
     token: str = field(default="", repr=False)  # a secret: never printed
@@ -136,6 +149,15 @@ class AgentConfig:
     roster: Path | None
     metrics_listen: str
     unit: dict[str, Any]
+    filter: FilterConfig = FilterConfig()
+
+
+def default_cache_dir(rules: Path | None) -> Path | None:
+    """Where compiled keyword databases are cached by default: beside the ruleset, as
+    ``RULES.vectorscan`` (a directory; RULES is the ruleset directory or bundle file)."""
+    if rules is None:
+        return None
+    return rules.with_name(rules.name + ".vectorscan")
 
 
 class _Section:
@@ -217,7 +239,7 @@ def check_config(doc: dict[str, Any], path: Path) -> AgentConfig:
     """``load_config`` after parsing: check the document, resolve relative paths against ``path``."""
     problems: list[str] = []
     base = path.parent
-    sections = {"capture", "inspection", "collector", "spool", "nat", "identity", "metrics", "unit"}
+    sections = {"capture", "inspection", "filter", "collector", "spool", "nat", "identity", "metrics", "unit"}
     for key in sorted(set(doc) - sections):
         problems.append(f"[{key}]: unknown section (known: {', '.join(sorted(sections))})")
 
@@ -248,6 +270,15 @@ def check_config(doc: dict[str, Any], path: Path) -> AgentConfig:
         pubkeys=tuple(rel(p) for p in i.get("pubkeys", [], list, "a list of paths", _path_list)),
         update_interval_s=i.get("update_interval_s", 300, int, "seconds >= 0", lambda v: v >= 0),
     )
+
+    fl = _Section("filter", doc.get("filter", {}), problems, {"engine", "cache_dir"})
+    engine = fl.get("engine", "auto", str, f"one of {', '.join(ENGINES)}", lambda v: v in ENGINES)
+    cache = fl.get("cache_dir", None, str, 'a path, or "" for no cache')
+    if cache is None:
+        cache_dir = default_cache_dir(inspection.rules)
+    else:
+        cache_dir = rel(cache) if cache else None
+    filter_cfg = FilterConfig(engine=engine, cache_dir=cache_dir)
 
     k = _Section("collector", doc.get("collector", {}), problems,
                  {"url", "token", "token_file", "ca_file", "batch_records", "batch_seconds"})
@@ -321,4 +352,5 @@ def check_config(doc: dict[str, Any], path: Path) -> AgentConfig:
     if problems:
         raise ConfigError(path, problems)
     return AgentConfig(path=path, capture=capture, inspection=inspection, collector=collector, spool=spool,
-                       nat=nat, roster=rel(roster) if roster else None, metrics_listen=metrics, unit=profile)
+                       nat=nat, roster=rel(roster) if roster else None, metrics_listen=metrics, unit=profile,
+                       filter=filter_cfg)

@@ -202,6 +202,7 @@ class Pipeline:
             "records_out": sum(self.records_by_type.values()),
             "records_dropped": self.decoder.counters["weirds_dropped"],
             "spool_records": 0, "spool_bytes": 0, "upload_lag_s": 0.0, "ruleset_version": None,
+            "keyword_engine": self.filter.rules.engine if self.filter is not None else None,
         }
 
     def counters(self) -> dict[str, int]:

@@ -173,13 +173,18 @@ def check(cfg: AgentConfig, *, offline: bool = False, now: float | None = None) 
         try:
             rules, _ = load_rules(cfg)
             assert rules is not None
-            m.evidence.append(f"configured ruleset {rules.name} v{rules.version}, {rules.rule_count()} rules")
+            m.evidence.append(f"configured ruleset {rules.name} v{rules.version}, {rules.rule_count()} "
+                              f"rules, keyword engine {rules.engine} ({rules.patterns.engine_reason})")
         except StartError as e:
             m.configured = False
             m.evidence.append(f"ruleset unusable: {e}")
     versions = sorted({int(d["ruleset_version"]) for d in workers
                        if d.get("running") and d.get("ruleset_version") is not None})
     m.working = running and bool(versions)
+    engines = sorted({f"{ke.get('engine')} ({ke.get('reason')})" for d in workers
+                      if d.get("running") and isinstance(ke := d.get("keyword_engine"), dict)})
+    if engines:
+        m.evidence.append(f"running keyword engine: {'; '.join(engines)}")
     m.evidence.append(f"running ruleset version(s): {', '.join(map(str, versions)) or 'none'}; "
                       + ("block rules drop and reset (inline)" if cfg.capture.mode == "inline"
                          else "alerts only (blocking needs inline mode)"))

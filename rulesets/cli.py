@@ -178,7 +178,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     except ImportError as e:
         _err(f"test: not available in this version ({e})")
         return 2
-    rc: int = run_test(args.dir, args.pcaps)
+    rc: int = run_test(args.dir, args.pcaps, engine=args.engine)
     return rc
 
 
@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="run a ruleset over captures and show what it matches")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("pcaps", nargs="+", metavar="FILE.pcap")
+    p.add_argument("--engine", choices=("auto", "vectorscan", "aho-corasick"), default="auto",
+                   help="keyword engine, as the agent's [filter] engine (default auto)")
     p.set_defaults(func=cmd_test)
     return parser
 

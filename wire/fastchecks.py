@@ -958,7 +958,7 @@ def fast_registration(rec: dict[Any, Any]) -> bool:
 
 
 def fast_stats(rec: dict[Any, Any]) -> bool:
-    if len(rec) != 13:
+    if len(rec) > 14:
         return False
     n = 0
     try:
@@ -998,6 +998,11 @@ def fast_stats(rec: dict[Any, Any]) -> bool:
         v = rec['ruleset_version']
         if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
             return False
+        v = rec.get('keyword_engine', MISSING)
+        if v is not MISSING:
+            n += 1
+            if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+                return False
     except KeyError:
         return False
     return len(rec) == 13 + n

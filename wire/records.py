@@ -352,6 +352,7 @@ class StatsRecord(TypedDict):
     spool_bytes: Count
     upload_lag_s: float | None
     ruleset_version: str | None
+    keyword_engine: NotRequired[str | None]  # 1.2: "vectorscan" or "aho-corasick"; null without rules
 
 
 Record: TypeAlias = (

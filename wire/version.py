@@ -10,5 +10,5 @@ from __future__ import annotations
 from typing import Final
 
 SCHEMA_MAJOR: Final = 1
-SCHEMA_MINOR: Final = 1
+SCHEMA_MINOR: Final = 2
 SCHEMA_VERSION: Final = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"

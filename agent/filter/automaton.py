@@ -1,10 +1,12 @@
-"""Multi-pattern matching over bytes: one Aho-Corasick automaton, whole buffers or streams.
+"""The Aho-Corasick keyword engine: pyahocorasick over latin-1-mapped, case-folded bytes.
 
-What: ``PatternSet`` holds every byte pattern of a ruleset (each keyword in each of
-its encodings, ``forms.keyword_forms``) in one pyahocorasick automaton and reports
-every occurrence in a buffer as ``(start offset, pattern id)``. ``StreamScan`` runs
-the same search over one byte stream fed in pieces (TCP payload as it is
-reassembled), so a keyword split across segments is found, exactly once.
+What: ``AhoCorasick`` holds every byte pattern of a ruleset in one pyahocorasick automaton
+(plus an ASCII-only one, below) and reports every case-insensitive occurrence in a buffer as
+``(start offset, pattern id)``; its streams find a keyword split across pieces by keeping
+the last longest-pattern - 1 bytes. It is the reference engine (``agent.filter.patterns``:
+``engine = "aho-corasick"``, and the fallback when Vectorscan is unavailable); the exact
+positions of GBK patterns are checked by ``patterns.PatternSet`` for every engine alike.
+Haystack and keys are ASCII-case-folded here (``bytes.lower``: only A-Z change).
 
 Why pyahocorasick over latin-1 text: pyahocorasick matches ``str`` keys. Mapping
 bytes to ``str`` through latin-1 is a bijection (byte n <-> U+00nn), so matching
@@ -41,24 +43,17 @@ Streams: between two ``feed`` calls only the last ``max_len - 1`` bytes are kept
 inside ``data``: a match ending in the carry was reported by the previous feed,
 and a match ending in ``data`` cannot start before the carry (it would be longer
 than the longest pattern). So every occurrence is reported exactly once, by the
-feed that holds its last byte. Only the first ``limit`` bytes of a stream are
-scanned (the inspection depth); the rest is counted in ``beyond``.
-
-Limits: the carry is < ``max_len`` bytes per stream (``MAX_PATTERN_LEN`` bounds
-it); an empty pattern is refused (it would match at every offset). Offsets are
-0-based; a match's end offset is ``start + pattern_len(id)`` (exclusive).
+feed that holds its last byte.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
 import ahocorasick
 
-# Longest pattern accepted: bounds the per-stream carry (a keyword of 256 CJK
-# characters in percent-encoded UTF-8 is 2304 bytes; rulesets hold words and phrases).
-MAX_PATTERN_LEN: Final = 4096
+from agent.filter.patterns import EngineStream, Match
 
 
 def _build(groups: dict[bytes, list[int]], ascii_only: bool) -> Any:
@@ -76,44 +71,35 @@ def _build(groups: dict[bytes, list[int]], ascii_only: bool) -> Any:
     return automaton
 
 
-class PatternSet:
-    """An immutable set of byte patterns; pattern id = index in the sequence given."""
+class AhoCorasick:
+    """The patterns (checked by `patterns.check_patterns`) in pyahocorasick automata."""
+
+    name = "aho-corasick"
 
     def __init__(self, patterns: Sequence[bytes]) -> None:
-        # identical patterns share one automaton key whose value lists every id
+        # identical folded patterns share one automaton key whose value lists every id
         groups: dict[bytes, list[int]] = {}
-        lengths: list[int] = []
         for pid, pattern in enumerate(patterns):
-            n = len(pattern)
-            if n == 0:
-                raise ValueError(f"pattern {pid} is empty (it would match at every offset)")
-            if n > MAX_PATTERN_LEN:
-                raise ValueError(f"pattern {pid} is {n} bytes, longer than MAX_PATTERN_LEN={MAX_PATTERN_LEN}")
-            lengths.append(n)
-            ids = groups.get(pattern)
+            key = pattern.lower()
+            ids = groups.get(key)
             if ids is None:
-                groups[pattern] = [pid]
+                groups[key] = [pid]
             else:
                 ids.append(pid)
-        self._lengths: list[int] = lengths
-        self.max_len: int = max(lengths) if lengths else 0
+        self._lengths: list[int] = [len(p) for p in patterns]
+        self.max_len: int = max(self._lengths) if self._lengths else 0
         self._automaton: Any = _build(groups, False)  # every pattern
         self._ascii_automaton: Any = _build(groups, True)  # the ASCII patterns, for ASCII haystacks
 
-    def __len__(self) -> int:
-        return len(self._lengths)
+    def candidates(self, data: bytes) -> list[Match]:
+        return self.scan_text(data.lower().decode("latin-1"), 0, 0)
 
-    def pattern_len(self, pid: int) -> int:
-        """Length in bytes of pattern `pid`."""
-        return self._lengths[pid]
+    def open_stream(self) -> EngineStream:
+        return _AhoStream(self)
 
-    def scan(self, data: bytes) -> list[tuple[int, int]]:
-        """Every occurrence in `data` as (start offset, pattern id), in order of end position."""
-        return self._scan_text(data.decode("latin-1"), 0, 0)
-
-    def _scan_text(self, text: str, min_end: int, base: int) -> list[tuple[int, int]]:
+    def scan_text(self, text: str, min_end: int, base: int) -> list[Match]:
         """Occurrences in `text` whose last character is at index >= `min_end`; starts offset by `base`."""
-        out: list[tuple[int, int]] = []
+        out: list[Match] = []
         # str.isascii() is O(1) (CPython keeps the flag); a pattern with a byte >= 0x80
         # cannot occur in an ASCII haystack, so the smaller automaton finds the same matches
         automaton = self._ascii_automaton if text.isascii() else self._automaton
@@ -131,35 +117,24 @@ class PatternSet:
         return out
 
 
-class StreamScan:
-    """Incremental search of one byte stream; each occurrence is reported once, by the feed it ends in."""
+class _AhoStream:
+    """One stream: the carry of the last `max_len - 1` bytes, folded."""
 
-    def __init__(self, patterns: PatternSet, limit: int) -> None:
-        self.patterns: PatternSet = patterns
-        self.limit: int = limit  # stream bytes scanned at most (inspection depth)
-        self.scanned: int = 0  # stream bytes scanned so far (= stream offset of the next byte scanned)
-        self.beyond: int = 0  # stream bytes past `limit`, counted and not scanned
-        self._keep: int = max(patterns.max_len - 1, 0)
-        self._carry: bytes = b""  # the last `_keep` bytes scanned
+    __slots__ = ("engine", "keep", "carry")
 
-    def feed(self, data: bytes) -> list[tuple[int, int]]:
-        """(absolute stream offset of the start, pattern id) of each occurrence ending in `data`."""
-        n = len(data)
-        if n == 0:
-            return []
-        room = self.limit - self.scanned
-        if room <= 0:
-            self.beyond += n
-            return []
-        if n > room:
-            self.beyond += n - room
-            data = data[:room]
-            n = room
-        carry = self._carry
-        haystack = carry + data if carry else data
-        found = self.patterns._scan_text(haystack.decode("latin-1"), len(carry), self.scanned - len(carry))
-        self.scanned += n
-        keep = self._keep
+    def __init__(self, engine: AhoCorasick) -> None:
+        self.engine = engine
+        self.keep = max(engine.max_len - 1, 0)
+        self.carry = b""
+
+    def feed(self, data: bytes, base: int) -> list[Match]:
+        carry = self.carry
+        haystack = carry + data.lower() if carry else data.lower()
+        found = self.engine.scan_text(haystack.decode("latin-1"), len(carry), base - len(carry))
+        keep = self.keep
         if keep:
-            self._carry = haystack[-keep:] if len(haystack) > keep else haystack
+            self.carry = haystack[-keep:] if len(haystack) > keep else haystack
         return found
+
+    def close(self) -> None:
+        self.carry = b""

@@ -1,14 +1,14 @@
 """A ruleset compiled for matching: every keyword in every encoding in one automaton.
 
-What: `compile_rules(ruleset)` turns a `rulesets.model.Ruleset` into `CompiledRules`:
-one `PatternSet` (pyahocorasick over latin-1-mapped bytes, `agent.filter.automaton`)
-holding, for every enabled category, each keyword, each exception phrase and each
-part of each combination rule in every byte form users send text in
-(`agent.filter.forms.keyword_forms`: UTF-8, GBK/GB18030, percent-encoded forms),
-plus flat tables saying, per pattern id, what it is (its role, category, rule or
-part, and encoding name).
+What: `compile_rules(ruleset, engine=..., cache_dir=...)` turns a `rulesets.model.Ruleset`
+into `CompiledRules`: one `PatternSet` (`agent.filter.patterns`: Vectorscan or
+Aho-Corasick, the `engine` asked for) holding, for every enabled category, each keyword,
+each exception phrase and each part of each combination rule in every byte form users send
+text in (`agent.filter.forms.keyword_patterns`: UTF-8, GBK/GB18030, percent-encoded forms,
+with the GBK letters that must match exactly), plus flat tables saying, per pattern id,
+what it is (its role, category, rule or part, and encoding name).
 
-Why one automaton: the cost of a scan is one pass over the haystack whatever the
+Why one pattern set: the cost of a scan is one pass over the haystack whatever the
 number of keywords; the tables make a match's meaning one list index away.
 
 Rules (what an `alert` names as `rule_id`): a keyword is `<category>:<file>:<line>`,
@@ -17,16 +17,17 @@ suppress a match of their category lying inside one of their occurrences.
 
 Limits: compiling is bounded by the ruleset loader's limits (`rulesets.load`); the
 automaton's memory grows with the total pattern bytes (~100 bytes of automaton per
-pattern byte in pyahocorasick).
+pattern byte in pyahocorasick; Vectorscan's databases are far smaller, bench/README.md).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
-from agent.filter.automaton import PatternSet
-from agent.filter.forms import keyword_forms
+from agent.filter.forms import keyword_patterns
+from agent.filter.patterns import PatternSet
 from rulesets.model import Category, Ruleset
 
 ROLE_KEYWORD: Final = 0
@@ -61,14 +62,25 @@ class CompiledRules:
     # part id -> the combination rules (indexes) that use it
     part_rules: list[list[int]] = field(default_factory=list)
     max_exception_len: int = 0  # longest exception pattern, in bytes
+    # the fields some enabled category matches in: pieces of other fields are not scanned
+    fields: frozenset[str] = frozenset()
+    cache_dir: Path | None = None  # where the engine's compiled database is cached
+
+    @property
+    def engine(self) -> str:
+        """The keyword engine running: "vectorscan" or "aho-corasick"."""
+        return self.patterns.engine
 
     def rule_count(self) -> int:
         return len(self.rules)
 
 
-def compile_rules(ruleset: Ruleset) -> CompiledRules:
-    """Compile the enabled categories of `ruleset` (it was validated by `rulesets.load`)."""
+def compile_rules(ruleset: Ruleset, *, engine: str = "auto", cache_dir: Path | None = None) -> CompiledRules:
+    """Compile the enabled categories of `ruleset` (it was validated by `rulesets.load`) for
+    the keyword `engine` ("auto", "vectorscan", "aho-corasick"; `patterns.ENGINES`), caching
+    a compiled Vectorscan database in `cache_dir` when given."""
     patterns: list[bytes] = []
+    exact: list[tuple[int, ...]] = []
     role: list[int] = []
     cat_of: list[int] = []
     ref: list[int] = []
@@ -81,8 +93,9 @@ def compile_rules(ruleset: Ruleset) -> CompiledRules:
 
     def add(text: str, r: int, ci: int, rf: int) -> None:
         nonlocal max_exc
-        for pattern, encoding in keyword_forms(text):
+        for pattern, encoding, positions in keyword_patterns(text):
             patterns.append(pattern)
+            exact.append(positions)
             role.append(r)
             cat_of.append(ci)
             ref.append(rf)
@@ -108,7 +121,8 @@ def compile_rules(ruleset: Ruleset) -> CompiledRules:
             rules.append(Rule(f"{cat.id}:{combo.file}:{combo.line}", ci, combo.text, tuple(ids)))
     return CompiledRules(
         name=ruleset.name, version=ruleset.version, categories=cats, rules=rules,
-        patterns=PatternSet(patterns), pat_role=role, pat_cat=cat_of, pat_ref=ref, pat_enc=enc,
+        patterns=PatternSet(patterns, exact, engine=engine, cache_dir=cache_dir),
+        pat_role=role, pat_cat=cat_of, pat_ref=ref, pat_enc=enc,
         pat_len=[len(p) for p in patterns], part_text=part_text, part_rules=part_rules,
-        max_exception_len=max_exc,
+        max_exception_len=max_exc, fields=frozenset(f for c in cats for f in c.fields), cache_dir=cache_dir,
     )

@@ -7,16 +7,25 @@ a compiled ruleset (`agent.filter.compiled`) and returns `alert` records (SCHEMA
 the inspector adds the flow id, the identity table the account).
 
 How:
-- Each (field, message) of a connection is one stream. Its bytes are ASCII-case-folded
-  and fed to a `StreamScan`, which finds a keyword split across TCP segments exactly
-  once (it keeps the last longest-pattern − 1 bytes); bytes past the depth are not
-  scanned and are counted (`beyond_depth_bytes`).
+- A whole value (one `final` piece: URI, Host, DNS name, SNI, subject, FTP argument) is
+  scanned whole, in block mode, with its decoded views; it needs no stream state.
+- Each (field, message) of a connection that arrives in pieces (a body) is one stream,
+  fed to a `StreamScan` (`agent.filter.patterns`): the engine (Vectorscan's stream mode,
+  or Aho-Corasick with a carry) finds a keyword split across pieces exactly once; bytes
+  past the depth are not scanned and are counted (`beyond_depth_bytes`), and the engine's
+  stream state is freed as soon as the depth is reached.
+- ASCII case is ignored where a byte is an ASCII character; the letters of multi-byte GBK
+  characters match exactly (`agent.filter.forms`): no haystack is case-folded here.
 - When a stream ends (its `final` piece, or the connection's end) its decoded views
   are scanned too, whole: percent-decoding of a URI, form, JSON-escape, multipart and
   MIME decodings of a body (`agent.filter.normalize.body_views`, over the first
-  `depth` bytes kept), RFC 2047 words of a subject, IDNA names. The encoding an alert
+  `depth` bytes), RFC 2047 words of a subject, IDNA names. Only a body whose type can
+  have views keeps its bytes for them (`_keeps_views`: forms, JSON, multipart, MIME
+  transfer encodings, an untyped body that may be a form), by reference, not copied; an
+  HTML page or a script is scanned as it streams and kept nowhere. The encoding an alert
   names says where the keyword was found: `utf-8`, `gbk`, `gb18030`, `url`, `url-gbk`,
   and for a view `<transform>` or `<transform>-<charset>` (`base64`, `json-gbk`...).
+- A piece of a field no enabled category matches in costs a set lookup.
 - Exceptions: a match lying inside an occurrence of one of its category's exception
   phrases is suppressed. In a stream a match waits until every exception that could
   cover it has been seen (the longest exception's length further on), then counts.
@@ -24,6 +33,13 @@ How:
   match, at the part that completed it.
 - One alert per (connection, rule, field): later occurrences are counted, not logged.
 - A category's `fields` limits where its rules match.
+- Snippets are cut from the piece a match ends in and the window before it (the stream's
+  last bytes: the longest pattern plus `SNIPPET_CONTEXT`), so a match at the very end of a
+  piece has less context after it than one in the middle.
+
+Both engines give the same `alert` records (tests/agent/filter/test_filter_engines.py):
+they report the same occurrences in the same order (`agent.filter.patterns`), and every
+decision after that is this module's.
 
 Limits: `depth` bytes scanned per stream (default the inspection depth) and kept for
 its views; `MAX_FLOWS` connections with state (the oldest is dropped, counted);
@@ -35,9 +51,9 @@ from __future__ import annotations
 import codecs
 from typing import Any, Final
 
-from agent.filter.automaton import StreamScan
 from agent.filter.compiled import ROLE_EXCEPTION, ROLE_KEYWORD, CompiledRules
-from agent.filter.normalize import body_views, fold, percent_decode, rfc2047_decode
+from agent.filter.normalize import body_views, percent_decode, rfc2047_decode
+from agent.filter.patterns import StreamScan
 from agent.protocols.base import Content
 
 DEFAULT_DEPTH: Final = 16384  # bytes scanned per stream: DESIGN.md's inspection depth
@@ -51,16 +67,47 @@ _CHARSET = {"utf-8": "utf-8", "gbk": "gbk", "gb18030": "gb18030", "url": "utf-8"
 Record = dict[str, Any]
 
 
+# Body media types whose views (body_views) can differ from the body: what is kept for them
+_VIEW_MEDIA: Final = frozenset({"", "application/x-www-form-urlencoded"})
+_VIEW_TRANSFERS: Final = frozenset({"base64", "quoted-printable"})
+
+
+def _keeps_views(field: str, ctype: str | None, cte: str | None) -> bool:
+    """Whether a body stream of `field` typed `ctype` (mail: encoded `cte`) may have decoded
+    views, and so keeps its bytes: forms, JSON, multipart, a MIME transfer encoding, or an
+    untyped body that may be a form. An HTML page, a script or a style sheet has none."""
+    if field not in _BODY_FIELDS:
+        return False
+    if cte is not None and cte.strip().lower() in _VIEW_TRANSFERS:
+        return True
+    media = (ctype or "").split(";", 1)[0].strip().lower()
+    return media in _VIEW_MEDIA or "json" in media or media.startswith("multipart/")
+
+
+class _Pending:
+    """A match waiting for the exceptions that could still cover it, with its context."""
+
+    __slots__ = ("start", "pid", "buf", "base")
+
+    def __init__(self, start: int, pid: int, buf: bytes, base: int) -> None:
+        self.start = start
+        self.pid = pid
+        self.buf = buf  # raw bytes around the match (snippet), starting at stream offset `base`
+        self.base = base
+
+
 class _Stream:
-    """One (field, message) of a connection."""
+    """One (field, message) of a connection that arrives in pieces."""
 
-    __slots__ = ("field", "scan", "kept", "pending", "exc", "parts", "ctype", "cte")
+    __slots__ = ("field", "scan", "kept", "kept_len", "pending", "exc", "parts", "ctype", "cte")
 
-    def __init__(self, field: str, rules: CompiledRules, depth: int) -> None:
+    def __init__(self, field: str, rules: CompiledRules, depth: int, keep: bool) -> None:
         self.field = field
-        self.scan = StreamScan(rules.patterns, depth)
-        self.kept = bytearray()  # the bytes scanned (as sent), for the views and for snippets
-        self.pending: list[tuple[int, int]] = []  # (start, pattern id) waiting for the exception check
+        self.scan = StreamScan(rules.patterns, depth, SNIPPET_CONTEXT)
+        # the pieces scanned (as sent, by reference) for the decoded views; None: no views
+        self.kept: list[bytes] | None = [] if keep else None
+        self.kept_len = 0
+        self.pending: list[_Pending] = []  # matches waiting for the exception check
         self.exc: list[tuple[int, int, int]] = []  # exception occurrences: (start, end, category)
         self.parts: set[int] = set()  # combination parts seen in this message
         self.ctype: str | None = None
@@ -85,7 +132,8 @@ class FilterEngine:
         self._flows: dict[str, _Flow] = {}
         self.counters: dict[str, int] = {
             "pieces": 0, "scanned_bytes": 0, "beyond_depth_bytes": 0, "alerts": 0,
-            "repeats": 0, "suppressed": 0, "flows_dropped": 0, "views": 0,
+            "repeats": 0, "suppressed": 0, "flows_dropped": 0, "views": 0, "unwatched_pieces": 0,
+            "kept_bytes": 0,
         }
 
     # -- the inspector's calls -----------------------------------------------------------
@@ -94,16 +142,26 @@ class FilterEngine:
         fl = self._flows.get(key)
         if fl is None:
             if len(self._flows) >= MAX_FLOWS:
-                self._flows.pop(next(iter(self._flows)))
+                self._drop(self._flows.pop(next(iter(self._flows))))
                 self.counters["flows_dropped"] += 1
             fl = self._flows[key] = _Flow(self.rules)
         out: list[Record] = []
+        fields = fl.rules.fields
+        counters = self.counters
         for p in pieces:
-            self.counters["pieces"] += 1
-            skey = (p.field, p.msg)
+            counters["pieces"] += 1
+            field = p.field
+            if field not in fields:
+                counters["unwatched_pieces"] += 1
+                continue
+            skey = (field, p.msg)
             st = fl.streams.get(skey)
             if st is None:
-                st = fl.streams[skey] = _Stream(p.field, fl.rules, self.depth)
+                if p.final:
+                    self._whole(fl, field, p.data, ts, out)
+                    continue
+                keep = _keeps_views(field, p.ctype, p.cte)
+                st = fl.streams[skey] = _Stream(field, fl.rules, self.depth, keep)
             if p.data:
                 self._feed(fl, st, p.data, ts, out)
             if p.final:
@@ -123,41 +181,71 @@ class FilterEngine:
             self._end(fl, st, ts, out)
         return out
 
+    def _drop(self, fl: _Flow) -> None:
+        for st in fl.streams.values():
+            st.scan.close()
+
+    # -- whole values ------------------------------------------------------------------------
+    def _whole(self, fl: _Flow, field: str, data: bytes, ts: float, out: list[Record]) -> None:
+        """A value that came whole: scanned in block mode with its views, no stream state."""
+        n = len(data)
+        if n > self.depth:
+            self.counters["beyond_depth_bytes"] += n - self.depth
+            data = data[:self.depth]
+        self.counters["scanned_bytes"] += len(data)
+        if not data:
+            return
+        st = _Stream(field, fl.rules, 0, False)  # never fed: no engine stream is opened
+        self._scan_whole(fl, st, data, "", ts, out)
+        for view, transform in self._value_views(field, data):
+            self.counters["views"] += 1
+            self._scan_whole(fl, st, view, transform, ts, out)
+
     # -- streams ---------------------------------------------------------------------------
     def _feed(self, fl: _Flow, st: _Stream, data: bytes, ts: float, out: list[Record]) -> None:
-        folded = fold(data)
-        before = st.scan.beyond
-        room = self.depth - len(st.kept)
-        if room > 0:
-            # as sent, not folded: the views decode it (base64 is case-sensitive) and snippets
-            # show it; folding keeps lengths, so scan offsets index it as well
-            st.kept += data[:room]
+        scan = st.scan
+        before = scan.beyond
+        found = scan.feed(data)
+        beyond = scan.beyond - before
+        scanned = len(data) - beyond
+        self.counters["beyond_depth_bytes"] += beyond
+        self.counters["scanned_bytes"] += scanned
+        kept = st.kept
+        if kept is not None and scanned:
+            # as sent, for the views (base64 is case-sensitive); a reference, or the part in depth
+            kept.append(data if scanned == len(data) else data[:scanned])
+            st.kept_len += scanned
+            self.counters["kept_bytes"] += scanned
+        if not found:
+            if st.pending:
+                self._resolve(fl, st, scan.scanned - fl.rules.max_exception_len, ts, out)
+            return
         rules = fl.rules
-        for start, pid in st.scan.feed(folded):
+        buf, base = scan.recent()
+        for start, pid in found:
             role = rules.pat_role[pid]
             if role == ROLE_EXCEPTION:
                 st.exc.append((start, start + rules.pat_len[pid], rules.pat_cat[pid]))
             else:
-                st.pending.append((start, pid))
-        self.counters["beyond_depth_bytes"] += st.scan.beyond - before
-        self.counters["scanned_bytes"] += len(folded) - (st.scan.beyond - before)
+                st.pending.append(_Pending(start, pid, buf, base))
         if st.pending:
-            self._resolve(fl, st, st.scan.scanned - rules.max_exception_len, ts, out)
+            self._resolve(fl, st, scan.scanned - rules.max_exception_len, ts, out)
 
     def _resolve(self, fl: _Flow, st: _Stream, upto: int, ts: float, out: list[Record]) -> None:
         """Decide the waiting matches that start at or before `upto` (no exception can still
         come to cover them); the others keep waiting."""
         rules = fl.rules
-        keep: list[tuple[int, int]] = []
-        for start, pid in st.pending:
+        keep: list[_Pending] = []
+        for m in st.pending:
+            start, pid = m.start, m.pid
             if start > upto:
-                keep.append((start, pid))
+                keep.append(m)
                 continue
             end = start + rules.pat_len[pid]
             if _covered(st.exc, start, end, rules.pat_cat[pid]):
                 self.counters["suppressed"] += 1
                 continue
-            self._hit(fl, st, pid, start, st.kept, "", ts, out)
+            self._hit(fl, st, pid, start - m.base, m.buf, "", ts, out)
         st.pending = keep
         if st.exc and not keep:
             # exception occurrences can only cover matches that end after the scanned point
@@ -167,38 +255,39 @@ class FilterEngine:
 
     def _end(self, fl: _Flow, st: _Stream, ts: float, out: list[Record]) -> None:
         """The stream ended: its waiting matches, then its decoded views."""
+        st.scan.close()
         if st.pending:
             self._resolve(fl, st, 1 << 62, ts, out)
-        for view, transform in self._views(st):
+        kept = st.kept
+        if not kept:
+            return
+        data = kept[0] if len(kept) == 1 else b"".join(kept)
+        for view, transform in body_views(data, st.ctype, st.cte):
             self.counters["views"] += 1
             self._scan_whole(fl, st, view, transform, ts, out)
 
-    def _views(self, st: _Stream) -> list[tuple[bytes, str]]:
-        data = bytes(st.kept)
-        if not data:
-            return []
-        field = st.field
+    def _value_views(self, field: str, data: bytes) -> list[tuple[bytes, str]]:
         views: list[tuple[bytes, str]] = []
-        if field in _BODY_FIELDS:
-            views = body_views(data, st.ctype, st.cte)
-        elif field == "http.uri" or field == "ftp.arg":
+        if field == "http.uri" or field == "ftp.arg":
             v = percent_decode(data, plus=True)
             if v != data:
-                views.append((fold(v), "url"))
+                views.append((v, "url"))
         elif field == "smtp.subject":
             v = rfc2047_decode(data)
             if v != data:
-                views.append((fold(v), "rfc2047"))
+                views.append((v, "rfc2047"))
         if field in _NAME_FIELDS and b"xn--" in data:
             v = _idna(data)
             if v != data:
-                views.append((fold(v), "idna"))
+                views.append((v, "idna"))
         return views
 
     def _scan_whole(self, fl: _Flow, st: _Stream, view: bytes, transform: str, ts: float,
                     out: list[Record]) -> None:
         rules = fl.rules
         matches = rules.patterns.scan(view)
+        if not matches:
+            return
         exc = [(s, s + rules.pat_len[p], rules.pat_cat[p]) for s, p in matches
                if rules.pat_role[p] == ROLE_EXCEPTION]
         for start, pid in matches:
@@ -210,7 +299,7 @@ class FilterEngine:
             self._hit(fl, st, pid, start, view, transform, ts, out)
 
     # -- matches -----------------------------------------------------------------------------
-    def _hit(self, fl: _Flow, st: _Stream, pid: int, start: int, buf: bytes | bytearray, transform: str,
+    def _hit(self, fl: _Flow, st: _Stream, pid: int, start: int, buf: bytes, transform: str,
              ts: float, out: list[Record]) -> None:
         rules = fl.rules
         cat = rules.categories[rules.pat_cat[pid]]
@@ -227,7 +316,7 @@ class FilterEngine:
             if all(p in st.parts for p in rules.rules[ri].parts):
                 self._alert(fl, st, ri, pid, start, buf, transform, ts, out)
 
-    def _alert(self, fl: _Flow, st: _Stream, ri: int, pid: int, start: int, buf: bytes | bytearray,
+    def _alert(self, fl: _Flow, st: _Stream, ri: int, pid: int, start: int, buf: bytes,
                transform: str, ts: float, out: list[Record]) -> None:
         key = (ri, st.field)
         if key in fl.alerted:
@@ -253,11 +342,11 @@ def _covered(exc: list[tuple[int, int, int]], start: int, end: int, cat: int) ->
     return any(xc == cat and xs <= start and end <= xe for xs, xe, xc in exc)
 
 
-def _snippet(buf: bytes | bytearray, start: int, length: int, encoding: str) -> str:
+def _snippet(buf: bytes, start: int, length: int, encoding: str) -> str:
     """Decoded context around a match, in the match's charset, on one line, <= SNIPPET_CHARS."""
     lo = max(0, start - SNIPPET_CONTEXT)
     hi = min(len(buf), start + length + SNIPPET_CONTEXT)
-    raw = bytes(buf[lo:hi])
+    raw = buf[lo:hi]
     if encoding.startswith("url"):
         raw = percent_decode(raw, plus=True)
     charset = _CHARSET.get(encoding, "utf-8")

@@ -15,18 +15,14 @@ search for, each named with the SCHEMA ``alert.encoding`` it stands for:
 * ``url-gbk``  the GBK bytes percent-encoded (forms submitted from GBK pages),
                when GBK can encode the text and it is not ASCII-only.
 
-Why these and no more: the filter scans every haystack once, ASCII-case-folded
-(``normalize.fold``), with one automaton holding every form of every keyword.
-So:
+Why these and no more: every haystack is matched once against every form of every
+keyword, ASCII-case-insensitively where a byte is an ASCII character (see below). So:
 
-* Every pattern is ASCII-lower-cased (``bytes.lower()``: only bytes A-Z change),
-  the same fold the haystack gets. A keyword "VPN翻墙" therefore also matches
-  "vpn翻墙" and "Vpn翻墙", as a case-insensitive filter should.
-* Percent-encoding is written with lower-case hex only. A client may send
-  ``%E8%B5%8C`` or ``%e8%b5%8c``; folding the haystack turns both into
-  ``%e8%b5%8c``, so the upper-case-hex pattern could never match anything the
-  lower-case one does not: it would only cost automaton size. One pattern per
-  spelling is the minimal correct set for a folded haystack.
+* A keyword "VPN翻墙" also matches "vpn翻墙" and "Vpn翻墙", as a case-insensitive filter
+  should. Patterns are written ASCII-lower-cased where their bytes are case-insensitive.
+* Percent-encoding is written with lower-case hex only: a client may send ``%E8%B5%8C``
+  or ``%e8%b5%8c``, and hex digits are case-insensitive like every ASCII character, so
+  one pattern finds both.
 * Encoders disagree on which ASCII bytes they escape; for a keyword of CJK
   characters, letters and digits they all agree, so usually one ``url`` and one
   ``url-gbk`` pattern result. When they differ (a space, punctuation, or a GBK
@@ -40,14 +36,19 @@ So:
 * UTF-16 and JSON ``\\uXXXX`` spellings are not forms: the filter decodes those
   views of a body (``normalize.body_views``) and matches the UTF-8 form there.
 
+Case, and GBK: case-insensitivity applies to ASCII letters only where they are
+characters. A GBK trail byte may be an ASCII letter (0x41-0x5A, 0x61-0x7A; 3082 of the
+21791 GBK characters): 丅 is ``81 42``, 乥 is ``81 62``, so folding the bytes would make
+the keyword 丅丅测试 match the different text 乥乥测试. Each pattern therefore comes with
+its *exact* positions: the offsets of letter bytes that belong to a multi-byte GBK or
+GB18030 character (written as sent), or to such a character's literal bytes in a
+``url-gbk`` spelling (``%81B`` is 丅, ``%81b`` is 乥). A matcher finds candidates
+ASCII-case-insensitively and keeps those whose exact positions are equal byte for byte
+(``agent.filter.patterns``). UTF-8 forms have no exact positions: every byte of a
+multi-byte UTF-8 character is >= 0x80 and no letter.
+
 Limits and known consequences:
 
-* ASCII folding and GBK: a GBK trail byte may be an ASCII letter (0x41-0x5A; 3082
-  of the 21791 GBK characters). Folding maps it to the byte 0x20 higher, which
-  is, for 3067 of them, the trail byte of another character in the same row. A
-  ``gbk``/``gb18030``/``url-gbk`` pattern holding such a character also matches
-  the text with that other character in its place: a rare false positive, never
-  a missed match. The alert's decoded snippet shows the operator which it was.
 * Byte matching does not know GBK character boundaries: the GBK bytes of a
   keyword can straddle two characters of other GBK text ("露牟─" is C2 B6 C4 B2
   A9 A4 and holds B6 C4 B2 A9, the bytes of 赌博). UTF-8 cannot misalign so (its
@@ -89,7 +90,7 @@ def _build_table(style: int) -> list[bytes]:
         if style == 2 and byte == 0x20:
             table.append(b"+")
         elif escaped:
-            # lower-case hex: the only spelling a folded haystack contains (module docstring)
+            # lower-case hex: patterns are lower case where matching ignores case
             table.append(b"%%%02x" % byte)
         else:
             table.append(bytes((byte,)))
@@ -99,52 +100,85 @@ def _build_table(style: int) -> list[bytes]:
 _URL_STYLES: Final = (_build_table(0), _build_table(1), _build_table(2))
 
 
-def _encode(text: str, encoding: str) -> bytes | None:
-    try:
-        return text.encode(encoding)
-    except UnicodeEncodeError:
-        return None
-
-
-def _percent_spellings(raw: bytes) -> list[bytes]:
-    """`raw` percent-encoded in each URL style, in style order, duplicates kept (the caller drops them)."""
-    out: list[bytes] = []
-    for table in _URL_STYLES:
-        out.append(b"".join([table[byte] for byte in raw]))
+def _spellings(chars: list[tuple[bytes, bool]],
+               tables: tuple[list[bytes], ...]) -> list[tuple[bytes, tuple[int, ...]]]:
+    """`chars` (each character's bytes, and whether it is one ASCII character) spelled with each
+    table (a byte's spelling), with the exact positions of the result: a letter byte that is
+    part of a multi-byte character, written literally."""
+    out: list[tuple[bytes, tuple[int, ...]]] = []
+    for table in tables:
+        pattern = bytearray()
+        exact: list[int] = []
+        for raw, is_ascii in chars:
+            for byte in raw:
+                spelled = table[byte]
+                if len(spelled) == 1 and not is_ascii and spelled.isalpha():
+                    exact.append(len(pattern))
+                    pattern += spelled
+                else:
+                    # an ASCII character, or hex digits of a %XX escape: case-insensitive
+                    pattern += spelled.lower()
+        out.append((bytes(pattern), tuple(exact)))
     return out
 
 
-def _add(out: list[tuple[bytes, str]], seen: set[bytes], pattern: bytes, encoding: str) -> None:
-    folded = pattern.lower()  # the haystack is ASCII-case-folded the same way
-    if folded and folded not in seen:
-        seen.add(folded)
-        out.append((folded, encoding))
+_RAW: Final = tuple([bytes((b,)) for b in range(256)])
+
+
+def _chars(text: str, encoding: str) -> list[tuple[bytes, bool]] | None:
+    """Each character of `text` encoded, with whether it is ASCII; None when one cannot be."""
+    out: list[tuple[bytes, bool]] = []
+    for ch in text:
+        try:
+            raw = ch.encode(encoding)
+        except UnicodeEncodeError:
+            return None
+        out.append((raw, ch.isascii()))
+    return out
+
+
+def _add(out: list[tuple[bytes, str, tuple[int, ...]]], seen: set[tuple[bytes, tuple[int, ...]]],
+         pattern: bytes, exact: tuple[int, ...], encoding: str) -> None:
+    if pattern and (pattern, exact) not in seen:
+        seen.add((pattern, exact))
+        out.append((pattern, encoding, exact))
+
+
+def keyword_patterns(text: str) -> list[tuple[bytes, str, tuple[int, ...]]]:
+    """The byte patterns of `text` with their `alert.encoding` names and exact positions.
+
+    A pattern is ASCII-lower-cased except at its exact positions (module docstring), which
+    are the offsets of letter bytes that must be matched as written. Deterministic; the
+    first form wins when two encodings give the same pattern (an ASCII keyword has only
+    its ``utf-8`` form).
+    """
+    out: list[tuple[bytes, str, tuple[int, ...]]] = []
+    seen: set[tuple[bytes, tuple[int, ...]]] = set()
+    if not text:
+        return out
+    utf8 = _chars(text, "utf-8")
+    gbk = _chars(text, "gbk")
+    gb18030 = _chars(text, "gb18030")
+    raw = (list(_RAW),)
+    if utf8 is not None:
+        for pattern, exact in _spellings(utf8, raw):
+            _add(out, seen, pattern, exact, "utf-8")
+    if gbk is not None:
+        for pattern, exact in _spellings(gbk, raw):
+            _add(out, seen, pattern, exact, "gbk")
+    if gb18030 is not None and gb18030 != gbk:
+        for pattern, exact in _spellings(gb18030, raw):
+            _add(out, seen, pattern, exact, "gb18030")
+    if not text.isascii():
+        if utf8 is not None:
+            for pattern, exact in _spellings(utf8, _URL_STYLES):
+                _add(out, seen, pattern, exact, "url")
+        if gbk is not None:
+            for pattern, exact in _spellings(gbk, _URL_STYLES):
+                _add(out, seen, pattern, exact, "url-gbk")
+    return out
 
 
 def keyword_forms(text: str) -> list[tuple[bytes, str]]:
-    """The byte patterns of `text` to search a folded haystack for, with their `alert.encoding` names.
-
-    Deterministic; the first form wins when two encodings give the same bytes (an ASCII
-    keyword has only its ``utf-8`` form).
-    """
-    out: list[tuple[bytes, str]] = []
-    seen: set[bytes] = set()
-    if not text:
-        return out
-    utf8 = _encode(text, "utf-8")
-    gbk = _encode(text, "gbk")
-    gb18030 = _encode(text, "gb18030")
-    if utf8 is not None:
-        _add(out, seen, utf8, "utf-8")
-    if gbk is not None:
-        _add(out, seen, gbk, "gbk")
-    if gb18030 is not None and gb18030 != gbk:
-        _add(out, seen, gb18030, "gb18030")
-    if not text.isascii():
-        if utf8 is not None:
-            for spelling in _percent_spellings(utf8):
-                _add(out, seen, spelling, "url")
-        if gbk is not None:
-            for spelling in _percent_spellings(gbk):
-                _add(out, seen, spelling, "url-gbk")
-    return out
+    """`keyword_patterns` without the exact positions: (pattern, `alert.encoding`) pairs."""
+    return [(pattern, encoding) for pattern, encoding, _ in keyword_patterns(text)]

@@ -9,7 +9,7 @@ results are matched with the ``utf-8``/``gbk``/``gb18030`` forms of each keyword
 (``forms.keyword_forms``); the percent-encoded forms catch what is not decoded.
 
 Why whole buffers, not streams: message bodies are scanned as they stream
-(``automaton.StreamScan``) in their raw, folded bytes; that needs no decoding and
+(``patterns.StreamScan``) in their raw bytes; that needs no decoding and
 finds most matches. The decoded views are extra haystacks, computed once per
 message on the body prefix a decoder keeps (``BODY_KEEP`` in the HTTP and SMTP
 decoders, 8 KiB) when the message is complete. Decoding a whole buffer is
@@ -432,12 +432,12 @@ class _Views:
             return
         if len(self.out) >= MAX_VIEWS or self.room <= 0:
             return
-        folded = fold(view[: self.room])
+        view = view[: self.room]
         for seen, _ in self.out:
-            if seen == folded:
+            if seen == view:
                 return
-        self.room -= len(folded)
-        self.out.append((folded, transform))
+        self.room -= len(view)
+        self.out.append((view, transform))
 
 
 def _content_views(views: _Views, data: bytes, media_type: str, form_ok: bool) -> None:
@@ -459,7 +459,8 @@ def _content_views(views: _Views, data: bytes, media_type: str, form_ok: bool) -
 def body_views(
     body: bytes, content_type: str | None, transfer_encoding: str | None = None
 ) -> list[tuple[bytes, str]]:
-    """Decoded, folded views of a message body to scan in addition to the body itself.
+    """Decoded views of a message body to scan in addition to the body itself (as decoded,
+    not case-folded: the matchers ignore ASCII case themselves, agent.filter.patterns).
 
     Each is (view, transform): "base64"/"quoted-printable" (the body's
     `transfer_encoding`, the mail case, or a multipart part's), "multipart" (a part's

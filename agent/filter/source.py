@@ -18,6 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.filter.compiled import CompiledRules, compile_rules
+from agent.filter.patterns import EngineUnavailable
 from rulesets.bundle import BundleError, verify_bundle
 from rulesets.keys import KeyFileError, load_public_key
 from rulesets.load import RulesetError, load_ruleset
@@ -41,20 +42,24 @@ def load_keys(paths: Sequence[Path]) -> list[Ed25519PublicKey]:
         raise RulesSourceError([str(e)], "pubkeys") from e
 
 
-def load_rules(path: Path, key_paths: Sequence[Path],
-               key_option: str) -> tuple[CompiledRules, list[Ed25519PublicKey]]:
-    """The ruleset at ``path`` compiled, and the keys it was verified with (none for a directory)."""
+def load_rules(path: Path, key_paths: Sequence[Path], key_option: str, *, engine: str = "auto",
+               cache_dir: Path | None = None) -> tuple[CompiledRules, list[Ed25519PublicKey]]:
+    """The ruleset at ``path`` compiled for the keyword ``engine`` (a Vectorscan database cached
+    in ``cache_dir``), and the keys it was verified with (none for a directory)."""
     try:
         if path.is_dir():
-            return compile_rules(load_ruleset(path)), []
+            return compile_rules(load_ruleset(path), engine=engine, cache_dir=cache_dir), []
         if not key_paths:
             need = f"{path}: a ruleset bundle needs {key_option} (the keys it may be signed by)"
             raise RulesSourceError([need])
         keys = load_keys(key_paths)
-        return compile_rules(verify_bundle(path.read_bytes(), keys).ruleset), keys
+        ruleset = verify_bundle(path.read_bytes(), keys).ruleset
+        return compile_rules(ruleset, engine=engine, cache_dir=cache_dir), keys
     except BundleError as e:
         raise RulesSourceError([f"{path}: bundle refused: {e.reason}"]) from e
     except RulesetError as e:
         raise RulesSourceError([f"{path}/{problem}" for problem in e.problems]) from e
+    except EngineUnavailable as e:
+        raise RulesSourceError([f"{path}: keyword engine {engine}: {e}"], "engine") from e
     except OSError as e:
         raise RulesSourceError([f"{path}: cannot read: {e.strerror or e}"]) from e

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.filter.compiled import CompiledRules, compile_rules
 from agent.filter.engine import FilterEngine
+from agent.filter.patterns import EngineUnavailable
 from rulesets.bundle import MAX_BUNDLE_BYTES, BundleError, verify_bundle
 
 
@@ -67,10 +68,12 @@ class RulesetUpdater:
         try:
             verified = verify_bundle(data, self.public_keys, now=int(self.clock()),
                                      newer_than=running.version, max_bytes=self.max_bytes)
-            compiled = compile_rules(verified.ruleset)
+            # the engine asked for at start, and its database cache, serve every later version
+            compiled = compile_rules(verified.ruleset, engine=running.patterns.requested,
+                                     cache_dir=running.cache_dir)
         except BundleError as e:
             return self._refuse(e.reason, running)
-        except (MemoryError, ValueError) as e:  # the automaton could not be built
+        except (MemoryError, ValueError, EngineUnavailable) as e:  # the matcher could not be built
             return self._refuse(f"does not compile: {e}", running)
         self.engine.rules = compiled  # one reference: the swap is atomic for the capture thread
         self.counters["applied"] += 1

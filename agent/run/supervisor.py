@@ -92,9 +92,11 @@ def load_rules(cfg: AgentConfig) -> tuple[CompiledRules | None, list[Any]]:
     if cfg.inspection.rules is None:
         return None, keys
     try:
-        return load(cfg.inspection.rules, cfg.inspection.pubkeys, "[inspection].pubkeys")[0], keys
+        return load(cfg.inspection.rules, cfg.inspection.pubkeys, "[inspection].pubkeys",
+                    engine=cfg.filter.engine, cache_dir=cfg.filter.cache_dir)[0], keys
     except RulesSourceError as e:
-        raise StartError(f"[inspection].{e.field}: " + "; ".join(e.lines)) from e
+        section = "[filter]" if e.field == "engine" else "[inspection]"
+        raise StartError(f"{section}.{e.field}: " + "; ".join(e.lines)) from e
 
 
 def load_keys(cfg: AgentConfig) -> list[Any]:
@@ -172,6 +174,10 @@ class Supervisor:
     def run(self) -> int:
         cfg = self.cfg
         rules, keys = load_rules(cfg)
+        if rules is not None:
+            log.info("ruleset %s v%d: %d rules, %d patterns; keyword engine %s (%s)", rules.name,
+                     rules.version, rules.rule_count(), len(rules.patterns), rules.engine,
+                     rules.patterns.engine_reason)
         roster = load_roster_of(cfg)
         try:
             spool = open_spool(cfg)
@@ -508,6 +514,11 @@ class Supervisor:
             lines.append(f'edgeaudit_records_total{{type="{t}"}} {v}')
         for t, last in sorted(merge_latest(docs, "last").items()):
             lines.append(f'edgeaudit_last_record_timestamp_seconds{{type="{t}"}} {last}')
+        engines = {(e.get("engine", "?"), e.get("reason", "")) for d in docs
+                   if isinstance(e := d.get("keyword_engine"), dict)}
+        for engine, reason in sorted(engines):
+            why = reason.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+            lines.append(f'edgeaudit_keyword_engine_info{{engine="{engine}",reason="{why}"}} 1')
         try:
             st = self.spool.stats()
             lines += [f"edgeaudit_spool_records {st.spool_records}",

@@ -168,9 +168,18 @@ class GatewayConsumer:
             rec["records_dropped"] = int(rec["records_dropped"]) + st.records_dropped + st.records_invalid
         version = self.ruleset_version
         rec["ruleset_version"] = str(version) if version is not None else None  # SCHEMA: str
+        f = self.pipeline.filter
+        rec["keyword_engine"] = f.rules.engine if f is not None else None
         self._sink([rec])
 
     # -- records --
+
+    def _engine_status(self) -> dict[str, str] | None:
+        """Which keyword engine the filter runs, and why (status file: selfcheck, /metrics)."""
+        f = self.pipeline.filter
+        if f is None:
+            return None
+        return {"engine": f.rules.engine, "reason": f.rules.patterns.engine_reason}
 
     @property
     def ruleset_version(self) -> int | None:
@@ -256,6 +265,7 @@ class GatewayConsumer:
                 "pipeline": {"packets": self.pipeline.packets, "bytes": self.pipeline.bytes,
                              "flows_active": len(self.pipeline.table.active)},
                 "ruleset_version": self.ruleset_version,
+                "keyword_engine": self._engine_status(),
                 "ruleset": self.updater.counters if self.updater is not None else None,
                 "ruleset_error": self.updater.last_error if self.updater is not None else None,
             })

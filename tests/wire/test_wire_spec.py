@@ -26,7 +26,7 @@ ALL_TYPES = {
 
 
 def test_schema_version_is_major_minor_string() -> None:
-    assert wire.SCHEMA_VERSION == "1.1"
+    assert wire.SCHEMA_VERSION == "1.2"
     assert re.fullmatch(r"\d+\.\d+", wire.SCHEMA_VERSION)
 
 

@@ -18,8 +18,8 @@ from email.mime.text import MIMEText
 import pytest
 from filter_matching import Matcher
 
-from agent.filter.automaton import StreamScan
 from agent.filter.normalize import content_type_param, fold, percent_decode, rfc2047_decode
+from agent.filter.patterns import StreamScan
 
 KEYWORDS = ["赌博", "六合彩", "法轮", "VPN翻墙", "falun", "𠮷"]
 

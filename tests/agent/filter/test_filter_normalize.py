@@ -288,7 +288,7 @@ def test_multipart_without_delimiter_or_boundary() -> None:
 
 def test_body_views_form() -> None:
     body = urllib.parse.urlencode({"q": "VPN翻墙"}).encode()
-    view = [("q=vpn翻墙".encode(), "url")]
+    view = [("q=VPN翻墙".encode(), "url")]  # as decoded: the matchers ignore ASCII case
     assert body_views(body, "application/x-www-form-urlencoded; charset=UTF-8") == view
     assert body_views(body, None) == view  # form-shaped, no type
     assert body_views(body, "text/plain") == []
@@ -309,10 +309,10 @@ def test_body_views_json() -> None:
 
 def test_body_views_mail_transfer_encodings() -> None:
     b64 = base64.encodebytes("我要赌博".encode("gbk"))
-    expected = [("我要赌博".encode("gbk").lower(), "base64")]
+    expected = [("我要赌博".encode("gbk"), "base64")]
     assert body_views(b64, "text/plain; charset=gbk", "Base64") == expected
     qp = quopri.encodestring("赌博 VPN".encode())
-    assert body_views(qp, "text/plain", "quoted-printable") == [("赌博 vpn".encode(), "quoted-printable")]
+    assert body_views(qp, "text/plain", "quoted-printable") == [("赌博 VPN".encode(), "quoted-printable")]
     assert body_views(b"plain text", "text/plain", "7bit") == []
 
 
@@ -378,5 +378,5 @@ def test_multipart_and_views_are_total_and_bounded(data: bytes, boundary: bytes)
             views = body_views(data, ctype, transfer)
             assert len(views) <= MAX_VIEWS
             assert sum(len(v) for v, _ in views) <= MAX_VIEW_BYTES
-            assert all(v and v == fold(v) and v != data for v, _ in views)
+            assert all(v and v != data for v, _ in views)
     content_type_param(data, "boundary")

@@ -1,4 +1,7 @@
-"""Tests for agent.filter.automaton: PatternSet over buffers, StreamScan over split streams."""
+"""Tests for agent.filter.patterns: PatternSet over buffers, StreamScan over split streams, with
+each engine (Vectorscan and the reference Aho-Corasick): every test runs with both, so both
+give the same answers (matches are ASCII-case-insensitive except at a pattern's exact
+positions)."""
 
 from __future__ import annotations
 
@@ -9,18 +12,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.filter.automaton import MAX_PATTERN_LEN, PatternSet, StreamScan
-from agent.filter.forms import keyword_forms
+from agent.filter.forms import keyword_forms, keyword_patterns
+from agent.filter.patterns import MAX_PATTERN_LEN, PatternSet, StreamScan
+
+ENGINES = ("aho-corasick", "vectorscan")
+each_engine = pytest.mark.parametrize("engine", ENGINES)
 
 
-def naive(patterns: list[bytes], data: bytes) -> list[tuple[int, int]]:
-    """Every occurrence, by brute force, ordered as PatternSet reports them (end, then longest first)."""
+def naive(patterns: list[bytes], data: bytes,
+          exact: list[tuple[int, ...]] | None = None) -> list[tuple[int, int]]:
+    """Every occurrence, by brute force, ordered as PatternSet reports them (end, then longest
+    first): ASCII case ignored, except at the exact positions."""
     found = []
+    low = data.lower()
     for pid, p in enumerate(patterns):
-        start = data.find(p)
+        start = low.find(p.lower())
         while start >= 0:
-            found.append((start + len(p), -len(p), pid, start))
-            start = data.find(p, start + 1)
+            if all(data[start + i] == p[i] for i in (exact[pid] if exact else ())):
+                found.append((start + len(p), -len(p), pid, start))
+            start = low.find(p.lower(), start + 1)
     return [(start, pid) for _, _, pid, start in sorted(found)]
 
 
@@ -37,73 +47,79 @@ def stream(
 # --- PatternSet -----------------------------------------------------------------------------
 
 
-def test_empty_pattern_set() -> None:
-    ps = PatternSet([])
+@each_engine
+def test_empty_pattern_set(engine: str) -> None:
+    ps = PatternSet([], engine=engine)
     assert len(ps) == 0 and ps.max_len == 0
     assert ps.scan(b"anything at all") == [] and ps.scan(b"") == []
     out, scan = stream(ps, [b"abc", b"", b"def"])
     assert out == [] and scan.scanned == 6
 
 
-def test_overlapping_patterns() -> None:
+@each_engine
+def test_overlapping_patterns(engine: str) -> None:
     patterns = [b"he", b"she", b"his", b"hers"]
-    ps = PatternSet(patterns)
+    ps = PatternSet(patterns, engine=engine)
     assert len(ps) == 4 and ps.max_len == 4
     assert ps.scan(b"ushers") == [(1, 1), (2, 0), (2, 3)]
     assert ps.scan(b"ushers") == naive(patterns, b"ushers")
     assert [ps.pattern_len(i) for i in range(4)] == [2, 3, 3, 4]
 
 
-def test_duplicates_each_reported_and_order_by_end() -> None:
+@each_engine
+def test_duplicates_each_reported_and_order_by_end(engine: str) -> None:
     patterns = [b"ab", b"b", b"ab", b"abc"]
-    ps = PatternSet(patterns)
+    ps = PatternSet(patterns, engine=engine)
     assert ps.scan(b"xabcab") == [(1, 0), (1, 2), (2, 1), (1, 3), (4, 0), (4, 2), (5, 1)]
     ends = [start + ps.pattern_len(pid) for start, pid in ps.scan(b"xabcab")]
     assert ends == sorted(ends)
 
 
-def test_bytes_of_every_value_match_exactly() -> None:
+@each_engine
+def test_bytes_of_every_value_match_exactly(engine: str) -> None:
     patterns = [bytes(range(256)), b"\x00\x00", b"\xff\xfe", b"\x80"]
-    ps = PatternSet(patterns)
+    ps = PatternSet(patterns, engine=engine)
     data = b"\x00\x00\x00" + bytes(range(256)) + b"\xff\xfe\x80"
     assert ps.scan(data) == naive(patterns, data)
     # latin-1 mapping is byte-exact: "é" as a byte never matches its UTF-8 or any case variant
-    assert PatternSet([b"\xe9"]).scan("é".encode() + b"\xc9") == []
+    assert PatternSet([b"\xe9"], engine=engine).scan("é".encode() + b"\xc9") == []
 
 
-def test_refused_patterns() -> None:
+@each_engine
+def test_refused_patterns(engine: str) -> None:
     with pytest.raises(ValueError, match="empty"):
-        PatternSet([b"ok", b""])
+        PatternSet([b"ok", b""], engine=engine)
     with pytest.raises(ValueError, match="MAX_PATTERN_LEN"):
-        PatternSet([b"x" * (MAX_PATTERN_LEN + 1)])
+        PatternSet([b"x" * (MAX_PATTERN_LEN + 1)], engine=engine)
 
 
-def test_ascii_haystack_uses_ascii_patterns_only_with_same_result() -> None:
+@each_engine
+def test_ascii_haystack_uses_ascii_patterns_only_with_same_result(engine: str) -> None:
     patterns = [b"%e8%b5%8c", "赌".encode(), b"abc", "赌".encode("gbk")]
-    ps = PatternSet(patterns)
+    ps = PatternSet(patterns, engine=engine)
     for data in (b"x%e8%b5%8c abc", "赌%e8%b5%8c abc".encode(), "abc赌".encode("gbk")):
         assert ps.scan(data) == naive(patterns, data)
-    only_high = PatternSet(["赌".encode()])
+    only_high = PatternSet(["赌".encode()], engine=engine)
     assert only_high.scan(b"pure ascii") == []
 
 
-def test_many_patterns() -> None:
+@each_engine
+def test_many_patterns(engine: str) -> None:
     rng = random.Random(7)
     cjk = [chr(c) for c in range(0x4E00, 0x9FA5)]
     keywords = ["".join(rng.choice(cjk) for _ in range(rng.randint(2, 4))) for _ in range(5000)]
     patterns = [p for k in keywords for p, _ in keyword_forms(k)]
     t0 = time.perf_counter()
-    ps = PatternSet(patterns)
+    ps = PatternSet(patterns, engine=engine)
     assert time.perf_counter() - t0 < 5  # ~20k patterns build in well under a second
     assert len(ps) == len(patterns) > 15000
     sample = rng.sample(keywords, 50)
     owner = keywords_of(patterns, keywords)
     for encoding in ("utf-8", "gbk"):
-        # folded, as the filter folds every haystack (GBK trail bytes may be A-Z)
         data = ("<p>" + "。".join(sample) + "</p>").encode(encoding).lower()
         found = ps.scan(data)
-        for start, pid in found:
-            assert data[start : start + ps.pattern_len(pid)] == patterns[pid]
+        for start, pid in found:  # no exact positions given: case-insensitive everywhere
+            assert data[start : start + ps.pattern_len(pid)].lower() == patterns[pid].lower()
         hit_keywords = {owner[pid] for _, pid in found}
         assert set(sample) <= hit_keywords
         assert hit_keywords == {k for k in keywords if k.encode(encoding).lower() in data}
@@ -122,8 +138,9 @@ def keywords_of(patterns: list[bytes], keywords: list[str]) -> list[str]:
 KEYWORD = "赌博".encode()
 
 
-def test_split_at_every_boundary_found_once() -> None:
-    ps = PatternSet([KEYWORD, b"x"])
+@each_engine
+def test_split_at_every_boundary_found_once(engine: str) -> None:
+    ps = PatternSet([KEYWORD, b"x"], engine=engine)
     data = b"ab" + KEYWORD + b"cd" + KEYWORD
     whole = ps.scan(data)
     assert [pid for _, pid in whole].count(0) == 2
@@ -135,19 +152,21 @@ def test_split_at_every_boundary_found_once() -> None:
     assert stream(ps, [data[i : i + 1] for i in range(len(data))])[0] == whole
 
 
-def test_offsets_are_absolute_and_carry_is_bounded() -> None:
-    ps = PatternSet([KEYWORD])
+@each_engine
+def test_offsets_are_absolute_and_carry_is_bounded(engine: str) -> None:
+    ps = PatternSet([KEYWORD], engine=engine)
     scan = StreamScan(ps, 1 << 20)
     assert scan.feed(b"z" * 1000) == []
     assert scan.feed(KEYWORD[:4]) == []
     assert scan.feed(KEYWORD[4:] + b"z" * 5000) == [(1000, 0)]
-    assert len(scan._carry) == ps.max_len - 1
+    assert len(scan.window) == ps.max_len - 1
     assert scan.feed(b"") == []
     assert scan.scanned == 1000 + len(KEYWORD) + 5000 and scan.beyond == 0
 
 
-def test_limit_and_beyond() -> None:
-    ps = PatternSet([KEYWORD])
+@each_engine
+def test_limit_and_beyond(engine: str) -> None:
+    ps = PatternSet([KEYWORD], engine=engine)
     data = b"." * 10 + KEYWORD + b"." * 10  # keyword at 10..16
     # the limit falls inside the keyword: the bytes past it are not scanned
     out, scan = stream(ps, [data[:12], data[12:]], limit=14)
@@ -159,36 +178,76 @@ def test_limit_and_beyond() -> None:
     assert scan.feed(b"more") == [] and scan.beyond == len(data) + 4
 
 
-ALPHABET = b"ab\xe8\xb5"
+ALPHABET = b"aAb\xe8\xb5"
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    patterns=st.lists(st.binary(min_size=1, max_size=5).map(lambda b: bytes(ALPHABET[x % 4] for x in b)),
+    patterns=st.lists(st.binary(min_size=1, max_size=5).map(lambda b: bytes(ALPHABET[x % 5] for x in b)),
                       min_size=1, max_size=6),
-    data=st.binary(max_size=80).map(lambda b: bytes(ALPHABET[x % 4] for x in b)),
+    data=st.binary(max_size=80).map(lambda b: bytes(ALPHABET[x % 5] for x in b)),
     cuts=st.lists(st.integers(min_value=0, max_value=80), max_size=8),
     limit=st.integers(min_value=0, max_value=100),
 )
-def test_stream_equals_whole_buffer(patterns: list[bytes], data: bytes, cuts: list[int], limit: int) -> None:
+@each_engine
+def test_stream_equals_whole_buffer(patterns: list[bytes], data: bytes, cuts: list[int], limit: int,
+                                    engine: str) -> None:
     """Any split of a stream reports what a scan of its first `limit` bytes reports, each once."""
-    ps = PatternSet(patterns)
+    ps = PatternSet(patterns, engine=engine)
     points = sorted({min(c, len(data)) for c in cuts})
     pieces = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
     out, scan = stream(ps, pieces, limit)
     assert out == ps.scan(data[:limit]) == naive(patterns, data[:limit])
     assert len(set(out)) == len(out)
     assert scan.scanned == min(limit, len(data)) and scan.beyond == len(data) - scan.scanned
-    assert len(scan._carry) <= max(ps.max_len - 1, 0)
+    assert len(scan.window) <= max(ps.max_len - 1, 0)
 
 
 @settings(max_examples=200, deadline=None)
 @given(split=st.integers(min_value=0, max_value=60), prefix=st.integers(min_value=0, max_value=40))
-def test_keyword_forms_split_anywhere(split: int, prefix: int) -> None:
+@each_engine
+def test_keyword_forms_split_anywhere(split: int, prefix: int, engine: str) -> None:
     patterns = [p for p, _ in keyword_forms("六合彩")]
-    ps = PatternSet(patterns)
+    ps = PatternSet(patterns, engine=engine)
     for pattern in patterns:
         data = b"-" * prefix + pattern + b"-"
         cut = min(split, len(data))
         out, _ = stream(ps, [data[:cut], data[cut:]])
         assert out == [(prefix, patterns.index(pattern))]
+
+
+@each_engine
+@settings(max_examples=200, deadline=None)
+@given(
+    patterns=st.lists(st.binary(min_size=1, max_size=5).map(lambda b: bytes(b"aAbB\x81"[x % 5] for x in b)),
+                      min_size=1, max_size=6),
+    data=st.binary(max_size=60).map(lambda b: bytes(b"aAbB\x81"[x % 5] for x in b)),
+    marks=st.lists(st.integers(min_value=0, max_value=4), max_size=3),
+    cut=st.integers(min_value=0, max_value=60),
+)
+def test_exact_positions_match_as_written(patterns: list[bytes], data: bytes, marks: list[int], cut: int,
+                                          engine: str) -> None:
+    """Letters at a pattern's exact positions match only as written, the others in either case,
+    in a buffer and in a stream cut anywhere."""
+    exact = [tuple(sorted({m for m in marks if m < len(p)})) for p in patterns]
+    ps = PatternSet(patterns, exact, engine=engine)
+    want = naive(patterns, data, exact)
+    assert ps.scan(data) == want
+    out, _ = stream(ps, [data[:cut], data[cut:]])
+    assert out == want
+
+
+@each_engine
+def test_gbk_trail_letters_are_not_folded(engine: str) -> None:
+    """丅丅测试 (GBK 81 42 81 42 ...) is not 乥乥测试 (81 62 81 62 ...); ASCII around them still folds."""
+    forms = keyword_patterns("丅丅测试") + keyword_patterns("QQ群")
+    ps = PatternSet([p for p, _, _ in forms], [e for _, _, e in forms], engine=engine)
+    encodings = [enc for _, enc, _ in forms]
+    def found(text: str, charset: str) -> list[str]:
+        return [encodings[pid] for _, pid in ps.scan(text.encode(charset))]
+    assert found("丅丅测试", "gbk") == ["gbk"]
+    assert found("乥乥测试", "gbk") == []
+    assert found("乥乥测试", "gb18030") == []
+    assert found("qq群", "gbk") == ["gbk"] and found("Qq群", "gbk") == ["gbk"]
+    assert found("%81B%81B%b2%e2%CA%D4", "ascii") == ["url-gbk"]  # hex digits in either case
+    assert found("%81b%81b%b2%e2%ca%d4", "ascii") == []  # 乥乥测试 percent-encoded

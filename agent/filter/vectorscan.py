@@ -1,0 +1,231 @@
+"""The Vectorscan keyword engine: literal databases in block and stream mode, cached on disk.
+
+What: ``Vectorscan(patterns, cache_dir)`` compiles every pattern as a case-insensitive
+literal (``HS_FLAG_CASELESS``, Vectorscan's literal compiler ``hs_compile_lit_multi``) into
+two databases: block mode for whole values and decoded views (``hs_scan``), stream mode for
+streams (``hs_scan_stream``), whose per-stream state carries a keyword cut across pieces, so
+no bytes are copied between pieces. Through the ``hyperscan`` PyPI package, whose wheels
+link Vectorscan statically (x86_64, aarch64): a runtime dependency, no system library.
+
+Why these choices (``../shared/notes/keyword-engines.md``, measured here):
+
+* One flag for every pattern: many different flag combinations in one database slow the
+  scan (intel/hyperscan issue 281). ASCII case is ignored everywhere; the letters that must
+  match exactly (GBK trail bytes) are checked after the match by ``patterns.PatternSet``,
+  the same check the Aho-Corasick engine gets, so both engines answer alike.
+* No ``HS_FLAG_SINGLEMATCH``: it would cut the callbacks of repeated matches, but its stream
+  state holds a bit per pattern (3 KB per open stream at 10k keywords, against 29 bytes
+  without), and the filter needs every occurrence where an exception phrase may cover the
+  first one or the exact check refuses it. Matches are rare; streams are many.
+* Matches come back through a Python callback (the binding holds the GIL for it), collected
+  as (end, id) and put in the order the Aho-Corasick engine reports (end, longest first, id).
+* The compiled databases are serialized (``hs_serialize_database``) into
+  ``cache_dir/<hash>.vsdb`` (the hash covers the Vectorscan version, the flags and every
+  pattern), so a restart loads 100k keywords in milliseconds instead of recompiling for
+  seconds. A cache file that cannot be read or written is not an error: the engine
+  compiles, and ``cache_note`` says what happened. At most ``CACHE_KEEP`` files are kept.
+* The binding measures literals with ``strlen``: a pattern holding a NUL byte would be cut
+  short, so such a set is compiled with the regex compiler, every byte escaped (rulesets
+  refuse control characters in keywords, so this is for direct users of ``PatternSet``).
+
+The binding's stream objects (0.9.1): ``Database.stream`` returns a stream with one extra
+reference that ``__enter__`` (returning its object without one) balances, and a stream holds
+its callback and context without a reference of its own, so ``_VsStream`` keeps both alive;
+``Stream.size()`` crashes, ``len(stream)`` works. Each process needs its own scratch: the
+databases are compiled before the capture workers fork, and each worker's copy is its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from agent.filter.patterns import EngineStream, EngineUnavailable, Match
+
+_hs: Any
+try:
+    import hyperscan as _hs
+except ImportError as _e:  # the wheel is missing or does not load on this machine
+    _hs = None
+    _IMPORT_ERROR = f"the hyperscan module does not import: {_e}"
+else:
+    _IMPORT_ERROR = ""
+
+CACHE_KEEP: Final = 8  # database files kept in a cache directory (the newest)
+_MAGIC: Final = b"EAVS1\n"
+
+
+def _on_match(pid: int, start: int, end: int, flags: int, found: list[tuple[int, int]]) -> None:
+    found.append((end, pid))
+
+
+def _ordered(found: list[tuple[int, int]], lengths: list[int], base: int) -> list[Match]:
+    """(end, id) pairs as (start, id), ordered (end, longest first, id); `base` shifts offsets."""
+    if len(found) > 1:
+        found.sort(key=lambda m: (m[0], -lengths[m[1]], m[1]))
+    return [(base + end - lengths[pid], pid) for end, pid in found]
+
+
+class Vectorscan:
+    """The patterns (checked by `patterns.check_patterns`) in two Vectorscan databases."""
+
+    name = "vectorscan"
+
+    def __init__(self, patterns: Sequence[bytes], cache_dir: Path | None = None) -> None:
+        if _hs is None:
+            raise EngineUnavailable(_IMPORT_ERROR)
+        hs: Any = _hs
+        self.version: str = str(getattr(hs, "__version__", "?"))
+        self._lengths: list[int] = [len(p) for p in patterns]
+        self.cache_note: str = ""
+        self._block: Any = None
+        self._stream: Any = None
+        if not patterns:
+            return
+        literal = not any(b"\x00" in p for p in patterns)
+        key = _cache_key(patterns, literal, self.version)
+        loaded = self._load(cache_dir, key) if cache_dir is not None else False
+        if not loaded:
+            try:
+                self._block = _compile(patterns, literal, hs.HS_MODE_BLOCK)
+                self._stream = _compile(patterns, literal, hs.HS_MODE_STREAM)
+            except hs.error as e:
+                raise EngineUnavailable(f"vectorscan refused the patterns: {e}") from e
+            if cache_dir is not None:
+                self._save(cache_dir, key)
+
+    # -- the cache ----------------------------------------------------------------------
+    def _load(self, cache_dir: Path, key: str) -> bool:
+        hs: Any = _hs
+        path = cache_dir / f"{key}.vsdb"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            self.cache_note = f"compiled (no cached database in {cache_dir})"
+            return False
+        except OSError as e:
+            self.cache_note = f"compiled (cache unreadable: {e.strerror or e})"
+            return False
+        try:
+            if not data.startswith(_MAGIC):
+                raise ValueError("not a database file")
+            (n,) = struct.unpack_from("<Q", data, len(_MAGIC))
+            at = len(_MAGIC) + 8
+            self._block = hs.loadb(data[at:at + n], hs.HS_MODE_BLOCK)
+            self._stream = hs.loadb(data[at + n:], hs.HS_MODE_STREAM)
+            self._block.scratch = hs.Scratch(self._block)
+            self._stream.scratch = hs.Scratch(self._stream)
+        except (ValueError, struct.error, hs.error) as e:
+            self.cache_note = f"compiled (cached database refused: {e})"
+            self._block = self._stream = None
+            return False
+        os.utime(path)  # the newest are kept
+        self.cache_note = f"database loaded from {path}"
+        return True
+
+    def _save(self, cache_dir: Path, key: str) -> None:
+        hs: Any = _hs
+        path = cache_dir / f"{key}.vsdb"
+        tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            block = hs.dumpb(self._block)
+            tmp.write_bytes(_MAGIC + struct.pack("<Q", len(block)) + block + hs.dumpb(self._stream))
+            os.replace(tmp, path)
+            _prune(cache_dir)
+        except OSError as e:
+            self.cache_note = f"compiled (cache not written: {e.strerror or e})"
+            tmp.unlink(missing_ok=True)
+            return
+        self.cache_note = f"compiled, database saved to {path}"
+
+    # -- matching -----------------------------------------------------------------------
+    def candidates(self, data: bytes) -> list[Match]:
+        db = self._block
+        if db is None or not data:
+            return []
+        found: list[tuple[int, int]] = []
+        db.scan(data, _on_match, 0, found)
+        if not found:
+            return []
+        return _ordered(found, self._lengths, 0)
+
+    def open_stream(self) -> EngineStream:
+        return _VsStream(self._stream, self._lengths)
+
+    def stream_state_bytes(self) -> int:
+        """Memory of one open stream's state (what each open body stream costs)."""
+        if self._stream is None:
+            return 0
+        s = _VsStream(self._stream, self._lengths)
+        try:
+            return len(s.stream)
+        finally:
+            s.close()
+
+
+class _VsStream:
+    """One Vectorscan stream; keeps its callback's context alive (the binding does not)."""
+
+    __slots__ = ("stream", "found", "lengths")
+
+    def __init__(self, db: Any, lengths: list[int]) -> None:
+        self.found: list[tuple[int, int]] = []
+        self.lengths = lengths
+        self.stream: Any = None
+        if db is not None:
+            stream = db.stream(_on_match, 0, self.found)
+            stream.__enter__()  # hs_open_stream; see the module docstring on references
+            self.stream = stream
+
+    def feed(self, data: bytes, base: int) -> list[Match]:
+        stream = self.stream
+        if stream is None:
+            return []
+        found = self.found
+        stream.scan(data)
+        if not found:
+            return []
+        # Vectorscan's offsets count from the stream's first byte, which is stream offset 0
+        out = _ordered(found, self.lengths, 0)
+        found.clear()
+        return out
+
+    def close(self) -> None:
+        stream = self.stream
+        if stream is not None:
+            self.stream = None
+            stream.close()  # hs_close_stream frees the state (literals have no end-of-data matches)
+            self.found.clear()
+
+
+def _compile(patterns: Sequence[bytes], literal: bool, mode: int) -> Any:
+    hs: Any = _hs
+    db = hs.Database(mode=mode)
+    if literal:
+        expressions = list(patterns)
+    else:
+        expressions = ["".join(f"\\x{b:02x}" for b in p).encode("ascii") for p in patterns]
+    db.compile(expressions=expressions, ids=list(range(len(patterns))), flags=hs.HS_FLAG_CASELESS,
+               literal=literal)
+    return db
+
+
+def _cache_key(patterns: Sequence[bytes], literal: bool, version: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"edgeaudit-vectorscan 1 {version} caseless literal={literal} n={len(patterns)}\n".encode())
+    for p in patterns:
+        h.update(struct.pack("<I", len(p)))
+        h.update(p)
+    return h.hexdigest()[:40]
+
+
+def _prune(cache_dir: Path) -> None:
+    """Keep the CACHE_KEEP most recently used database files."""
+    files = sorted(cache_dir.glob("*.vsdb"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[CACHE_KEEP:]:
+        old.unlink(missing_ok=True)
