@@ -52,3 +52,21 @@ if _tree:
         _file = _module.__file__ or ""
         if not _file.endswith(".so") or (_tree == "installed" and "site-packages" not in _file):
             raise RuntimeError(f"EDGEAUDIT_TREE={_tree}: {_module.__name__} is {_file}, not compiled")
+
+
+try:
+    import pytest as _pytest
+except ImportError:  # pragma: no cover - pytest runs this file
+    pass
+else:
+    @_pytest.fixture(params=["vectorscan", "aho-corasick"])
+    def keyword_engine(request: _pytest.FixtureRequest) -> object:
+        """Run a filter test once with each keyword engine (`pytestmark = usefixtures(...)`):
+        the default engine of every PatternSet the test builds is set to the param, so both
+        engines must give the same answers (issue 16's differential test)."""
+        import agent.filter.patterns as patterns
+
+        saved = patterns.DEFAULT_ENGINE
+        patterns.DEFAULT_ENGINE = request.param
+        yield request.param
+        patterns.DEFAULT_ENGINE = saved

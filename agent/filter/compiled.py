@@ -75,9 +75,11 @@ class CompiledRules:
         return len(self.rules)
 
 
-def compile_rules(ruleset: Ruleset, *, engine: str = "auto", cache_dir: Path | None = None) -> CompiledRules:
+def compile_rules(ruleset: Ruleset, *, engine: str | None = None,
+                  cache_dir: Path | None = None) -> CompiledRules:
     """Compile the enabled categories of `ruleset` (it was validated by `rulesets.load`) for
-    the keyword `engine` ("auto", "vectorscan", "aho-corasick"; `patterns.ENGINES`), caching
+    the keyword `engine` ("auto", "vectorscan", "aho-corasick"; `patterns.ENGINES`; None:
+    `patterns.DEFAULT_ENGINE`, "auto"), caching
     a compiled Vectorscan database in `cache_dir` when given."""
     patterns: list[bytes] = []
     exact: list[tuple[int, ...]] = []

@@ -158,7 +158,7 @@ class FilterEngine:
             st = fl.streams.get(skey)
             if st is None:
                 if p.final:
-                    self._whole(fl, field, p.data, ts, out)
+                    self._whole(fl, field, p.data, p.ctype, p.cte, ts, out)
                     continue
                 keep = _keeps_views(field, p.ctype, p.cte)
                 st = fl.streams[skey] = _Stream(field, fl.rules, self.depth, keep)
@@ -186,8 +186,9 @@ class FilterEngine:
             st.scan.close()
 
     # -- whole values ------------------------------------------------------------------------
-    def _whole(self, fl: _Flow, field: str, data: bytes, ts: float, out: list[Record]) -> None:
-        """A value that came whole: scanned in block mode with its views, no stream state."""
+    def _whole(self, fl: _Flow, field: str, data: bytes, ctype: str | None, cte: str | None, ts: float,
+               out: list[Record]) -> None:
+        """A value (or a body) that came whole: scanned in block mode with its views, no stream state."""
         n = len(data)
         if n > self.depth:
             self.counters["beyond_depth_bytes"] += n - self.depth
@@ -197,7 +198,11 @@ class FilterEngine:
             return
         st = _Stream(field, fl.rules, 0, False)  # never fed: no engine stream is opened
         self._scan_whole(fl, st, data, "", ts, out)
-        for view, transform in self._value_views(field, data):
+        if field in _BODY_FIELDS:
+            views = body_views(data, ctype, cte) if _keeps_views(field, ctype, cte) else []
+        else:
+            views = self._value_views(field, data)
+        for view, transform in views:
             self.counters["views"] += 1
             self._scan_whole(fl, st, view, transform, ts, out)
 

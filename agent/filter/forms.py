@@ -144,14 +144,74 @@ def _add(out: list[tuple[bytes, str, tuple[int, ...]]], seen: set[tuple[bytes, t
         out.append((pattern, encoding, exact))
 
 
+def _encoded(text: str, encoding: str) -> bytes | None:
+    try:
+        return text.encode(encoding)
+    except UnicodeEncodeError:
+        return None
+
+
+def _raw_form(text: str, encoding: str) -> tuple[bytes, tuple[int, ...]] | None:
+    """`text` in `encoding` as a pattern with its exact positions; None when it cannot be encoded.
+    The per-character walk is needed only for a multi-byte charset whose bytes hold letters."""
+    raw = _encoded(text, encoding)
+    if raw is None:
+        return None
+    if raw.lower() == raw.upper():  # no ASCII letter at all: nothing to fold, nothing exact
+        return raw, ()
+    if encoding == "utf-8" or text.isascii():  # every letter byte is an ASCII character
+        return raw.lower(), ()
+    chars = _chars(text, encoding)
+    assert chars is not None  # the whole text encoded
+    return _spellings(chars, (list(_RAW),))[0]
+
+
+def _url_forms(text: str, encoding: str) -> list[tuple[bytes, tuple[int, ...]]]:
+    """The percent-encoded spellings of `text` in `encoding` (none when it cannot be encoded)."""
+    raw = _encoded(text, encoding)
+    if raw is None:
+        return []
+    if min(raw) >= 0x80:  # every URL style escapes every byte alike: one spelling, no letters kept
+        return [(b"%" + raw.hex("%").encode("ascii"), ())]
+    chars = _chars(text, encoding)
+    assert chars is not None
+    return _spellings(chars, _URL_STYLES)
+
+
 def keyword_patterns(text: str) -> list[tuple[bytes, str, tuple[int, ...]]]:
     """The byte patterns of `text` with their `alert.encoding` names and exact positions.
 
     A pattern is ASCII-lower-cased except at its exact positions (module docstring), which
     are the offsets of letter bytes that must be matched as written. Deterministic; the
     first form wins when two encodings give the same pattern (an ASCII keyword has only
-    its ``utf-8`` form).
+    its ``utf-8`` form). Fast paths cover the usual keyword (no letter among the bytes of
+    its multi-byte characters); ``tests/agent/filter/test_filter_forms.py`` holds them to
+    the character-by-character definition.
     """
+    out: list[tuple[bytes, str, tuple[int, ...]]] = []
+    seen: set[tuple[bytes, tuple[int, ...]]] = set()
+    if not text:
+        return out
+    utf8 = _raw_form(text, "utf-8")
+    if utf8 is not None:
+        _add(out, seen, utf8[0], utf8[1], "utf-8")
+    if text.isascii():
+        return out  # every other form is the same bytes
+    gbk = _raw_form(text, "gbk")
+    if gbk is not None:
+        _add(out, seen, gbk[0], gbk[1], "gbk")
+    gb18030 = _raw_form(text, "gb18030")
+    if gb18030 is not None and gb18030 != gbk:
+        _add(out, seen, gb18030[0], gb18030[1], "gb18030")
+    for pattern, exact in _url_forms(text, "utf-8"):
+        _add(out, seen, pattern, exact, "url")
+    for pattern, exact in _url_forms(text, "gbk"):
+        _add(out, seen, pattern, exact, "url-gbk")
+    return out
+
+
+def keyword_patterns_by_character(text: str) -> list[tuple[bytes, str, tuple[int, ...]]]:
+    """`keyword_patterns` the slow way, character by character for every form: its definition."""
     out: list[tuple[bytes, str, tuple[int, ...]]] = []
     seen: set[tuple[bytes, tuple[int, ...]]] = set()
     if not text:

@@ -43,6 +43,8 @@ from typing import Final, Protocol
 # percent-encoded UTF-8 is 2304 bytes; rulesets hold words and phrases).
 MAX_PATTERN_LEN: Final = 4096
 ENGINES: Final = ("auto", "vectorscan", "aho-corasick")
+# The engine a PatternSet gets when none is named (the tests run every filter test with each).
+DEFAULT_ENGINE = "auto"
 
 Match = tuple[int, int]  # (start offset, pattern id)
 
@@ -89,7 +91,9 @@ class PatternSet:
     """
 
     def __init__(self, patterns: Sequence[bytes], exact: Sequence[tuple[int, ...]] | None = None, *,
-                 engine: str = "auto", cache_dir: Path | None = None) -> None:
+                 engine: str | None = None, cache_dir: Path | None = None) -> None:
+        if engine is None:
+            engine = DEFAULT_ENGINE
         if engine not in ENGINES:
             raise ValueError(f"unknown keyword engine {engine!r} (one of {', '.join(ENGINES)})")
         check_patterns(patterns)

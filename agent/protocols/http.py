@@ -130,7 +130,9 @@ class _Body:
                  field: str = "", msg: int = 0, ctype: str | None = None) -> None:
         self.length = 0
         self.keep = keep
-        self.kept = bytearray()
+        # the kept prefix, as the pieces it was decoded in (references, not a copy)
+        self.pieces: list[bytes] = []
+        self.kept_len = 0
         # the keyword filter's pieces of this body (agent.protocols.base.Content), when it runs
         self.sink = sink
         self.field = field
@@ -151,12 +153,19 @@ class _Body:
 
     def _out(self, data: bytes) -> None:
         self.length += len(data)
-        room = self.keep - len(self.kept)
+        room = self.keep - self.kept_len
         if room > 0:
-            piece = data[:room]
-            self.kept += piece
+            piece = bytes(data[:room]) if len(data) > room else bytes(data)
+            self.pieces.append(piece)
+            self.kept_len += len(piece)
             if self.sink is not None:
-                self.sink.append(Content(self.field, bytes(piece), self.msg, False))
+                # the type on every piece: the filter decides at the first whether to keep it for views
+                self.sink.append(Content(self.field, piece, self.msg, False, self.ctype))
+
+    @property
+    def kept(self) -> bytes:
+        """The kept prefix of the decoded body."""
+        return b"".join(self.pieces)
 
     def end(self) -> None:
         """The body is complete: tell the keyword filter (with its type, for decoded views)."""
@@ -329,8 +338,18 @@ class HttpDecoder:
         self._pending: deque[_Txn] = deque()
         self._depth = 0
         self._closed = False
-        self.last_request_body: bytes = b""
-        self.last_response_body: bytes = b""
+        self._last_request: _Body | None = None
+        self._last_response: _Body | None = None
+
+    @property
+    def last_request_body(self) -> bytes:
+        """The kept prefix of the last complete request body (b"" when none was kept)."""
+        return self._last_request.kept if self._last_request is not None else b""
+
+    @property
+    def last_response_body(self) -> bytes:
+        """The kept prefix of the last complete response body (b"" when none was kept)."""
+        return self._last_response.kept if self._last_response is not None else b""
 
     # --- public API ------------------------------------------------------
     def feed(self, is_orig: bool, data: bytes, ts: float) -> list[Record]:
@@ -377,7 +396,7 @@ class HttpDecoder:
         """
         d = self._orig if is_orig else self._resp
         body = d.body
-        if d.buf or body is None or body.coded or len(body.kept) < body.keep:
+        if d.buf or body is None or body.coded or body.kept_len < body.keep:
             return 0
         if d.state in (_BODY_LEN, _CHUNK_DATA):
             return d.remaining
@@ -768,11 +787,11 @@ class HttpDecoder:
         body = d.body
         if body is not None:
             body.end()
-            d.scan_left = max(0, d.scan_left - len(body.kept))
+            d.scan_left = max(0, d.scan_left - body.kept_len)
         if d.is_orig:
             if body is not None:
                 txn.request_body_len = body.length
-                self.last_request_body = bytes(body.kept)
+                self._last_request = body
             d.txn = None
             d.body = None
             d.state = _START
@@ -792,7 +811,7 @@ class HttpDecoder:
         txn = d.txn
         assert txn is not None
         if d.body is not None:
-            self.last_response_body = bytes(d.body.kept)
+            self._last_response = d.body
         if self._pending and self._pending[0] is txn:
             self._pending.popleft()
         o = self._orig

@@ -662,9 +662,8 @@ class SmtpDecoder:
                 ctype = wire_text(raw)
             elif name == "content-transfer-encoding" and cte is None:
                 cte = wire_text(raw).strip().lower()
-        if msg.body:
-            self.content.append(Content("smtp.body", bytes(msg.body), n, False))
-        self.content.append(Content("smtp.body", b"", n, True, ctype, cte))
+        # the body whole, in one final piece with its type: the filter scans it in one call
+        self.content.append(Content("smtp.body", bytes(msg.body), n, True, ctype, cte))
 
     def _end_message(self) -> list[Record]:
         msg = self._msg

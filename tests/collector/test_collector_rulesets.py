@@ -22,6 +22,8 @@ from rulesets.bundle import pack_bundle, sign_bundle
 from rulesets.keys import load_private_key, load_public_key, write_keypair
 from rulesets.load import examine_ruleset, load_ruleset
 
+pytestmark = pytest.mark.usefixtures("keyword_engine")  # each test with each keyword engine
+
 EXAMPLES = REPO / "rulesets" / "examples"
 
 

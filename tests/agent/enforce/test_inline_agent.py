@@ -9,11 +9,14 @@ import struct
 from typing import Any
 
 import dpkt
+import pytest
 
 from agent.enforce.inline import InlineAgent, packet_key
 from agent.filter.compiled import compile_rules
 from agent.pipeline import Pipeline
 from rulesets.model import Category, Phrase, Ruleset
+
+pytestmark = pytest.mark.usefixtures("keyword_engine")  # each test with each keyword engine
 
 CLIENT, SERVER = "192.0.2.10", "198.51.100.80"
 

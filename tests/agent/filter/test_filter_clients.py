@@ -21,6 +21,8 @@ from filter_matching import Matcher
 from agent.filter.normalize import content_type_param, fold, percent_decode, rfc2047_decode
 from agent.filter.patterns import StreamScan
 
+pytestmark = pytest.mark.usefixtures("keyword_engine")  # each test with each keyword engine
+
 KEYWORDS = ["赌博", "六合彩", "法轮", "VPN翻墙", "falun", "𠮷"]
 
 

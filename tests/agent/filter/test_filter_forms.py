@@ -6,9 +6,13 @@ import urllib.parse
 
 import pytest
 from filter_matching import Matcher
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agent.filter.forms import MAX_FORMS, keyword_forms
+from agent.filter.forms import MAX_FORMS, keyword_forms, keyword_patterns, keyword_patterns_by_character
 from agent.filter.normalize import fold
+
+pytestmark = pytest.mark.usefixtures("keyword_engine")  # each test with each keyword engine
 
 CHINESE = ["赌博", "六合彩", "法轮"]
 KEYWORDS = [*CHINESE, "VPN翻墙", "falun", "𠮷野家", "€"]
@@ -161,3 +165,18 @@ def test_gbk_misalignment_is_a_known_false_positive() -> None:
     assert text == "露牟─"
     assert "赌" not in text and "博" not in text
     assert Matcher(["赌博"]).hits(text.encode("gbk")) == {("赌博", "gbk", "raw")}
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from([*"赌博丅乥测试群𠮷€aZqQ %+-_~\\|"]), max_size=8))
+def test_fast_paths_equal_the_character_by_character_definition(text: str) -> None:
+    assert keyword_patterns(text) == keyword_patterns_by_character(text)
+
+
+def test_exact_positions_of_gbk_trail_letters() -> None:
+    forms = {enc: (p, e) for p, enc, e in keyword_patterns("丅丅测试")}
+    assert forms["gbk"] == (b"\x81B\x81B\xb2\xe2\xca\xd4", (1, 3))
+    assert forms["url-gbk"] == (b"%81B%81B%b2%e2%ca%d4", (3, 7))
+    assert forms["utf-8"][1] == () and forms["url"][1] == ()
+    mixed = {enc: (p, e) for p, enc, e in keyword_patterns("QQ丅")}
+    assert mixed["gbk"] == (b"qq\x81B", (3,))  # the ASCII letters fold, the trail letter does not

@@ -13,12 +13,15 @@ import struct
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from tcp_frames import Conn, udp_frame
 
 from agent.filter.compiled import CompiledRules, compile_rules
 from agent.pipeline import Pipeline
 from rulesets.model import FIELDS, Category, Combination, Phrase, Ruleset
 from wire.validate import validate_record
+
+pytestmark = pytest.mark.usefixtures("keyword_engine")  # each test with each keyword engine
 
 Record = dict[str, Any]
 T0 = 1_700_000_000.0
@@ -104,6 +107,25 @@ def test_raw_gbk_and_gb18030_bodies() -> None:
         [a] = alerts(run(http_exchange(post(body, "text/plain; charset=" + charset)), ruleset(GAMBLING)))
         assert a["encoding"] == "gbk"  # the two agree on these characters: the first form names it
         assert "六合彩" in a["snippet"]
+
+
+def test_gbk_trail_letters_match_exactly_ascii_in_either_case() -> None:
+    """Issue 16: the keyword 丅丅测试 (GBK 81 42 81 42 ...) does not alert on the different text
+    乥乥测试 (81 62 81 62 ...), raw, percent-encoded or in a split stream; its own text does,
+    and the ASCII letters of a mixed keyword (QQ群) still match in either case."""
+    rules = ruleset(cat("t", "丅丅测试", "QQ群"))
+    for text in ("乥乥测试", "乥丅测试", "丅乥测试"):
+        body = ("看" + text + "了").encode("gbk")
+        assert alerts(run(http_exchange(post(body, "text/plain; charset=gbk"), segment=7), rules)) == []
+        form = b"m=" + quote(text, encoding="gbk").encode()
+        assert alerts(run(http_exchange(post(form)), rules)) == []
+    [a] = alerts(run(http_exchange(post("看丅丅测试了".encode("gbk"), "text/plain; charset=gbk"), segment=7),
+                     rules))
+    assert (a["keyword"], a["encoding"]) == ("丅丅测试", "gbk") and "丅丅测试" in a["snippet"]
+    [a] = alerts(run(http_exchange(post(b"m=" + quote("丅丅测试", encoding="gbk").encode())), rules))
+    assert (a["keyword"], a["encoding"]) == ("丅丅测试", "url-gbk")
+    [a] = alerts(run(http_exchange(post("加qQ群".encode("gbk"), "text/plain; charset=gbk")), rules))
+    assert (a["keyword"], a["encoding"]) == ("QQ群", "gbk")
 
 
 def test_gzip_response_body_and_ascii_case_folding() -> None:

@@ -18,6 +18,8 @@ from rulesets.bundle import pack_bundle
 from rulesets.load import load_ruleset
 from wire.validate import validate_record
 
+pytestmark = pytest.mark.usefixtures("keyword_engine")  # each test with each keyword engine
+
 NOW = 1_800_000_000
 CLIENT, SERVER = "192.0.2.10", "198.51.100.80"
 
