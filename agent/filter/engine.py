@@ -8,7 +8,7 @@ the inspector adds the flow id, the identity table the account).
 
 How:
 - A whole value (one `final` piece: URI, Host, DNS name, SNI, subject, FTP argument) is
-  scanned whole, in block mode, with its decoded views; it needs no stream state.
+  scanned whole, in one call, with its decoded views; it needs no stream state.
 - Each (field, message) of a connection that arrives in pieces (a body) is one stream,
   fed to a `StreamScan` (`agent.filter.patterns`): the engine (Vectorscan's stream mode,
   or Aho-Corasick with a carry) finds a keyword split across pieces exactly once; bytes
@@ -96,20 +96,28 @@ class _Pending:
         self.base = base
 
 
-class _Stream:
+class _Msg:
+    """What one message of a field has shown so far: its field and the combination parts seen."""
+
+    __slots__ = ("field", "parts")
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.parts: set[int] = set()  # combination parts seen in this message
+
+
+class _Stream(_Msg):
     """One (field, message) of a connection that arrives in pieces."""
 
-    __slots__ = ("field", "scan", "kept", "kept_len", "pending", "exc", "parts", "ctype", "cte")
+    __slots__ = ("scan", "kept", "pending", "exc", "ctype", "cte")
 
     def __init__(self, field: str, rules: CompiledRules, depth: int, keep: bool) -> None:
-        self.field = field
+        super().__init__(field)
         self.scan = StreamScan(rules.patterns, depth, SNIPPET_CONTEXT)
         # the pieces scanned (as sent, by reference) for the decoded views; None: no views
         self.kept: list[bytes] | None = [] if keep else None
-        self.kept_len = 0
         self.pending: list[_Pending] = []  # matches waiting for the exception check
         self.exc: list[tuple[int, int, int]] = []  # exception occurrences: (start, end, category)
-        self.parts: set[int] = set()  # combination parts seen in this message
         self.ctype: str | None = None
         self.cte: str | None = None
 
@@ -123,45 +131,69 @@ class _Flow:
         self.alerted: set[tuple[int, str]] = set()  # (rule index, field)
 
 
+COUNTERS: Final = ("pieces", "scanned_bytes", "beyond_depth_bytes", "alerts", "repeats", "suppressed",
+                   "flows_dropped", "views", "unwatched_pieces", "kept_bytes")
+
+
 class FilterEngine:
+    """The keyword filter of one capture worker (see the module docstring).
+
+    A connection gets state (`_Flow`) only when it has a body stream open or an alert: a
+    connection whose pieces are whole values (a DNS query, a request line) costs a block
+    scan of each and nothing more.
+    """
+
     def __init__(self, rules: CompiledRules, *, depth: int = DEFAULT_DEPTH) -> None:
         if depth < 0:
             raise ValueError("filter depth must be >= 0")
         self.rules = rules  # replaced whole by a ruleset update; running connections keep theirs
         self.depth = depth
         self._flows: dict[str, _Flow] = {}
-        self.counters: dict[str, int] = {
-            "pieces": 0, "scanned_bytes": 0, "beyond_depth_bytes": 0, "alerts": 0,
-            "repeats": 0, "suppressed": 0, "flows_dropped": 0, "views": 0, "unwatched_pieces": 0,
-            "kept_bytes": 0,
-        }
+        # counters (`counters` gives them as a dict): attributes, cheaper than dict updates per piece
+        self.pieces = 0
+        self.scanned_bytes = 0
+        self.beyond_depth_bytes = 0
+        self.alerts = 0
+        self.repeats = 0
+        self.suppressed = 0
+        self.flows_dropped = 0
+        self.views = 0
+        self.unwatched_pieces = 0
+        self.kept_bytes = 0
+
+    @property
+    def counters(self) -> dict[str, int]:
+        return {"pieces": self.pieces, "scanned_bytes": self.scanned_bytes,
+                "beyond_depth_bytes": self.beyond_depth_bytes, "alerts": self.alerts, "repeats": self.repeats,
+                "suppressed": self.suppressed, "flows_dropped": self.flows_dropped, "views": self.views,
+                "unwatched_pieces": self.unwatched_pieces, "kept_bytes": self.kept_bytes}
 
     # -- the inspector's calls -----------------------------------------------------------
     def scan(self, key: str, pieces: list[Content], ts: float) -> list[Record]:
         """Match the pieces a decoder produced for connection `key` (its uid)."""
         fl = self._flows.get(key)
-        if fl is None:
-            if len(self._flows) >= MAX_FLOWS:
-                self._drop(self._flows.pop(next(iter(self._flows))))
-                self.counters["flows_dropped"] += 1
-            fl = self._flows[key] = _Flow(self.rules)
+        rules = fl.rules if fl is not None else self.rules
+        fields = rules.fields
         out: list[Record] = []
-        fields = fl.rules.fields
-        counters = self.counters
+        self.pieces += len(pieces)
         for p in pieces:
-            counters["pieces"] += 1
             field = p.field
             if field not in fields:
-                counters["unwatched_pieces"] += 1
+                self.unwatched_pieces += 1
                 continue
             skey = (field, p.msg)
-            st = fl.streams.get(skey)
+            st = fl.streams.get(skey) if fl is not None else None
             if st is None:
                 if p.final:
-                    self._whole(fl, field, p.data, p.ctype, p.cte, ts, out)
+                    self._whole(key, rules, field, p.data, p.ctype, p.cte, ts, out)
+                    if fl is None:
+                        fl = self._flows.get(key)  # an alert made one
                     continue
+                if fl is None:
+                    fl = self._flow(key, rules)
                 keep = _keeps_views(field, p.ctype, p.cte)
                 st = fl.streams[skey] = _Stream(field, fl.rules, self.depth, keep)
+            assert fl is not None
             if p.data:
                 self._feed(fl, st, p.data, ts, out)
             if p.final:
@@ -181,30 +213,46 @@ class FilterEngine:
             self._end(fl, st, ts, out)
         return out
 
+    def _flow(self, key: str, rules: CompiledRules) -> _Flow:
+        fl = self._flows.get(key)
+        if fl is None:
+            if len(self._flows) >= MAX_FLOWS:
+                self._drop(self._flows.pop(next(iter(self._flows))))
+                self.flows_dropped += 1
+            fl = self._flows[key] = _Flow(rules)
+        return fl
+
     def _drop(self, fl: _Flow) -> None:
         for st in fl.streams.values():
             st.scan.close()
 
     # -- whole values ------------------------------------------------------------------------
-    def _whole(self, fl: _Flow, field: str, data: bytes, ctype: str | None, cte: str | None, ts: float,
-               out: list[Record]) -> None:
-        """A value (or a body) that came whole: scanned in block mode with its views, no stream state."""
+    def _whole(self, key: str, rules: CompiledRules, field: str, data: bytes, ctype: str | None,
+               cte: str | None, ts: float, out: list[Record]) -> None:
+        """A value (or a body) that came whole: scanned in one call with its views, no stream state."""
         n = len(data)
         if n > self.depth:
-            self.counters["beyond_depth_bytes"] += n - self.depth
+            self.beyond_depth_bytes += n - self.depth
             data = data[:self.depth]
-        self.counters["scanned_bytes"] += len(data)
+        self.scanned_bytes += len(data)
         if not data:
             return
-        st = _Stream(field, fl.rules, 0, False)  # never fed: no engine stream is opened
-        self._scan_whole(fl, st, data, "", ts, out)
+        msg: _Msg | None = None
+        matches = rules.patterns.scan(data)
+        if matches:
+            msg = _Msg(field)
+            self._scan_whole(key, rules, msg, data, matches, "", ts, out)
         if field in _BODY_FIELDS:
             views = body_views(data, ctype, cte) if _keeps_views(field, ctype, cte) else []
         else:
-            views = self._value_views(field, data)
+            views = _value_views(field, data)
         for view, transform in views:
-            self.counters["views"] += 1
-            self._scan_whole(fl, st, view, transform, ts, out)
+            self.views += 1
+            matches = rules.patterns.scan(view)
+            if matches:
+                if msg is None:
+                    msg = _Msg(field)
+                self._scan_whole(key, rules, msg, view, matches, transform, ts, out)
 
     # -- streams ---------------------------------------------------------------------------
     def _feed(self, fl: _Flow, st: _Stream, data: bytes, ts: float, out: list[Record]) -> None:
@@ -213,14 +261,13 @@ class FilterEngine:
         found = scan.feed(data)
         beyond = scan.beyond - before
         scanned = len(data) - beyond
-        self.counters["beyond_depth_bytes"] += beyond
-        self.counters["scanned_bytes"] += scanned
+        self.beyond_depth_bytes += beyond
+        self.scanned_bytes += scanned
         kept = st.kept
         if kept is not None and scanned:
             # as sent, for the views (base64 is case-sensitive); a reference, or the part in depth
             kept.append(data if scanned == len(data) else data[:scanned])
-            st.kept_len += scanned
-            self.counters["kept_bytes"] += scanned
+            self.kept_bytes += scanned
         if not found:
             if st.pending:
                 self._resolve(fl, st, scan.scanned - fl.rules.max_exception_len, ts, out)
@@ -248,7 +295,7 @@ class FilterEngine:
                 continue
             end = start + rules.pat_len[pid]
             if _covered(st.exc, start, end, rules.pat_cat[pid]):
-                self.counters["suppressed"] += 1
+                self.suppressed += 1
                 continue
             self._hit(fl, st, pid, start - m.base, m.buf, "", ts, out)
         st.pending = keep
@@ -267,44 +314,34 @@ class FilterEngine:
         if not kept:
             return
         data = kept[0] if len(kept) == 1 else b"".join(kept)
-        for view, transform in body_views(data, st.ctype, st.cte):
-            self.counters["views"] += 1
-            self._scan_whole(fl, st, view, transform, ts, out)
-
-    def _value_views(self, field: str, data: bytes) -> list[tuple[bytes, str]]:
-        views: list[tuple[bytes, str]] = []
-        if field == "http.uri" or field == "ftp.arg":
-            v = percent_decode(data, plus=True)
-            if v != data:
-                views.append((v, "url"))
-        elif field == "smtp.subject":
-            v = rfc2047_decode(data)
-            if v != data:
-                views.append((v, "rfc2047"))
-        if field in _NAME_FIELDS and b"xn--" in data:
-            v = _idna(data)
-            if v != data:
-                views.append((v, "idna"))
-        return views
-
-    def _scan_whole(self, fl: _Flow, st: _Stream, view: bytes, transform: str, ts: float,
-                    out: list[Record]) -> None:
         rules = fl.rules
-        matches = rules.patterns.scan(view)
-        if not matches:
-            return
+        for view, transform in body_views(data, st.ctype, st.cte):
+            self.views += 1
+            matches = rules.patterns.scan(view)
+            if matches:
+                self._scan_whole("", rules, st, view, matches, transform, ts, out, fl)
+
+    def _scan_whole(self, key: str, rules: CompiledRules, msg: _Msg, view: bytes,
+                    matches: list[tuple[int, int]], transform: str, ts: float, out: list[Record],
+                    fl: _Flow | None = None) -> None:
+        """Decide the `matches` found in a whole buffer (a value, or a view); the connection's
+        state is made (`key`) or given (`fl`) only when one of them counts."""
         exc = [(s, s + rules.pat_len[p], rules.pat_cat[p]) for s, p in matches
                if rules.pat_role[p] == ROLE_EXCEPTION]
         for start, pid in matches:
             if rules.pat_role[pid] == ROLE_EXCEPTION:
                 continue
             if exc and _covered(exc, start, start + rules.pat_len[pid], rules.pat_cat[pid]):
-                self.counters["suppressed"] += 1
+                self.suppressed += 1
                 continue
-            self._hit(fl, st, pid, start, view, transform, ts, out)
+            if msg.field not in rules.categories[rules.pat_cat[pid]].fields:
+                continue
+            if fl is None:
+                fl = self._flow(key, rules)
+            self._hit(fl, msg, pid, start, view, transform, ts, out)
 
     # -- matches -----------------------------------------------------------------------------
-    def _hit(self, fl: _Flow, st: _Stream, pid: int, start: int, buf: bytes, transform: str,
+    def _hit(self, fl: _Flow, st: _Msg, pid: int, start: int, buf: bytes, transform: str,
              ts: float, out: list[Record]) -> None:
         rules = fl.rules
         cat = rules.categories[rules.pat_cat[pid]]
@@ -321,11 +358,11 @@ class FilterEngine:
             if all(p in st.parts for p in rules.rules[ri].parts):
                 self._alert(fl, st, ri, pid, start, buf, transform, ts, out)
 
-    def _alert(self, fl: _Flow, st: _Stream, ri: int, pid: int, start: int, buf: bytes,
+    def _alert(self, fl: _Flow, st: _Msg, ri: int, pid: int, start: int, buf: bytes,
                transform: str, ts: float, out: list[Record]) -> None:
         key = (ri, st.field)
         if key in fl.alerted:
-            self.counters["repeats"] += 1
+            self.repeats += 1
             return
         fl.alerted.add(key)
         rules = fl.rules
@@ -334,13 +371,32 @@ class FilterEngine:
         enc = rules.pat_enc[pid]
         if transform:
             enc = transform if enc == "utf-8" else f"{transform}-{enc}"
-        self.counters["alerts"] += 1
+        self.alerts += 1
         out.append({
             "type": "alert", "ts": ts, "rule_id": rule.rule_id, "ruleset_version": str(rules.version),
             "category": cat.id, "severity": cat.severity, "action": cat.action, "blocked": False,
             "field": st.field, "keyword": rule.text, "encoding": enc,
             "snippet": _snippet(buf, start, rules.pat_len[pid], rules.pat_enc[pid]), "account": None,
         })
+
+
+def _value_views(field: str, data: bytes) -> list[tuple[bytes, str]]:
+    """Decoded views of a whole value: percent-decoding, RFC 2047 words, IDNA names."""
+    views: list[tuple[bytes, str]] = []
+    if field == "http.uri" or field == "ftp.arg":
+        if b"%" in data or b"+" in data:
+            v = percent_decode(data, plus=True)
+            if v != data:
+                views.append((v, "url"))
+    elif field == "smtp.subject":
+        v = rfc2047_decode(data)
+        if v != data:
+            views.append((v, "rfc2047"))
+    if field in _NAME_FIELDS and b"xn--" in data:
+        v = _idna(data)
+        if v != data:
+            views.append((v, "idna"))
+    return views
 
 
 def _covered(exc: list[tuple[int, int, int]], start: int, end: int, cat: int) -> bool:

@@ -2,9 +2,11 @@
 
 What: ``Vectorscan(patterns, cache_dir)`` compiles every pattern as a case-insensitive
 literal (``HS_FLAG_CASELESS``, Vectorscan's literal compiler ``hs_compile_lit_multi``) into
-two databases: block mode for whole values and decoded views (``hs_scan``), stream mode for
-streams (``hs_scan_stream``), whose per-stream state carries a keyword cut across pieces, so
-no bytes are copied between pieces. Through the ``hyperscan`` PyPI package, whose wheels
+one stream-mode database: a stream (``hs_scan_stream``) carries a keyword cut across pieces
+in its state, so no bytes are copied between pieces; a whole value or a decoded view is a
+stream opened, scanned once and closed. A block-mode database beside it would scan short
+values ~0.5 µs faster each, but doubles the compile time (10 s per mode at 100k keywords,
+~220k patterns, here) and the memory: not worth it. Through the ``hyperscan`` PyPI package, whose wheels
 link Vectorscan statically (x86_64, aarch64): a runtime dependency, no system library.
 
 Why these choices (``../shared/notes/keyword-engines.md``, measured here):
@@ -46,17 +48,20 @@ from typing import Any, Final
 
 from agent.filter.patterns import EngineStream, EngineUnavailable, Match
 
-_hs: Any
-try:
-    import hyperscan as _hs
-except ImportError as _e:  # the wheel is missing or does not load on this machine
-    _hs = None
-    _IMPORT_ERROR = f"the hyperscan module does not import: {_e}"
-else:
-    _IMPORT_ERROR = ""
+
+def _import_hyperscan() -> tuple[Any, str]:
+    """The `hyperscan` module, or None and why not (the wheel is missing or does not load here)."""
+    try:
+        import hyperscan
+    except ImportError as e:
+        return None, f"the hyperscan module does not import: {e}"
+    return hyperscan, ""
+
+
+_hs, _IMPORT_ERROR = _import_hyperscan()
 
 CACHE_KEEP: Final = 8  # database files kept in a cache directory (the newest)
-_MAGIC: Final = b"EAVS1\n"
+_MAGIC: Final = b"EAVS2\n"  # one stream-mode database follows
 
 
 def _on_match(pid: int, start: int, end: int, flags: int, found: list[tuple[int, int]]) -> None:
@@ -82,7 +87,6 @@ class Vectorscan:
         self.version: str = str(getattr(hs, "__version__", "?"))
         self._lengths: list[int] = [len(p) for p in patterns]
         self.cache_note: str = ""
-        self._block: Any = None
         self._stream: Any = None
         if not patterns:
             return
@@ -91,7 +95,6 @@ class Vectorscan:
         loaded = self._load(cache_dir, key) if cache_dir is not None else False
         if not loaded:
             try:
-                self._block = _compile(patterns, literal, hs.HS_MODE_BLOCK)
                 self._stream = _compile(patterns, literal, hs.HS_MODE_STREAM)
             except hs.error as e:
                 raise EngineUnavailable(f"vectorscan refused the patterns: {e}") from e
@@ -113,15 +116,11 @@ class Vectorscan:
         try:
             if not data.startswith(_MAGIC):
                 raise ValueError("not a database file")
-            (n,) = struct.unpack_from("<Q", data, len(_MAGIC))
-            at = len(_MAGIC) + 8
-            self._block = hs.loadb(data[at:at + n], hs.HS_MODE_BLOCK)
-            self._stream = hs.loadb(data[at + n:], hs.HS_MODE_STREAM)
-            self._block.scratch = hs.Scratch(self._block)
+            self._stream = hs.loadb(data[len(_MAGIC):], hs.HS_MODE_STREAM)
             self._stream.scratch = hs.Scratch(self._stream)
-        except (ValueError, struct.error, hs.error) as e:
+        except (ValueError, hs.error) as e:
             self.cache_note = f"compiled (cached database refused: {e})"
-            self._block = self._stream = None
+            self._stream = None
             return False
         os.utime(path)  # the newest are kept
         self.cache_note = f"database loaded from {path}"
@@ -133,8 +132,7 @@ class Vectorscan:
         tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            block = hs.dumpb(self._block)
-            tmp.write_bytes(_MAGIC + struct.pack("<Q", len(block)) + block + hs.dumpb(self._stream))
+            tmp.write_bytes(_MAGIC + hs.dumpb(self._stream))
             os.replace(tmp, path)
             _prune(cache_dir)
         except OSError as e:
@@ -145,11 +143,14 @@ class Vectorscan:
 
     # -- matching -----------------------------------------------------------------------
     def candidates(self, data: bytes) -> list[Match]:
-        db = self._block
+        db = self._stream
         if db is None or not data:
             return []
         found: list[tuple[int, int]] = []
-        db.scan(data, _on_match, 0, found)
+        stream = db.stream(_on_match, 0, found)
+        stream.__enter__()  # hs_open_stream; see the module docstring on references
+        stream.scan(data)
+        stream.close()
         if not found:
             return []
         return _ordered(found, self._lengths, 0)
@@ -217,7 +218,8 @@ def _compile(patterns: Sequence[bytes], literal: bool, mode: int) -> Any:
 
 def _cache_key(patterns: Sequence[bytes], literal: bool, version: str) -> str:
     h = hashlib.sha256()
-    h.update(f"edgeaudit-vectorscan 1 {version} caseless literal={literal} n={len(patterns)}\n".encode())
+    h.update(f"edgeaudit-vectorscan 2 {version} stream caseless literal={literal} "
+             f"n={len(patterns)}\n".encode())
     for p in patterns:
         h.update(struct.pack("<I", len(p)))
         h.update(p)

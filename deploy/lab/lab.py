@@ -982,6 +982,9 @@ ring_mb = 8
 rules = "%(rules)s"            # the example ruleset directory (gambling: alert, drugs: block)
 update_interval_s = 0
 
+[filter]
+cache_dir = "engine-cache"     # the compiled keyword database, in the lab's directory, not the repo's
+
 [collector]
 url = "%(url)s"
 token_file = "agent.token"

@@ -105,3 +105,20 @@ def test_sizes() -> None:
     for bad in ("", "-1GB", "10 parsecs", 0):
         with pytest.raises(ValueError):
             parse_size(bad)
+
+
+def test_filter_engine_and_its_cache(tmp_path: Path) -> None:
+    cfg = load_config(_example(tmp_path))
+    assert cfg.filter.engine == "auto"
+    # the compiled keyword database is cached beside the ruleset by default
+    assert cfg.filter.cache_dir == Path("/var/lib/edgeaudit/rules.bundle.vectorscan")
+    cfg = load_config(_example(tmp_path, {'engine = "auto"': 'engine = "aho-corasick"',
+                                          '# cache_dir = "/var/lib/edgeaudit/rules.bundle.vectorscan"':
+                                          'cache_dir = "db"'}))
+    assert cfg.filter.engine == "aho-corasick" and cfg.filter.cache_dir == tmp_path / "db"
+    cfg = load_config(_example(tmp_path, {'# cache_dir = "/var/lib/edgeaudit/rules.bundle.vectorscan"':
+                                          'cache_dir = ""'}))
+    assert cfg.filter.cache_dir is None  # "": compile at every start
+    with pytest.raises(ConfigError) as e:
+        load_config(_example(tmp_path, {'engine = "auto"': 'engine = "hyperscan"'}))
+    assert "[filter].engine: must be one of auto, vectorscan, aho-corasick" in str(e.value)

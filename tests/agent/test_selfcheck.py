@@ -25,6 +25,8 @@ def _config(tmp_path: Path) -> Path:
     examples = REPO / "rulesets" / "examples"
     text = text.replace('rules = "/var/lib/edgeaudit/rules.bundle"', f'rules = "{examples}"')
     text = text.replace('pubkeys = ["/etc/edgeaudit/rules-signing.pub"]', "pubkeys = []")
+    text = text.replace('# cache_dir = "/var/lib/edgeaudit/rules.bundle.vectorscan"',
+                        f'cache_dir = "{tmp_path / "engine-cache"}"')
     text = text.replace('roster = "/etc/edgeaudit/roster.csv"', "")
     path = tmp_path / "agent.toml"
     path.write_text(text)
@@ -46,7 +48,9 @@ def _running(tmp_path: Path, *, conntrack: bool = True, unit: bool = True) -> No
     StatusFile(spool, "supervisor").write(sup)
     StatusFile(spool, "lan0-0").write({"role": "capture", "records": {"login": 2, "session": 9, "alert": 1},
                                       "last": {"login": now - 100, "session": now - 1, "alert": now - 50},
-                                      "capture": {"packets": 1000, "kernel_drops": 0}, "ruleset_version": 3})
+                                      "capture": {"packets": 1000, "kernel_drops": 0}, "ruleset_version": 3,
+                                      "keyword_engine": {"engine": "vectorscan",
+                                                         "reason": "auto: vectorscan"}})
 
 
 def test_a_stopped_agent_fails_with_the_reason(tmp_path: Path, capsys: Any) -> None:
@@ -66,6 +70,9 @@ def test_a_running_agent_passes_and_each_gap_fails_its_measure(tmp_path: Path, c
                                                    for k, m in measures.items() if not m.ok}
     assert any("2 login records" in e for e in measures["login"].evidence)
     assert any("running ruleset version(s): 3" in e for e in measures["filtering"].evidence)
+    assert "running keyword engine: vectorscan (auto: vectorscan)" in measures["filtering"].evidence
+    assert any("keyword engine vectorscan (auto: vectorscan" in e for e in measures["filtering"].evidence)
+    assert (tmp_path / "engine-cache").is_dir()  # the configured ruleset was compiled with its cache
 
     _running(tmp_path, conntrack=False, unit=False)
     measures = {m.key: m for m in check(cfg, offline=True)}

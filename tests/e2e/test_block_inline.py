@@ -266,6 +266,8 @@ mode = "inline"
 queue = {QUEUE}
 [inspection]
 rules = "{REPO / 'rulesets' / 'examples'}"
+[filter]
+cache_dir = "{tmp_path / 'engine-cache'}"
 [collector]
 url = "http://127.0.0.1:{port}"
 token = "{token}"
