@@ -29,7 +29,7 @@ from agent.filter.patterns import ENGINES
 from agent.flows.inspector import DEFAULT_DEPTH
 from agent.identity import RosterError, load_roster
 from agent.pipeline import Pipeline, Record
-from wire.build import describe
+from wire.build import VersionAction
 from wire.jsonl import JsonlWriter
 
 if TYPE_CHECKING:
@@ -250,7 +250,7 @@ def _non_negative(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edgeaudit-agent", description="Network-edge audit agent.")
-    ap.add_argument("--version", action="version", version=f"edgeaudit-agent {describe()}")
+    ap.add_argument("--version", action=VersionAction)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("replay", help="decode capture files into records (offline mode)")
     r.add_argument("files", nargs="+", help="pcap or pcapng files, read in order as one stream")

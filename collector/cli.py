@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wire.build import describe
+from wire.build import VersionAction
 
 EXIT_USAGE = 2
 
@@ -246,7 +246,7 @@ def cmd_audit(a: Any) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edgeaudit-collector", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--version", action="version", version=f"edgeaudit-collector {describe()}")
+    ap.add_argument("--version", action=VersionAction)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
     s = sub.add_parser("serve", help="run the collector")
     s.add_argument("--data", help="data directory")

@@ -36,7 +36,7 @@ from rulesets.diff import diff_rulesets
 from rulesets.keys import KeyFileError, load_private_key, load_public_key, write_keypair
 from rulesets.load import Problem, RulesetError, examine_ruleset, load_ruleset
 from rulesets.model import Ruleset
-from wire.build import describe
+from wire.build import VersionAction
 
 PROG = "edgeaudit-rules"
 DAY = 86_400
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Check, sign, verify and compare keyword rulesets."
     )
-    parser.add_argument("--version", action="version", version=f"edgeaudit-rules {describe()}")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="report every problem in a ruleset directory")

@@ -9,8 +9,10 @@ in its log at start. The modules are compiled as one group, so one module tells 
 
 from __future__ import annotations
 
-from importlib import metadata
+import argparse
+from collections.abc import Sequence
 from importlib.machinery import EXTENSION_SUFFIXES
+from typing import Any
 
 
 def is_compiled() -> bool:
@@ -23,9 +25,25 @@ def is_compiled() -> bool:
 
 def describe() -> str:
     """`0.1.0 (compiled by mypyc)`: the installed version and which build it is."""
+    from importlib import metadata  # here: a lookup in site-packages every command need not pay
+
     try:
         version = metadata.version("edgeaudit")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
         version = "unknown version"
     kind = "compiled by mypyc" if is_compiled() else "interpreted"
     return f"{version} ({kind})"
+
+
+class VersionAction(argparse.Action):
+    """`--version`: print `PROG VERSION (BUILD)` and exit; the version is looked up only then."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: Any = argparse.SUPPRESS,
+                 help: str = "print the version and which build runs, and exit") -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"{parser.prog} {describe()}")
+        parser.exit()

@@ -177,7 +177,9 @@ class StreamScan:
         self.scanned: int = 0  # stream bytes scanned so far (= stream offset of the next byte scanned)
         self.beyond: int = 0  # stream bytes past `limit`, counted and not scanned
         self._keep: int = max(patterns.max_len - 1, 0) + context
-        self.window: bytes = b""  # raw bytes before the current piece (ending at `scanned - len(piece)`)
+        # raw bytes just before the current piece (at least `_keep` of them when the stream had
+        # that many): they end at stream offset `scanned - len(piece)`
+        self.window: bytes = b""
         self.piece: bytes = b""  # the piece last scanned
         self._stream: EngineStream | None = None  # opened by the first feed
         self._closed: bool = len(patterns) == 0
@@ -195,12 +197,13 @@ class StreamScan:
             self.beyond += n - room
             data = data[:room]
             n = room
-        # the window before this piece: what a match may reach back into
+        # the window before this piece: what a match may reach back into. A previous piece at
+        # least as long is the window itself, by reference; shorter ones are joined (bounded)
         prev = self.piece
         if prev:
             keep = self._keep
             if len(prev) >= keep:
-                self.window = prev[len(prev) - keep:] if keep else b""
+                self.window = prev
             else:
                 joined = self.window + prev
                 self.window = joined[len(joined) - keep:] if len(joined) > keep else joined

@@ -3,10 +3,12 @@
 What: ``Vectorscan(patterns, cache_dir)`` compiles every pattern as a case-insensitive
 literal (``HS_FLAG_CASELESS``, Vectorscan's literal compiler ``hs_compile_lit_multi``) into
 one stream-mode database: a stream (``hs_scan_stream``) carries a keyword cut across pieces
-in its state, so no bytes are copied between pieces; a whole value or a decoded view is a
-stream opened, scanned once and closed. A block-mode database beside it would scan short
-values ~0.5 µs faster each, but doubles the compile time (10 s per mode at 100k keywords,
-~220k patterns, here) and the memory: not worth it. Through the ``hyperscan`` PyPI package, whose wheels
+in its state, so no bytes are copied between pieces. Whole values and decoded views go
+through one long-lived stream, each followed by a NUL byte: no pattern holds a NUL (rulesets
+refuse control characters; see below for other pattern sets), so no match can span two
+values, and a value costs one call instead of opening and closing a stream. A block-mode
+database would do the same in one call too, but doubles the compile time (10 s per mode at
+100k keywords, ~220k patterns, here) and the memory. Through the ``hyperscan`` PyPI package, whose wheels
 link Vectorscan statically (x86_64, aarch64): a runtime dependency, no system library.
 
 Why these choices (``../shared/notes/keyword-engines.md``, measured here):
@@ -88,9 +90,12 @@ class Vectorscan:
         self._lengths: list[int] = [len(p) for p in patterns]
         self.cache_note: str = ""
         self._stream: Any = None
+        self._values: _VsStream | None = None  # the long-lived stream whole values go through
+        self._values_at = 0  # its stream offset: the next value's first byte
         if not patterns:
             return
         literal = not any(b"\x00" in p for p in patterns)
+        self._separated = literal  # a NUL byte ends a value: no pattern can hold one
         key = _cache_key(patterns, literal, self.version)
         loaded = self._load(cache_dir, key) if cache_dir is not None else False
         if not loaded:
@@ -146,14 +151,17 @@ class Vectorscan:
         db = self._stream
         if db is None or not data:
             return []
-        found: list[tuple[int, int]] = []
-        stream = db.stream(_on_match, 0, found)
-        stream.__enter__()  # hs_open_stream; see the module docstring on references
-        stream.scan(data)
-        stream.close()
-        if not found:
-            return []
-        return _ordered(found, self._lengths, 0)
+        if not self._separated:  # a pattern holds a NUL: a stream of its own for this value
+            one = _VsStream(db, self._lengths)
+            found = one.feed(data, 0)
+            one.close()
+            return found
+        values = self._values
+        if values is None:
+            values = self._values = _VsStream(db, self._lengths)
+        at = self._values_at
+        self._values_at = at + len(data) + 1
+        return values.feed_shifted(data + b"\x00", -at)
 
     def open_stream(self) -> EngineStream:
         return _VsStream(self._stream, self._lengths)
@@ -184,6 +192,12 @@ class _VsStream:
             self.stream = stream
 
     def feed(self, data: bytes, base: int) -> list[Match]:
+        """Matches ending in `data`. Vectorscan counts offsets from the stream's first byte,
+        which is the filter stream's offset 0, so they are stream offsets already (`base`)."""
+        return self.feed_shifted(data, 0)
+
+    def feed_shifted(self, data: bytes, shift: int) -> list[Match]:
+        """Matches ending in `data`, their starts moved by `shift`."""
         stream = self.stream
         if stream is None:
             return []
@@ -191,8 +205,7 @@ class _VsStream:
         stream.scan(data)
         if not found:
             return []
-        # Vectorscan's offsets count from the stream's first byte, which is stream offset 0
-        out = _ordered(found, self.lengths, 0)
+        out = _ordered(found, self.lengths, shift)
         found.clear()
         return out
 

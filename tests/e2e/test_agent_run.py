@@ -85,6 +85,13 @@ interfaces = ["{net.routed.gw_c.ifname}"]
 workers = 2
 ring_mb = 8
 
+[inspection]
+rules = "{REPO / 'rulesets' / 'examples'}"
+update_interval_s = 0
+
+[filter]
+cache_dir = "{tmp / 'engine-cache'}"
+
 [collector]
 url = "{url}"
 token = "{token}"
@@ -119,6 +126,8 @@ def test_agent_run_on_a_nat_gateway(tmp_path: Path) -> None:
                              [sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)])
         agent.wait_log("running:", timeout=60)
         agent.wait_listening("tcp", metrics)
+        # which keyword engine runs, and why, in the log at start (issue 16)
+        agent.wait_log("keyword engine vectorscan (auto: vectorscan", timeout=10)
 
         net.client(CLIENT, net.server_ip, str(ECHO_PORT), str(CONNECTIONS))
         peers = net.peers()
@@ -135,12 +144,13 @@ def test_agent_run_on_a_nat_gateway(tmp_path: Path) -> None:
                                  env=dict(os.environ, PYTHONPATH=str(REPO)))
             return {m["key"]: m for m in json.loads(res.stdout)["measures"]}
 
-        expected = ("capture", "nat", "registration", "upload", "maintenance_log", "backup")
+        expected = ("capture", "nat", "registration", "upload", "maintenance_log", "backup", "filtering")
         # status files are rewritten every few seconds: wait for the one that shows the traffic
         wait_for(lambda: all(receipt()[k]["ok"] for k in expected), "selfcheck to pass", 40,
                  lambda: json.dumps(receipt(), ensure_ascii=False, indent=1) + agent.diag())
         got_receipt = receipt()
-        assert not got_receipt["filtering"]["configured"]  # no ruleset in this configuration
+        assert any(e.startswith("running keyword engine: vectorscan (auto: vectorscan")
+                   for e in got_receipt["filtering"]["evidence"]), got_receipt["filtering"]
 
         # SIGHUP: the configuration is read again, and the reload is in the maintenance log
         os.kill(agent.pid, signal.SIGHUP)
@@ -156,7 +166,9 @@ def test_agent_run_on_a_nat_gateway(tmp_path: Path) -> None:
             text = subprocess.run(routed.gw_c.argv(sys.executable, "-c", FETCH_RAW,
                                                    f"http://127.0.0.1:{metrics}/metrics"),
                                   capture_output=True, text=True, timeout=30, check=True).stdout
-            return text, {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line}
+            # a label value may hold spaces: the value is after the last one
+            return text, {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                          if line}
 
         # every connection's NAT create counted (a conntrack event lost on a busy machine is
         # made up by the agent's table re-read, which may take a moment)
@@ -166,6 +178,8 @@ def test_agent_run_on_a_nat_gateway(tmp_path: Path) -> None:
         assert values["edgeaudit_capture_packets_total"] > 0, metrics_text
         assert values["edgeaudit_spool_quota_bytes"] == 256 * 2**20
         assert "edgeaudit_capture_kernel_drops_total" in values
+        engine_info = 'edgeaudit_keyword_engine_info{engine="vectorscan",reason="auto: '
+        assert [k for k in values if k.startswith(engine_info)], metrics_text
 
         agent.stop(timeout=60)  # SIGTERM: open flows are flushed, the spool drains
         assert agent.proc.returncode == 0, agent.diag()
@@ -192,6 +206,8 @@ def test_agent_run_on_a_nat_gateway(tmp_path: Path) -> None:
             assert ans["inside"]["ip"] == net.client_ip and ans["inside"]["port"] == s["src_port"], ans
             assert ans["identity"]["account"] == "alice", ans
             assert s["uid"] in [r["uid"] for r in ans["records"]]
+        stats = query("/api/v1/query/records", type="stats", limit=100)["records"]
+        assert stats and {r.get("keyword_engine") for r in stats} == {"vectorscan"}, stats
         units = {u["unit"]: u for u in query("/api/v1/units")["units"]}
         assert units["unit-1"]["profile"]["name"] == "某某市图书馆", units
         audit = query("/api/v1/query/records", type="audit", limit=100)["records"]

@@ -200,7 +200,9 @@ def test_stream_equals_whole_buffer(patterns: list[bytes], data: bytes, cuts: li
     assert out == ps.scan(data[:limit]) == naive(patterns, data[:limit])
     assert len(set(out)) == len(out)
     assert scan.scanned == min(limit, len(data)) and scan.beyond == len(data) - scan.scanned
-    assert len(scan.window) <= max(ps.max_len - 1, 0)
+    # the window: the bytes just before the last piece, as many as a match can reach back (or more)
+    before = data[: scan.scanned - len(scan.piece)]
+    assert before.endswith(scan.window) and len(scan.window) >= min(max(ps.max_len - 1, 0), len(before))
 
 
 @settings(max_examples=200, deadline=None)
