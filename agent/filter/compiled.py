@@ -62,6 +62,9 @@ class CompiledRules:
     # part id -> the combination rules (indexes) that use it
     part_rules: list[list[int]] = field(default_factory=list)
     max_exception_len: int = 0  # longest exception pattern, in bytes
+    # per category: whether it has exception phrases (a match may then be suppressed)
+    cat_exceptions: list[bool] = field(default_factory=list)
+    cat_fields: list[frozenset[str]] = field(default_factory=list)  # per category: where it matches
     # the fields some enabled category matches in: pieces of other fields are not scanned
     fields: frozenset[str] = frozenset()
     cache_dir: Path | None = None  # where the engine's compiled database is cached
@@ -126,5 +129,7 @@ def compile_rules(ruleset: Ruleset, *, engine: str | None = None,
         patterns=PatternSet(patterns, exact, engine=engine, cache_dir=cache_dir),
         pat_role=role, pat_cat=cat_of, pat_ref=ref, pat_enc=enc,
         pat_len=[len(p) for p in patterns], part_text=part_text, part_rules=part_rules,
-        max_exception_len=max_exc, fields=frozenset(f for c in cats for f in c.fields), cache_dir=cache_dir,
+        max_exception_len=max_exc, cat_exceptions=[bool(c.exceptions) for c in cats],
+        cat_fields=[c.fields for c in cats],
+        fields=frozenset(f for c in cats for f in c.fields), cache_dir=cache_dir,
     )

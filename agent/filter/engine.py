@@ -87,12 +87,15 @@ def _keeps_views(field: str, ctype: str | None, cte: str | None) -> bool:
 class _Pending:
     """A match waiting for the exceptions that could still cover it, with its context."""
 
-    __slots__ = ("start", "pid", "buf", "base")
+    __slots__ = ("start", "pid", "window", "piece", "base")
 
-    def __init__(self, start: int, pid: int, buf: bytes, base: int) -> None:
+    def __init__(self, start: int, pid: int, window: bytes, piece: bytes, base: int) -> None:
         self.start = start
         self.pid = pid
-        self.buf = buf  # raw bytes around the match (snippet), starting at stream offset `base`
+        # the raw bytes around the match (its snippet): `window + piece` from stream offset
+        # `base`, joined only if it makes an alert
+        self.window = window
+        self.piece = piece
         self.base = base
 
 
@@ -273,13 +276,21 @@ class FilterEngine:
                 self._resolve(fl, st, scan.scanned - fl.rules.max_exception_len, ts, out)
             return
         rules = fl.rules
-        buf, base = scan.recent()
+        window, piece = scan.window, scan.piece
+        base = scan.scanned - len(piece) - len(window)
+        field = st.field
         for start, pid in found:
             role = rules.pat_role[pid]
+            ci = rules.pat_cat[pid]
             if role == ROLE_EXCEPTION:
-                st.exc.append((start, start + rules.pat_len[pid], rules.pat_cat[pid]))
+                st.exc.append((start, start + rules.pat_len[pid], ci))
+            elif field not in rules.cat_fields[ci]:
+                continue  # not matched in this field
+            elif (role == ROLE_KEYWORD and not rules.cat_exceptions[ci]
+                  and (rules.pat_ref[pid], field) in fl.alerted):
+                self.repeats += 1  # alerted already, and no exception of its category can cover it
             else:
-                st.pending.append(_Pending(start, pid, buf, base))
+                st.pending.append(_Pending(start, pid, window, piece, base))
         if st.pending:
             self._resolve(fl, st, scan.scanned - rules.max_exception_len, ts, out)
 
@@ -297,7 +308,7 @@ class FilterEngine:
             if _covered(st.exc, start, end, rules.pat_cat[pid]):
                 self.suppressed += 1
                 continue
-            self._hit(fl, st, pid, start - m.base, m.buf, "", ts, out)
+            self._hit(fl, st, pid, start - m.base, m.window + m.piece, "", ts, out)
         st.pending = keep
         if st.exc and not keep:
             # exception occurrences can only cover matches that end after the scanned point
@@ -334,7 +345,7 @@ class FilterEngine:
             if exc and _covered(exc, start, start + rules.pat_len[pid], rules.pat_cat[pid]):
                 self.suppressed += 1
                 continue
-            if msg.field not in rules.categories[rules.pat_cat[pid]].fields:
+            if msg.field not in rules.cat_fields[rules.pat_cat[pid]]:
                 continue
             if fl is None:
                 fl = self._flow(key, rules)
@@ -344,8 +355,7 @@ class FilterEngine:
     def _hit(self, fl: _Flow, st: _Msg, pid: int, start: int, buf: bytes, transform: str,
              ts: float, out: list[Record]) -> None:
         rules = fl.rules
-        cat = rules.categories[rules.pat_cat[pid]]
-        if st.field not in cat.fields:
+        if st.field not in rules.cat_fields[rules.pat_cat[pid]]:
             return
         if rules.pat_role[pid] == ROLE_KEYWORD:
             self._alert(fl, st, rules.pat_ref[pid], pid, start, buf, transform, ts, out)
@@ -412,7 +422,10 @@ def _snippet(buf: bytes, start: int, length: int, encoding: str) -> str:
         raw = percent_decode(raw, plus=True)
     charset = _CHARSET.get(encoding, "utf-8")
     # an incremental decoder drops a multi-byte character cut at the window's start or end
-    text = codecs.getincrementaldecoder(charset)("replace").decode(raw, final=False)
+    if charset == "utf-8":  # the usual case, without building a decoder object
+        text = codecs.utf_8_decode(raw, "replace", False)[0]
+    else:
+        text = codecs.getincrementaldecoder(charset)("replace").decode(raw, final=False)
     text = " ".join(text.split())
     if len(text) > SNIPPET_CHARS:
         text = text[:SNIPPET_CHARS]

@@ -146,11 +146,13 @@ class PatternSet:
     def open_stream(self) -> EngineStream:
         return self._engine.open_stream()
 
-    def verified(self, found: list[Match], buf: bytes, base: int) -> list[Match]:
-        """The candidates whose exact positions hold the pattern's bytes in `buf` (stream offset `base`)."""
+    def verified(self, found: list[Match], buf: bytes, base: int, head: bytes = b"") -> list[Match]:
+        """The candidates whose exact positions hold the pattern's bytes in `head + buf`, whose
+        first byte is at stream offset `base - len(head)` (two buffers: nothing is joined)."""
         out: list[Match] = []
         patterns = self._patterns
         exacts = self._exact
+        nhead = len(head)
         for start, pid in found:
             exact = exacts[pid]
             if exact:
@@ -159,7 +161,14 @@ class PatternSet:
                 ok = True
                 for i in exact:
                     j = off + i
-                    if j < 0 or buf[j] != pattern[i]:
+                    if j >= 0:
+                        byte = buf[j]
+                    elif j >= -nhead:
+                        byte = head[nhead + j]
+                    else:
+                        ok = False
+                        break
+                    if byte != pattern[i]:
                         ok = False
                         break
                 if not ok:
@@ -216,8 +225,7 @@ class StreamScan:
         if n == room:
             self.close()  # the depth is reached: nothing more will be scanned, free the engine's state
         if found and self.patterns.has_exact:
-            window = self.window
-            return self.patterns.verified(found, window + data, self.scanned - n - len(window))
+            return self.patterns.verified(found, data, self.scanned - n, self.window)
         return found
 
     def recent(self) -> tuple[bytes, int]:

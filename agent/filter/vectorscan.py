@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -72,9 +72,12 @@ def _on_match(pid: int, start: int, end: int, flags: int, found: list[tuple[int,
 
 def _ordered(found: list[tuple[int, int]], lengths: list[int], base: int) -> list[Match]:
     """(end, id) pairs as (start, id), ordered (end, longest first, id); `base` shifts offsets."""
-    if len(found) > 1:
-        found.sort(key=lambda m: (m[0], -lengths[m[1]], m[1]))
-    return [(base + end - lengths[pid], pid) for end, pid in found]
+    if len(found) == 1:
+        end, pid = found[0]
+        return [(base + end - lengths[pid], pid)]
+    keyed = [(end, -lengths[pid], pid) for end, pid in found]  # sorted as tuples: no key function
+    keyed.sort()
+    return [(base + end + neg, pid) for end, neg, pid in keyed]
 
 
 class Vectorscan:
@@ -233,9 +236,9 @@ def _cache_key(patterns: Sequence[bytes], literal: bool, version: str) -> str:
     h = hashlib.sha256()
     h.update(f"edgeaudit-vectorscan 2 {version} stream caseless literal={literal} "
              f"n={len(patterns)}\n".encode())
-    for p in patterns:
-        h.update(struct.pack("<I", len(p)))
-        h.update(p)
+    # every length, then every byte: unambiguous, and two calls instead of two per pattern
+    h.update(array("Q", [len(p) for p in patterns]).tobytes())
+    h.update(b"".join(patterns))
     return h.hexdigest()[:40]
 
 
