@@ -68,6 +68,7 @@ class CompiledRules:
     # the fields some enabled category matches in: pieces of other fields are not scanned
     fields: frozenset[str] = frozenset()
     cache_dir: Path | None = None  # where the engine's compiled database is cached
+    version_text: str = ""  # the version as alert records carry it (SCHEMA.md: a string)
 
     @property
     def engine(self) -> str:
@@ -132,4 +133,5 @@ def compile_rules(ruleset: Ruleset, *, engine: str | None = None,
         max_exception_len=max_exc, cat_exceptions=[bool(c.exceptions) for c in cats],
         cat_fields=[c.fields for c in cats],
         fields=frozenset(f for c in cats for f in c.fields), cache_dir=cache_dir,
+        version_text=str(ruleset.version),
     )

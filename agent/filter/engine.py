@@ -308,7 +308,10 @@ class FilterEngine:
             if _covered(st.exc, start, end, rules.pat_cat[pid]):
                 self.suppressed += 1
                 continue
-            self._hit(fl, st, pid, start - m.base, m.window + m.piece, "", ts, out)
+            # only the bytes around the match, from the window and the piece: not all of both
+            rel = start - m.base
+            buf, rel = _around(m.window, m.piece, rel, rules.pat_len[pid])
+            self._hit(fl, st, pid, rel, buf, "", ts, out)
         st.pending = keep
         if st.exc and not keep:
             # exception occurrences can only cover matches that end after the scanned point
@@ -383,7 +386,7 @@ class FilterEngine:
             enc = transform if enc == "utf-8" else f"{transform}-{enc}"
         self.alerts += 1
         out.append({
-            "type": "alert", "ts": ts, "rule_id": rule.rule_id, "ruleset_version": str(rules.version),
+            "type": "alert", "ts": ts, "rule_id": rule.rule_id, "ruleset_version": rules.version_text,
             "category": cat.id, "severity": cat.severity, "action": cat.action, "blocked": False,
             "field": st.field, "keyword": rule.text, "encoding": enc,
             "snippet": _snippet(buf, start, rules.pat_len[pid], rules.pat_enc[pid]), "account": None,
@@ -411,6 +414,19 @@ def _value_views(field: str, data: bytes) -> list[tuple[bytes, str]]:
 
 def _covered(exc: list[tuple[int, int, int]], start: int, end: int, cat: int) -> bool:
     return any(xc == cat and xs <= start and end <= xe for xs, xe, xc in exc)
+
+
+def _around(window: bytes, piece: bytes, start: int, length: int) -> tuple[bytes, int]:
+    """The bytes of `window + piece` a snippet of the match at `start` can use (SNIPPET_CONTEXT
+    on each side), and the match's offset in them; joins at most a few hundred bytes."""
+    nw = len(window)
+    lo = max(0, start - SNIPPET_CONTEXT)
+    hi = min(nw + len(piece), start + length + SNIPPET_CONTEXT)
+    if lo >= nw:
+        return piece[lo - nw:hi - nw], start - lo
+    if hi <= nw:
+        return window[lo:hi], start - lo
+    return window[lo:] + piece[:hi - nw], start - lo
 
 
 def _snippet(buf: bytes, start: int, length: int, encoding: str) -> str:
