@@ -94,6 +94,13 @@ class AhoCorasick:
     def candidates(self, data: bytes) -> list[Match]:
         return self.scan_text(data.lower().decode("latin-1"), 0, 0)
 
+    def memory_bytes(self) -> int:
+        total = 0
+        for automaton in (self._automaton, self._ascii_automaton):
+            if automaton is not None:
+                total += int(automaton.get_stats()["total_size"])
+        return total
+
     def open_stream(self) -> EngineStream:
         return _AhoStream(self)
 

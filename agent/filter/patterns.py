@@ -62,6 +62,10 @@ class EngineStream(Protocol):
 class Engine(Protocol):
     name: str
 
+    def memory_bytes(self) -> int:
+        """The engine's own structures, in bytes (the automaton; the compiled database)."""
+        ...
+
     def candidates(self, data: bytes) -> list[Match]:
         """Every case-insensitive occurrence in `data`, ordered (end, longest first, id)."""
         ...
@@ -145,6 +149,10 @@ class PatternSet:
 
     def open_stream(self) -> EngineStream:
         return self._engine.open_stream()
+
+    def memory_bytes(self) -> int:
+        """What the engine holds for these patterns, in bytes (as its library reports it)."""
+        return self._engine.memory_bytes()
 
     def verified(self, found: list[Match], buf: bytes, base: int, head: bytes = b"") -> list[Match]:
         """The candidates whose exact positions hold the pattern's bytes in `head + buf`, whose

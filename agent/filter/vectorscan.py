@@ -169,6 +169,9 @@ class Vectorscan:
     def open_stream(self) -> EngineStream:
         return _VsStream(self._stream, self._lengths)
 
+    def memory_bytes(self) -> int:
+        return int(self._stream.size()) if self._stream is not None else 0
+
     def stream_state_bytes(self) -> int:
         """Memory of one open stream's state (what each open body stream costs)."""
         if self._stream is None:

@@ -253,3 +253,11 @@ def test_gbk_trail_letters_are_not_folded(engine: str) -> None:
     assert found("qq群", "gbk") == ["gbk"] and found("Qq群", "gbk") == ["gbk"]
     assert found("%81B%81B%b2%e2%CA%D4", "ascii") == ["url-gbk"]  # hex digits in either case
     assert found("%81b%81b%b2%e2%ca%d4", "ascii") == []  # 乥乥测试 percent-encoded
+
+
+@each_engine
+def test_memory_the_engine_holds_grows_with_the_patterns(engine: str) -> None:
+    small = PatternSet([b"abc"], engine=engine).memory_bytes()
+    large = PatternSet([b"k%05d" % i for i in range(2000)], engine=engine).memory_bytes()
+    assert 0 < small < large
+    assert PatternSet([], engine=engine).memory_bytes() == 0
