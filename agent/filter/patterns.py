@@ -236,12 +236,6 @@ class StreamScan:
             return self.patterns.verified(found, data, self.scanned - n, self.window)
         return found
 
-    def recent(self) -> tuple[bytes, int]:
-        """The window and the last piece joined, and the stream offset of its first byte
-        (for a match's snippet)."""
-        window = self.window
-        return window + self.piece, self.scanned - len(self.piece) - len(window)
-
     def close(self) -> None:
         """Free the engine's stream state; later feeds count bytes only."""
         self._closed = True
