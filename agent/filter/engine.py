@@ -52,7 +52,7 @@ import codecs
 from typing import Any, Final
 
 from agent.filter.compiled import ROLE_EXCEPTION, ROLE_KEYWORD, CompiledRules
-from agent.filter.normalize import body_views, percent_decode, rfc2047_decode
+from agent.filter.normalize import body_views, percent_decode, rfc2047_decode, views_possible
 from agent.filter.patterns import StreamScan
 from agent.protocols.base import Content
 
@@ -67,21 +67,10 @@ _CHARSET = {"utf-8": "utf-8", "gbk": "gbk", "gb18030": "gb18030", "url": "utf-8"
 Record = dict[str, Any]
 
 
-# Body media types whose views (body_views) can differ from the body: what is kept for them
-_VIEW_MEDIA: Final = frozenset({"", "application/x-www-form-urlencoded"})
-_VIEW_TRANSFERS: Final = frozenset({"base64", "quoted-printable"})
-
-
 def _keeps_views(field: str, ctype: str | None, cte: str | None) -> bool:
-    """Whether a body stream of `field` typed `ctype` (mail: encoded `cte`) may have decoded
-    views, and so keeps its bytes: forms, JSON, multipart, a MIME transfer encoding, or an
-    untyped body that may be a form. An HTML page, a script or a style sheet has none."""
-    if field not in _BODY_FIELDS:
-        return False
-    if cte is not None and cte.strip().lower() in _VIEW_TRANSFERS:
-        return True
-    media = (ctype or "").split(";", 1)[0].strip().lower()
-    return media in _VIEW_MEDIA or "json" in media or media.startswith("multipart/")
+    """Whether a stream of `field` typed `ctype` (mail: encoded `cte`) keeps its bytes for
+    decoded views: a body whose type can have some (`normalize.views_possible`)."""
+    return field in _BODY_FIELDS and views_possible(ctype, cte)
 
 
 class _Pending:
@@ -142,8 +131,8 @@ class FilterEngine:
     """The keyword filter of one capture worker (see the module docstring).
 
     A connection gets state (`_Flow`) only when it has a body stream open or an alert: a
-    connection whose pieces are whole values (a DNS query, a request line) costs a block
-    scan of each and nothing more.
+    connection whose pieces are whole values (a DNS query, a request line) costs one scan
+    call for each and nothing more.
     """
 
     def __init__(self, rules: CompiledRules, *, depth: int = DEFAULT_DEPTH) -> None:
@@ -166,10 +155,7 @@ class FilterEngine:
 
     @property
     def counters(self) -> dict[str, int]:
-        return {"pieces": self.pieces, "scanned_bytes": self.scanned_bytes,
-                "beyond_depth_bytes": self.beyond_depth_bytes, "alerts": self.alerts, "repeats": self.repeats,
-                "suppressed": self.suppressed, "flows_dropped": self.flows_dropped, "views": self.views,
-                "unwatched_pieces": self.unwatched_pieces, "kept_bytes": self.kept_bytes}
+        return {name: int(getattr(self, name)) for name in COUNTERS}
 
     # -- the inspector's calls -----------------------------------------------------------
     def scan(self, key: str, pieces: list[Content], ts: float) -> list[Record]:

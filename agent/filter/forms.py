@@ -122,7 +122,8 @@ def _spellings(chars: list[tuple[bytes, bool]],
     return out
 
 
-_RAW: Final = tuple([bytes((b,)) for b in range(256)])
+# every byte as itself: the "spelling" of the raw (not percent-encoded) forms
+_RAW_TABLES: Final = ([bytes((b,)) for b in range(256)],)
 
 
 def _chars(text: str, encoding: str) -> list[tuple[bytes, bool]] | None:
@@ -163,7 +164,7 @@ def _raw_form(text: str, encoding: str) -> tuple[bytes, tuple[int, ...]] | None:
         return raw.lower(), ()
     chars = _chars(text, encoding)
     assert chars is not None  # the whole text encoded
-    return _spellings(chars, (list(_RAW),))[0]
+    return _spellings(chars, _RAW_TABLES)[0]
 
 
 def _url_forms(text: str, encoding: str) -> list[tuple[bytes, tuple[int, ...]]]:
@@ -219,23 +220,16 @@ def keyword_patterns_by_character(text: str) -> list[tuple[bytes, str, tuple[int
     utf8 = _chars(text, "utf-8")
     gbk = _chars(text, "gbk")
     gb18030 = _chars(text, "gb18030")
-    raw = (list(_RAW),)
-    if utf8 is not None:
-        for pattern, exact in _spellings(utf8, raw):
-            _add(out, seen, pattern, exact, "utf-8")
-    if gbk is not None:
-        for pattern, exact in _spellings(gbk, raw):
-            _add(out, seen, pattern, exact, "gbk")
-    if gb18030 is not None and gb18030 != gbk:
-        for pattern, exact in _spellings(gb18030, raw):
-            _add(out, seen, pattern, exact, "gb18030")
+    forms: list[tuple[list[tuple[bytes, bool]] | None, tuple[list[bytes], ...], str]] = [
+        (utf8, _RAW_TABLES, "utf-8"), (gbk, _RAW_TABLES, "gbk")]
+    if gb18030 != gbk:
+        forms.append((gb18030, _RAW_TABLES, "gb18030"))
     if not text.isascii():
-        if utf8 is not None:
-            for pattern, exact in _spellings(utf8, _URL_STYLES):
-                _add(out, seen, pattern, exact, "url")
-        if gbk is not None:
-            for pattern, exact in _spellings(gbk, _URL_STYLES):
-                _add(out, seen, pattern, exact, "url-gbk")
+        forms += [(utf8, _URL_STYLES, "url"), (gbk, _URL_STYLES, "url-gbk")]
+    for chars, tables, encoding in forms:
+        if chars is not None:
+            for pattern, exact in _spellings(chars, tables):
+                _add(out, seen, pattern, exact, encoding)
     return out
 
 

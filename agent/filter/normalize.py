@@ -456,6 +456,20 @@ def _content_views(views: _Views, data: bytes, media_type: str, form_ok: bool) -
         views.add(json_unescape(data), data, "json")
 
 
+# Media types whose bodies body_views may decode further (besides multipart/* and *json*)
+_VIEW_MEDIA: Final = frozenset({"", "application/x-www-form-urlencoded"})
+
+
+def views_possible(content_type: str | None, transfer_encoding: str | None = None) -> bool:
+    """Whether `body_views` can find a view in a body of this type: a MIME transfer
+    encoding, multipart, JSON, a form, or an untyped body that may be a form. A body of
+    another type (an HTML page, a script, a style sheet) need not be kept for views."""
+    if (transfer_encoding or "").strip().lower() in ("base64", "quoted-printable"):
+        return True
+    media = _media_type(content_type or "")
+    return media in _VIEW_MEDIA or "json" in media or media.startswith("multipart/")
+
+
 def body_views(
     body: bytes, content_type: str | None, transfer_encoding: str | None = None
 ) -> list[tuple[bytes, str]]:

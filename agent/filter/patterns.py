@@ -9,8 +9,8 @@ across pieces is found, exactly once.
 Engines (DESIGN.md step 7; ``[filter] engine`` in agent.toml, ``--engine``):
 
 * ``vectorscan``: Vectorscan through the ``hyperscan`` PyPI package (``agent.filter.
-  vectorscan``), a literal database per mode (block for whole values and views, stream for
-  streams: a keyword cut across pieces is found by Vectorscan's stream state, no carry).
+  vectorscan``), one stream-mode literal database: a keyword cut across pieces is found by
+  Vectorscan's stream state, no carry.
 * ``aho-corasick``: pyahocorasick (``agent.filter.automaton``), the reference every engine is
   tested against and the fallback. Streams keep the last longest-pattern - 1 bytes.
 * ``auto`` (the default), like Suricata's ``mpm-algo: auto``: Vectorscan when it imports and
@@ -23,10 +23,10 @@ when the pattern's *exact* positions (letter bytes of multi-byte GBK characters,
 construction, and a GBK keyword never matches the different text whose bytes fold to its
 own (丅丅测试 ``81 42 81 42 ...`` against 乥乥测试 ``81 62 81 62 ...``).
 
-Streams keep ``window``: the raw bytes just before the current piece, as many as the
+Streams keep ``window``: the raw bytes just before the current piece, at least as many as the
 longest pattern needs (to check exact positions of a match that began in an earlier piece)
-plus ``context`` bytes for the alert's snippet. That is a copy of at most a few hundred
-bytes per piece, nothing like the stream's bytes.
+plus ``context`` bytes for the alert's snippet. A previous piece that long is the window by
+reference; only shorter pieces are joined, a copy of at most a few hundred bytes.
 
 Limits: ``MAX_PATTERN_LEN`` bytes per pattern (bounds the window); an empty pattern is
 refused (it would match at every offset). Offsets are 0-based; a match's end offset is

@@ -1,4 +1,4 @@
-"""The Vectorscan keyword engine: literal databases in block and stream mode, cached on disk.
+"""The Vectorscan keyword engine: one stream-mode literal database, cached on disk.
 
 What: ``Vectorscan(patterns, cache_dir)`` compiles every pattern as a case-insensitive
 literal (``HS_FLAG_CASELESS``, Vectorscan's literal compiler ``hs_compile_lit_multi``) into
@@ -23,7 +23,7 @@ Why these choices (``../shared/notes/keyword-engines.md``, measured here):
   first one or the exact check refuses it. Matches are rare; streams are many.
 * Matches come back through a Python callback (the binding holds the GIL for it), collected
   as (end, id) and put in the order the Aho-Corasick engine reports (end, longest first, id).
-* The compiled databases are serialized (``hs_serialize_database``) into
+* The compiled database is serialized (``hs_serialize_database``) into
   ``cache_dir/<hash>.vsdb`` (the hash covers the Vectorscan version, the flags and every
   pattern), so a restart loads 100k keywords in milliseconds instead of recompiling for
   seconds. A cache file that cannot be read or written is not an error: the engine
@@ -36,11 +36,12 @@ The binding's stream objects (0.9.1): ``Database.stream`` returns a stream with 
 reference that ``__enter__`` (returning its object without one) balances, and a stream holds
 its callback and context without a reference of its own, so ``_VsStream`` keeps both alive;
 ``Stream.size()`` crashes, ``len(stream)`` works. Each process needs its own scratch: the
-databases are compiled before the capture workers fork, and each worker's copy is its own.
+database is compiled before the capture workers fork, and each worker's copy is its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from array import array
@@ -81,7 +82,7 @@ def _ordered(found: list[tuple[int, int]], lengths: list[int], base: int) -> lis
 
 
 class Vectorscan:
-    """The patterns (checked by `patterns.check_patterns`) in two Vectorscan databases."""
+    """The patterns (checked by `patterns.check_patterns`) in one Vectorscan stream database."""
 
     name = "vectorscan"
 
@@ -95,15 +96,15 @@ class Vectorscan:
         self._stream: Any = None
         self._values: _VsStream | None = None  # the long-lived stream whole values go through
         self._values_at = 0  # its stream offset: the next value's first byte
-        if not patterns:
-            return
         literal = not any(b"\x00" in p for p in patterns)
         self._separated = literal  # a NUL byte ends a value: no pattern can hold one
+        if not patterns:
+            return
         key = _cache_key(patterns, literal, self.version)
         loaded = self._load(cache_dir, key) if cache_dir is not None else False
         if not loaded:
             try:
-                self._stream = _compile(patterns, literal, hs.HS_MODE_STREAM)
+                self._stream = _compile(patterns, literal)
             except hs.error as e:
                 raise EngineUnavailable(f"vectorscan refused the patterns: {e}") from e
             if cache_dir is not None:
@@ -130,7 +131,8 @@ class Vectorscan:
             self.cache_note = f"compiled (cached database refused: {e})"
             self._stream = None
             return False
-        os.utime(path)  # the newest are kept
+        with contextlib.suppress(OSError):  # a read-only cache still serves; it is only not pruned by use
+            os.utime(path)  # the newest are kept
         self.cache_note = f"database loaded from {path}"
         return True
 
@@ -171,16 +173,6 @@ class Vectorscan:
 
     def memory_bytes(self) -> int:
         return int(self._stream.size()) if self._stream is not None else 0
-
-    def stream_state_bytes(self) -> int:
-        """Memory of one open stream's state (what each open body stream costs)."""
-        if self._stream is None:
-            return 0
-        s = _VsStream(self._stream, self._lengths)
-        try:
-            return len(s.stream)
-        finally:
-            s.close()
 
 
 class _VsStream:
@@ -223,9 +215,9 @@ class _VsStream:
             self.found.clear()
 
 
-def _compile(patterns: Sequence[bytes], literal: bool, mode: int) -> Any:
+def _compile(patterns: Sequence[bytes], literal: bool) -> Any:
     hs: Any = _hs
-    db = hs.Database(mode=mode)
+    db = hs.Database(mode=hs.HS_MODE_STREAM)
     if literal:
         expressions = list(patterns)
     else:
