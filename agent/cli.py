@@ -338,6 +338,7 @@ def _load_rules(a: Any) -> CompiledRules | None:
         return None
     print(f"edgeaudit-agent: keyword engine {rules.engine} ({rules.patterns.engine_reason}); "
           f"{len(rules.patterns)} patterns of {rules.rule_count()} rules", file=sys.stderr)
+    gc.freeze()  # the ruleset's tables live as long as the process: out of the collector's way
     return rules
 
 

@@ -15,6 +15,14 @@ Rules (what an `alert` names as `rule_id`): a keyword is `<category>:<file>:<lin
 a combination the same with its own file and line. Exceptions are not rules: they
 suppress a match of their category lying inside one of their occurrences.
 
+Cache: with a `cache_dir` (the same directory as the Vectorscan database), the tables this
+builds from the keywords (every byte form of every keyword, exception and combination part:
+half a second for 100,000 keywords) are saved as `<hash>.tables` (marshal, a magic line
+first), the hash covering every enabled category's id and phrases with where they were
+written and `TABLES_VERSION`; a restart with the same ruleset loads them in a few tens of
+milliseconds. A table file that cannot be read, or does not hold what its name promises, is
+rebuilt; one that cannot be written is not an error.
+
 Limits: compiling is bounded by the ruleset loader's limits (`rulesets.load`); the
 automaton's memory grows with the total pattern bytes (~100 bytes of automaton per
 pattern byte in pyahocorasick; Vectorscan's databases are far smaller, bench/README.md).
@@ -22,9 +30,13 @@ pattern byte in pyahocorasick; Vectorscan's databases are far smaller, bench/REA
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import marshal
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from agent.filter.forms import keyword_patterns
 from agent.filter.patterns import PatternSet
@@ -33,16 +45,22 @@ from rulesets.model import Category, Ruleset
 ROLE_KEYWORD: Final = 0
 ROLE_EXCEPTION: Final = 1
 ROLE_PART: Final = 2
+# bump when keyword_patterns or the tables below change: cached tables of an older version
+# are then never looked up (their hash differs)
+TABLES_VERSION: Final = 1
+TABLES_KEEP: Final = 8  # table files kept in a cache directory (the newest)
+_TABLES_MAGIC: Final = b"EATB1\n"
 
 
-@dataclass(frozen=True)
 class Rule:
-    """Something that makes an alert: one keyword, or one combination of keywords."""
+    """Something that makes an alert: one keyword, or one combination of keywords (read-only
+    by convention; a plain class: 100,000 of them are made at every start)."""
 
-    rule_id: str
-    category: int  # index into CompiledRules.categories
-    text: str  # the keyword, or the combination's parts joined by " & "
-    parts: tuple[int, ...] = ()  # a combination: its part ids (CompiledRules.part_text)
+    def __init__(self, rule_id: str, category: int, text: str, parts: tuple[int, ...] = ()) -> None:
+        self.rule_id = rule_id
+        self.category = category  # index into CompiledRules.categories
+        self.text = text  # the keyword, or the combination's parts joined by " & "
+        self.parts = parts  # a combination: its part ids (CompiledRules.part_text)
 
 
 @dataclass
@@ -83,19 +101,52 @@ def compile_rules(ruleset: Ruleset, *, engine: str | None = None,
                   cache_dir: Path | None = None) -> CompiledRules:
     """Compile the enabled categories of `ruleset` (it was validated by `rulesets.load`) for
     the keyword `engine` ("auto", "vectorscan", "aho-corasick"; `patterns.ENGINES`; None:
-    `patterns.DEFAULT_ENGINE`, "auto"), caching
-    a compiled Vectorscan database in `cache_dir` when given."""
+    `patterns.DEFAULT_ENGINE`, "auto"), caching the pattern tables and a compiled Vectorscan
+    database in `cache_dir` when given."""
+    cats = [c for c in ruleset.categories if c.enabled]
+    key = _tables_key(cats) if cache_dir is not None else ""
+    t = _load_tables(cache_dir, key) if cache_dir is not None else None
+    if t is None:
+        t = _build_tables(cats)
+        if cache_dir is not None:
+            _save_tables(cache_dir, key, t)
+    patterns, exact, role, cat_of, ref, enc, rule_ids, rule_cats, rule_texts, rule_parts, \
+        part_text, part_rules, max_exc = t
+    rules = [Rule(rid, ci, text, parts) for rid, ci, text, parts
+             in zip(rule_ids, rule_cats, rule_texts, rule_parts, strict=True)]
+    return CompiledRules(
+        name=ruleset.name, version=ruleset.version, categories=cats, rules=rules,
+        patterns=PatternSet(patterns, exact, engine=engine, cache_dir=cache_dir),
+        pat_role=role, pat_cat=cat_of, pat_ref=ref, pat_enc=enc,
+        pat_len=[len(p) for p in patterns], part_text=part_text, part_rules=part_rules,
+        max_exception_len=max_exc, cat_exceptions=[bool(c.exceptions) for c in cats],
+        cat_fields=[c.fields for c in cats],
+        fields=frozenset(f for c in cats for f in c.fields), cache_dir=cache_dir,
+        version_text=str(ruleset.version),
+    )
+
+
+# (patterns, exact, role, cat, ref, enc, rule ids, rule categories, rule texts, rule parts,
+#  part texts, part rules, longest exception): what `_build_tables` makes and the cache holds
+_Tables = tuple[list[bytes], list[tuple[int, ...]], list[int], list[int], list[int], list[str],
+                list[str], list[int], list[str], list[tuple[int, ...]], list[str], list[list[int]], int]
+
+
+def _build_tables(cats: list[Category]) -> _Tables:
+    """Every byte form of every phrase of `cats`, with what each pattern id means."""
     patterns: list[bytes] = []
     exact: list[tuple[int, ...]] = []
     role: list[int] = []
     cat_of: list[int] = []
     ref: list[int] = []
     enc: list[str] = []
-    rules: list[Rule] = []
+    rule_ids: list[str] = []
+    rule_cats: list[int] = []
+    rule_texts: list[str] = []
+    rule_parts: list[tuple[int, ...]] = []
     part_text: list[str] = []
     part_rules: list[list[int]] = []
     max_exc = 0
-    cats = [c for c in ruleset.categories if c.enabled]
 
     def add(text: str, r: int, ci: int, rf: int) -> None:
         nonlocal max_exc
@@ -111,27 +162,85 @@ def compile_rules(ruleset: Ruleset, *, engine: str | None = None,
 
     for ci, cat in enumerate(cats):
         for kw in cat.keywords:
-            rules.append(Rule(f"{cat.id}:{kw.file}:{kw.line}", ci, kw.text))
-            add(kw.text, ROLE_KEYWORD, ci, len(rules) - 1)
+            rule_ids.append(f"{cat.id}:{kw.file}:{kw.line}")
+            rule_cats.append(ci)
+            rule_texts.append(kw.text)
+            rule_parts.append(())
+            add(kw.text, ROLE_KEYWORD, ci, len(rule_ids) - 1)
         for exc in cat.exceptions:
             add(exc.text, ROLE_EXCEPTION, ci, -1)
         for combo in cat.combinations:
             ids: list[int] = []
-            rule_index = len(rules)
+            rule_index = len(rule_ids)
             for part in combo.parts:
                 pid = len(part_text)
                 part_text.append(part)
                 part_rules.append([rule_index])
                 ids.append(pid)
                 add(part, ROLE_PART, ci, pid)
-            rules.append(Rule(f"{cat.id}:{combo.file}:{combo.line}", ci, combo.text, tuple(ids)))
-    return CompiledRules(
-        name=ruleset.name, version=ruleset.version, categories=cats, rules=rules,
-        patterns=PatternSet(patterns, exact, engine=engine, cache_dir=cache_dir),
-        pat_role=role, pat_cat=cat_of, pat_ref=ref, pat_enc=enc,
-        pat_len=[len(p) for p in patterns], part_text=part_text, part_rules=part_rules,
-        max_exception_len=max_exc, cat_exceptions=[bool(c.exceptions) for c in cats],
-        cat_fields=[c.fields for c in cats],
-        fields=frozenset(f for c in cats for f in c.fields), cache_dir=cache_dir,
-        version_text=str(ruleset.version),
-    )
+            rule_ids.append(f"{cat.id}:{combo.file}:{combo.line}")
+            rule_cats.append(ci)
+            rule_texts.append(combo.text)
+            rule_parts.append(tuple(ids))
+    return (patterns, exact, role, cat_of, ref, enc, rule_ids, rule_cats, rule_texts, rule_parts,
+            part_text, part_rules, max_exc)
+
+
+def _tables_key(cats: list[Category]) -> str:
+    """A hash of everything the tables are made from: each enabled category's id and its
+    phrases, with the file and line each was written on (a rule's id names them)."""
+    h = hashlib.sha256(f"edgeaudit-tables {TABLES_VERSION} {len(cats)}\n".encode())
+    for cat in cats:
+        # fields are separated by NUL and entries by \x1e: a phrase holds neither (rulesets.load
+        # refuses control characters), so the encoding is unambiguous
+        h.update(f"C\x00{cat.id}\x1e".encode())
+        h.update("".join([f"K\x00{p.text}\x00{p.file}\x00{p.line}\x1e" for p in cat.keywords]).encode())
+        h.update("".join([f"E\x00{p.text}\x1e" for p in cat.exceptions]).encode())
+        h.update("".join([f"M\x00{chr(0).join(c.parts)}\x00{c.file}\x00{c.line}\x1e"
+                          for c in cat.combinations]).encode())
+    return h.hexdigest()[:40]
+
+
+def _load_tables(cache_dir: Path, key: str) -> _Tables | None:
+    path = cache_dir / f"{key}.tables"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if not data.startswith(_TABLES_MAGIC):
+        return None
+    try:
+        t: Any = marshal.loads(data[len(_TABLES_MAGIC):])
+    except (ValueError, EOFError, TypeError):
+        return None
+    if not _tables_ok(t):
+        return None
+    with contextlib.suppress(OSError):  # the newest are kept
+        os.utime(path)
+    return t  # type: ignore[no-any-return]
+
+
+def _tables_ok(t: Any) -> bool:
+    """Whether `t` has the shape `_build_tables` makes (a damaged or foreign file does not)."""
+    if not isinstance(t, tuple) or len(t) != 13 or not isinstance(t[12], int):
+        return False
+    if not all(isinstance(x, list) for x in t[:12]):
+        return False
+    n = len(t[0])
+    return (all(len(x) == n for x in t[1:6]) and all(len(x) == len(t[6]) for x in t[7:10])
+            and len(t[10]) == len(t[11]))
+
+
+def _save_tables(cache_dir: Path, key: str, t: _Tables) -> None:
+    path = cache_dir / f"{key}.tables"
+    tmp = cache_dir / f".{key}.{os.getpid()}.tables.tmp"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(_TABLES_MAGIC + marshal.dumps(t))
+        os.replace(tmp, path)
+        files = sorted(cache_dir.glob("*.tables"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in files[TABLES_KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from agent.filter.compiled import CompiledRules, compile_rules
 from agent.filter.patterns import EngineUnavailable
-from rulesets.bundle import BundleError, verify_bundle
-from rulesets.keys import KeyFileError, load_public_key
 from rulesets.load import RulesetError, load_ruleset
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from rulesets.model import Ruleset
+
+# rulesets.bundle and rulesets.keys (and the cryptography library under them, ~20 ms to
+# import) are imported only when a signed bundle or a key is read: a ruleset directory,
+# as replay and the benches load, does not need them
 
 
 class RulesSourceError(Exception):
@@ -36,6 +42,8 @@ class RulesSourceError(Exception):
 
 def load_keys(paths: Sequence[Path]) -> list[Ed25519PublicKey]:
     """The trusted signing keys in the files ``paths``."""
+    from rulesets.keys import KeyFileError, load_public_key
+
     try:
         return [load_public_key(p) for p in paths]
     except KeyFileError as e:
@@ -53,13 +61,21 @@ def load_rules(path: Path, key_paths: Sequence[Path], key_option: str, *, engine
             need = f"{path}: a ruleset bundle needs {key_option} (the keys it may be signed by)"
             raise RulesSourceError([need])
         keys = load_keys(key_paths)
-        ruleset = verify_bundle(path.read_bytes(), keys).ruleset
+        ruleset = _verified(path, keys)
         return compile_rules(ruleset, engine=engine, cache_dir=cache_dir), keys
-    except BundleError as e:
-        raise RulesSourceError([f"{path}: bundle refused: {e.reason}"]) from e
     except RulesetError as e:
         raise RulesSourceError([f"{path}/{problem}" for problem in e.problems]) from e
     except EngineUnavailable as e:
         raise RulesSourceError([f"{path}: keyword engine {engine}: {e}"], "engine") from e
     except OSError as e:
         raise RulesSourceError([f"{path}: cannot read: {e.strerror or e}"]) from e
+
+
+def _verified(path: Path, keys: list[Ed25519PublicKey]) -> Ruleset:
+    """The ruleset in the signed bundle at `path`, verified against `keys`."""
+    from rulesets.bundle import BundleError, verify_bundle
+
+    try:
+        return verify_bundle(path.read_bytes(), keys).ruleset
+    except BundleError as e:
+        raise RulesSourceError([f"{path}: bundle refused: {e.reason}"]) from e

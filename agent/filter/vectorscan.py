@@ -147,9 +147,11 @@ class Vectorscan:
             _prune(cache_dir)
         except OSError as e:
             self.cache_note = f"compiled (cache not written: {e.strerror or e})"
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # (not there, or its directory is not either)
+                tmp.unlink()
             return
-        self.cache_note = f"compiled, database saved to {path}"
+        # why it was compiled (no file yet, or the file was refused) stays in the note
+        self.cache_note = f"{self.cache_note or 'compiled'}, database saved to {path}"
 
     # -- matching -----------------------------------------------------------------------
     def candidates(self, data: bytes) -> list[Match]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import http.server
 import logging
 import multiprocessing as mp
@@ -178,6 +179,7 @@ class Supervisor:
             log.info("ruleset %s v%d: %d rules, %d patterns; keyword engine %s (%s)", rules.name,
                      rules.version, rules.rule_count(), len(rules.patterns), rules.engine,
                      rules.patterns.engine_reason)
+            gc.freeze()  # the ruleset lives as long as the workers forked with it: not the collector's work
         roster = load_roster_of(cfg)
         try:
             spool = open_spool(cfg)
