@@ -83,6 +83,10 @@ class CompiledRules:
     # per category: whether it has exception phrases (a match may then be suppressed)
     cat_exceptions: list[bool] = field(default_factory=list)
     cat_fields: list[frozenset[str]] = field(default_factory=list)  # per category: where it matches
+    # per category, what its alerts say (read per alert: native lists, not a dataclass' attributes)
+    cat_ids: list[str] = field(default_factory=list)
+    cat_severity: list[int] = field(default_factory=list)
+    cat_action: list[str] = field(default_factory=list)
     # the fields some enabled category matches in: pieces of other fields are not scanned
     fields: frozenset[str] = frozenset()
     cache_dir: Path | None = None  # where the engine's compiled database is cached
@@ -121,6 +125,8 @@ def compile_rules(ruleset: Ruleset, *, engine: str | None = None,
         pat_len=[len(p) for p in patterns], part_text=part_text, part_rules=part_rules,
         max_exception_len=max_exc, cat_exceptions=[bool(c.exceptions) for c in cats],
         cat_fields=[c.fields for c in cats],
+        cat_ids=[c.id for c in cats], cat_severity=[c.severity for c in cats],
+        cat_action=[str(c.action) for c in cats],
         fields=frozenset(f for c in cats for f in c.fields), cache_dir=cache_dir,
         version_text=str(ruleset.version),
     )

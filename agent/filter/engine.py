@@ -366,14 +366,15 @@ class FilterEngine:
         fl.alerted.add(key)
         rules = fl.rules
         rule = rules.rules[ri]
-        cat = rules.categories[rule.category]
+        ci = rule.category
         enc = rules.pat_enc[pid]
         if transform:
             enc = transform if enc == "utf-8" else f"{transform}-{enc}"
         self.alerts += 1
         out.append({
             "type": "alert", "ts": ts, "rule_id": rule.rule_id, "ruleset_version": rules.version_text,
-            "category": cat.id, "severity": cat.severity, "action": cat.action, "blocked": False,
+            "category": rules.cat_ids[ci], "severity": rules.cat_severity[ci],
+            "action": rules.cat_action[ci], "blocked": False,
             "field": st.field, "keyword": rule.text, "encoding": enc,
             "snippet": _snippet(buf, start, rules.pat_len[pid], rules.pat_enc[pid]), "account": None,
         })

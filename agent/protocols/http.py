@@ -168,8 +168,9 @@ class _Body:
         return b"".join(self.pieces)
 
     def end(self) -> None:
-        """The body is complete: tell the keyword filter (with its type, for decoded views)."""
-        if self.sink is not None:
+        """The body is complete: tell the keyword filter (with its type, for decoded views), if
+        it was handed any of it (a GET's empty body is not worth a piece)."""
+        if self.sink is not None and self.kept_len:
             self.sink.append(Content(self.field, b"", self.msg, True, self.ctype))
 
     def write(self, data: bytes) -> None:
