@@ -62,6 +62,10 @@ SNIPPET_CHARS: Final = 200  # SCHEMA.md: <= 200 chars of decoded context
 SNIPPET_CONTEXT: Final = 60  # bytes of context kept on each side of a match
 _BODY_FIELDS: Final = frozenset({"http.request_body", "http.response_body", "smtp.body"})
 _NAME_FIELDS: Final = frozenset({"http.host", "dns.query", "tls.server_name"})
+# "in" with a one-byte bytes needle makes CPython raise and clear a TypeError inside (it
+# tries the needle as an int first: ~6x the cost); the byte's int value is the fast form
+_PCT: Final = 0x25  # "%"
+_PLUS: Final = 0x2B  # "+"
 _CHARSET = {"utf-8": "utf-8", "gbk": "gbk", "gb18030": "gb18030", "url": "utf-8", "url-gbk": "gbk"}
 
 Record = dict[str, Any]
@@ -384,7 +388,7 @@ def _value_views(field: str, data: bytes) -> list[tuple[bytes, str]]:
     """Decoded views of a whole value: percent-decoding, RFC 2047 words, IDNA names."""
     views: list[tuple[bytes, str]] = []
     if field == "http.uri" or field == "ftp.arg":
-        if b"%" in data or b"+" in data:
+        if _PCT in data or _PLUS in data:
             v = percent_decode(data, plus=True)
             if v != data:
                 views.append((v, "url"))
@@ -392,7 +396,7 @@ def _value_views(field: str, data: bytes) -> list[tuple[bytes, str]]:
         v = rfc2047_decode(data)
         if v != data:
             views.append((v, "rfc2047"))
-    if field in _NAME_FIELDS and b"xn--" in data:
+    if field in _NAME_FIELDS and data.find(b"xn--") >= 0:  # (find: no exception inside, as "in" has)
         v = _idna(data)
         if v != data:
             views.append((v, "idna"))

@@ -79,11 +79,19 @@ def _pct_run(m: re.Match[bytes]) -> bytes:
     return binascii.unhexlify(run.replace(b"%", b""))
 
 
+# "in" with a bytes needle makes CPython raise and clear a TypeError inside (it tries the
+# needle as an int first): a byte is looked for by its int value, a longer needle with find
+_PCT: Final = 0x25  # "%"
+_PLUS: Final = 0x2B  # "+"
+_BACKSLASH: Final = 0x5C
+_EQUALS: Final = 0x3D
+
+
 def percent_decode(b: bytes, *, plus: bool = False) -> bytes:
     """Decode %XX (either hex case) and %uXXXX; invalid sequences stay; `plus`: "+" -> space first."""
-    if plus and b"+" in b:
+    if plus and _PLUS in b:
         b = b.replace(b"+", b" ")  # before decoding, so that %2B stays a "+"
-    if b"%" not in b:
+    if _PCT not in b:
         return b
     return _PCT_RUN.sub(_pct_run, b)
 
@@ -117,7 +125,7 @@ def _json_esc(m: re.Match[bytes]) -> bytes:
 
 def json_unescape(b: bytes) -> bytes:
     """JSON string escapes -> their characters (\\uXXXX as UTF-8); other bytes unchanged."""
-    if b"\\" not in b:
+    if _BACKSLASH not in b:
         return b
     return _JSON_ESC.sub(_json_esc, b)
 
@@ -152,9 +160,9 @@ _QP_PADDED_SOFT_BREAK: Final = re.compile(rb"=[ \t]+(?=\r?\n)")
 
 def qp_decode(b: bytes) -> bytes:
     """Quoted-printable (RFC 2045 §6.7): =XX (either case), soft line breaks removed, invalid "=" kept."""
-    if b"=" not in b:
+    if _EQUALS not in b:
         return b
-    if b"= " in b or b"=\t" in b:
+    if b.find(b"= ") >= 0 or b.find(b"=\t") >= 0:
         b = _QP_PADDED_SOFT_BREAK.sub(b"=", b)
     return binascii.a2b_qp(b)
 
@@ -223,7 +231,7 @@ def rfc2047_decode(b: bytes) -> bytes:
     raw bytes of adjacent words in the same charset are joined before conversion, so a
     character a sender split across two words (common with GBK in base64) survives.
     """
-    if b"=?" not in b:
+    if b.find(b"=?") < 0:
         return b
     out: list[bytes] = []
     pos = 0
@@ -343,7 +351,7 @@ def _split_part(part: bytes) -> tuple[bytes, bytes]:
 
 def _decode_header_value(value: bytes) -> bytes:
     decoded = rfc2047_decode(value)
-    if b"*=" in decoded:  # RFC 2231 extended parameter: filename*=utf-8''%E8%B5%8C...
+    if decoded.find(b"*=") >= 0:  # RFC 2231 extended parameter: filename*=utf-8''%E8%B5%8C...
         decoded = percent_decode(decoded)
     return decoded
 
@@ -443,16 +451,16 @@ class _Views:
 def _content_views(views: _Views, data: bytes, media_type: str, form_ok: bool) -> None:
     """The url and json views of one piece of content of type `media_type` ("" = unknown)."""
     # only "&" -> "\n" would change: the form view would hold nothing the body does not
-    escaped = b"%" in data or b"+" in data
+    escaped = _PCT in data or _PLUS in data
     if escaped and (
         media_type == "application/x-www-form-urlencoded"
         or (form_ok and media_type == "" and _FORM_SHAPE.fullmatch(data) is not None)
     ):
         form = form_decode(data)
         views.add(form, data, "url")
-        if b"\\u" in form:  # a JSON value sent in a form field
+        if form.find(b"\\u") >= 0:  # a JSON value sent in a form field
             views.add(json_unescape(form), form, "json")
-    if "json" in media_type or b"\\u" in data:
+    if "json" in media_type or data.find(b"\\u") >= 0:
         views.add(json_unescape(data), data, "json")
 
 

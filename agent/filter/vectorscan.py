@@ -96,7 +96,7 @@ class Vectorscan:
         self._stream: Any = None
         self._values: _VsStream | None = None  # the long-lived stream whole values go through
         self._values_at = 0  # its stream offset: the next value's first byte
-        literal = not any(b"\x00" in p for p in patterns)
+        literal = not any(0 in p for p in patterns)  # (an int needle: no exception inside "in")
         self._separated = literal  # a NUL byte ends a value: no pattern can hold one
         if not patterns:
             return

@@ -71,9 +71,10 @@ def probe_tcp(p: bytes, is_orig: bool, resp_port: int) -> str | None:
         return "imap"
     if p.startswith(b"220"):
         head = p[:200].upper()
-        if resp_port in _FTP_PORTS or b"FTP" in head:
+        # find, not "in": a bytes needle in "in" costs an exception inside CPython
+        if resp_port in _FTP_PORTS or head.find(b"FTP") >= 0:
             return "ftp"
-        if resp_port in _SMTP_PORTS or b"SMTP" in head or b"MAIL" in head:
+        if resp_port in _SMTP_PORTS or head.find(b"SMTP") >= 0 or head.find(b"MAIL") >= 0:
             return "smtp"
     return None
 
