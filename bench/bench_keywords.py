@@ -79,7 +79,9 @@ import os
 import platform
 import random
 import re
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -559,6 +561,8 @@ class PipelineResult:
     targets: list[Target] = field(default_factory=list)
     alerts: dict[str, int | None] = field(default_factory=dict)
     verdict: str = "NOT MEASURED"
+    # --instructions: instructions each tool executed under callgrind, on a smaller capture
+    instructions: dict[str, Any] = field(default_factory=dict)
 
 
 def count_alerts(path: Path) -> int | None:
@@ -613,7 +617,7 @@ def measure_startup(rules_dir: Path, cache: Path) -> dict[str, float]:
 
 
 def run_pipeline(packets: int, seed: int, pools: KeywordPools, repeat: int, install: bool,
-                 timeout: float, keep: bool) -> PipelineResult:
+                 timeout: float, keep: bool, instr_packets: int = 0) -> PipelineResult:
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     res = PipelineResult("not measured")
     ok, stale, note = _compiled_tree_state()
@@ -706,7 +710,52 @@ def run_pipeline(packets: int, seed: int, pools: KeywordPools, repeat: int, inst
         return res
     res.status = "measured"
     res.verdict = "PASS" if all(t.met for t in res.targets) else "FAIL"
+    if instr_packets:
+        icap = bs.ensure_capture(instr_packets, seed, OUT_DIR, regenerate=False)
+        res.instructions = measure_instructions(icap, tools, res.targets)
     return res
+
+
+def _callgrind_instructions(argv: list[str]) -> tuple[int | None, str]:
+    """Instructions the whole process executed (callgrind's "I refs"), or None and why."""
+    vg = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--trace-children=no", *argv]
+    proc = subprocess.run(vg, capture_output=True, text=True, timeout=7200)
+    m = re.search(r"I\s+refs:\s+([\d,]+)", proc.stderr)
+    if proc.returncode != 0 or m is None:
+        return None, f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+    return int(m.group(1).replace(",", "")), ""
+
+
+def measure_instructions(cap: bs.Capture, tools: list[bs.Tool], targets: list[Target]) -> dict[str, Any]:
+    """Each tool once under valgrind's callgrind on `cap`: the instructions it executed, which do
+    not move with the machine's load as CPU seconds do on a shared VM (±30% between rounds
+    here), and the targets' ratios on them. Instructions are not time (a cache miss costs
+    hundreds of cycles, an instruction one or less): they say how much work each tool does,
+    the CPU medians say what it costs. Two tools at a time (one per core)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if shutil.which("valgrind") is None:
+        return {"status": "skipped", "note": "valgrind is not installed (apt-get install valgrind)"}
+    print(f"instructions under callgrind: {cap.packets:,} packets, {len(tools)} tools ...",
+          file=sys.stderr, flush=True)
+    jobs: dict[str, list[str]] = {}
+    for tool in tools:
+        out = WORK_DIR / f"instr_{tool.name}{tool.output_suffix}"
+        jobs[tool.name] = tool.build(cap.path, out)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = dict(zip(jobs, pool.map(_callgrind_instructions, jobs.values()), strict=True))
+    counts = {name: n for name, (n, _) in done.items()}
+    notes = {name: note for name, (_, note) in done.items() if note}
+    for tool in tools:
+        (WORK_DIR / f"instr_{tool.name}{tool.output_suffix}").unlink(missing_ok=True)
+    ratios = {}
+    for t in targets:
+        if t.base == "argus":
+            continue  # argus's work is mostly the kernel's (read(2) of the capture): callgrind sees none of it
+        a, b = counts.get(t.tool), counts.get(t.base)
+        ratios[t.name] = {"ratio": a / b if a and b else None, "limit": t.limit}
+    return {"status": "measured", "capture": str(cap.path), "packets": cap.packets,
+            "instructions": counts, "notes": notes, "ratios": ratios}
 
 
 # ---------------------------------------------------------------- report
@@ -797,7 +846,25 @@ def print_pipeline(p: PipelineResult) -> None:
 
 
 # ---------------------------------------------------------------- main
-
+    ins = p.instructions
+    if ins.get("status") == "measured":
+        counts = ins["instructions"]
+        base = counts.get("agent-norules")
+        print(f"\ninstructions executed in user space (valgrind callgrind, one run each, whole process "
+              f"with its start-up, {ins['packets']:,}-packet capture): deterministic, unlike CPU seconds "
+              "on this VM; argus's are shown but not compared (its work is mostly the kernel's)")
+        for name, n in counts.items():
+            rel = f"{n / base:.2f}× no rules" if n and base and name != "argus" else ""
+            note = f"  {ins['notes'][name]}" if name in ins["notes"] else ""
+            print(f"  {name:<16} {n / 1e9 if n else 0:>8.2f} G   {rel}{note}")
+        for name, r in ins["ratios"].items():
+            v = r["ratio"]
+            met = "met" if v is not None and v <= r["limit"] else "NOT MET"
+            shown = "—" if v is None else f"{v:.2f}×"
+            shown = "—" if v is None else f"{v:.2f}×"
+            print(f"  {name:<44} {r['limit']:.2f}×  {shown}  {met} (on instructions)")
+    elif ins:
+        print(f"\ninstructions: {ins.get('status')}: {ins.get('note', '')}")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -819,6 +886,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-install", action="store_true", help="never apt-get install argus-server")
     ap.add_argument("--keep-outputs", action="store_true", help="keep the pipeline tools' outputs")
     ap.add_argument("--timeout", type=float, default=bs.DEFAULT_TIMEOUT_S, help="seconds per pipeline run")
+    ap.add_argument("--instructions", type=int, nargs="?", const=200_000, default=0, metavar="PACKETS",
+                    help="also count the instructions each pipeline tool executes under valgrind's "
+                         "callgrind, once, on a capture of PACKETS (default 200,000; ~5 min): a "
+                         "measure the VM's load does not move")
     args = ap.parse_args(argv)
     if args.packets is None:
         args.packets = QUICK_PAYLOAD_PACKETS if args.quick else DEFAULT_PAYLOAD_PACKETS
@@ -856,7 +927,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe: PipelineResult | None = None
     if not args.no_pipeline:
         pipe = run_pipeline(args.pipeline_packets, args.seed, pools, args.repeat, not args.no_install,
-                            args.timeout, args.keep_outputs)
+                            args.timeout, args.keep_outputs, args.instructions)
         print_pipeline(pipe)
 
     # exit status: the pipeline targets, then the engines' agreement
