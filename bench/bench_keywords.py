@@ -751,7 +751,7 @@ def measure_instructions(cap: bs.Capture, tools: list[bs.Tool], targets: list[Ta
     ratios = {}
     for t in targets:
         if t.base == "argus":
-            continue  # argus's work is mostly the kernel's (read(2) of the capture): callgrind sees none of it
+            continue  # argus works mostly in the kernel (read(2) of the capture): callgrind sees none
         a, b = counts.get(t.tool), counts.get(t.base)
         ratios[t.name] = {"ratio": a / b if a and b else None, "limit": t.limit}
     return {"status": "measured", "capture": str(cap.path), "packets": cap.packets,
