@@ -30,9 +30,11 @@ How:
   waits until the workers' packet counters stop moving, reads each worker's CPU
   seconds from ``/proc``, then stops them with SIGTERM (which flushes every flow and
   reads the kernel counters a last time).
-* Ring: ``--block-kib`` x ``--blocks`` per worker (default 1 MiB x 32, the agent's
-  default). With ``--quick`` the whole replay (~167 MB) is about five times one ring, so
-  a rate "without drops" there means the workers kept up for most of it.
+* Ring: ``--block-kib`` x ``--blocks`` per worker (default 1 MiB x 64: what
+  ``edgeaudit-agent run`` gives each worker, ``[capture] ring_mb = 64``; until
+  2026-12-07 the bench used 32, the capture module's own default). With ``--quick`` the
+  whole replay (~167 MB) is under three times one ring, so a rate "without drops" there
+  says less than with the 1,000,000-packet capture (~890 MB).
 * tcpreplay shares the 2 cores with the workers, and its CPU seconds include the
   kernel's receive path for every frame (veth delivery, the fanout hash, the copy
   into the rings run in the sender's softirq): about a core at 150,000 pps. It paces
@@ -317,7 +319,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--workers", default="1,2", help="worker counts to run, comma separated")
     ap.add_argument("--build", choices=("auto", "compiled", "pure"), default="auto")
     ap.add_argument("--block-kib", type=int, default=1024, help="ring block size per worker (KiB)")
-    ap.add_argument("--blocks", type=int, default=32, help="ring blocks per worker")
+    ap.add_argument("--blocks", type=int, default=None,
+                    help="ring blocks per worker (default: the agent's own ring, [capture] ring_mb "
+                         "of agent.toml, 64 MiB, in blocks of --block-kib)")
     ap.add_argument("--no-rules", action="store_true", help="without the 10,000-keyword ruleset")
     ap.add_argument("--all-rates", action="store_true",
                     help="keep going past a rate that dropped more than "
@@ -333,7 +337,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="runs of the cost breakdown and at each target rate; judged on the median "
                          "(default 3)")
     ap.add_argument("--out", type=Path, default=OUT_DIR / "bench_live.json")
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    if a.blocks is None:
+        # what `edgeaudit-agent run` gives each worker by default (agent/config.py, supervisor)
+        from agent.config import CaptureConfig as AgentCapture
+
+        a.blocks = max(4, AgentCapture().ring_mb * 1024 // a.block_kib)
+    return a
 
 
 def main(argv: list[str] | None = None) -> int:
