@@ -90,6 +90,8 @@ STOP_AFTER_DROP_FRACTION = 0.05  # beyond a rate that dropped this much, higher 
 
 def select_build(which: str) -> str:
     """Import `agent` from build/compiled or from the sources; call before any agent import."""
+    if "agent" in sys.modules:  # it would stay the one already imported, whatever is asked
+        raise RuntimeError("bench_live: `agent` was imported before the build was chosen")
     built = (COMPILED_TREE / ".built").exists()
     if which == "pure" or (which == "auto" and not built):
         return "interpreted (the sources)"
@@ -337,13 +339,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="runs of the cost breakdown and at each target rate; judged on the median "
                          "(default 3)")
     ap.add_argument("--out", type=Path, default=OUT_DIR / "bench_live.json")
-    a = ap.parse_args(argv)
-    if a.blocks is None:
-        # what `edgeaudit-agent run` gives each worker by default (agent/config.py, supervisor)
-        from agent.config import CaptureConfig as AgentCapture
-
-        a.blocks = max(4, AgentCapture().ring_mb * 1024 // a.block_kib)
-    return a
+    return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_live: {p}", file=sys.stderr)
         return 2
     build = select_build(a.build)
+    if a.blocks is None:
+        # what `edgeaudit-agent run` gives each worker by default (agent/config.py, supervisor);
+        # imported only now: `agent` must come from the build select_build chose
+        from agent.config import CaptureConfig as AgentCapture
+
+        a.blocks = max(4, AgentCapture().ring_mb * 1024 // a.block_kib)
     TIMER[0] = a.timer
     SINK[0] = a.sink
     NICE[0] = a.nice
