@@ -168,6 +168,10 @@ def _fast_key(src: bytes, dst: bytes, sport: int, dport: int) -> bytes:
     return src + dst + _PORTS.pack(sport, dport)
 
 
+# What a retired flow's sides point at (`FlowTable._retire`): no flow, never in a table.
+_DETACHED: Final = Flow("", 0, b"", b"", 0, 0, None, None, None, None, 0.0, 0.0, ())
+
+
 class FlowTable:
     def __init__(self, *, max_flows: int = DEFAULT_MAX_FLOWS, uid_seed: bytes = b"edgeaudit",
                  tunnel_hook: TunnelHook | None = None, fast_path: bool = True,
@@ -700,6 +704,12 @@ class FlowTable:
             self.inspector.close(f, f.last)
         self.out.append(self.session_record(f, False))
         self.counters["sessions_out"] += 1
+        # its sides point back at it and at each other: cycles only the garbage collector would
+        # free (every retired flow, its sides, history and keys: measured, all of them). Pointed
+        # at a detached stand-in instead, the flow is freed with its last reference.
+        for side in (f.orig, f.resp):
+            side.flow = _DETACHED
+            side.peer = _DETACHED.orig
 
     def _scan(self, ts: float) -> None:
         """Retire timed-out flows and write interim records (every SCAN_INTERVAL of packet time)."""
