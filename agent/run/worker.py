@@ -44,7 +44,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from agent.filter.compiled import CompiledRules
 from agent.identity.roster import Roster
@@ -52,6 +52,9 @@ from agent.identity.table import STAMPED_TYPES, IdentityTable
 from agent.pipeline import Pipeline
 from agent.run.status import StatusFile
 from agent.spool.store import Spool, SpoolError
+
+if TYPE_CHECKING:
+    from agent.filter.updates import UpdateResult
 
 log = logging.getLogger("edgeaudit.worker")
 
@@ -241,9 +244,14 @@ class GatewayConsumer:
         self._reload = True
 
     def _check_rules(self) -> None:
-        stamp = _stamp(self.rules_path)
+        """A changed bundle (or SIGHUP) is verified here and compiled on a thread while capture
+        goes on (`RulesetUpdater.offer_in_background`); its result is swapped in at a later call."""
         if self.updater is None or self.rules_path is None:
             return
+        done = self.updater.poll()
+        if done is not None:
+            self._rules_result(done)
+        stamp = _stamp(self.rules_path)
         if stamp == self._rules_stamp and not self._reload:
             return
         self._reload = False
@@ -253,7 +261,13 @@ class GatewayConsumer:
         except OSError as e:
             log.error("%s: %s: %s", self.name, self.rules_path, e)
             return
-        result = self.updater.offer(data)
+        refused = self.updater.offer_in_background(data)
+        if refused is not None:
+            self._rules_result(refused)
+        else:
+            log.info("%s: %s: verified, compiling", self.name, self.rules_path)
+
+    def _rules_result(self, result: UpdateResult) -> None:
         self._sink([result.audit_record(time.time())])
         log.info("%s: %s", self.name, result.detail)
 

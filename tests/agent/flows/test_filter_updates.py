@@ -146,3 +146,44 @@ def test_the_clock_decides_expiry(key: Ed25519PrivateKey, tmp_path: Any) -> None
     u = RulesetUpdater(FilterEngine(compile_rules(load_ruleset(tmp_path))), [key.public_key()])
     res = u.offer(bundle(key, 4, expires=int(time.time()) - 5))
     assert not res.applied and "expired" in res.detail
+
+
+def _settle(updater: RulesetUpdater) -> Any:
+    """Poll until the background compile's result comes (the capture loop polls at each stats tick)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        res = updater.poll()
+        if res is not None:
+            return res
+        time.sleep(0.01)  # polling a thread's end, as the worker's periodic call does
+    raise AssertionError("the background compile did not end")
+
+
+def test_background_offer_compiles_on_a_thread_and_poll_swaps_it_in(updater: RulesetUpdater,
+                                                                    key: Ed25519PrivateKey) -> None:
+    assert updater.poll() is None  # nothing offered
+    assert updater.offer_in_background(bundle(key, 4, keyword="lottery")) is None
+    assert updater.compiling
+    # while it compiles the running ruleset keeps matching; a newer bundle offered meanwhile waits
+    assert updater.offer_in_background(bundle(key, 5, keyword="poker")) is None
+    assert matches(updater, "casino") == ["casino"]
+    first = _settle(updater)
+    assert first.applied and first.version == 4 and updater.rules.version == 4
+    assert updater.compiling  # the one that waited is compiling now
+    second = _settle(updater)
+    assert second.applied and second.version == 5 and not updater.compiling
+    assert matches(updater, "casino-lottery-poker") == ["poker"]
+    assert updater.counters == {"offered": 2, "applied": 2, "rejected": 0}
+    validate_record(second.audit_record(float(NOW)))
+
+
+def test_background_offer_refuses_a_bad_bundle_at_once(updater: RulesetUpdater,
+                                                       key: Ed25519PrivateKey) -> None:
+    res = updater.offer_in_background(tamper_signature(bundle(key, 4)))
+    assert res is not None and not res.applied and res.detail.startswith("bundle refused: ")
+    assert not updater.compiling and updater.poll() is None and updater.rules.version == 3
+    # a keyword file that does not load is found by the verification (rulesets.load), at once too
+    bad = updater.offer_in_background(bundle(key, 4, keywords_file=b"ok\n\xff\xfe bad utf-8\n"))
+    assert bad is not None and not bad.applied and not updater.compiling
+    assert updater.counters == {"offered": 2, "applied": 0, "rejected": 2}
+    assert matches(updater, "casino") == ["casino"]

@@ -105,3 +105,44 @@ def test_a_login_seen_by_one_worker_names_the_user_in_another(tmp_path: Path) ->
     assert [r for r in _spooled(b.spool) if r["type"] == "login"] == []  # worker 0 emits alice's login
     a.finish()
     b.finish()
+
+
+def test_a_new_bundle_compiles_while_capture_goes_on_and_swaps_in_at_a_tick(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent.filter.compiled import compile_rules
+    from rulesets.bundle import pack_bundle, verify_bundle
+
+    key = Ed25519PrivateKey.generate()
+
+    def bundle(version: int, word: str) -> bytes:
+        toml = (f'name = "t"\nversion = {version}\n[[categories]]\nid = "gambling"\naction = "alert"\n'
+                f'severity = 3\nkeywords = "k.txt"\n').encode()
+        now = int(time.time())
+        return pack_bundle({"ruleset.toml": toml, "k.txt": word.encode() + b"\n"}, key, name="t",
+                           version=version, created=now - 10, expires=now + 3600)[0]
+
+    path = tmp_path / "rules.bundle"
+    path.write_bytes(bundle(3, "casino"))
+    ruleset = verify_bundle(path.read_bytes(), [key.public_key()]).ruleset
+    rules = compile_rules(ruleset, cache_dir=tmp_path / "c")
+    spool = Spool(tmp_path / "spool.sqlite")
+    c = GatewayConsumer("lan0-0", spool, depth=16384, roster=None, rules=rules, rules_path=path,
+                        pubkeys=[key.public_key()])
+    assert c.updater is not None and c.ruleset_version == 3
+    path.write_bytes(bundle(4, "lottery"))
+    c.stats({})  # the changed file is verified and handed to a compile thread: v3 still runs
+    deadline = time.monotonic() + 60
+    while c.ruleset_version != 4 and time.monotonic() < deadline:
+        c.feed([(time.time(), ETHERNET, udp_frame("192.168.1.5", 50000, "198.51.100.9", 7777, b"x"))])
+        time.sleep(0.01)  # the thread's end is polled at the periodic call, as the pool makes it
+        c.stats({})
+    assert c.ruleset_version == 4
+    audit = [r for r in _spooled(spool) if r["type"] == "audit"]
+    assert [(r["action"], r["result"]) for r in audit] == [("ruleset_update", "applied")], audit
+    # a bundle that fails verification is refused at the next tick, with the reason; v4 keeps running
+    path.write_bytes(b"\x00" * 4096)
+    c.stats({})
+    audit = [r for r in _spooled(spool) if r["type"] == "audit"]
+    assert audit[-1]["result"] == "rejected" and c.ruleset_version == 4
+    c.finish()
