@@ -8,7 +8,10 @@ the inspector adds the flow id, the identity table the account).
 
 How:
 - A whole value (one `final` piece: URI, Host, DNS name, SNI, subject, FTP argument) is
-  scanned whole, in one call, with its decoded views; it needs no stream state.
+  scanned whole, with its decoded views; it needs no stream state. The inspector hands a
+  batch's work to `prescan` first, which finds the matches of all its whole values in one
+  engine call (joined with NULs, which no pattern holds): a call into the engine costs more
+  than scanning a short value.
 - Each (field, message) of a connection that arrives in pieces (a body) is one stream,
   fed to a `StreamScan` (`agent.filter.patterns`): the engine (Vectorscan's stream mode,
   or Aho-Corasick with a carry) finds a keyword split across pieces exactly once; bytes
@@ -156,12 +159,42 @@ class FilterEngine:
         self.views = 0
         self.unwatched_pieces = 0
         self.kept_bytes = 0
+        # matches of whole values found ahead by `prescan`, by the piece's id (see there)
+        self._prescanned: dict[int, list[tuple[int, int]]] = {}
 
     @property
     def counters(self) -> dict[str, int]:
         return {name: int(getattr(self, name)) for name in COUNTERS}
 
     # -- the inspector's calls -----------------------------------------------------------
+    def prescan(self, work: list[tuple[str, list[Content]]]) -> None:
+        """Find the matches of every whole value (URI, Host, DNS name, SNI, subject, FTP
+        argument) in the pieces of `work` ((connection uid, pieces) that `scan` will be given
+        next, in that order) in one engine call instead of one per value; `scan` then uses
+        them. Values of a connection that still runs an older ruleset are left to `scan`."""
+        rules = self.rules
+        depth = self.depth
+        values: list[bytes] = []
+        pieces: list[Content] = []
+        for key, ps in work:
+            fl = self._flows.get(key)
+            if fl is not None and fl.rules is not rules:
+                continue
+            for p in ps:
+                if p.final and p.data and p.field not in _BODY_FIELDS and p.field in rules.fields:
+                    values.append(p.data if len(p.data) <= depth else p.data[:depth])
+                    pieces.append(p)
+        if not values:
+            return
+        pre = self._prescanned
+        for p, found in zip(pieces, rules.patterns.scan_values(values), strict=True):
+            pre[id(p)] = found
+
+    def prescanned_done(self) -> None:
+        """The work `prescan` was given is done: forget what it found (a piece `scan` skipped,
+        an unwatched field of a swapped ruleset, must not leave an entry behind)."""
+        self._prescanned.clear()
+
     def scan(self, key: str, pieces: list[Content], ts: float) -> list[Record]:
         """Match the pieces a decoder produced for connection `key` (its uid)."""
         fl = self._flows.get(key)
@@ -178,7 +211,8 @@ class FilterEngine:
             st = fl.streams.get(skey) if fl is not None else None
             if st is None:
                 if p.final:
-                    self._whole(key, rules, field, p.data, p.ctype, p.cte, ts, out)
+                    found = self._prescanned.pop(id(p), None) if self._prescanned else None
+                    self._whole(key, rules, field, p.data, p.ctype, p.cte, ts, out, found)
                     if fl is None:
                         fl = self._flows.get(key)  # an alert made one
                     continue
@@ -221,8 +255,10 @@ class FilterEngine:
 
     # -- whole values ------------------------------------------------------------------------
     def _whole(self, key: str, rules: CompiledRules, field: str, data: bytes, ctype: str | None,
-               cte: str | None, ts: float, out: list[Record]) -> None:
-        """A value (or a body) that came whole: scanned in one call with its views, no stream state."""
+               cte: str | None, ts: float, out: list[Record],
+               found: list[tuple[int, int]] | None = None) -> None:
+        """A value (or a body) that came whole: scanned in one call with its views, no stream
+        state (`found`: its matches, when `prescan` found them already)."""
         n = len(data)
         if n > self.depth:
             self.beyond_depth_bytes += n - self.depth
@@ -231,7 +267,7 @@ class FilterEngine:
         if not data:
             return
         msg: _Msg | None = None
-        matches = rules.patterns.scan(data)
+        matches = found if found is not None else rules.patterns.scan(data)
         if matches:
             msg = _Msg(field)
             self._scan_whole(key, rules, msg, data, matches, "", ts, out)

@@ -35,6 +35,7 @@ refused (it would match at every offset). Offsets are 0-based; a match's end off
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Protocol
@@ -108,6 +109,9 @@ class PatternSet:
             raise ValueError("exact positions must be given for every pattern")
         self.has_exact: bool = any(self._exact)
         self.max_len: int = max(self._lengths) if self._lengths else 0
+        # no pattern holds a NUL byte: values joined with NULs between them can be scanned in
+        # one call (`scan_values`) without a match spanning two of them
+        self.nul_free: bool = b"".join(self._patterns).find(b"\x00") < 0
         self.requested: str = engine
         self.engine_reason: str = ""
         self._engine: Engine = self._choose(engine, cache_dir)
@@ -146,6 +150,30 @@ class PatternSet:
         if found and self.has_exact:
             return self.verified(found, data, 0)
         return found
+
+    def scan_values(self, values: list[bytes]) -> list[list[Match]]:
+        """`scan` of each of `values`, in one engine call (the values joined with NULs between
+        them: `nul_free` patterns cannot match across one); offsets are each value's own."""
+        if not self.nul_free:
+            return [self.scan(v) for v in values]
+        out: list[list[Match]] = [[] for _ in values]
+        if not values:
+            return out
+        buf = b"\x00".join(values)
+        found = self._engine.candidates(buf)
+        if not found:
+            return out
+        if self.has_exact:
+            found = self.verified(found, buf, 0)
+        starts: list[int] = []
+        at = 0
+        for v in values:
+            starts.append(at)
+            at += len(v) + 1
+        for start, pid in found:  # in order of end: each value's list stays in that order
+            i = bisect_right(starts, start) - 1
+            out[i].append((start - starts[i], pid))
+        return out
 
     def open_stream(self) -> EngineStream:
         return self._engine.open_stream()

@@ -560,12 +560,15 @@ class Inspector:
         self._deferred_pieces = 0
         filt = self.filter
         assert filt is not None and self.table is not None
+        # the whole values of all of it in one engine call (a call costs more than a short value)
+        filt.prescan([(d.f.uid, d.pieces) for d in held if d.pieces is not None])
         placed: list[tuple[int, list[Record]]] = []
         for d in held:
             pieces = d.pieces
             alerts = filt.scan(d.f.uid, pieces, d.ts) if pieces is not None else filt.close(d.f.uid, d.ts)
             if alerts:
                 placed.append((d.pos, self._stamped(d.f, d.app, alerts)))
+        filt.prescanned_done()
         if not placed:
             return
         out = self.table.out

@@ -261,3 +261,27 @@ def test_memory_the_engine_holds_grows_with_the_patterns(engine: str) -> None:
     large = PatternSet([b"k%05d" % i for i in range(2000)], engine=engine).memory_bytes()
     assert 0 < small < large
     assert PatternSet([], engine=engine).memory_bytes() == 0
+
+
+@each_engine
+@settings(max_examples=60, deadline=None)
+@given(words=st.lists(st.sampled_from(["ab", "abc", "bca", "测试", "QQ群", "丅丅测试", "xn--"]),
+                      min_size=1, max_size=4),
+       values=st.lists(st.binary(max_size=24) | st.sampled_from(
+           [b"ab", "测试".encode(), "丅丅测试".encode("gbk"), "乥乥测试".encode("gbk"), b"xABCab", b""]),
+           max_size=8))
+def test_values_in_one_call_find_what_each_finds_alone(words: list[str], values: list[bytes],
+                                                       engine: str) -> None:
+    """`scan_values` (the filter's whole values of a batch, joined by NULs in one engine call)
+    gives each value the matches `scan` gives it alone, offsets its own, GBK letters exact."""
+    forms = [f for w in dict.fromkeys(words) for f in keyword_patterns(w)]
+    ps = PatternSet([p for p, _, _ in forms], [e for _, _, e in forms], engine=engine)
+    assert ps.nul_free
+    assert ps.scan_values(values) == [ps.scan(v) for v in values]
+
+
+@each_engine
+def test_values_with_a_nul_pattern_are_scanned_one_by_one(engine: str) -> None:
+    ps = PatternSet([b"a\x00b", b"ab"], engine=engine)
+    assert not ps.nul_free  # a joined scan could match across two values: each is scanned alone
+    assert ps.scan_values([b"a", b"b", b"xa\x00by"]) == [[], [], [(1, 0)]]
