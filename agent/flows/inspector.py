@@ -563,12 +563,15 @@ class Inspector:
         # the whole values of all of it in one engine call (a call costs more than a short value)
         filt.prescan([(d.f.uid, d.pieces) for d in held if d.pieces is not None])
         placed: list[tuple[int, list[Record]]] = []
-        for d in held:
-            pieces = d.pieces
-            alerts = filt.scan(d.f.uid, pieces, d.ts) if pieces is not None else filt.close(d.f.uid, d.ts)
-            if alerts:
-                placed.append((d.pos, self._stamped(d.f, d.app, alerts)))
-        filt.prescanned_done()
+        try:
+            for d in held:
+                pieces = d.pieces
+                alerts = filt.scan(d.f.uid, pieces, d.ts) if pieces is not None else filt.close(d.f.uid, d.ts)
+                if alerts:
+                    placed.append((d.pos, self._stamped(d.f, d.app, alerts)))
+        finally:
+            # what prescan found is keyed by the pieces' ids: none may outlive them
+            filt.prescanned_done()
         if not placed:
             return
         out = self.table.out

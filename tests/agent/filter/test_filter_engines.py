@@ -146,3 +146,30 @@ except EngineUnavailable as e:
                            "import")
     assert reference == "aho-corasick"
     assert refused.startswith("refused | the hyperscan module does not import")
+
+
+def test_matching_at_the_batch_end_gives_the_records_of_matching_at_once(tmp_path: Path) -> None:
+    """The inspector matches a batch's content at its end (agent.flows.inspector) and puts each
+    alert back where it belongs: every record, alerts included, in the same order as when
+    matching is immediate (inline, `on_block` set), in batches of every size."""
+    rules = compile_rules(load_ruleset(_ruleset(tmp_path)))
+    capture = tmp_path / "synth.pcap"
+    synth = [sys.executable, "-m", "agent.cli", "synth", str(capture), "--packets", "8000", "--seed", "7"]
+    subprocess.run(synth, check=True, capture_output=True, timeout=300)
+
+    def records(immediate: bool, batch: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        p = Pipeline(out.extend, rules=rules)
+        if immediate:
+            assert p.inspector is not None
+            p.inspector.on_block = lambda flow, blocks: False  # inline: match at once, block nothing
+        with open_capture(capture) as cap:
+            for b in cap.batches(batch):
+                p.feed(b)
+        p.finish()
+        return out
+
+    at_once = records(True, 4096)
+    assert sum(r["type"] == "alert" for r in at_once) > 50
+    for size in (1, 7, 4096):
+        assert records(False, size) == at_once, size
