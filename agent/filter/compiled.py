@@ -33,11 +33,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import marshal
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from agent.filter.cachefiles import mark_used, store
 from agent.filter.forms import keyword_patterns
 from agent.filter.patterns import PatternSet
 from rulesets.model import Category, Ruleset
@@ -221,8 +221,7 @@ def _load_tables(cache_dir: Path, key: str) -> _Tables | None:
         return None
     if not _tables_ok(t):
         return None
-    with contextlib.suppress(OSError):  # the newest are kept
-        os.utime(path)
+    mark_used(path)
     return t  # type: ignore[no-any-return]
 
 
@@ -238,15 +237,5 @@ def _tables_ok(t: Any) -> bool:
 
 
 def _save_tables(cache_dir: Path, key: str, t: _Tables) -> None:
-    path = cache_dir / f"{key}.tables"
-    tmp = cache_dir / f".{key}.{os.getpid()}.tables.tmp"
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(_TABLES_MAGIC + marshal.dumps(t))
-        os.replace(tmp, path)
-        files = sorted(cache_dir.glob("*.tables"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in files[TABLES_KEEP:]:
-            old.unlink(missing_ok=True)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    with contextlib.suppress(OSError):  # not cached: the next start builds them again
+        store(cache_dir, f"{key}.tables", _TABLES_MAGIC + marshal.dumps(t), TABLES_KEEP)

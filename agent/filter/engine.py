@@ -65,10 +65,6 @@ SNIPPET_CHARS: Final = 200  # SCHEMA.md: <= 200 chars of decoded context
 SNIPPET_CONTEXT: Final = 60  # bytes of context kept on each side of a match
 _BODY_FIELDS: Final = frozenset({"http.request_body", "http.response_body", "smtp.body"})
 _NAME_FIELDS: Final = frozenset({"http.host", "dns.query", "tls.server_name"})
-# "in" with a one-byte bytes needle makes CPython raise and clear a TypeError inside (it
-# tries the needle as an int first: ~6x the cost); the byte's int value is the fast form
-_PCT: Final = 0x25  # "%"
-_PLUS: Final = 0x2B  # "+"
 _CHARSET = {"utf-8": "utf-8", "gbk": "gbk", "gb18030": "gb18030", "url": "utf-8", "url-gbk": "gbk"}
 
 Record = dict[str, Any]
@@ -383,9 +379,9 @@ class FilterEngine:
     # -- matches -----------------------------------------------------------------------------
     def _hit(self, fl: _Flow, st: _Msg, pid: int, start: int, buf: bytes, transform: str,
              ts: float, out: list[Record]) -> None:
+        """A keyword or a combination's part, matched in a field its category watches (the
+        callers, `_feed` and `_scan_whole`, leave out the others)."""
         rules = fl.rules
-        if st.field not in rules.cat_fields[rules.pat_cat[pid]]:
-            return
         if rules.pat_role[pid] == ROLE_KEYWORD:
             self._alert(fl, st, rules.pat_ref[pid], pid, start, buf, transform, ts, out)
             return
@@ -424,10 +420,9 @@ def _value_views(field: str, data: bytes) -> list[tuple[bytes, str]]:
     """Decoded views of a whole value: percent-decoding, RFC 2047 words, IDNA names."""
     views: list[tuple[bytes, str]] = []
     if field == "http.uri" or field == "ftp.arg":
-        if _PCT in data or _PLUS in data:
-            v = percent_decode(data, plus=True)
-            if v != data:
-                views.append((v, "url"))
+        v = percent_decode(data, plus=True)  # (the value itself when it holds no "%" or "+")
+        if v != data:
+            views.append((v, "url"))
     elif field == "smtp.subject":
         v = rfc2047_decode(data)
         if v != data:

@@ -126,7 +126,7 @@ class PatternSet:
         try:
             from agent.filter.vectorscan import Vectorscan
 
-            chosen = Vectorscan(self._patterns, cache_dir)
+            chosen = Vectorscan(self._patterns, self._lengths, self.nul_free, cache_dir)
         except EngineUnavailable as e:
             if engine == "vectorscan":
                 raise

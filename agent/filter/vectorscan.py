@@ -1,6 +1,6 @@
 """The Vectorscan keyword engine: one stream-mode literal database, cached on disk.
 
-What: ``Vectorscan(patterns, cache_dir)`` compiles every pattern as a case-insensitive
+What: ``Vectorscan(patterns, lengths, nul_free, cache_dir)`` compiles every pattern as a case-insensitive
 literal (``HS_FLAG_CASELESS``, Vectorscan's literal compiler ``hs_compile_lit_multi``) into
 one stream-mode database: a stream (``hs_scan_stream``) carries a keyword cut across pieces
 in its state, so no bytes are copied between pieces. Whole values and decoded views go
@@ -41,14 +41,13 @@ database is compiled before the capture workers fork, and each worker's copy is 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from agent.filter.cachefiles import mark_used, store
 from agent.filter.patterns import EngineStream, EngineUnavailable, Match
 
 
@@ -86,17 +85,19 @@ class Vectorscan:
 
     name = "vectorscan"
 
-    def __init__(self, patterns: Sequence[bytes], cache_dir: Path | None = None) -> None:
+    def __init__(self, patterns: Sequence[bytes], lengths: list[int], nul_free: bool,
+                 cache_dir: Path | None = None) -> None:
+        """`lengths` and `nul_free` (no pattern holds a NUL) as `patterns.PatternSet` found them."""
         if _hs is None:
             raise EngineUnavailable(_IMPORT_ERROR)
         hs: Any = _hs
         self.version: str = str(getattr(hs, "__version__", "?"))
-        self._lengths: list[int] = [len(p) for p in patterns]
+        self._lengths = lengths
         self.cache_note: str = ""
         self._stream: Any = None
         self._values: _VsStream | None = None  # the long-lived stream whole values go through
         self._values_at = 0  # its stream offset: the next value's first byte
-        literal = not any(0 in p for p in patterns)  # (an int needle: no exception inside "in")
+        literal = nul_free
         self._separated = literal  # a NUL byte ends a value: no pattern can hold one
         if not patterns:
             return
@@ -131,27 +132,20 @@ class Vectorscan:
             self.cache_note = f"compiled (cached database refused: {e})"
             self._stream = None
             return False
-        with contextlib.suppress(OSError):  # a read-only cache still serves; it is only not pruned by use
-            os.utime(path)  # the newest are kept
+        mark_used(path)
         self.cache_note = f"database loaded from {path}"
         return True
 
     def _save(self, cache_dir: Path, key: str) -> None:
         hs: Any = _hs
-        path = cache_dir / f"{key}.vsdb"
-        tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
+        name = f"{key}.vsdb"
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(_MAGIC + hs.dumpb(self._stream))
-            os.replace(tmp, path)
-            _prune(cache_dir)
+            store(cache_dir, name, _MAGIC + hs.dumpb(self._stream), CACHE_KEEP)
         except OSError as e:
             self.cache_note = f"compiled (cache not written: {e.strerror or e})"
-            with contextlib.suppress(OSError):  # (not there, or its directory is not either)
-                tmp.unlink()
             return
         # why it was compiled (no file yet, or the file was refused) stays in the note
-        self.cache_note = f"{self.cache_note or 'compiled'}, database saved to {path}"
+        self.cache_note = f"{self.cache_note or 'compiled'}, database saved to {cache_dir / name}"
 
     # -- matching -----------------------------------------------------------------------
     def candidates(self, data: bytes) -> list[Match]:
@@ -238,9 +232,3 @@ def _cache_key(patterns: Sequence[bytes], literal: bool, version: str) -> str:
     h.update(b"".join(patterns))
     return h.hexdigest()[:40]
 
-
-def _prune(cache_dir: Path) -> None:
-    """Keep the CACHE_KEEP most recently used database files."""
-    files = sorted(cache_dir.glob("*.vsdb"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in files[CACHE_KEEP:]:
-        old.unlink(missing_ok=True)
