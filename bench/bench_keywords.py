@@ -738,16 +738,14 @@ def measure_instructions(cap: bs.Capture, tools: list[bs.Tool], targets: list[Ta
         return {"status": "skipped", "note": "valgrind is not installed (apt-get install valgrind)"}
     print(f"instructions under callgrind: {cap.packets:,} packets, {len(tools)} tools ...",
           file=sys.stderr, flush=True)
-    jobs: dict[str, list[str]] = {}
-    for tool in tools:
-        out = WORK_DIR / f"instr_{tool.name}{tool.output_suffix}"
-        jobs[tool.name] = tool.build(cap.path, out)
+    outputs = {tool.name: WORK_DIR / f"instr_{tool.name}{tool.output_suffix}" for tool in tools}
+    jobs = {tool.name: tool.build(cap.path, outputs[tool.name]) for tool in tools}
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = dict(zip(jobs, pool.map(_callgrind_instructions, jobs.values()), strict=True))
     counts = {name: n for name, (n, _) in done.items()}
     notes = {name: note for name, (_, note) in done.items() if note}
-    for tool in tools:
-        (WORK_DIR / f"instr_{tool.name}{tool.output_suffix}").unlink(missing_ok=True)
+    for out in outputs.values():
+        out.unlink(missing_ok=True)
     ratios = {}
     for t in targets:
         if t.base == "argus":

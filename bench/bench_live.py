@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         rules = compile_rules(load_ruleset(RULESET), cache_dir=OUT_DIR / "keywords" / "engine-cache")
         print(f"keyword engine: {rules.engine} ({rules.patterns.engine_reason})", flush=True)
     rates = [int(r) for r in a.rates.split(",")]
+    worker_counts = [int(x) for x in a.workers.split(",")]
     block_size = a.block_kib * 1024
     result: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'others CPU s':>12}", flush=True)
         best_asked: dict[str, int] = {}
         result["best_zero_drop_rate_reached"] = best_asked
-        for w in [int(x) for x in a.workers.split(",")]:
+        for w in worker_counts:
             best = None
             for rate in rates:
                 run = live_run(pcap, w, rate or None, rules, block_size, a.blocks, None)
@@ -439,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         # the issue-16 targets: `--repeat` runs at each worker count's target rate, judged on the median
         result["at_target"] = {}
         for w, rate in TARGETS_PPS.items():
-            if str(w) not in [x.strip() for x in a.workers.split(",")]:
+            if w not in worker_counts:
                 continue
             drops = []
             for i in range(a.repeat):
