@@ -157,6 +157,7 @@ class FilterEngine:
         self.kept_bytes = 0
         # matches of whole values found ahead by `prescan`, by the piece's id (see there)
         self._prescanned: dict[int, list[tuple[int, int]]] = {}
+        self._ids: Record | None = None  # the connection's `ids` during a `scan` or `close`
 
     @property
     def counters(self) -> dict[str, int]:
@@ -191,8 +192,11 @@ class FilterEngine:
         an unwatched field of a swapped ruleset, must not leave an entry behind)."""
         self._prescanned.clear()
 
-    def scan(self, key: str, pieces: list[Content], ts: float) -> list[Record]:
-        """Match the pieces a decoder produced for connection `key` (its uid)."""
+    def scan(self, key: str, pieces: list[Content], ts: float, ids: Record | None = None) -> list[Record]:
+        """Match the pieces a decoder produced for connection `key` (its uid). `ids`: the fields
+        every record of the connection starts with (type, ts, the flow id: the inspector's),
+        copied into each alert, so an alert is built once and not stamped again."""
+        self._ids = ids
         fl = self._flows.get(key)
         rules = fl.rules if fl is not None else self.rules
         fields = rules.fields
@@ -226,11 +230,13 @@ class FilterEngine:
                 del fl.streams[skey]
         return out
 
-    def close(self, key: str, ts: float) -> list[Record]:
-        """The connection ended: streams still open end here (a body cut short by the capture)."""
+    def close(self, key: str, ts: float, ids: Record | None = None) -> list[Record]:
+        """The connection ended: streams still open end here (a body cut short by the capture);
+        `ids` as for `scan`."""
         fl = self._flows.pop(key, None)
         if fl is None:
             return []
+        self._ids = ids
         out: list[Record] = []
         for st in fl.streams.values():
             self._end(fl, st, ts, out)
@@ -407,13 +413,27 @@ class FilterEngine:
         if transform:
             enc = transform if enc == "utf-8" else f"{transform}-{enc}"
         self.alerts += 1
-        out.append({
-            "type": "alert", "ts": ts, "rule_id": rule.rule_id, "ruleset_version": rules.version_text,
-            "category": rules.cat_ids[ci], "severity": rules.cat_severity[ci],
-            "action": rules.cat_action[ci], "blocked": False,
-            "field": st.field, "keyword": rule.text, "encoding": enc,
-            "snippet": _snippet(buf, start, rules.pat_len[pid], rules.pat_enc[pid]), "account": None,
-        })
+        ids = self._ids
+        if ids is None:
+            rec: Record = {"type": "alert", "ts": ts}
+        else:
+            # the flow id the caller gave; then the alert's fields set one by one: half the
+            # work of building a dict and merging it into a copy (an alert per match, at worst)
+            rec = ids.copy()
+            rec["type"] = "alert"
+            rec["ts"] = ts
+        rec["rule_id"] = rule.rule_id
+        rec["ruleset_version"] = rules.version_text
+        rec["category"] = rules.cat_ids[ci]
+        rec["severity"] = rules.cat_severity[ci]
+        rec["action"] = rules.cat_action[ci]
+        rec["blocked"] = False
+        rec["field"] = st.field
+        rec["keyword"] = rule.text
+        rec["encoding"] = enc
+        rec["snippet"] = _snippet(buf, start, rules.pat_len[pid], rules.pat_enc[pid])
+        rec["account"] = None
+        out.append(rec)
 
 
 def _value_views(field: str, data: bytes) -> list[tuple[bytes, str]]:
@@ -464,7 +484,13 @@ def _snippet(buf: bytes, start: int, length: int, encoding: str) -> str:
         text = codecs.utf_8_decode(raw, "replace", False)[0]
     else:
         text = codecs.getincrementaldecoder(charset)("replace").decode(raw, final=False)
-    text = " ".join(text.split())
+    # whitespace runs become one space: a text whose only whitespace is single ASCII spaces
+    # (every other whitespace character is unprintable) needs only its ends stripped, without
+    # splitting it into words
+    if text.isprintable() and text.find("  ") < 0:
+        text = text.strip()
+    else:
+        text = " ".join(text.split())
     if len(text) > SNIPPET_CHARS:
         text = text[:SNIPPET_CHARS]
     return text

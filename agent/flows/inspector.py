@@ -535,7 +535,7 @@ class Inspector:
             if self._deferred_pieces >= DEFER_PIECES:
                 self.flush_filter()
             return
-        alerts = self.filter.scan(f.uid, app.content, ts)
+        alerts = self.filter.scan(f.uid, app.content, ts, self._ids(f, app))
         app.content.clear()
         if alerts:
             self._alerts(f, app, alerts)
@@ -546,7 +546,7 @@ class Inspector:
         if self._deferred:
             self._deferred.append(_Deferred(f, app, None, ts, len(self.table.out)))
             return
-        alerts = self.filter.close(f.uid, ts)
+        alerts = self.filter.close(f.uid, ts, self._ids(f, app))
         if alerts:
             self._alerts(f, app, alerts)
 
@@ -566,9 +566,12 @@ class Inspector:
         try:
             for d in held:
                 pieces = d.pieces
-                alerts = filt.scan(d.f.uid, pieces, d.ts) if pieces is not None else filt.close(d.f.uid, d.ts)
+                ids = self._ids(d.f, d.app)
+                alerts = (filt.scan(d.f.uid, pieces, d.ts, ids) if pieces is not None
+                          else filt.close(d.f.uid, d.ts, ids))
                 if alerts:
-                    placed.append((d.pos, self._stamped(d.f, d.app, alerts)))
+                    self.counters["records"] += len(alerts)
+                    placed.append((d.pos, alerts))
         finally:
             # what prescan found is keyed by the pieces' ids: none may outlive them
             filt.prescanned_done()
@@ -585,21 +588,27 @@ class Inspector:
         out[:] = merged
 
     def _alerts(self, f: Flow, app: FlowApp, alerts: list[Record]) -> None:
+        """Alerts made now (inline): blocked when asked; they carry the flow id already."""
         blocks = [a for a in alerts if a["action"] == "block"]
         if blocks and self.on_block is not None and self.on_block(f, blocks):
             for a in blocks:
                 a["blocked"] = True
-        self._emit(f, app, alerts)
+        self._emit_plain(alerts)
 
     def _emit(self, f: Flow, app: FlowApp, recs: list[Record]) -> None:
         assert self.table is not None
         self.table.out += self._stamped(f, app, recs)
 
-    def _stamped(self, f: Flow, app: FlowApp, recs: list[Record]) -> list[Record]:
-        """`recs` with the flow id fields (counted as records going out)."""
+    def _ids(self, f: Flow, app: FlowApp) -> Record:
+        """The fields every record of the flow starts with (made once per flow)."""
         ids = app.ids
         if ids is None:
             ids = app.ids = self._flow_ids(f)
+        return ids
+
+    def _stamped(self, f: Flow, app: FlowApp, recs: list[Record]) -> list[Record]:
+        """`recs` with the flow id fields (counted as records going out)."""
+        ids = self._ids(f, app)
         out: list[Record] = []
         for r in recs:
             rec: Record = ids.copy()  # key order: type, ts, the flow id, then the decoder's fields

@@ -93,6 +93,18 @@ def test_percent_encoded_utf8_keyword_in_the_uri() -> None:
     assert a["account"] is None
 
 
+@pytest.mark.parametrize("around", [
+    ("x casino y", "x casino y"),
+    ("  a\tb\r\n casino\u3000\u3000c  ", "a b casino c"),  # tabs, line ends, ideographic spaces
+    ("a  b casino c\u00a0d", "a b casino c d"),  # a double space, a no-break space
+])
+def test_snippet_collapses_whitespace_runs_to_one_space(around: tuple[str, str]) -> None:
+    body, expected = around
+    recs = run(http_exchange(post(body.encode("utf-8"), "text/plain")), ruleset(GAMBLING))
+    [a] = alerts(recs)
+    assert a["snippet"] == expected
+
+
 def test_gbk_form_body_split_across_segments_matches_once() -> None:
     body = b"name=x&msg=" + quote("我想买六合彩", encoding="gbk").encode() + b"&z=1"
     # 7-byte segments cut the percent-encoded keyword everywhere
