@@ -155,8 +155,6 @@ class FilterEngine:
         self.views = 0
         self.unwatched_pieces = 0
         self.kept_bytes = 0
-        # matches of whole values found ahead by `prescan`, by the piece's id (see there)
-        self._prescanned: dict[int, list[tuple[int, int]]] = {}
         self._ids: Record | None = None  # the connection's `ids` during a `scan` or `close`
 
     @property
@@ -183,14 +181,8 @@ class FilterEngine:
                     pieces.append(p)
         if not values:
             return
-        pre = self._prescanned
         for p, found in zip(pieces, rules.patterns.scan_values(values), strict=True):
-            pre[id(p)] = found
-
-    def prescanned_done(self) -> None:
-        """The work `prescan` was given is done: forget what it found (a piece `scan` skipped,
-        an unwatched field of a swapped ruleset, must not leave an entry behind)."""
-        self._prescanned.clear()
+            p.found = found  # read (and cleared) by `scan`
 
     def scan(self, key: str, pieces: list[Content], ts: float, ids: Record | None = None) -> list[Record]:
         """Match the pieces a decoder produced for connection `key` (its uid). `ids`: the fields
@@ -211,7 +203,9 @@ class FilterEngine:
             st = fl.streams.get(skey) if fl is not None else None
             if st is None:
                 if p.final:
-                    found = self._prescanned.pop(id(p), None) if self._prescanned else None
+                    found = p.found
+                    if found is not None:
+                        p.found = None
                     self._whole(key, rules, field, p.data, p.ctype, p.cte, ts, out, found)
                     if fl is None:
                         fl = self._flows.get(key)  # an alert made one

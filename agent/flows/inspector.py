@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Final
 from agent.decode.errors import DecodeError
 from agent.flows.ports import never_flip
 from agent.flows.reassembly import Event, StreamReassembler
-from agent.protocols.base import Content, Record, StreamDecoder
+from agent.protocols.base import BodySkipping, Content, Record, StreamDecoder
 from agent.protocols.registry import STARTTLS_SERVICES, decoder_factory, tls_factory
 from wire.addresses import ip_from_packed
 
@@ -84,9 +84,9 @@ _NO_EVENTS: list[Event] = []  # shared, never appended to
 class FlowApp:
     """Per-flow inspection state."""
 
-    __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "dhcp", "skippable",
-                 "skip", "stopped", "holes", "quiet_o", "quiet_r", "quiet_given_o", "quiet_given_r",
-                 "finishes", "watch", "flip_check", "content", "exempt")
+    __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "dhcp", "skipper",
+                 "exempting", "stopped", "holes", "quiet_o", "quiet_r", "quiet_given_o", "quiet_given_r",
+                 "finishes", "watch", "flip_check", "content")
 
     def __init__(self, side_o: Side | None, depth: int, max_buffered: int, max_segments: int) -> None:
         self.side_o = side_o  # the side that was the originator when inspection began (roles may flip)
@@ -116,11 +116,10 @@ class FlowApp:
         self.quiet_given_o = self.quiet_given_r = 0
         self.ids: dict[str, Any] | None = None
         self.dhcp = False
-        # a decoder that can say which bytes it only counts (HTTP): its `skippable` and `skip`
-        self.skippable: Callable[[bool], int] | None = None
-        self.skip: Callable[[bool, int, float], list[Record]] | None = None
-        # ... and which bytes a content filter scans on its own budget (HTTP bodies): `exempt`
-        self.exempt: Callable[[bool], int] | None = None
+        # the decoder, when it can say which bytes it only counts (HTTP bodies past the kept prefix)
+        self.skipper: BodySkipping | None = None
+        # ... and it is asked which bytes a content filter scans on its own budget (bodies are kept)
+        self.exempting = False
         # the pieces the flow's decoders hand the keyword filter (shared by a STARTTLS pair)
         self.content: list[Content] | None = None
 
@@ -223,7 +222,7 @@ class Inspector:
         """One TCP segment of an inspected flow, from `side`."""
         app = f.app
         assert app is not None
-        if self.filter is not None:
+        if self.on_block is not None:  # (only a blocker reads it: no tuple per segment otherwise)
             self.segment = (side is f.orig, seq)
         fwd = side is app.side_o
         r = app.ro if fwd else app.rr
@@ -260,7 +259,7 @@ class Inspector:
                 self._deliver(f, app, here_is_orig, ev_here, ts)
             if ev_peer:
                 self._deliver(f, app, not here_is_orig, ev_peer, ts)
-            if app.skippable is not None and app.dec is not None:
+            if app.skipper is not None and app.dec is not None:
                 self._offer_skips(f, app)
         if app.dec is not None and r.done and peer_r.done:
             self.counters["depth_reached"] += 1
@@ -298,7 +297,8 @@ class Inspector:
     def udp(self, f: Flow, is_orig: bool, ts: float, payload: bytes) -> None:
         app = f.app
         assert app is not None
-        self.segment = None
+        if self.on_block is not None:
+            self.segment = None
         if app.dhcp:
             assert self.dhcp is not None
             src, dst = (f.oip, f.rip) if is_orig else (f.rip, f.oip)
@@ -386,10 +386,9 @@ class Inspector:
         app.dec = dec = factory()
         if self.filter is not None:
             self._give_content(app, dec)
-        app.skippable = getattr(dec, "skippable", None)
-        app.skip = getattr(dec, "skip", None)
-        if self.keep_bodies:
-            app.exempt = getattr(dec, "exempt", None)
+        if isinstance(dec, BodySkipping):
+            app.skipper = dec
+            app.exempting = self.keep_bodies
         app.finishes = hasattr(dec, "finished")
         app.watch = svc in STARTTLS_SERVICES or svc == "ftp"
         self.counters["decoded_flows"] += 1
@@ -405,15 +404,24 @@ class Inspector:
     @staticmethod
     def _offer_skips(f: Flow, app: FlowApp) -> None:
         """Let the reassemblers skip what the decoder only counts (HTTP bodies past the kept prefix)."""
-        skippable = app.skippable
-        assert skippable is not None and app.side_o is not None
-        for side, r in ((app.side_o, app.ro), (app.side_o.peer, app.rr)):
-            if r is not None and not r.skipping and not r.done:
-                n = skippable(side is f.orig)
-                if n > 0:
-                    r.skip(n)
-                elif app.exempt is not None:
-                    r.exempt(app.exempt(side is f.orig))
+        assert app.side_o is not None
+        o_is_orig = app.side_o is f.orig
+        r = app.ro
+        if r is not None and not r.done and not r.skipping:
+            Inspector._offer_skip(app, r, o_is_orig)
+        r = app.rr
+        if r is not None and not r.done and not r.skipping:
+            Inspector._offer_skip(app, r, not o_is_orig)
+
+    @staticmethod
+    def _offer_skip(app: FlowApp, r: StreamReassembler, is_orig: bool) -> None:
+        skipper = app.skipper
+        assert skipper is not None
+        n = skipper.skippable(is_orig)
+        if n > 0:
+            r.skip(n)
+        elif app.exempting:
+            r.exempt(skipper.exempt(is_orig))
 
     def _drop(self, f: Flow, app: FlowApp) -> None:
         self.counters["undecoded_flows"] += 1
@@ -431,8 +439,8 @@ class Inspector:
                     assert isinstance(value, bytes)
                     recs = dec.feed(is_orig, value, ts)
                 elif kind == "skip":
-                    assert isinstance(value, int) and app.skip is not None
-                    recs = app.skip(is_orig, value, ts)
+                    assert isinstance(value, int) and app.skipper is not None
+                    recs = app.skipper.skip(is_orig, value, ts)
                 else:
                     assert isinstance(value, int)
                     recs = dec.gap(is_orig, value, ts)
@@ -563,18 +571,14 @@ class Inspector:
         # the whole values of all of it in one engine call (a call costs more than a short value)
         filt.prescan([(d.f.uid, d.pieces) for d in held if d.pieces is not None])
         placed: list[tuple[int, list[Record]]] = []
-        try:
-            for d in held:
-                pieces = d.pieces
-                ids = self._ids(d.f, d.app)
-                alerts = (filt.scan(d.f.uid, pieces, d.ts, ids) if pieces is not None
-                          else filt.close(d.f.uid, d.ts, ids))
-                if alerts:
-                    self.counters["records"] += len(alerts)
-                    placed.append((d.pos, alerts))
-        finally:
-            # what prescan found is keyed by the pieces' ids: none may outlive them
-            filt.prescanned_done()
+        for d in held:
+            pieces = d.pieces
+            ids = self._ids(d.f, d.app)
+            alerts = (filt.scan(d.f.uid, pieces, d.ts, ids) if pieces is not None
+                      else filt.close(d.f.uid, d.ts, ids))
+            if alerts:
+                self.counters["records"] += len(alerts)
+                placed.append((d.pos, alerts))
         if not placed:
             return
         out = self.table.out

@@ -44,6 +44,26 @@ class StreamDecoder(Protocol):
         ...
 
 
+class BodySkipping:
+    """A decoder's optional capability: bytes it only counts, not reads (HTTP bodies past the
+    prefix kept for the filter). The inspector lets its reassemblers skip them, and the flow
+    table's fast path count them, without delivering them. A native base class, not a
+    Protocol: compiled, the inspector's calls through it are direct, not attribute lookups."""
+
+    def skippable(self, is_orig: bool) -> int:
+        """Bytes of that direction, from the next one, that need only be counted."""
+        raise NotImplementedError
+
+    def exempt(self, is_orig: bool) -> int:
+        """Bytes of that direction a content filter scans on its own budget, not the inspection
+        depth's (asked once per message; 0 when there are none, or they were given already)."""
+        raise NotImplementedError
+
+    def skip(self, is_orig: bool, length: int, ts: float) -> list[Record]:
+        """`length` bytes `skippable` offered went by, counted and not delivered."""
+        raise NotImplementedError
+
+
 class Content:
     """A piece of what a user sent or received, for the keyword filter (DESIGN.md step 7).
 
@@ -57,7 +77,7 @@ class Content:
     of one field within the connection, so the pieces of one body form one stream.
     """
 
-    __slots__ = ("field", "data", "msg", "final", "ctype", "cte")
+    __slots__ = ("field", "data", "msg", "final", "ctype", "cte", "found")
 
     def __init__(self, field: str, data: bytes, msg: int, final: bool,
                  ctype: str | None = None, cte: str | None = None) -> None:
@@ -67,6 +87,9 @@ class Content:
         self.final = final
         self.ctype = ctype
         self.cte = cte
+        # the filter's matches of a whole value, when it found them ahead of `scan` with those
+        # of other values in one engine call (agent.filter.engine.FilterEngine.prescan)
+        self.found: list[tuple[int, int]] | None = None
 
     def __repr__(self) -> str:
         return f"Content({self.field!r}, {self.data[:40]!r}, msg={self.msg}, final={self.final})"

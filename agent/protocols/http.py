@@ -49,7 +49,7 @@ from collections import deque
 from typing import Final
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Content, Record
+from agent.protocols.base import BodySkipping, Content, Record
 
 # --- limits (every buffer is bounded) -------------------------------------
 MAX_LINE: Final = 16 * 1024  # longest start/field/chunk-size line; real servers cap at 8-16 KiB
@@ -155,7 +155,9 @@ class _Body:
         self.length += len(data)
         room = self.keep - self.kept_len
         if room > 0:
-            piece = bytes(data[:room]) if len(data) > room else bytes(data)
+            piece = data[:room] if len(data) > room else data
+            if not isinstance(piece, bytes):  # a part of the parse buffer (a bytearray): copied
+                piece = bytes(piece)
             self.pieces.append(piece)
             self.kept_len += len(piece)
             if self.sink is not None:
@@ -320,7 +322,7 @@ def _media_type(value: bytes) -> str:
     return _text(value.split(b";", 1)[0].strip().lower())
 
 
-class HttpDecoder:
+class HttpDecoder(BodySkipping):
     """HTTP/1.x on one TCP connection (see the module docstring)."""
 
     name = "http"
