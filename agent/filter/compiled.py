@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from agent.filter.cachefiles import mark_used, store
+from agent.filter.cachefiles import compile_lock, mark_used, store
 from agent.filter.forms import keyword_patterns
 from agent.filter.patterns import PatternSet
 from rulesets.model import Category, Ruleset
@@ -108,19 +108,28 @@ def compile_rules(ruleset: Ruleset, *, engine: str | None = None,
     `patterns.DEFAULT_ENGINE`, "auto"), caching the pattern tables and a compiled Vectorscan
     database in `cache_dir` when given."""
     cats = [c for c in ruleset.categories if c.enabled]
-    key = _tables_key(cats) if cache_dir is not None else ""
-    t = _load_tables(cache_dir, key) if cache_dir is not None else None
-    if t is None:
+    if cache_dir is None:
         t = _build_tables(cats)
-        if cache_dir is not None:
-            _save_tables(cache_dir, key, t)
+        pattern_set = PatternSet(t[0], t[1], engine=engine)
+    else:
+        # under the directory's lock: a second process compiling the same ruleset waits, then
+        # loads what the first saved (cachefiles.compile_lock)
+        with compile_lock(cache_dir):
+            key = _tables_key(cats)
+            loaded = _load_tables(cache_dir, key)
+            if loaded is None:
+                t = _build_tables(cats)
+                _save_tables(cache_dir, key, t)
+            else:
+                t = loaded
+            pattern_set = PatternSet(t[0], t[1], engine=engine, cache_dir=cache_dir)
     patterns, exact, role, cat_of, ref, enc, rule_ids, rule_cats, rule_texts, rule_parts, \
         part_text, part_rules, max_exc = t
     rules = [Rule(rid, ci, text, parts) for rid, ci, text, parts
              in zip(rule_ids, rule_cats, rule_texts, rule_parts, strict=True)]
     return CompiledRules(
         name=ruleset.name, version=ruleset.version, categories=cats, rules=rules,
-        patterns=PatternSet(patterns, exact, engine=engine, cache_dir=cache_dir),
+        patterns=pattern_set,
         pat_role=role, pat_cat=cat_of, pat_ref=ref, pat_enc=enc,
         pat_len=[len(p) for p in patterns], part_text=part_text, part_rules=part_rules,
         max_exception_len=max_exc, cat_exceptions=[bool(c.exceptions) for c in cats],

@@ -16,7 +16,10 @@ A running agent's workers use `offer_in_background` and `poll`: the bundle is ve
 once, and compiled on a thread of its own while capture goes on (Vectorscan's compiler
 releases the GIL: 100,000 keywords take ~11 s to compile, which inside the capture loop
 was an 11 s stall and a full ring); `poll`, called from the capture loop, swaps the result
-in. An offer made while one compiles waits for it and is offered next.
+in. An offer made while one compiles waits for it and is offered next. Every worker is
+offered the update; the first to compile it builds the database into the cache directory
+under its lock, and the others wait for that and load it (`cachefiles.compile_lock`), so an
+update costs one compile per agent, not one per worker.
 
 Every offer gives an `audit` record (SCHEMA.md: the system maintenance log) saying
 what was applied or refused and why, for the collector.

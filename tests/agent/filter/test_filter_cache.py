@@ -92,3 +92,34 @@ def test_a_cache_that_cannot_be_written_is_not_an_error(tmp_path: Path) -> None:
     r = compile_rules(_ruleset(), engine="vectorscan", cache_dir=blocker / "cache")
     assert "cache not written" in r.patterns.engine_reason
     assert _alerts(r) == _alerts(compile_rules(_ruleset(), engine="vectorscan"))
+
+
+def _compile_in_child(cache_dir: Path, words: list[str], start: object, out: object) -> None:
+    start.wait(30)  # type: ignore[attr-defined]  # both children compile at the same moment
+    r = compile_rules(_ruleset(words), engine="vectorscan", cache_dir=cache_dir)
+    out.put(r.patterns.engine_reason)  # type: ignore[attr-defined]
+
+
+def test_workers_compiling_one_update_at_once_build_it_once(tmp_path: Path) -> None:
+    """Two capture workers offered the same update compile it at the same moment: the first
+    builds and saves the database, the other waits for the directory's lock and loads it."""
+    import multiprocessing
+    import random
+
+    rng = random.Random(16)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    # enough keywords that a compile takes a good part of a second: the two overlap
+    words = sorted({"".join(rng.choice(letters) for _ in range(rng.randint(5, 12))) for _ in range(8000)})
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(2)
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_compile_in_child, args=(tmp_path, words, start, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    notes = sorted(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert ["database loaded from" in n for n in notes].count(True) == 1, notes
+    assert ["database saved to" in n for n in notes].count(True) == 1, notes
+    assert len(list(tmp_path.glob("*.vsdb"))) == 1
