@@ -46,15 +46,16 @@ LOCK_NAME = ".compile.lock"
 
 
 @contextlib.contextmanager
-def compile_lock(cache_dir: Path) -> Iterator[None]:
+def compile_lock(cache_dir: Path | None) -> Iterator[None]:
     """Hold `cache_dir`'s lock (an advisory `flock` on a file in it, freed if the holder
-    dies) while loading or building what it caches. A directory where the lock cannot be
-    made (read-only, absent and not creatable) is used without it: the worst case is the
-    same work done twice, never an error."""
+    dies) while loading or building what it caches; no cache (None), no lock. A directory
+    where the lock cannot be made (read-only, absent and not creatable) is used without it:
+    the worst case is the same work done twice, never an error."""
     fd = -1
-    with contextlib.suppress(OSError):
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(cache_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    if cache_dir is not None:
+        with contextlib.suppress(OSError):
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(cache_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         if fd >= 0:
             try:

@@ -108,21 +108,16 @@ def compile_rules(ruleset: Ruleset, *, engine: str | None = None,
     `patterns.DEFAULT_ENGINE`, "auto"), caching the pattern tables and a compiled Vectorscan
     database in `cache_dir` when given."""
     cats = [c for c in ruleset.categories if c.enabled]
-    if cache_dir is None:
-        t = _build_tables(cats)
-        pattern_set = PatternSet(t[0], t[1], engine=engine)
-    else:
-        # under the directory's lock: a second process compiling the same ruleset waits, then
-        # loads what the first saved (cachefiles.compile_lock)
-        with compile_lock(cache_dir):
-            key = _tables_key(cats)
-            loaded = _load_tables(cache_dir, key)
-            if loaded is None:
-                t = _build_tables(cats)
+    # under the cache directory's lock: a second process compiling the same ruleset waits,
+    # then loads what the first saved (cachefiles.compile_lock)
+    with compile_lock(cache_dir):
+        key = _tables_key(cats) if cache_dir is not None else ""
+        t = _load_tables(cache_dir, key) if cache_dir is not None else None
+        if t is None:
+            t = _build_tables(cats)
+            if cache_dir is not None:
                 _save_tables(cache_dir, key, t)
-            else:
-                t = loaded
-            pattern_set = PatternSet(t[0], t[1], engine=engine, cache_dir=cache_dir)
+        pattern_set = PatternSet(t[0], t[1], engine=engine, cache_dir=cache_dir)
     patterns, exact, role, cat_of, ref, enc, rule_ids, rule_cats, rule_texts, rule_parts, \
         part_text, part_rules, max_exc = t
     rules = [Rule(rid, ci, text, parts) for rid, ci, text, parts
