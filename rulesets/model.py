@@ -24,11 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple
 
-# The fields a keyword can be matched in (issue 4, SCHEMA.md `alert.field`).
-FIELDS: Final = (
-    "http.uri", "http.host", "http.request_body", "http.response_body", "dns.query",
-    "tls.server_name", "smtp.subject", "smtp.body", "ftp.arg",
-)
+from wire.records import RECORDS
+
+# The fields a keyword can be matched in (SCHEMA.md `alert.field`): every record type's content
+# fields (wire.records.RECORDS), in the order declared there.
+FIELDS: Final = tuple(c.name for m in RECORDS.values() for c in m.content)
 Action = Literal["alert", "block"]
 ACTIONS: Final = ("alert", "block")
 

@@ -2,7 +2,9 @@
 
 What: one TypedDict per record ``type`` (``SessionRecord`` for ``"session"``, ...), the shared
 flow id (``FlowId``; ``MaybeFlowId`` for ``weird`` and ``alert``, whose flow fields may be null
-or absent), the ``Record`` union and ``RECORD_TYPES`` (type name -> TypedDict).
+or absent), the ``Record`` union, ``RECORDS`` (type name -> the TypedDict and what the rest of
+the system knows about the type: ``wire.meta.RecordMeta``) and ``RECORD_TYPES`` (name ->
+TypedDict).
 
 Why TypedDicts: records are plain dicts at runtime (cheap to build, to serialise to JSON and
 msgpack, and to validate), while producers still get mypy checking of names and types. The
@@ -18,11 +20,12 @@ Conventions encoded here (SCHEMA.md "Conventions"):
 - ``float`` fields also accept ``int`` (JSON and other msgpack writers may drop the ``.0``);
   ``int`` fields never accept ``bool``.
 
-Adding a field or a type: add it here (and to RECORD_TYPES), bump ``SCHEMA_MINOR``; a new
-field in a minor version must be ``NotRequired`` so records of older agents stay valid.
+Adding a field or a type: add it here (a type to ``RECORDS`` too, with its metadata:
+``wire.meta``), bump ``SCHEMA_MINOR``; a new field in a minor version must be ``NotRequired``
+so records of older agents stay valid; a new type is documented in SCHEMA-additions.md.
 """
 
-from typing import Literal, NotRequired, TypeAlias, TypedDict
+from typing import Final, Literal, NotRequired, TypeAlias, TypedDict
 
 from wire.constraints import (
     U16,
@@ -37,6 +40,7 @@ from wire.constraints import (
     Timestamp,
     VlanId,
 )
+from wire.meta import ContentField, RecordMeta
 
 ConnState: TypeAlias = Literal[
     "S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"
@@ -375,23 +379,60 @@ Record: TypeAlias = (
     | StatsRecord
 )
 
-#: Record ``type`` value -> its TypedDict. ``wire.spec`` builds the field spec table from this.
-RECORD_TYPES: dict[str, type] = {
-    "session": SessionRecord,
-    "http": HttpRecord,
-    "dns": DnsRecord,
-    "tls": TlsRecord,
-    "smtp": SmtpRecord,
-    "mailbox": MailboxRecord,
-    "ftp": FtpRecord,
-    "dhcp": DhcpRecord,
-    "radius": RadiusRecord,
-    "pppoe": PppoeRecord,
-    "login": LoginRecord,
-    "nat": NatRecord,
-    "alert": AlertRecord,
-    "weird": WeirdRecord,
-    "audit": AuditRecord,
-    "registration": RegistrationRecord,
-    "stats": StatsRecord,
+#: Every record type, once: ``type`` value -> its TypedDict and what the other parts of the
+#: system know about it (``wire.meta``). A new type is declared here and nowhere else.
+RECORDS: Final[dict[str, RecordMeta]] = {
+    "session": RecordMeta(
+        SessionRecord, "flow", accounts=("account",), stamped=True,
+        detail=("proto", "service", "conn_state", "orig_bytes", "resp_bytes")),
+    "http": RecordMeta(
+        HttpRecord, "app", search=("host", "uri"), accounts=("account", "username"), stamped=True,
+        app_user="username",
+        content=(ContentField("http.uri", "url"), ContentField("http.host", "name"),
+                 ContentField("http.request_body", "body"), ContentField("http.response_body", "body")),
+        detail=("method", "host", "uri", "status_code")),
+    "dns": RecordMeta(
+        DnsRecord, "app", search=("query",), content=(ContentField("dns.query", "name"),),
+        detail=("query", "qtype_name", "answers")),
+    "tls": RecordMeta(
+        TlsRecord, "app", search=("server_name",), content=(ContentField("tls.server_name", "name"),),
+        detail=("server_name", "version")),
+    "smtp": RecordMeta(
+        SmtpRecord, "app", search=("subject",), accounts=("user",), app_user="user",
+        content=(ContentField("smtp.subject", "mime-header"), ContentField("smtp.body", "body")),
+        detail=("mailfrom", "rcptto", "subject")),
+    "mailbox": RecordMeta(
+        MailboxRecord, "app", accounts=("user",), app_user="user",
+        detail=("protocol", "user", "login_ok")),
+    "ftp": RecordMeta(
+        FtpRecord, "app", accounts=("user",), app_user="user", content=(ContentField("ftp.arg", "url"),),
+        detail=("user", "command", "arg", "reply_code")),
+    "dhcp": RecordMeta(
+        DhcpRecord, "identity", addresses=("assigned_addr", "client_addr"),
+        detail=("msg_types", "mac", "assigned_addr", "host_name")),
+    "radius": RecordMeta(
+        RadiusRecord, "identity", addresses=("framed_addr",), accounts=("username",),
+        detail=("code", "status_type", "username", "framed_addr", "calling_station_id")),
+    "pppoe": RecordMeta(
+        PppoeRecord, "identity", accounts=("username",), detail=("code", "username", "service_name")),
+    "login": RecordMeta(
+        LoginRecord, "identity", addresses=("ip",), accounts=("account",),
+        detail=("event", "account", "source")),
+    "nat": RecordMeta(
+        NatRecord, "nat",
+        endpoints=("inside_ip", "inside_port", "remote_ip", "remote_port", "outside_ip", "outside_port"),
+        detail=("event", "outside_ip", "outside_port")),
+    "alert": RecordMeta(
+        AlertRecord, "event", search=("keyword",), accounts=("account",), stamped=True,
+        detail=("blocked", "action", "category", "rule_id", "keyword", "field", "snippet")),
+    "weird": RecordMeta(WeirdRecord, "event", detail=("name", "detail"), listed=False),
+    "audit": RecordMeta(AuditRecord, "event", detail=("actor", "action", "target", "detail"), listed=False),
+    "registration": RecordMeta(
+        RegistrationRecord, "identity", addresses=("ip",), accounts=("account",),
+        personal=("name", "id_number", "phone"), detail=("account", "id_type"), listed=False),
+    "stats": RecordMeta(
+        StatsRecord, "event", detail=("packets", "kernel_drops", "records_out"), listed=False),
 }
+
+#: Record ``type`` value -> its TypedDict. ``wire.spec`` builds the field spec table from this.
+RECORD_TYPES: Final[dict[str, type]] = {name: m.typeddict for name, m in RECORDS.items()}

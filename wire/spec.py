@@ -18,6 +18,7 @@ understood; anything else fails loudly at import time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 from collections.abc import Mapping
@@ -43,7 +44,8 @@ from wire.limits import (
     MAX_LIST_LEN,
     MAX_STRING_LEN,
 )
-from wire.records import RECORD_TYPES
+from wire.meta import CONTENT_KINDS, FAMILIES, FLOW_ENDPOINTS, RecordMeta
+from wire.records import RECORDS
 
 _NONE_TYPE = type(None)
 
@@ -103,6 +105,7 @@ class RecordSpec:
     typeddict: type
     fields: Mapping[str, FieldSpec]
     required: frozenset[str]
+    meta: RecordMeta | None = None  # wire.records.RECORDS' entry (None: a TypedDict on its own)
 
     def describe(self) -> dict[str, Any]:
         return {name: f.describe() for name, f in self.fields.items()}
@@ -197,13 +200,34 @@ def record_spec(typeddict: type) -> RecordSpec:
     return RecordSpec(name=name, typeddict=typeddict, fields=fields, required=frozenset(required_keys))
 
 
+def _check_meta(spec: RecordSpec, meta: RecordMeta) -> None:
+    """Every field the metadata names is a field of the type (fails loudly at import)."""
+    named = [*meta.search, *meta.addresses, *meta.accounts, *meta.personal, *meta.detail]
+    if meta.app_user is not None:
+        named.append(meta.app_user)
+    if meta.endpoints != FLOW_ENDPOINTS:  # a flow id's endpoints: nat_* only in session
+        named += meta.endpoints
+    if meta.stamped:
+        named.append("account")
+    for f in named:
+        if f not in spec.fields:
+            raise TypeError(f"RECORDS[{spec.name!r}] names {f!r}, which is not a field of the type")
+    for c in meta.content:
+        if not c.name.startswith(spec.name + ".") or c.kind not in CONTENT_KINDS:
+            raise TypeError(f"RECORDS[{spec.name!r}]: content field {c.name!r} ({c.kind}) must be "
+                            f"named {spec.name}.<part> and be one of {', '.join(CONTENT_KINDS)}")
+    if meta.family not in FAMILIES:
+        raise TypeError(f"RECORDS[{spec.name!r}]: unknown family {meta.family!r}")
+
+
 def _build() -> dict[str, RecordSpec]:
     specs: dict[str, RecordSpec] = {}
-    for name, td in RECORD_TYPES.items():
-        spec = record_spec(td)
+    for name, meta in RECORDS.items():
+        spec = record_spec(meta.typeddict)
         if spec.name != name:
-            raise TypeError(f"RECORD_TYPES[{name!r}] declares type {spec.name!r}")
-        specs[name] = spec
+            raise TypeError(f"RECORDS[{name!r}] declares type {spec.name!r}")
+        _check_meta(spec, meta)
+        specs[name] = dataclasses.replace(spec, meta=meta)
     return specs
 
 
@@ -215,7 +239,19 @@ def describe_all() -> dict[str, Any]:
     """The whole table as JSON-serialisable data (what ``python -m wire.spec`` prints)."""
     from wire.version import SCHEMA_VERSION
 
-    return {"schema_version": SCHEMA_VERSION, "types": {n: s.describe() for n, s in SPECS.items()}}
+    return {"schema_version": SCHEMA_VERSION, "types": {n: s.describe() for n, s in SPECS.items()},
+            "records": {n: describe_meta(m) for n, m in RECORDS.items()}}
+
+
+def describe_meta(meta: RecordMeta) -> dict[str, Any]:
+    """One type's metadata as JSON-serialisable data (``GET /api/v1/schema``, the web UI)."""
+    return {
+        "family": meta.family, "search": list(meta.search), "addresses": list(meta.addresses),
+        "accounts": list(meta.accounts), "stamped": meta.stamped, "app_user": meta.app_user,
+        "content": [{"name": c.name, "kind": c.kind} for c in meta.content],
+        "personal": list(meta.personal), "detail": list(meta.detail),
+        "endpoints": list(meta.endpoints), "listed": meta.listed,
+    }
 
 
 if __name__ == "__main__":

@@ -58,13 +58,19 @@ from agent.filter.compiled import ROLE_EXCEPTION, ROLE_KEYWORD, CompiledRules
 from agent.filter.normalize import body_views, percent_decode, rfc2047_decode, views_possible
 from agent.filter.patterns import StreamScan
 from agent.protocols.base import Content
+from wire.records import RECORDS
 
 DEFAULT_DEPTH: Final = 16384  # bytes scanned per stream: DESIGN.md's inspection depth
 MAX_FLOWS: Final = 262144  # connections with filter state at once
 SNIPPET_CHARS: Final = 200  # SCHEMA.md: <= 200 chars of decoded context
 SNIPPET_CONTEXT: Final = 60  # bytes of context kept on each side of a match
-_BODY_FIELDS: Final = frozenset({"http.request_body", "http.response_body", "smtp.body"})
-_NAME_FIELDS: Final = frozenset({"http.host", "dns.query", "tls.server_name"})
+# The content fields of each kind (wire.records.RECORDS): which views a value gets, which are
+# bodies streamed in pieces
+_CONTENT_KIND: Final = {c.name: c.kind for m in RECORDS.values() for c in m.content}
+_BODY_FIELDS: Final = frozenset(f for f, k in _CONTENT_KIND.items() if k == "body")
+_NAME_FIELDS: Final = frozenset(f for f, k in _CONTENT_KIND.items() if k == "name")
+_URL_FIELDS: Final = frozenset(f for f, k in _CONTENT_KIND.items() if k == "url")
+_MIME_FIELDS: Final = frozenset(f for f, k in _CONTENT_KIND.items() if k == "mime-header")
 _CHARSET = {"utf-8": "utf-8", "gbk": "gbk", "gb18030": "gb18030", "url": "utf-8", "url-gbk": "gbk"}
 
 Record = dict[str, Any]
@@ -435,11 +441,11 @@ class FilterEngine:
 def _value_views(field: str, data: bytes) -> list[tuple[bytes, str]]:
     """Decoded views of a whole value: percent-decoding, RFC 2047 words, IDNA names."""
     views: list[tuple[bytes, str]] = []
-    if field == "http.uri" or field == "ftp.arg":
+    if field in _URL_FIELDS:
         v = percent_decode(data, plus=True)  # (the value itself when it holds no "%" or "+")
         if v != data:
             views.append((v, "url"))
-    elif field == "smtp.subject":
+    elif field in _MIME_FIELDS:
         v = rfc2047_decode(data)
         if v != data:
             views.append((v, "rfc2047"))

@@ -20,6 +20,7 @@ from agent.identity.radius import RadiusSource
 from agent.identity.roster import Roster
 from agent.identity.state import COUNTER_NAMES, Bindings
 from wire.limits import MAX_TS, MIN_TS
+from wire.records import RECORDS
 
 #: Addresses with history kept: a unit's gateway serves thousands of hosts; 65,536 addresses
 #: at the default interval limit cost well under 100 MB in the worst case.
@@ -39,8 +40,8 @@ DEFAULT_APP_LOGIN_TTL: Final = 8 * 3600.0
 
 #: Record types ``stamp`` fills ``account`` on (SCHEMA.md: the ones with an ``account`` field
 #: taken from the identity table).
-STAMPED_TYPES: Final = frozenset({"session", "http", "alert"})
-_APP_TYPES: Final = frozenset({"http", "ftp", "mailbox", "smtp"})
+STAMPED_TYPES: Final = frozenset(name for name, m in RECORDS.items() if m.stamped)
+_APP_TYPES: Final = frozenset(name for name, m in RECORDS.items() if m.app_user is not None)
 _OBSERVED_TYPES: Final = _APP_TYPES | {"radius", "dhcp", "pppoe"}
 
 

@@ -52,6 +52,7 @@ from agent.identity.table import STAMPED_TYPES, IdentityTable
 from agent.pipeline import Pipeline
 from agent.run.status import StatusFile
 from agent.spool.store import Spool, SpoolError
+from wire.records import RECORDS
 
 if TYPE_CHECKING:
     from agent.filter.updates import UpdateResult
@@ -73,7 +74,7 @@ class NatLookup(Protocol):
 
 #: Record types another worker's identity table learns from (with ``_names_a_user`` for apps).
 FORWARDED: Final = frozenset({"radius", "dhcp"})
-_APP_USER_FIELDS: Final = {"http": "username", "ftp": "user", "mailbox": "user", "smtp": "user"}
+_APP_USER_FIELDS: Final = {name: m.app_user for name, m in RECORDS.items() if m.app_user is not None}
 
 
 def _names_a_user(rec: dict[str, Any]) -> bool:

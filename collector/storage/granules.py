@@ -58,6 +58,8 @@ import zstandard
 from collector.storage.keys import CHUNK_KINDS, INDEX_BITS, KIND_SHIFT, record_keys
 from collector.storage.rows import record_columns
 from collector.storage.scanners import SCANNERS, Scanner
+from wire.meta import FAMILIES as WIRE_FAMILIES
+from wire.records import RECORDS
 
 #: Records per granule: the per-row costs (granule row, its key set, its compression) shrink
 #: as granules grow, while a lookup pays a granule's decompression and the skipping of the
@@ -71,17 +73,11 @@ FAMILY_GRANULE_RECORDS: Final = {"nat": 32}
 #: zstd level of granule data: level 1 packs records ~5x at a fraction of level 3's CPU.
 LEVEL: Final = 1
 
-#: Record type -> family; each (day, family) is its own SQLite file (DESIGN.md: "one database
-#: file per day and record type family"). A type not listed (a later schema's) is an event.
-FAMILIES: Final = {
-    "session": "flow",
-    "nat": "nat",
-    "http": "app", "dns": "app", "tls": "app", "smtp": "app", "mailbox": "app", "ftp": "app",
-    "dhcp": "identity", "radius": "identity", "pppoe": "identity", "login": "identity",
-    "registration": "identity",
-    "alert": "event", "weird": "event", "audit": "event", "stats": "event",
-}
-FAMILY_NAMES: Final = ("flow", "nat", "app", "identity", "event")
+#: Record type -> family (``wire.records.RECORDS``); each (day, family) is its own SQLite file
+#: (DESIGN.md: "one database file per day and record type family"). A type this schema does
+#: not know (a later agent's, should validation ever let one through) is kept as an event.
+FAMILIES: Final = {name: meta.family for name, meta in RECORDS.items()}
+FAMILY_NAMES: Final = WIRE_FAMILIES
 DEFAULT_FAMILY: Final = "event"
 
 _DAY: Final = 86_400

@@ -19,18 +19,15 @@ from typing import Any, Final
 import orjson
 
 from collector.storage.base import AGENT_KEY
-from wire.spec import SPECS
+from wire.meta import FLOW_ENDPOINTS
+from wire.records import RECORDS
 
-SEARCH_FIELDS: Final = ("host", "uri", "query", "server_name", "subject", "keyword")
-# Where a record type keeps the address its user has (the `ip` filter and identity lookups).
-ADDR_FIELDS: Final = {
-    "login": ("ip",),
-    "radius": ("framed_addr",),
-    "dhcp": ("assigned_addr", "client_addr"),
-    "registration": ("ip",),
-}
-# Where the account name is, in order of preference (`account` is the identity table's stamp).
-ACCOUNT_FIELDS: Final = ("account", "username", "user")
+# The searchable text fields, address fields and account fields of every type, in the order
+# ``wire.records.RECORDS`` declares them per type (the stored search text joins them in this
+# order; the first non-null address or account wins).
+SEARCH_FIELDS: Final = tuple(dict.fromkeys(f for m in RECORDS.values() for f in m.search))
+ADDR_FIELDS: Final = {name: m.addresses for name, m in RECORDS.items() if m.addresses}
+ACCOUNT_FIELDS: Final = tuple(dict.fromkeys(f for m in RECORDS.values() for f in m.accounts))
 
 Row = tuple[Any, ...]
 
@@ -46,9 +43,9 @@ def num(rec: Mapping[str, Any], key: str) -> float | None:
     return None
 
 
-_FLOW_KEYS: Final = ("src_ip", "src_port", "dst_ip", "dst_port", "nat_ip", "nat_port")
-# One address vocabulary for every type: a nat record's inside = src, remote = dst, outside = nat.
-_NAT_KEYS: Final = ("inside_ip", "inside_port", "remote_ip", "remote_port", "outside_ip", "outside_port")
+# One address vocabulary for every type (RecordMeta.endpoints): a nat record's inside = src,
+# remote = dst, outside = nat.
+_FLOW_KEYS: Final = FLOW_ENDPOINTS
 _isfinite: Final = math.isfinite
 
 
@@ -57,21 +54,18 @@ Columns = tuple[Any, ...]
 nat_port, addr, account, search)."""
 
 
-# Per schema type, which of the fields above it has (SCHEMA.md): a record of a known type has
-# no other fields (wire refuses unknown ones), so the others are not looked up. A type this
-# schema does not know is looked up for all of them.
+# Per schema type, its address, account and search fields (``wire.records.RECORDS``): a record
+# of a known type has no other fields (wire refuses unknown ones), so the others are not looked
+# up. A type this schema does not know is looked up for all of them.
 _ANY_TYPE_FIELDS: Final = ((), ACCOUNT_FIELDS, SEARCH_FIELDS)
-_TYPE_FIELDS: Final = {
-    name: (ADDR_FIELDS.get(name, ()), tuple(f for f in ACCOUNT_FIELDS if f in spec.fields),
-           tuple(f for f in SEARCH_FIELDS if f in spec.fields))
-    for name, spec in SPECS.items()
-}
+_TYPE_FIELDS: Final = {name: (m.addresses, m.accounts, m.search) for name, m in RECORDS.items()}
+_ENDPOINTS: Final = {name: m.endpoints for name, m in RECORDS.items() if m.endpoints != _FLOW_KEYS}
 
 
 def flow_fields(rtype: str) -> tuple[str, str, str, str, str, str]:
     """The fields a record of ``rtype`` keeps its src, src port, dst, dst port, nat and nat
     port in (a ``nat`` record's inside, remote and outside address)."""
-    return _NAT_KEYS if rtype == "nat" else _FLOW_KEYS
+    return _ENDPOINTS.get(rtype, _FLOW_KEYS)
 
 
 def record_columns(idx: int, rec: Mapping[str, Any]) -> Columns:
@@ -89,7 +83,7 @@ def record_columns(idx: int, rec: Mapping[str, Any]) -> Columns:
     if type(rtype) is not str or not (tt is float or tt is int) or not _isfinite(ts):
         raise ValueError(f"records[{idx}]: a record needs a str 'type' and a finite numeric 'ts'")
     ts = float(ts)
-    k_sip, k_sport, k_dip, k_dport, k_nip, k_nport = _NAT_KEYS if rtype == "nat" else _FLOW_KEYS
+    k_sip, k_sport, k_dip, k_dport, k_nip, k_nport = _ENDPOINTS.get(rtype, _FLOW_KEYS)
     src_ip, src_port, dst_ip, dst_port = get(k_sip), get(k_sport), get(k_dip), get(k_dport)
     nat_ip, nat_port, uid = get(k_nip), get(k_nport), get("uid")
     end_ts = ts

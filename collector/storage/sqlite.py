@@ -155,7 +155,7 @@ CACHE_KIB: Final = 262_144
 
 _DAY: Final = 86_400
 _FILE_RE: Final = re.compile(r"records-(\d{4}-\d{2}-\d{2})\.(" + "|".join(FAMILY_NAMES) + r")\.sqlite")
-_FAMILY_RANK: Final = {f: i for i, f in enumerate(FAMILY_NAMES)}
+_FAMILY_RANK: Final[dict[str, int]] = {f: i for i, f in enumerate(FAMILY_NAMES)}
 _ROW_LAYOUT_RE: Final = re.compile(r"records-\d{4}-\d{2}-\d{2}\.sqlite")
 
 _DAY_SCHEMA: Final = """
