@@ -49,13 +49,22 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from agent.decode.errors import DecodeError
 from agent.flows.ports import never_flip
 from agent.flows.reassembly import Event, StreamReassembler
-from agent.protocols.base import BodySkipping, Content, Record, StreamDecoder
-from agent.protocols.registry import STARTTLS_SERVICES, decoder_factory, tls_factory
+from agent.protocols.base import (
+    BodySkipping,
+    Content,
+    ContentSource,
+    DataChannels,
+    Finishing,
+    Record,
+    StartTls,
+    StreamDecoder,
+)
+from agent.protocols.registry import decoder_kind, tls_kind
 from wire.addresses import ip_from_packed
 
 if TYPE_CHECKING:
@@ -86,7 +95,7 @@ class FlowApp:
 
     __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "dhcp", "skipper",
                  "exempting", "stopped", "holes", "quiet_o", "quiet_r", "quiet_given_o", "quiet_given_r",
-                 "finishes", "watch", "flip_check", "content")
+                 "finishing", "starttls", "channels", "watch", "flip_check", "content")
 
     def __init__(self, side_o: Side | None, depth: int, max_buffered: int, max_segments: int) -> None:
         self.side_o = side_o  # the side that was the originator when inspection began (roles may flip)
@@ -103,8 +112,11 @@ class FlowApp:
         self.pending: list[tuple[Side, str, int | bytes, float]] = []
         self.passive = False  # nothing more to feed; only `close` is left
         self.stopped = False  # a DecodeError ended decoding
-        self.finishes = False  # the decoder has a `finished` property (TLS: done after the hellos)
-        self.watch = False  # a mail decoder that may switch to TLS, or FTP announcing data channels
+        # the decoder's optional capabilities its spec declares (agent.protocols.base)
+        self.finishing: Finishing | None = None  # it says when it is done (TLS: after the hellos)
+        self.starttls: StartTls | None = None  # a mail decoder that may switch to TLS
+        self.channels: DataChannels | None = None  # FTP, announcing data channels
+        self.watch = False  # starttls or channels: looked at after each delivery
         self.flip_check = False  # DNS over UDP: the first datagram decides who the originator is
         # Read by the flow table's fast path, so that most packets of an inspected flow cost no
         # call here: `holes` (out-of-order data is buffered: a pure ACK may reveal a gap, so
@@ -206,13 +218,13 @@ class Inspector:
             app = FlowApp(None, 0, 0, 0)
             app.dhcp = True
         else:
-            factory = decoder_factory(svc, "udp") if svc is not None else None
-            if factory is None:
+            kind = decoder_kind(svc, "udp") if svc is not None else None
+            if kind is None:
                 return
             app = FlowApp(None, 0, 0, 0)
-            app.dec = factory()
-            if self.filter is not None:
-                self._give_content(app, app.dec)
+            app.dec = dec = kind.factory()
+            if self.filter is not None and kind.content:
+                self._give_content(app, cast(ContentSource, dec))
             app.flip_check = svc == "dns"
         f.app = app
         self.counters["inspected_flows"] += 1
@@ -264,7 +276,7 @@ class Inspector:
         if app.dec is not None and r.done and peer_r.done:
             self.counters["depth_reached"] += 1
             app.passive = True
-        elif app.finishes and app.dec is not None and getattr(app.dec, "finished", False):
+        elif app.finishing is not None and app.dec is not None and app.finishing.finished:
             app.passive = True
         elif app.ro is not None and app.rr is not None:
             ro, rr = app.ro, app.rr
@@ -379,18 +391,24 @@ class Inspector:
     def _attach(self, f: Flow, app: FlowApp, ts: float) -> StreamDecoder | None:
         svc = f.service
         keep = self.depth if self.keep_bodies else 0  # body bytes a filter scans, or none
-        factory = decoder_factory(svc, "tcp", keep) if svc is not None else None
-        if factory is None:
+        kind = decoder_kind(svc, "tcp", keep) if svc is not None else None
+        if kind is None:
             self._drop(f, app)
             return None
-        app.dec = dec = factory()
-        if self.filter is not None:
-            self._give_content(app, dec)
-        if isinstance(dec, BodySkipping):
-            app.skipper = dec
+        app.dec = dec = kind.factory()
+        # the capabilities the protocol's spec declares (a test checks each decoder has them)
+        if self.filter is not None and kind.content:
+            self._give_content(app, cast(ContentSource, dec))
+        if kind.skipping:
+            app.skipper = cast(BodySkipping, dec)
             app.exempting = self.keep_bodies
-        app.finishes = hasattr(dec, "finished")
-        app.watch = svc in STARTTLS_SERVICES or svc == "ftp"
+        if kind.finishes:
+            app.finishing = cast(Finishing, dec)
+        if kind.starttls:
+            app.starttls = cast(StartTls, dec)
+        if kind.data_channels:
+            app.channels = cast(DataChannels, dec)
+        app.watch = kind.starttls or kind.data_channels
         self.counters["decoded_flows"] += 1
         if app.pending:
             pending = app.pending
@@ -457,14 +475,17 @@ class Inspector:
                 self._filter(f, app, ts)
             if not app.watch:
                 continue
-            if app.outer is None and f.service in STARTTLS_SERVICES and getattr(dec, "tls", False):
+            starttls = app.starttls
+            if app.outer is None and starttls is not None and starttls.tls:
                 # the rest of the connection is TLS (RFC 3207, RFC 2595)
                 self.counters["starttls"] += 1
                 app.outer = dec
-                app.dec = tls = tls_factory()()
-                if self.filter is not None:
-                    self._give_content(app, tls)
-                leftover: bytes = getattr(dec, "tls_leftover", b"")
+                tk = tls_kind()
+                app.dec = tls = tk.factory()
+                app.starttls = None
+                if self.filter is not None and tk.content:
+                    self._give_content(app, cast(ContentSource, tls))
+                leftover = starttls.tls_leftover
                 if leftover:  # the ClientHello that told the mail decoder about the switch
                     try:
                         recs = tls.feed(True, leftover, ts)
@@ -473,8 +494,8 @@ class Inspector:
                         recs = []
                     if recs:
                         self._emit(f, app, recs)
-            elif f.service == "ftp":
-                channels = getattr(dec, "expected_data_channels", None)
+            elif app.channels is not None:
+                channels = app.channels.expected_data_channels
                 if channels:
                     self._expect(f, channels, ts)
                     channels.clear()
@@ -525,12 +546,11 @@ class Inspector:
                 "vlan": f.vlan, "inner_vlan": f.ivlan}
 
     @staticmethod
-    def _give_content(app: FlowApp, dec: StreamDecoder) -> None:
-        """Let a decoder hand content to the filter (those that have a `content` list)."""
-        if hasattr(dec, "content"):
-            if app.content is None:
-                app.content = []
-            dec.content = app.content  # type: ignore[attr-defined]
+    def _give_content(app: FlowApp, dec: ContentSource) -> None:
+        """Let a decoder hand content to the filter (the flow's one list: a STARTTLS pair shares it)."""
+        if app.content is None:
+            app.content = []
+        dec.content = app.content
 
     def _filter(self, f: Flow, app: FlowApp, ts: float) -> None:
         """Match what the decoders just handed over (at the batch's end, or now when inline);

@@ -21,6 +21,7 @@ limit with its reason beside it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 Record = dict[str, Any]
@@ -42,6 +43,42 @@ class StreamDecoder(Protocol):
     def close(self, ts: float) -> list[Record]:
         """The connection ended (or timed out): flush what is pending."""
         ...
+
+
+# -- optional capabilities ----------------------------------------------------------------
+# What a decoder may offer besides feed/gap/close. A protocol module declares the ones its
+# decoder has in its spec (`agent.protocols.spec.ProtocolSpec.capabilities`); the inspector
+# reaches them through these types, never by looking attributes up by name, and a test checks
+# every registered decoder has what its spec declares (and nothing it does not).
+
+
+class ContentSource(Protocol):
+    """It hands what users sent and received to the keyword filter: the inspector sets
+    `content` to a list (only while a ruleset is loaded) and the decoder appends `Content`."""
+
+    content: list[Content] | None
+
+
+class Finishing(Protocol):
+    """It knows when nothing more of the connection interests it (TLS: after the hellos)."""
+
+    @property
+    def finished(self) -> bool: ...
+
+
+class StartTls(Protocol):
+    """A mail protocol whose STARTTLS/STLS hands the rest of the connection to TLS: `tls` turns
+    true, and `tls_leftover` holds client bytes already read after the switch (a ClientHello)."""
+
+    tls: bool
+    tls_leftover: bytes
+
+
+class DataChannels(Protocol):
+    """It announces connections that will carry its data (FTP PASV/EPSV/PORT): (address or
+    None for the peer's, port, passive) each, taken (and cleared) by the inspector."""
+
+    expected_data_channels: list[tuple[str | None, int, bool]]
 
 
 class BodySkipping:
@@ -93,3 +130,22 @@ class Content:
 
     def __repr__(self) -> str:
         return f"Content({self.field!r}, {self.data[:40]!r}, msg={self.msg}, final={self.final})"
+
+
+class DecoderKind:
+    """A registered decoder as the inspector uses it (`agent.protocols.registry.decoder_kind`):
+    its constructor, and which optional capabilities its spec declares, read once per
+    connection as plain flags (a native class: compiled, these are field reads)."""
+
+    __slots__ = ("service", "factory", "content", "finishes", "starttls", "data_channels", "skipping")
+
+    def __init__(self, service: str, factory: Callable[[], StreamDecoder], *, content: bool = False,
+                 finishes: bool = False, starttls: bool = False, data_channels: bool = False,
+                 skipping: bool = False) -> None:
+        self.service = service
+        self.factory = factory
+        self.content = content  # ContentSource
+        self.finishes = finishes  # Finishing
+        self.starttls = starttls  # StartTls
+        self.data_channels = data_channels  # DataChannels
+        self.skipping = skipping  # BodySkipping

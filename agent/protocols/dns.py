@@ -44,7 +44,8 @@ from typing import Final
 from librt.strings import read_i16_be, read_i32_be
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Content, Record
+from agent.protocols.base import Content, ContentSource, Record
+from agent.protocols.spec import ProtocolSpec
 from wire.addresses import ip_from_packed
 from wire.text import wire_text
 
@@ -420,3 +421,10 @@ class DnsDecoder:
             "ttls": list(r.ttls) if r is not None else [],
             "rejected": rejected,
         }
+
+
+#: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+SPEC = ProtocolSpec(
+    "dns", ("tcp", "udp"), DnsDecoder, records=("dns",), ports=frozenset({53, 137, 5353, 5355}),
+    capabilities=(ContentSource,), takes_transport=True,
+)

@@ -46,7 +46,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Content, Record
+from agent.protocols.base import Content, ContentSource, DataChannels, Record
+from agent.protocols.spec import ProtocolSpec
 
 # --- limits (every buffer is bounded) -------------------------------------
 MAX_LINE = 8 * 1024  # longest command or reply line; path names fit well within (servers cap at 4 KiB)
@@ -280,3 +281,10 @@ class FtpDecoder:
             self.expected_data_channels.append(found)
             if len(self.expected_data_channels) > MAX_CHANNELS:
                 del self.expected_data_channels[0]
+
+
+#: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+SPEC = ProtocolSpec(
+    "ftp", ("tcp",), FtpDecoder, records=("ftp",), ports=frozenset({21, 2121, 2811}),
+    capabilities=(ContentSource, DataChannels),
+)

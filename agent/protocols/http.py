@@ -49,7 +49,8 @@ from collections import deque
 from typing import Final
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import BodySkipping, Content, Record
+from agent.protocols.base import BodySkipping, Content, ContentSource, Record
+from agent.protocols.spec import ProtocolSpec
 
 # --- limits (every buffer is bounded) -------------------------------------
 MAX_LINE: Final = 16 * 1024  # longest start/field/chunk-size line; real servers cap at 8-16 KiB
@@ -823,3 +824,10 @@ class HttpDecoder(BodySkipping):
         out.append(txn.record())
         d.txn = None
         d.body = None
+
+
+#: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+SPEC = ProtocolSpec(
+    "http", ("tcp",), HttpDecoder, records=("http",), ports=frozenset({80, 8000, 8008, 8080, 8888}),
+    capabilities=(ContentSource, BodySkipping),
+)

@@ -67,8 +67,9 @@ from collections import deque
 from dataclasses import dataclass
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Record
+from agent.protocols.base import Record, StartTls
 from agent.protocols.pop3 import SaslExchange, mailbox_record
+from agent.protocols.spec import ProtocolSpec
 
 # --- limits (every buffer is bounded) -------------------------------------
 # RFC 9051 §4 / RFC 7162 §4 advise clients to keep command lines under 8192
@@ -491,3 +492,10 @@ class ImapDecoder:
         elif verb == "COMPRESS" and ok:
             self._stop()  # deflated from here on (RFC 4978 §3)
         return []
+
+
+#: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+SPEC = ProtocolSpec(
+    "imap", ("tcp",), ImapDecoder, records=("mailbox",), ports=frozenset({143}),
+    capabilities=(StartTls,),
+)

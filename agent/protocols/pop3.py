@@ -62,7 +62,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Record
+from agent.protocols.base import Record, StartTls
+from agent.protocols.spec import ProtocolSpec
 
 # --- limits (every buffer is bounded) -------------------------------------
 # RFC 2449 §4 caps command lines at 255 octets, but SASL responses (RFC 5034
@@ -399,3 +400,10 @@ class Pop3Decoder:
         if ok and cmd.verb == "STLS":
             return self._start_tls()  # RFC 2595 §4
         return []
+
+
+#: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+SPEC = ProtocolSpec(
+    "pop3", ("tcp",), Pop3Decoder, records=("mailbox",), ports=frozenset({110}),
+    capabilities=(StartTls,),
+)

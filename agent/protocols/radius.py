@@ -65,6 +65,7 @@ from dataclasses import dataclass
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
+from agent.protocols.spec import ProtocolSpec
 from wire.addresses import ip_from_packed
 from wire.text import wire_text
 
@@ -413,3 +414,10 @@ class RadiusDecoder:
             "output_octets": ex.output_octets,
             "result": ex.result,
         }
+
+
+#: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+SPEC = ProtocolSpec(
+    "radius", ("udp",), RadiusDecoder, records=("radius",),
+    ports=frozenset({1812, 1813, 1645, 1646, 3799, 1700}),
+)

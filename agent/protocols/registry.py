@@ -1,10 +1,14 @@
 """Which decoder handles which service: one line per protocol (DESIGN.md "Adding a protocol").
 
-The flow table names a connection's service (`agent.flows.classify`); the
-inspector asks this registry for a decoder for that service and transport.
-A service with no entry is only counted (its `session` record still names it).
-Factories are imported lazily so a run that never sees, say, RADIUS does not
-pay for importing its decoder.
+The flow table names a connection's service (`agent.flows.classify`); the inspector asks
+this registry for the `DecoderKind` of that service and transport: the decoder's
+constructor and the optional capabilities its module's `SPEC` declares
+(`agent.protocols.spec`). A service with no entry is only counted (its `session` record
+still names it).
+
+Protocol modules are imported when a service of theirs is first asked for, so a run that
+never sees, say, RADIUS does not pay for importing its decoder; `specs()` imports them all
+(the tests, `selfcheck`).
 """
 
 from __future__ import annotations
@@ -14,58 +18,80 @@ import importlib
 from collections.abc import Callable
 from typing import Final
 
-from agent.protocols.base import StreamDecoder
+from agent.protocols.base import (
+    BodySkipping,
+    ContentSource,
+    DataChannels,
+    DecoderKind,
+    Finishing,
+    StartTls,
+    StreamDecoder,
+)
+from agent.protocols.spec import ProtocolSpec
 
-Factory = Callable[[], StreamDecoder]
-
-# (service, transport) -> (module, class, constructor arguments)
-_TABLE: dict[tuple[str, str], tuple[str, str, tuple[object, ...]]] = {
-    ("http", "tcp"): ("agent.protocols.http", "HttpDecoder", ()),
-    ("tls", "tcp"): ("agent.protocols.tls", "TlsDecoder", ()),
-    ("smtp", "tcp"): ("agent.protocols.smtp", "SmtpDecoder", ()),
-    ("ftp", "tcp"): ("agent.protocols.ftp", "FtpDecoder", ()),
-    ("pop3", "tcp"): ("agent.protocols.pop3", "Pop3Decoder", ()),
-    ("imap", "tcp"): ("agent.protocols.imap", "ImapDecoder", ()),
-    ("dns", "tcp"): ("agent.protocols.dns", "DnsDecoder", ("tcp",)),
-    ("dns", "udp"): ("agent.protocols.dns", "DnsDecoder", ("udp",)),
-    ("radius", "udp"): ("agent.protocols.radius", "RadiusDecoder", ()),
+#: service -> the module whose SPEC decodes it: the one line a new protocol adds.
+MODULES: Final = {
+    "http": "agent.protocols.http",
+    "tls": "agent.protocols.tls",
+    "smtp": "agent.protocols.smtp",
+    "ftp": "agent.protocols.ftp",
+    "pop3": "agent.protocols.pop3",
+    "imap": "agent.protocols.imap",
+    "dns": "agent.protocols.dns",
+    "radius": "agent.protocols.radius",
 }
 
-# decoders that keep a prefix of each message body for a content filter (`body_keep`)
-_BODY_KEEPERS = frozenset({("http", "tcp")})
-
-# services whose STARTTLS (or STLS) hands the rest of the connection to TLS
-STARTTLS_SERVICES = frozenset({"smtp", "pop3", "imap"})
-
-_cache: dict[tuple[str, str, int], Factory | None] = {}
+_cache: dict[tuple[str, str, int], DecoderKind | None] = {}
 DEFAULT_BODY_KEEP: Final = -1  # the decoder's own default prefix
 
 
-def decoder_factory(service: str, transport: str, body_keep: int = DEFAULT_BODY_KEEP) -> Factory | None:
-    """The constructor of the decoder for `service` over `transport` ("tcp"/"udp"), or None.
+def spec_of(service: str) -> ProtocolSpec | None:
+    """The spec of the module decoding `service` (imported now if need be), or None."""
+    module = MODULES.get(service)
+    if module is None:
+        return None
+    spec = importlib.import_module(module).SPEC
+    if not isinstance(spec, ProtocolSpec) or spec.name != service:
+        raise TypeError(f"{module}.SPEC must be the ProtocolSpec of {service!r}")
+    return spec
 
-    `body_keep`: bytes of each message body a decoder that keeps body prefixes (HTTP) keeps
-    for a content filter: 0 when no filter reads bodies (they are then only counted, which
-    lets the inspector skip them), the filter's depth when one does.
+
+def specs() -> list[ProtocolSpec]:
+    """Every registered protocol's spec (imports every protocol module)."""
+    return [s for s in map(spec_of, MODULES) if s is not None]
+
+
+def decoder_kind(service: str, transport: str, body_keep: int = DEFAULT_BODY_KEEP) -> DecoderKind | None:
+    """How to decode `service` over `transport` ("tcp"/"udp"), or None.
+
+    `body_keep`: bytes of each message body a decoder that skips bodies (`BodySkipping`:
+    HTTP) keeps for a content filter: 0 when no filter reads bodies (they are then only
+    counted, which lets the inspector skip them), the filter's depth when one does.
     """
     key = (service, transport, body_keep)
     if key in _cache:
         return _cache[key]
-    entry = _TABLE.get((service, transport))
-    factory: Factory | None = None
-    if entry is not None:
-        module, cls_name, args = entry
-        cls = getattr(importlib.import_module(module), cls_name)
+    spec = spec_of(service)
+    kind: DecoderKind | None = None
+    if spec is not None and transport in spec.transports:
+        caps = spec.capabilities
+        args: tuple[object, ...] = (transport,) if spec.takes_transport else ()
+        skipping = BodySkipping in caps
+        factory: Callable[[], StreamDecoder]
         # the class itself, or a C-level partial: no Python-level wrapper call per connection
-        if body_keep >= 0 and (service, transport) in _BODY_KEEPERS:
-            factory = functools.partial(cls, *args, body_keep=body_keep)
+        if body_keep >= 0 and skipping:
+            factory = functools.partial(spec.decoder, *args, body_keep=body_keep)
         else:
-            factory = cls if not args else functools.partial(cls, *args)
-    _cache[key] = factory
-    return factory
+            factory = spec.decoder if not args else functools.partial(spec.decoder, *args)
+        kind = DecoderKind(service, factory, content=ContentSource in caps, finishes=Finishing in caps,
+                           starttls=StartTls in caps, data_channels=DataChannels in caps,
+                           skipping=skipping)
+    _cache[key] = kind
+    return kind
 
 
-def tls_factory() -> Factory:
-    factory = decoder_factory("tls", "tcp")
-    assert factory is not None
-    return factory
+def tls_kind() -> DecoderKind:
+    """The TLS decoder, for a connection a mail protocol switched to TLS (STARTTLS)."""
+    kind = decoder_kind("tls", "tcp")
+    assert kind is not None
+    return kind

@@ -52,7 +52,8 @@ from collections import deque
 from typing import Any, Final
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Content, Record
+from agent.protocols.base import Content, ContentSource, Record, StartTls
+from agent.protocols.spec import ProtocolSpec
 from wire.text import wire_text
 
 # --- limits (every buffer is bounded) -------------------------------------
@@ -680,3 +681,10 @@ class SmtpDecoder:
         self._push(".")
         self._touch(self._ts)
         return self._flush()
+
+
+#: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+SPEC = ProtocolSpec(
+    "smtp", ("tcp",), SmtpDecoder, records=("smtp",), ports=frozenset({25, 465, 587, 2525}),
+    capabilities=(ContentSource, StartTls),
+)

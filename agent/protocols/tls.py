@@ -63,7 +63,8 @@ from __future__ import annotations
 from typing import Final
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Content, Record
+from agent.protocols.base import Content, ContentSource, Finishing, Record
+from agent.protocols.spec import ProtocolSpec
 
 # Limits, each with its reason.
 MAX_RECORD: Final = 2**14 + 2048  # RFC 5246 §6.2.3: no TLS version allows a longer fragment
@@ -516,3 +517,11 @@ def starttls_decoder(alpn_fallback_offered: bool = True) -> TlsDecoder:
     STLS (POP3) exchange; the record's ``ts`` is that of the first hello.
     """
     return TlsDecoder(alpn_fallback_offered=alpn_fallback_offered)
+
+
+#: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+SPEC = ProtocolSpec(
+    "tls", ("tcp",), TlsDecoder, records=("tls",),
+    ports=frozenset({443, 465, 563, 636, 853, 989, 990, 992, 993, 994, 995, 8443}),
+    capabilities=(ContentSource, Finishing),
+)

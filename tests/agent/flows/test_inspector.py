@@ -26,7 +26,7 @@ from tcp_frames import Conn, udp_frame
 
 from agent.pipeline import Pipeline
 from agent.protocols.http import BODY_KEEP, HttpDecoder
-from agent.protocols.registry import decoder_factory
+from agent.protocols.registry import decoder_kind
 from wire.validate import validate_record
 
 Record = dict[str, Any]
@@ -318,7 +318,9 @@ def test_bodies_are_kept_only_for_a_content_filter_and_records_do_not_change() -
 def test_the_registry_builds_body_counting_decoders_without_a_filter() -> None:
     resp = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
     for keep, expect in ((3, b"hel"), (0, b""), (-1, b"hello")):
-        factory = decoder_factory("http", "tcp", keep)
+        kind = decoder_kind("http", "tcp", keep)
+        assert kind is not None
+        factory = kind.factory
         assert factory is not None
         dec = factory()
         assert isinstance(dec, HttpDecoder)

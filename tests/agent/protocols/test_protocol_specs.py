@@ -1,0 +1,69 @@
+"""Every registered protocol module's SPEC: consistent with the registry, the wire record types,
+and the decoder it names (each declared capability present, none undeclared)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.protocols import registry
+from agent.protocols.base import BodySkipping, ContentSource, DataChannels, Finishing, StartTls
+from agent.protocols.spec import CAPABILITIES, ProtocolSpec
+from wire.records import RECORDS
+
+# what each capability consists of (the members of its Protocol / base class)
+MEMBERS: dict[type, tuple[str, ...]] = {
+    ContentSource: ("content",),
+    Finishing: ("finished",),
+    StartTls: ("tls", "tls_leftover"),
+    DataChannels: ("expected_data_channels",),
+    BodySkipping: ("skippable", "exempt", "skip"),
+}
+
+
+def test_members_cover_every_capability() -> None:
+    assert set(MEMBERS) == set(CAPABILITIES)
+
+
+@pytest.mark.parametrize("service", sorted(registry.MODULES))
+def test_spec_matches_its_decoder(service: str) -> None:
+    spec = registry.spec_of(service)
+    assert isinstance(spec, ProtocolSpec) and spec.name == service
+    assert set(spec.records) <= set(RECORDS), "a spec's record types are declared in wire.records"
+    for transport in spec.transports:
+        kind = registry.decoder_kind(service, transport)
+        assert kind is not None and kind.service == service
+        dec = kind.factory()
+        assert dec.name == service or service == "dns"  # (dns: "dns" over both transports)
+        for cap, members in MEMBERS.items():
+            has = all(hasattr(dec, m) for m in members)
+            if cap is BodySkipping:
+                has = isinstance(dec, BodySkipping)
+            assert has == (cap in spec.capabilities), (service, cap.__name__)
+        assert kind.content == (ContentSource in spec.capabilities)
+        assert kind.starttls == (StartTls in spec.capabilities)
+        assert kind.data_channels == (DataChannels in spec.capabilities)
+        assert kind.finishes == (Finishing in spec.capabilities)
+        assert kind.skipping == (BodySkipping in spec.capabilities)
+    for transport in ("tcp", "udp"):
+        if transport not in spec.transports:
+            assert registry.decoder_kind(service, transport) is None
+
+
+def test_unknown_services_have_no_decoder() -> None:
+    assert registry.spec_of("gopher") is None
+    assert registry.decoder_kind("gopher", "tcp") is None
+
+
+def test_a_spec_refuses_an_unknown_capability() -> None:
+    with pytest.raises(TypeError):
+        ProtocolSpec("x", ("tcp",), object, records=(), capabilities=(int,))  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        ProtocolSpec("x", (), object, records=())  # type: ignore[arg-type]
+
+
+def test_every_content_field_is_made_by_a_registered_protocol() -> None:
+    """The record types with content fields (the filter's fields) have a decoder that makes them."""
+    made = {r for s in registry.specs() for r in s.records}
+    for name, meta in RECORDS.items():
+        if meta.content:
+            assert name in made, name
