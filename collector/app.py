@@ -35,6 +35,7 @@ from collector.query.handlers import query_routes
 from collector.retention import DEFAULT_RETENTION_DAYS
 from collector.rules.publish import BundleStore, etag, ruleset_routes
 from collector.storage.base import Storage
+from collector.storage_features import IndexBacklog, PreparedStorage
 from collector.units.registry import Units
 from collector.units.routes import unit_routes
 from collector.web.admin import admin_routes
@@ -63,7 +64,9 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
     app = web.Application(client_max_size=MAX_BUNDLE_BYTES)
     counters = IngestCounters()
     app[COUNTERS_KEY] = counters
-    decoder = Decoder(packed=hasattr(storage, "insert_prepared"), workers=decode_workers)
+    prepared = storage if isinstance(storage, PreparedStorage) else None
+    backlog = storage if isinstance(storage, IndexBacklog) else None
+    decoder = Decoder(packed=prepared is not None, workers=decode_workers)
 
     async def start_decoder(app_: web.Application) -> None:
         await decoder.start()
@@ -74,16 +77,15 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
     app.on_startup.append(start_decoder)
     app.on_cleanup.append(close_decoder)
     live = LiveAlerts()
-    app.router.add_post("/api/v1/batches", batches_handler(accounts, storage, counters, decoder,
+    app.router.add_post("/api/v1/batches", batches_handler(accounts, storage, prepared, counters, decoder,
                                                           units.seen if units is not None else None,
                                                           live.publish))
 
     async def metrics(request: web.Request) -> web.Response:
         lines = counters.prometheus()
-        unindexed = getattr(storage, "unindexed_bytes", None)
-        if unindexed is not None:  # SQLite: keys stored but not yet in the files' key index
+        if backlog is not None:  # SQLite: keys stored but not yet in the files' key index
             lines += ["# TYPE edgeaudit_storage_unindexed_key_bytes gauge",
-                      f"edgeaudit_storage_unindexed_key_bytes {unindexed()}"]
+                      f"edgeaudit_storage_unindexed_key_bytes {backlog.unindexed_bytes()}"]
         text = "\n".join(lines) + "\n"
         return web.Response(text=text, content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})

@@ -8,7 +8,8 @@ What (DESIGN.md "The collector", issue 5 "Ingest"):
    size limits, every record valid (`wire.envelope.decode_batch`); anything else is a 4xx
    with a JSON error and nothing is stored.
 3. The records are committed (`Storage.insert_batch`, idempotent on (agent, batch_seq);
-   `insert_prepared` with granules packed by the decoder for a store that has it) in a
+   `insert_prepared` with granules packed by the decoder for a store that has it,
+   `collector.storage_features.PreparedStorage`) in a
    worker thread, and only then does the answer say `{"accepted": N, "duplicate": b}`.
    Decoding (2) runs in worker processes or a thread (`collector.ingest.decoding`), so the
    event loop only moves bytes.
@@ -33,6 +34,7 @@ from collector.access import agent_of, json_error
 from collector.auth.accounts import Accounts
 from collector.ingest.decoding import Decoder, DecoderUnavailable
 from collector.storage.base import Storage
+from collector.storage_features import PreparedStorage
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_COMPRESSED
 
@@ -79,18 +81,18 @@ def _error(status: int, reason: str, detail: str, counters: IngestCounters,
 Summary = Mapping[str, tuple[int, float]]
 
 
-def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters, decoder: Decoder,
+def batches_handler(tokens: Accounts, storage: Storage, prepared: PreparedStorage | None,
+                    counters: IngestCounters, decoder: Decoder,
                     on_commit: Callable[[str, str, int, Summary, dict[str, Any] | None], None] | None = None,
                     on_alerts: Callable[[str, str, Sequence[dict[str, Any]]], None] | None = None,
                     ) -> Callable[[web.Request], Any]:
     """The aiohttp handler, bound to its account store, storage, decoder and counters.
 
-    ``decoder`` must pack granules only for a storage with ``insert_prepared``. After a
+    ``prepared`` is ``storage`` when it takes packed granules (else None), and ``decoder``
+    must pack granules only then. After a
     commit, ``on_commit(agent, unit, new records, Summary, newest stats record)`` (0, {},
     None for a repeat) and, for a new batch
     holding ``alert`` records, ``on_alerts(agent, unit, alerts)`` (on the event loop)."""
-    insert_prepared = getattr(storage, "insert_prepared", None)
-
     async def handle(request: web.Request) -> web.Response:
         counters.batches += 1
         agent = agent_of(tokens, request)
@@ -122,9 +124,9 @@ def batches_handler(tokens: Accounts, storage: Storage, counters: IngestCounters
                           counters)
         counters.records += batch.count
         try:
-            if batch.granules is not None and insert_prepared is not None:
+            if batch.granules is not None and prepared is not None:
                 result = await loop.run_in_executor(
-                    None, insert_prepared, agent.name, agent.unit, batch.batch_seq, batch.granules,
+                    None, prepared.insert_prepared, agent.name, agent.unit, batch.batch_seq, batch.granules,
                     batch.count)
             else:
                 assert batch.records is not None
