@@ -18,8 +18,8 @@ from agent.decode.packet import Decoder
 from agent.flows.inspector import DEFAULT_DEPTH, Inspector
 from agent.flows.table import DEFAULT_MAX_FLOWS, PROTO_NAMES, Flow, FlowTable
 from agent.identity import IdentityTable, Roster
-from agent.protocols.dhcp import DhcpTracker
-from agent.protocols.pppoe import PppoeDecoder
+from agent.protocols.base import LinkDecoder
+from agent.protocols.registry import link_decoders, trackers
 from wire.addresses import ip_from_packed
 
 if TYPE_CHECKING:
@@ -46,16 +46,18 @@ class Pipeline:
         self.inspector: Inspector | None = None
         self.filter: FilterEngine | None = None
         self.identity: IdentityTable | None = None
-        self.pppoe: PppoeDecoder | None = None
+        self.link: LinkDecoder | None = None  # the link-layer protocol's decoder (PPPoE)
         if decoders:
             # rules: a compiled keyword ruleset; its filter sees what the decoders decode
             if rules is not None:
                 from agent.filter.engine import FilterEngine  # on use: no matcher cost without rules
 
                 self.filter = FilterEngine(rules, depth=depth)
-            self.inspector = Inspector(depth=depth, dhcp=DhcpTracker(extras=True), keep_bodies=keep_bodies,
+            self.inspector = Inspector(depth=depth, trackers=trackers(), keep_bodies=keep_bodies,
                                        filter=self.filter)
-            self.pppoe = self.decoder.pppoe = PppoeDecoder()
+            links = link_decoders()
+            if links:  # (the packet decoder hands non-IP frames to one: PPPoE)
+                self.link = self.decoder.link = links[0]
             self.identity = IdentityTable(roster=roster)
         self.table = FlowTable(max_flows=max_flows, uid_seed=uid_seed,
                                tunnel_hook=self.decoder.decode_teredo, fast_path=fast_path,
@@ -177,7 +179,7 @@ class Pipeline:
         res: list[Record] = ident.expire(self.last_ts)
         # the PPPoE session stage (PAP/CHAP results, IPCP addresses) comes as events, interleaved
         # with the records by time: an event goes in before the first record that is later
-        events = self.pppoe.auth_events() if self.pppoe is not None else []
+        events = self.link.auth_events() if self.link is not None else []
         ei = 0
         observe = ident.observe
         stamp = ident.stamp
@@ -230,6 +232,6 @@ class Pipeline:
             c.update({f"inspect_{k}": v for k, v in self.inspector.counters.items()})
         if self.identity is not None:
             c.update({f"identity_{k}": v for k, v in self.identity.counters.items()})
-        if self.pppoe is not None:
-            c.update({f"pppoe_{k}": v for k, v in self.pppoe.counters.items()})
+        if self.link is not None:
+            c.update({f"{self.link.name}_{k}": v for k, v in self.link.counters.items()})
         return c

@@ -19,8 +19,9 @@ in `weirds` (drained by the pipeline into `weird` records, Zeek weird names)
 and a counter in `counters`.
 
 Link-layer records: PPPoE discovery frames and PPPoE session frames with a
-non-IP PPP protocol (LCP, PAP, CHAP, IPCP...) on Ethernet go to `pppoe` (an
-`agent.protocols.pppoe.PppoeDecoder`, None by default: set by the pipeline)
+non-IP PPP protocol (LCP, PAP, CHAP, IPCP...) on Ethernet go to `link` (the registered
+link-layer decoder, `agent.protocols.base.LinkDecoder`: PPPoE; None by default, set by the
+pipeline)
 with their MAC addresses; the records it returns wait in `records` for the
 pipeline to drain, as `weirds` do. Only the non-IP branch looks at them, so
 the IP path costs nothing more. A `DecodeError` from it is a weird as usual.
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple
 
 from agent.capture import linktypes as lt
 from agent.decode.defrag import Defragmenter
@@ -50,6 +51,7 @@ from agent.decode.link import (
     ppp_payload,
     pppoe_header,
 )
+from agent.protocols.base import LinkDecoder
 
 # Zeek's default Tunnel::max_depth is 2; gateways rarely see more than one level.
 MAX_TUNNEL_DEPTH: Final = 3
@@ -80,17 +82,6 @@ _TEREDO_PREFIX = b"\x20\x01\x00\x00"  # 2001:0::/32 (RFC 4380 §2.6)
 _IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140, 51})
 _FRAG6: Final = 44
 _IPV6_EXT_OR_FRAG = _IPV6_EXT | {_FRAG6}
-
-
-class LinkRecordDecoder(Protocol):
-    """What `Decoder.pppoe` must offer (agent.protocols.pppoe.PppoeDecoder does)."""
-
-    def discovery(self, ts: float, src_mac: str, dst_mac: str, payload: bytes) -> list[dict[str, Any]]:
-        ...
-
-    def session_control(self, ts: float, src_mac: str, dst_mac: str, session_id: int, ppp_proto: int,
-                        payload: bytes) -> list[dict[str, Any]]:
-        ...
 
 
 class Packet(NamedTuple):
@@ -124,7 +115,7 @@ class Decoder:
         self.defrag = defrag if defrag is not None else Defragmenter()
         self.weirds: list[tuple[float, str, str, bytes | None, bytes | None]] = []
         # PPPoE discovery and session control frames go here when set; their records wait in `records`.
-        self.pppoe: LinkRecordDecoder | None = None
+        self.link: LinkDecoder | None = None
         self.records: list[dict[str, Any]] = []
         self.counters: dict[str, int] = {
             "frames": 0,
@@ -155,8 +146,8 @@ class Decoder:
             if etype == ETH_IPV6:
                 return self._ipv6(ts, frame, off, vlan, inner, frame, mac_off, 0)
             self.counters["non_ip"] += 1
-            if self.pppoe is not None and mac_off >= 0 and etype in (ETH_PPPOE_DISC, NOT_IP):
-                self._pppoe(ts, frame, mac_off, self.pppoe)
+            if self.link is not None and mac_off >= 0 and etype in (ETH_PPPOE_DISC, NOT_IP):
+                self._pppoe(ts, frame, mac_off, self.link)
             return None
         except DecodeError as e:
             self._weird(ts, e.name, e.detail)
@@ -165,7 +156,7 @@ class Decoder:
             self._weird(ts, "malformed_packet", f"{type(e).__name__}: {e}")
             return None
 
-    def _pppoe(self, ts: float, frame: bytes, mac_off: int, handler: LinkRecordDecoder) -> None:
+    def _pppoe(self, ts: float, frame: bytes, mac_off: int, handler: LinkDecoder) -> None:
         """Hand a PPPoE discovery or non-IP session frame to `handler`; keep its records."""
         etype, off = pppoe_header(frame, mac_off + 12)
         if off < 0:

@@ -12,10 +12,13 @@ whose payload is still of interest (DESIGN.md data path steps 3-4):
   inspection depth) and replayed to the decoder once it exists, so nothing
   before the detection is lost. A flow whose probing ends without a service
   with a decoder is dropped from inspection and goes back to the fast path.
-- UDP: each datagram goes to the flow's decoder (DNS, RADIUS); DHCP goes to
-  one `DhcpTracker` for all flows, since a DHCP transaction spans several.
+- UDP: each datagram goes to the flow's decoder (DNS, RADIUS); a service followed
+  across flows (DHCP: a transaction spans several) goes to its one `FlowTracker`.
+- What a decoder offers besides feed/gap/close is what its protocol's spec declares
+  (`agent.protocols.registry.decoder_kind`), reached through the capability types of
+  `agent.protocols.base`, never by attribute names.
 - STARTTLS: when an SMTP, POP3 or IMAP decoder says the connection switched
-  to TLS (`decoder.tls`), the rest of the stream goes to a TLS decoder; both
+  to TLS (`StartTls.tls`), the rest of the stream goes to a TLS decoder; both
   are closed at the end.
 - FTP: data channels announced on a control connection (PASV/EPSV replies,
   accepted PORT/EPRT) are remembered for a while; a new TCP connection to
@@ -48,7 +51,7 @@ the hellos); it then costs only the fast path's counters.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from agent.decode.errors import DecodeError
@@ -60,6 +63,7 @@ from agent.protocols.base import (
     ContentSource,
     DataChannels,
     Finishing,
+    FlowTracker,
     Record,
     StartTls,
     StreamDecoder,
@@ -71,7 +75,6 @@ if TYPE_CHECKING:
     from agent.filter.engine import FilterEngine
     from agent.flows.side import Side
     from agent.flows.table import Flow, FlowTable
-    from agent.protocols.dhcp import DhcpTracker
 
 # bytes per direction (DESIGN.md step 3): enough for headers, hellos and commands
 DEFAULT_DEPTH: Final = 16384
@@ -93,7 +96,7 @@ _NO_EVENTS: list[Event] = []  # shared, never appended to
 class FlowApp:
     """Per-flow inspection state."""
 
-    __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "dhcp", "skipper",
+    __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "tracker", "skipper",
                  "exempting", "stopped", "holes", "quiet_o", "quiet_r", "quiet_given_o", "quiet_given_r",
                  "finishing", "starttls", "channels", "watch", "flip_check", "content")
 
@@ -127,7 +130,7 @@ class FlowApp:
         self.quiet_o = self.quiet_r = 0
         self.quiet_given_o = self.quiet_given_r = 0
         self.ids: dict[str, Any] | None = None
-        self.dhcp = False
+        self.tracker: FlowTracker | None = None  # the flow's datagrams go to a tracker (DHCP)
         # the decoder, when it can say which bytes it only counts (HTTP bodies past the kept prefix)
         self.skipper: BodySkipping | None = None
         # ... and it is asked which bytes a content filter scans on its own budget (bodies are kept)
@@ -167,7 +170,7 @@ class _Deferred:
 
 class Inspector:
     def __init__(self, *, depth: int = DEFAULT_DEPTH, max_buffered: int = 65536, max_segments: int = 64,
-                 dhcp: DhcpTracker | None = None, keep_bodies: bool = False,
+                 trackers: Mapping[str, FlowTracker] | None = None, keep_bodies: bool = False,
                  filter: FilterEngine | None = None) -> None:
         if depth < 0:
             raise ValueError("inspection depth must be >= 0")
@@ -183,7 +186,8 @@ class Inspector:
         self.segment: tuple[bool, int] | None = None
         self.max_buffered = max_buffered
         self.max_segments = max_segments
-        self.dhcp = dhcp
+        # services followed across flows (DHCP), each by its one tracker
+        self.trackers: dict[str, FlowTracker] = dict(trackers) if trackers is not None else {}
         self.table: FlowTable | None = None
         self._deferred: list[_Deferred] = []  # filter work held for the batch's end
         self._deferred_pieces = 0
@@ -212,11 +216,10 @@ class Inspector:
     def open_udp(self, f: Flow) -> None:
         """A UDP flow's service was just named: inspect it when a decoder wants it."""
         svc = f.service
-        if svc == "dhcp":
-            if self.dhcp is None:
-                return
+        tracker = self.trackers.get(svc) if svc is not None else None
+        if tracker is not None:
             app = FlowApp(None, 0, 0, 0)
-            app.dhcp = True
+            app.tracker = tracker
         else:
             kind = decoder_kind(svc, "udp") if svc is not None else None
             if kind is None:
@@ -311,11 +314,11 @@ class Inspector:
         assert app is not None
         if self.on_block is not None:
             self.segment = None
-        if app.dhcp:
-            assert self.dhcp is not None
+        tracker = app.tracker
+        if tracker is not None:
             src, dst = (f.oip, f.rip) if is_orig else (f.rip, f.oip)
             try:
-                recs = self.dhcp.message(ts, f.uid, payload, ip_from_packed(src), ip_from_packed(dst))
+                recs = tracker.message(ts, f.uid, payload, ip_from_packed(src), ip_from_packed(dst))
             except DecodeError as e:
                 self._weird(f, ts, e)
                 return
@@ -349,7 +352,7 @@ class Inspector:
         app = f.app
         assert app is not None
         f.app = None
-        if app.dhcp:
+        if app.tracker is not None:
             return
         if app.dec is None and not app.stopped:
             if app.ro is not None:
@@ -378,14 +381,14 @@ class Inspector:
             old = [k for k, exp in self.expected.items() if exp < ts]
             for k in old:
                 del self.expected[k]
-        if self.dhcp is not None:
-            self._emit_plain(self.dhcp.expire(ts))
+        for tracker in self.trackers.values():
+            self._emit_plain(tracker.expire(ts))
 
     def finish(self, ts: float) -> None:
         if self._deferred:
             self.flush_filter()
-        if self.dhcp is not None:
-            self._emit_plain(self.dhcp.close(ts))
+        for tracker in self.trackers.values():
+            self._emit_plain(tracker.close(ts))
 
     # -- internals -----------------------------------------------------------------
     def _attach(self, f: Flow, app: FlowApp, ts: float) -> StreamDecoder | None:

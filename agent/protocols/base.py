@@ -132,6 +132,44 @@ class Content:
         return f"Content({self.field!r}, {self.data[:40]!r}, msg={self.msg}, final={self.final})"
 
 
+class FlowTracker(Protocol):
+    """A protocol followed across every flow of its service at once, not per connection (DHCP:
+    one transaction spans several flows, from 0.0.0.0 and to the broadcast address). The
+    inspector hands it each datagram with the flow's uid and addresses; its records carry no
+    flow id."""
+
+    name: str
+    counters: dict[str, int]
+
+    def message(self, ts: float, uid: str, payload: bytes, src_ip: str | None,
+                dst_ip: str | None) -> list[Record]: ...
+
+    def expire(self, ts: float) -> list[Record]:
+        """Time went on to `ts`: records of what is finished by now."""
+        ...
+
+    def close(self, ts: float) -> list[Record]:
+        """The end of the capture: records of everything pending."""
+        ...
+
+
+class LinkDecoder(Protocol):
+    """A link-layer protocol (PPPoE): the packet decoder hands it the non-IP frames of its
+    ethertypes; besides records it has authentication events for the identity table."""
+
+    name: str
+    counters: dict[str, int]
+
+    def discovery(self, ts: float, src_mac: str, dst_mac: str, payload: bytes) -> list[Record]: ...
+
+    def session_control(self, ts: float, src_mac: str, dst_mac: str, session_id: int, ppp_proto: int,
+                        payload: bytes) -> list[Record]: ...
+
+    def auth_events(self) -> list[dict[str, Any]]:
+        """The authentication events since the last call (``agent.identity.pppoe``)."""
+        ...
+
+
 class DecoderKind:
     """A registered decoder as the inspector uses it (`agent.protocols.registry.decoder_kind`):
     its constructor, and which optional capabilities its spec declares, read once per

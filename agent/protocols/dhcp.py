@@ -64,12 +64,14 @@ Design
 
 from __future__ import annotations
 
+import functools
 import heapq
 import struct
 from dataclasses import dataclass, field
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
+from agent.protocols.spec import ProtocolSpec
 from wire.addresses import ip_from_packed, mac_from_bytes
 from wire.text import wire_text
 
@@ -387,3 +389,10 @@ class DhcpTracker:
 def _eui48(hwaddr: bytes) -> bool:
     # Zeek's fmt_mac(): 6 octets, or 8+ octets whose 7th and 8th are zero
     return (len(hwaddr) == 6 or (len(hwaddr) >= 8 and hwaddr[6:8] == b"\0\0")) and hwaddr[:6] != b"\0" * 6
+
+
+#: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+SPEC = ProtocolSpec(
+    "dhcp", ("udp",), None, records=("dhcp",), ports=frozenset({67, 68}),
+    tracker=functools.partial(DhcpTracker, extras=True),
+)

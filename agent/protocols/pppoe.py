@@ -64,6 +64,7 @@ from typing import Any
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
+from agent.protocols.spec import ProtocolSpec
 
 # --- limits (every table is bounded) ----------------------------------------
 # One entry per authenticated PPP session seen on the link; an access
@@ -282,3 +283,7 @@ class PppoeDecoder:
         """Authentication results and session ends since the last call (see module doc)."""
         out, self._events = self._events, []
         return out
+
+
+#: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+SPEC = ProtocolSpec("pppoe", ("link",), None, records=("pppoe",), link=PppoeDecoder)

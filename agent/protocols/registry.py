@@ -4,7 +4,8 @@ The flow table names a connection's service (`agent.flows.classify`); the inspec
 this registry for the `DecoderKind` of that service and transport: the decoder's
 constructor and the optional capabilities its module's `SPEC` declares
 (`agent.protocols.spec`). A service with no entry is only counted (its `session` record
-still names it).
+still names it). Protocols followed across flows (DHCP: `trackers`) and link-layer ones
+(PPPoE: `link_decoders`) are registered the same way; the pipeline makes one of each.
 
 Protocol modules are imported when a service of theirs is first asked for, so a run that
 never sees, say, RADIUS does not pay for importing its decoder; `specs()` imports them all
@@ -24,6 +25,8 @@ from agent.protocols.base import (
     DataChannels,
     DecoderKind,
     Finishing,
+    FlowTracker,
+    LinkDecoder,
     StartTls,
     StreamDecoder,
 )
@@ -39,6 +42,8 @@ MODULES: Final = {
     "imap": "agent.protocols.imap",
     "dns": "agent.protocols.dns",
     "radius": "agent.protocols.radius",
+    "dhcp": "agent.protocols.dhcp",
+    "pppoe": "agent.protocols.pppoe",
 }
 
 _cache: dict[tuple[str, str, int], DecoderKind | None] = {}
@@ -73,7 +78,7 @@ def decoder_kind(service: str, transport: str, body_keep: int = DEFAULT_BODY_KEE
         return _cache[key]
     spec = spec_of(service)
     kind: DecoderKind | None = None
-    if spec is not None and transport in spec.transports:
+    if spec is not None and spec.decoder is not None and transport in spec.transports:
         caps = spec.capabilities
         args: tuple[object, ...] = (transport,) if spec.takes_transport else ()
         skipping = BodySkipping in caps
@@ -88,6 +93,16 @@ def decoder_kind(service: str, transport: str, body_keep: int = DEFAULT_BODY_KEE
                            skipping=skipping)
     _cache[key] = kind
     return kind
+
+
+def trackers() -> dict[str, FlowTracker]:
+    """A new tracker for each service followed across flows (DHCP), by service."""
+    return {s.name: s.tracker() for s in specs() if s.tracker is not None}
+
+
+def link_decoders() -> list[LinkDecoder]:
+    """A new decoder for each link-layer protocol (PPPoE)."""
+    return [s.link() for s in specs() if s.link is not None]
 
 
 def tls_kind() -> DecoderKind:

@@ -319,7 +319,7 @@ def test_only_decode_error_escapes(data: bytes, proto: int) -> None:
 # --- the Decoder hook -------------------------------------------------------------------------
 def hooked() -> Decoder:
     d = Decoder()
-    d.pppoe = PppoeDecoder()
+    d.link = PppoeDecoder()
     return d
 
 
@@ -353,9 +353,9 @@ def test_decoder_session_stage_end_to_end() -> None:
         assert d.decode(TS + i, lt.ETHERNET, f) is None
     assert [(r["code"], r["session_id"], r["username"]) for r in d.records] == [
         ("PADS", 0x2A, None), ("PADT", 0x2A, "erin")]
-    assert d.pppoe is not None
-    assert isinstance(d.pppoe, PppoeDecoder)
-    events = d.pppoe.auth_events()
+    assert d.link is not None
+    assert isinstance(d.link, PppoeDecoder)
+    events = d.link.auth_events()
     assert [(e["event"], e["username"]) for e in events] == [("auth", "erin"), ("end", "erin")]
     secret_free([d.records, events, d.weirds], SECRET)
 
@@ -373,7 +373,7 @@ def test_decoder_compressed_ppp_protocol_reaches_the_hook() -> None:
             return []
 
     d = Decoder()
-    d.pppoe = Spy()
+    d.link = Spy()
     d.decode(TS, lt.ETHERNET, session_frame(CLIENT, BRAS, 7, 0x3D, b"mp", compress=True))
     d.decode(TS, lt.ETHERNET, session_frame(CLIENT, BRAS, 7, PPP_LCP, b"\x09\x01\x00\x08abcd"))
     assert calls == [(7, 0x3D, b"mp"), (7, PPP_LCP, b"\x09\x01\x00\x08abcd")]  # padding cut at LENGTH
@@ -388,7 +388,7 @@ def test_decoder_ip_over_pppoe_never_calls_the_hook() -> None:
             raise AssertionError("called")
 
     d = Decoder()
-    d.pppoe = Refuse()
+    d.link = Refuse()
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 17, 0, b"\xc0\x00\x02\x01", b"\xc6\x33\x64\x02")
     ip += struct.pack("!HHHH", 1234, 53, 8, 0)
     assert d.decode(TS, lt.ETHERNET, session_frame(CLIENT, BRAS, 1, 0x0021, ip)) is not None
@@ -437,7 +437,7 @@ def test_pending_records_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_truncated_session_frames_are_ignored_by_the_hook() -> None:
     d = Decoder()
-    d.pppoe = p = PppoeDecoder()
+    d.link = p = PppoeDecoder()
     head = mac(BRAS) + mac(CLIENT) + b"\x88\x64"
     for frame in (head + struct.pack("!BBHH", 0x11, 0, 1, 0),
                   head + struct.pack("!BBHH", 0x11, 0, 1, 1) + b"\xc0"):
@@ -448,7 +448,7 @@ def test_truncated_session_frames_are_ignored_by_the_hook() -> None:
 # --- corpus -----------------------------------------------------------------------------------
 def replay(rel: str) -> tuple[Decoder, PppoeDecoder]:
     d = Decoder()
-    p = d.pppoe = PppoeDecoder()
+    p = d.link = PppoeDecoder()
     with open_capture(CORPUS / rel) as cap:
         for ts, linktype, frame in cap:
             d.decode(ts, linktype, frame)
@@ -530,7 +530,7 @@ def test_corpus_tcpdump_pppoes_lcp_echo_reaches_session_stage() -> None:
     out = (CORPUS / "tcpdump/pppoes.out").read_text()
     expected = [(int(h, 16), PPP_LCP) for h in ("17", "3b") if f"[ses 0x{h}] LCP" in out]
     d = Decoder()
-    d.pppoe = Spy()
+    d.link = Spy()
     with open_capture(CORPUS / "tcpdump/pppoes.pcap") as cap:
         for ts, linktype, frame in cap:
             d.decode(ts, linktype, frame)

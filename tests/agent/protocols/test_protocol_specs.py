@@ -29,6 +29,10 @@ def test_spec_matches_its_decoder(service: str) -> None:
     spec = registry.spec_of(service)
     assert isinstance(spec, ProtocolSpec) and spec.name == service
     assert set(spec.records) <= set(RECORDS), "a spec's record types are declared in wire.records"
+    if spec.decoder is None:  # followed across flows, or link layer: no per-connection decoder
+        assert registry.decoder_kind(service, "udp") is None and registry.decoder_kind(service, "tcp") is None
+        assert not spec.capabilities
+        return
     for transport in spec.transports:
         kind = registry.decoder_kind(service, transport)
         assert kind is not None and kind.service == service
@@ -49,6 +53,18 @@ def test_spec_matches_its_decoder(service: str) -> None:
             assert registry.decoder_kind(service, transport) is None
 
 
+def test_trackers_and_link_decoders_are_registered_like_the_others() -> None:
+    trackers = registry.trackers()
+    assert set(trackers) == {"dhcp"}
+    links = registry.link_decoders()
+    assert [d.name for d in links] == ["pppoe"]
+    for obj, members in ((trackers["dhcp"], ("name", "counters", "message", "expire", "close")),
+                         (links[0], ("name", "counters", "discovery", "session_control", "auth_events"))):
+        assert all(hasattr(obj, m) for m in members)
+    # each call makes new ones: one per pipeline
+    assert registry.trackers()["dhcp"] is not trackers["dhcp"]
+
+
 def test_unknown_services_have_no_decoder() -> None:
     assert registry.spec_of("gopher") is None
     assert registry.decoder_kind("gopher", "tcp") is None
@@ -59,6 +75,10 @@ def test_a_spec_refuses_an_unknown_capability() -> None:
         ProtocolSpec("x", ("tcp",), object, records=(), capabilities=(int,))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         ProtocolSpec("x", (), object, records=())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # no decoder of any kind
+        ProtocolSpec("x", ("udp",), None, records=())
+    with pytest.raises(TypeError):  # a link decoder on a transport
+        ProtocolSpec("x", ("udp",), None, records=(), link=object)  # type: ignore[arg-type]
 
 
 def test_every_content_field_is_made_by_a_registered_protocol() -> None:
