@@ -28,7 +28,8 @@ from agent.capture import CaptureError, open_capture
 from agent.filter.patterns import ENGINES
 from agent.flows.inspector import DEFAULT_DEPTH
 from agent.identity import RosterError, load_roster
-from agent.pipeline import Pipeline, Record
+from agent.pipeline import Pipeline
+from agent.protocols.base import Record
 from wire.build import VersionAction
 from wire.jsonl import JsonlWriter
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent.capture.pcapfile import PcapRegion
 from agent.decode.packet import Decoder
 from agent.flows.inspector import DEFAULT_DEPTH, Inspector
 from agent.flows.table import DEFAULT_MAX_FLOWS, PROTO_NAMES, Flow, FlowTable
 from agent.identity import IdentityTable, Roster
-from agent.protocols.base import LinkDecoder
+from agent.protocols.base import LinkDecoder, Record
 from agent.protocols.registry import link_decoders, trackers
 from wire.addresses import ip_from_packed
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from agent.filter.compiled import CompiledRules
     from agent.filter.engine import FilterEngine
 
-Record = dict[str, Any]
 Sink = Callable[[list[Record]], None]
 
 

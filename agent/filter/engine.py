@@ -52,12 +52,12 @@ its views; `MAX_FLOWS` connections with state (the oldest is dropped, counted);
 from __future__ import annotations
 
 import codecs
-from typing import Any, Final
+from typing import Final
 
 from agent.filter.compiled import ROLE_EXCEPTION, ROLE_KEYWORD, CompiledRules
 from agent.filter.normalize import body_views, percent_decode, rfc2047_decode, views_possible
 from agent.filter.patterns import StreamScan
-from agent.protocols.base import Content
+from agent.protocols.base import Content, Record
 from wire.records import RECORDS
 
 DEFAULT_DEPTH: Final = 16384  # bytes scanned per stream: DESIGN.md's inspection depth
@@ -73,7 +73,6 @@ _URL_FIELDS: Final = frozenset(f for f, k in _CONTENT_KIND.items() if k == "url"
 _MIME_FIELDS: Final = frozenset(f for f, k in _CONTENT_KIND.items() if k == "mime-header")
 _CHARSET = {"utf-8": "utf-8", "gbk": "gbk", "gb18030": "gb18030", "url": "utf-8", "url-gbk": "gbk"}
 
-Record = dict[str, Any]
 _DECODERS: Final = {c: codecs.getincrementaldecoder(c) for c in ("gbk", "gb18030")}
 _utf_8_decode: Final = codecs.utf_8_decode  # (a module constant: no attribute lookup per snippet)
 

@@ -58,6 +58,7 @@ from agent.flows.inspector import FlowApp, Inspector
 from agent.flows.ports import LIKELY_SERVER_TCP, LIKELY_SERVER_UDP, never_flip
 from agent.flows.side import Side
 from agent.flows.tcp import H_ACK, H_DATA
+from agent.protocols.base import Record
 from wire.addresses import ip_from_packed
 
 TCP_INACTIVITY: Final = 300.0  # Zeek tcp_inactivity_timeout
@@ -96,7 +97,6 @@ _UID_MASK: Final = (1 << 96) - 1
 _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 _UID_MULT = 0x9E3779B97F4A7C15F39CC061  # odd, so multiplication is a bijection modulo 2**96
 
-Record = dict[str, Any]
 TunnelHook = Callable[[float, Packet, int, int, bool], "Packet | None"]
 
 
