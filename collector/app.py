@@ -29,17 +29,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from collector.access import agent_of, json_error
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditLog
-from collector.ingest.batches import IngestCounters, batches_handler
+from collector.ingest.batches import batches_handler
+from collector.ingest.counters import IngestCounters
 from collector.ingest.decoding import DEFAULT_WORKERS, Decoder
 from collector.query.handlers import query_routes
 from collector.retention import DEFAULT_RETENTION_DAYS
-from collector.rules.publish import BundleStore, etag, ruleset_routes
+from collector.rules.bundle_store import BundleStore, etag
+from collector.rules.publish import ruleset_routes
 from collector.storage.base import Storage
 from collector.storage_features import IndexBacklog, PreparedStorage
 from collector.units.registry import Units
 from collector.units.routes import unit_routes
 from collector.web.admin import admin_routes
-from collector.web.live import LiveAlerts, live_routes
+from collector.web.alert_hub import LiveAlerts
+from collector.web.live import live_routes
 from collector.web.routes import web_routes
 from rulesets.bundle import MAX_BUNDLE_BYTES
 

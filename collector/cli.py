@@ -43,7 +43,7 @@ def cmd_serve(a: Any) -> int:
     from collector.auth.audit import AuditLog
     from collector.ingest.decoding import DEFAULT_WORKERS
     from collector.retention import RetentionError, check_days
-    from collector.rules.publish import BundleStore
+    from collector.rules.bundle_store import BundleStore
     from collector.storage.sqlite import LayoutError, SqliteStorage
     from collector.units.registry import Units
     from rulesets.keys import KeyFileError, load_public_key

@@ -24,7 +24,6 @@ and again while reading); the envelope's own limits (`wire.limits`) apply after 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -32,6 +31,7 @@ from aiohttp import web
 
 from collector.access import agent_of, json_error
 from collector.auth.accounts import Accounts
+from collector.ingest.counters import IngestCounters
 from collector.ingest.decoding import Decoder, DecoderUnavailable
 from collector.storage.base import Storage
 from collector.storage_features import PreparedStorage
@@ -39,36 +39,6 @@ from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_COMPRESSED
 
 MAX_BODY_BYTES: Final = MAX_BATCH_COMPRESSED
-
-
-class IngestCounters:
-    """What the ingest stage saw: batches and records in, stored, duplicates, refusals by reason."""
-
-    def __init__(self) -> None:
-        self.batches = 0
-        self.records = 0
-        self.stored_batches = 0
-        self.stored_records = 0
-        self.duplicate_batches = 0
-        self.refused: Counter[str] = Counter()
-
-    def prometheus(self) -> list[str]:
-        lines = [
-            "# TYPE edgeaudit_ingest_batches_total counter",
-            f"edgeaudit_ingest_batches_total {self.batches}",
-            "# TYPE edgeaudit_ingest_records_total counter",
-            f"edgeaudit_ingest_records_total {self.records}",
-            "# TYPE edgeaudit_ingest_stored_batches_total counter",
-            f"edgeaudit_ingest_stored_batches_total {self.stored_batches}",
-            "# TYPE edgeaudit_ingest_stored_records_total counter",
-            f"edgeaudit_ingest_stored_records_total {self.stored_records}",
-            "# TYPE edgeaudit_ingest_duplicate_batches_total counter",
-            f"edgeaudit_ingest_duplicate_batches_total {self.duplicate_batches}",
-            "# TYPE edgeaudit_ingest_refused_total counter",
-        ]
-        for reason, n in sorted(self.refused.items()):
-            lines.append(f'edgeaudit_ingest_refused_total{{reason="{reason}"}} {n}')
-        return lines
 
 
 def _error(status: int, reason: str, detail: str, counters: IngestCounters,

@@ -22,13 +22,8 @@ Limits: `rulesets.bundle.MAX_BUNDLE_BYTES` for an upload.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -36,44 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from collector.access import agent_of, audit_first, json_error, require_user
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditLog
+from collector.rules.bundle_store import BundleStore, etag
 from rulesets.bundle import MAX_BUNDLE_BYTES, BundleError, verify_bundle
-from wire.files import write_atomically
-
-
-class BundleStore:
-    """The bundle agents get, in one file replaced atomically."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "current.bundle"
-        # every bundle published here, one JSON line each (name, version, etag, by, when)
-        self.history_path = directory / "history.jsonl"
-
-    def current(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def replace(self, data: bytes, entry: dict[str, Any] | None = None) -> None:
-        write_atomically(self.path, data, 0o600)
-        if entry is not None:
-            with self.history_path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-
-    def history(self) -> list[dict[str, Any]]:
-        """The bundles published, newest first."""
-        try:
-            lines = self.history_path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        return [json.loads(line) for line in reversed(lines) if line.strip()]
-
-
-def etag(data: bytes) -> str:
-    return '"' + hashlib.sha256(data).hexdigest() + '"'
 
 
 def ruleset_routes(app: web.Application, store: BundleStore, accounts: Accounts, audit: AuditLog,

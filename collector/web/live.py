@@ -1,12 +1,13 @@
 """Alerts as they arrive, to the operators' screens: server-sent events.
 
-What: ``LiveAlerts`` is an in-process publish/subscribe hub. Ingest calls ``publish(agent,
-unit, alerts)`` after a batch holding ``alert`` records is committed (never before: what an
-operator sees is stored); ``live_routes`` serves ``GET /api/v1/events`` (operators and
-admins, the same authentication as every query), a ``text/event-stream`` of ``event: alert``
-messages whose data is the alert record as stored (with ``_agent``/``_unit``), plus a
-comment every ``HEARTBEAT_S`` so proxies keep the stream open and a closed one is noticed.
-Subscribing is written to the audit log (alerts carry addresses and accounts).
+What: ``LiveAlerts`` (``collector.web.alert_hub``) is an in-process publish/subscribe hub.
+Ingest calls ``publish(agent, unit, alerts)`` after a batch holding ``alert`` records is
+committed (never before: what an operator sees is stored); ``live_routes`` serves
+``GET /api/v1/events`` (operators and admins, the same authentication as every query), a
+``text/event-stream`` of ``event: alert`` messages whose data is the alert record as stored
+(with ``_agent``/``_unit``), plus a comment every ``HEARTBEAT_S`` so proxies keep the stream
+open and a closed one is noticed. Subscribing is written to the audit log (alerts carry
+addresses and accounts).
 
 Limits: a subscriber that does not keep up loses alerts beyond ``QUEUE_ALERTS`` (counted in
 its stream as an ``event: dropped``) rather than holding the collector's memory; alerts
@@ -18,49 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
 from collector.access import audit_first, require_user
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditLog
-from collector.storage.base import AGENT_KEY, UNIT_KEY
+from collector.web.alert_hub import LiveAlerts
 
-QUEUE_ALERTS: Final = 1000
 HEARTBEAT_S: Final = 15.0
 LIVE_ROLES: Final = frozenset({"operator", "admin"})
-
-
-class LiveAlerts:
-    """Subscribers' queues; ``publish`` runs on the event loop."""
-
-    def __init__(self) -> None:
-        self._subscribers: set[asyncio.Queue[dict[str, Any] | None]] = set()
-        self.dropped = 0
-
-    def publish(self, agent: str, unit: str, alerts: Sequence[dict[str, Any]]) -> None:
-        for q in list(self._subscribers):
-            for a in alerts:
-                if q.qsize() >= QUEUE_ALERTS:
-                    self.dropped += 1
-                    continue
-                q.put_nowait({**a, AGENT_KEY: agent, UNIT_KEY: unit})
-
-    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
-        q: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_ALERTS + 1)  # + the end mark
-        self._subscribers.add(q)
-        return q
-
-    def unsubscribe(self, q: asyncio.Queue[dict[str, Any] | None]) -> None:
-        self._subscribers.discard(q)
-
-    def close(self) -> None:
-        """End every stream (the collector is stopping): each gets the end mark None."""
-        for q in list(self._subscribers):
-            q.put_nowait(None)
-        self._subscribers.clear()
 
 
 def live_routes(app: web.Application, live: LiveAlerts, accounts: Accounts, audit: AuditLog) -> None:
