@@ -1,32 +1,53 @@
-"""Who is asking: the collector's request authentication, shared by every endpoint.
+"""Who is asking, and how a handler refuses: the collector's request authentication and errors.
 
-- Agents: `Authorization: Bearer <agent token>` (`agent_of`); never a name in a payload.
+- Agents: `Authorization: Bearer <agent token>` (`agent_of`, or the `requires_agent`
+  decorator); never a name in a payload.
 - People: `Authorization: Basic` (name and password; the KDF runs in a worker thread) or
-  `Bearer <API token>` (`require_user`, which also checks the role); in the web UI, the
-  session cookie `SESSION_COOKIE` (`collector.web`), which a state-changing request must
-  back with the `CSRF_HEADER` header (a page on another site cannot send one without the
-  collector's consent; the cookie is also `SameSite=Strict`).
-- Refusals are JSON `{"error", "detail"}` with the status (`json_error`); 401s carry the
-  `WWW-Authenticate` challenge of the scheme asked for.
+  `Bearer <API token>`; in the web UI, the session cookie `SESSION_COOKIE`
+  (`collector.web`), which a state-changing request must back with the `CSRF_HEADER` header
+  (a page on another site cannot send one without the collector's consent; the cookie is
+  also `SameSite=Strict`). `requires(roles, what)` decorates a handler that takes
+  `(request, user)`: it is called only for a user whose role is in `roles`. A handler that
+  checks its parameters before the caller (a malformed query is a 400 whoever sends it, and
+  runs no KDF) calls `authorized` itself, after them.
+- Refusals are raised, never returned: `JsonError(status, error, detail)` is an aiohttp
+  HTTP exception whose body is JSON `{"error", "detail"}`; 401s carry the
+  `WWW-Authenticate` challenge of the scheme asked for. `audit_first` raises the 503 when an
+  answer could not be audited, `json_strings` the 400 for a body it cannot read.
+The stores come from the application's typed keys (`collector.app_keys`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, TypeVar
 
 from aiohttp import web
 
+from collector.app_keys import ACCOUNTS, AUDIT_LOG
 from collector.auth.accounts import Accounts, Agent, User
-from collector.auth.audit import AuditError, AuditLog
+from collector.auth.audit import AuditError
+
+R = TypeVar("R", bound=web.StreamResponse)
+Handler = Callable[[web.Request], Awaitable[R]]
 
 
-def json_error(status: int, reason: str, detail: str, *, challenge: str | None = None) -> web.Response:
-    headers = {"WWW-Authenticate": f'{challenge} realm="edgeaudit"'} if challenge else None
-    return web.json_response({"error": reason, "detail": detail}, status=status, headers=headers)
+class JsonError(web.HTTPError):
+    """An error answer to raise from a handler: status ``status``, JSON body
+    ``{"error": error, "detail": detail}``; with ``challenge`` (a 401), the
+    ``WWW-Authenticate`` header of that scheme."""
+
+    def __init__(self, status: int, error: str, detail: str, *, challenge: str | None = None) -> None:
+        if not 400 <= status <= 599:
+            raise ValueError(f"an error status is 4xx or 5xx, not {status}")
+        self.status_code = status  # HTTPException answers with its status_code
+        headers = {"WWW-Authenticate": f'{challenge} realm="edgeaudit"'} if challenge else None
+        super().__init__(text=json.dumps({"error": error, "detail": detail}), content_type="application/json",
+                         headers=headers)
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -40,6 +61,21 @@ def agent_of(accounts: Accounts, request: web.Request) -> Agent | None:
     """The agent whose (unrevoked) token the request carries, else None."""
     token = bearer_token(request)
     return accounts.agent_for_token(token) if token is not None else None
+
+
+def requires_agent(detail: str = "an agent token is required"
+                   ) -> Callable[[Callable[[web.Request, Agent], Awaitable[R]]], Handler[R]]:
+    """Decorates a handler taking ``(request, agent)``: it is called with the agent whose token
+    the request carries; without one the answer is a 401 saying ``detail``."""
+    def decorate(handler: Callable[[web.Request, Agent], Awaitable[R]]) -> Handler[R]:
+        @functools.wraps(handler)
+        async def checked(request: web.Request) -> R:
+            agent = agent_of(request.app[ACCOUNTS], request)
+            if agent is None:
+                raise JsonError(401, "unauthenticated", detail, challenge="Bearer")
+            return await handler(request, agent)
+        return checked
+    return decorate
 
 
 SESSION_COOKIE = "edgeaudit_session"
@@ -67,17 +103,30 @@ def authenticate(accounts: Accounts, request: web.Request) -> User | None:
     return None
 
 
-async def require_user(accounts: Accounts, request: web.Request, roles: Collection[str],
-                       what: str) -> User | web.Response:
-    """The authenticated user if their role is in `roles`, else the 401/403 to answer with."""
-    user = await asyncio.get_running_loop().run_in_executor(None, authenticate, accounts, request)
+async def authorized(request: web.Request, roles: Collection[str], what: str) -> User:
+    """The authenticated user if their role is in ``roles``; else raises the 401 or the 403
+    (saying the role may not ``what``)."""
+    user = await asyncio.get_running_loop().run_in_executor(None, authenticate, request.app[ACCOUNTS],
+                                                             request)
     if user is None:
         # no Basic challenge to the UI's own requests: a browser would pop its password dialog
-        return json_error(401, "unauthenticated", "Basic credentials or an API token are required",
-                          challenge=None if CSRF_HEADER in request.headers else "Basic")
+        raise JsonError(401, "unauthenticated", "Basic credentials or an API token are required",
+                        challenge=None if CSRF_HEADER in request.headers else "Basic")
     if user.role not in roles:
-        return json_error(403, "forbidden", f"role {user.role} may not {what}")
+        raise JsonError(403, "forbidden", f"role {user.role} may not {what}")
     return user
+
+
+def requires(roles: Collection[str], what: str
+             ) -> Callable[[Callable[[web.Request, User], Awaitable[R]]], Handler[R]]:
+    """Decorates a handler taking ``(request, user)``: it is called only for a user whose
+    role is in ``roles`` (``authorized``), before anything else is read from the request."""
+    def decorate(handler: Callable[[web.Request, User], Awaitable[R]]) -> Handler[R]:
+        @functools.wraps(handler)
+        async def checked(request: web.Request) -> R:
+            return await handler(request, await authorized(request, roles, what))
+        return checked
+    return decorate
 
 
 def json_answer(data: Any) -> web.Response:
@@ -85,20 +134,21 @@ def json_answer(data: Any) -> web.Response:
     return web.json_response(data, dumps=lambda o: json.dumps(o, ensure_ascii=False, separators=(",", ":")))
 
 
-async def audit_first(audit: AuditLog, actor: str, action: str, target: str, detail: dict[str, Any],
-                      result: str = "ok", what: str = "request") -> web.Response | None:
-    """Append an audit entry (off the event loop) before an answer leaves: None once it is
-    written, else the 503 to answer instead (no audit entry, no answer)."""
+async def audit_first(request: web.Request, actor: str, action: str, target: str, detail: dict[str, Any],
+                      result: str = "ok", what: str = "request") -> None:
+    """Append an entry to the application's audit log (off the event loop) before an answer
+    leaves; when it cannot be written, raise the 503 to answer instead (no audit entry, no
+    answer)."""
+    audit = request.app[AUDIT_LOG]
     try:
         await asyncio.get_running_loop().run_in_executor(None, audit.append, actor, action, target, detail,
                                                          result)
     except AuditError as e:
-        return json_error(503, "audit_unavailable", f"the {what} was not audited: {e}")
-    return None
+        raise JsonError(503, "audit_unavailable", f"the {what} was not audited: {e}") from e
 
 
-async def json_strings(request: web.Request, *names: str) -> list[str] | web.Response:
-    """The str values of ``names`` in the request's JSON object body, or the 400 to answer."""
+async def json_strings(request: web.Request, *names: str) -> list[str]:
+    """The str values of ``names`` in the request's JSON object body; else raises the 400."""
     try:
         body = json.loads(await request.read())
         values = [body[n] for n in names]
@@ -106,5 +156,5 @@ async def json_strings(request: web.Request, *names: str) -> list[str] | web.Res
             raise TypeError
     except (ValueError, KeyError, TypeError):
         fields = ", ".join(f'"{n}": ...' for n in names)
-        return json_error(400, "bad_request", f"a JSON object {{{fields}}} of strings is required")
+        raise JsonError(400, "bad_request", f"a JSON object {{{fields}}} of strings is required") from None
     return values

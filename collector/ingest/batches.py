@@ -15,7 +15,11 @@ What (DESIGN.md "The collector", issue 5 "Ingest"):
    event loop only moves bytes.
 
 Every stage counts what came in and what was refused and why (`IngestCounters`, shown on
-`/metrics`).
+`/metrics`). After the commit, the units registry learns the agent is alive
+(`Units.seen`, when the collector has one) and the alerts of a new batch go to the
+operators' live feed (`LiveAlerts.publish`). The handler is `INGEST_ROUTES` (added by
+`collector.app`); the accounts, storage, decoder, counters, registry and feed come from the
+application (`collector.app_keys`).
 
 Limits: `MAX_BODY_BYTES` is read at most (checked against Content-Length before reading
 and again while reading); the envelope's own limits (`wire.limits`) apply after that.
@@ -24,98 +28,95 @@ and again while reading); the envelope's own limits (`wire.limits`) apply after 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
-from collector.access import agent_of, json_error
-from collector.auth.accounts import Accounts
+from collector.access import JsonError, agent_of
+from collector.app_keys import (
+    ACCOUNTS,
+    DECODER,
+    INGEST_COUNTERS,
+    LIVE_ALERTS,
+    PREPARED_STORAGE,
+    STORAGE,
+    UNITS,
+)
 from collector.ingest.counters import IngestCounters
-from collector.ingest.decoding import Decoder, DecoderUnavailable
-from collector.storage.base import Storage
-from collector.storage_features import PreparedStorage
+from collector.ingest.decoding import DecoderUnavailable
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_COMPRESSED
 
 MAX_BODY_BYTES: Final = MAX_BATCH_COMPRESSED
 
 
-def _error(status: int, reason: str, detail: str, counters: IngestCounters,
-           challenge: str | None = None) -> web.Response:
+def _refused(counters: IngestCounters, status: int, reason: str, detail: str,
+             challenge: str | None = None) -> JsonError:
+    """The error to raise, counted under its reason."""
     counters.refused[reason] += 1
-    return json_error(status, reason, detail[:500], challenge=challenge)
+    return JsonError(status, reason, detail[:500], challenge=challenge)
 
 
-#: Per record type of a batch: (records, latest ts).
-Summary = Mapping[str, tuple[int, float]]
-
-
-def batches_handler(tokens: Accounts, storage: Storage, prepared: PreparedStorage | None,
-                    counters: IngestCounters, decoder: Decoder,
-                    on_commit: Callable[[str, str, int, Summary, dict[str, Any] | None], None] | None = None,
-                    on_alerts: Callable[[str, str, Sequence[dict[str, Any]]], None] | None = None,
-                    ) -> Callable[[web.Request], Any]:
-    """The aiohttp handler, bound to its account store, storage, decoder and counters.
-
-    ``prepared`` is ``storage`` when it takes packed granules (else None), and ``decoder``
-    must pack granules only then. After a
-    commit, ``on_commit(agent, unit, new records, Summary, newest stats record)`` (0, {},
-    None for a repeat) and, for a new batch
-    holding ``alert`` records, ``on_alerts(agent, unit, alerts)`` (on the event loop)."""
-    async def handle(request: web.Request) -> web.Response:
-        counters.batches += 1
-        agent = agent_of(tokens, request)
-        if agent is None:
-            return _error(401, "unauthenticated", "a valid agent token is required (Authorization: Bearer)",
-                          counters, challenge="Bearer")
-        if request.headers.get("Content-Encoding", "").strip().lower() != "zstd":
-            return _error(415, "unsupported_encoding", "the body must be sent with Content-Encoding: zstd",
-                          counters)
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return _error(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes", counters)
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(1 << 16):
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                return _error(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes", counters)
-        loop = asyncio.get_running_loop()
-        try:
-            # Off the event loop, like the commit: decompressing, parsing and validating 5,000
-            # records takes tens of milliseconds, which would stall every other request (other
-            # agents' uploads, queries) if it ran on the event loop.
-            batch = await decoder.decode(bytes(body))
-        except ValidationError as e:
-            return _error(400, "invalid_batch", str(e), counters)
-        except DecoderUnavailable as e:
-            return _error(503, "decoder_unavailable", str(e), counters)
-        if batch.agent_id != agent.name or batch.unit_id != agent.unit:
-            return _error(403, "wrong_agent", "the batch names another agent or unit than its token",
-                          counters)
-        counters.records += batch.count
-        try:
-            if batch.granules is not None and prepared is not None:
-                result = await loop.run_in_executor(
-                    None, prepared.insert_prepared, agent.name, agent.unit, batch.batch_seq, batch.granules,
-                    batch.count)
-            else:
-                assert batch.records is not None
-                result = await loop.run_in_executor(
-                    None, storage.insert_batch, agent.name, agent.unit, batch.batch_seq, batch.records)
-        except OSError as e:  # the store could not commit: the agent retries later
-            return _error(503, "storage_unavailable", f"could not commit: {e}", counters)
-        if on_commit is not None:  # the agent is alive (units' status): after the commit, not before
-            await loop.run_in_executor(None, on_commit, agent.name, agent.unit,
-                                       0 if result.duplicate else result.accepted,
-                                       {} if result.duplicate else batch.summary,
-                                       None if result.duplicate else batch.stats)
-        if on_alerts is not None and batch.alerts and not result.duplicate:
-            on_alerts(agent.name, agent.unit, batch.alerts)
-        if result.duplicate:
-            counters.duplicate_batches += 1
+async def receive_batch(request: web.Request) -> web.Response:
+    """Steps 1-3 of the module doc. The agent is checked here, not by ``requires_agent``: a
+    refused token is counted like every other refusal."""
+    app = request.app
+    counters = app[INGEST_COUNTERS]
+    counters.batches += 1
+    agent = agent_of(app[ACCOUNTS], request)
+    if agent is None:
+        raise _refused(counters, 401, "unauthenticated",
+                       "a valid agent token is required (Authorization: Bearer)", challenge="Bearer")
+    if request.headers.get("Content-Encoding", "").strip().lower() != "zstd":
+        raise _refused(counters, 415, "unsupported_encoding",
+                       "the body must be sent with Content-Encoding: zstd")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise _refused(counters, 413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _refused(counters, 413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    loop = asyncio.get_running_loop()
+    try:
+        # Off the event loop, like the commit: decompressing, parsing and validating 5,000
+        # records takes tens of milliseconds, which would stall every other request (other
+        # agents' uploads, queries) if it ran on the event loop. The decoder packs granules
+        # only for a store that takes them (PREPARED_STORAGE is set).
+        batch = await app[DECODER].decode(bytes(body))
+    except ValidationError as e:
+        raise _refused(counters, 400, "invalid_batch", str(e)) from None
+    except DecoderUnavailable as e:
+        raise _refused(counters, 503, "decoder_unavailable", str(e)) from None
+    if batch.agent_id != agent.name or batch.unit_id != agent.unit:
+        raise _refused(counters, 403, "wrong_agent", "the batch names another agent or unit than its token")
+    counters.records += batch.count
+    prepared = app.get(PREPARED_STORAGE)
+    try:
+        if batch.granules is not None and prepared is not None:
+            result = await loop.run_in_executor(
+                None, prepared.insert_prepared, agent.name, agent.unit, batch.batch_seq, batch.granules,
+                batch.count)
         else:
-            counters.stored_batches += 1
-            counters.stored_records += result.accepted
-        return web.json_response({"accepted": result.accepted, "duplicate": result.duplicate})
+            assert batch.records is not None
+            result = await loop.run_in_executor(
+                None, app[STORAGE].insert_batch, agent.name, agent.unit, batch.batch_seq, batch.records)
+    except OSError as e:  # the store could not commit: the agent retries later
+        raise _refused(counters, 503, "storage_unavailable", f"could not commit: {e}") from None
+    units = app.get(UNITS)
+    if units is not None:  # the agent is alive (units' status): after the commit, not before
+        await loop.run_in_executor(None, units.seen, agent.name, agent.unit,
+                                   0 if result.duplicate else result.accepted,
+                                   {} if result.duplicate else batch.summary,
+                                   None if result.duplicate else batch.stats)
+    if batch.alerts and not result.duplicate:
+        app[LIVE_ALERTS].publish(agent.name, agent.unit, batch.alerts)
+    if result.duplicate:
+        counters.duplicate_batches += 1
+    else:
+        counters.stored_batches += 1
+        counters.stored_records += result.accepted
+    return web.json_response({"accepted": result.accepted, "duplicate": result.duplicate})
 
-    return handle
+
+INGEST_ROUTES: Final = (web.post("/api/v1/batches", receive_batch),)

@@ -19,9 +19,11 @@ What (DESIGN.md "Traceback", issue 5 "Queries"):
   (sharing its `uid`; one agent's when `agent` is given), `{"records": [...]}`.
 
 Access: an operator or admin, with `Authorization: Basic` (name and password) or
-`Bearer` (an API token); anyone else gets 401/403. Every query is appended to the
-audit log (actor, what was asked, how many results) BEFORE its results are sent; when the
-audit write fails the query fails (503) and nothing is returned.
+`Bearer` (an API token); anyone else gets 401/403, checked after the parameters (a bad one
+is a 400 whoever asks). Every query is appended to the audit log (actor, what was asked,
+how many results) BEFORE its results are sent; when the audit write fails the query fails
+(503) and nothing is returned. The handlers are `QUERY_ROUTES` (added by `collector.app`);
+the storage comes from the application (`collector.app_keys.STORAGE`).
 
 Limits: a page is at most `MAX_PAGE` records (storage); the parameters are checked
 (addresses canonical, ports 0..65535, times finite) and a bad one is a 400 naming it.
@@ -35,13 +37,13 @@ import io
 import ipaddress
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Final
 
 from aiohttp import web
 
-from collector.access import audit_first, json_answer, json_error, require_user
-from collector.auth.accounts import Accounts, User
-from collector.auth.audit import AuditLog
+from collector.access import JsonError, audit_first, authorized, json_answer
+from collector.app_keys import STORAGE
 from collector.storage.base import AGENT_KEY, MAX_PAGE, SESSION_TOLERANCE, Storage
 
 QUERY_ROLES: Final = frozenset({"operator", "admin"})
@@ -124,89 +126,96 @@ def _csv(records: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def query_routes(app: web.Application, storage: Storage, accounts: Accounts, audit: AuditLog) -> None:
-    async def run(request: web.Request, action: str, params: dict[str, Any],
-                  work: Callable[[], Any]) -> tuple[User | None, Any, web.Response | None]:
-        loop = asyncio.get_running_loop()
-        user = await require_user(accounts, request, QUERY_ROLES, "query records")
-        if isinstance(user, web.Response):
-            return None, None, user
-        result = await loop.run_in_executor(None, work)
-        count = len(result.get("records", [])) if isinstance(result, dict) else 0
-        refused = await audit_first(audit, user.name, action, request.path_qs,
-                                    {"params": params, "results": count}, what="query")
-        return (user, None, refused) if refused is not None else (user, result, None)
+async def _audited_query(request: web.Request, action: str, params: dict[str, Any],
+                        work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Check the caller, run ``work()`` (storage calls) in a thread, audit the query with how
+    many records it found, then give its result to answer."""
+    user = await authorized(request, QUERY_ROLES, "query records")
+    result = await asyncio.get_running_loop().run_in_executor(None, work)
+    await audit_first(request, user.name, action, request.path_qs,
+                      {"params": params, "results": len(result.get("records", []))}, what="query")
+    return result
 
-    async def traceback_handler(request: web.Request) -> web.Response:
-        q = request.query
-        try:
-            ip = _ip(q.get("ip"), "ip")
-            port = _num(q.get("port"), "port", lo=0, hi=65535)
-            ts = _num(q.get("ts"), "ts", lo=0, hi=4102444800)
-            if ip is None or port is None or ts is None:
-                raise BadQuery("ip, port and ts are all required")
-            proto = q.get("proto") or None
-            if proto is not None and proto not in PROTOS:
-                raise BadQuery(f"proto: one of {', '.join(PROTOS)}")
-        except BadQuery as e:
-            return json_error(400, "bad_query", str(e))
-        params = {"ip": ip, "port": int(port), "ts": ts, "proto": proto}
-        _user, result, err = await run(request, "traceback", params,
-                                       lambda: traceback(storage, ip, int(port), ts, proto))
-        return err if err is not None else json_answer(result)
 
-    async def records_handler(request: web.Request) -> web.Response:
-        q = request.query
-        try:
-            rtype = q.get("type") or None
-            start = _num(q.get("from"), "from", lo=0, hi=4102444800)
-            end = _num(q.get("to"), "to", lo=0, hi=4102444800)
-            ip = _ip(q.get("ip"), "ip")
-            account = q.get("account") or None
-            text = q.get("q") or None
-            limit = int(_num(q.get("limit"), "limit", lo=1, hi=MAX_PAGE) or 100)
-            cursor = q.get("cursor") or None
-        except BadQuery as e:
-            return json_error(400, "bad_query", str(e))
-        params: dict[str, Any] = {"type": rtype, "from": start, "to": end, "ip": ip, "account": account,
-                                  "q": text, "limit": limit, "cursor": cursor}
-        fmt = q.get("format", "json")
-        if fmt not in ("json", "csv"):
-            return json_error(400, "bad_query", "format: json or csv")
+async def traceback_handler(request: web.Request) -> web.Response:
+    q = request.query
+    try:
+        ip = _ip(q.get("ip"), "ip")
+        port = _num(q.get("port"), "port", lo=0, hi=65535)
+        ts = _num(q.get("ts"), "ts", lo=0, hi=4102444800)
+        if ip is None or port is None or ts is None:
+            raise BadQuery("ip, port and ts are all required")
+        proto = q.get("proto") or None
+        if proto is not None and proto not in PROTOS:
+            raise BadQuery(f"proto: one of {', '.join(PROTOS)}")
+    except BadQuery as e:
+        raise JsonError(400, "bad_query", str(e)) from None
+    params = {"ip": ip, "port": int(port), "ts": ts, "proto": proto}
+    return json_answer(await _audited_query(request, "traceback", params, partial(
+        traceback, request.app[STORAGE], ip, int(port), ts, proto)))
 
-        def work() -> dict[str, Any]:
-            page = storage.records(type=rtype, start=start, end=end, ip=ip, account=account, text=text,
-                                   limit=limit, cursor=cursor)
-            return {"records": page.records, "cursor": page.cursor}
 
-        try:
-            _user, result, err = await run(request, "export" if fmt == "csv" else "records", params, work)
-        except ValueError as e:  # a cursor the store cannot read
-            return json_error(400, "bad_query", str(e))
-        if err is not None:
-            return err
-        if fmt == "csv":
-            return web.Response(text=_csv(result["records"]), content_type="text/csv", charset="utf-8",
-                                headers={"Content-Disposition": 'attachment; filename="records.csv"'})
-        return json_answer(result)
+def _records_page(storage: Storage, params: dict[str, Any]) -> dict[str, Any]:
+    """One page of ``storage.records`` for the query's checked ``params``: the same dict the
+    audit entry records, so what was audited is what was asked."""
+    page = storage.records(type=params["type"], start=params["from"], end=params["to"], ip=params["ip"],
+                           account=params["account"], text=params["q"], limit=params["limit"],
+                           cursor=params["cursor"])
+    return {"records": page.records, "cursor": page.cursor}
 
-    async def connection_handler(request: web.Request) -> web.Response:
-        q = request.query
-        try:
-            uid = q.get("uid") or ""
-            if not 0 < len(uid) <= 256:
-                raise BadQuery("uid: 1..256 characters required")
-            agent = q.get("agent") or None
-            start = _num(q.get("from"), "from", lo=0, hi=4102444800)
-            end = _num(q.get("to"), "to", lo=0, hi=4102444800)
-        except BadQuery as e:
-            return json_error(400, "bad_query", str(e))
-        params = {"uid": uid, "agent": agent, "from": start, "to": end}
-        _user, result, err = await run(request, "connection", params, lambda: {
-            "records": storage.connection(uid, agent=agent, start=start, end=end)})
-        return err if err is not None else json_answer(result)
 
-    app.router.add_get("/api/v1/query/traceback", traceback_handler)
-    app.router.add_get("/api/v1/query/connection", connection_handler)
-    app.router.add_get("/api/v1/query/records", records_handler)
+async def records_handler(request: web.Request) -> web.Response:
+    q = request.query
+    try:
+        params: dict[str, Any] = {
+            "type": q.get("type") or None,
+            "from": _num(q.get("from"), "from", lo=0, hi=4102444800),
+            "to": _num(q.get("to"), "to", lo=0, hi=4102444800),
+            "ip": _ip(q.get("ip"), "ip"),
+            "account": q.get("account") or None,
+            "q": q.get("q") or None,
+            "limit": int(_num(q.get("limit"), "limit", lo=1, hi=MAX_PAGE) or 100),
+            "cursor": q.get("cursor") or None,
+        }
+    except BadQuery as e:
+        raise JsonError(400, "bad_query", str(e)) from None
+    fmt = q.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise JsonError(400, "bad_query", "format: json or csv")
+    try:
+        result = await _audited_query(request, "export" if fmt == "csv" else "records", params,
+                                      partial(_records_page, request.app[STORAGE], params))
+    except ValueError as e:  # a cursor the store cannot read
+        raise JsonError(400, "bad_query", str(e)) from None
+    if fmt == "csv":
+        return web.Response(text=_csv(result["records"]), content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition": 'attachment; filename="records.csv"'})
+    return json_answer(result)
 
+
+def _connection(storage: Storage, uid: str, agent: str | None, start: float | None,
+                end: float | None) -> dict[str, Any]:
+    return {"records": storage.connection(uid, agent=agent, start=start, end=end)}
+
+
+async def connection_handler(request: web.Request) -> web.Response:
+    q = request.query
+    try:
+        uid = q.get("uid") or ""
+        if not 0 < len(uid) <= 256:
+            raise BadQuery("uid: 1..256 characters required")
+        agent = q.get("agent") or None
+        start = _num(q.get("from"), "from", lo=0, hi=4102444800)
+        end = _num(q.get("to"), "to", lo=0, hi=4102444800)
+    except BadQuery as e:
+        raise JsonError(400, "bad_query", str(e)) from None
+    params = {"uid": uid, "agent": agent, "from": start, "to": end}
+    return json_answer(await _audited_query(request, "connection", params, partial(
+        _connection, request.app[STORAGE], uid, agent, start, end)))
+
+
+QUERY_ROUTES: Final = (
+    web.get("/api/v1/query/traceback", traceback_handler),
+    web.get("/api/v1/query/connection", connection_handler),
+    web.get("/api/v1/query/records", records_handler),
+)

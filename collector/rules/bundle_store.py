@@ -2,7 +2,8 @@
 
 ``BundleStore`` holds the current bundle in one file replaced atomically (an agent never
 fetches half of one) and appends each publication to ``history.jsonl`` beside it (fsynced;
-the UI's rulesets page lists it). ``etag`` is the tag agents poll with.
+the UI's rulesets page lists it). ``etag`` is the tag agents poll with;
+``current_etag`` the tag of the bundle served now (what agents should run).
 The HTTP side is ``collector.rules.publish``.
 """
 
@@ -52,3 +53,8 @@ class BundleStore:
 def etag(data: bytes) -> str:
     return '"' + hashlib.sha256(data).hexdigest() + '"'
 
+
+def current_etag(store: BundleStore | None) -> str | None:
+    """The ETag of the bundle ``store`` serves, None without a store or a bundle (reads the file)."""
+    data = store.current() if store is not None else None
+    return etag(data) if data is not None else None

@@ -1,6 +1,6 @@
 """The operators' web UI: the page at ``/``, its static files, and the login session.
 
-What: ``web_routes(app, accounts, audit)`` adds
+What: ``UI_ROUTES`` (added by ``collector.app``) are
 - ``GET /`` and ``GET /static/{file}``: the single-page UI (``collector/web/static``: plain
   HTML, CSS and JavaScript modules, no build step, nothing fetched from elsewhere), with a
   Content-Security-Policy that allows only this origin's scripts and styles;
@@ -27,9 +27,9 @@ from typing import Final
 
 from aiohttp import web
 
-from collector.access import CSRF_HEADER, SESSION_COOKIE, audit_first, json_error, json_strings, require_user
-from collector.auth.accounts import SESSION_MAX_S, Accounts
-from collector.auth.audit import AuditLog
+from collector.access import CSRF_HEADER, SESSION_COOKIE, JsonError, audit_first, json_strings, requires
+from collector.app_keys import ACCOUNTS
+from collector.auth.accounts import SESSION_MAX_S, User
 
 STATIC: Final = Path(__file__).with_name("static")
 #: Files the UI is made of; nothing else under static/ is served.
@@ -46,54 +46,54 @@ SECURITY_HEADERS: Final = {
 }
 
 
-def web_routes(app: web.Application, accounts: Accounts, audit: AuditLog) -> None:
-    async def index(request: web.Request) -> web.Response:
-        return web.Response(body=(STATIC / "index.html").read_bytes(), content_type="text/html",
-                            charset="utf-8", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+async def index(request: web.Request) -> web.Response:
+    return web.Response(body=(STATIC / "index.html").read_bytes(), content_type="text/html",
+                        charset="utf-8", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
-    async def static(request: web.Request) -> web.Response:
-        name = request.match_info["file"]
-        kind = FILES.get(name)
-        if kind is None:
-            raise web.HTTPNotFound()
-        return web.Response(body=(STATIC / name).read_bytes(), content_type=kind, charset="utf-8",
-                            headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
-    async def login(request: web.Request) -> web.Response:
-        given = await json_strings(request, "name", "password")
-        if isinstance(given, web.Response):
-            return given
-        name, password = given
-        loop = asyncio.get_running_loop()
-        user = await loop.run_in_executor(None, accounts.verify_password, name, password)
-        refused = await audit_first(audit, name[:64], "login", request.path, {"via": "web"},
-                                    "ok" if user is not None else "denied", what="login")
-        if refused is not None:
-            return refused
-        if user is None:
-            return json_error(401, "unauthenticated", "wrong name or password")
-        token = await loop.run_in_executor(None, accounts.add_session, user.name)
-        resp = web.json_response({"name": user.name, "role": user.role})
-        resp.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_S, httponly=True, samesite="Strict",
-                        secure=request.secure, path="/")
-        return resp
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["file"]
+    kind = FILES.get(name)
+    if kind is None:
+        raise web.HTTPNotFound()
+    return web.Response(body=(STATIC / name).read_bytes(), content_type=kind, charset="utf-8",
+                        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
-    async def whoami(request: web.Request) -> web.Response:
-        user = await require_user(accounts, request, ALL_ROLES, "use the UI")
-        if isinstance(user, web.Response):
-            return user
-        return web.json_response({"name": user.name, "role": user.role})
 
-    async def logout(request: web.Request) -> web.Response:
-        token = request.cookies.get(SESSION_COOKIE)
-        if token and request.headers.get(CSRF_HEADER) == "1":
-            await asyncio.get_running_loop().run_in_executor(None, accounts.end_session, token)
-        resp = web.json_response({"ok": True})
-        resp.del_cookie(SESSION_COOKIE, path="/")
-        return resp
+async def login(request: web.Request) -> web.Response:
+    name, password = await json_strings(request, "name", "password")
+    accounts = request.app[ACCOUNTS]
+    loop = asyncio.get_running_loop()
+    user = await loop.run_in_executor(None, accounts.verify_password, name, password)
+    await audit_first(request, name[:64], "login", request.path, {"via": "web"},
+                      "ok" if user is not None else "denied", what="login")
+    if user is None:
+        raise JsonError(401, "unauthenticated", "wrong name or password")
+    token = await loop.run_in_executor(None, accounts.add_session, user.name)
+    resp = web.json_response({"name": user.name, "role": user.role})
+    resp.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_S, httponly=True, samesite="Strict",
+                    secure=request.secure, path="/")
+    return resp
 
-    app.router.add_get("/", index)
-    app.router.add_get("/static/{file}", static)
-    app.router.add_post("/api/v1/session", login)
-    app.router.add_get("/api/v1/session", whoami)
-    app.router.add_delete("/api/v1/session", logout)
+
+@requires(ALL_ROLES, "use the UI")
+async def whoami(request: web.Request, user: User) -> web.Response:
+    return web.json_response({"name": user.name, "role": user.role})
+
+
+async def logout(request: web.Request) -> web.Response:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token and request.headers.get(CSRF_HEADER) == "1":
+        await asyncio.get_running_loop().run_in_executor(None, request.app[ACCOUNTS].end_session, token)
+    resp = web.json_response({"ok": True})
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    return resp
+
+
+UI_ROUTES: Final = (
+    web.get("/", index),
+    web.get("/static/{file}", static),
+    web.post("/api/v1/session", login),
+    web.get("/api/v1/session", whoami),
+    web.delete("/api/v1/session", logout),
+)
