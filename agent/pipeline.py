@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from agent.capture.pcapfile import PcapRegion
 from agent.decode.packet import Decoder
@@ -21,6 +21,7 @@ from agent.identity import IdentityTable, Roster
 from agent.protocols.base import LinkDecoder, Record
 from agent.protocols.registry import link_decoders, trackers
 from wire.addresses import ip_from_packed
+from wire.records import StatsRecord, WeirdRecord
 
 if TYPE_CHECKING:
     from agent.filter.compiled import CompiledRules
@@ -202,18 +203,20 @@ class Pipeline:
     def _weird(self, ts: float, name: str, detail: str, src: bytes | None, dst: bytes | None,
                f: Flow | None) -> Record:
         self.weird_names[name] += 1
-        rec: Record = {"type": "weird", "ts": ts, "uid": None, "proto": None, "src_ip": _ip_text(src),
-                       "src_port": None, "dst_ip": _ip_text(dst), "dst_port": None, "vlan": None,
-                       "inner_vlan": None, "name": name, "detail": detail}
-        if f is not None:
-            rec.update(uid=f.uid, proto=PROTO_NAMES.get(f.proto, str(f.proto)), src_ip=_ip_text(f.oip),
-                       src_port=f.oport, dst_ip=_ip_text(f.rip), dst_port=f.rport, vlan=f.vlan,
-                       inner_vlan=f.ivlan)
-        return rec
+        rec: WeirdRecord
+        if f is None:
+            rec = {"type": "weird", "ts": ts, "uid": None, "proto": None, "src_ip": _ip_text(src),
+                   "src_port": None, "dst_ip": _ip_text(dst), "dst_port": None, "vlan": None,
+                   "inner_vlan": None, "name": name, "detail": detail}
+        else:
+            rec = {"type": "weird", "ts": ts, "uid": f.uid, "proto": PROTO_NAMES.get(f.proto, str(f.proto)),
+                   "src_ip": _ip_text(f.oip), "src_port": f.oport, "dst_ip": _ip_text(f.rip),
+                   "dst_port": f.rport, "vlan": f.vlan, "inner_vlan": f.ivlan, "name": name, "detail": detail}
+        return cast(Record, rec)
 
     def stats_record(self, interval: float) -> Record:
         """The `stats` record (SCHEMA.md); its ts is the wall clock: it describes the agent, not traffic."""
-        return {
+        rec: StatsRecord = {
             "type": "stats", "ts": round(time.time(), 6), "interval": interval, "packets": self.packets,
             "bytes": self.bytes, "kernel_drops": 0, "flows_active": len(self.table.active),
             "records_out": sum(self.records_by_type.values()),
@@ -221,6 +224,7 @@ class Pipeline:
             "spool_records": 0, "spool_bytes": 0, "upload_lag_s": 0.0, "ruleset_version": None,
             "keyword_engine": self.filter.rules.engine if self.filter is not None else None,
         }
+        return cast(Record, rec)
 
     def counters(self) -> dict[str, int]:
         c = {"packets": self.packets, "bytes": self.bytes}

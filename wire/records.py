@@ -103,8 +103,8 @@ class SessionRecord(FlowId):
     interim: bool
 
 
-class HttpRecord(FlowId):
-    """One per HTTP request/response pair."""
+class HttpFields(TypedDict):
+    """What a decoder makes of one HTTP request/response pair: a `http` record without its flow id."""
 
     type: Literal["http"]
     ts: Timestamp
@@ -125,8 +125,12 @@ class HttpRecord(FlowId):
     account: str | None
 
 
-class DnsRecord(FlowId):
-    """One per DNS query/response pair."""
+class HttpRecord(FlowId, HttpFields):
+    """One per HTTP request/response pair."""
+
+
+class DnsFields(TypedDict):
+    """What a decoder makes of one DNS query/response pair: a `dns` record without its flow id."""
 
     type: Literal["dns"]
     ts: Timestamp
@@ -146,8 +150,12 @@ class DnsRecord(FlowId):
     rejected: bool
 
 
-class TlsRecord(FlowId):
-    """One per TLS connection."""
+class DnsRecord(FlowId, DnsFields):
+    """One per DNS query/response pair."""
+
+
+class TlsFields(TypedDict):
+    """What a decoder makes of one TLS connection: a `tls` record without its flow id."""
 
     type: Literal["tls"]
     ts: Timestamp
@@ -157,12 +165,17 @@ class TlsRecord(FlowId):
     established: bool
 
 
+class TlsRecord(FlowId, TlsFields):
+    """One per TLS connection."""
+
+
+
 # "from" is a Python keyword, so this part needs the functional syntax.
 _SmtpHeaders = TypedDict("_SmtpHeaders", {"from": str | None, "to": list[str], "cc": list[str]})
 
 
-class SmtpRecord(FlowId, _SmtpHeaders):
-    """One per SMTP mail transaction."""
+class SmtpFields(_SmtpHeaders):
+    """What a decoder makes of one SMTP mail transaction: an `smtp` record without its flow id."""
 
     type: Literal["smtp"]
     ts: Timestamp
@@ -175,8 +188,12 @@ class SmtpRecord(FlowId, _SmtpHeaders):
     tls: bool
 
 
-class MailboxRecord(FlowId):
-    """One per POP3/IMAP session."""
+class SmtpRecord(FlowId, SmtpFields):
+    """One per SMTP mail transaction."""
+
+
+class MailboxFields(TypedDict):
+    """What a decoder makes of one POP3/IMAP session: a `mailbox` record without its flow id."""
 
     type: Literal["mailbox"]
     ts: Timestamp
@@ -187,8 +204,12 @@ class MailboxRecord(FlowId):
     tls: bool
 
 
-class FtpRecord(FlowId):
-    """One per FTP command that got a reply (Zeek ftp.log semantics)."""
+class MailboxRecord(FlowId, MailboxFields):
+    """One per POP3/IMAP session."""
+
+
+class FtpFields(TypedDict):
+    """What a decoder makes of one FTP command that got a reply: a `ftp` record without its flow id."""
 
     type: Literal["ftp"]
     ts: Timestamp
@@ -198,6 +219,10 @@ class FtpRecord(FlowId):
     reply_code: Count
     reply_msg: str | None
     file_size: Count | None
+
+
+class FtpRecord(FlowId, FtpFields):
+    """One per FTP command that got a reply (Zeek ftp.log semantics)."""
 
 
 class DhcpRecord(TypedDict):
@@ -224,8 +249,8 @@ class DhcpRecord(TypedDict):
     subscriber_id: NotRequired[str | None]
 
 
-class RadiusRecord(FlowId):
-    """One per RADIUS request/response exchange."""
+class RadiusFields(TypedDict):
+    """What a decoder makes of one RADIUS request/response exchange: a `radius` record without its flow id."""
 
     type: Literal["radius"]
     ts: Timestamp
@@ -241,6 +266,10 @@ class RadiusRecord(FlowId):
     input_octets: Count | None
     output_octets: Count | None
     result: Literal["success", "failed"] | None
+
+
+class RadiusRecord(FlowId, RadiusFields):
+    """One per RADIUS request/response exchange."""
 
 
 class PppoeRecord(TypedDict):

@@ -40,7 +40,7 @@ from typing import Any, Final
 from agent.filter.cachefiles import compile_lock, mark_used, store
 from agent.filter.forms import keyword_patterns
 from agent.filter.patterns import PatternSet
-from rulesets.model import Category, Ruleset
+from rulesets.model import Action, Category, Ruleset
 
 ROLE_KEYWORD: Final = 0
 ROLE_EXCEPTION: Final = 1
@@ -86,7 +86,7 @@ class CompiledRules:
     # per category, what its alerts say (read per alert: native lists, not a dataclass' attributes)
     cat_ids: list[str] = field(default_factory=list)
     cat_severity: list[int] = field(default_factory=list)
-    cat_action: list[str] = field(default_factory=list)
+    cat_action: list[Action] = field(default_factory=list)
     # the fields some enabled category matches in: pieces of other fields are not scanned
     fields: frozenset[str] = frozenset()
     cache_dir: Path | None = None  # where the engine's compiled database is cached
@@ -130,7 +130,7 @@ def compile_rules(ruleset: Ruleset, *, engine: str | None = None,
         max_exception_len=max_exc, cat_exceptions=[bool(c.exceptions) for c in cats],
         cat_fields=[c.fields for c in cats],
         cat_ids=[c.id for c in cats], cat_severity=[c.severity for c in cats],
-        cat_action=[str(c.action) for c in cats],
+        cat_action=[c.action for c in cats],
         fields=frozenset(f for c in cats for f in c.fields), cache_dir=cache_dir,
         version_text=str(ruleset.version),
     )

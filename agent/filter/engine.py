@@ -52,13 +52,13 @@ its views; `MAX_FLOWS` connections with state (the oldest is dropped, counted);
 from __future__ import annotations
 
 import codecs
-from typing import Final
+from typing import Final, cast
 
 from agent.filter.compiled import ROLE_EXCEPTION, ROLE_KEYWORD, CompiledRules
 from agent.filter.normalize import body_views, percent_decode, rfc2047_decode, views_possible
 from agent.filter.patterns import StreamScan
 from agent.protocols.base import Content, Record
-from wire.records import RECORDS
+from wire.records import RECORDS, AlertRecord
 
 DEFAULT_DEPTH: Final = 16384  # bytes scanned per stream: DESIGN.md's inspection depth
 MAX_FLOWS: Final = 262144  # connections with filter state at once
@@ -415,14 +415,12 @@ class FilterEngine:
             enc = transform if enc == "utf-8" else f"{transform}-{enc}"
         self.alerts += 1
         ids = self._ids
-        if ids is None:
-            rec: Record = {"type": "alert", "ts": ts}
-        else:
-            # the flow id the caller gave; then the alert's fields set one by one: half the
-            # work of building a dict and merging it into a copy (an alert per match, at worst)
-            rec = ids.copy()
-            rec["type"] = "alert"
-            rec["ts"] = ts
+        # the flow id the caller gave; then the alert's fields set one by one (each checked
+        # against wire's AlertRecord): half the work of building a dict and merging it into a
+        # copy (an alert per match, at worst)
+        rec = cast(AlertRecord, {} if ids is None else ids.copy())
+        rec["type"] = "alert"
+        rec["ts"] = ts
         rec["rule_id"] = rule.rule_id
         rec["ruleset_version"] = rules.version_text
         rec["category"] = rules.cat_ids[ci]
@@ -434,7 +432,7 @@ class FilterEngine:
         rec["encoding"] = enc
         rec["snippet"] = _snippet(buf, start, rules.pat_len[pid], rules.pat_enc[pid])
         rec["account"] = None
-        out.append(rec)
+        out.append(cast(Record, rec))
 
 
 def _value_views(field: str, data: bytes) -> list[tuple[bytes, str]]:

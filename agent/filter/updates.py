@@ -33,7 +33,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -41,6 +40,7 @@ from agent.filter.compiled import CompiledRules, compile_rules
 from agent.filter.engine import FilterEngine
 from agent.filter.patterns import EngineUnavailable
 from rulesets.bundle import MAX_BUNDLE_BYTES, BundleError, VerifiedBundle, verify_bundle
+from wire.records import AuditRecord
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class UpdateResult:
     detail: str  # what was applied, or why not
     version: int  # the version running after the offer
 
-    def audit_record(self, ts: float) -> dict[str, Any]:
+    def audit_record(self, ts: float) -> AuditRecord:
         return {"type": "audit", "ts": ts, "actor": "agent", "action": "ruleset_update",
                 "target": f"ruleset v{self.version}", "detail": self.detail,
                 "result": "applied" if self.applied else "rejected"}

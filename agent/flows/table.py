@@ -60,6 +60,7 @@ from agent.flows.side import Side
 from agent.flows.tcp import H_ACK, H_DATA
 from agent.protocols.base import Record
 from wire.addresses import ip_from_packed
+from wire.records import ConnState, SessionRecord
 
 TCP_INACTIVITY: Final = 300.0  # Zeek tcp_inactivity_timeout
 UDP_INACTIVITY: Final = 60.0  # Zeek udp_inactivity_timeout
@@ -746,6 +747,7 @@ class FlowTable:
     def session_record(self, f: Flow, interim: bool) -> Record:
         o, r = f.orig, f.resp
         hist = "".join(f.history)
+        state: ConnState
         if isinstance(o, T.TcpEndpoint) and isinstance(r, T.TcpEndpoint):
             state = T.conn_state(o, r, hist)
             obytes = o.size(r)
@@ -756,11 +758,9 @@ class FlowTable:
                 state = ("SF" if r.pkts else "S0") if o.pkts else ("SHR" if r.pkts else "OTH")
             else:
                 state = "OTH"
-        try:
-            cid = community_id(f.proto, f.oip, f.rip, f.oport, f.rport)
-        except ValueError:
-            cid = None
-        return {
+        # (raises only for addresses of two families or out-of-range ports: not a flow's)
+        cid = community_id(f.proto, f.oip, f.rip, f.oport, f.rport)
+        rec: SessionRecord = {
             "type": "session",
             "ts": f.start,
             "uid": f.uid,
@@ -791,3 +791,4 @@ class FlowTable:
             "blocked": False,
             "interim": interim,
         }
+        return cast(Record, rec)

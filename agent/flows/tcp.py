@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final, cast
 
 from agent.flows.side import Side
+from wire.records import ConnState
 
 if TYPE_CHECKING:
     from agent.flows.table import Flow
@@ -453,7 +454,7 @@ def _connection_closed(ep: TcpEndpoint, peer: TcpEndpoint, gen_event: bool) -> b
     return ep.state == RESET or peer.did_close or peer.state == INACTIVE
 
 
-def conn_state(orig: TcpEndpoint, resp: TcpEndpoint, history: str) -> str:
+def conn_state(orig: TcpEndpoint, resp: TcpEndpoint, history: str) -> ConnState:
     """Zeek's conn_state for TCP (base/protocols/conn/main.zeek)."""
     os_, rs = orig.state, resp.state
     o_inactive = os_ in (INACTIVE, PARTIAL)

@@ -22,9 +22,18 @@ limit with its reason beside it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+
+from wire.records import WeirdRecord
 
 Record = dict[str, Any]
+
+
+def weird(ts: float, name: str, detail: str | None) -> Record:
+    """A `weird` record a decoder returns for an anomaly it goes on after (no flow id: the
+    inspector adds it)."""
+    rec: WeirdRecord = {"type": "weird", "ts": ts, "name": name, "detail": detail}
+    return cast(Record, rec)
 
 
 class StreamDecoder(Protocol):

@@ -68,11 +68,13 @@ import functools
 import heapq
 import struct
 from dataclasses import dataclass, field
+from typing import cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
 from agent.protocols.spec import ProtocolSpec
 from wire.addresses import ip_from_packed, mac_from_bytes
+from wire.records import DhcpRecord
 from wire.text import wire_text
 
 # -- limits and Zeek's timing (base/protocols/dhcp/main.zeek) -----------------
@@ -363,7 +365,7 @@ class DhcpTracker:
 
     def _write(self, xid: int) -> Record:
         txn = self._txns.pop(xid)
-        rec: Record = {
+        rec: DhcpRecord = {
             "type": "dhcp",
             "ts": txn.ts,
             "uids": list(txn.uids),
@@ -383,7 +385,7 @@ class DhcpTracker:
             rec["agent_remote_id"] = txn.agent_remote_id
             rec["subscriber_id"] = txn.subscriber_id
             rec["duration"] = txn.last - txn.ts
-        return rec
+        return cast(Record, rec)
 
 
 def _eui48(hwaddr: bytes) -> bool:

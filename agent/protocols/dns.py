@@ -39,7 +39,7 @@ Design
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 from librt.strings import read_i16_be, read_i32_be
 
@@ -47,6 +47,7 @@ from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, Record
 from agent.protocols.spec import ProtocolSpec
 from wire.addresses import ip_from_packed
+from wire.records import DnsFields
 from wire.text import wire_text
 
 # -- limits -----------------------------------------------------------------
@@ -403,7 +404,7 @@ class DnsDecoder:
             no_rrs = r.ancount == 0 and r.nscount == 0 and r.arcount == 0
             rejected = (r.qdcount > 0 and no_rrs) or (r.rcode != 0 and r.qdcount == 0)
         trans_id = q.trans_id if q is not None else r.trans_id if r is not None else 0
-        return {
+        rec: DnsFields = {
             "type": "dns",
             "ts": ts,
             "trans_id": trans_id,
@@ -421,6 +422,7 @@ class DnsDecoder:
             "ttls": list(r.ttls) if r is not None else [],
             "rejected": rejected,
         }
+        return cast(Record, rec)
 
 
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).

@@ -44,10 +44,12 @@ import ipaddress
 import re
 from collections import deque
 from dataclasses import dataclass
+from typing import cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, DataChannels, Record
 from agent.protocols.spec import ProtocolSpec
+from wire.records import FtpFields
 
 # --- limits (every buffer is bounded) -------------------------------------
 MAX_LINE = 8 * 1024  # longest command or reply line; path names fit well within (servers cap at 4 KiB)
@@ -242,18 +244,17 @@ class FtpDecoder:
                 cmd.file_size = int(m.group())
         if 200 <= code < 300:
             self._channel(cmd, code, msg)
-        out.append(
-            {
-                "type": "ftp",
-                "ts": cmd.ts,
-                "user": cmd.user,
-                "command": cmd.command,
-                "arg": cmd.arg,
-                "reply_code": code,
-                "reply_msg": msg,
-                "file_size": cmd.file_size,
-            }
-        )
+        rec: FtpFields = {
+            "type": "ftp",
+            "ts": cmd.ts,
+            "user": cmd.user,
+            "command": cmd.command,
+            "arg": cmd.arg,
+            "reply_code": code,
+            "reply_msg": msg,
+            "file_size": cmd.file_size,
+        }
+        out.append(cast(Record, rec))
         if cmd.command == "AUTH" and code == 234:
             self._dead = True  # TLS from here on (RFC 4217 §4)
 

@@ -46,11 +46,12 @@ import binascii
 import re
 import zlib
 from collections import deque
-from typing import Final
+from typing import Final, cast
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import BodySkipping, Content, ContentSource, Record
+from agent.protocols.base import BodySkipping, Content, ContentSource, Record, weird
 from agent.protocols.spec import ProtocolSpec
+from wire.records import HttpFields
 
 # --- limits (every buffer is bounded) -------------------------------------
 MAX_LINE: Final = 16 * 1024  # longest start/field/chunk-size line; real servers cap at 8-16 KiB
@@ -229,7 +230,7 @@ class _Txn:
         self.v09 = False  # HTTP/0.9-style request: the reply is a bare body until close
 
     def record(self) -> Record:
-        return {
+        rec: HttpFields = {
             "type": "http",
             "ts": self.ts,
             "trans_depth": self.depth,
@@ -248,6 +249,7 @@ class _Txn:
             "username": self.username,
             "account": None,
         }
+        return cast(Record, rec)
 
 
 class _Dir:
@@ -617,7 +619,7 @@ class HttpDecoder(BodySkipping):
         parts = [p for p in parts if p]
         if _METHOD.match(line) is None or len(parts) < 2 or len(parts) > 3 or not _TOKEN.match(parts[0]):
             name = "bad_HTTP_request_with_version" if _ENDS_WITH_VERSION.search(line) else "bad_HTTP_request"
-            out.append({"type": "weird", "ts": ts, "name": name, "detail": _text(line[:100])})
+            out.append(weird(ts, name, _text(line[:100])))
             d.state = _DEAD
             d.buf.clear()
             d.pos = 0
@@ -631,8 +633,7 @@ class HttpDecoder(BodySkipping):
         else:
             method, target, version = parts
             if not _VERSION.match(version):
-                out.append({"type": "weird", "ts": ts, "name": "bad_HTTP_version",
-                            "detail": _text(version[:40])})
+                out.append(weird(ts, "bad_HTTP_version", _text(version[:40])))
         if len(self._pending) >= MAX_PENDING:
             raise DecodeError("HTTP_too_many_pending_requests", f"more than {MAX_PENDING}")
         self._depth += 1

@@ -60,10 +60,12 @@ import contextlib
 import re
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal, cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record, StartTls
 from agent.protocols.spec import ProtocolSpec
+from wire.records import MailboxFields
 
 # --- limits (every buffer is bounded) -------------------------------------
 # RFC 2449 §4 caps command lines at 255 octets, but SASL responses (RFC 5034
@@ -119,11 +121,12 @@ def _identity(mech: str, step: int, raw: bytes) -> bytes | None:
     return None
 
 
-def mailbox_record(ts: float, protocol: str, user: str | None, login_ok: bool | None,
+def mailbox_record(ts: float, protocol: Literal["pop3", "imap"], user: str | None, login_ok: bool | None,
                    commands: list[str], tls: bool) -> Record:
     """The one `mailbox` record of a POP3 or IMAP session (SCHEMA.md); IMAP's decoder uses it too."""
-    return {"type": "mailbox", "ts": ts, "protocol": protocol, "user": user, "login_ok": login_ok,
-            "commands": list(commands), "tls": tls}
+    rec: MailboxFields = {"type": "mailbox", "ts": ts, "protocol": protocol, "user": user,
+                          "login_ok": login_ok, "commands": list(commands), "tls": tls}
+    return cast(Record, rec)
 
 
 class SaslExchange:

@@ -60,11 +60,12 @@ for anything else, as the other decoders do.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Literal, cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
 from agent.protocols.spec import ProtocolSpec
+from wire.records import PppoeRecord
 
 # --- limits (every table is bounded) ----------------------------------------
 # One entry per authenticated PPP session seen on the link; an access
@@ -84,7 +85,8 @@ PPP_IPCP = 0x8021
 IPCP_CONFIGURE_ACK = 2  # RFC 1661 §5.2
 IPCP_IP_ADDRESS = 3  # RFC 1332 §3.3
 
-CODES = {0x09: "PADI", 0x07: "PADO", 0x19: "PADR", 0x65: "PADS", 0xA7: "PADT"}
+CODES: dict[int, Literal["PADI", "PADO", "PADR", "PADS", "PADT"]] = {
+    0x09: "PADI", 0x07: "PADO", 0x19: "PADR", 0x65: "PADS", 0xA7: "PADT"}
 CODE_PADS = 0x65
 CODE_PADT = 0xA7
 
@@ -162,8 +164,10 @@ class PppoeDecoder:
             self.users.pop((sid, dst_mac), None)
         elif code == CODE_PADT:
             username = self._end(ts, sid, src_mac, dst_mac)
-        return [{"type": "pppoe", "ts": ts, "src_mac": src_mac, "dst_mac": dst_mac, "code": cname,
-                 "session_id": sid, "service_name": service, "ac_name": ac_name, "username": username}]
+        rec: PppoeRecord = {"type": "pppoe", "ts": ts, "src_mac": src_mac, "dst_mac": dst_mac,
+                            "code": cname, "session_id": sid, "service_name": service, "ac_name": ac_name,
+                            "username": username}
+        return [cast(Record, rec)]
 
     def _end(self, ts: float, sid: int, src_mac: str, dst_mac: str) -> str | None:
         """A PADT from either side: forget the session's user and say who it was."""

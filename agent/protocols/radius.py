@@ -62,11 +62,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Literal, TypeAlias, cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
 from agent.protocols.spec import ProtocolSpec
 from wire.addresses import ip_from_packed
+from wire.records import RadiusFields, RadiusStatusType
 from wire.text import wire_text
 
 # -- limits -----------------------------------------------------------------
@@ -102,8 +104,9 @@ CODES: dict[int, str] = {
 }
 ACCESS_REQUEST, ACCESS_ACCEPT, ACCESS_CHALLENGE = 1, 2, 11
 REQUEST_CODES = frozenset({1, 4, 12, 40, 43})
+Result: TypeAlias = Literal["success", "failed"]
 # response code -> (the request codes it answers, result); None = not final
-RESPONSES: dict[int, tuple[frozenset[int], str | None]] = {
+RESPONSES: dict[int, tuple[frozenset[int], Result | None]] = {
     2: (frozenset({1, 12}), "success"),
     3: (frozenset({1}), "failed"),
     11: (frozenset({1}), None),
@@ -116,7 +119,7 @@ RESPONSES: dict[int, tuple[frozenset[int], str | None]] = {
 # the request a response answers, for a response seen without its request
 ANSWERS: dict[int, int] = {2: 1, 3: 1, 11: 1, 5: 4, 41: 40, 42: 40, 44: 43, 45: 43}
 
-STATUS_TYPES: dict[int, str] = {  # Acct-Status-Type, RFC 2866 section 5.1
+STATUS_TYPES: dict[int, RadiusStatusType] = {  # Acct-Status-Type, RFC 2866 section 5.1
     1: "Start",
     2: "Stop",
     3: "Interim-Update",
@@ -184,7 +187,7 @@ def parse_packet(data: bytes) -> Packet:
 class _Exchange:
     ts: float
     code: int
-    status_type: str | None = None
+    status_type: RadiusStatusType | None = None
     username: str | None = None
     framed_addr: str | None = None
     calling_station_id: str | None = None
@@ -194,7 +197,7 @@ class _Exchange:
     session_time: int | None = None
     input_octets: int | None = None
     output_octets: int | None = None
-    result: str | None = None
+    result: Result | None = None
     # raw User-Name and Calling-Station-Id of the latest request: links a
     # challenge round when the server sends no State (never emitted)
     user_key: tuple[bytes | None, bytes | None] = (None, None)
@@ -334,7 +337,7 @@ class RadiusDecoder:
         self._remember(key, waiting.authenticator, pkt.authenticator)
         return self._answer(waiting.exchange, not is_orig, pkt, result)
 
-    def _answer(self, ex: _Exchange, req_dir: bool, pkt: Packet, result: str | None) -> list[Record]:
+    def _answer(self, ex: _Exchange, req_dir: bool, pkt: Packet, result: Result | None) -> list[Record]:
         a = pkt.attrs
         if pkt.code in (ACCESS_ACCEPT, ACCESS_CHALLENGE) and ex.framed_addr is None:
             ex.framed_addr = self._addr(a, A_FRAMED_IP, A_FRAMED_IPV6)
@@ -398,7 +401,7 @@ class RadiusDecoder:
 
     @staticmethod
     def _record(ex: _Exchange) -> Record:
-        return {
+        rec: RadiusFields = {
             "type": "radius",
             "ts": ex.ts,
             "code": CODES[ex.code],
@@ -414,6 +417,7 @@ class RadiusDecoder:
             "output_octets": ex.output_octets,
             "result": ex.result,
         }
+        return cast(Record, rec)
 
 
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).

@@ -49,11 +49,12 @@ import binascii
 import codecs
 import re
 from collections import deque
-from typing import Any, Final
+from typing import Final, cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, Record, StartTls
 from agent.protocols.spec import ProtocolSpec
+from wire.records import SmtpFields
 from wire.text import wire_text
 
 # --- limits (every buffer is bounded) -------------------------------------
@@ -275,15 +276,15 @@ class _Message:
             self._header_line(line)
         self.in_headers = False
 
-    def apply(self, rec: dict[str, Any]) -> None:
+    def apply(self, rec: SmtpFields) -> None:
         for name, raw in self.fields:
             value = decode_rfc2047(wire_text(raw))
             if name == "from":
                 rec["from"] = value
             elif name == "subject":
                 rec["subject"] = value
-            elif name in ("to", "cc"):
-                lst: list[str] = rec[name]
+            elif name == "to" or name == "cc":
+                lst = rec["to"] if name == "to" else rec["cc"]
                 for a in _split_addresses(value):
                     if a not in lst and len(lst) < MAX_RCPT:
                         lst.append(a)
@@ -317,15 +318,17 @@ class SmtpDecoder:
         self.last_body = b""  # first BODY_KEEP bytes of the last message's body
         # pieces for the keyword filter (agent.protocols.base.Content); None: no filter runs
         self.content: list[Content] | None = None
+        self._ts_set = False
         self._rec = self._new_record()
         self._activity = False
         self._user_logged = False  # a record has carried the AUTH user
 
     # --- record handling --------------------------------------------------
-    def _new_record(self) -> dict[str, Any]:
+    def _new_record(self) -> SmtpFields:
+        self._ts_set = False  # "ts" is set by the transaction's first command (_touch)
         return {
             "type": "smtp",
-            "ts": None,
+            "ts": 0.0,
             "trans_depth": self._depth + 1,
             "helo": self._helo,
             "mailfrom": None,
@@ -339,8 +342,9 @@ class SmtpDecoder:
         }
 
     def _touch(self, ts: float) -> None:
-        if self._rec["ts"] is None:
+        if not self._ts_set:
             self._rec["ts"] = ts
+            self._ts_set = True
         self._activity = True
 
     def _flush(self) -> list[Record]:
@@ -353,7 +357,7 @@ class SmtpDecoder:
         rec["trans_depth"] = self._depth + 1
         self._activity = False
         self._rec = self._new_record()
-        return [rec]
+        return [cast(Record, rec)]
 
     # --- interface ----------------------------------------------------------
     def feed(self, is_orig: bool, data: bytes, ts: float) -> list[Record]:
@@ -566,8 +570,9 @@ class SmtpDecoder:
         mech = parts[0].decode("ascii", "replace").upper() if parts else ""
         initial = parts[1].strip() if len(parts) > 1 else None
         self._auth_mech = mech
-        if self._rec["ts"] is None:
+        if not self._ts_set:
             self._rec["ts"] = self._ts
+            self._ts_set = True
         if initial is not None and initial != b"=":
             self._sasl_value(initial, first=True)
         if mech == "PLAIN":

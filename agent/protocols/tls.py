@@ -60,11 +60,12 @@ after its own hello only stops the watching of that direction (no error).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, Finishing, Record
 from agent.protocols.spec import ProtocolSpec
+from wire.records import TlsFields
 
 # Limits, each with its reason.
 MAX_RECORD: Final = 2**14 + 2048  # RFC 5246 §6.2.3: no TLS version allows a longer fragment
@@ -304,16 +305,16 @@ class TlsDecoder:
         alpn = self._alpn_chosen
         if alpn is None and self._alpn_fallback:
             alpn = self._alpn_offered
-        return [
-            {
-                "type": "tls",
-                "ts": self._ts,
-                "server_name": self._server_name,
-                "version": version_name(self._version) if self._version is not None else None,
-                "next_protocol": alpn,
-                "established": self._established,
-            }
-        ]
+        assert self._ts is not None  # (set with the first hello)
+        rec: TlsFields = {
+            "type": "tls",
+            "ts": self._ts,
+            "server_name": self._server_name,
+            "version": version_name(self._version) if self._version is not None else None,
+            "next_protocol": alpn,
+            "established": self._established,
+        }
+        return [cast(Record, rec)]
 
     def _hello_seen(self, ts: float) -> None:
         self._seen_hello = True

@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from agent.capture.orphan import end_with_parent
 from agent.config import AgentConfig, ConfigError, load_config
@@ -57,6 +57,7 @@ from agent.spool.store import Spool, SpoolError
 from agent.uploader.client import CollectorClient, TransientError, UploadError, backoff_delay
 from agent.uploader.drain import SpoolDrain
 from wire.build import describe
+from wire.records import AuditRecord
 
 log = logging.getLogger("edgeaudit.agent")
 
@@ -125,8 +126,9 @@ def load_roster_of(cfg: AgentConfig) -> Roster | None:
 
 
 def audit(action: str, target: str, detail: str, result: str = "ok") -> dict[str, Any]:
-    return {"type": "audit", "ts": time.time(), "actor": "agent", "action": action, "target": target,
-            "detail": detail, "result": result}
+    rec: AuditRecord = {"type": "audit", "ts": time.time(), "actor": "agent", "action": action,
+                        "target": target, "detail": detail, "result": result}
+    return cast(dict[str, Any], rec)
 
 
 class _Appender:
