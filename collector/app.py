@@ -55,6 +55,7 @@ from collector.ingest.decoding import DEFAULT_WORKERS, Decoder
 from collector.ingest.whoami import AGENT_ROUTES
 from collector.metrics import METRICS_ROUTES
 from collector.query.handlers import QUERY_ROUTES
+from collector.query.schema import SCHEMA_ROUTES
 from collector.retention import DEFAULT_RETENTION_DAYS
 from collector.rules.bundle_store import BundleStore
 from collector.rules.publish import RULESET_ROUTES
@@ -114,7 +115,7 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
     app.add_routes([*INGEST_ROUTES, *METRICS_ROUTES, *AGENT_ROUTES])
     if audit is not None:
         app[AUDIT_LOG] = audit
-        app.add_routes([*QUERY_ROUTES, *UI_ROUTES, *LIVE_ROUTES, *ADMIN_ROUTES])
+        app.add_routes([*QUERY_ROUTES, *SCHEMA_ROUTES, *UI_ROUTES, *LIVE_ROUTES, *ADMIN_ROUTES])
         app.on_shutdown.append(close_streams)
         if rulesets is not None:
             app.add_routes(RULESET_ROUTES)

@@ -44,13 +44,12 @@ from aiohttp import web
 
 from collector.access import JsonError, audit_first, authorized, json_answer
 from collector.app_keys import STORAGE
+from collector.query.schema import CSV_FIELDS, PERSONAL_ROLES, has_personal, mask_personal
 from collector.storage.base import AGENT_KEY, MAX_PAGE, SESSION_TOLERANCE, Storage
 
 QUERY_ROLES: Final = frozenset({"operator", "admin"})
 #: Transport protocols a traceback may name (SCHEMA.md session `proto`).
 PROTOS: Final = ("tcp", "udp", "icmp", "icmp6")
-CSV_FIELDS: Final = ("type", "ts", "uid", "src_ip", "src_port", "dst_ip", "dst_port", "account",
-                     "host", "uri", "query", "server_name", "keyword", "_agent", "_unit")
 
 
 class BadQuery(ValueError):
@@ -128,12 +127,22 @@ def _csv(records: list[dict[str, Any]]) -> str:
 
 async def _audited_query(request: web.Request, action: str, params: dict[str, Any],
                         work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Check the caller, run ``work()`` (storage calls) in a thread, audit the query with how
-    many records it found, then give its result to answer."""
+    """Check the caller, run ``work()`` (storage calls) in a thread, mask personal fields unless
+    an admin asked for them (``personal=1``), audit the query with how many records it found
+    (a view of personal fields as such), then give its result to answer."""
     user = await authorized(request, QUERY_ROLES, "query records")
+    personal = request.query.get("personal") == "1"
+    if personal and user.role not in PERSONAL_ROLES:
+        raise JsonError(403, "forbidden", f"role {user.role} may not see personal fields")
     result = await asyncio.get_running_loop().run_in_executor(None, work)
-    await audit_first(request, user.name, action, request.path_qs,
-                      {"params": params, "results": len(result.get("records", []))}, what="query")
+    lists = [v for v in result.values() if isinstance(v, list)]
+    shown = personal and any(has_personal(v) for v in lists)
+    if not personal:
+        for v in lists:
+            mask_personal(v)
+    await audit_first(request, user.name, f"{action}_personal" if shown else action, request.path_qs,
+                      {"params": params, "results": len(result.get("records", [])), "personal": personal},
+                      what="query")
     return result
 
 

@@ -30,6 +30,7 @@ from collector.access import JsonError, audit_first, json_answer, requires, requ
 from collector.app_keys import ACCOUNTS, BUNDLES, RETENTION_DAYS, UNITS
 from collector.auth.accounts import Accounts, Agent, User
 from collector.query.handlers import QUERY_ROLES
+from collector.query.schema import PERSONAL_ROLES, mask
 from collector.rules.bundle_store import BundleStore, current_etag
 from collector.units.compliance import problems, report
 from collector.units.registry import Units
@@ -39,14 +40,6 @@ from wire.unit import validate_unit_profile
 
 MAX_PROFILE_BYTES: Final = 64 * 1024
 #: Who sees the security officers' certificate numbers and phones unmasked (with ``personal=1``).
-PERSONAL_ROLES: Final = frozenset({"admin"})
-
-
-def mask(text: object) -> object:
-    """A personal number with all but its last two characters hidden."""
-    if not isinstance(text, str) or len(text) <= 2:
-        return "**" if isinstance(text, str) and text else text
-    return "*" * (len(text) - 2) + text[-2:]
 
 
 def masked_profile(profile: dict[str, object] | None) -> dict[str, object] | None:

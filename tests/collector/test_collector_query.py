@@ -48,7 +48,10 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     login = {"type": "login", "ts": session["ts"] - 600, "event": "login", "account": "alice",
              "ip": session["src_ip"], "mac": "02:00:5e:00:53:01", "calling_station": "13800138000",
              "source": "radius", "session_id": "acct-1", "duration": None}
-    assert post(c["url"], encode_batch("gw1", "unit-42", 7, [nat, login]), c["token"])[0] == 200
+    reg = {"type": "registration", "ts": session["ts"] - 700, "account": "guest-7", "name": "张三丰",
+           "id_type": "resident_id", "id_number": "110101199003074258", "phone": "13800138000",
+           "mac": "02:00:5e:00:53:07", "ip": session["src_ip"]}
+    assert post(c["url"], encode_batch("gw1", "unit-42", 7, [nat, login, reg]), c["token"])[0] == 200
     c["session"] = session
     c["recs"] = recs
     try:
@@ -106,6 +109,43 @@ def test_record_search_pages_and_exports_csv(loaded: dict[str, Any]) -> None:
     assert status == 200 and ctype.startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows and all(r["src_ip"] == s["src_ip"] for r in rows)
+    # the columns: the flow id, the account, every type's searchable text (RECORDS), where from
+    header = text.splitlines()[0].split(",")
+    assert header[:8] == ["type", "ts", "uid", "src_ip", "src_port", "dst_ip", "dst_port", "account"]
+    assert {"host", "uri", "query", "server_name", "subject", "keyword"} <= set(header)
+    assert header[-2:] == ["_agent", "_unit"]
+
+
+def test_the_schema_is_served_from_the_record_declarations(loaded: dict[str, Any]) -> None:
+    from wire.records import RECORDS
+
+    assert get(loaded, "/api/v1/schema", {}, None)[0] == 401
+    status, ans, _ = get(loaded, "/api/v1/schema", {}, loaded["auditor"])
+    assert status == 200
+    assert set(ans["records"]) == set(RECORDS) == set(ans["types"])
+    assert ans["records"]["http"]["detail"][:2] == ["method", "host"]
+    assert ans["records"]["registration"]["personal"] == ["name", "id_number", "phone"]
+    assert ans["types"]["session"]["src_ip"]["format"] == "ip"
+
+
+def test_personal_fields_are_masked_unless_an_admin_asks(loaded: dict[str, Any]) -> None:
+    data = loaded["data"]
+    params = {"type": "registration"}
+    status, ans, _ = get(loaded, "/api/v1/query/records", params, loaded["operator"])
+    assert status == 200
+    [r] = ans["records"]
+    assert r["id_number"] == "*" * 16 + "58" and r["name"] == "张**" and r["phone"] == "*********00"
+    assert r["account"] == "guest-7" and r["ip"] == loaded["session"]["src_ip"]  # not personal fields
+    # the operator may not ask for them; an admin may, and the view is audited as such
+    status, ans, _ = get(loaded, "/api/v1/query/records", {**params, "personal": "1"}, loaded["operator"])
+    assert (status, ans["error"]) == (403, "forbidden")
+    status, ans, _ = get(loaded, "/api/v1/query/records", {**params, "personal": "1"}, loaded["admin"])
+    assert status == 200 and ans["records"][0]["id_number"] == "110101199003074258"
+    entry = json.loads((data / "audit.log").read_text().splitlines()[-1])
+    assert (entry["actor"], entry["action"]) == ("root", "records_personal")
+    # the CSV export masks them too
+    status, text, _ = get(loaded, "/api/v1/query/records", {**params, "format": "csv"}, loaded["operator"])
+    assert status == 200 and "110101199003074258" not in text and "13800138000" not in text
 
 
 def test_access_is_checked_and_every_query_is_audited(loaded: dict[str, Any]) -> None:

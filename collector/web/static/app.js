@@ -3,7 +3,7 @@ import { api } from "./api.js";
 import { getLang, setLang, t, translateStatic } from "./i18n.js";
 import { renderAudit, renderCompliance, renderRulesets, renderUnits, renderUsers } from "./admin.js";
 import { leaveDashboard, renderDashboard } from "./dashboard.js";
-import { renderConnection, renderLogin, renderSearch, renderTraceback } from "./pages.js";
+import { loadSchema, renderConnection, renderLogin, renderSearch, renderTraceback, schemaLoaded } from "./pages.js";
 
 let me = null;
 
@@ -21,6 +21,10 @@ function route() {
   showUser();
   if (!me) {
     renderLogin(main, (user) => { me = user; route(); });
+    return;
+  }
+  if (!schemaLoaded()) {  // the record types' metadata, once per login (pages.js)
+    loadSchema().then(route, () => { me = null; route(); });
     return;
   }
   const home = me.role === "auditor" ? "/audit" : "/dashboard";

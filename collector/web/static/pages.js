@@ -3,8 +3,22 @@
 import { api, ApiError, query } from "./api.js";
 import { t } from "./i18n.js";
 
-export const TYPES = ["session", "http", "dns", "tls", "smtp", "mailbox", "ftp", "login", "radius", "dhcp",
-  "pppoe", "nat", "alert"];
+// What the collector knows of each record type (GET /api/v1/schema: wire.records.RECORDS):
+// the search form's type list, the list's detail column, where a type keeps its addresses and
+// its account. Loaded once after login (`loadSchema`); nothing here names a type's fields.
+let schema = { records: {} };
+
+export async function loadSchema() {
+  schema = await api("/api/v1/schema");
+  return schema;
+}
+
+export function schemaLoaded() { return Object.keys(schema.records).length > 0; }
+
+// the types offered in the record search
+export function listedTypes() {
+  return Object.entries(schema.records).filter(([, m]) => m.listed).map(([name]) => name);
+}
 
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -33,23 +47,35 @@ function fromInputTime(v) { return v ? Math.floor(new Date(v).getTime() / 1000) 
 
 function endpoint(ip, port) { return ip ? (port !== null && port !== undefined ? `${ip}:${port}` : ip) : ""; }
 
-function detail(r) {
-  switch (r.type) {
-    case "http": return [r.method, r.host, r.uri, r.status_code].filter((x) => x !== null && x !== undefined).join(" ");
-    case "dns": return [r.query, r.qtype_name, (r.answers || []).join(", ")].filter(Boolean).join(" ");
-    case "tls": return [r.server_name, r.version].filter(Boolean).join(" ");
-    case "session": return [r.proto, r.service, r.conn_state, `${r.orig_bytes ?? 0}/${r.resp_bytes ?? 0} B`].filter(Boolean).join(" ");
-    case "nat": return `${r.event} ${endpoint(r.inside_ip, r.inside_port)} → ${endpoint(r.outside_ip, r.outside_port)} → ${endpoint(r.remote_ip, r.remote_port)}`;
-    case "login": return [r.event, r.account, r.source].filter(Boolean).join(" ");
-    case "alert": return [r.blocked ? "blocked" : r.action, r.category, r.rule_id, r.keyword, r.field, r.snippet]
-      .filter(Boolean).join(" ");
-    case "smtp": return [r.mailfrom, (r.rcptto || []).join(", "), r.subject].filter(Boolean).join(" ");
-    default: return r.name || r.detail || "";
-  }
+// one field of the detail column: a true flag shows its name, a list its items, nothing when empty
+function fieldText(name, v) {
+  if (v === null || v === undefined || v === false || v === "") return null;
+  if (v === true) return name;
+  if (Array.isArray(v)) return v.length ? v.join(", ") : null;
+  return String(v);
 }
 
-function src(r) { return endpoint(r.src_ip ?? r.inside_ip ?? r.ip, r.src_port ?? r.inside_port); }
-function dst(r) { return endpoint(r.dst_ip ?? r.remote_ip, r.dst_port ?? r.remote_port); }
+const FLOW_ENDPOINTS = ["src_ip", "src_port", "dst_ip", "dst_port", "nat_ip", "nat_port"];
+
+function meta(r) { return schema.records[r.type]; }
+
+function detail(r) {
+  const m = meta(r);
+  if (!m) return r.name || r.detail || "";  // a type this collector does not know
+  return m.detail.map((f) => fieldText(f, r[f])).filter((x) => x !== null).join(" ");
+}
+
+function src(r) {
+  const m = meta(r);
+  const e = m ? m.endpoints : FLOW_ENDPOINTS;
+  const ip = r[e[0]] ?? (m ? m.addresses.map((f) => r[f]).find((x) => x) : undefined);
+  return endpoint(ip, r[e[1]]);
+}
+function dst(r) { const e = meta(r)?.endpoints ?? FLOW_ENDPOINTS; return endpoint(r[e[2]], r[e[3]]); }
+function account(r) {
+  for (const f of meta(r)?.accounts ?? ["account"]) if (r[f]) return r[f];
+  return "";
+}
 
 export function recordsTable(records, { connectionLinks = true } = {}) {
   const head = h("tr", {}, ...["col.time", "col.type", "col.src", "col.dst", "col.account", "col.detail", "col.agent"]
@@ -59,7 +85,7 @@ export function recordsTable(records, { connectionLinks = true } = {}) {
     h("td", { text: r.type }),
     h("td", { class: "mono", text: src(r) }),
     h("td", { class: "mono", text: dst(r) }),
-    h("td", { text: r.account ?? "" }),
+    h("td", { text: account(r) }),
     h("td", {}, detail(r), connectionLinks && r.uid
       ? [" ", h("a", { href: `#/connection/${encodeURIComponent(r.uid)}?agent=${encodeURIComponent(r._agent ?? "")}`,
         text: t("tb.connection") })] : null),
@@ -136,7 +162,7 @@ export function renderTraceback(main, params) {
 
 export function renderSearch(main, params) {
   const type = h("select", { id: "s-type", name: "type" }, h("option", { value: "", text: t("s.all") }),
-    ...TYPES.map((x) => h("option", { value: x, text: x })));
+    ...listedTypes().map((x) => h("option", { value: x, text: x })));
   type.value = params.get("type") || "";
   const from = h("input", { id: "s-from", type: "datetime-local", step: 1, value: params.get("from") ? toInputTime(params.get("from")) : "" });
   const to = h("input", { id: "s-to", type: "datetime-local", step: 1, value: params.get("to") ? toInputTime(params.get("to")) : "" });
