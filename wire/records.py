@@ -408,6 +408,10 @@ Record: TypeAlias = (
     | StatsRecord
 )
 
+#: The schema's minor version (wire.version): 1.1 added dhcp's extras, 1.2 stats.keyword_engine
+#: (wire/SCHEMA-additions.md). Bumped with every field or type added here.
+SCHEMA_MINOR: Final = 2
+
 #: Every record type, once: ``type`` value -> its TypedDict and what the other parts of the
 #: system know about it (``wire.meta``). A new type is declared here and nowhere else.
 RECORDS: Final[dict[str, RecordMeta]] = {
