@@ -43,7 +43,8 @@ COMPILED_MODULES = [
     "agent/decode/defrag.py", "agent/decode/errors.py", "agent/pipeline.py", "agent/capture/pcapfile.py",
     "agent/capture/linktypes.py", "wire/jsonl.py", "wire/addresses.py", "wire/text.py",
     # the payload path: reassembly, the inspector and the decoders the traffic mix is made of
-    "agent/flows/reassembly.py", "agent/flows/inspector.py", "agent/protocols/base.py",
+    "agent/flows/reassembly.py", "agent/flows/inspector.py", "agent/flows/state.py", "agent/outbox.py",
+    "agent/protocols/base.py",
     "agent/protocols/http.py", "agent/protocols/dns.py", "agent/protocols/tls.py", "agent/protocols/smtp.py",
     "agent/identity/table.py", "agent/identity/state.py", "agent/identity/history.py",
     "agent/identity/fields.py", "agent/identity/apps.py", "agent/identity/dhcp.py",

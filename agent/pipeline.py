@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, cast
 from agent.capture.pcapfile import PcapRegion
 from agent.decode.packet import Decoder
 from agent.flows.inspector import DEFAULT_DEPTH, Inspector
-from agent.flows.table import DEFAULT_MAX_FLOWS, PROTO_NAMES, Flow, FlowTable
+from agent.flows.table import DEFAULT_MAX_FLOWS, PROTO_NAMES, FlowTable
 from agent.identity import IdentityTable, Roster
+from agent.outbox import Outbox, Weird
 from agent.protocols.base import LinkDecoder, Record
 from agent.protocols.registry import link_decoders, trackers
 from wire.addresses import ip_from_packed
@@ -40,7 +41,9 @@ class Pipeline:
                  depth: int = DEFAULT_DEPTH, roster: Roster | None = None, keep_bodies: bool = False,
                  rules: CompiledRules | None = None) -> None:
         self.sink = sink
-        self.decoder = Decoder()
+        # what the packet decoder, the flow table and the inspector make waits here (agent.outbox)
+        self.outbox = Outbox()
+        self.decoder = Decoder(outbox=self.outbox)
         # decoders=False: sessions only (the agent-core benchmark's configuration);
         # keep_bodies: a content filter reads message bodies, so decoders keep a prefix of each
         self.inspector: Inspector | None = None
@@ -59,7 +62,7 @@ class Pipeline:
             if links:  # (the packet decoder hands non-IP frames to one: PPPoE)
                 self.link = self.decoder.link = links[0]
             self.identity = IdentityTable(roster=roster)
-        self.table = FlowTable(max_flows=max_flows, uid_seed=uid_seed,
+        self.table = FlowTable(max_flows=max_flows, uid_seed=uid_seed, outbox=self.outbox,
                                tunnel_hook=self.decoder.decode_teredo, fast_path=fast_path,
                                inspector=self.inspector)
         self.packets = 0
@@ -136,20 +139,15 @@ class Pipeline:
     def _drain(self) -> None:
         if self.inspector is not None:
             self.inspector.tick(self.last_ts)
-        out = self.table.out
+        box = self.outbox
+        out = box.take_records()
         if self.decoder.records:
             out.extend(self.decoder.records)
             self.decoder.records.clear()
-        dec_weirds = self.decoder.weirds
-        tab_weirds = self.table.weirds
-        if dec_weirds:
-            for ts, name, detail, src, dst in dec_weirds:
-                out.append(self._weird(ts, name, detail, src, dst, None))
-            dec_weirds.clear()
-        if tab_weirds:
-            for ts, name, detail, f in tab_weirds:
-                out.append(self._weird(ts, name, detail, None, None, f))
-            tab_weirds.clear()
+        if box.weirds:
+            for w in box.weirds:
+                out.append(self._weird(w))
+            box.weirds.clear()
         if self.identity is not None:
             out = self._identify(out)
         if out:
@@ -165,7 +163,6 @@ class Pipeline:
                     cs = r["conn_state"]
                     states[cs] = states.get(cs, 0) + 1
             self.sink(out)
-            self.table.out = []
 
     def _identify(self, out: list[Record]) -> list[Record]:
         """Feed the identity table; add the login/logout records it derives; stamp `account`.
@@ -200,8 +197,8 @@ class Pipeline:
             ei += 1
         return res
 
-    def _weird(self, ts: float, name: str, detail: str, src: bytes | None, dst: bytes | None,
-               f: Flow | None) -> Record:
+    def _weird(self, w: Weird) -> Record:
+        ts, name, detail, src, dst, f = w
         self.weird_names[name] += 1
         rec: WeirdRecord
         if f is None:

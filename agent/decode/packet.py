@@ -51,6 +51,7 @@ from agent.decode.link import (
     ppp_payload,
     pppoe_header,
 )
+from agent.outbox import Outbox, Weird
 from agent.protocols.base import LinkDecoder
 
 # Zeek's default Tunnel::max_depth is 2; gateways rarely see more than one level.
@@ -111,9 +112,11 @@ _new_packet: Callable[[type[Packet], tuple[Any, ...]], Packet] = tuple.__new__  
 class Decoder:
     """Stateful (because of fragments) but pure: time comes from the packets."""
 
-    def __init__(self, defrag: Defragmenter | None = None) -> None:
+    def __init__(self, defrag: Defragmenter | None = None, outbox: Outbox | None = None) -> None:
         self.defrag = defrag if defrag is not None else Defragmenter()
-        self.weirds: list[tuple[float, str, str, bytes | None, bytes | None]] = []
+        # anomalies go to the pipeline's outbox (agent.outbox), with the packet's addresses
+        self.outbox = outbox if outbox is not None else Outbox()
+        self.weirds: list[Weird] = self.outbox.weirds  # (the same list: drained in place)
         # PPPoE discovery and session control frames go here when set; their records wait in `records`.
         self.link: LinkDecoder | None = None
         self.records: list[dict[str, Any]] = []
@@ -132,7 +135,7 @@ class Decoder:
                dst: bytes | None = None) -> None:
         self.counters["malformed"] += 1
         if len(self.weirds) < MAX_PENDING_WEIRDS:
-            self.weirds.append((ts, name, detail, src, dst))
+            self.weirds.append(Weird(ts, name, detail, src, dst))
         else:
             self.counters["weirds_dropped"] += 1
 

@@ -39,7 +39,7 @@ from agent.enforce.rst import reset_packets
 
 if TYPE_CHECKING:
     from agent.enforce.inject import RawInjector
-    from agent.flows.table import Flow
+    from agent.flows.state import Flow
     from agent.pipeline import Pipeline
 
 MAX_BLOCKED: Final = 65536

@@ -57,6 +57,8 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from agent.decode.errors import DecodeError
 from agent.flows.ports import never_flip
 from agent.flows.reassembly import Event, StreamReassembler
+from agent.flows.state import Flow, FlowApp
+from agent.outbox import Outbox, Weird
 from agent.protocols.base import (
     BodySkipping,
     Content,
@@ -74,7 +76,6 @@ from wire.addresses import ip_from_packed
 if TYPE_CHECKING:
     from agent.filter.engine import FilterEngine
     from agent.flows.side import Side
-    from agent.flows.table import Flow, FlowTable
 
 # bytes per direction (DESIGN.md step 3): enough for headers, hellos and commands
 DEFAULT_DEPTH: Final = 16384
@@ -91,67 +92,6 @@ _RST: Final = 0x04
 _ACK: Final = 0x10
 _PROTO = {6: "tcp", 17: "udp"}
 _NO_EVENTS: list[Event] = []  # shared, never appended to
-
-
-class FlowApp:
-    """Per-flow inspection state."""
-
-    __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "tracker", "skipper",
-                 "exempting", "stopped", "holes", "quiet_o", "quiet_r", "quiet_given_o", "quiet_given_r",
-                 "finishing", "starttls", "channels", "watch", "flip_check", "content")
-
-    def __init__(self, side_o: Side | None, depth: int, max_buffered: int, max_segments: int) -> None:
-        self.side_o = side_o  # the side that was the originator when inspection began (roles may flip)
-        if side_o is not None:
-            self.ro: StreamReassembler | None = StreamReassembler(
-                depth=depth, max_buffered=max_buffered, max_segments=max_segments)
-            self.rr: StreamReassembler | None = StreamReassembler(
-                depth=depth, max_buffered=max_buffered, max_segments=max_segments)
-        else:
-            self.ro = self.rr = None
-        self.dec: StreamDecoder | None = None
-        self.outer: StreamDecoder | None = None  # the SMTP/POP3/IMAP decoder after a STARTTLS
-        # events delivered before the service was known: (side, kind, value, ts)
-        self.pending: list[tuple[Side, str, int | bytes, float]] = []
-        self.passive = False  # nothing more to feed; only `close` is left
-        self.stopped = False  # a DecodeError ended decoding
-        # the decoder's optional capabilities its spec declares (agent.protocols.base)
-        self.finishing: Finishing | None = None  # it says when it is done (TLS: after the hellos)
-        self.starttls: StartTls | None = None  # a mail decoder that may switch to TLS
-        self.channels: DataChannels | None = None  # FTP, announcing data channels
-        self.watch = False  # starttls or channels: looked at after each delivery
-        self.flip_check = False  # DNS over UDP: the first datagram decides who the originator is
-        # Read by the flow table's fast path, so that most packets of an inspected flow cost no
-        # call here: `holes` (out-of-order data is buffered: a pure ACK may reveal a gap, so
-        # ACKs must come to us), and `quiet_o`/`quiet_r`, in-order bytes of each direction the
-        # fast path may count by itself (inside a skip window) through `absorb`;
-        # `quiet_given_*` is what was granted, so the difference is what it took.
-        self.holes = False
-        self.quiet_o = self.quiet_r = 0
-        self.quiet_given_o = self.quiet_given_r = 0
-        self.ids: dict[str, Any] | None = None
-        self.tracker: FlowTracker | None = None  # the flow's datagrams go to a tracker (DHCP)
-        # the decoder, when it can say which bytes it only counts (HTTP bodies past the kept prefix)
-        self.skipper: BodySkipping | None = None
-        # ... and it is asked which bytes a content filter scans on its own budget (bodies are kept)
-        self.exempting = False
-        # the pieces the flow's decoders hand the keyword filter (shared by a STARTTLS pair)
-        self.content: list[Content] | None = None
-
-
-    def absorb(self, fwd: bool, plen: int) -> bool:
-        """The fast path's question for an in-order segment of `plen` bytes from the side that was
-        the originator (`fwd`) or the other: does it fall inside a quiet window? Then it is counted
-        here and needs no inspector call. The segment that reaches a window's end is not
-        absorbed, so records come out at the same packet as on the general path."""
-        if fwd:
-            if self.quiet_o > plen:
-                self.quiet_o -= plen
-                return True
-        elif self.quiet_r > plen:
-            self.quiet_r -= plen
-            return True
-        return False
 
 
 class _Deferred:
@@ -188,7 +128,8 @@ class Inspector:
         self.max_segments = max_segments
         # services followed across flows (DHCP), each by its one tracker
         self.trackers: dict[str, FlowTracker] = dict(trackers) if trackers is not None else {}
-        self.table: FlowTable | None = None
+        # where records and weirds go: the flow table's (FlowTable hands over its outbox)
+        self.outbox = Outbox()
         self._deferred: list[_Deferred] = []  # filter work held for the batch's end
         self._deferred_pieces = 0
         # (address bytes, port) -> expiry ts of an announced FTP data channel
@@ -558,9 +499,9 @@ class Inspector:
     def _filter(self, f: Flow, app: FlowApp, ts: float) -> None:
         """Match what the decoders just handed over (at the batch's end, or now when inline);
         alerts go out with the flow id."""
-        assert self.filter is not None and app.content is not None and self.table is not None
+        assert self.filter is not None and app.content is not None
         if self.on_block is None:
-            self._deferred.append(_Deferred(f, app, app.content.copy(), ts, len(self.table.out)))
+            self._deferred.append(_Deferred(f, app, app.content.copy(), ts, len(self.outbox.records)))
             self._deferred_pieces += len(app.content)
             app.content.clear()
             if self._deferred_pieces >= DEFER_PIECES:
@@ -573,9 +514,9 @@ class Inspector:
 
     def _filter_close(self, f: Flow, app: FlowApp, ts: float) -> None:
         """The connection ended: its filter streams end (after any work held for it)."""
-        assert self.filter is not None and self.table is not None
+        assert self.filter is not None
         if self._deferred:
-            self._deferred.append(_Deferred(f, app, None, ts, len(self.table.out)))
+            self._deferred.append(_Deferred(f, app, None, ts, len(self.outbox.records)))
             return
         alerts = self.filter.close(f.uid, ts, self._ids(f, app))
         if alerts:
@@ -590,7 +531,7 @@ class Inspector:
         self._deferred = []
         self._deferred_pieces = 0
         filt = self.filter
-        assert filt is not None and self.table is not None
+        assert filt is not None
         # the whole values of all of it in one engine call (a call costs more than a short value)
         filt.prescan([(d.f.uid, d.pieces) for d in held if d.pieces is not None])
         placed: list[tuple[int, list[Record]]] = []
@@ -604,7 +545,7 @@ class Inspector:
                 placed.append((d.pos, alerts))
         if not placed:
             return
-        out = self.table.out
+        out = self.outbox.records
         merged: list[Record] = []
         last = 0
         for pos, recs in placed:  # in the order of `pos`: the work was held in record order
@@ -623,8 +564,7 @@ class Inspector:
         self._emit_plain(alerts)
 
     def _emit(self, f: Flow, app: FlowApp, recs: list[Record]) -> None:
-        assert self.table is not None
-        self.table.out += self._stamped(f, app, recs)
+        self.outbox.records += self._stamped(f, app, recs)
 
     def _ids(self, f: Flow, app: FlowApp) -> Record:
         """The fields every record of the flow starts with (made once per flow)."""
@@ -646,11 +586,9 @@ class Inspector:
 
     def _emit_plain(self, recs: list[Record]) -> None:
         if recs:
-            assert self.table is not None
-            self.table.out.extend(recs)
+            self.outbox.records.extend(recs)
             self.counters["records"] += len(recs)
 
     def _weird(self, f: Flow, ts: float, e: DecodeError) -> None:
         self.counters["decode_errors"] += 1
-        assert self.table is not None
-        self.table.weirds.append((ts, e.name, e.detail, f))
+        self.outbox.weirds.append(Weird(ts, e.name, e.detail, flow=f))

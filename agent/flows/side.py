@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agent.flows.table import Flow
+    from agent.flows.state import Flow
 
 
 class Side:

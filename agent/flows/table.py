@@ -54,10 +54,12 @@ from agent.decode.packet import Packet
 from agent.flows import tcp as T
 from agent.flows.classify import MAX_PROBES, probe_tcp, probe_tcp_pair, probe_udp
 from agent.flows.community_id import community_id, icmp_port_equivalents
-from agent.flows.inspector import FlowApp, Inspector
+from agent.flows.inspector import Inspector
 from agent.flows.ports import LIKELY_SERVER_TCP, LIKELY_SERVER_UDP, never_flip
 from agent.flows.side import Side
+from agent.flows.state import Flow
 from agent.flows.tcp import H_ACK, H_DATA
+from agent.outbox import Outbox, Weird
 from agent.protocols.base import Record
 from wire.addresses import ip_from_packed
 from wire.records import ConnState, SessionRecord
@@ -101,66 +103,6 @@ _UID_MULT = 0x9E3779B97F4A7C15F39CC061  # odd, so multiplication is a bijection 
 TunnelHook = Callable[[float, Packet, int, int, bool], "Packet | None"]
 
 
-class Flow:
-    """One connection: addresses, timing, history and its two sides (`orig`, `resp`)."""
-
-    __slots__ = (
-        "uid", "proto", "oip", "rip", "oport", "rport", "vlan", "ivlan", "omac", "rmac",
-        "start", "last", "history", "orig", "resp", "missed", "is_partial", "flipped", "service",
-        "probes", "first_o", "first_r", "key", "rkey", "fkey", "idle", "hard", "interim_at", "closed",
-        "fast", "probing", "app",
-    )
-
-    def __init__(self, uid: str, proto: int, src: bytes, dst: bytes, sport: int, dport: int,
-                 vlan: int | None, ivlan: int | None, smac: bytes | None, dmac: bytes | None,
-                 ts: float, idle: float, key: tuple[Any, ...]) -> None:
-        self.uid = uid
-        self.proto = proto
-        self.oip, self.rip, self.oport, self.rport = src, dst, sport, dport
-        self.vlan, self.ivlan = vlan, ivlan
-        self.omac, self.rmac = smac, dmac
-        self.start = self.last = self.interim_at = ts
-        self.idle = idle
-        self.key = key
-        self.rkey = (dst, dport, src, sport, proto, vlan, ivlan)
-        # the fast path's key (IPv4 without VLAN, TCP/UDP): addresses and ports as on the wire
-        self.fkey: bytes | None = None
-        self.history: list[str] = []
-        if proto == 6:
-            self.orig: Side = T.TcpEndpoint(self, 0)
-            self.resp: Side = T.TcpEndpoint(self, 8)
-        else:
-            self.orig = Side(self, 0)
-            self.resp = Side(self, 8)
-        self.orig.peer = self.resp
-        self.resp.peer = self.orig
-        self.missed = 0
-        self.is_partial = False
-        self.flipped = False
-        self.service: str | None = None
-        self.probes = 0
-        # `fast`: the per-packet fast path may handle this flow (see FlowTable.process_batch);
-        # `probing`: payload is still being looked at to name the service
-        self.fast = False
-        self.probing = True
-        self.first_o: bytes | None = None
-        self.first_r: bytes | None = None
-        self.hard = _INF
-        self.closed = False
-        self.app: FlowApp | None = None  # inspection state while the payload matters (agent.flows.inspector)
-
-    def flip_roles(self) -> None:
-        """Swap originator and responder (Zeek's Connection::FlipRoles); the sides keep their counters."""
-        self.oip, self.rip = self.rip, self.oip
-        self.oport, self.rport = self.rport, self.oport
-        self.omac, self.rmac = self.rmac, self.omac
-        self.first_o, self.first_r = self.first_r, self.first_o
-        self.orig, self.resp = self.resp, self.orig
-        self.orig.hist_bit, self.resp.hist_bit = 0, 8
-        self.flipped = not self.flipped
-        self.history.append("^")
-
-
 def _mac(b: bytes | None) -> str | None:
     return None if b is None else b.hex(":")
 
@@ -176,7 +118,7 @@ _DETACHED: Final = Flow("", 0, b"", b"", 0, 0, None, None, None, None, 0.0, 0.0,
 class FlowTable:
     def __init__(self, *, max_flows: int = DEFAULT_MAX_FLOWS, uid_seed: bytes = b"edgeaudit",
                  tunnel_hook: TunnelHook | None = None, fast_path: bool = True,
-                 inspector: Inspector | None = None) -> None:
+                 inspector: Inspector | None = None, outbox: Outbox | None = None) -> None:
         # fast_path=False sends every packet through the general decoder and state machine: the
         # records must be identical either way (the tests compare them)
         self.fast_path = fast_path
@@ -188,13 +130,13 @@ class FlowTable:
         self.fast_udp: dict[bytes, Side] = {}
         self.active: dict[Flow, None] = {}
         self.max_flows = max_flows
-        self.out: list[Record] = []
-        self.weirds: list[tuple[float, str, str, Flow | None]] = []
+        # session records and weirds go here, as the inspector's records do (agent.outbox)
+        self.outbox = outbox if outbox is not None else Outbox()
         self.tunnel_hook = tunnel_hook
-        # protocol decoders (None: sessions only); it writes its records to `out` and `weirds`
+        # protocol decoders (None: sessions only); it writes its records to the same outbox
         self.inspector = inspector
         if inspector is not None:
-            inspector.table = self
+            inspector.outbox = self.outbox
         self._uid_key = int.from_bytes(hashlib.blake2b(uid_seed, digest_size=12).digest(), "big")
         self._uid_n = 0
         self._tunnel_depth = 0
@@ -690,7 +632,7 @@ class FlowTable:
 
     def _weird(self, ts: float, name: str, detail: str, f: Flow | None) -> None:
         self.counters["truncated_l4"] += 1
-        self.weirds.append((ts, name, detail, f))
+        self.outbox.weirds.append(Weird(ts, name, detail, flow=f))
 
     # -- leaving the table ---------------------------------------------------------------
     def _retire(self, f: Flow) -> None:
@@ -703,7 +645,7 @@ class FlowTable:
         self.active.pop(f, None)
         if f.app is not None and self.inspector is not None:
             self.inspector.close(f, f.last)
-        self.out.append(self.session_record(f, False))
+        self.outbox.records.append(self.session_record(f, False))
         self.counters["sessions_out"] += 1
         # its sides point back at it and at each other: cycles only the garbage collector would
         # free (every retired flow, its sides, history and keys: measured, all of them). Pointed
@@ -724,7 +666,7 @@ class FlowTable:
         for f in self.active:
             if ts - f.interim_at >= INTERIM_INTERVAL and f.last > f.interim_at:
                 f.interim_at = ts
-                self.out.append(self.session_record(f, True))
+                self.outbox.records.append(self.session_record(f, True))
                 self.counters["interim_out"] += 1
 
     def _evict(self) -> None:

@@ -38,7 +38,7 @@ from agent.flows.side import Side
 from wire.records import ConnState
 
 if TYPE_CHECKING:
-    from agent.flows.table import Flow
+    from agent.flows.state import Flow
 
 # Endpoint states (Zeek's TCP_ENDPOINT_*).
 INACTIVE: Final = 0

@@ -33,6 +33,7 @@ from scapy.packet import Raw
 from agent.capture import linktypes as lt
 from agent.decode import packet as packet_mod
 from agent.decode.packet import MAX_EXT_HEADERS, MAX_TUNNEL_DEPTH, Decoder, Packet
+from agent.outbox import Weird
 
 CORPUS = Path(__file__).resolve().parents[3].parent / "shared" / "corpus"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/corpus absent")
@@ -725,10 +726,11 @@ def test_pending_weirds_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert d.counters["weirds_dropped"] == 2 and d.counters["malformed"] == 5
 
 
-def test_weird_tuple_shape() -> None:
+def test_weird_shape() -> None:
     d = Decoder()
     d.decode(12.5, lt.ETHERNET, b"x")
-    assert d.weirds == [(12.5, "truncated_link_header", "ethernet frame of 1 bytes", None, None)]
+    assert d.weirds == [Weird(12.5, "truncated_link_header", "ethernet frame of 1 bytes")]
+    assert d.weirds is d.outbox.weirds and d.weirds[0].flow is None
 
 
 def test_decoder_never_raises_on_truncations_of_valid_frames() -> None:

@@ -38,7 +38,7 @@ def general_path_sessions(frames: list[Frame]) -> list[Record]:
         if pkt is not None:
             table.process(ts, pkt)
     table.flush()
-    return [r for r in table.out if r["type"] == "session"]
+    return [r for r in table.outbox.records if r["type"] == "session"]
 
 
 def uid_key(r: Record) -> tuple[str, bool]:

@@ -504,9 +504,9 @@ def test_slow_path_drops_malformed_tcp_headers_with_a_weird() -> None:
         pkt = dec.decode(ts, lt, fr)
         assert pkt is not None
         table.process(ts, pkt)
-    assert [w[1] for w in table.weirds] == ["bad_TCP_header_len", "bad_TCP_header_len"]
+    assert [w.name for w in table.outbox.weirds] == ["bad_TCP_header_len", "bad_TCP_header_len"]
     table.flush()
-    check(table.out[0], orig_pkts=4, orig_bytes=100, history="ShADd")
+    check(table.outbox.records[0], orig_pkts=4, orig_bytes=100, history="ShADd")
 
 
 def test_fast_path_key_is_the_wire_order_of_addresses_and_ports() -> None:

@@ -26,7 +26,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from agent.flows import tcp as T
-from agent.flows.table import Flow
+from agent.flows.state import Flow
 
 M32 = 0xFFFFFFFF
 T0 = 1_700_000_000.0

@@ -410,7 +410,7 @@ def test_malformed_discovery_through_the_decoder_is_a_weird() -> None:
     assert d.decode(TS, lt.ETHERNET, frame) is None
     assert d.records == []
     assert [(w[0], w[1]) for w in d.weirds] == [(TS, "pppoe_malformed_tags")]
-    assert d.weirds[0][3:] == (None, None)
+    assert d.weirds[0][3:] == (None, None, None)  # no addresses, no flow
     assert d.counters["malformed"] == 1
     d.decode(TS, lt.ETHERNET, session_frame(CLIENT, BRAS, 1, PPP_PAP, b"\x01\x01\x00\x09\x09ab"))
     assert d.weirds[-1][1] == "ppp_pap_malformed"
