@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from agent.capture.pcapfile import PcapRegion
+from agent.capture.pcapfile import PcapRegion, read_records
 from agent.decode.packet import Decoder
 from agent.flows.inspector import DEFAULT_DEPTH, Inspector
 from agent.flows.table import DEFAULT_MAX_FLOWS, PROTO_NAMES, FlowTable
@@ -101,12 +101,12 @@ class Pipeline:
         self._drain()
 
     def feed_pcap(self, region: PcapRegion, max_packets: int = 65536) -> tuple[int, int, int, int]:
-        """Process up to `max_packets` records of a classic pcap in place (see FlowTable.process_pcap).
+        """Process up to `max_packets` records of a classic pcap in place (`read_records`).
 
         Returns (offset reached, packets, frame bytes, snapped records) for `CaptureFile.consumed`.
         """
-        off, n, nbytes, snapped, first, last = self.table.process_pcap(region, self.decoder.decode,
-                                                                      max_packets)
+        off, n, nbytes, snapped, first, last = read_records(region, self.table, self.decoder.decode,
+                                                            max_packets)
         if n:
             if self.first_ts is None:
                 self.first_ts = first

@@ -61,11 +61,16 @@ import mmap
 import os
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+from librt.strings import read_i32_le
+
+if TYPE_CHECKING:
+    from agent.decode.packet import Packet as DecodedPacket
 
 __all__ = ["CaptureError", "CaptureFile", "Packet", "PcapRegion", "open_capture"]
 
@@ -105,6 +110,12 @@ _OPT_IF_TSOFFSET: Final = 14
 _DEFAULT_TS_DIVISOR: Final = 1_000_000  # if_tsresol absent: microseconds
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+
+
+#: Bytes of the file's map copied out at a time by `read_records` (a record longer is copied whole).
+READ_CHUNK: Final = 1 << 20
+# compiled by mypyc: librt's single loads beat a struct unpack's tuple of boxed integers
+COMPILED: Final = not __file__.endswith(".py")
 
 
 class CaptureError(Exception):
@@ -161,7 +172,7 @@ _Interface = tuple[int, int, int, int]
 class PcapRegion:
     """The unread records of a classic pcap file, for a consumer that parses them in place.
 
-    The flow table's loop (`FlowTable.process_pcap`) reads record headers and
+    `read_records` reads record headers and
     frames from megabyte copies of the map, so a packet on its fast path is
     never sliced into a `bytes` object of its own or wrapped in a tuple. It consumes complete,
     sane records only and reports how far it got with `CaptureFile.consumed`;
@@ -176,6 +187,109 @@ class PcapRegion:
     record: struct.Struct  # the record header: seconds, fraction, captured length, original length
     ts_divisor: int  # fractions per second (10**6 or 10**9)
     max_caplen: int  # a longer captured length is damage, not a packet
+
+
+class RecordSink:
+    """What `read_records` hands a classic pcap's records to: the flow table
+    (`agent.flows.table.FlowTable` subclasses it). A native base class, not a Protocol:
+    compiled, the per-packet calls through it are direct vtable calls."""
+
+    def __init__(self, fast_path: bool) -> None:
+        self.fast_path = fast_path  # False: every packet through `process`
+        self.next_scan = 0.0  # packet time at which `scan` is next due
+
+    def scan(self, ts: float) -> None:
+        """Time reached `ts` (>= next_scan): time flows out, write interim records."""
+        raise NotImplementedError
+
+    def fast(self, ts: float, buf: bytes, p: int, caplen: int) -> bool:
+        """Take the Ethernet frame at `buf[p:p + caplen]` on the fast path, or say False."""
+        raise NotImplementedError
+
+    def process(self, ts: float, pkt: DecodedPacket) -> None:
+        """A decoded packet the fast path did not take."""
+        raise NotImplementedError
+
+
+def read_records(region: PcapRegion, table: RecordSink,
+                 decode: Callable[[float, int, bytes], DecodedPacket | None],
+                 max_packets: int) -> tuple[int, int, int, int, float | None, float | None]:
+    """Run up to `max_packets` records of a classic pcap file through `table`.
+
+    The file's map is copied out `READ_CHUNK` bytes at a time into a `bytes`
+    object, which the compiled fast path reads with single machine loads
+    (`librt.strings`); a frame on the fast path is never sliced out on its
+    own. The others are sliced for the general decoder. Stops before the
+    first record that is incomplete or implausible, leaving it to the
+    reader to report. Returns (offset reached, packets, frame bytes,
+    snapped records, first and last timestamp).
+    """
+    mm = region.buf
+    end = region.end
+    linktype = region.linktype
+    rec = region.record.unpack_from
+    little = region.record.format.startswith("<")
+    # float division of the exact integers: the same correctly rounded value as libpcap's
+    # sec + usec / 1e6 and as the reader's int / int, at a fraction of the cost
+    div = float(region.ts_divisor)
+    max_caplen = region.max_caplen
+    use_fast = linktype == 1 and table.fast_path
+    slow = table.process
+    next_scan = table.next_scan
+    off = region.start
+    n = nbytes = snapped = 0
+    first_ts: float | None = None
+    ts = 0.0
+    sec: int
+    frac: int
+    caplen: int
+    wirelen: int
+    chunk = b""  # mm[base:base + len(chunk)]
+    base = off
+    clen = 0
+    while n < max_packets:
+        if off + 16 > end:
+            break
+        lo = off - base
+        if lo + 16 > clen:
+            chunk = mm[off:off + READ_CHUNK]
+            base = off
+            lo = 0
+            clen = len(chunk)
+        if little and COMPILED:
+            sec = int(read_i32_le(chunk, lo)) & 0xFFFFFFFF
+            frac = int(read_i32_le(chunk, lo + 4)) & 0xFFFFFFFF
+            caplen = int(read_i32_le(chunk, lo + 8)) & 0xFFFFFFFF
+            wirelen = int(read_i32_le(chunk, lo + 12)) & 0xFFFFFFFF
+        else:
+            sec, frac, caplen, wirelen = rec(chunk, lo)
+        nxt = off + 16 + caplen
+        if nxt > end or caplen > max_caplen:
+            break
+        if lo + 16 + caplen > clen:  # the record runs past the copy: copy again from it
+            chunk = mm[off:off + max(READ_CHUNK, 16 + caplen)]
+            base = off
+            lo = 0
+            clen = len(chunk)
+        p = lo + 16
+        ts = sec + frac / div
+        if first_ts is None:
+            first_ts = ts
+        if ts >= next_scan:
+            table.scan(ts)
+            next_scan = table.next_scan
+        n += 1
+        nbytes += caplen
+        if caplen < wirelen:
+            snapped += 1
+        off = nxt
+        if use_fast and table.fast(ts, chunk, p, caplen):  # (not a bound method: a direct call)
+            continue
+        pkt = decode(ts, linktype, chunk[p:p + caplen])
+        if pkt is not None:
+            slow(ts, pkt)
+    return off, n, nbytes, snapped, first_ts, (ts if n else None)
+
 
 
 class CaptureFile:

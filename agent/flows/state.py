@@ -28,6 +28,9 @@ from agent.protocols.base import (
 )
 
 _INF = float("inf")
+#: A flow's key as its first packet had it: (src, src port, dst, dst port, IP protocol, VLAN,
+#: inner VLAN); the ports are 0 for a transport without them, ICMP's type and code for ICMP.
+FlowKey = tuple[bytes, int, bytes, int, int, "int | None", "int | None"]
 
 
 class Flow:
@@ -40,9 +43,9 @@ class Flow:
         "fast", "probing", "app",
     )
 
-    def __init__(self, uid: str, proto: int, src: bytes, dst: bytes, sport: int, dport: int,
-                 vlan: int | None, ivlan: int | None, smac: bytes | None, dmac: bytes | None,
-                 ts: float, idle: float, key: tuple[Any, ...]) -> None:
+    def __init__(self, uid: str, key: FlowKey, smac: bytes | None, dmac: bytes | None, ts: float,
+                 idle: float) -> None:
+        src, sport, dst, dport, proto, vlan, ivlan = key
         self.uid = uid
         self.proto = proto
         self.oip, self.rip, self.oport, self.rport = src, dst, sport, dport
@@ -135,6 +138,17 @@ class FlowApp:
         # the pieces the flow's decoders hand the keyword filter (shared by a STARTTLS pair)
         self.content: list[Content] | None = None
 
+
+    def wants_segment(self, side: Side, plen: int) -> bool:
+        """The flow table's fast path asks, for an in-order segment of `plen` bytes (0: a pure
+        ACK) from `side`: must the inspector see it? Not when decoding is over (`passive`), not
+        when its bytes fall inside a quiet window (counted here: `absorb`), and a pure ACK only
+        while out-of-order data waits for it (`holes`)."""
+        if self.passive:
+            return False
+        if plen:
+            return not self.absorb(side is self.side_o, plen)
+        return self.holes
 
     def absorb(self, fwd: bool, plen: int) -> bool:
         """The fast path's question for an in-order segment of `plen` bytes from the side that was

@@ -47,9 +47,9 @@ from binascii import b2a_base64
 from collections.abc import Callable
 from typing import Any, Final, cast
 
-from librt.strings import read_i16_be, read_i32_be, read_i32_le
+from librt.strings import read_i16_be, read_i32_be
 
-from agent.capture.pcapfile import PcapRegion
+from agent.capture.pcapfile import RecordSink
 from agent.decode.packet import Packet
 from agent.flows import tcp as T
 from agent.flows.classify import MAX_PROBES, probe_tcp, probe_tcp_pair, probe_udp
@@ -57,7 +57,7 @@ from agent.flows.community_id import community_id, icmp_port_equivalents
 from agent.flows.inspector import Inspector
 from agent.flows.ports import LIKELY_SERVER_TCP, LIKELY_SERVER_UDP, never_flip
 from agent.flows.side import Side
-from agent.flows.state import Flow
+from agent.flows.state import Flow, FlowKey
 from agent.flows.tcp import H_ACK, H_DATA
 from agent.outbox import Outbox, Weird
 from agent.protocols.base import Record
@@ -92,7 +92,6 @@ _TCP_HDR: Final = struct.Struct("!HHIIHH")
 _FAST_HDR: Final = struct.Struct("!12xIH2xHxB2x12sIIHH")
 # bytes of a capture file copied out of its map at a time for `process_pcap`: big enough that the
 # copy costs nothing per packet, small enough to stay in the CPU's caches
-READ_CHUNK: Final = 1 << 20
 _PORTS: Final = struct.Struct("!HH")
 _UDP_LEN: Final = struct.Struct("!H")
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6"}
@@ -112,16 +111,16 @@ def _fast_key(src: bytes, dst: bytes, sport: int, dport: int) -> bytes:
 
 
 # What a retired flow's sides point at (`FlowTable._retire`): no flow, never in a table.
-_DETACHED: Final = Flow("", 0, b"", b"", 0, 0, None, None, None, None, 0.0, 0.0, ())
+_DETACHED: Final = Flow("", (b"", 0, b"", 0, 0, None, None), None, None, 0.0, 0.0)
 
 
-class FlowTable:
+class FlowTable(RecordSink):
     def __init__(self, *, max_flows: int = DEFAULT_MAX_FLOWS, uid_seed: bytes = b"edgeaudit",
                  tunnel_hook: TunnelHook | None = None, fast_path: bool = True,
                  inspector: Inspector | None = None, outbox: Outbox | None = None) -> None:
         # fast_path=False sends every packet through the general decoder and state machine: the
         # records must be identical either way (the tests compare them)
-        self.fast_path = fast_path
+        super().__init__(fast_path)
         self._unpack_fast = _FAST_HDR.unpack_from  # bound once: no method lookup per packet
         # both directions' keys -> the side that sends packets with that key
         self.flows: dict[tuple[Any, ...], Side] = {}
@@ -140,7 +139,6 @@ class FlowTable:
         self._uid_key = int.from_bytes(hashlib.blake2b(uid_seed, digest_size=12).digest(), "big")
         self._uid_n = 0
         self._tunnel_depth = 0
-        self._next_scan = 0.0
         self.counters = {"flows_created": 0, "flows_evicted": 0, "flows_timed_out": 0,
                          "sessions_out": 0, "interim_out": 0, "truncated_l4": 0, "no_next_header": 0}
 
@@ -168,96 +166,18 @@ class FlowTable:
         """
         use_fast = self.fast_path
         slow = self.process
-        next_scan = self._next_scan
+        next_scan = self.next_scan
         for ts, linktype, frame in batch:
             if ts >= next_scan:
-                self._scan(ts)
-                next_scan = self._next_scan
-            if linktype == 1 and use_fast and self._fast(ts, frame, 0, len(frame)):
+                self.scan(ts)
+                next_scan = self.next_scan
+            if linktype == 1 and use_fast and self.fast(ts, frame, 0, len(frame)):
                 continue
             pkt = decode(ts, linktype, frame)
             if pkt is not None:
                 slow(ts, pkt)
 
-    def process_pcap(self, region: PcapRegion, decode: Callable[[float, int, bytes], Packet | None],
-                     max_packets: int) -> tuple[int, int, int, int, float | None, float | None]:
-        """Run up to `max_packets` records of a classic pcap file through the table.
-
-        The file's map is copied out `READ_CHUNK` bytes at a time into a `bytes`
-        object, which the compiled fast path reads with single machine loads
-        (`librt.strings`); a frame on the fast path is never sliced out on its
-        own. The others are sliced for the general decoder. Stops before the
-        first record that is incomplete or implausible, leaving it to the
-        reader to report. Returns (offset reached, packets, frame bytes,
-        snapped records, first and last timestamp).
-        """
-        mm = region.buf
-        end = region.end
-        linktype = region.linktype
-        rec = region.record.unpack_from
-        little = region.record.format.startswith("<")
-        # float division of the exact integers: the same correctly rounded value as libpcap's
-        # sec + usec / 1e6 and as the reader's int / int, at a fraction of the cost
-        div = float(region.ts_divisor)
-        max_caplen = region.max_caplen
-        use_fast = linktype == 1 and self.fast_path
-        slow = self.process
-        next_scan = self._next_scan
-        off = region.start
-        n = nbytes = snapped = 0
-        first_ts: float | None = None
-        ts = 0.0
-        sec: int
-        frac: int
-        caplen: int
-        wirelen: int
-        chunk = b""  # mm[base:base + len(chunk)]
-        base = off
-        clen = 0
-        while n < max_packets:
-            if off + 16 > end:
-                break
-            lo = off - base
-            if lo + 16 > clen:
-                chunk = mm[off:off + READ_CHUNK]
-                base = off
-                lo = 0
-                clen = len(chunk)
-            if little and COMPILED:
-                sec = int(read_i32_le(chunk, lo)) & 0xFFFFFFFF
-                frac = int(read_i32_le(chunk, lo + 4)) & 0xFFFFFFFF
-                caplen = int(read_i32_le(chunk, lo + 8)) & 0xFFFFFFFF
-                wirelen = int(read_i32_le(chunk, lo + 12)) & 0xFFFFFFFF
-            else:
-                sec, frac, caplen, wirelen = rec(chunk, lo)
-            nxt = off + 16 + caplen
-            if nxt > end or caplen > max_caplen:
-                break
-            if lo + 16 + caplen > clen:  # the record runs past the copy: copy again from it
-                chunk = mm[off:off + max(READ_CHUNK, 16 + caplen)]
-                base = off
-                lo = 0
-                clen = len(chunk)
-            p = lo + 16
-            ts = sec + frac / div
-            if first_ts is None:
-                first_ts = ts
-            if ts >= next_scan:
-                self._scan(ts)
-                next_scan = self._next_scan
-            n += 1
-            nbytes += caplen
-            if caplen < wirelen:
-                snapped += 1
-            off = nxt
-            if use_fast and self._fast(ts, chunk, p, caplen):
-                continue
-            pkt = decode(ts, linktype, chunk[p:p + caplen])
-            if pkt is not None:
-                slow(ts, pkt)
-        return off, n, nbytes, snapped, first_ts, (ts if n else None)
-
-    def _fast(self, ts: float, buf: bytes, p: int, caplen: int) -> bool:
+    def fast(self, ts: float, buf: bytes, p: int, caplen: int) -> bool:
         """The fast path for one Ethernet frame at `buf[p:p + caplen]`; False when it is not for it.
 
         It takes, without the general decoder, the packets that are almost all
@@ -293,17 +213,12 @@ class FlowTable:
             ack = int(read_i32_be(buf, p + 42)) & 0xFFFFFFFF
             offflags = int(read_i16_be(buf, p + 46)) & 0xFFFF
             win = int(read_i16_be(buf, p + 48)) & 0xFFFF
-            return self._fast_fields(ts, True, tot, frag, proto, key, seq, ack, offflags, win, caplen, buf, p)
-        head: int
-        head, tot, frag, proto, key, seq, ack, offflags, win = self._unpack_fast(buf, p)
-        return self._fast_fields(ts, head >> 8 == 0x080045, tot, frag, proto, key, seq, ack, offflags, win,
-                                 caplen, buf, p)
-
-    def _fast_fields(self, ts: float, plain_ipv4: bool, tot: int, frag: int, proto: int, key: bytes,
-                     seq: int, ack: int, offflags: int, win: int, caplen: int, buf: bytes,
-                     p: int) -> bool:
-        """`_fast` once the header fields are read."""
-        if not plain_ipv4 or frag & 0x3FFF or tot + 14 > caplen:
+        else:
+            head: int
+            head, tot, frag, proto, key, seq, ack, offflags, win = self._unpack_fast(buf, p)
+            if head >> 8 != 0x080045:
+                return False
+        if frag & 0x3FFF or tot + 14 > caplen:
             return False
         if proto == 6:
             ep = self.fast_tcp.get(key)
@@ -322,15 +237,14 @@ class FlowTable:
             if d2 >= 0x80000000 or not ack:
                 return False
             app = f.app
+            # the inspector sees the segment unless its flow's state says it need not (FlowApp:
+            # passive, or inside a quiet window, or a pure ACK with nothing out of order)
+            inspect = app is not None and self.inspector is not None and app.wants_segment(ep, plen)
             # the payload is copied out of the capture only for a reader: the content probe, or
             # a decoder outside its quiet windows (a passive flow's bulk data is only counted)
-            if app is not None and (app.passive or self.inspector is None):
-                app = None
             payload: bytes = b""
             if plen:
-                if app is not None and app.absorb(ep is app.side_o, plen):
-                    app = None  # counted in a quiet window: no call
-                if f.probing or app is not None:
+                if f.probing or inspect:
                     payload = bytes(buf[p + 34 + thl:p + 14 + tot])
                     if f.probing:
                         self._probe_tcp(f, ep is f.orig, payload)
@@ -358,7 +272,7 @@ class FlowTable:
             # the inspector's quiet windows: in-order bytes it only needs counted (absorbed above),
             # and pure ACKs while no out-of-order data waits, cost no call (see FlowApp); the
             # packet that reaches a window's end goes to it, so records come out at the same packet
-            if app is not None and (plen or app.holes):
+            if inspect:
                 cast(Inspector, self.inspector).tcp(f, ep, ts, offflags & 0xFF, seq, ack, payload)
             return True
         if proto == 17:
@@ -409,7 +323,7 @@ class FlowTable:
                     self._retire(f)
                     f = None
             if f is None:
-                f = self._new_tcp(ts, key, src, dst, sport, dport, flags, vlan, ivlan, frame, mac_off)
+                f = self._new_tcp(ts, key, pkt, flags)
                 side = self.flows[key]
             assert side is not None
             is_orig = side is f.orig
@@ -452,8 +366,7 @@ class FlowTable:
                 self._retire(side.flow)
                 side = None
             if side is None:
-                f = self._new_flow(ts, key, 17, src, dst, sport, dport, vlan, ivlan, frame, mac_off,
-                                   UDP_INACTIVITY)
+                f = self._new_flow(ts, key, pkt, UDP_INACTIVITY)
                 if sport in LIKELY_SERVER_UDP and dport not in LIKELY_SERVER_UDP and not never_flip(dst):
                     f.flip_roles()
                 side = self.flows[key]
@@ -493,8 +406,7 @@ class FlowTable:
                 return
             sport, dport, _ = icmp_port_equivalents(proto, buf[off], buf[off + 1])
             key = (src, sport, dst, dport, proto, vlan, ivlan)
-            self._count_other(ts, key, proto, src, dst, sport, dport, vlan, ivlan, frame, mac_off,
-                              iplen, l4len - 8, ICMP_INACTIVITY)
+            self._count_other(ts, key, pkt, l4len - 8, ICMP_INACTIVITY)
             return
         if proto == PROTO_NONE6:
             # IPv6 "no next header": nothing is carried (Teredo bubbles, keepalives); Zeek logs no
@@ -503,36 +415,35 @@ class FlowTable:
             return
         # any other transport: one flow per address pair and protocol, no ports
         key = (src, 0, dst, 0, proto, vlan, ivlan)
-        self._count_other(ts, key, proto, src, dst, 0, 0, vlan, ivlan, frame, mac_off, iplen, l4len,
-                          UDP_INACTIVITY)
+        self._count_other(ts, key, pkt, l4len, UDP_INACTIVITY)
 
-    def _count_other(self, ts: float, key: tuple[Any, ...], proto: int, src: bytes, dst: bytes, sport: int,
-                     dport: int, vlan: int | None, ivlan: int | None, frame: bytes, mac_off: int, iplen: int,
-                     nbytes: int, idle: float) -> None:
+    def _count_other(self, ts: float, key: FlowKey, pkt: Packet, nbytes: int, idle: float) -> None:
+        """A packet of a transport without connection state (ICMP, and the rest): counted."""
         side = self.flows.get(key)
         if side is not None and ts - side.flow.last > side.flow.idle:
             self._retire(side.flow)
             side = None
         if side is None:
-            self._new_flow(ts, key, proto, src, dst, sport, dport, vlan, ivlan, frame, mac_off, idle)
+            self._new_flow(ts, key, pkt, idle)
             side = self.flows[key]
         side.flow.last = ts
         side.pkts += 1
-        side.ipb += iplen
+        side.ipb += pkt.ip_len
         side.nbytes += max(nbytes, 0)
 
     # -- flow life cycle -----------------------------------------------------------------
-    def _new_flow(self, ts: float, key: tuple[Any, ...], proto: int, src: bytes, dst: bytes, sport: int,
-                  dport: int, vlan: int | None, ivlan: int | None, frame: bytes, mac_off: int,
-                  idle: float) -> Flow:
+    def _new_flow(self, ts: float, key: FlowKey, pkt: Packet, idle: float) -> Flow:
+        """A flow for `key`, the first packet `pkt` had (its MAC addresses are the flow's)."""
         if len(self.active) >= self.max_flows:
             self._evict()
+        frame, mac_off = pkt.frame, pkt.mac_off
         if mac_off >= 0 and len(frame) >= mac_off + 12:
             dmac: bytes | None = frame[mac_off:mac_off + 6]
             smac: bytes | None = frame[mac_off + 6:mac_off + 12]
         else:
             smac = dmac = None
-        f = Flow(self._uid(), proto, src, dst, sport, dport, vlan, ivlan, smac, dmac, ts, idle, key)
+        src, sport, dst, dport, proto, vlan, _ = key
+        f = Flow(self._uid(), key, smac, dmac, ts, idle)
         self.flows[key] = f.orig
         self.flows[f.rkey] = f.resp
         if vlan is None and len(src) == 4 and (proto == 6 or proto == 17):
@@ -544,9 +455,9 @@ class FlowTable:
         self.counters["flows_created"] += 1
         return f
 
-    def _new_tcp(self, ts: float, key: tuple[Any, ...], src: bytes, dst: bytes, sport: int, dport: int,
-                 flags: int, vlan: int | None, ivlan: int | None, frame: bytes, mac_off: int) -> Flow:
-        f = self._new_flow(ts, key, 6, src, dst, sport, dport, vlan, ivlan, frame, mac_off, UDP_INACTIVITY)
+    def _new_tcp(self, ts: float, key: FlowKey, pkt: Packet, flags: int) -> Flow:
+        f = self._new_flow(ts, key, pkt, UDP_INACTIVITY)
+        sport, dst, dport = key[1], key[2], key[3]
         syn = flags & T.SYN
         ackf = flags & T.ACK
         # Zeek's SetPartialStatus for the very first packet (from the originator, before any flip)
@@ -654,9 +565,9 @@ class FlowTable:
             side.flow = _DETACHED
             side.peer = _DETACHED.orig
 
-    def _scan(self, ts: float) -> None:
+    def scan(self, ts: float) -> None:
         """Retire timed-out flows and write interim records (every SCAN_INTERVAL of packet time)."""
-        self._next_scan = ts + SCAN_INTERVAL
+        self.next_scan = ts + SCAN_INTERVAL
         if not self.active:
             return
         expired = [f for f in self.active if ts - f.last > f.idle or ts > f.hard]
@@ -678,8 +589,8 @@ class FlowTable:
     def advance(self, ts: float) -> None:
         """Time reached ``ts`` with no packet (a live capture on an idle link): retire what
         timed out and write what is due, as a packet at ``ts`` would have."""
-        if ts >= self._next_scan:
-            self._scan(ts)
+        if ts >= self.next_scan:
+            self.scan(ts)
 
     def flush(self) -> None:
         """Retire every flow (end of capture, shutdown)."""

@@ -413,7 +413,7 @@ def test_fast_path_is_invisible_on_the_synthetic_capture(which: str, synth_pcaps
 
 
 def _in_place(path: Path, chunk: int, fast: bool) -> list[Record]:
-    """The CLI's way through a classic pcap: FlowTable.process_pcap over the file's map, in chunks."""
+    """The CLI's way through a classic pcap: read_records over the file's map, in chunks."""
     out: list[Record] = []
     p = Pipeline(out.extend, fast_path=fast)
     with open_capture(path) as cap:

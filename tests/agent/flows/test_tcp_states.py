@@ -315,7 +315,7 @@ def test_synack_first_between_high_ports_ends_with_the_client_as_originator() ->
 def _tcp_flow() -> Flow:
     a, b = socket.inet_aton("10.0.0.2"), socket.inet_aton("10.0.0.1")
     key = (a, 80, b, 40000, 6, None, None)
-    return Flow("Ctest", 6, a, b, 80, 40000, None, None, None, None, T0, 300.0, key)
+    return Flow("Ctest", key, None, None, T0, 300.0)
 
 
 def test_syn_synack_reversal_in_the_state_machine() -> None:
