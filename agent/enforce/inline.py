@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from agent.capture.linktypes import RAW
 from agent.enforce.nfqueue import NfQueue, QueuedPacket
 from agent.enforce.rst import reset_packets
+from agent.flows.tcp import TcpEndpoint
 
 if TYPE_CHECKING:
     from agent.enforce.inject import RawInjector
@@ -111,11 +112,11 @@ class InlineAgent:
         return self.handle(qp.payload)
 
     # -- the inspector's call when a `block` rule matched -----------------------------------------
-    def _on_block(self, f: Flow, alerts: list[dict[str, Any]]) -> bool:
+    def _on_block(self, f: Flow, alerts: list[dict[str, Any]], segment: tuple[bool, int] | None) -> bool:
         self._drop_current = True
         self._remember(f)
         if f.proto == 6:
-            self._reset(f)
+            self._reset(f, segment)
         return True
 
     def _remember(self, f: Flow) -> None:
@@ -127,16 +128,16 @@ class InlineAgent:
         self.blocked[(f.rip, f.oip, f.rport, f.oport, f.proto)] = None
         self.counters["connections_blocked"] += 1
 
-    def _reset(self, f: Flow) -> None:
-        seg = self.inspector.segment
+    def _reset(self, f: Flow, seg: tuple[bool, int] | None) -> None:
         if seg is None or self.injector is None:
             return
         from_orig, seq = seg
         orig, resp = f.orig, f.resp
         # the dropped packet's receiver expects its sequence number; its sender expects the
         # next byte of the other end (everything seen from that end was forwarded)
-        o_next = seq if from_orig else getattr(orig, "last", 0) & _M32
-        r_next = getattr(resp, "last", 0) & _M32 if from_orig else seq
+        assert isinstance(orig, TcpEndpoint) and isinstance(resp, TcpEndpoint)  # (only TCP is reset)
+        o_next = seq if from_orig else orig.last & _M32
+        r_next = resp.last & _M32 if from_orig else seq
         try:
             packets = reset_packets(
                 client_ip=str(ipaddress.ip_address(f.oip)), client_port=f.oport,

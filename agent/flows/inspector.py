@@ -120,10 +120,9 @@ class Inspector:
         self.keep_bodies = keep_bodies or filter is not None
         self.filter = filter  # the keyword filter (agent.filter), when a ruleset is loaded
         # called with a connection's `block` alerts; says whether it stopped the connection
-        self.on_block: Callable[[Flow, list[Record]], bool] | None = None
-        # the TCP segment being inspected: (from the originator, its sequence number), for
-        # `on_block` to sequence resets; None while a UDP datagram is
-        self.segment: tuple[bool, int] | None = None
+        # (the flow, its `block` alerts, the TCP segment whose content made them: from the
+        # originator, its sequence number; None for a datagram)
+        self.on_block: Callable[[Flow, list[Record], tuple[bool, int] | None], bool] | None = None
         self.max_buffered = max_buffered
         self.max_segments = max_segments
         # services followed across flows (DHCP), each by its one tracker
@@ -179,7 +178,7 @@ class Inspector:
         app = f.app
         assert app is not None
         if self.on_block is not None:  # (only a blocker reads it: no tuple per segment otherwise)
-            self.segment = (side is f.orig, seq)
+            app.segment = (side is f.orig, seq)
         fwd = side is app.side_o
         r = app.ro if fwd else app.rr
         peer_r = app.rr if fwd else app.ro
@@ -253,8 +252,6 @@ class Inspector:
     def udp(self, f: Flow, is_orig: bool, ts: float, payload: bytes) -> None:
         app = f.app
         assert app is not None
-        if self.on_block is not None:
-            self.segment = None
         tracker = app.tracker
         if tracker is not None:
             src, dst = (f.oip, f.rip) if is_orig else (f.rip, f.oip)
@@ -558,7 +555,7 @@ class Inspector:
     def _alerts(self, f: Flow, app: FlowApp, alerts: list[Record]) -> None:
         """Alerts made now (inline): blocked when asked; they carry the flow id already."""
         blocks = [a for a in alerts if a["action"] == "block"]
-        if blocks and self.on_block is not None and self.on_block(f, blocks):
+        if blocks and self.on_block is not None and self.on_block(f, blocks, app.segment):
             for a in blocks:
                 a["blocked"] = True
         self._emit_plain(alerts)

@@ -98,7 +98,7 @@ class FlowApp:
 
     __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "tracker", "skipper",
                  "exempting", "stopped", "holes", "quiet_o", "quiet_r", "quiet_given_o", "quiet_given_r",
-                 "finishing", "starttls", "channels", "watch", "flip_check", "content")
+                 "finishing", "starttls", "channels", "watch", "flip_check", "content", "segment")
 
     def __init__(self, side_o: Side | None, depth: int, max_buffered: int, max_segments: int) -> None:
         self.side_o = side_o  # the side that was the originator when inspection began (roles may flip)
@@ -137,6 +137,9 @@ class FlowApp:
         self.exempting = False
         # the pieces the flow's decoders hand the keyword filter (shared by a STARTTLS pair)
         self.content: list[Content] | None = None
+        # the last TCP segment handed to the decoders (from the originator, sequence number),
+        # kept only while inline blocking may need to reset the connection after it
+        self.segment: tuple[bool, int] | None = None
 
 
     def wants_segment(self, side: Side, plen: int) -> bool:
