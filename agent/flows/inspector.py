@@ -60,6 +60,7 @@ from agent.flows.reassembly import Event, StreamReassembler
 from agent.flows.state import Flow, FlowApp
 from agent.outbox import Outbox, Weird
 from agent.protocols.base import (
+    Addressed,
     BodySkipping,
     Content,
     ContentSource,
@@ -168,6 +169,8 @@ class Inspector:
             app.dec = dec = kind.factory()
             if self.filter is not None and kind.content:
                 self._give_content(app, cast(ContentSource, dec))
+            if kind.addressed:
+                cast(Addressed, dec).flow_addresses(ip_from_packed(f.oip), ip_from_packed(f.rip))
             app.flip_check = svc == "dns"
         f.app = app
         self.counters["inspected_flows"] += 1
@@ -349,6 +352,8 @@ class Inspector:
             app.starttls = cast(StartTls, dec)
         if kind.data_channels:
             app.channels = cast(DataChannels, dec)
+        if kind.addressed:
+            cast(Addressed, dec).flow_addresses(ip_from_packed(f.oip), ip_from_packed(f.rip))
         app.watch = kind.starttls or kind.data_channels
         self.counters["decoded_flows"] += 1
         if app.pending:

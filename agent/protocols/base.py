@@ -83,6 +83,13 @@ class StartTls(Protocol):
     tls_leftover: bytes
 
 
+class Addressed(Protocol):
+    """It is told its connection's addresses once, when it is made (records still get the
+    flow id from the inspector): for what depends on who is inside (a login's direction)."""
+
+    def flow_addresses(self, orig_ip: str, resp_ip: str) -> None: ...
+
+
 class DataChannels(Protocol):
     """It announces connections that will carry its data (FTP PASV/EPSV/PORT): (address or
     None for the peer's, port, passive) each, taken (and cleared) by the inspector."""
@@ -184,11 +191,12 @@ class DecoderKind:
     its constructor, and which optional capabilities its spec declares, read once per
     connection as plain flags (a native class: compiled, these are field reads)."""
 
-    __slots__ = ("service", "factory", "content", "finishes", "starttls", "data_channels", "skipping")
+    __slots__ = ("service", "factory", "content", "finishes", "starttls", "data_channels", "skipping",
+                 "addressed")
 
     def __init__(self, service: str, factory: Callable[[], StreamDecoder], *, content: bool = False,
                  finishes: bool = False, starttls: bool = False, data_channels: bool = False,
-                 skipping: bool = False) -> None:
+                 skipping: bool = False, addressed: bool = False) -> None:
         self.service = service
         self.factory = factory
         self.content = content  # ContentSource
@@ -196,3 +204,4 @@ class DecoderKind:
         self.starttls = starttls  # StartTls
         self.data_channels = data_channels  # DataChannels
         self.skipping = skipping  # BodySkipping
+        self.addressed = addressed  # Addressed

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Final
 
 from agent.protocols.base import (
+    Addressed,
     BodySkipping,
     ContentSource,
     DataChannels,
@@ -90,7 +91,7 @@ def decoder_kind(service: str, transport: str, body_keep: int = DEFAULT_BODY_KEE
             factory = spec.decoder if not args else functools.partial(spec.decoder, *args)
         kind = DecoderKind(service, factory, content=ContentSource in caps, finishes=Finishing in caps,
                            starttls=StartTls in caps, data_channels=DataChannels in caps,
-                           skipping=skipping)
+                           skipping=skipping, addressed=Addressed in caps)
     _cache[key] = kind
     return kind
 

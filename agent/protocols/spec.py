@@ -5,7 +5,7 @@ it decodes (the name `agent.flows.classify` gives the flow, which `session.servi
 the transports, the decoder class, the record types it makes (`wire.records.RECORDS`), the
 server ports it is known on, and the optional capabilities its decoder offers besides
 feed/gap/close (`agent.protocols.base`: `ContentSource`, `Finishing`, `StartTls`,
-`DataChannels`, `BodySkipping`). `agent.protocols.registry` turns the specs into the
+`DataChannels`, `BodySkipping`, `Addressed`). `agent.protocols.registry` turns the specs into the
 `DecoderKind`s the inspector builds decoders from.
 
 Why: adding a protocol is one module with its spec, one line in the registry and one record
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 from agent.protocols.base import (
+    Addressed,
     BodySkipping,
     ContentSource,
     DataChannels,
@@ -34,7 +35,7 @@ from agent.protocols.base import (
 
 Transport: TypeAlias = Literal["tcp", "udp", "link"]
 #: The capability types a spec may declare.
-CAPABILITIES: tuple[type, ...] = (ContentSource, Finishing, StartTls, DataChannels, BodySkipping)
+CAPABILITIES: tuple[type, ...] = (ContentSource, Finishing, StartTls, DataChannels, BodySkipping, Addressed)
 
 
 @dataclass(frozen=True)

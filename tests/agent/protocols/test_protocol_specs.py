@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agent.protocols import registry
-from agent.protocols.base import BodySkipping, ContentSource, DataChannels, Finishing, StartTls
+from agent.protocols.base import Addressed, BodySkipping, ContentSource, DataChannels, Finishing, StartTls
 from agent.protocols.spec import CAPABILITIES, ProtocolSpec
 from wire.records import RECORDS
 
@@ -17,6 +17,7 @@ MEMBERS: dict[type, tuple[str, ...]] = {
     StartTls: ("tls", "tls_leftover"),
     DataChannels: ("expected_data_channels",),
     BodySkipping: ("skippable", "exempt", "skip"),
+    Addressed: ("flow_addresses",),
 }
 
 
@@ -48,6 +49,7 @@ def test_spec_matches_its_decoder(service: str) -> None:
         assert kind.data_channels == (DataChannels in spec.capabilities)
         assert kind.finishes == (Finishing in spec.capabilities)
         assert kind.skipping == (BodySkipping in spec.capabilities)
+        assert kind.addressed == (Addressed in spec.capabilities)
     for transport in ("tcp", "udp"):
         if transport not in spec.transports:
             assert registry.decoder_kind(service, transport) is None
