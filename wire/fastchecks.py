@@ -14,13 +14,14 @@ from wire.fastpath import float_list_ok, str_list_ok, utf8_ok
 MISSING: Final = object()
 CHOICES_0: Final = frozenset(['OTH', 'REJ', 'RSTO', 'RSTOS0', 'RSTR', 'RSTRH', 'S0', 'S1', 'S2', 'S3', 'SF', 'SH', 'SHR'])
 CHOICES_1: Final = frozenset(['imap', 'pop3'])
-CHOICES_2: Final = frozenset(['Accounting-Off', 'Accounting-On', 'Interim-Update', 'Start', 'Stop'])
-CHOICES_3: Final = frozenset(['failed', 'success'])
-CHOICES_4: Final = frozenset(['PADI', 'PADO', 'PADR', 'PADS', 'PADT'])
-CHOICES_5: Final = frozenset(['login', 'logout'])
-CHOICES_6: Final = frozenset(['dhcp', 'ftp', 'http', 'imap', 'pop3', 'portal', 'pppoe', 'radius', 'roster', 'smtp'])
-CHOICES_7: Final = frozenset(['create', 'destroy'])
-CHOICES_8: Final = frozenset(['alert', 'block'])
+CHOICES_2: Final = frozenset(['INBOUND', 'OUTBOUND'])
+CHOICES_3: Final = frozenset(['Accounting-Off', 'Accounting-On', 'Interim-Update', 'Start', 'Stop'])
+CHOICES_4: Final = frozenset(['failed', 'success'])
+CHOICES_5: Final = frozenset(['PADI', 'PADO', 'PADR', 'PADS', 'PADT'])
+CHOICES_6: Final = frozenset(['login', 'logout'])
+CHOICES_7: Final = frozenset(['dhcp', 'ftp', 'http', 'imap', 'pop3', 'portal', 'pppoe', 'radius', 'roster', 'smtp'])
+CHOICES_8: Final = frozenset(['create', 'destroy'])
+CHOICES_9: Final = frozenset(['alert', 'block'])
 
 
 def fast_session(rec: dict[Any, Any]) -> bool:
@@ -501,6 +502,79 @@ def fast_ftp(rec: dict[Any, Any]) -> bool:
     return len(rec) == 16 + n
 
 
+def fast_ssh(rec: dict[Any, Any]) -> bool:
+    if len(rec) != 22:
+        return False
+    n = 0
+    try:
+        v = rec['ts']
+        if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
+            return False
+        v = rec['uid']
+        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+            return False
+        v = rec['proto']
+        if not (type(v) is str and is_proto(v)):
+            return False
+        v = rec['src_ip']
+        if not (type(v) is str and is_ip(v)):
+            return False
+        v = rec['src_port']
+        if not (type(v) is int and 0 <= v <= 65535):
+            return False
+        v = rec['dst_ip']
+        if not (type(v) is str and is_ip(v)):
+            return False
+        v = rec['dst_port']
+        if not (type(v) is int and 0 <= v <= 65535):
+            return False
+        v = rec['vlan']
+        if not (v is None or (type(v) is int and 0 <= v <= 4095)):
+            return False
+        v = rec['inner_vlan']
+        if not (v is None or (type(v) is int and 0 <= v <= 4095)):
+            return False
+        v = rec['version']
+        if not (v is None or (type(v) is int and 0 <= v <= 9223372036854775807)):
+            return False
+        v = rec['auth_success']
+        if not (v is None or (type(v) is bool)):
+            return False
+        v = rec['auth_attempts']
+        if not (type(v) is int and 0 <= v <= 9223372036854775807):
+            return False
+        v = rec['direction']
+        if not (v is None or (type(v) is str and v in CHOICES_2)):
+            return False
+        v = rec['client']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['server']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['cipher_alg']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['mac_alg']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['compression_alg']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['kex_alg']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['host_key_alg']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['host_key_fingerprint']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            return False
+    except KeyError:
+        return False
+    return len(rec) == 22 + n
+
+
 def fast_dhcp(rec: dict[Any, Any]) -> bool:
     if len(rec) > 17:
         return False
@@ -605,7 +679,7 @@ def fast_radius(rec: dict[Any, Any]) -> bool:
         if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['status_type']
-        if not (v is None or (type(v) is str and v in CHOICES_2)):
+        if not (v is None or (type(v) is str and v in CHOICES_3)):
             return False
         v = rec['username']
         if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
@@ -635,7 +709,7 @@ def fast_radius(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is int and 0 <= v <= 9223372036854775807)):
             return False
         v = rec['result']
-        if not (v is None or (type(v) is str and v in CHOICES_3)):
+        if not (v is None or (type(v) is str and v in CHOICES_4)):
             return False
     except KeyError:
         return False
@@ -657,7 +731,7 @@ def fast_pppoe(rec: dict[Any, Any]) -> bool:
         if not (type(v) is str and is_mac(v)):
             return False
         v = rec['code']
-        if not (type(v) is str and v in CHOICES_4):
+        if not (type(v) is str and v in CHOICES_5):
             return False
         v = rec['session_id']
         if not (type(v) is int and 0 <= v <= 65535):
@@ -685,7 +759,7 @@ def fast_login(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['event']
-        if not (type(v) is str and v in CHOICES_5):
+        if not (type(v) is str and v in CHOICES_6):
             return False
         v = rec['account']
         if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
@@ -700,7 +774,7 @@ def fast_login(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['source']
-        if not (type(v) is str and v in CHOICES_6):
+        if not (type(v) is str and v in CHOICES_7):
             return False
         v = rec['session_id']
         if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
@@ -722,7 +796,7 @@ def fast_nat(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['event']
-        if not (type(v) is str and v in CHOICES_7):
+        if not (type(v) is str and v in CHOICES_8):
             return False
         v = rec['proto']
         if not (type(v) is str and is_proto(v)):
@@ -811,7 +885,7 @@ def fast_alert(rec: dict[Any, Any]) -> bool:
         if not (type(v) is int and -9223372036854775808 <= v <= 9223372036854775807):
             return False
         v = rec['action']
-        if not (type(v) is str and v in CHOICES_8):
+        if not (type(v) is str and v in CHOICES_9):
             return False
         v = rec['blocked']
         if not (type(v) is bool):
@@ -1008,4 +1082,4 @@ def fast_stats(rec: dict[Any, Any]) -> bool:
     return len(rec) == 13 + n
 
 
-FAST_CHECKS: Final[dict[str, Callable[[dict[Any, Any]], bool]]] = {'session': fast_session, 'http': fast_http, 'dns': fast_dns, 'tls': fast_tls, 'smtp': fast_smtp, 'mailbox': fast_mailbox, 'ftp': fast_ftp, 'dhcp': fast_dhcp, 'radius': fast_radius, 'pppoe': fast_pppoe, 'login': fast_login, 'nat': fast_nat, 'alert': fast_alert, 'weird': fast_weird, 'audit': fast_audit, 'registration': fast_registration, 'stats': fast_stats}
+FAST_CHECKS: Final[dict[str, Callable[[dict[Any, Any]], bool]]] = {'session': fast_session, 'http': fast_http, 'dns': fast_dns, 'tls': fast_tls, 'smtp': fast_smtp, 'mailbox': fast_mailbox, 'ftp': fast_ftp, 'ssh': fast_ssh, 'dhcp': fast_dhcp, 'radius': fast_radius, 'pppoe': fast_pppoe, 'login': fast_login, 'nat': fast_nat, 'alert': fast_alert, 'weird': fast_weird, 'audit': fast_audit, 'registration': fast_registration, 'stats': fast_stats}

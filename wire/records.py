@@ -225,6 +225,29 @@ class FtpRecord(FlowId, FtpFields):
     """One per FTP command that got a reply (Zeek ftp.log semantics)."""
 
 
+class SshFields(TypedDict):
+    """What a decoder makes of one SSH connection: an `ssh` record without its flow id (1.3)."""
+
+    type: Literal["ssh"]
+    ts: Timestamp
+    version: Count | None
+    auth_success: bool | None
+    auth_attempts: Count
+    direction: Literal["INBOUND", "OUTBOUND"] | None
+    client: str | None
+    server: str | None
+    cipher_alg: str | None
+    mac_alg: str | None
+    compression_alg: str | None
+    kex_alg: str | None
+    host_key_alg: str | None
+    host_key_fingerprint: str | None
+
+
+class SshRecord(FlowId, SshFields):
+    """One per SSH connection (Zeek ssh.log semantics)."""
+
+
 class DhcpRecord(TypedDict):
     """One per DHCP client transaction (Zeek dhcp.log semantics)."""
 
@@ -396,6 +419,7 @@ Record: TypeAlias = (
     | SmtpRecord
     | MailboxRecord
     | FtpRecord
+    | SshRecord
     | DhcpRecord
     | RadiusRecord
     | PppoeRecord
@@ -409,8 +433,8 @@ Record: TypeAlias = (
 )
 
 #: The schema's minor version (wire.version): 1.1 added dhcp's extras, 1.2 stats.keyword_engine
-#: (wire/SCHEMA-additions.md). Bumped with every field or type added here.
-SCHEMA_MINOR: Final = 2
+#: 1.3 the ssh type (wire/SCHEMA-additions.md). Bumped with every field or type added here.
+SCHEMA_MINOR: Final = 3
 
 #: Every record type, once: ``type`` value -> its TypedDict and what the other parts of the
 #: system know about it (``wire.meta``). A new type is declared here and nowhere else.
@@ -440,6 +464,9 @@ RECORDS: Final[dict[str, RecordMeta]] = {
     "ftp": RecordMeta(
         FtpRecord, "app", accounts=("user",), app_user="user", content=(ContentField("ftp.arg", "url"),),
         detail=("user", "command", "arg", "reply_code")),
+    "ssh": RecordMeta(
+        SshRecord, "app", search=("client", "server"),
+        detail=("client", "server", "auth_success", "auth_attempts", "host_key_fingerprint")),
     "dhcp": RecordMeta(
         DhcpRecord, "identity", addresses=("assigned_addr", "client_addr"),
         detail=("msg_types", "mac", "assigned_addr", "host_name")),

@@ -43,6 +43,7 @@ MODULES: Final = {
     "imap": "agent.protocols.imap",
     "dns": "agent.protocols.dns",
     "radius": "agent.protocols.radius",
+    "ssh": "agent.protocols.ssh",
     "dhcp": "agent.protocols.dhcp",
     "pppoe": "agent.protocols.pppoe",
 }

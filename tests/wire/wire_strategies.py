@@ -69,6 +69,14 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
         "command": "RETR", "arg": "/pub/文件.txt", "reply_code": 226, "reply_msg": "Transfer complete",
         "file_size": 1048576,
     },
+    "ssh": {
+        **FLOW, "dst_port": 22, "type": "ssh", "ts": 1700000006.5, "version": 2, "auth_success": True,
+        "auth_attempts": 1, "direction": "OUTBOUND", "client": "SSH-2.0-OpenSSH_9.2p1",
+        "server": "SSH-2.0-OpenSSH_8.4p1", "cipher_alg": "chacha20-poly1305@openssh.com",
+        "mac_alg": "hmac-sha2-256", "compression_alg": "none", "kex_alg": "curve25519-sha256",
+        "host_key_alg": "ssh-ed25519",
+        "host_key_fingerprint": "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU",
+    },
     "dhcp": {
         "type": "dhcp", "ts": 1700000007.0, "uids": ["C1", "C2"], "client_addr": "192.168.1.23",
         "server_addr": "192.168.1.1", "mac": "00:1b:21:3a:4f:5e", "host_name": "laptop-7",
