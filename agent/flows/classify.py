@@ -10,6 +10,10 @@ Why here: a flow is classified once (DESIGN.md, data path step 3), on at most
 `MAX_PROBES` payload packets per direction, so flows with no interested decoder
 cost only counters afterwards. The protocol decoders confirm and refine this.
 
+Ports: the server ports of the protocols with a decoder come from their specs
+(`agent.protocols.spec.ProtocolSpec.ports`, through the registry). The content probes
+themselves still live here (moving each into its protocol's spec is the next step).
+
 Limits: only the start of each direction is looked at; protocols that need
 both directions (a "220" banner) are decided by the other side's first bytes
 or the server port.
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import struct
 from typing import Final
+
+from agent.protocols.registry import spec_of
 
 MAX_PROBES: Final = 3  # payload packets looked at per direction before giving up
 
@@ -30,10 +36,19 @@ _HTTP_METHODS = (
 _SMTP_CMDS = (b"EHLO", b"HELO", b"ehlo", b"helo")
 _FTP_CMDS = (b"USER ", b"user ", b"AUTH TLS", b"AUTH SSL", b"FEAT", b"SYST")
 _POP3_CMDS = (b"CAPA", b"USER ", b"APOP ", b"AUTH ", b"STLS")
-_SMTP_PORTS = frozenset({25, 465, 587, 2525})
-_FTP_PORTS = frozenset({21, 2121, 2811})
-_DNS_PORTS = frozenset({53, 137, 5353, 5355})
-_RADIUS_PORTS = frozenset({1812, 1813, 1645, 1646, 3799, 1700})
+
+
+def _ports(service: str) -> frozenset[int]:
+    """The server ports the protocol's spec names (agent.protocols.registry): tie-breakers here."""
+    spec = spec_of(service)
+    return spec.ports if spec is not None else frozenset()
+
+
+_SMTP_PORTS: Final = _ports("smtp")
+_FTP_PORTS: Final = _ports("ftp")
+_DNS_PORTS: Final = _ports("dns")
+_RADIUS_PORTS: Final = _ports("radius")
+_DHCP_PORTS: Final = _ports("dhcp")
 _H = struct.Struct("!H")
 
 
@@ -108,7 +123,8 @@ def probe_udp(p: bytes, orig_port: int, resp_port: int) -> str | None:
     n = len(p)
     if (resp_port in _DNS_PORTS or orig_port in _DNS_PORTS) and _dns_header(p, 0):
         return "dns"
-    if (resp_port in (67, 68) or orig_port in (67, 68)) and n >= 240 and p[236:240] == b"\x63\x82\x53\x63":
+    if (resp_port in _DHCP_PORTS or orig_port in _DHCP_PORTS) and n >= 240 \
+            and p[236:240] == b"\x63\x82\x53\x63":  # the DHCP magic cookie
         return "dhcp"
     if (resp_port == 123 or orig_port == 123) and n >= 48 and 1 <= (p[0] >> 3) & 7 <= 4:
         return "ntp"
