@@ -65,6 +65,7 @@ from agent.protocols.base import (
     Content,
     ContentSource,
     DataChannels,
+    DecoderKind,
     Finishing,
     FlowTracker,
     Record,
@@ -166,11 +167,7 @@ class Inspector:
             if kind is None:
                 return
             app = FlowApp(None, 0, 0, 0)
-            app.dec = dec = kind.factory()
-            if self.filter is not None and kind.content:
-                self._give_content(app, cast(ContentSource, dec))
-            if kind.addressed:
-                cast(Addressed, dec).flow_addresses(ip_from_packed(f.oip), ip_from_packed(f.rip))
+            app.dec = self._new_decoder(f, app, kind)
             app.flip_check = svc == "dns"
         f.app = app
         self.counters["inspected_flows"] += 1
@@ -339,10 +336,8 @@ class Inspector:
         if kind is None:
             self._drop(f, app)
             return None
-        app.dec = dec = kind.factory()
+        app.dec = dec = self._new_decoder(f, app, kind)
         # the capabilities the protocol's spec declares (a test checks each decoder has them)
-        if self.filter is not None and kind.content:
-            self._give_content(app, cast(ContentSource, dec))
         if kind.skipping:
             app.skipper = cast(BodySkipping, dec)
             app.exempting = self.keep_bodies
@@ -352,8 +347,6 @@ class Inspector:
             app.starttls = cast(StartTls, dec)
         if kind.data_channels:
             app.channels = cast(DataChannels, dec)
-        if kind.addressed:
-            cast(Addressed, dec).flow_addresses(ip_from_packed(f.oip), ip_from_packed(f.rip))
         app.watch = kind.starttls or kind.data_channels
         self.counters["decoded_flows"] += 1
         if app.pending:
@@ -426,11 +419,8 @@ class Inspector:
                 # the rest of the connection is TLS (RFC 3207, RFC 2595)
                 self.counters["starttls"] += 1
                 app.outer = dec
-                tk = tls_kind()
-                app.dec = tls = tk.factory()
+                app.dec = tls = self._new_decoder(f, app, tls_kind())
                 app.starttls = None
-                if self.filter is not None and tk.content:
-                    self._give_content(app, cast(ContentSource, tls))
                 leftover = starttls.tls_leftover
                 if leftover:  # the ClientHello that told the mail decoder about the switch
                     try:
@@ -491,12 +481,17 @@ class Inspector:
                 "dst_ip": ip_from_packed(f.rip), "dst_port": f.rport,
                 "vlan": f.vlan, "inner_vlan": f.ivlan}
 
-    @staticmethod
-    def _give_content(app: FlowApp, dec: ContentSource) -> None:
-        """Let a decoder hand content to the filter (the flow's one list: a STARTTLS pair shares it)."""
-        if app.content is None:
-            app.content = []
-        dec.content = app.content
+    def _new_decoder(self, f: Flow, app: FlowApp, kind: DecoderKind) -> StreamDecoder:
+        """A decoder for the flow, given what its spec says it takes: the flow's content list
+        while a filter runs (one list: a STARTTLS pair shares it), the flow's addresses."""
+        dec = kind.factory()
+        if self.filter is not None and kind.content:
+            if app.content is None:
+                app.content = []
+            cast(ContentSource, dec).content = app.content
+        if kind.addressed:
+            cast(Addressed, dec).flow_addresses(ip_from_packed(f.oip), ip_from_packed(f.rip))
+        return dec
 
     def _filter(self, f: Flow, app: FlowApp, ts: float) -> None:
         """Match what the decoders just handed over (at the batch's end, or now when inline);

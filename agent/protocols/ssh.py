@@ -87,6 +87,7 @@ class SshDecoder:
         self._ts: float | None = None
         self._client: str | None = None
         self._server: str | None = None
+        self._major: int | None = None  # the version both speak, once both lines are in
         self._algs: dict[str, str] = {}
         self._fingerprint: str | None = None
         self._direction: Literal["INBOUND", "OUTBOUND"] | None = None
@@ -190,7 +191,8 @@ class SshDecoder:
         or stop (SSH-1, or no agreement)."""
         if self._client is None or self._server is None:
             return
-        two = self._agreed_major() == 2
+        self._major = self._agreed_major()
+        two = self._major == 2
         for is_orig, d in self._dirs.items():
             if d.stage == _WAIT:
                 d.stage = _CLEAR if two else _DONE
@@ -243,7 +245,7 @@ class SshDecoder:
 
     # --- encrypted bytes: authentication from packet sizes (Zeek's SSH.cc) --------------
     def _encrypted(self, is_orig: bool, size: int) -> None:
-        if self._decided or self._agreed_major() != 2:
+        if self._decided or self._major != 2:
             return
         if self._algs.get("compression") in COMPRESSION_ALGORITHMS:
             return  # sizes say nothing with compression on (Zeek's ssh_auth_attempted)
