@@ -40,7 +40,7 @@ class Flow:
         "uid", "proto", "oip", "rip", "oport", "rport", "vlan", "ivlan", "omac", "rmac",
         "start", "last", "history", "orig", "resp", "missed", "is_partial", "flipped", "service",
         "probes", "first_o", "first_r", "key", "rkey", "fkey", "idle", "hard", "interim_at", "closed",
-        "fast", "probing", "app",
+        "fast", "probing", "app", "probe_done", "probe_held",
     )
 
     def __init__(self, uid: str, key: FlowKey, smac: bytes | None, dmac: bytes | None, ts: float,
@@ -75,8 +75,13 @@ class Flow:
         # `probing`: payload is still being looked at to name the service
         self.fast = False
         self.probing = True
+        # while probing TCP (agent.flows.classify): each direction's in-order prefix, which of
+        # them are complete (bit 1: the originator's, 2: the responder's), and pieces that
+        # arrived ahead of a hole in a prefix: (originator's, offset, bytes)
         self.first_o: bytes | None = None
         self.first_r: bytes | None = None
+        self.probe_done = 0
+        self.probe_held: list[tuple[bool, int, bytes]] | None = None
         self.hard = _INF
         self.closed = False
         self.app: FlowApp | None = None  # inspection state while the payload matters (agent.flows.inspector)
@@ -87,6 +92,9 @@ class Flow:
         self.oport, self.rport = self.rport, self.oport
         self.omac, self.rmac = self.rmac, self.omac
         self.first_o, self.first_r = self.first_r, self.first_o
+        self.probe_done = (self.probe_done & 1) << 1 | (self.probe_done & 2) >> 1
+        if self.probe_held is not None:
+            self.probe_held = [(not o, rel, data) for o, rel, data in self.probe_held]
         self.orig, self.resp = self.resp, self.orig
         self.orig.hist_bit, self.resp.hist_bit = 0, 8
         self.flipped = not self.flipped

@@ -52,7 +52,7 @@ from librt.strings import read_i16_be, read_i32_be
 from agent.capture.pcapfile import RecordSink
 from agent.decode.packet import Packet
 from agent.flows import tcp as T
-from agent.flows.classify import MAX_PROBES, probe_tcp, probe_tcp_pair, probe_udp
+from agent.flows.classify import MAX_PROBE_SEGMENTS, MAX_PROBES, PROBE_BYTES, classifier
 from agent.flows.community_id import community_id, icmp_port_equivalents
 from agent.flows.inspector import Inspector
 from agent.flows.ports import LIKELY_SERVER_TCP, LIKELY_SERVER_UDP, never_flip
@@ -82,6 +82,7 @@ PROTO_NONE6: Final = 59
 # Teredo inside Teredo: real networks have one level; a crafted packet could nest 1000s
 MAX_TEREDO_DEPTH: Final = 3
 _INF = float("inf")
+_MAX_HELD: Final = 8  # out-of-order pieces of the probed prefixes a flow holds
 _FAST_STATES = (T.ESTABLISHED, T.PARTIAL)
 
 _TCP_HDR: Final = struct.Struct("!HHIIHH")
@@ -134,6 +135,7 @@ class FlowTable(RecordSink):
         self.tunnel_hook = tunnel_hook
         # protocol decoders (None: sessions only); it writes its records to the same outbox
         self.inspector = inspector
+        self.classify = classifier()  # the registered protocols' content probes
         if inspector is not None:
             inspector.outbox = self.outbox
         self._uid_key = int.from_bytes(hashlib.blake2b(uid_seed, digest_size=12).digest(), "big")
@@ -247,7 +249,7 @@ class FlowTable(RecordSink):
                 if f.probing or inspect:
                     payload = bytes(buf[p + 34 + thl:p + 14 + tot])
                     if f.probing:
-                        self._probe_tcp(f, ep is f.orig, payload)
+                        self._probe_tcp(f, ep is f.orig, ep.last - ep.start, payload)
                 # in-order data, no hole: the sequence space and the contiguous point advance together
                 ep.last += plen
                 ep.contig += plen
@@ -339,8 +341,12 @@ class FlowTable(RecordSink):
                 f.closed = True
             if flags & 0x07 or side.pkts == 1 or done:
                 self._tcp_deadline(f)
-            if plen > 0 and f.probing:
-                self._probe_tcp(f, side is f.orig, buf[off + thl:end])
+            if plen > 0 and f.probing and not flags & T.RST and end > off + thl:
+                # the segment's place in its direction (1: the first byte; data on a SYN follows it)
+                ep = cast(T.TcpEndpoint, side)
+                rel = ep.widen(seq, ep.last) - ep.start + (1 if flags & T.SYN else 0)
+                if rel > 0:
+                    self._probe_tcp(f, side is f.orig, rel, bytes(buf[off + thl:end]))
             app = f.app
             if app is not None and not app.passive and self.inspector is not None:
                 payload = bytes(buf[off + thl:end]) if plen > 0 else b""
@@ -386,7 +392,7 @@ class FlowTable(RecordSink):
                     pend = min(end, off + ulen)
                     if self.tunnel_hook is not None and self._teredo(ts, f, pkt, off + 8, pend):
                         return
-                    svc = probe_udp(buf[off + 8:pend], f.oport, f.rport)
+                    svc = self.classify.datagram(bytes(buf[off + 8:pend]), f.oport, f.rport)
                     if svc is not None:
                         f.service = svc
                         f.probing = False
@@ -506,22 +512,67 @@ class FlowTable(RecordSink):
             f.hard = _INF
             f.idle = TCP_INACTIVITY
 
-    def _probe_tcp(self, f: Flow, is_orig: bool, payload: bytes) -> None:
+    def _probe_tcp(self, f: Flow, is_orig: bool, rel: int, payload: bytes) -> None:
+        """A data segment of a TCP flow not yet named, `rel` its first byte's offset in its
+        direction (1: the first byte): grow that direction's in-order prefix and probe it
+        (agent.flows.classify)."""
         f.probes += 1
-        if f.probes >= 2 * MAX_PROBES:
+        bit = 1 if is_orig else 2
+        # the other side spoke first and is answered: its opening is complete
+        if (f.first_r if is_orig else f.first_o) is not None:
+            f.probe_done |= 3 - bit
+        if not f.probe_done & bit and self._grow_prefix(f, is_orig, rel, payload):
+            pre = f.first_o if is_orig else f.first_r
+            assert pre is not None
+            svc = self.classify.stream(pre, is_orig, f.rport)
+            if svc is None and f.first_o is not None and f.first_r is not None:
+                svc = self.classify.pair(f.first_o, f.first_r)
+            if svc is not None:
+                f.service = svc
+                f.probing = False
+        if f.probe_done == 3 or f.probes >= MAX_PROBE_SEGMENTS:
             f.probing = False
-        svc = probe_tcp(payload, is_orig, f.rport)
-        if is_orig:
-            if f.first_o is None:
-                f.first_o = payload[:64]
-        elif f.first_r is None:
-            f.first_r = payload[:64]
-        if svc is None and f.first_o is not None and f.first_r is not None:
-            svc = probe_tcp_pair(f.first_o, f.first_r)
-        if svc is not None:
-            f.service = svc
-            f.probing = False
+        if not f.probing:
             f.first_o = f.first_r = None
+            f.probe_held = None
+
+    @staticmethod
+    def _grow_prefix(f: Flow, is_orig: bool, rel: int, payload: bytes) -> bool:
+        """Add what `payload` (at offset `rel`) brings to the direction's in-order prefix; a
+        piece past a hole is held until the hole fills. True when the prefix grew."""
+        pre = f.first_o if is_orig else f.first_r
+        have = len(pre) if pre is not None else 0
+        want = have + 1  # the offset of the next byte the prefix needs
+        if rel > want:
+            if rel <= PROBE_BYTES:
+                held = f.probe_held
+                if held is None:
+                    held = f.probe_held = []
+                if len(held) < _MAX_HELD:
+                    held.append((is_orig, rel, payload[:PROBE_BYTES + 1 - rel]))
+            return False
+        if rel + len(payload) <= want:
+            return False  # a retransmission of what the prefix has: the first copy counts
+        grown = payload[want - rel:want - rel + PROBE_BYTES - have]
+        pre = grown if pre is None else pre + grown
+        held = f.probe_held
+        while held and len(pre) < PROBE_BYTES:
+            for i in range(len(held)):
+                o, r, data = held[i]
+                if o == is_orig and r <= len(pre) + 1:
+                    del held[i]
+                    if r + len(data) > len(pre) + 1:
+                        pre += data[len(pre) + 1 - r:len(pre) + 1 - r + PROBE_BYTES - len(pre)]
+                    break
+            else:
+                break
+        if is_orig:
+            f.first_o = pre
+        else:
+            f.first_r = pre
+        if len(pre) >= PROBE_BYTES:
+            f.probe_done |= 1 if is_orig else 2
+        return True
 
     def _teredo(self, ts: float, f: Flow, pkt: Packet, off: int, end: int) -> bool:
         assert self.tunnel_hook is not None

@@ -72,7 +72,7 @@ from typing import cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
-from agent.protocols.spec import ProtocolSpec
+from agent.protocols.spec import Probe, ProtocolSpec
 from wire.addresses import ip_from_packed, mac_from_bytes
 from wire.records import DhcpRecord
 from wire.text import wire_text
@@ -394,7 +394,13 @@ def _eui48(hwaddr: bytes) -> bool:
 
 
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+def has_cookie(p: bytes) -> bool:
+    """The probe: a BOOTP message long enough to hold the DHCP magic cookie, and holding it."""
+    return len(p) >= 240 and p[236:240] == b"\x63\x82\x53\x63"
+
+
 SPEC = ProtocolSpec(
     "dhcp", ("udp",), None, records=("dhcp",), ports=frozenset({67, 68}),
+    probe=Probe(datagram=has_cookie),
     tracker=functools.partial(DhcpTracker, extras=True),
 )

@@ -45,7 +45,7 @@ from librt.strings import read_i16_be, read_i32_be
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, Record
-from agent.protocols.spec import ProtocolSpec
+from agent.protocols.spec import Probe, ProtocolSpec
 from wire.addresses import ip_from_packed
 from wire.records import DnsFields
 from wire.text import wire_text
@@ -425,8 +425,26 @@ class DnsDecoder:
         return cast(Record, rec)
 
 
+_PORTS: Final = frozenset({53, 137, 5353, 5355})
+
+
+def plausible_header(p: bytes, off: int = 0) -> bool:
+    """The probe's test: a DNS header at `off` with a known opcode and a sane question count."""
+    if len(p) - off < 12:
+        return False
+    opcode = (_u16(p, off + 2) >> 11) & 0xF
+    return opcode in (0, 1, 2, 4, 5) and _u16(p, off + 4) <= 16
+
+
+def opens_tcp(p: bytes, is_orig: bool, resp_port: int) -> bool:
+    """The probe over TCP (asked on DNS ports only): a client's stream starting with a whole
+    length-prefixed message (RFC 1035 4.2.2) with a plausible header."""
+    return is_orig and len(p) >= 14 and 12 <= _u16(p, 0) <= len(p) - 2 and plausible_header(p, 2)
+
+
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
 SPEC = ProtocolSpec(
-    "dns", ("tcp", "udp"), DnsDecoder, records=("dns",), ports=frozenset({53, 137, 5353, 5355}),
+    "dns", ("tcp", "udp"), DnsDecoder, records=("dns",), ports=_PORTS,
+    probe=Probe(stream=opens_tcp, stream_on_port=True, datagram=plausible_header),
     capabilities=(ContentSource,), takes_transport=True,
 )

@@ -48,7 +48,7 @@ from typing import cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, DataChannels, Record
-from agent.protocols.spec import ProtocolSpec
+from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import FtpFields
 
 # --- limits (every buffer is bounded) -------------------------------------
@@ -285,7 +285,11 @@ class FtpDecoder:
 
 
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+# a client's first command; USER is POP3's as well, so on its own it counts only on FTP's ports
+_FIRST_COMMANDS = (b"USER ", b"user ", b"AUTH TLS", b"AUTH SSL", b"FEAT", b"SYST")
 SPEC = ProtocolSpec(
     "ftp", ("tcp",), FtpDecoder, records=("ftp",), ports=frozenset({21, 2121, 2811}),
+    probe=Probe(client=_FIRST_COMMANDS, client_on_port=True, greeting=b"220", greeting_names=(b"FTP",),
+                greeting_answers=_FIRST_COMMANDS),
     capabilities=(ContentSource, DataChannels),
 )

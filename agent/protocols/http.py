@@ -50,7 +50,7 @@ from typing import Final, cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import BodySkipping, Content, ContentSource, Record, weird
-from agent.protocols.spec import ProtocolSpec
+from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import HttpFields
 
 # --- limits (every buffer is bounded) -------------------------------------
@@ -828,7 +828,13 @@ class HttpDecoder(BodySkipping):
 
 
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+_METHODS = (  # what a request line starts with: RFC 9110, WebDAV (RFC 4918, 3253) and its relatives
+    b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"CONNECT ", b"TRACE ", b"PATCH ",
+    b"PROPFIND ", b"PROPPATCH ", b"MKCOL ", b"COPY ", b"MOVE ", b"LOCK ", b"UNLOCK ", b"SEARCH ",
+    b"REPORT ", b"SUBSCRIBE ", b"NOTIFY ", b"MKACTIVITY ", b"CHECKOUT ", b"MERGE ", b"BPROPFIND ",
+)
 SPEC = ProtocolSpec(
     "http", ("tcp",), HttpDecoder, records=("http",), ports=frozenset({80, 8000, 8008, 8080, 8888}),
+    probe=Probe(client=_METHODS, server=(b"HTTP/1.", b"HTTP/0.9")),
     capabilities=(ContentSource, BodySkipping),
 )

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record, StartTls
 from agent.protocols.pop3 import SaslExchange, mailbox_record
-from agent.protocols.spec import ProtocolSpec
+from agent.protocols.spec import Probe, ProtocolSpec
 
 # --- limits (every buffer is bounded) -------------------------------------
 # RFC 9051 §4 / RFC 7162 §4 advise clients to keep command lines under 8192
@@ -497,5 +497,6 @@ class ImapDecoder:
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
 SPEC = ProtocolSpec(
     "imap", ("tcp",), ImapDecoder, records=("mailbox",), ports=frozenset({143}),
+    probe=Probe(server=(b"* OK", b"* PREAUTH")),
     capabilities=(StartTls,),
 )

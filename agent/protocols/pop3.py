@@ -64,7 +64,7 @@ from typing import Literal, cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record, StartTls
-from agent.protocols.spec import ProtocolSpec
+from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import MailboxFields
 
 # --- limits (every buffer is bounded) -------------------------------------
@@ -408,5 +408,6 @@ class Pop3Decoder:
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
 SPEC = ProtocolSpec(
     "pop3", ("tcp",), Pop3Decoder, records=("mailbox",), ports=frozenset({110}),
+    probe=Probe(server=(b"+OK",)),
     capabilities=(StartTls,),
 )

@@ -66,7 +66,7 @@ from typing import Literal, TypeAlias, cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
-from agent.protocols.spec import ProtocolSpec
+from agent.protocols.spec import Probe, ProtocolSpec
 from wire.addresses import ip_from_packed
 from wire.records import RadiusFields, RadiusStatusType
 from wire.text import wire_text
@@ -420,8 +420,19 @@ class RadiusDecoder:
         return cast(Record, rec)
 
 
+_CODES = frozenset({1, 2, 3, 4, 5, 11, 12, 13, 40, 41, 42, 43, 44, 45})  # RFC 2865, 2866, 5176
+
+
+def plausible_packet(p: bytes) -> bool:
+    """The probe: a known code and a length field that is the datagram's."""
+    return len(p) >= 20 and p[0] in _CODES and int.from_bytes(p[2:4], "big") == len(p)
+
+
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
 SPEC = ProtocolSpec(
     "radius", ("udp",), RadiusDecoder, records=("radius",),
+    # authentication/accounting (RFC 2865/2866, and the old 1645/1646), dynamic authorization
+    # (CoA/Disconnect, RFC 5176: 3799, and 1700 as Cisco and others use it)
     ports=frozenset({1812, 1813, 1645, 1646, 3799, 1700}),
+    probe=Probe(datagram=plausible_packet),
 )

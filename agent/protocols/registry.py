@@ -7,9 +7,8 @@ constructor and the optional capabilities its module's `SPEC` declares
 still names it). Protocols followed across flows (DHCP: `trackers`) and link-layer ones
 (PPPoE: `link_decoders`) are registered the same way; the pipeline makes one of each.
 
-Protocol modules are imported when a service of theirs is first asked for, so a run that
-never sees, say, RADIUS does not pay for importing its decoder; `specs()` imports them all
-(the tests, `selfcheck`).
+`specs()` imports every protocol module: classify needs all their probes before the first
+flow is named.
 """
 
 from __future__ import annotations
@@ -33,17 +32,19 @@ from agent.protocols.base import (
 )
 from agent.protocols.spec import ProtocolSpec
 
-#: service -> the module whose SPEC decodes it: the one line a new protocol adds.
+#: service -> the module whose SPEC decodes it: the one line a new protocol adds. The order is
+#: the order classify tries the content probes in (FTP before SMTP: a "220" greeting naming FTP
+#: is FTP's even on a mail port).
 MODULES: Final = {
     "http": "agent.protocols.http",
     "tls": "agent.protocols.tls",
-    "smtp": "agent.protocols.smtp",
+    "ssh": "agent.protocols.ssh",
     "ftp": "agent.protocols.ftp",
+    "smtp": "agent.protocols.smtp",
     "pop3": "agent.protocols.pop3",
     "imap": "agent.protocols.imap",
     "dns": "agent.protocols.dns",
     "radius": "agent.protocols.radius",
-    "ssh": "agent.protocols.ssh",
     "dhcp": "agent.protocols.dhcp",
     "pppoe": "agent.protocols.pppoe",
 }

@@ -53,7 +53,7 @@ from typing import Final, cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, Record, StartTls
-from agent.protocols.spec import ProtocolSpec
+from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import SmtpFields
 from wire.text import wire_text
 
@@ -689,7 +689,9 @@ class SmtpDecoder:
 
 
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
+_GREETS = (b"EHLO", b"HELO", b"ehlo", b"helo")  # a client's first command
 SPEC = ProtocolSpec(
     "smtp", ("tcp",), SmtpDecoder, records=("smtp",), ports=frozenset({25, 465, 587, 2525}),
+    probe=Probe(client=_GREETS, greeting=b"220", greeting_names=(b"SMTP", b"MAIL"), greeting_answers=_GREETS),
     capabilities=(ContentSource, StartTls),
 )

@@ -3,10 +3,11 @@
 What: each module in `agent/protocols/` that decodes connections exports `SPEC`: the service
 it decodes (the name `agent.flows.classify` gives the flow, which `session.service` carries),
 the transports, the decoder class, the record types it makes (`wire.records.RECORDS`), the
-server ports it is known on, and the optional capabilities its decoder offers besides
-feed/gap/close (`agent.protocols.base`: `ContentSource`, `Finishing`, `StartTls`,
-`DataChannels`, `BodySkipping`, `Addressed`). `agent.protocols.registry` turns the specs into the
-`DecoderKind`s the inspector builds decoders from.
+server ports it is known on, how its traffic is recognized (`Probe`), and the optional
+capabilities its decoder offers besides feed/gap/close (`agent.protocols.base`:
+`ContentSource`, `Finishing`, `StartTls`, `DataChannels`, `BodySkipping`, `Addressed`).
+`agent.protocols.registry` turns the specs into the `DecoderKind`s the inspector builds
+decoders from, and `agent.flows.classify` the probes into its service detection.
 
 Why: adding a protocol is one module with its spec, one line in the registry and one record
 type in `wire.records` (DESIGN.md); nothing in the inspector changes, because it reaches a
@@ -34,6 +35,38 @@ from agent.protocols.base import (
 )
 
 Transport: TypeAlias = Literal["tcp", "udp", "link"]
+#: A structural test of the start of one direction of a TCP stream: (the in-order prefix,
+#: whether it is the originator's, the responder's port) -> this protocol's?
+StreamTest: TypeAlias = Callable[[bytes, bool, int], bool]
+#: A structural test of one UDP datagram, asked only when either port is one of the spec's.
+DatagramTest: TypeAlias = Callable[[bytes], bool]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How `agent.flows.classify` recognizes the protocol from the first bytes of a flow.
+
+    TCP probes see the in-order prefix of each direction (up to `classify.PROBE_BYTES`, however
+    it was segmented); the registry's order decides between protocols that both match. Literal
+    prefixes are data, so classify can test all protocols' at once; only what literals cannot
+    say is a function (`stream`, `datagram`), and those are kept small and cheap.
+    """
+
+    client: tuple[bytes, ...] = ()  # what the originator's stream may start with
+    client_on_port: bool = False  # ... which counts only to one of the spec's ports (FTP's USER)
+    server: tuple[bytes, ...] = ()  # what the responder's stream may start with
+    # a greeting more than one protocol opens with (FTP and SMTP: "220"): this protocol's when it
+    # comes from one of the spec's ports, names one of `greeting_names` (upper case) in its
+    # first 200 bytes, or is answered by the originator with one of `greeting_answers`
+    greeting: bytes = b""
+    greeting_names: tuple[bytes, ...] = ()
+    greeting_answers: tuple[bytes, ...] = ()
+    stream: StreamTest | None = None
+    # the first bytes a direction `stream` may accept can start with (empty: any), so classify
+    # asks it only for those; and whether it is asked only to one of the spec's ports (DNS)
+    stream_starts: bytes = b""
+    stream_on_port: bool = False
+    datagram: DatagramTest | None = None
 #: The capability types a spec may declare.
 CAPABILITIES: tuple[type, ...] = (ContentSource, Finishing, StartTls, DataChannels, BodySkipping, Addressed)
 
@@ -48,6 +81,7 @@ class ProtocolSpec:
     decoder: Callable[..., StreamDecoder] | None  # its class; called with no argument, or see below
     records: tuple[str, ...]  # the record types it makes (besides weird)
     ports: frozenset[int] = frozenset()  # server ports the protocol is known on
+    probe: Probe | None = None  # how a flow is recognized as this protocol (None: never by content)
     capabilities: tuple[type, ...] = ()  # from CAPABILITIES (a per-connection decoder's)
     # the decoder is built with its transport as argument ("tcp" or "udp": DNS)
     takes_transport: bool = False

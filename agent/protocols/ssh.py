@@ -48,7 +48,7 @@ from typing import Final, Literal, cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Addressed, Record, weird
-from agent.protocols.spec import ProtocolSpec
+from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import SshFields
 from wire.text import wire_text
 
@@ -362,4 +362,5 @@ def _both(c_to_s: list[str], s_to_s: list[str], c_to_c: list[str], s_to_c: list[
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
 SPEC = ProtocolSpec(
     "ssh", ("tcp",), SshDecoder, records=("ssh",), ports=frozenset({22, 2222}), capabilities=(Addressed,),
+    probe=Probe(client=(b"SSH-",), server=(b"SSH-",)),
 )

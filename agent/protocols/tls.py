@@ -64,7 +64,7 @@ from typing import Final, cast
 
 from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, Finishing, Record
-from agent.protocols.spec import ProtocolSpec
+from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import TlsFields
 
 # Limits, each with its reason.
@@ -520,9 +520,20 @@ def starttls_decoder(alpn_fallback_offered: bool = True) -> TlsDecoder:
     return TlsDecoder(alpn_fallback_offered=alpn_fallback_offered)
 
 
+def starts_hello(p: bytes, is_orig: bool, resp_port: int) -> bool:
+    """The probe: a stream opening with a handshake record holding a ClientHello (originator)
+    or a ServerHello (responder), or with an SSLv2-compatible ClientHello."""
+    if len(p) >= 6 and p[0] == 0x16 and p[1] == 3 and p[2] <= 4:
+        return p[5] == (1 if is_orig else 2)
+    # SSLv2-compatible ClientHello (RFC 6101 appendix E.2): 2-byte length with the high bit, type 1
+    return is_orig and len(p) >= 11 and bool(p[0] & 0x80) and p[2] == 1 and p[3] in (2, 3)
+
+
 #: What this module decodes (agent.protocols.spec; listed in agent.protocols.registry).
 SPEC = ProtocolSpec(
     "tls", ("tcp",), TlsDecoder, records=("tls",),
     ports=frozenset({443, 465, 563, 636, 853, 989, 990, 992, 993, 994, 995, 8443}),
+    # a handshake record (22), or an SSLv2-compatible hello's length with its high bit set
+    probe=Probe(stream=starts_hello, stream_starts=bytes([22, *range(0x80, 0x100)])),
     capabilities=(ContentSource, Finishing),
 )

@@ -7,6 +7,7 @@ from typing import Any
 from agent.decode.packet import Decoder
 from agent.flows.table import FlowTable
 from agent.pipeline import Pipeline
+from wire.validate import validate_record
 
 Record = dict[str, Any]
 Frame = tuple[float, int, bytes]
@@ -27,6 +28,22 @@ def pipeline_records(frames: list[Frame], *, one_by_one: bool = False, **kw: Any
         p.feed(frames)
     p.finish()
     return out
+
+
+def both_paths(frames: list[bytes], t0: float, **kw: Any) -> list[Record]:
+    """Every record of Ethernet `frames` (10 ms apart from `t0`) through the pipeline on the fast
+    and on the general path, which must agree; each record valid on the wire."""
+    results = []
+    for fast in (True, False):
+        out: list[Record] = []
+        p = Pipeline(out.extend, fast_path=fast, **kw)
+        p.feed([(t0 + i * 0.01, 1, f) for i, f in enumerate(frames)])
+        p.finish()
+        results.append(out)
+    assert results[0] == results[1]
+    for r in results[0]:
+        validate_record(r)
+    return results[0]
 
 
 def general_path_sessions(frames: list[Frame]) -> list[Record]:

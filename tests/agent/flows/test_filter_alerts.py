@@ -14,12 +14,12 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from flow_paths import both_paths
 from tcp_frames import Conn, udp_frame
 
 from agent.filter.compiled import CompiledRules, compile_rules
 from agent.pipeline import Pipeline
 from rulesets.model import FIELDS, Category, Combination, Phrase, Ruleset
-from wire.validate import validate_record
 
 pytestmark = pytest.mark.usefixtures("keyword_engine")  # each test with each keyword engine
 
@@ -44,17 +44,7 @@ def cat(cid: str, *words: str, action: str = "alert", fields: tuple[str, ...] = 
 
 
 def run(frames: list[bytes], rules: CompiledRules, **kw: Any) -> list[Record]:
-    results = []
-    for fast in (True, False):
-        out: list[Record] = []
-        p = Pipeline(out.extend, fast_path=fast, rules=rules, **kw)
-        p.feed([(T0 + i * 0.01, 1, f) for i, f in enumerate(frames)])
-        p.finish()
-        results.append(out)
-    assert results[0] == results[1]
-    for r in results[0]:
-        validate_record(r)
-    return results[0]
+    return both_paths(frames, T0, rules=rules, **kw)
 
 
 def alerts(recs: list[Record]) -> list[Record]:
