@@ -1032,7 +1032,7 @@ def fast_registration(rec: dict[Any, Any]) -> bool:
 
 
 def fast_stats(rec: dict[Any, Any]) -> bool:
-    if len(rec) > 14:
+    if len(rec) > 15:
         return False
     n = 0
     try:
@@ -1076,6 +1076,11 @@ def fast_stats(rec: dict[Any, Any]) -> bool:
         if v is not MISSING:
             n += 1
             if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+                return False
+        v = rec.get('quarantined_records', MISSING)
+        if v is not MISSING:
+            n += 1
+            if not (type(v) is int and 0 <= v <= 9223372036854775807):
                 return False
     except KeyError:
         return False

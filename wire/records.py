@@ -409,6 +409,7 @@ class StatsRecord(TypedDict):
     upload_lag_s: float | None
     ruleset_version: str | None
     keyword_engine: NotRequired[str | None]  # 1.2: "vectorscan" or "aho-corasick"; null without rules
+    quarantined_records: NotRequired[Count]  # 1.4: records the collector refused for good, held in the spool
 
 
 Record: TypeAlias = (
@@ -433,8 +434,9 @@ Record: TypeAlias = (
 )
 
 #: The schema's minor version (wire.version): 1.1 added dhcp's extras, 1.2 stats.keyword_engine
-#: 1.3 the ssh type (wire/SCHEMA-additions.md). Bumped with every field or type added here.
-SCHEMA_MINOR: Final = 3
+#: 1.3 the ssh type, 1.4 stats.quarantined_records (wire/SCHEMA-additions.md). Bumped with every
+#: field or type added here.
+SCHEMA_MINOR: Final = 4
 
 #: Every record type, once: ``type`` value -> its TypedDict and what the other parts of the
 #: system know about it (``wire.meta``). A new type is declared here and nowhere else.
