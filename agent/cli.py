@@ -3,7 +3,8 @@
     edgeaudit-agent replay FILE [FILE...] --jsonl OUT [--summary]
     edgeaudit-agent run --config agent.toml          (the live agent: agent/run/)
     edgeaudit-agent selfcheck --config agent.toml    (the compliance self-check receipt)
-    edgeaudit-agent spool stats|check --config agent.toml
+    edgeaudit-agent spool stats|check|quarantine --config agent.toml
+    edgeaudit-agent spool requeue --all | BATCH... --config agent.toml
     edgeaudit-agent inline --queue N --rules DIR --jsonl OUT
     edgeaudit-agent synth OUT.pcap --packets N [--seed S]
 
@@ -312,8 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="print the receipt as JSON")
     sc.add_argument("--offline", action="store_true", help="do not contact the collector")
     sc.set_defaults(func=cmd_selfcheck)
-    sp = sub.add_parser("spool", help="the durable spool of the agent agent.toml configures: stats or check")
-    sp.add_argument("action", choices=["stats", "check"], help="stats: counts as JSON; check: read it all")
+    sp = sub.add_parser("spool", help="the durable spool of the agent agent.toml configures: stats, check, "
+                                      "the quarantine of batches the collector refused, requeue")
+    sp.add_argument("action", choices=["stats", "check", "quarantine", "requeue"],
+                    help="stats: counts as JSON; check: read it all; quarantine: the refused batches as "
+                         "JSON; requeue: send quarantined batches again (under new batch numbers)")
+    sp.add_argument("batches", nargs="*", type=int, metavar="BATCH",
+                    help="requeue: the batch numbers `spool quarantine` lists")
+    sp.add_argument("--all", action="store_true", help="requeue: every quarantined batch")
     sp.add_argument("--config", type=Path, required=True, metavar="agent.toml")
     sp.set_defaults(func=cmd_spool)
     s = sub.add_parser("synth", help="write a realistic synthetic gateway capture")
@@ -415,7 +422,9 @@ def cmd_run(a: Any) -> int:
 
 def cmd_spool(a: Any) -> int:
     """`spool stats` prints the spool's figures as JSON; `spool check` reads every page (exit 1
-    and the reason when damaged). Safe while the agent runs (SQLite WAL readers)."""
+    and the reason when damaged); `spool quarantine` lists the batches the collector refused for
+    good (agent.spool.quarantine) as JSON; `spool requeue --all | BATCH...` puts them back in
+    the upload queue. Safe while the agent runs (SQLite WAL readers; one writer at a time)."""
     import dataclasses
     import json
 
@@ -423,6 +432,12 @@ def cmd_spool(a: Any) -> int:
     from agent.run.supervisor import open_spool
     from agent.spool.store import SpoolError
 
+    if a.action == "requeue" and a.all == bool(a.batches):
+        print("edgeaudit-agent: spool requeue needs --all or batch numbers (not both)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if a.action != "requeue" and (a.all or a.batches):
+        print(f"edgeaudit-agent: spool {a.action} takes no batch numbers", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         cfg = load_config(a.config)
     except ConfigError as e:
@@ -434,6 +449,15 @@ def cmd_spool(a: Any) -> int:
             if a.action == "check":
                 spool.check()
                 print(f"spool {spool.path}: ok")
+            elif a.action == "quarantine":
+                print(json.dumps([dataclasses.asdict(b) for b in spool.quarantined()], indent=1))
+            elif a.action == "requeue":
+                done = spool.requeue(None if a.all else a.batches)
+                for b in done:
+                    print(f"batch {b.batch_seq}: {b.records} records back in the upload queue "
+                          f"(refused with {b.status} {b.error}; they go out under a new batch number)")
+                if not done:
+                    print("the quarantine is empty")
             else:
                 print(json.dumps(dataclasses.asdict(spool.stats()), indent=1))
         finally:

@@ -531,7 +531,14 @@ class Supervisor:
                       f"edgeaudit_spool_quota_bytes {st.quota_bytes}",
                       f"edgeaudit_spool_quota_alarm {int(st.quota_alarm)}",
                       f"edgeaudit_spool_records_dropped_total {st.records_dropped}",
-                      f"edgeaudit_upload_lag_seconds {st.upload_lag_s or 0.0}"]
+                      f"edgeaudit_upload_lag_seconds {st.upload_lag_s or 0.0}",
+                      # batches the collector refused for good (agent.spool.quarantine)
+                      f"edgeaudit_spool_quarantined_batches {st.quarantined_batches}",
+                      f"edgeaudit_spool_quarantined_records {st.quarantined_records}",
+                      f"edgeaudit_spool_quarantined_bytes {st.quarantined_bytes}",
+                      f"edgeaudit_spool_quarantined_records_total {st.quarantined_total}",
+                      f"edgeaudit_spool_requeued_records_total {st.requeued_total}",
+                      f"edgeaudit_spool_quarantine_evicted_records_total {st.quarantine_evicted_records}"]
         except SpoolError:
             pass
         return "\n".join(lines) + "\n"

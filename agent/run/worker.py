@@ -5,7 +5,8 @@ process (its ``factory`` builds one per worker): a ``Pipeline`` (flows, decoders
 keyword filter) whose records are stamped with their public address from the NAT table
 (``nat_ip``/``nat_port`` on ``session`` records, from ``NatLookup``), counted, and appended to
 the spool. Every ``stats`` call (the pool's stats interval) it appends a ``stats`` record
-(SCHEMA.md: packets, kernel drops, flows, spool size, upload lag, ruleset version), rewrites
+(SCHEMA.md: packets, kernel drops, flows, spool size, upload lag, records in the spool's
+quarantine, ruleset version), rewrites
 its status file (``agent.run.status``) and picks up a changed ruleset file.
 
 Why records are buffered briefly: the spool makes every ``append`` durable (one fsync with
@@ -169,7 +170,7 @@ class GatewayConsumer:
             log.error("%s: spool stats: %s", self.name, e)
         else:
             rec.update(st.stats_record_fields())
-            rec["records_dropped"] = int(rec["records_dropped"]) + st.records_dropped + st.records_invalid
+            rec["records_dropped"] = int(rec["records_dropped"]) + st.records_lost
         version = self.ruleset_version
         rec["ruleset_version"] = str(version) if version is not None else None  # SCHEMA: str
         f = self.pipeline.filter

@@ -4,7 +4,9 @@ What: ``Spool(path)`` is one SQLite database (WAL mode) holding the records the 
 produced, in append order, with the batches the uploader cut from them. ``append(records)``
 stores many records in one transaction; ``next_batch()`` hands the uploader the next batch
 with its ``batch_seq`` (persisted before it is returned, so before the first send);
-``mark_sent(batch_seq)`` records the collector's acknowledgement; sent records stay as the
+``mark_sent(batch_seq)`` records the collector's acknowledgement, ``quarantine(batch_seq, refusal)``
+its refusal for good (``agent.spool.quarantine``: the batch leaves the queue for a quarantine an
+operator can ``requeue`` from, so it no longer blocks later batches); sent records stay as the
 local backup (Order 82 Art. 13: at least 60 days) until ``expire()`` removes those older than
 ``keep_days`` or the disk quota needs their room. ``stats()`` gives the counters the `stats`
 record and the collector's status report.
@@ -28,12 +30,13 @@ Durability (DESIGN, step 9; standard 7 "acknowledge only after durability"):
   a resend and drop), and that fsync also makes every earlier append durable.
 
 Exactly once: records are numbered in append order (``id``); a batch is a contiguous id
-range with a ``batch_seq`` from a per-spool counter; batches are sent and acknowledged in
-order, so "sent" is the prefix ``id <= sent_upto``. After a crash of the agent, the unsent
-batch is handed out again with the same number and the same records; the collector stores an
-``(agent, batch_seq)`` once and acknowledges a resend as a duplicate. The counter starts at
-the wall clock in nanoseconds when the spool file is created, so a new spool (after a
-corrupt one was moved aside) never reuses a number an older one sent.
+range with a ``batch_seq`` from a per-spool counter; batches are sent and acknowledged (or
+quarantined) in order, so "done" is the prefix ``id <= sent_upto``. After a crash of the agent,
+the unsent batch is handed out again with the same number and the same records (and the same
+time it was cut, ``Batch.created``: the envelope's ``created``, so a resend is the same bytes);
+the collector stores an ``(agent, batch_seq)`` once and acknowledges a resend as a duplicate.
+The counter starts at the wall clock in nanoseconds when the spool file is created, so a new
+spool (after a corrupt one was moved aside) never reuses a number an older one sent.
 
 Quota (``quota_bytes``): counted as the stored record bytes (the msgpack blob + ``ROW_OVERHEAD``
 per record), not the file size: the file is larger by its indexes and page slack (about
@@ -41,7 +44,9 @@ per record), not the file size: the file is larger by its indexes and page slack
 the disk. At ``ALARM_FRACTION`` (80%) ``quota_alarm`` turns on with one warning log line.
 When an append does not fit, the oldest *sent* batches are deleted first (counted in
 ``evicted_records``; those younger than ``keep_days`` also in ``evicted_early_records``, with
-a warning: the local backup is then shorter than the law asks, the collector still has them).
+a warning: the local backup is then shorter than the law asks, the collector still has them),
+then the oldest *quarantined* ones (``quarantine_evicted_records``, an error: see
+``agent.spool.quarantine`` for why before new records, and for the quarantine's own cap).
 Unsent records are never deleted: if deleting every sent record still leaves no room, the
 records of the call that do not fit are refused, counted in ``records_dropped`` (persisted,
 with an error log line), and ``append`` returns how many it stored. Tail drop was chosen
@@ -69,6 +74,7 @@ own, so that an fsync in one does not hold up the other. Record ids and batch nu
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -81,6 +87,8 @@ from typing import Any, Final, Literal
 
 import msgpack
 
+from agent.spool import quarantine as qu
+from agent.spool.quarantine import QuarantinedBatch, Refusal
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_RECORDS
 from wire.validate import validate_record
@@ -134,7 +142,7 @@ CREATE TABLE IF NOT EXISTS state (
     next_id INTEGER NOT NULL,
     next_seq INTEGER NOT NULL,
     batched_upto INTEGER NOT NULL,   -- ids <= this are in a batch
-    sent_upto INTEGER NOT NULL,      -- ids <= this were acknowledged (batches go in order)
+    sent_upto INTEGER NOT NULL,      -- ids <= this were acknowledged or quarantined (in order)
     bytes INTEGER NOT NULL,          -- stored record bytes (quota accounting)
     records INTEGER NOT NULL,        -- stored records
     dropped INTEGER NOT NULL,        -- refused for want of room
@@ -165,6 +173,7 @@ class Batch:
     last_id: int
     bodies: list[bytes]
     resent: bool  # handed out before (the agent crashed or the send failed): a resend
+    created: float  # when it was cut: the envelope's ``created``, the same in every resend
 
 
 @dataclass(frozen=True)
@@ -186,12 +195,25 @@ class SpoolStats:
     upload_lag_s: float | None  # age of the oldest unsent record; None when all are sent
     oldest_added: float | None  # when the oldest record still kept was spooled
     next_batch_seq: int
+    # the quarantine (agent.spool.quarantine): batches the collector refused for good
+    quarantined_batches: int  # held now
+    quarantined_records: int
+    quarantined_bytes: int  # (part of spool_bytes)
+    quarantine_bytes: int  # its cap
+    quarantined_total: int  # records ever quarantined
+    requeued_total: int  # records ever put back in the queue
+    quarantine_evicted_records: int  # quarantined records deleted for room: lost
+
+    @property
+    def records_lost(self) -> int:
+        """Records this spool refused or deleted before the collector had them."""
+        return self.records_dropped + self.records_invalid + self.quarantine_evicted_records
 
     def stats_record_fields(self) -> dict[str, Any]:
         """The fields of SCHEMA.md's `stats` record this spool fills (``records_dropped``: the
-        pipeline adds its own drops to ``records_dropped + records_invalid``)."""
+        pipeline adds its own drops to ``records_lost``)."""
         return {"spool_records": self.spool_records, "spool_bytes": self.spool_bytes,
-                "upload_lag_s": self.upload_lag_s}
+                "upload_lag_s": self.upload_lag_s, "quarantined_records": self.quarantined_records}
 
 
 class Spool:
@@ -199,13 +221,16 @@ class Spool:
 
     def __init__(self, path: str | os.PathLike[str], *, quota_bytes: int = DEFAULT_QUOTA_BYTES,
                  keep_days: float = MIN_KEEP_DAYS, sync: Literal["FULL", "NORMAL"] = "FULL",
-                 validate: bool = True, clock: Callable[[], float] = time.time) -> None:
+                 validate: bool = True, clock: Callable[[], float] = time.time,
+                 quarantine_bytes: int | None = None) -> None:
         if keep_days < MIN_KEEP_DAYS:
             raise ValueError(f"keep_days must be at least {MIN_KEEP_DAYS} (Order 82 Art. 13): {keep_days}")
         if quota_bytes <= 0:
             raise ValueError("quota_bytes must be positive")
         self.path = Path(path)
         self.quota_bytes = quota_bytes
+        self.quarantine_bytes = (int(quota_bytes * qu.QUARANTINE_FRACTION) if quarantine_bytes is None
+                                 else quarantine_bytes)
         self.keep_s = keep_days * _DAY
         self.validate = validate
         self.clock = clock
@@ -240,6 +265,7 @@ class Spool:
             for stmt in _SCHEMA.split(";"):  # (no ";" inside the comments)
                 if stmt.strip():
                     conn.execute(stmt)
+            qu.create(conn)
             if conn.execute("SELECT count(*) FROM state").fetchone()[0] == 0:
                 conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -388,6 +414,8 @@ class Spool:
                 st["evicted_early"] += count
                 early += count
             need -= nbytes
+        if need > 0:  # then refused batches, before new records are refused (quarantine doc)
+            qu.evict_oldest(self._conn, st, need, why=f"the spool's quota of {self.quota_bytes} bytes")
         if early:
             log.warning("spool: quota of %d bytes reached: deleted %d sent records younger than %g days "
                         "(local backup shorter than the law asks; the collector has them)",
@@ -455,16 +483,16 @@ class Spool:
     def _next_batch_txn(self, max_records: int, max_bytes: int, linger_s: float) -> Batch | None:
         st = self._state()
         if st["batched_upto"] > st["sent_upto"]:
-            row = self._conn.execute("SELECT batch_seq, first_id, last_id FROM batches WHERE first_id = ?",
-                                     (st["sent_upto"] + 1,)).fetchone()
+            row = self._conn.execute("SELECT batch_seq, first_id, last_id, created FROM batches"
+                                     " WHERE first_id = ?", (st["sent_upto"] + 1,)).fetchone()
             if row is None:
                 raise SpoolCorrupt(f"spool {self.path}: unsent batch after id {st['sent_upto']} missing")
-            seq, first, last = row
+            seq, first, last, created = row
             again = [r[0] for r in self._conn.execute(
                 "SELECT body FROM records WHERE id BETWEEN ? AND ? ORDER BY id", (first, last))]
             if len(again) != last - first + 1:
                 raise SpoolCorrupt(f"spool {self.path}: batch {seq} lost records")
-            return Batch(seq, first, last, again, resent=True)
+            return Batch(seq, first, last, again, resent=True, created=float(created))
         waiting = st["next_id"] - 1 - st["batched_upto"]
         if waiting <= 0:
             return None
@@ -476,8 +504,10 @@ class Spool:
         bodies: list[bytes] = []
         nbytes = 0
         max_added = 0.0
+        end = qu.cut_end(self._conn, start)  # a requeued range goes as a batch of its own
         for added, body in self._conn.execute(
-                "SELECT added, body FROM records WHERE id >= ? ORDER BY id LIMIT ?", (start, max_records)):
+                "SELECT added, body FROM records WHERE id BETWEEN ? AND ? ORDER BY id LIMIT ?",
+                (start, st["next_id"] - 1 if end is None else end, max_records)):
             size = len(body) + ROW_OVERHEAD
             if bodies and nbytes + size > max_bytes:
                 break
@@ -488,13 +518,14 @@ class Spool:
             raise SpoolCorrupt(f"spool {self.path}: records from id {start} are missing")
         seq = st["next_seq"]
         last = start + len(bodies) - 1
+        created = self.clock()
         self._conn.execute("INSERT INTO batches (batch_seq, first_id, last_id, count, bytes, max_added,"
                            " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           (seq, start, last, len(bodies), nbytes, max_added, self.clock()))
+                           (seq, start, last, len(bodies), nbytes, max_added, created))
         st["next_seq"] = seq + 1
         st["batched_upto"] = last
         self._put_state(st)
-        return Batch(seq, start, last, bodies, resent=False)
+        return Batch(seq, start, last, bodies, resent=False, created=created)
 
     def mark_sent(self, batch_seq: int) -> None:
         """Record that the collector acknowledged ``batch_seq`` (idempotent)."""
@@ -515,7 +546,58 @@ class Spool:
             raise SpoolError(f"spool {self.path}: batch {batch_seq} acknowledged out of order")
         self._conn.execute("UPDATE batches SET sent = ? WHERE batch_seq = ?", (self.clock(), batch_seq))
         st["sent_upto"] = last
+        qu.forget_requeued(self._conn, last)
         self._put_state(st)
+
+    # -- the quarantine (agent.spool.quarantine) --
+
+    def quarantine(self, batch_seq: int, refusal: Refusal) -> None:
+        """Move ``batch_seq`` (the next batch of the queue) to the quarantine with the collector's
+        refusal, in one transaction (idempotent); the next ``next_batch`` is the batch after it."""
+        self._write("quarantine", lambda: self._quarantine_txn(batch_seq, refusal), full=True)
+
+    def _quarantine_txn(self, batch_seq: int, refusal: Refusal) -> None:
+        st = self._state()
+        try:
+            moved = qu.move_in(self._conn, st, batch_seq, refusal, self.clock(), self.quarantine_bytes)
+        except ValueError as e:
+            raise SpoolError(f"spool {self.path}: cannot quarantine: {e}") from None
+        if moved:
+            self._put_state(st)
+
+    def quarantined(self) -> list[QuarantinedBatch]:
+        """The quarantined batches, oldest first."""
+        try:
+            with self._lock:
+                return qu.listing(self._conn)
+        except sqlite3.Error as e:
+            raise self._translate(e, "read") from None
+
+    def requeue(self, batch_seqs: Iterable[int] | None = None) -> list[QuarantinedBatch]:
+        """Put quarantined batches (every one with None) back at the tail of the queue, one
+        transaction each; they go out under new numbers (quarantine doc). What was requeued;
+        ``SpoolError`` naming the numbers that are not quarantined, before anything changes."""
+        held = {b.batch_seq for b in self.quarantined()}
+        wanted = sorted(held) if batch_seqs is None else list(dict.fromkeys(batch_seqs))
+        unknown = [n for n in wanted if n not in held]
+        if unknown:
+            raise SpoolError(f"spool {self.path}: not in the quarantine: {' '.join(map(str, unknown))}")
+        done: list[QuarantinedBatch] = []
+        for seq in wanted:
+            q: QuarantinedBatch | None = self._write("requeue", functools.partial(self._requeue_txn, seq))
+            if q is not None:  # (None: another process requeued it meanwhile)
+                done.append(q)
+        return done
+
+    def _requeue_txn(self, batch_seq: int) -> QuarantinedBatch | None:
+        st = self._state()
+        try:
+            q = qu.take_out(self._conn, st, batch_seq)
+        except ValueError as e:
+            raise SpoolCorrupt(f"spool {self.path}: {e}") from None
+        if q is not None:
+            self._put_state(st)
+        return q
 
     def expire(self) -> int:
         """Delete sent records spooled more than ``keep_days`` ago; return how many."""
@@ -547,7 +629,7 @@ class Spool:
     # -- reporting --
 
     def stats(self) -> SpoolStats:
-        try:
+        try:  # (a ValueError: the quarantine's counter row is missing)
             with self._lock:  # one read transaction: a consistent picture
                 self._conn.execute("BEGIN")
                 try:
@@ -555,10 +637,13 @@ class Spool:
                     oldest_unsent = self._conn.execute("SELECT added FROM records WHERE id = ?",
                                                        (st["sent_upto"] + 1,)).fetchone()
                     oldest = self._conn.execute("SELECT added FROM records ORDER BY id LIMIT 1").fetchone()
+                    q = qu.totals(self._conn)
                 finally:
                     self._conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise self._translate(e, "stats") from None
+        except ValueError as e:
+            raise SpoolCorrupt(f"spool {self.path}: {e}; move the file aside") from None
         now = self.clock()
         file_bytes = 0
         for suffix in ("", "-wal"):
@@ -573,7 +658,10 @@ class Spool:
             records_dropped=st["dropped"], records_invalid=st["invalid"], evicted_records=st["evicted"],
             evicted_early_records=st["evicted_early"], expired_records=st["expired"],
             upload_lag_s=None if oldest_unsent is None else max(0.0, now - float(oldest_unsent[0])),
-            oldest_added=None if oldest is None else float(oldest[0]), next_batch_seq=st["next_seq"])
+            oldest_added=None if oldest is None else float(oldest[0]), next_batch_seq=st["next_seq"],
+            quarantined_batches=q.batches, quarantined_records=q.records, quarantined_bytes=q.bytes,
+            quarantine_bytes=self.quarantine_bytes, quarantined_total=q.quarantined,
+            requeued_total=q.requeued, quarantine_evicted_records=q.evicted)
 
     def check(self) -> None:
         """Read the whole file with SQLite's ``quick_check``; ``SpoolCorrupt`` if damaged."""

@@ -7,11 +7,24 @@ what is left. Each batch is the `wire` envelope (msgpack + zstd) with a `batch_s
 unique to this agent; a batch counts as delivered only when the collector answered 200
 with `{"accepted": N, "duplicate": b}` after its commit.
 
-Retries: connection errors, timeouts, 429 and 5xx are retried with exponential backoff
+Retries: connection errors, timeouts, 408, 429 and 5xx are retried with exponential backoff
 and full jitter (AWS architecture blog, "Exponential Backoff And Jitter"), up to
 `max_tries`, resending the same bytes under the same `batch_seq`, so a batch stored
 before a lost answer is acknowledged as a duplicate and stored once. Any other 4xx is a
-refusal that retrying cannot fix: `UploadError` with the collector's reason.
+refusal that retrying the same request cannot fix: `Refused` (an `UploadError`) with the
+status and the collector's `error` and `detail`.
+
+Which refusals are about the batch (`Refused.permanent`, used by the spool drain to move a
+batch to the spool's quarantine, `agent.spool.quarantine`): a 4xx the collector itself
+answered, with its JSON `{"error", "detail"}`, except `NOT_ABOUT_THE_BATCH` (401: the token;
+404, 405: the URL, or a collector without this endpoint; 407: a proxy's credentials) and the
+transient ones above; and a 413 from anyone (a proxy's body limit is about this body too). So
+the collector's 400 (invalid_batch), 403 (wrong_agent), 409 (a batch_seq it holds other
+content under), 413 (too_large), 415, 422 (records too far in the future or spanning too many
+days) are permanent for the batch that got them. Any other 4xx, and one that is not the
+collector's answer (a proxy or a server in the way: an aiohttp server that cannot decode zstd
+answers a plain-text 400 to every batch), would refuse every batch alike until an operator
+fixes the cause: quarantining would empty the whole queue into the quarantine.
 
 Sequence numbers: the live agent's spool (`agent.spool`, drained by `agent.uploader.drain`)
 keeps them across restarts; for `replay` they start at the wall clock in nanoseconds, so two
@@ -52,7 +65,30 @@ class UploadError(Exception):
 
 
 class TransientError(UploadError):
-    """No answer, or an answer that says "try again later" (connection error, timeout, 429, 5xx)."""
+    """No answer, or an answer that says "try again later" (connection error, timeout, 408, 429, 5xx)."""
+
+
+#: 4xx answers that say nothing about the batch sent (module doc): never quarantined.
+NOT_ABOUT_THE_BATCH: Final = frozenset({401, 404, 405, 407})
+#: 4xx answers that mean "try again later": transient, like 5xx.
+TRANSIENT_4XX: Final = frozenset({408, 429})
+
+
+class Refused(UploadError):
+    """The collector (or a proxy before it) answered a 4xx that resending will not change."""
+
+    def __init__(self, message: str, status: int, error: str, detail: str, from_collector: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error  # the collector's error name, or "http_<status>" for another answer
+        self.detail = detail
+        self.from_collector = from_collector  # the answer was the collector's JSON error
+
+    @property
+    def permanent(self) -> bool:
+        """True when the refusal is about this request's body, not the token, the URL or
+        something between the agent and the collector (module doc)."""
+        return self.status == 413 or (self.from_collector and self.status not in NOT_ABOUT_THE_BATCH)
 
 
 def backoff_delay(attempt: int, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
@@ -123,10 +159,11 @@ class CollectorClient:
         except urllib.error.HTTPError as e:
             if raw and e.code in (304, 404):
                 raise _NotModified from None
-            detail = _reason(e)
-            if e.code != 429 and e.code < 500:
-                raise UploadError(f"{method} {path}: refused with {e.code}: {detail}") from None
-            raise TransientError(f"{e.code}: {detail}") from None
+            error, detail, from_collector = _reason(e)
+            if e.code not in TRANSIENT_4XX and e.code < 500:
+                raise Refused(f"{method} {path}: refused with {e.code}: {error}: {detail}", e.code, error,
+                              detail, from_collector) from None
+            raise TransientError(f"{e.code}: {error}: {detail}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
             if isinstance(reason, ssl.SSLCertVerificationError):
@@ -191,9 +228,18 @@ class Uploader:
         raise UploadError(f"{method} {path}: no answer after {self.max_tries} tries (last: {last})")
 
 
-def _reason(e: urllib.error.HTTPError) -> str:
+#: Bytes of an error answer read for its reason (the collector's JSON is far smaller).
+MAX_ERROR_BODY: Final = 4096
+
+
+def _reason(e: urllib.error.HTTPError) -> tuple[str, str, bool]:
+    """(error, detail, True) of the collector's JSON error answer ``{"error", "detail"}``; for
+    anything else (a proxy's page) ``http_<status>``, the reason phrase and False."""
+    fallback = (f"http_{e.code}", str(e.reason), False)
     try:
-        payload = json.loads(e.read() or b"{}")
-        return f"{payload.get('error')}: {payload.get('detail')}"
-    except (ValueError, OSError):
-        return str(e.reason)
+        payload = json.loads(e.read(MAX_ERROR_BODY) or b"{}")
+    except (ValueError, OSError, http.client.HTTPException):
+        return fallback
+    if not isinstance(payload, dict) or not isinstance(payload.get("error"), str):
+        return fallback
+    return payload["error"], str(payload.get("detail", "")), True

@@ -14,13 +14,28 @@ same number; the collector answers only after its own commit and stores an
 before its commit loses nothing the agent has not still got; after its commit, the resend is
 the duplicate. Batches go one at a time and in order, so "sent" is a prefix of the spool.
 
-Retries: no answer, a timeout, 429 or 5xx → exponential backoff with full jitter
+Retries: no answer, a timeout, 408, 429 or 5xx → exponential backoff with full jitter
 (``backoff_delay``, capped at ``backoff_cap_s``), forever: records are never given up on.
-A refusal (other 4xx: token revoked, agent renamed, a schema the collector no longer takes)
-cannot be fixed by the agent: it is logged, counted (``refused``, ``last_error``) and retried
-every ``refused_retry_s``, so the records stay spooled (and visible in ``unsent_records``)
-until an operator fixes the cause. The agent's identity (``GET /api/v1/agent``) is asked
-lazily and retried the same way, so the drain starts even while the collector is down.
+A refusal that is not about the batch (401 token refused, 404/405 wrong URL, 407 proxy:
+``client.NOT_ABOUT_THE_BATCH``; any 4xx but 413 that is not the collector's JSON answer: a
+proxy in the way) would refuse every batch alike: it is logged, counted (``refused``,
+``last_error``) and retried every ``refused_retry_s``, so the records stay spooled (and
+visible in ``unsent_records``) until an operator fixes the cause.
+
+Refused for good (``client.Refused.permanent``): any other 4xx (the collector's 400
+invalid_batch, 409, 413, 415, 422, ...) is about this batch, and resending it cannot change
+the answer; waiting on it would hold every later record
+behind it. The batch moves to the spool's quarantine (``Spool.quarantine``: one transaction,
+kept with the status, error, detail and time; see ``agent.spool.quarantine`` for its bound
+and for requeueing it under a new ``batch_seq``), is counted (``quarantined``,
+``quarantined_records``) and logged as an error, and the next batch goes out at once. A 403
+first makes the drain ask again who its token belongs to (``GET /api/v1/agent``): if the
+collector now knows the agent by another name or unit, the batch is sent again under that
+identity, and only a 403 with an unchanged identity quarantines it. A batch that had a try
+without an answer before it was refused is quarantined as ``maybe_stored``.
+
+The agent's identity is asked lazily and retried like a batch, so the drain starts even
+while the collector is down.
 
 The body is built without decoding the records: the spool keeps each record as its msgpack
 encoding (validated when spooled), and the envelope's msgpack map is written around their
@@ -45,8 +60,16 @@ from typing import Any, Final
 import msgpack
 import zstandard
 
+from agent.spool.quarantine import Refusal
 from agent.spool.store import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, Batch, Spool
-from agent.uploader.client import BACKOFF_CAP_S, CollectorClient, TransientError, UploadError, backoff_delay
+from agent.uploader.client import (
+    BACKOFF_CAP_S,
+    CollectorClient,
+    Refused,
+    TransientError,
+    UploadError,
+    backoff_delay,
+)
 from wire.envelope import DEFAULT_LEVEL
 from wire.version import SCHEMA_VERSION
 
@@ -56,7 +79,7 @@ log = logging.getLogger("edgeaudit.uploader")
 DEFAULT_LINGER_S: Final = 1.0
 #: How often an idle drain looks at the spool for new records (seconds).
 DEFAULT_POLL_S: Final = 0.05
-#: After a refusal (4xx), the same batch is tried again this often (seconds).
+#: After a refusal that is not about the batch (401, 404, 405, 407), it is tried again this often (s).
 REFUSED_RETRY_S: Final = 60.0
 #: Sent records past retention are deleted this often (seconds).
 EXPIRE_EVERY_S: Final = 3600.0
@@ -98,7 +121,8 @@ class SpoolDrain:
         self.clock = clock
         self.identity: tuple[str, str] | None = None
         self.counters: dict[str, Any] = {"batches": 0, "records": 0, "duplicates": 0, "resent": 0,
-                                         "retries": 0, "refused": 0, "last_error": None, "last_ack": None}
+                                         "retries": 0, "refused": 0, "quarantined": 0,
+                                         "quarantined_records": 0, "last_error": None, "last_ack": None}
         self._down = False
         self._next_expire = clock()  # once at start, then every expire_every_s
 
@@ -133,6 +157,9 @@ class SpoolDrain:
         answer = self._send(identity, batch, stop)
         if answer is None:
             return False
+        if isinstance(answer, Refusal):
+            self._quarantine(batch, answer)
+            return True
         self.spool.mark_sent(batch.batch_seq)
         self.counters["batches"] += 1
         self.counters["records"] += len(batch.bodies)
@@ -145,11 +172,57 @@ class SpoolDrain:
         self.identity = self._retry(stop, "GET /api/v1/agent", self.client.whoami)
         return self.identity
 
-    def _send(self, identity: tuple[str, str], batch: Batch, stop: threading.Event) -> dict[str, Any] | None:
-        body = build_body(identity[0], identity[1], batch.batch_seq, batch.bodies, time.time())
-        answer: dict[str, Any] | None = self._retry(stop, f"batch {batch.batch_seq}",
-                                                     lambda: self.client.post_batch(body))
-        return answer
+    def _send(self, identity: tuple[str, str], batch: Batch,
+              stop: threading.Event) -> dict[str, Any] | Refusal | None:
+        """Send ``batch`` until the collector acknowledges it (its answer) or refuses it for good
+        (the ``Refusal`` to quarantine it with); None if ``stop`` is set first."""
+        what = f"batch {batch.batch_seq}"
+        maybe_stored = batch.resent  # an earlier try may have been committed before its answer was lost
+        rechecked = False
+        body = build_body(identity[0], identity[1], batch.batch_seq, batch.bodies, batch.created)
+        attempt = 0
+        while not stop.is_set():
+            try:
+                answer = self.client.post_batch(body)
+            except TransientError as e:
+                maybe_stored = True
+                delay = self._transient(e, attempt)
+            except Refused as e:
+                if not e.permanent:
+                    delay = self._refused(e, what)
+                elif e.status == 403 and not rechecked:
+                    rechecked = True  # maybe renamed or moved to another unit since we asked
+                    fresh = self._whoami(stop)
+                    if fresh is None:
+                        return None
+                    if fresh == identity:
+                        return Refusal(e.status, e.error, e.detail, maybe_stored)
+                    log.warning("uploader: the collector now knows this agent as %s of unit %s "
+                                "(was %s of %s)", fresh[0], fresh[1], identity[0], identity[1])
+                    identity = fresh
+                    body = build_body(identity[0], identity[1], batch.batch_seq, batch.bodies, batch.created)
+                    continue  # at once: this is a new request, not a retry
+                else:
+                    return Refusal(e.status, e.error, e.detail, maybe_stored)
+            except UploadError as e:  # not the collector we trust (TLS): the same for every batch
+                delay = self._refused(e, what)
+            else:
+                self._up()
+                return dict(answer)
+            attempt += 1
+            stop.wait(delay)
+        return None
+
+    def _quarantine(self, batch: Batch, refusal: Refusal) -> None:
+        self.spool.quarantine(batch.batch_seq, refusal)
+        self.counters["quarantined"] += 1
+        self.counters["quarantined_records"] += len(batch.bodies)
+        self.counters["last_error"] = (f"batch {batch.batch_seq}: {refusal.status} {refusal.error}: "
+                                       f"{refusal.detail}")
+        log.error("uploader: collector %s refused batch %d (%d records) for good: %d %s: %s; moved to the "
+                  "spool's quarantine, the next batches go on (`edgeaudit-agent spool requeue %d` sends it "
+                  "again once the cause is fixed)", self.client.url, batch.batch_seq, len(batch.bodies),
+                  refusal.status, refusal.error, refusal.detail, batch.batch_seq)
 
     def _retry(self, stop: threading.Event, what: str, fn: Callable[[], Any]) -> Any:
         """``fn()`` until it answers; None if ``stop`` is set first."""
@@ -158,24 +231,35 @@ class SpoolDrain:
             try:
                 result = fn()
             except TransientError as e:
-                self.counters["retries"] += 1
-                self.counters["last_error"] = str(e)
-                if not self._down:
-                    log.warning("uploader: collector %s not answering (%s); records stay spooled, retrying",
-                                self.client.url, e)
-                    self._down = True
-                delay = backoff_delay(attempt, cap=self.backoff_cap_s)
+                delay = self._transient(e, attempt)
             except UploadError as e:
-                self.counters["refused"] += 1
-                self.counters["last_error"] = str(e)
-                log.error("uploader: collector %s refused %s: %s; records stay spooled, retrying in %gs",
-                          self.client.url, what, e, self.refused_retry_s)
-                delay = self.refused_retry_s
+                delay = self._refused(e, what)
             else:
-                if self._down:
-                    log.info("uploader: collector %s answers again", self.client.url)
-                    self._down = False
+                self._up()
                 return result
             attempt += 1
             stop.wait(delay)
         return None
+
+    def _transient(self, e: TransientError, attempt: int) -> float:
+        """Count and log (once per outage) a try without an answer; the wait before the next."""
+        self.counters["retries"] += 1
+        self.counters["last_error"] = str(e)
+        if not self._down:
+            log.warning("uploader: collector %s not answering (%s); records stay spooled, retrying",
+                        self.client.url, e)
+            self._down = True
+        return backoff_delay(attempt, cap=self.backoff_cap_s)
+
+    def _refused(self, e: UploadError, what: str) -> float:
+        """Count and log a refusal an operator must fix; the wait before trying again."""
+        self.counters["refused"] += 1
+        self.counters["last_error"] = str(e)
+        log.error("uploader: collector %s refused %s: %s; records stay spooled, retrying in %gs",
+                  self.client.url, what, e, self.refused_retry_s)
+        return self.refused_retry_s
+
+    def _up(self) -> None:
+        if self._down:
+            log.info("uploader: collector %s answers again", self.client.url)
+            self._down = False

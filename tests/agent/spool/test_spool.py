@@ -49,7 +49,7 @@ def test_append_batch_send_round_trip(tmp_path: Path) -> None:
         assert st.spool_bytes == sum(size(i) for i in range(10))
         assert s.newest() == rec(9)
         assert st.stats_record_fields() == {"spool_records": 10, "spool_bytes": st.spool_bytes,
-                                            "upload_lag_s": st.upload_lag_s}
+                                            "upload_lag_s": st.upload_lag_s, "quarantined_records": 0}
         b = s.next_batch(4)
         assert b is not None and not b.resent and seqs(b.bodies) == [0, 1, 2, 3]
         # the body the drain builds from the stored bytes is a batch the collector accepts
