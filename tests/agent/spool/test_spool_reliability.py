@@ -8,6 +8,10 @@
   are each killed with SIGKILL 5 times at random moments and restarted; then the collector
   holds each record number exactly once. The same run against the whole ``edgeaudit-agent
   run`` is tests/e2e/test_agent_run_reliability.py.
+- batches the collector refuses (a record it does not take in each of them) while the agent
+  is killed at random moments: every record is once either at the collector or in the
+  spool's quarantine, never both, never neither (the move to the quarantine is one
+  transaction with leaving the queue).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+import msgpack  # type: ignore[import-untyped]
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collector"))
@@ -111,9 +116,10 @@ class Collector:
 
 
 class Agent:
-    def __init__(self, tmp: Path, url: str, token: str, total: int, chunk: int, rate: float) -> None:
+    def __init__(self, tmp: Path, url: str, token: str, total: int, chunk: int, rate: float,
+                 bad_every: int = 0) -> None:
         self.args = [sys.executable, str(AGENT), str(tmp / "spool.db"), url, token, str(total), str(chunk),
-                     str(rate)]
+                     str(rate), str(bad_every)]
         self.log: IO[bytes] = (tmp / "agent.log").open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -220,6 +226,50 @@ def test_kill_agent_and_collector_5_times_each_every_record_stored_exactly_once(
           f"{log.count('not answering')}; spool: {st}")
     assert st.spool_records == total and st.records_dropped == 0
     assert_exactly_once(stored_numbers(c.data), total)
+
+
+def test_refused_batches_are_quarantined_exactly_once_while_the_agent_is_killed(tmp_path: Path) -> None:
+    total, chunk, rate, bad_every = 8000, 100, 4000.0, 2000  # about 2 s of writing
+    seed = int(os.environ.get("SPOOL_SEED", time.time_ns() % 1_000_000))
+    rng = random.Random(seed)
+    c = Collector(tmp_path)
+    c.start()
+    agent = Agent(tmp_path, c.url, c.token, total, chunk, rate, bad_every)
+    agent.start()
+    spool = Spool(tmp_path / "spool.db")
+    try:
+        for _ in range(5):
+            time.sleep(rng.uniform(0.2, 0.8))  # a random moment (not synchronization)
+            agent.kill()
+            agent.start()
+
+        def done() -> bool:
+            newest = spool.newest()
+            assert agent.alive(), (tmp_path / "agent.log").read_text()[-3000:]
+            return (newest is not None and newest["detail"] == str(total - 1)
+                    and spool.stats().unsent_records == 0)
+        wait_for(done, 60, "every record written and acknowledged or quarantined")
+    finally:
+        agent.kill()
+        c.stop()
+    quarantined: list[int] = []
+    for q in spool.quarantined():
+        rows = spool._conn.execute(  # test-only peek at the quarantined records
+            "SELECT body FROM records WHERE id BETWEEN (SELECT first_id FROM quarantine WHERE batch_seq = ?)"
+            " AND (SELECT last_id FROM quarantine WHERE batch_seq = ?)", (q.batch_seq, q.batch_seq)
+        ).fetchall()
+        numbers = [int(msgpack.unpackb(r[0])["detail"]) for r in rows]
+        assert len(numbers) == q.records and (q.status, q.error) == (400, "invalid_batch")
+        assert any(n % bad_every == 0 for n in numbers)  # only batches the collector had to refuse
+        quarantined += numbers
+    stored = stored_numbers(c.data)
+    st = spool.stats()
+    print(f"seed {seed}: {st.quarantined_batches} batches ({st.quarantined_records} records) quarantined")
+    assert not set(stored) & set(quarantined)
+    assert {n for n in range(total) if n % bad_every == 0} <= set(quarantined)
+    assert st.quarantined_records == len(quarantined) and st.records_lost == 0
+    assert len(stored) > total / 2  # the batches after a refused one went on
+    assert_exactly_once(stored + quarantined, total)
 
 
 def test_the_drain_stops_promptly_while_the_collector_is_down(tmp_path: Path) -> None:
