@@ -135,6 +135,13 @@ class Agent:
         return self.proc is not None and self.proc.poll() is None
 
 
+def all_done(spool: Spool, agent: Agent, total: int) -> bool:
+    """The stand-in agent wrote its last record and nothing is left in the upload queue."""
+    newest = spool.newest()
+    assert agent.alive(), Path(agent.log.name).read_text()[-3000:]
+    return newest is not None and newest["detail"] == str(total - 1) and spool.stats().unsent_records == 0
+
+
 def test_drain_sends_everything_once_and_a_resend_is_a_duplicate(tmp_path: Path) -> None:
     c = Collector(tmp_path)
     c.start()
@@ -208,13 +215,7 @@ def test_kill_agent_and_collector_5_times_each_every_record_stored_exactly_once(
                 time.sleep(rng.uniform(0, 0.5))
                 c.start()
         kills_done = time.monotonic() - t0
-
-        def done() -> bool:
-            newest = spool.newest()
-            assert agent.alive(), (tmp_path / "agent.log").read_text()[-3000:]
-            return (newest is not None and newest["detail"] == str(total - 1)
-                    and spool.stats().unsent_records == 0)
-        wait_for(done, 90, "every record written and acknowledged")
+        wait_for(lambda: all_done(spool, agent, total), 90, "every record written and acknowledged")
         elapsed = time.monotonic() - t0
     finally:
         agent.kill()
@@ -242,13 +243,7 @@ def test_refused_batches_are_quarantined_exactly_once_while_the_agent_is_killed(
             time.sleep(rng.uniform(0.2, 0.8))  # a random moment (not synchronization)
             agent.kill()
             agent.start()
-
-        def done() -> bool:
-            newest = spool.newest()
-            assert agent.alive(), (tmp_path / "agent.log").read_text()[-3000:]
-            return (newest is not None and newest["detail"] == str(total - 1)
-                    and spool.stats().unsent_records == 0)
-        wait_for(done, 60, "every record written and acknowledged or quarantined")
+        wait_for(lambda: all_done(spool, agent, total), 60, "every record acknowledged or quarantined")
     finally:
         agent.kill()
         c.stop()
