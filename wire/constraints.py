@@ -17,6 +17,7 @@ list at most ``MAX_LIST_LEN`` items of at most ``MAX_LIST_ITEM_LEN`` characters.
 from __future__ import annotations
 
 import enum
+import sys
 from dataclasses import dataclass
 from typing import Annotated, TypeAlias
 
@@ -57,4 +58,7 @@ Count: TypeAlias = Annotated[int, Range(0, INT64_MAX)]
 Depth: TypeAlias = Annotated[int, Range(1, INT64_MAX)]
 U16: TypeAlias = Annotated[int, Range(0, 65535)]
 Timestamp: TypeAlias = Annotated[float, Range(MIN_TS, MAX_TS)]
+#: Seconds between two moments of one record (last packet - first, logout - login): never
+#: negative (SCHEMA.md), and finite like every float.
+Duration: TypeAlias = Annotated[float, Range(0.0, sys.float_info.max)]
 Snippet: TypeAlias = Annotated[str, MaxLen(MAX_SNIPPET_LEN)]

@@ -23,10 +23,12 @@ Format (schema 1.x), complete enough to write another uploader from:
    ``records``    array       0..50000 records, each a map as described in SCHEMA.md
    =============  ==========  ============================================================
 
-   A record is a msgpack map with ``str`` keys: ``type``, ``ts`` and the other fields of its
-   type. Values are ``nil``, ``bool``, ``int`` (fitting int64; ports, VLAN ids and counters
+   A record is a msgpack map with ``str`` keys, each at most once: ``type``, ``ts`` and the
+   other fields of its type (a map holding a key twice, the envelope or a record, is
+   refused: readers disagree on which value counts, and a record's bytes are stored as
+   sent). Values are ``nil``, ``bool``, ``int`` (fitting int64; ports, VLAN ids and counters
    have tighter ranges), ``float`` (float64 preferred; float32 accepted; NaN and infinities
-   refused; an int is accepted where a float is expected), ``str`` (valid UTF-8), or an
+   refused; an int is accepted where a float is expected), ``str`` (valid UTF-8, no NUL), or an
    ``array`` of ``str`` or of numbers. No ``bin``, no ``ext`` (so no msgpack timestamps),
    no nested maps. Every field SCHEMA.md lists for the type is present (``nil`` when
    unknown) except the flow id of ``weird`` and ``alert`` records, which may be absent;
@@ -40,7 +42,10 @@ Format (schema 1.x), complete enough to write another uploader from:
    32 MiB decompressed. No bytes may follow the msgpack map.
 
 How it is sent (HTTP path, authentication, the acknowledgement) is the collector's and the
-uploader's business; this module only defines the body.
+uploader's business; this module only defines the body. A batch's content, for idempotency,
+is its records' msgpack bytes as sent (``records_digest``): a batch re-sent under its
+``batch_seq`` must carry its records in the same bytes (``created`` may change), or the
+collector refuses it as another batch under a used number.
 
 Why these choices: msgpack is compact and fast to parse with hard size limits; zstd
 compresses repetitive records ~10x at low CPU. The decoder is written for hostile input:
@@ -54,15 +59,16 @@ per-container and per-string limits; and every record is validated.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import msgpack
 import zstandard
 
-from wire.errors import EnvelopeError
+from wire.errors import EnvelopeError, ValidationError
 from wire.limits import (
     MAX_BATCH_COMPRESSED,
     MAX_BATCH_DECOMPRESSED,
@@ -175,10 +181,35 @@ def _limits(max_records: int) -> dict[str, Any]:
     }
 
 
+class _KeyTwice(Exception):
+    """A map of the payload holds ``key`` twice (raised from ``_unique_map``)."""
+
+    def __init__(self, key: object) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """The reference parser's maps: msgpack would keep a repeated key's last value; refused."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[Any] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _KeyTwice(key)
+            seen.add(key)
+    return out
+
+
 def unpack_envelope(payload: bytes, max_records: int = MAX_BATCH_RECORDS) -> object:
-    """Parse the msgpack payload with limits on every container and string; no validation."""
+    """Parse the msgpack payload with limits on every container and string, refusing a map
+    that holds a key twice; no validation. The reference parser: it words every refusal."""
     try:
-        return msgpack.unpackb(payload, **_limits(max_records))
+        return msgpack.unpackb(payload, object_pairs_hook=_unique_map, **_limits(max_records))
+    except _KeyTwice as e:
+        shown = repr(e.key)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise EnvelopeError(f"batch payload has a map holding the key {shown} twice") from None
     except msgpack.ExtraData:
         raise EnvelopeError("batch payload has bytes after the msgpack map") from None
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as e:
@@ -193,11 +224,24 @@ def _unpacker(payload: bytes, max_records: int) -> Any:
     return up
 
 
+def _map_len(payload: bytes, at: int) -> int:
+    """The entry count of the msgpack map whose header is at ``payload[at]`` (-1: not a map)."""
+    head = payload[at]
+    if head & 0xF0 == 0x80:  # fixmap
+        return head & 0x0F
+    if head == 0xDE:  # map 16
+        return (payload[at + 1] << 8) | payload[at + 2]
+    if head == 0xDF:  # map 32
+        return int.from_bytes(payload[at + 1 : at + 5], "big")
+    return -1
+
+
 def _unpack_with_spans(payload: bytes, max_records: int) -> tuple[dict[str, Any], list[int]] | None:
     """The envelope map and the offsets bounding each record in ``payload`` (record ``i`` is
     ``payload[offsets[i]:offsets[i + 1]]``), or None for anything but a well-formed map with
-    one ``records`` array: the caller then parses with ``unpack_envelope``, whose errors are
-    the reference."""
+    one ``records`` array, each key once in it and in every record: the caller then parses
+    with ``unpack_envelope``, whose errors are the reference. (A record map with a key twice
+    makes a dict with fewer entries than its header counts: one comparison per record.)"""
     try:
         up = _unpacker(payload, max_records)
         envelope: dict[str, Any] = {}
@@ -221,6 +265,9 @@ def _unpack_with_spans(payload: bytes, max_records: int) -> tuple[dict[str, Any]
                 envelope[key] = up.unpack()
         if offsets is None or up.tell() != len(payload):
             return None
+        for rec, at in zip(envelope["records"], offsets, strict=False):
+            if type(rec) is dict and len(rec) != _map_len(payload, at):
+                return None
         return envelope, offsets
     except (ValueError, TypeError, OverflowError, IndexError, msgpack.UnpackException):
         return None
@@ -247,11 +294,29 @@ def decode_batch_spans(
     A record's bytes decode to exactly the validated record (same msgpack, same parser)."""
     payload = _payload(data, max_compressed, max_decompressed)
     parsed = _unpack_with_spans(payload, max_records)
-    if parsed is None:
-        envelope, offsets = unpack_envelope(payload, max_records), None
-    else:
+    if parsed is not None:
         envelope, offsets = parsed
-    return validate_batch(envelope, max_records=max_records), payload, offsets
+        try:
+            return validate_batch(envelope, max_records=max_records), payload, offsets
+        except ValidationError:
+            pass  # worded by the reference below (it may find a key twice in a nested map first)
+    return validate_batch(unpack_envelope(payload, max_records), max_records=max_records), payload, None
+
+
+def records_digest(records: Sequence[Mapping[str, Any]], payload: bytes | None = None,
+                   offsets: Sequence[int] | None = None) -> bytes:
+    """The SHA-256 of a batch's content: its records' msgpack bytes as they came
+    (``payload[offsets[0]:offsets[-1]]`` of ``decode_batch_spans``), else the records packed
+    as ``encode_batch`` packs them (the same bytes for a batch it built). The envelope is
+    left out: ``created`` changes when an agent rebuilds a batch to send it again."""
+    h = hashlib.sha256()
+    if payload is not None and offsets is not None:
+        h.update(memoryview(payload)[offsets[0] : offsets[-1]])
+    else:
+        pack = msgpack.Packer(use_bin_type=True).pack
+        for rec in records:
+            h.update(pack(rec))
+    return h.digest()
 
 
 def decode_batch(

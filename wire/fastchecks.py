@@ -33,7 +33,7 @@ def fast_session(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['uid']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['proto']
         if not (type(v) is str and is_proto(v)):
@@ -63,10 +63,10 @@ def fast_session(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is str and is_mac(v))):
             return False
         v = rec['service']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['duration']
-        if not ((type(v) is float or type(v) is int) and -1.7976931348623157e+308 <= v <= 1.7976931348623157e+308):
+        if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 1.7976931348623157e+308):
             return False
         v = rec['orig_bytes']
         if not (type(v) is int and 0 <= v <= 9223372036854775807):
@@ -96,7 +96,7 @@ def fast_session(rec: dict[Any, Any]) -> bool:
         if not (type(v) is str and v in CHOICES_0):
             return False
         v = rec['history']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['nat_ip']
         if not (v is None or (type(v) is str and is_ip(v))):
@@ -105,7 +105,7 @@ def fast_session(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is int and 0 <= v <= 65535)):
             return False
         v = rec['account']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['blocked']
         if not (type(v) is bool):
@@ -127,7 +127,7 @@ def fast_http(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['uid']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['proto']
         if not (type(v) is str and is_proto(v)):
@@ -154,28 +154,28 @@ def fast_http(rec: dict[Any, Any]) -> bool:
         if not (type(v) is int and 1 <= v <= 9223372036854775807):
             return False
         v = rec['method']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['host']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['uri']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['referrer']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['version']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['user_agent']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['status_code']
         if not (v is None or (type(v) is int and 0 <= v <= 9223372036854775807)):
             return False
         v = rec['status_msg']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['request_body_len']
         if not (type(v) is int and 0 <= v <= 9223372036854775807):
@@ -184,16 +184,16 @@ def fast_http(rec: dict[Any, Any]) -> bool:
         if not (type(v) is int and 0 <= v <= 9223372036854775807):
             return False
         v = rec['req_content_type']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['resp_content_type']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['username']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['account']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
     except KeyError:
         return False
@@ -209,7 +209,7 @@ def fast_dns(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['uid']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['proto']
         if not (type(v) is str and is_proto(v)):
@@ -236,7 +236,7 @@ def fast_dns(rec: dict[Any, Any]) -> bool:
         if not (type(v) is int and 0 <= v <= 65535):
             return False
         v = rec['query']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['qclass']
         if not (v is None or (type(v) is int and 0 <= v <= 65535)):
@@ -245,13 +245,13 @@ def fast_dns(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is int and 0 <= v <= 65535)):
             return False
         v = rec['qtype_name']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['rcode']
         if not (v is None or (type(v) is int and 0 <= v <= 65535)):
             return False
         v = rec['rcode_name']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['AA']
         if not (type(v) is bool):
@@ -288,7 +288,7 @@ def fast_tls(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['uid']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['proto']
         if not (type(v) is str and is_proto(v)):
@@ -312,13 +312,13 @@ def fast_tls(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is int and 0 <= v <= 4095)):
             return False
         v = rec['server_name']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['version']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['next_protocol']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['established']
         if not (type(v) is bool):
@@ -337,7 +337,7 @@ def fast_smtp(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['uid']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['proto']
         if not (type(v) is str and is_proto(v)):
@@ -361,7 +361,7 @@ def fast_smtp(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is int and 0 <= v <= 4095)):
             return False
         v = rec['from']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['to']
         if not (type(v) is list and str_list_ok(v, 1024, 1024)):
@@ -373,19 +373,19 @@ def fast_smtp(rec: dict[Any, Any]) -> bool:
         if not (type(v) is int and 1 <= v <= 9223372036854775807):
             return False
         v = rec['helo']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['mailfrom']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['rcptto']
         if not (type(v) is list and str_list_ok(v, 1024, 1024)):
             return False
         v = rec['subject']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['user']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['tls']
         if not (type(v) is bool):
@@ -404,7 +404,7 @@ def fast_mailbox(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['uid']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['proto']
         if not (type(v) is str and is_proto(v)):
@@ -431,7 +431,7 @@ def fast_mailbox(rec: dict[Any, Any]) -> bool:
         if not (type(v) is str and v in CHOICES_1):
             return False
         v = rec['user']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['login_ok']
         if not (v is None or (type(v) is bool)):
@@ -456,7 +456,7 @@ def fast_ftp(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['uid']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['proto']
         if not (type(v) is str and is_proto(v)):
@@ -480,19 +480,19 @@ def fast_ftp(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is int and 0 <= v <= 4095)):
             return False
         v = rec['user']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['command']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['arg']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['reply_code']
         if not (type(v) is int and 0 <= v <= 9223372036854775807):
             return False
         v = rec['reply_msg']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['file_size']
         if not (v is None or (type(v) is int and 0 <= v <= 9223372036854775807)):
@@ -511,7 +511,7 @@ def fast_ssh(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['uid']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['proto']
         if not (type(v) is str and is_proto(v)):
@@ -547,28 +547,28 @@ def fast_ssh(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is str and v in CHOICES_2)):
             return False
         v = rec['client']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['server']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['cipher_alg']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['mac_alg']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['compression_alg']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['kex_alg']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['host_key_alg']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['host_key_fingerprint']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
     except KeyError:
         return False
@@ -596,10 +596,10 @@ def fast_dhcp(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is str and is_mac(v))):
             return False
         v = rec['host_name']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['domain']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['requested_addr']
         if not (v is None or (type(v) is str and is_ip(v))):
@@ -616,27 +616,27 @@ def fast_dhcp(rec: dict[Any, Any]) -> bool:
         v = rec.get('client_fqdn', MISSING)
         if v is not MISSING:
             n += 1
-            if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
                 return False
         v = rec.get('duration', MISSING)
         if v is not MISSING:
             n += 1
-            if not (v is None or ((type(v) is float or type(v) is int) and -1.7976931348623157e+308 <= v <= 1.7976931348623157e+308)):
+            if not (v is None or ((type(v) is float or type(v) is int) and 0.0 <= v <= 1.7976931348623157e+308)):
                 return False
         v = rec.get('circuit_id', MISSING)
         if v is not MISSING:
             n += 1
-            if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
                 return False
         v = rec.get('agent_remote_id', MISSING)
         if v is not MISSING:
             n += 1
-            if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
                 return False
         v = rec.get('subscriber_id', MISSING)
         if v is not MISSING:
             n += 1
-            if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
                 return False
     except KeyError:
         return False
@@ -652,7 +652,7 @@ def fast_radius(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['uid']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['proto']
         if not (type(v) is str and is_proto(v)):
@@ -676,28 +676,28 @@ def fast_radius(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is int and 0 <= v <= 4095)):
             return False
         v = rec['code']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['status_type']
         if not (v is None or (type(v) is str and v in CHOICES_3)):
             return False
         v = rec['username']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['framed_addr']
         if not (v is None or (type(v) is str and is_ip(v))):
             return False
         v = rec['calling_station_id']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['called_station_id']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['nas_ip']
         if not (v is None or (type(v) is str and is_ip(v))):
             return False
         v = rec['acct_session_id']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['session_time']
         if not (v is None or (type(v) is int and 0 <= v <= 9223372036854775807)):
@@ -737,13 +737,13 @@ def fast_pppoe(rec: dict[Any, Any]) -> bool:
         if not (type(v) is int and 0 <= v <= 65535):
             return False
         v = rec['service_name']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['ac_name']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['username']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
     except KeyError:
         return False
@@ -762,7 +762,7 @@ def fast_login(rec: dict[Any, Any]) -> bool:
         if not (type(v) is str and v in CHOICES_6):
             return False
         v = rec['account']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['ip']
         if not (v is None or (type(v) is str and is_ip(v))):
@@ -771,16 +771,16 @@ def fast_login(rec: dict[Any, Any]) -> bool:
         if not (v is None or (type(v) is str and is_mac(v))):
             return False
         v = rec['calling_station']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['source']
         if not (type(v) is str and v in CHOICES_7):
             return False
         v = rec['session_id']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['duration']
-        if not (v is None or ((type(v) is float or type(v) is int) and -1.7976931348623157e+308 <= v <= 1.7976931348623157e+308)):
+        if not (v is None or ((type(v) is float or type(v) is int) and 0.0 <= v <= 1.7976931348623157e+308)):
             return False
     except KeyError:
         return False
@@ -835,7 +835,7 @@ def fast_alert(rec: dict[Any, Any]) -> bool:
         v = rec.get('uid', MISSING)
         if v is not MISSING:
             n += 1
-            if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
                 return False
         v = rec.get('proto', MISSING)
         if v is not MISSING:
@@ -873,13 +873,13 @@ def fast_alert(rec: dict[Any, Any]) -> bool:
             if not (v is None or (type(v) is int and 0 <= v <= 4095)):
                 return False
         v = rec['rule_id']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['ruleset_version']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['category']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['severity']
         if not (type(v) is int and -9223372036854775808 <= v <= 9223372036854775807):
@@ -891,19 +891,19 @@ def fast_alert(rec: dict[Any, Any]) -> bool:
         if not (type(v) is bool):
             return False
         v = rec['field']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['keyword']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['encoding']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['snippet']
-        if not (type(v) is str and len(v) <= 200 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 200 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['account']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
     except KeyError:
         return False
@@ -921,7 +921,7 @@ def fast_weird(rec: dict[Any, Any]) -> bool:
         v = rec.get('uid', MISSING)
         if v is not MISSING:
             n += 1
-            if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
                 return False
         v = rec.get('proto', MISSING)
         if v is not MISSING:
@@ -959,10 +959,10 @@ def fast_weird(rec: dict[Any, Any]) -> bool:
             if not (v is None or (type(v) is int and 0 <= v <= 4095)):
                 return False
         v = rec['name']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['detail']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
     except KeyError:
         return False
@@ -978,19 +978,19 @@ def fast_audit(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['actor']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['action']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['target']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['detail']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['result']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
     except KeyError:
         return False
@@ -1006,19 +1006,19 @@ def fast_registration(rec: dict[Any, Any]) -> bool:
         if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
             return False
         v = rec['account']
-        if not (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v))):
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
             return False
         v = rec['name']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['id_type']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['id_number']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['phone']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec['mac']
         if not (v is None or (type(v) is str and is_mac(v))):
@@ -1070,12 +1070,12 @@ def fast_stats(rec: dict[Any, Any]) -> bool:
         if not (v is None or ((type(v) is float or type(v) is int) and -1.7976931348623157e+308 <= v <= 1.7976931348623157e+308)):
             return False
         v = rec['ruleset_version']
-        if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
         v = rec.get('keyword_engine', MISSING)
         if v is not MISSING:
             n += 1
-            if not (v is None or (type(v) is str and len(v) <= 8192 and (v.isascii() or utf8_ok(v)))):
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
                 return False
         v = rec.get('quarantined_records', MISSING)
         if v is not MISSING:

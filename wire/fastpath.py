@@ -50,7 +50,8 @@ def utf8_ok(v: str) -> bool:
 def str_list_ok(v: list[Any], max_items: int, max_len: int) -> bool:
     if len(v) > max_items:
         return False
-    return all(type(x) is str and len(x) <= max_len and (x.isascii() or utf8_ok(x)) for x in v)
+    return all(type(x) is str and len(x) <= max_len and "\x00" not in x and (x.isascii() or utf8_ok(x))
+               for x in v)
 
 
 def float_list_ok(v: list[Any], max_items: int) -> bool:
@@ -60,6 +61,8 @@ def float_list_ok(v: list[Any], max_items: int) -> bool:
 
 
 _FORMAT_NAMES: Final = {fmt: f"is_{fmt.value}" for fmt in Format}
+#: The character no string may hold (``wire.validate``).
+_NUL: Final = "\x00"
 
 
 def _value_test(f: FieldSpec, consts: dict[str, Any]) -> str:
@@ -73,7 +76,8 @@ def _value_test(f: FieldSpec, consts: dict[str, Any]) -> str:
         elif f.fmt is not None:
             test = f"(type(v) is str and {_FORMAT_NAMES[f.fmt]}(v))"
         else:
-            test = f"(type(v) is str and len(v) <= {f.max_len!r} and (v.isascii() or utf8_ok(v)))"
+            test = (f"(type(v) is str and len(v) <= {f.max_len!r} and {_NUL!r} not in v"
+                    " and (v.isascii() or utf8_ok(v)))")
     elif kind is int:
         test = f"(type(v) is int and {f.lo!r} <= v <= {f.hi!r})"
     elif kind is float:

@@ -32,6 +32,7 @@ from wire.constraints import (
     CommunityId,
     Count,
     Depth,
+    Duration,
     IPAddr,
     MacAddr,
     Port,
@@ -85,7 +86,7 @@ class SessionRecord(FlowId):
     src_mac: MacAddr | None
     dst_mac: MacAddr | None
     service: str | None
-    duration: float
+    duration: Duration
     orig_bytes: Count
     resp_bytes: Count
     orig_pkts: Count
@@ -266,7 +267,7 @@ class DhcpRecord(TypedDict):
     # schema 1.1 (additive): Zeek's dhcp.log extras and the relay agent's option 82 (RFC 3046),
     # which name the switch port / subscriber line a lease went to
     client_fqdn: NotRequired[str | None]
-    duration: NotRequired[float | None]
+    duration: NotRequired[Duration | None]
     circuit_id: NotRequired[str | None]
     agent_remote_id: NotRequired[str | None]
     subscriber_id: NotRequired[str | None]
@@ -321,7 +322,7 @@ class LoginRecord(TypedDict):
     calling_station: str | None
     source: LoginSource
     session_id: str | None
-    duration: float | None
+    duration: Duration | None
 
 
 class NatRecord(TypedDict):

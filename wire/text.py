@@ -4,18 +4,24 @@
 ``backslashreplace``. Never drop a record because a field is undecodable." Every decoder
 that turns peer bytes into a record's string uses this one function, so the convention
 cannot drift between protocols.
+
+A NUL byte decodes as UTF-8 to U+0000, which no record string may hold (``wire.validate``:
+a C-string consumer of the stored text would cut it there); it is written ``\\x00``, the
+form ``backslashreplace`` gives an undecodable byte, so the record is kept and says what
+was sent.
 """
 
 from __future__ import annotations
 
 
 def wire_text(raw: bytes) -> str:
-    """UTF-8, else GB18030, else UTF-8 with backslash escapes for the bytes that are neither."""
+    """UTF-8, else GB18030, else UTF-8 with backslash escapes for the bytes that are neither;
+    NUL as ``\\x00``."""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        pass
-    try:
-        return raw.decode("gb18030")
-    except UnicodeDecodeError:
-        return raw.decode("utf-8", "backslashreplace")
+        try:
+            text = raw.decode("gb18030")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "backslashreplace")
+    return text.replace("\x00", "\\x00") if "\x00" in text else text

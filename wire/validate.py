@@ -11,9 +11,11 @@ Rules for a record (from ``wire.spec.SPECS``, i.e. the TypedDicts of ``wire.reco
 - every value has an allowed exact type (``bool`` is not ``int``; ``int`` is accepted for
   ``float`` fields), or is ``None`` where the field is nullable;
 - numbers: ints fit int64 or the field's tighter range (ports 0..65535, VLAN ids 0..4095,
-  counters >= 0); floats are finite; ``ts`` is within ``MIN_TS..MAX_TS``;
+  counters >= 0); floats are finite; ``ts`` is within ``MIN_TS..MAX_TS``; durations >= 0;
 - strings: at most ``MAX_STRING_LEN`` characters (``alert.snippet``: ``MAX_SNIPPET_LEN``),
-  encodable as UTF-8 (no lone surrogates); enumerated fields hold one of their values;
+  encodable as UTF-8 (no lone surrogates), without NUL (U+0000: C-string consumers of the
+  stored text would cut it there; a NUL byte from the wire is written ``\\x00``,
+  ``wire.text.wire_text``); enumerated fields hold one of their values;
   addresses are canonical (``wire.addresses``), MACs ``aa:bb:cc:dd:ee:ff``, ``proto`` is
   ``tcp|udp|icmp|icmp6`` or another protocol number 0..255 as decimal text;
 - lists: at most ``MAX_LIST_LEN`` items, none null, each of the item type; string items at
@@ -56,6 +58,7 @@ Checker = Callable[[Any], None]
 
 _FLOAT_MAX: Final = sys.float_info.max
 _SURROGATE: Final = "contains a lone surrogate and is not valid UTF-8 text"
+_NUL: Final = "contains a NUL character (U+0000)"
 _TYPE_NAMES: Final = {str: "str", int: "int", float: "float", bool: "bool", list: "list", type(None): "null"}
 
 
@@ -105,6 +108,8 @@ def _str_checker(rtype: str, f: FieldSpec) -> Checker:
     def check_text(v: str) -> None:
         if len(v) > max_len:
             raise _error(rtype, name, f"is longer than {max_len} characters ({len(v)})")
+        if "\x00" in v:
+            raise _error(rtype, name, _NUL)
         if not v.isascii() and not utf8_ok(v):
             raise _error(rtype, name, _SURROGATE)
 
@@ -117,7 +122,12 @@ def _number_checker(rtype: str, f: FieldSpec) -> Checker:
     # convert an int beyond float's exact range, or refuse it, where Python compares exactly.
     lo: Any = -_FLOAT_MAX if f.lo is None else f.lo
     hi: Any = _FLOAT_MAX if f.hi is None else f.hi
-    problem = "must be finite" if f.lo is None else f"must be within {lo!r}..{hi!r}"
+    if f.lo is None:
+        problem = "must be finite"
+    elif f.hi is not None and f.hi >= _FLOAT_MAX:  # a lower bound only (durations)
+        problem = f"must be finite and at least {lo!r}"
+    else:
+        problem = f"must be within {lo!r}..{hi!r}"
 
     def check_range(v: Any) -> None:
         # One chained comparison rejects NaN, +-inf and out-of-range ints without float().
@@ -147,6 +157,8 @@ def _list_checker(rtype: str, f: FieldSpec) -> Checker:
                     raise _error(
                         rtype, f"{name}[{i}]", f"is longer than {item_max_len} characters ({len(item)})"
                     )
+                if "\x00" in item:
+                    raise _error(rtype, f"{name}[{i}]", _NUL)
                 if not item.isascii() and not utf8_ok(item):
                     raise _error(rtype, f"{name}[{i}]", _SURROGATE)
             elif not -_FLOAT_MAX <= item <= _FLOAT_MAX:
@@ -279,6 +291,8 @@ def _check_id(env: dict[Any, Any], key: str) -> None:
         raise _env_error(f"{key!r} must be 1..{MAX_ID_LEN} characters, got {len(value)}", key)
     if not value.isascii() and not utf8_ok(value):
         raise _env_error(f"{key!r} contains a lone surrogate", key)
+    if "\x00" in value:
+        raise _env_error(f"{key!r} {_NUL}", key)
 
 
 def validate_batch(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import time
 import tracemalloc
@@ -17,7 +18,7 @@ from wire_strategies import ANY_RECORD, all_examples, example
 
 import wire
 from wire import EnvelopeError, ValidationError, decode_batch, encode_batch
-from wire.envelope import ZSTD_MAGIC, decompress_bounded
+from wire.envelope import ZSTD_MAGIC, decode_batch_spans, decompress_bounded, records_digest
 from wire.limits import MAX_BATCH_DECOMPRESSED, MAX_BATCH_RECORDS, MAX_ID_LEN
 
 CREATED = 1700000100.25
@@ -151,6 +152,7 @@ ENVELOPE_BAD: list[tuple[str, Any, str]] = [
     ("agent_id empty", _envelope(agent_id=""), "'agent_id' must be 1..256 characters"),
     ("agent_id long", _envelope(agent_id="a" * (MAX_ID_LEN + 1)), "'agent_id' must be 1..256 characters"),
     ("unit_id null", _envelope(unit_id=None), "'unit_id' must be str, got null"),
+    ("agent_id NUL", _envelope(agent_id="gw1\x00"), "'agent_id' contains a NUL character"),
     ("batch_seq str", _envelope(batch_seq="42"), "'batch_seq' must be int, got str"),
     ("batch_seq bool", _envelope(batch_seq=True), "'batch_seq' must be int, got bool"),
     ("batch_seq float", _envelope(batch_seq=42.0), "'batch_seq' must be int, got float"),
@@ -420,3 +422,23 @@ def test_fuzz_corrupted_valid_batches(data: st.DataObject) -> None:
         payload[i] = data.draw(st.integers(0, 255))
     with contextlib.suppress(ValidationError):
         decode_batch(_compress(bytes(payload)))
+
+
+def test_the_digest_is_of_the_records_as_sent() -> None:
+    """``records_digest``: the records' bytes, not the envelope (``created`` changes when an
+    agent rebuilds a batch to resend it); the same for the bytes received and the records."""
+    records = all_examples()
+    one = encode_batch("gw1", "unit-1", 7, records, created=1.0)
+    again = encode_batch("gw1", "unit-1", 7, records, created=2.0)
+    assert one != again
+
+    def digest(body: bytes) -> bytes:
+        batch, payload, offsets = decode_batch_spans(body)
+        return records_digest(batch["records"], payload, offsets)
+
+    assert digest(one) == digest(again) == records_digest(records)
+    assert len(digest(one)) == 32
+    other = [*records[:-1], {**records[-1], "ts": records[-1]["ts"] + 1}]
+    assert digest(encode_batch("gw1", "unit-1", 7, other)) != digest(one)
+    assert digest(encode_batch("gw1", "unit-1", 7, records[:-1])) != digest(one)
+    assert records_digest([]) == hashlib.sha256().digest()

@@ -71,11 +71,52 @@ def test_refusals_are_the_same(payload: bytes) -> None:
     assert _same(_z(payload))[0] != "ok"
 
 
-def test_a_key_twice_falls_back_to_the_reference_parser() -> None:
-    # msgpack keeps the last value of a repeated key; the span parser leaves that to it
+def _record_twice(key: str, first: Any, second: Any, rtype: str = "weird") -> bytes:
+    """A record's msgpack map holding ``key`` twice (msgpack would keep ``second``)."""
+    rec = {k: v for k, v in example(rtype).items() if k != key}
+    n = len(rec) + 2
+    head = bytes([0x80 | n]) if n < 16 else b"\xde" + n.to_bytes(2, "big")
+    return bytes(head + b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in rec.items()) + (
+        msgpack.packb(key) + msgpack.packb(first) + msgpack.packb(key) + msgpack.packb(second)))
+
+
+def _with_records(*records: bytes) -> bytes:
+    """An envelope whose records array holds ``records`` (raw msgpack) as they are."""
+    head = bytes(msgpack.packb(_envelope(records=[])))
+    assert head.endswith(b"\x90")  # the empty records array ends the map
+    return head[:-1] + bytes([0x90 | len(records)]) + b"".join(records)
+
+
+def test_a_key_twice_in_the_envelope_is_refused() -> None:
+    # msgpack keeps the last value of a repeated key; another reader may keep the first
     body = _z(b"\x87" + msgpack.packb(_envelope())[1:] + msgpack.packb("v") + msgpack.packb("1.1"))
-    assert _same(body)[0] == "ok"
-    assert decode_batch_spans(body)[2] is None
+    assert _same(body) == ("EnvelopeError", "batch payload has a map holding the key 'v' twice")
+
+
+@pytest.mark.parametrize(("key", "first", "second"), [
+    ("detail", "the first", "the second"), ("name", "x", "x"), ("ts", 1.0, 2.0)])
+def test_a_key_twice_in_a_record_is_refused(key: str, first: Any, second: Any) -> None:
+    """Stored as sent, such a record would carry both values; which one a reader takes
+    is the reader's choice. Refused, even when both values are equal."""
+    good = msgpack.packb(example("weird"))
+    body = _z(_with_records(good, _record_twice(key, first, second)))
+    assert _same(body) == ("EnvelopeError", f"batch payload has a map holding the key {key!r} twice")
+    assert _same(_z(_with_records(good, good)))[0] == "ok"
+
+
+def test_a_key_twice_in_a_nested_map_is_refused_like_the_reference() -> None:
+    nested = b"\x82" + msgpack.packb("a") + b"\x01" + msgpack.packb("a") + b"\x02"
+    rec = msgpack.packb({**example("weird"), "detail": None})
+    bad = rec[:-1] + nested  # the last value (detail: nil) replaced by the map
+    assert _same(_z(_with_records(bad)))[0] == "EnvelopeError"
+
+
+def test_maps_of_16_keys_and_more_are_counted() -> None:
+    session = example("session")  # 29 keys: a map 16 header
+    assert len(session) > 15
+    assert _same(_z(_with_records(msgpack.packb(session))))[0] == "ok"
+    twice = _record_twice("uid", "C1", "C2", "session")
+    assert _same(_z(_with_records(twice)))[1] == "batch payload has a map holding the key 'uid' twice"
 
 
 @pytest.mark.parametrize(("env", "fragment"), [(e, f) for _, e, f in ENVELOPE_BAD],

@@ -15,6 +15,7 @@ from wire.constraints import Format
 from wire.formats import PROTO_VALUES
 from wire.limits import MAX_TS, MIN_TS
 from wire.spec import SPECS, FieldSpec, RecordSpec
+from wire.text import wire_text
 
 FLOW = {
     "uid": "CHhAvVGS1DHFjwGM9",
@@ -139,11 +140,12 @@ def all_examples() -> list[dict[str, Any]]:
 
 # --- strategies derived from the spec ---------------------------------------------------------
 
-#: Text without surrogates, often non-ASCII: Chinese, and strings decoded the way SCHEMA.md asks
-#: (GB18030, or UTF-8 with backslashreplace for bytes that are neither).
-_text_chars = st.characters(codec="utf-8")
+#: Text without surrogates or NUL, often non-ASCII: Chinese, and strings decoded the way
+#: SCHEMA.md asks (GB18030, or UTF-8 with backslashreplace for bytes that are neither; a NUL
+#: byte written \x00: ``wire.text.wire_text``).
+_text_chars = st.characters(codec="utf-8", blacklist_characters="\x00")
 _chinese = st.text(alphabet=st.characters(min_codepoint=0x4E00, max_codepoint=0x9FA5), max_size=20)
-_undecodable = st.binary(max_size=20).map(lambda b: b.decode("utf-8", "backslashreplace"))
+_undecodable = st.binary(max_size=20).map(wire_text)
 _gb18030 = st.sampled_from(["你好世界".encode("gb18030"), b"\x81\x30\x81\x30abc"]).map(
     lambda b: b.decode("gb18030")
 )
@@ -180,7 +182,9 @@ def value_strategy(f: FieldSpec) -> st.SearchStrategy[Any]:
         assert f.lo is not None and f.hi is not None  # wire.spec bounds every int field
         base = st.integers(int(f.lo), int(f.hi))
     elif kind is float:
-        base = FINITE | st.integers(-(2**53), 2**53)
+        lo = -(2**53) if f.lo is None else int(f.lo)  # durations: >= 0
+        base = (FINITE if f.lo is None else st.floats(min_value=f.lo, allow_infinity=False)) | st.integers(
+            lo, 2**53)
     elif kind is bool:
         base = st.booleans()
     elif f.items == (str,):
