@@ -22,6 +22,12 @@ How: each of those modules holds module-level handlers and a short route table
 (`collector.app_keys`), which this factory sets. What only some storage backends can do is
 asked here once (`collector.storage_features`) and set under its own key, or not at all.
 
+Every answer under `/api/` carries `Cache-Control: no-store` (records, accounts and audit
+entries must not stay in a browser's or a proxy's cache). Request bodies are read with each
+endpoint's limits (`collector.http_limits`); a refused body is drained for at most
+`LINGERING_S` before the connection closes. Password logins are throttled and hashed in
+their own pool (`collector.access.check_password`).
+
 Why a factory: tests and `edgeaudit-collector serve` build the same application on the
 same stores; nothing global.
 """
@@ -41,7 +47,10 @@ from collector.app_keys import (
     INDEX_BACKLOG,
     INGEST_COUNTERS,
     LIVE_ALERTS,
+    LOGIN_THROTTLE,
+    PASSWORD_POOL,
     PREPARED_STORAGE,
+    REFUSALS,
     RETENTION_DAYS,
     RULESET_KEYS,
     STORAGE,
@@ -49,6 +58,9 @@ from collector.app_keys import (
 )
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditLog
+from collector.auth.password_pool import PasswordPool
+from collector.auth.throttle import LoginThrottle, RefusalLog
+from collector.http_limits import MAX_INLINE_PARSE
 from collector.ingest.batches import INGEST_ROUTES
 from collector.ingest.counters import IngestCounters
 from collector.ingest.decoding import DEFAULT_WORKERS, Decoder
@@ -67,13 +79,19 @@ from collector.web.admin import ADMIN_ROUTES
 from collector.web.alert_hub import LiveAlerts
 from collector.web.live import LIVE_ROUTES, close_streams
 from collector.web.routes import UI_ROUTES
-from rulesets.bundle import MAX_BUNDLE_BYTES
 
 # How the application must be served: aiohttp would otherwise decompress a zstd body itself,
 # unbounded, before the handler sees it; `wire.envelope` decompresses it with a hard limit.
 AUTO_DECOMPRESS = False
 # seconds a stopping collector gives open requests to finish (each answers only after its commit)
 SHUTDOWN_TIMEOUT = 5.0
+#: Seconds the rest of a refused body (413, 408) is read and discarded before the connection
+#: closes, so a client still sending sees the answer instead of a reset (Apache lingers 2 s;
+#: aiohttp's 10 s would let a slow client hold the connection five times longer).
+LINGERING_S = 2.0
+#: What ``request.read()`` would take: no handler calls it (each reads its body with its own
+#: limit, ``collector.http_limits``, or streams it, the batches); this bounds one that would.
+CLIENT_MAX_SIZE = MAX_INLINE_PARSE
 
 
 async def start_decoder(app: web.Application) -> None:
@@ -84,6 +102,16 @@ async def close_decoder(app: web.Application) -> None:
     app[DECODER].close()
 
 
+async def close_password_pool(app: web.Application) -> None:
+    app[PASSWORD_POOL].close()
+
+
+async def no_store(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: API answers, refusals included, are not to be cached."""
+    if request.path.startswith("/api/"):
+        response.headers["Cache-Control"] = "no-store"
+
+
 def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = None,
                rulesets: BundleStore | None = None,
                ruleset_keys: Sequence[Ed25519PublicKey] = (), units: Units | None = None,
@@ -92,15 +120,16 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
     """The application; the query and ruleset endpoints exist only with an audit log to write
     them to (and a bundle store for the latter). Uploads are decoded in ``decode_workers``
     processes for a store that takes packed granules (0: in threads)."""
-    # the batch body is streamed and limited by its handler (a clear JSON error); read() is used
-    # only for ruleset bundles, whose limit this is
-    app = web.Application(client_max_size=MAX_BUNDLE_BYTES)
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE, handler_args={"lingering_time": LINGERING_S})
     app[STORAGE] = storage
     app[ACCOUNTS] = accounts
     app[RETENTION_DAYS] = retention_days
     app[RULESET_KEYS] = ruleset_keys
     app[INGEST_COUNTERS] = IngestCounters()
     app[LIVE_ALERTS] = LiveAlerts()
+    app[LOGIN_THROTTLE] = LoginThrottle()
+    app[REFUSALS] = RefusalLog()
+    app[PASSWORD_POOL] = PasswordPool()
     if isinstance(storage, PreparedStorage):
         app[PREPARED_STORAGE] = storage
     if isinstance(storage, IndexBacklog):
@@ -112,6 +141,8 @@ def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = No
         app[BUNDLES] = rulesets
     app.on_startup.append(start_decoder)
     app.on_cleanup.append(close_decoder)
+    app.on_cleanup.append(close_password_pool)
+    app.on_response_prepare.append(no_store)
     app.add_routes([*INGEST_ROUTES, *METRICS_ROUTES, *AGENT_ROUTES])
     if audit is not None:
         app[AUDIT_LOG] = audit

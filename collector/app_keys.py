@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from collector.auth.accounts import Accounts
 from collector.auth.audit import AuditLog
+from collector.auth.password_pool import PasswordPool
+from collector.auth.throttle import LoginThrottle, RefusalLog
 from collector.ingest.counters import IngestCounters
 from collector.ingest.decoding import Decoder
 from collector.rules.bundle_store import BundleStore
@@ -39,6 +41,10 @@ DECODER: Final = web.AppKey[Decoder]("decoder")
 INGEST_COUNTERS: Final = web.AppKey[IngestCounters]("ingest_counters")
 LIVE_ALERTS: Final = web.AppKey[LiveAlerts]("live_alerts")
 AUDIT_LOG: Final = web.AppKey[AuditLog]("audit_log")
+#: Password logins: their throttle, the refusals written to the audit log, the KDF's own pool.
+LOGIN_THROTTLE: Final = web.AppKey[LoginThrottle]("login_throttle")
+REFUSALS: Final = web.AppKey[RefusalLog]("refusals")
+PASSWORD_POOL: Final = web.AppKey[PasswordPool]("password_pool")
 UNITS: Final = web.AppKey[Units]("units")
 BUNDLES: Final = web.AppKey[BundleStore]("bundles")
 #: The keys a published bundle must be signed with (``serve --ruleset-pubkey``); may be empty.

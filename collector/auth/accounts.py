@@ -24,8 +24,10 @@ Limits:
   - Single SQLite file (WAL, so readers do not block the writer); one
     connection shared behind a lock, enough for the collector's login and
     token-check rate, not meant for many processes writing at once.
-  - No password change by the user, no lockout after failed logins, no token
-    expiry: revocation is explicit (`revoke_agent`, `revoke_api_tokens`).
+  - No password change by the user, no token expiry: revocation is explicit
+    (`revoke_agent`, `revoke_api_tokens`). Failed logins are throttled by the HTTP layer
+    (`collector.auth.throttle`), which also runs `verify_password` in a pool of its own
+    (`collector.auth.password_pool`); this module counts nothing.
 """
 
 from __future__ import annotations

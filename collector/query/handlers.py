@@ -26,7 +26,10 @@ how many results) BEFORE its results are sent; when the audit write fails the qu
 the storage comes from the application (`collector.app_keys.STORAGE`).
 
 Limits: a page is at most `MAX_PAGE` records (storage); the parameters are checked
-(addresses canonical, ports 0..65535, times finite) and a bad one is a 400 naming it.
+(`collector.query.params`: addresses canonical, ports and limits whole numbers in range,
+times finite; a cursor the store did not issue) and a bad one is a 400 naming it. A 403 is
+audited (`collector.access.forbidden`). CSV cells that a spreadsheet would read as a
+formula are written as text (`FORMULA_STARTS`).
 """
 
 from __future__ import annotations
@@ -34,47 +37,28 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import ipaddress
-import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
 
 from aiohttp import web
 
-from collector.access import JsonError, audit_first, authorized, json_answer
+from collector.access import JsonError, audit_first, authorized, forbidden, json_answer
 from collector.app_keys import STORAGE
+from collector.query.params import BadQuery, int_param, ip_param, number_param
 from collector.query.schema import CSV_FIELDS, PERSONAL_ROLES, has_personal, mask_personal
 from collector.storage.base import AGENT_KEY, MAX_PAGE, SESSION_TOLERANCE, Storage
 
 QUERY_ROLES: Final = frozenset({"operator", "admin"})
 #: Transport protocols a traceback may name (SCHEMA.md session `proto`).
 PROTOS: Final = ("tcp", "udp", "icmp", "icmp6")
-
-
-class BadQuery(ValueError):
-    pass
-
-
-def _ip(value: str | None, name: str) -> str | None:
-    if value is None or value == "":
-        return None
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise BadQuery(f"{name}: not an IP address: {value[:60]!r}") from None
-
-
-def _num(value: str | None, name: str, *, lo: float, hi: float) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        x = float(value)
-    except ValueError:
-        raise BadQuery(f"{name}: not a number: {value[:60]!r}") from None
-    if not math.isfinite(x) or not lo <= x <= hi:
-        raise BadQuery(f"{name}: out of range {lo:g}..{hi:g}")
-    return x
+#: Records in a page when ``limit`` is not given.
+DEFAULT_PAGE: Final = 100
+#: The latest time a query may name (2100-01-01).
+MAX_TS: Final = 4102444800
+#: A CSV cell starting with one of these is a formula (or becomes one) in a spreadsheet
+#: (OWASP "CSV Injection": = + - @, tab and carriage return); it is written quoted as text.
+FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
 def traceback(storage: Storage, ip: str, port: int, ts: float, proto: str | None = None) -> dict[str, Any]:
@@ -120,8 +104,8 @@ def _csv(records: list[dict[str, Any]]) -> str:
     w = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\r\n")
     w.writeheader()
     for r in records:
-        # a cell starting with = + - @ would be a formula in a spreadsheet: quote it as text
-        w.writerow({k: (f"'{v}" if isinstance(v, str) and v[:1] in "=+-@" else v) for k, v in r.items()})
+        w.writerow({k: (f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v)
+                    for k, v in r.items()})
     return out.getvalue()
 
 
@@ -133,7 +117,7 @@ async def _audited_query(request: web.Request, action: str, params: dict[str, An
     user = await authorized(request, QUERY_ROLES, "query records")
     personal = request.query.get("personal") == "1"
     if personal and user.role not in PERSONAL_ROLES:
-        raise JsonError(403, "forbidden", f"role {user.role} may not see personal fields")
+        raise await forbidden(request, user, f"role {user.role} may not see personal fields")
     result = await asyncio.get_running_loop().run_in_executor(None, work)
     lists = [v for v in result.values() if isinstance(v, list)]
     shown = personal and any(has_personal(v) for v in lists)
@@ -149,9 +133,9 @@ async def _audited_query(request: web.Request, action: str, params: dict[str, An
 async def traceback_handler(request: web.Request) -> web.Response:
     q = request.query
     try:
-        ip = _ip(q.get("ip"), "ip")
-        port = _num(q.get("port"), "port", lo=0, hi=65535)
-        ts = _num(q.get("ts"), "ts", lo=0, hi=4102444800)
+        ip = ip_param(q.get("ip"), "ip")
+        port = int_param(q.get("port"), "port", lo=0, hi=65535)
+        ts = number_param(q.get("ts"), "ts", lo=0, hi=MAX_TS)
         if ip is None or port is None or ts is None:
             raise BadQuery("ip, port and ts are all required")
         proto = q.get("proto") or None
@@ -159,9 +143,9 @@ async def traceback_handler(request: web.Request) -> web.Response:
             raise BadQuery(f"proto: one of {', '.join(PROTOS)}")
     except BadQuery as e:
         raise JsonError(400, "bad_query", str(e)) from None
-    params = {"ip": ip, "port": int(port), "ts": ts, "proto": proto}
+    params = {"ip": ip, "port": port, "ts": ts, "proto": proto}
     return json_answer(await _audited_query(request, "traceback", params, partial(
-        traceback, request.app[STORAGE], ip, int(port), ts, proto)))
+        traceback, request.app[STORAGE], ip, port, ts, proto)))
 
 
 def _records_page(storage: Storage, params: dict[str, Any]) -> dict[str, Any]:
@@ -178,12 +162,12 @@ async def records_handler(request: web.Request) -> web.Response:
     try:
         params: dict[str, Any] = {
             "type": q.get("type") or None,
-            "from": _num(q.get("from"), "from", lo=0, hi=4102444800),
-            "to": _num(q.get("to"), "to", lo=0, hi=4102444800),
-            "ip": _ip(q.get("ip"), "ip"),
+            "from": number_param(q.get("from"), "from", lo=0, hi=MAX_TS),
+            "to": number_param(q.get("to"), "to", lo=0, hi=MAX_TS),
+            "ip": ip_param(q.get("ip"), "ip"),
             "account": q.get("account") or None,
             "q": q.get("q") or None,
-            "limit": int(_num(q.get("limit"), "limit", lo=1, hi=MAX_PAGE) or 100),
+            "limit": int_param(q.get("limit"), "limit", lo=1, hi=MAX_PAGE) or DEFAULT_PAGE,
             "cursor": q.get("cursor") or None,
         }
     except BadQuery as e:
@@ -214,8 +198,8 @@ async def connection_handler(request: web.Request) -> web.Response:
         if not 0 < len(uid) <= 256:
             raise BadQuery("uid: 1..256 characters required")
         agent = q.get("agent") or None
-        start = _num(q.get("from"), "from", lo=0, hi=4102444800)
-        end = _num(q.get("to"), "to", lo=0, hi=4102444800)
+        start = number_param(q.get("from"), "from", lo=0, hi=MAX_TS)
+        end = number_param(q.get("to"), "to", lo=0, hi=MAX_TS)
     except BadQuery as e:
         raise JsonError(400, "bad_query", str(e)) from None
     params = {"uid": uid, "agent": agent, "from": start, "to": end}

@@ -20,7 +20,8 @@ The handlers are `RULESET_ROUTES` (added by `collector.app` when it has a bundle
 `collector.rules.bundle_store`); the store, the signing keys and the units registry come from
 the application (`collector.app_keys`).
 
-Limits: `rulesets.bundle.MAX_BUNDLE_BYTES` for an upload.
+Limits: `rulesets.bundle.MAX_BUNDLE_BYTES` for an upload, which must keep arriving at
+`collector.http_limits.MIN_BODY_RATE` after its first 30 s (`BUNDLE_BODY`).
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ from aiohttp import web
 from collector.access import JsonError, audit_first, requires, requires_agent
 from collector.app_keys import ACCOUNTS, BUNDLES, RULESET_KEYS, UNITS
 from collector.auth.accounts import Agent, User
+from collector.http_limits import BodyLimit, read_body
 from collector.rules.bundle_store import etag
 from rulesets.bundle import MAX_BUNDLE_BYTES, BundleError, verify_bundle
 
 PUBLISH_ROLES: Final = frozenset({"admin"})
+#: A bundle upload: up to MAX_BUNDLE_BYTES, its first 30 s free of the minimum rate.
+BUNDLE_BODY: Final = BodyLimit(MAX_BUNDLE_BYTES, 30.0)
 OVERVIEW_ROLES: Final = frozenset({"operator", "admin"})
 
 
@@ -63,9 +67,7 @@ async def put_current(request: web.Request, user: User) -> web.Response:
     store, keys = request.app[BUNDLES], request.app[RULESET_KEYS]
     if not keys:
         raise JsonError(409, "no_keys", "the collector was started without --ruleset-pubkey")
-    if request.content_length is not None and request.content_length > MAX_BUNDLE_BYTES:
-        raise JsonError(413, "too_large", f"a bundle is at most {MAX_BUNDLE_BYTES} bytes")
-    data = await request.read()
+    data = await read_body(request, BUNDLE_BODY)
     running = await loop.run_in_executor(None, store.current)
     newer_than = None
     if running is not None:

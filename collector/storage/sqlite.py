@@ -90,6 +90,7 @@ import binascii
 import contextlib
 import heapq
 import itertools
+import math
 import re
 import sqlite3
 import threading
@@ -249,9 +250,10 @@ def _decode_cursor(cursor: str) -> tuple[str, tuple[float, int, int, int]]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         day, ts_hex, rank, gid, idx = raw.split("|")
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
-            raise ValueError(day)
-        return day, (float.fromhex(ts_hex), int(rank), int(gid), int(idx))
+        ts = float.fromhex(ts_hex)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day) or not math.isfinite(ts):
+            raise ValueError(cursor)  # nan/inf compare false with every time: a day skipped
+        return day, (ts, int(rank), int(gid), int(idx))
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise ValueError("invalid cursor") from None
 

@@ -19,17 +19,18 @@ registry, accounts, retention period and ruleset bundle come from the applicatio
 from __future__ import annotations
 
 import asyncio
-import json
 from functools import partial
 from typing import Any, Final
 from urllib.parse import quote
 
 from aiohttp import web
 
-from collector.access import JsonError, audit_first, json_answer, requires, requires_agent
+from collector.access import JsonError, audit_first, forbidden, json_answer, requires, requires_agent
 from collector.app_keys import ACCOUNTS, BUNDLES, RETENTION_DAYS, UNITS
 from collector.auth.accounts import Accounts, Agent, User
+from collector.http_limits import JSON_TIMEOUT_S, BodyLimit, parse_json, read_body
 from collector.query.handlers import QUERY_ROLES
+from collector.query.params import BadQuery, int_param
 from collector.query.schema import PERSONAL_ROLES, mask
 from collector.rules.bundle_store import BundleStore, current_etag
 from collector.units.compliance import problems, report
@@ -39,6 +40,7 @@ from wire.errors import ValidationError
 from wire.unit import validate_unit_profile
 
 MAX_PROFILE_BYTES: Final = 64 * 1024
+PROFILE_BODY: Final = BodyLimit(MAX_PROFILE_BYTES, JSON_TIMEOUT_S)
 #: Who sees the security officers' certificate numbers and phones unmasked (with ``personal=1``).
 
 
@@ -56,13 +58,9 @@ def masked_profile(profile: dict[str, object] | None) -> dict[str, object] | Non
 
 @requires_agent()
 async def put_self(request: web.Request, agent: Agent) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_PROFILE_BYTES:
-        raise JsonError(413, "too_large", f"a profile is at most {MAX_PROFILE_BYTES} bytes")
-    raw = await request.content.read(MAX_PROFILE_BYTES + 1)
-    if len(raw) > MAX_PROFILE_BYTES:
-        raise JsonError(413, "too_large", f"a profile is at most {MAX_PROFILE_BYTES} bytes")
+    raw = await read_body(request, PROFILE_BODY)
     try:
-        profile = validate_unit_profile(json.loads(raw))
+        profile = validate_unit_profile(parse_json(raw))
     except (ValueError, ValidationError) as e:
         raise JsonError(400, "invalid_profile", str(e)[:500]) from None
     await asyncio.get_running_loop().run_in_executor(None, request.app[UNITS].put_profile, agent.unit,
@@ -86,7 +84,7 @@ def _listing(units: Units, accounts: Accounts, personal: bool) -> list[dict[str,
 async def list_units(request: web.Request, user: User) -> web.Response:
     personal = request.query.get("personal") == "1"
     if personal and user.role not in PERSONAL_ROLES:
-        raise JsonError(403, "forbidden", f"role {user.role} may not see personal numbers")
+        raise await forbidden(request, user, f"role {user.role} may not see personal numbers")
     listing = await asyncio.get_running_loop().run_in_executor(
         None, _listing, request.app[UNITS], request.app[ACCOUNTS], personal)
     # a view of personal numbers is audited as such
@@ -99,10 +97,8 @@ async def list_units(request: web.Request, user: User) -> web.Response:
 @requires(QUERY_ROLES, "see ingest statistics")
 async def hourly(request: web.Request, user: User) -> web.Response:
     try:
-        hours = int(request.query.get("hours", "24"))
-        if not 1 <= hours <= 24 * 31:
-            raise ValueError
-    except ValueError:
+        hours = int_param(request.query.get("hours"), "hours", lo=1, hi=24 * 31) or 24
+    except BadQuery:
         raise JsonError(400, "bad_query", "hours: 1..744") from None
     rows = await asyncio.get_running_loop().run_in_executor(None, request.app[UNITS].hourly, hours)
     return web.json_response({"hours": rows})

@@ -4,8 +4,9 @@
   with the whole chain's verification (``collector.auth.audit.verify``: the first broken
   entry, or the anchor to keep elsewhere). Reading the log is itself an audit entry.
 - ``GET /api/v1/users`` (admin): the users, their roles and whether disabled.
-- ``POST /api/v1/users`` (admin, JSON ``{"name", "role"}``): a new user; the answer carries
-  the generated password, the only time it is shown (the audit entry does not).
+- ``POST /api/v1/users`` (admin, JSON ``{"name", "role"}`` as ``application/json``, at most
+  ``http_limits.SMALL_JSON``): a new user; the answer carries the generated password, the
+  only time it is shown (the audit entry does not).
 - ``POST /api/v1/users/{name}/disable`` (admin): the user can no longer log in; their API
   tokens and UI sessions stop working too.
 Every refusal is decided here on the server, whatever the page offers. The handlers are
@@ -25,10 +26,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from collector.access import JsonError, audit_first, authorized, json_answer, json_strings, requires
+from collector.access import JsonError, audit_first, authorized, json_answer, requires
 from collector.app_keys import ACCOUNTS, AUDIT_LOG
 from collector.auth.accounts import AccountError, Accounts, User
 from collector.auth.audit import read_entries, verify
+from collector.http_limits import json_strings
+from collector.query.params import BadQuery, int_param
 
 AUDIT_ROLES: Final = frozenset({"auditor"})
 ADMIN_ROLES: Final = frozenset({"admin"})
@@ -61,11 +64,9 @@ def _audit_view(path: Path, limit: int, before: int | None) -> dict[str, Any]:
 
 async def audit_page(request: web.Request) -> web.Response:
     try:
-        limit = int(request.query.get("limit", "100"))
-        before = int(request.query["before"]) if request.query.get("before") else None
-        if not 1 <= limit <= MAX_AUDIT_PAGE:
-            raise ValueError
-    except ValueError:
+        limit = int_param(request.query.get("limit"), "limit", lo=1, hi=MAX_AUDIT_PAGE) or 100
+        before = int_param(request.query.get("before"), "before", lo=1, hi=2**62)
+    except BadQuery:
         raise JsonError(400, "bad_query", f"limit: 1..{MAX_AUDIT_PAGE}; before: an entry number") from None
     user = await authorized(request, AUDIT_ROLES, "read the audit log")
     return await _answer_audited(request, user, "audit_view", {"limit": limit, "before": before},

@@ -4,10 +4,14 @@ What: ``UI_ROUTES`` (added by ``collector.app``) are
 - ``GET /`` and ``GET /static/{file}``: the single-page UI (``collector/web/static``: plain
   HTML, CSS and JavaScript modules, no build step, nothing fetched from elsewhere), with a
   Content-Security-Policy that allows only this origin's scripts and styles;
-- ``POST /api/v1/session`` (JSON ``{"name", "password"}``): a login. The password is checked
-  with the accounts' KDF in a worker thread; success sets the ``SESSION_COOKIE`` (HttpOnly,
-  SameSite=Strict, Secure under TLS) and answers ``{"name", "role"}``; a failure is a 401 and
-  both are written to the audit log;
+- ``POST /api/v1/session`` (``Content-Type: application/json``, at most
+  ``http_limits.SMALL_JSON``: ``{"name", "password"}``): a login. The password is checked by
+  ``collector.access.check_password`` (throttled per account and address: a 429 with
+  ``Retry-After``; the KDF in its own pool); success sets the ``SESSION_COOKIE`` (HttpOnly,
+  SameSite=Strict, Secure under TLS), answers ``{"name", "role"}`` and is written to the
+  audit log; a failure is a 401, written once per window per name and address
+  (``login_refused``). Another content type is a 415: a form on another site could
+  otherwise log a victim's browser into the attacker's account;
 - ``GET /api/v1/session``: who the cookie belongs to (``{"name", "role"}``) or 401;
 - ``DELETE /api/v1/session``: logout (the session ends on the server, the cookie is cleared).
 
@@ -27,9 +31,10 @@ from typing import Final
 
 from aiohttp import web
 
-from collector.access import CSRF_HEADER, SESSION_COOKIE, JsonError, audit_first, json_strings, requires
+from collector.access import CSRF_HEADER, SESSION_COOKIE, JsonError, audit_first, check_password, requires
 from collector.app_keys import ACCOUNTS
 from collector.auth.accounts import SESSION_MAX_S, User
+from collector.http_limits import json_strings
 
 STATIC: Final = Path(__file__).with_name("static")
 #: Files the UI is made of; nothing else under static/ is served.
@@ -62,14 +67,13 @@ async def static(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     name, password = await json_strings(request, "name", "password")
-    accounts = request.app[ACCOUNTS]
-    loop = asyncio.get_running_loop()
-    user = await loop.run_in_executor(None, accounts.verify_password, name, password)
-    await audit_first(request, name[:64], "login", request.path, {"via": "web"},
-                      "ok" if user is not None else "denied", what="login")
+    user = await check_password(request, name, password, via="web")
     if user is None:
         raise JsonError(401, "unauthenticated", "wrong name or password")
-    token = await loop.run_in_executor(None, accounts.add_session, user.name)
+    await audit_first(request, user.name, "login", request.path, {"via": "web", "address": request.remote},
+                      what="login")
+    token = await asyncio.get_running_loop().run_in_executor(None, request.app[ACCOUNTS].add_session,
+                                                             user.name)
     resp = web.json_response({"name": user.name, "role": user.role})
     resp.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_S, httponly=True, samesite="Strict",
                     secure=request.secure, path="/")

@@ -73,7 +73,7 @@ def test_a_compliant_unit_and_a_silent_one(collector: dict[str, Any], tmp_path: 
     assert "silent" in listing["units"][0]["problems"][0]
     assert request(c, "GET", "/api/v1/compliance", user=c["auditor"])[0] == 403
     log = [json.loads(line) for line in (c["data"] / "audit.log").read_text().splitlines()]
-    assert [e["action"] for e in log[-2:]] == ["compliance", "compliance_list"]
+    assert [e["action"] for e in log[-3:]] == ["compliance", "compliance_list", "forbidden"]
 
 
 def _get_raw(c: dict[str, Any], path: str, user: tuple[str, str]) -> tuple[int, dict[str, str], bytes]:

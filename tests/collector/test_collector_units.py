@@ -72,7 +72,8 @@ def test_profiles_and_status(collector: dict[str, Any]) -> None:
     assert [(a["agent"], a["status"]) for a in units["unit-7"]["agents"]] == [("gw2", "revoked")]
     assert request(c, "GET", "/api/v1/units", user=c["auditor"])[0] == 403
     log = [json.loads(line) for line in (c["data"] / "audit.log").read_text().splitlines()]
-    assert log[-1]["action"] == "units" and log[-1]["actor"] == "olga"
+    assert log[-2]["action"] == "units" and log[-2]["actor"] == "olga"
+    assert log[-1]["action"] == "forbidden" and log[-1]["actor"] == "ada"  # the refusal too
     # personal numbers: masked for an operator, who may not ask for them; an admin's view is audited
     officer = units["unit-42"]["profile"]["security_officers"][0]
     assert (officer["name"], officer["certificate_no"], officer["phone"]) == (
