@@ -1,14 +1,22 @@
 """edgeaudit-collector: the police-center collector (issue 5, being built).
 
     edgeaudit-collector serve --data DIR --listen HOST:PORT [--storage sqlite]
+        [--checkpoint-interval S] [--witness-file PATH] [--witness-syslog HOST:PORT]
     edgeaudit-collector agents add NAME --unit UNIT_ID [--data DIR]   # prints the agent's token
     edgeaudit-collector agents revoke NAME [--data DIR]
     edgeaudit-collector users add NAME --role operator|auditor|admin [--data DIR]  # prints a password once
-    edgeaudit-collector audit verify [--data DIR] [--anchor SEQ:HASH]
+    edgeaudit-collector users disable NAME [--data DIR]
+    edgeaudit-collector audit verify [--data DIR] [--anchor SEQ:HASH] [--checkpoints FILE --pubkey PUB]
+    edgeaudit-collector audit pubkey [--data DIR]   # the checkpoint key, to keep elsewhere
 
-The data directory holds `accounts.sqlite` (users, agent and API tokens: hashes only),
-`audit.log` (hash-chained) and `records/` (the storage). `--data` defaults to
-$EDGEAUDIT_COLLECTOR_DATA, else ./collector-data.
+The data directory (0700; every file in it 0600) holds `accounts.sqlite` (users, agent and
+API tokens: hashes only), `audit.log` (hash-chained), `audit-checkpoint.key`/`.pub` (signs
+the log's checkpoints), `cli.sock` (while serving) and `records/` (the storage). `--data`
+defaults to $EDGEAUDIT_COLLECTOR_DATA, else ./collector-data.
+
+Every change the commands make (agents, users, holds, retention) is in the audit log as
+actor `cli:<OS user>`; while a collector runs they write it through that collector
+(collector.auth.cli_channel), and `retention run` refuses (the collector runs its own).
 
 Built so far: batch ingest, queries (traceback, records), retention with legal holds, ruleset
 publication, units' profiles and status, /metrics, TLS; the SQLite store, accounts and the
@@ -20,19 +28,48 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from wire.build import VersionAction
 
 EXIT_USAGE = 2
+# Files the commands create are the collector's user's alone (records name people; the
+# accounts, the audit log and the checkpoint key are what an intruder wants).
+UMASK: Final = 0o077
+DATA_DIR_MODE: Final = 0o700
+
+
+def _say(message: str) -> None:
+    print(f"edgeaudit-collector: {message}", file=sys.stderr, flush=True)
 
 
 def _data_dir(a: Any) -> Path:
+    """The data directory, made 0700; one that others may enter is closed to them (it holds
+    the records, the accounts, the audit log and the checkpoint key)."""
     d = Path(a.data or os.environ.get("EDGEAUDIT_COLLECTOR_DATA") or "collector-data")
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    st = d.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(d, DATA_DIR_MODE)
+        _say(f"{d}: was mode {st.st_mode & 0o777:o}, now {DATA_DIR_MODE:o} (only the collector's user)")
     return d
+
+
+def _witnesses(a: Any, data: Path) -> list[Any]:
+    """The witnesses the serve flags name (WitnessError for a bad one)."""
+    from collector.auth.witness import FileWitness, SyslogWitness
+
+    witnesses: list[Any] = []
+    for path in a.witness_file:
+        witness = FileWitness(Path(path).absolute())
+        if witness.same_device_as(data):
+            _say(f"--witness-file {path} is on the data directory's file system: whoever can rewrite "
+                 "the audit log there can rewrite this copy too; put it on another mount")
+        witnesses.append(witness)
+    witnesses.extend(SyslogWitness(address) for address in a.witness_syslog)
+    return witnesses
 
 
 def cmd_serve(a: Any) -> int:
@@ -40,13 +77,16 @@ def cmd_serve(a: Any) -> int:
 
     from collector.app import AUTO_DECOMPRESS, SHUTDOWN_TIMEOUT, create_app
     from collector.auth.accounts import Accounts
-    from collector.auth.audit import AuditLog
+    from collector.auth.audit import AuditError, AuditLog
+    from collector.auth.checkpoints import CheckpointError, key_paths, load_or_create_key
+    from collector.auth.cli_channel import Channel
+    from collector.auth.witness import MAX_INTERVAL, Checkpointer, WitnessError
     from collector.ingest.decoding import DEFAULT_WORKERS
     from collector.retention import RetentionError, check_days
     from collector.rules.bundle_store import BundleStore
     from collector.storage.sqlite import LayoutError, SqliteStorage
     from collector.units.registry import Units
-    from rulesets.keys import KeyFileError, load_public_key
+    from rulesets.keys import KeyFileError, key_id, load_public_key, public_key_text
 
     try:
         check_days(a.retention_days)
@@ -59,6 +99,9 @@ def cmd_serve(a: Any) -> int:
     host, _, port = a.listen.rpartition(":")
     if not host or not port.isdigit():
         print(f"edgeaudit-collector: --listen wants HOST:PORT, not {a.listen!r}", file=sys.stderr)
+        return EXIT_USAGE
+    if not 0 < a.checkpoint_interval <= MAX_INTERVAL:
+        _say(f"--checkpoint-interval wants seconds in (0, {MAX_INTERVAL:.0f}]")
         return EXIT_USAGE
     ssl_context = None
     if a.tls_cert or a.tls_key:
@@ -83,30 +126,56 @@ def cmd_serve(a: Any) -> int:
         print("edgeaudit-collector: --decode-workers wants 0 or more", file=sys.stderr)
         return EXIT_USAGE
     data = _data_dir(a)
-    storage: Any
-    if a.storage == "clickhouse":
-        from collector.storage.clickhouse import ClickHouseStorage
+    try:
+        witnesses = _witnesses(a, data)
+        checkpoint_key, created = load_or_create_key(data)
+    except (WitnessError, CheckpointError) as e:
+        _say(str(e))
+        return EXIT_USAGE
+    if created:
+        public = checkpoint_key.public_key()
+        _say(f"made the audit checkpoint key {key_id(public)}; keep a copy of its public key off this "
+             f"machine (`audit pubkey`), to verify the log with:\n" + public_key_text(public).rstrip())
+    # The audit log first: its lock is what makes this the one collector of this data directory.
+    try:
+        audit = AuditLog(data / "audit.log")
+    except AuditError as e:
+        _say(f"{e} (another collector, or an edgeaudit-collector command running now)")
+        return EXIT_USAGE
+    storage: Any = None
+    try:
+        if a.storage == "clickhouse":
+            from collector.storage.clickhouse import ClickHouseStorage
 
-        storage = ClickHouseStorage(a.clickhouse_url, a.clickhouse_database, cluster=a.clickhouse_cluster)
-    else:
-        try:
-            storage = SqliteStorage(data / "records")
-        except LayoutError as e:
-            print(f"edgeaudit-collector: {e}", file=sys.stderr)
-            return EXIT_USAGE
+            storage = ClickHouseStorage(a.clickhouse_url, a.clickhouse_database, cluster=a.clickhouse_cluster)
+        else:
+            try:
+                storage = SqliteStorage(data / "records")
+            except LayoutError as e:
+                print(f"edgeaudit-collector: {e}", file=sys.stderr)
+                return EXIT_USAGE
+    finally:
+        if storage is None:
+            audit.close()
     accounts = Accounts(data / "accounts.sqlite")
-    audit = AuditLog(data / "audit.log")
     units = Units(data / "units.sqlite")
+    checkpointer = Checkpointer(audit, checkpoint_key, witnesses)
     try:
         app = create_app(storage, accounts, audit, BundleStore(data / "rulesets"), keys, units,
                          decode_workers=DEFAULT_WORKERS if a.decode_workers is None else a.decode_workers,
                          retention_days=a.retention_days)
         if not a.no_retention_pass:
             _schedule_retention(app, storage, data, audit, a.retention_days)
+        _serve_channel(app, Channel(data, audit))
+        _every(app, a.checkpoint_interval, checkpointer.checkpoint, "audit checkpoint")
+        _say(f"audit checkpoints signed by key {key_id(checkpoint_key.public_key())} ({key_paths(data)[1]}) "
+             f"every {a.checkpoint_interval:g} s, to stderr"
+             + "".join(f", {w.name}" for w in witnesses))
         print(f"edgeaudit-collector: listening on {host}:{port}, data in {data}", file=sys.stderr, flush=True)
         web.run_app(app, host=host.strip("[]"), port=int(port), print=None, ssl_context=ssl_context,
                     auto_decompress=AUTO_DECOMPRESS, shutdown_timeout=SHUTDOWN_TIMEOUT)
     finally:
+        checkpointer.checkpoint()  # the log as this collector leaves it
         storage.close()
         accounts.close()
         audit.close()
@@ -114,133 +183,254 @@ def cmd_serve(a: Any) -> int:
     return 0
 
 
-def _schedule_retention(app: Any, storage: Any, data: Path, audit: Any, days: int) -> None:
-    """A retention pass at start, then every RETENTION_INTERVAL, in a worker thread."""
+def _every(app: Any, interval: float, work: Callable[[], object], what: str) -> None:
+    """``work()`` in a worker thread when the server starts, then every ``interval`` seconds;
+    a failure is said in one line and tried again at the next turn."""
     import asyncio
 
-    from collector.retention import RETENTION_INTERVAL, Holds, RetentionError, run_retention
+    from collector.auth.audit import AuditError
 
-    holds = Holds(data / "holds.json")
-
-    async def loop_forever(app_: Any) -> Any:
-        async def passes() -> None:
+    async def ctx(app_: Any) -> Any:
+        async def turns() -> None:
             loop = asyncio.get_running_loop()
             while True:
                 try:
-                    await loop.run_in_executor(None, run_retention, storage, holds, audit, days)
-                except (RetentionError, OSError) as e:  # nothing deleted; said, and tried again later
-                    print(f"edgeaudit-collector: retention: {e}", file=sys.stderr, flush=True)
-                await asyncio.sleep(RETENTION_INTERVAL)
+                    await loop.run_in_executor(None, work)
+                except (ValueError, OSError, AuditError) as e:  # RetentionError is a ValueError
+                    _say(f"{what}: {e}")
+                await asyncio.sleep(interval)
 
-        task = asyncio.create_task(passes())
+        task = asyncio.create_task(turns())
         yield
         task.cancel()
 
-    app.cleanup_ctx.append(loop_forever)
+    app.cleanup_ctx.append(ctx)
+
+
+def _serve_channel(app: Any, channel: Any) -> None:
+    """The CLI's way to the audit log while this collector holds it (collector.auth.cli_channel)."""
+
+    async def ctx(app_: Any) -> Any:
+        await channel.start()
+        yield
+        await channel.stop()
+
+    app.cleanup_ctx.append(ctx)
+
+
+def _schedule_retention(app: Any, storage: Any, data: Path, audit: Any, days: int) -> None:
+    """A retention pass at start, then every RETENTION_INTERVAL, in a worker thread."""
+    from collector.retention import RETENTION_INTERVAL, Holds, run_retention
+
+    holds = Holds(data / "holds.json")
+    _every(app, RETENTION_INTERVAL, lambda: run_retention(storage, holds, audit, days), "retention")
+
+
+def _audited(data: Path, action: str, target: str, detail: dict[str, Any], change: Callable[[], Any],
+             undo: Callable[[], object] | None = None) -> tuple[int, Any]:
+    """(exit status, what ``change()`` returned): the change made only once its audit entry can
+    be written, its result (refusals too) audited, and undone by ``undo`` when that write fails
+    (collector.auth.cli_channel, "Order")."""
+    from collector.auth.accounts import AccountError
+    from collector.auth.audit import AuditError
+    from collector.auth.cli_channel import open_admin_audit
+    from collector.retention import RetentionError
+
+    try:
+        audit = open_admin_audit(data)
+    except AuditError as e:
+        _say(f"{e}; nothing changed")
+        return EXIT_USAGE, None
+    with audit:
+        try:
+            value = change()
+        except (AccountError, RetentionError) as e:
+            try:
+                audit.record(action, target, detail, f"refused: {e}"[:200])
+            except AuditError as not_audited:
+                _say(f"the refusal was not audited: {not_audited}")
+            _say(str(e))
+            return 1, None
+        try:
+            audit.record(action, target, detail, "ok")
+        except AuditError as e:
+            if undo is None:
+                _say(f"done, but not audited: {e}")
+            else:
+                undo()
+                _say(f"not audited, so undone: {e}")
+            return 1, None
+    return 0, value
 
 
 def cmd_holds(a: Any) -> int:
-    from collector.auth.audit import AuditLog
     from collector.retention import Holds, RetentionError
     from collector.storage.base import Hold
 
     data = _data_dir(a)
     holds = Holds(data / "holds.json")
-    try:
-        if a.action == "list":
+    if a.action == "list":
+        try:
             for h in holds.load():
                 print(f"unit={h.unit} account={h.account} from={h.start} to={h.end}")
-            return 0
-        hold = Hold(unit=a.unit, account=a.account, start=a.start, end=a.end)
-        with AuditLog(data / "audit.log") as audit:
-            if a.action == "add":
-                holds.add(hold)
-            else:
-                holds.remove(hold)
-            audit.append(a.actor, f"hold_{a.action}", "legal hold",
-                         {"unit": a.unit, "account": a.account, "start": a.start, "end": a.end}, "ok")
-    except RetentionError as e:
-        print(f"edgeaudit-collector: {e}", file=sys.stderr)
-        return 1
-    return 0
+        except RetentionError as e:
+            _say(str(e))
+            return 1
+        return 0
+    hold = Hold(unit=a.unit, account=a.account, start=a.start, end=a.end)
+    detail: dict[str, Any] = {"unit": a.unit, "account": a.account, "start": a.start, "end": a.end}
+    if a.actor:
+        detail["requested_by"] = a.actor
+    if a.action == "add":
+        try:
+            existed = hold in holds.load()
+        except RetentionError as e:
+            _say(str(e))
+            return 1
+        rc, _ = _audited(data, "hold_add", "legal hold", detail, lambda: holds.add(hold),
+                         None if existed else lambda: holds.remove(hold))
+    else:
+        rc, _ = _audited(data, "hold_remove", "legal hold", detail, lambda: holds.remove(hold),
+                         lambda: holds.add(hold))
+    return rc
 
 
 def cmd_retention(a: Any) -> int:
-    from collector.auth.audit import AuditLog
-    from collector.retention import Holds, RetentionError, run_retention
+    from collector.auth.audit import AuditBusy, AuditError, AuditLog
+    from collector.auth.cli_channel import cli_actor
+    from collector.retention import Holds, RetentionError, check_days, run_retention
     from collector.storage.sqlite import LayoutError, SqliteStorage
 
+    try:
+        check_days(a.retention_days)
+    except RetentionError as e:
+        _say(f"--retention-days: {e}")
+        return EXIT_USAGE
     data = _data_dir(a)
     try:
-        storage = SqliteStorage(data / "records")
-    except LayoutError as e:
-        print(f"edgeaudit-collector: {e}", file=sys.stderr)
+        audit = AuditLog(data / "audit.log")
+    except AuditBusy:
+        _say(f"a collector is running on {data} (it holds the audit log) and runs retention itself, "
+             "at start and hourly; stop it to run a pass by hand")
         return EXIT_USAGE
-    try:
-        with AuditLog(data / "audit.log") as audit:
-            res = run_retention(storage, Holds(data / "holds.json"), audit, a.retention_days, a.now)
-    except RetentionError as e:
-        print(f"edgeaudit-collector: {e}", file=sys.stderr)
-        return 1
-    finally:
-        storage.close()
+    except AuditError as e:
+        _say(f"{e}; nothing deleted")
+        return EXIT_USAGE
+    with audit:
+        try:
+            storage = SqliteStorage(data / "records")
+        except LayoutError as e:
+            _say(str(e))
+            return EXIT_USAGE
+        actor, extra = cli_actor(os.geteuid(), os.getpid())
+        try:
+            res = run_retention(storage, Holds(data / "holds.json"), audit, a.retention_days, a.now,
+                                actor=actor, extra=extra)
+        except (RetentionError, AuditError) as e:
+            _say(str(e))
+            return 1
+        finally:
+            storage.close()
     print(f"deleted {res.deleted} records, dropped {len(res.days_dropped)} day files, kept {res.held} held")
     return 0
 
 
-def cmd_agents(a: Any) -> int:
-    from collector.auth.accounts import AccountError, Accounts
-
-    with Accounts(_data_dir(a) / "accounts.sqlite") as accounts:
-        try:
-            if a.action == "add":
-                if not a.unit:
-                    print("edgeaudit-collector: agents add needs --unit UNIT_ID", file=sys.stderr)
-                    return EXIT_USAGE
-                print(accounts.add_agent(a.name, a.unit))
-            elif a.action == "revoke":
-                accounts.revoke_agent(a.name)
-            else:
-                for ag in accounts.list_agents():
-                    print(f"{ag.name}\t{ag.unit}\t{'revoked' if ag.revoked else 'active'}\t{ag.created}")
-        except AccountError as e:
-            print(f"edgeaudit-collector: {e}", file=sys.stderr)
-            return 1
+def _list(rows: Sequence[Sequence[object]]) -> int:
+    for row in rows:
+        print("\t".join(map(str, row)))
     return 0
+
+
+def _credentials(a: Any, kind: str, option: str, rows: Callable[[Any], list[tuple[object, ...]]],
+                 make: Callable[[Any], str], take_back: Callable[[Any], None]) -> int:
+    """`list`, `add` (the new credential printed once its audit entry is written) and the
+    action that takes one back (agents revoke, users disable); all but `list` audited."""
+    from collector.auth.accounts import Accounts
+
+    data = _data_dir(a)
+    with Accounts(data / "accounts.sqlite") as accounts:
+        if a.action == "list":
+            return _list(rows(accounts))
+        if not a.name:
+            _say(f"{kind}s {a.action} needs the {kind}'s NAME")
+            return EXIT_USAGE
+        if a.action != "add":
+            return _audited(data, f"{kind}_{a.action}", f"{kind} {a.name}", {"name": a.name},
+                            lambda: take_back(accounts))[0]
+        value = getattr(a, option)
+        if not value:
+            _say(f"{kind}s add needs --{option}")
+            return EXIT_USAGE
+        rc, secret = _audited(data, f"{kind}_add", f"{kind} {a.name}", {"name": a.name, option: value},
+                              lambda: make(accounts), lambda: take_back(accounts))
+        if rc == 0:
+            print(secret)  # only now: an unaudited credential is never handed out (nor logged)
+        return rc
+
+
+def cmd_agents(a: Any) -> int:
+    return _credentials(a, "agent", "unit",
+                        lambda accounts: [(g.name, g.unit, "revoked" if g.revoked else "active", g.created)
+                                          for g in accounts.list_agents()],
+                        lambda accounts: accounts.add_agent(a.name, a.unit),
+                        lambda accounts: accounts.revoke_agent(a.name))
 
 
 def cmd_users(a: Any) -> int:
-    from collector.auth.accounts import AccountError, Accounts
-
-    with Accounts(_data_dir(a) / "accounts.sqlite") as accounts:
-        try:
-            if a.action == "add":
-                if not a.role:
-                    print("edgeaudit-collector: users add needs --role operator|auditor|admin",
-                          file=sys.stderr)
-                    return EXIT_USAGE
-                print(accounts.add_user(a.name, a.role))
-            else:
-                for u in accounts.list_users():
-                    print(f"{u.name}\t{u.role}\t{'disabled' if u.disabled else 'active'}")
-        except AccountError as e:
-            print(f"edgeaudit-collector: {e}", file=sys.stderr)
-            return 1
-    return 0
+    return _credentials(a, "user", "role",
+                        lambda accounts: [(u.name, u.role, "disabled" if u.disabled else "active")
+                                          for u in accounts.list_users()],
+                        lambda accounts: accounts.add_user(a.name, a.role),
+                        lambda accounts: accounts.disable_user(a.name))
 
 
 def cmd_audit(a: Any) -> int:
     from collector.auth.audit import verify
+    from collector.auth.checkpoints import (
+        CheckpointError,
+        key_paths,
+        public_key_of,
+        read_witness_text,
+        verify_with_checkpoints,
+    )
+    from rulesets.keys import KeyFileError, load_public_key
 
-    path = _data_dir(a) / "audit.log"
+    data = _data_dir(a)
+    if a.action == "pubkey":
+        pub = key_paths(data)[1]
+        try:
+            public_key_of(data)
+            print(pub.read_text(encoding="ascii"), end="")
+        except (CheckpointError, OSError, UnicodeDecodeError) as e:
+            _say(str(e))
+            return 1
+        return 0
+    path = data / "audit.log"
     if not path.exists():
         print(f"edgeaudit-collector: {path}: no audit log yet", file=sys.stderr)
         return 1
-    res = verify(path, a.anchor)
+    try:
+        if not a.checkpoints:
+            res = verify(path, a.anchor)
+            witnessed = ""
+        else:
+            public = load_public_key(a.pubkey) if a.pubkey else public_key_of(data)
+            text = "\n".join(read_witness_text(Path(f)) for f in a.checkpoints)
+            res, found = verify_with_checkpoints(path, text, public, a.anchor)
+            newest = max(found.checkpoints, key=lambda cp: (cp.seq, cp.ts), default=None)
+            witnessed = (f"; holds all {len(found.checkpoints)} checkpoints"
+                         + (f" (newest: entry {newest.seq}, {newest.ts})" if newest else "")
+                         + (f", ignored {found.other_keys} of other keys" if found.other_keys else "")
+                         + ("" if a.pubkey else f"; key from {key_paths(data)[1]}: pass --pubkey with a copy "
+                            "kept elsewhere, or whoever rewrote the log may have replaced it too"))
+    except (CheckpointError, KeyFileError, ValueError) as e:
+        _say(str(e))
+        return EXIT_USAGE
     if res.ok:
-        print(f"audit log intact: {res.entries} entries; anchor {res.anchor}")
+        print(f"audit log intact: {res.entries} entries; anchor {res.anchor}{witnessed}")
         return 0
-    print(f"audit log damaged at line {res.line}: {res.problem}", file=sys.stderr)
+    where = f"at line {res.line}" if res.line else "against its checkpoints"
+    print(f"audit log damaged {where}: {res.problem}", file=sys.stderr)
     return 1
 
 
@@ -270,6 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--decode-workers", type=int, default=None, metavar="N",
                    help="processes decoding and packing uploads for the SQLite store (default: one per "
                         "CPU; 0: decode in threads of this process)")
+    s.add_argument("--checkpoint-interval", type=float, default=300.0, metavar="SECONDS",
+                   help="sign a checkpoint of the audit log this often (and at start and stop; default 300)")
+    s.add_argument("--witness-file", action="append", default=[], metavar="PATH",
+                   help="append each checkpoint to this file, on another mount (repeatable)")
+    s.add_argument("--witness-syslog", action="append", default=[], metavar="HOST:PORT",
+                   help="send each checkpoint to this syslog server over TCP (RFC 5424, octet-counted "
+                        "RFC 6587; repeatable)")
     s.set_defaults(func=cmd_serve)
     h = sub.add_parser("holds", help="legal holds: records they match are never deleted")
     h.add_argument("action", choices=["add", "remove", "list"])
@@ -277,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--account")
     h.add_argument("--from", dest="start", type=float, metavar="TS", help="Unix seconds")
     h.add_argument("--to", dest="end", type=float, metavar="TS", help="Unix seconds (exclusive)")
-    h.add_argument("--actor", default=os.environ.get("USER", "admin"), help="who asks (for the audit log)")
+    h.add_argument("--actor", metavar="WHO", help="on whose request (recorded as requested_by; the audit "
+                                                 "log's actor is the OS user running the command)")
     h.add_argument("--data", help="data directory")
     h.set_defaults(func=cmd_holds)
     r = sub.add_parser("retention", help="run one retention pass now")
@@ -293,14 +491,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", help="data directory")
     g.set_defaults(func=cmd_agents)
     u = sub.add_parser("users", help="operator accounts")
-    u.add_argument("action", choices=["add", "list"])
+    u.add_argument("action", choices=["add", "disable", "list"])
     u.add_argument("name", nargs="?", default="")
     u.add_argument("--role", choices=["operator", "auditor", "admin"])
     u.add_argument("--data", help="data directory")
     u.set_defaults(func=cmd_users)
     v = sub.add_parser("audit", help="the audit log")
-    v.add_argument("action", choices=["verify"])
+    v.add_argument("action", choices=["verify", "pubkey"])
     v.add_argument("--anchor", help="SEQ:HASH printed by an earlier verify: detects removed newest entries")
+    v.add_argument("--checkpoints", action="append", default=[], metavar="FILE",
+                   help="a witness's copy of the signed checkpoints (a --witness-file, or the syslog's "
+                        "file): detects a cut tail or a rewritten log (repeatable)")
+    v.add_argument("--pubkey", metavar="FILE",
+                   help="the checkpoint public key, a copy kept off the collector (default: the one in the "
+                        "data directory)")
     v.add_argument("--data", help="data directory")
     v.set_defaults(func=cmd_audit)
     return ap
@@ -308,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    os.umask(UMASK)  # before anything is created; SQLite's files and the workers inherit it
     rc: int = a.func(a)
     return rc
 

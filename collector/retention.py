@@ -10,7 +10,9 @@ retention pass that deletes anything (and every hold change) is written to the a
 The server runs a pass at start and then every `RETENTION_INTERVAL` seconds, in a worker
 thread; `edgeaudit-collector retention run` runs one by hand.
 
-Limits: `MAX_HOLDS` holds (a hold list is read on every pass).
+Limits: `MAX_HOLDS` holds (a hold list is read on every pass); periods over
+`MAX_RETENTION_DAYS` (a century) are refused as mistakes rather than computed into dates
+before year 1.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from collector.auth.audit import AuditLog
 from collector.storage.base import ExpireResult, Hold, Storage
@@ -27,6 +29,7 @@ from wire.files import write_atomically
 
 DEFAULT_RETENTION_DAYS: Final = 180
 MIN_RETENTION_DAYS: Final = 60
+MAX_RETENTION_DAYS: Final = 36_525
 RETENTION_INTERVAL: Final = 3600.0
 MAX_HOLDS: Final = 10_000
 
@@ -39,6 +42,9 @@ def check_days(days: int) -> int:
     if days < MIN_RETENTION_DAYS:
         raise RetentionError(f"a retention of {days} days is under the legal minimum of "
                              f"{MIN_RETENTION_DAYS} days (network logs: keep at least 6 months, 180 days)")
+    if days > MAX_RETENTION_DAYS:
+        raise RetentionError(f"a retention of {days} days is more than a century (at most "
+                             f"{MAX_RETENTION_DAYS}); keep records longer with a legal hold")
     return days
 
 
@@ -85,14 +91,17 @@ class Holds:
 
 
 def run_retention(storage: Storage, holds: Holds, audit: AuditLog, days: int,
-                  now: float | None = None) -> ExpireResult:
-    """Delete what is older than `days` and not held; audit it (before returning)."""
+                  now: float | None = None, actor: str = "system", extra: dict[str, Any] | None = None
+                  ) -> ExpireResult:
+    """Delete what is older than `days` and not held; audit it (before returning). The
+    scheduled pass ("system") is audited when it deleted something; a pass someone asked for
+    (another `actor`, with `extra` detail) always is."""
     now = time.time() if now is None else now
     before = now - check_days(days) * 86400.0
     current = holds.load()
     result = storage.expire(before, current)
-    if result.deleted or result.days_dropped:
-        audit.append("system", "retention", f"records before {before:.0f}",
+    if result.deleted or result.days_dropped or actor != "system":
+        audit.append(actor, "retention", f"records before {before:.0f}",
                      {"days": days, "deleted": result.deleted, "days_dropped": result.days_dropped,
-                      "held": result.held, "holds": [asdict(h) for h in current]}, "ok")
+                      "held": result.held, "holds": [asdict(h) for h in current], **(extra or {})}, "ok")
     return result

@@ -33,12 +33,16 @@ Limits:
   - A chain alone cannot detect removal of the newest entries (truncating the
     file at a line boundary leaves a valid chain), nor a rewrite of the whole
     chain by someone who can write the file (SHA-256 is not keyed). Both are
-    detected only against an *anchor* kept elsewhere: `AuditLog.anchor()` /
-    `VerifyResult.anchor` is "SEQ:HASH" of the last entry; printed or
-    exported regularly (by `audit verify`, to another machine or on paper), a
-    later `verify(path, anchor)` checks that entry SEQ still exists with that
-    hash.
-  - One writer process per file; the file is never rotated by this module.
+    detected only against a *pin* kept elsewhere: `AuditLog.anchor()` /
+    `VerifyResult.anchor` is "SEQ:HASH" of the last entry, and the running
+    collector signs such a pair every few minutes and hands it to witnesses
+    off the machine (`collector.auth.checkpoints`, `collector.auth.witness`).
+    `verify(path, anchor, pins)` checks that each pinned entry SEQ still
+    exists with that hash: a cut tail or a rewritten chain fails. What was
+    appended after the newest pin is protected by the chain only.
+  - One writer process per file (`AuditBusy` for the second); the file is
+    never rotated by this module. The CLI reaches a running collector's log
+    through `collector.auth.cli_channel`.
   - `verify` reads the whole file; it reports the first problem only.
 """
 
@@ -49,21 +53,35 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypedDict
+from typing import Any, Final, NamedTuple, TypedDict
 
 GENESIS_PREV: Final = "0" * 64
 FIELDS: Final = frozenset({"seq", "ts", "actor", "action", "target", "detail", "result", "prev", "hash"})
 # Reading the last line at open: step back this many bytes at a time.
 TAIL_CHUNK: Final = 64 * 1024
-FILE_MODE: Final = 0o640
+# Read and written by the collector's own user only (the log names who asked for what).
+FILE_MODE: Final = 0o600
 
 
 class AuditError(Exception):
     """The audit log cannot be written (or opened); the audited operation must fail."""
+
+
+class AuditBusy(AuditError):
+    """Another process (a running collector) holds the log's lock."""
+
+
+class Pin(NamedTuple):
+    """An entry's hash as recorded outside the log: the log must still hold it."""
+
+    seq: int
+    hash: str
+    what: str  # where it comes from, for the message: "the anchor", "the checkpoint of <time>"
 
 
 class AuditEntry(TypedDict):
@@ -125,9 +143,15 @@ def _check_shape(entry: Any) -> str | None:
     return None
 
 
-def verify(path: Path, anchor: str | None = None) -> VerifyResult:
-    """Check the whole chain in `path` (and, given, that it still holds `anchor`)."""
-    anchor_seq, anchor_hash = _parse_anchor(anchor) if anchor is not None else (0, "")
+def verify(path: Path, anchor: str | None = None, pins: Sequence[Pin] = ()) -> VerifyResult:
+    """Check the whole chain in `path` (and, given, that it still holds `anchor` and every pin)."""
+    wanted: dict[int, list[Pin]] = {}
+    if anchor is not None:
+        seq, digest = _parse_anchor(anchor)
+        wanted.setdefault(seq, []).append(Pin(seq, digest, "the anchor"))
+    for pin in pins:
+        if pin.seq > 0:  # seq 0 pins the empty log: nothing to find
+            wanted.setdefault(pin.seq, []).append(pin)
     prev = GENESIS_PREV
     count = 0
 
@@ -158,14 +182,17 @@ def verify(path: Path, anchor: str | None = None) -> VerifyResult:
             return bad(f"seq goes back: entry reordered or duplicated {seen}", lineno)
         if entry["prev"] != prev:
             return bad("chain broken (prev does not match the previous entry's hash)", lineno)
-        if entry["seq"] == anchor_seq and entry["hash"] != anchor_hash:
-            return bad("entry does not match the anchor (chain rewritten)", lineno)
+        for pin in wanted.get(expected, ()):
+            if entry["hash"] != pin.hash.lower():
+                return bad(f"entry does not match {pin.what} (chain rewritten)", lineno)
         prev = entry["hash"]
         count = expected
     if tail:
         return bad("truncated last line (incomplete write)", len(complete) + 1)
-    if anchor is not None and count < anchor_seq:
-        return bad(f"entries removed from the end (last seq {count}, anchor seq {anchor_seq})", count + 1)
+    if wanted and count < max(wanted):
+        furthest = wanted[max(wanted)][0]
+        return bad(f"entries removed from the end (last seq {count}, {furthest.what} has seq {furthest.seq})",
+                   count + 1)
     return VerifyResult(True, count, None, None, _anchor(count, prev) if count else None)
 
 
@@ -227,7 +254,7 @@ class AuditLog:
                 os.close(dir_fd)
         except BlockingIOError as exc:
             os.close(self._fd)
-            raise AuditError(f"audit log {path} is in use by another process") from exc
+            raise AuditBusy(f"audit log {path} is in use by another process") from exc
         except (OSError, AuditError) as exc:
             os.close(self._fd)
             if isinstance(exc, AuditError):
@@ -259,6 +286,11 @@ class AuditLog:
         """The last entry as "SEQ:HASH" (None when empty): keep it elsewhere to detect truncation."""
         with self._lock:
             return _anchor(self._seq, self._prev) if self._seq else None
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last entry; (0, GENESIS_PREV) when the log is empty."""
+        with self._lock:
+            return self._seq, self._prev
 
     def append(self, actor: str, action: str, target: str, detail: dict[str, Any], result: str) -> AuditEntry:
         """Append one entry and return it once it is on disk; AuditError if it is not."""

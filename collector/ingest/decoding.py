@@ -16,22 +16,33 @@ the records back would cost as much as decoding them.
 Failure: a worker that dies (killed, out of memory) breaks the pool; the batch gets a
 ``DecoderUnavailable`` (the handler answers 503 and the agent resends it) and the next
 batch starts a fresh pool.
+
+Lifetime: the workers end with the collector, even a ``kill -9``'ed one. Each holds the read
+end of a *lifeline* pipe whose only write end the collector keeps; a thread in the worker
+waits on it and ends the worker at end of file, which the kernel delivers when the collector
+dies, however it dies. (``PR_SET_PDEATHSIG``, the agent's way, would watch the wrong process:
+a worker's parent is the multiprocessing fork server, and the fork server lives as long as any
+worker holds its "alive" pipe.) With its workers gone the fork server sees that pipe close and
+exits too, and the resource tracker after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import multiprocessing
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any, Final
 
 from collector.storage.granules import Granule, prepare, type_summary
-from wire.envelope import decode_batch, decode_batch_spans
+from wire.envelope import decode_batch_spans, records_digest
 from wire.errors import ValidationError
 from wire.validate import Batch
 
@@ -52,6 +63,7 @@ class Decoded:
     alerts: Sequence[dict[str, Any]] = ()  # its alert records (the UI's live feed)
     summary: Mapping[str, tuple[int, float]] = field(default_factory=dict)  # type -> (count, latest ts)
     stats: dict[str, Any] | None = None  # its newest ``stats`` record (the agent's health)
+    digest: bytes | None = None  # its content: SHA-256 of its records as sent (records_digest)
 
 
 class DecoderUnavailable(Exception):
@@ -60,10 +72,11 @@ class DecoderUnavailable(Exception):
 
 def decode_records(body: bytes) -> Decoded:
     """Decode and validate ``body`` (raises ``ValidationError``)."""
-    return _decoded(decode_batch(body))
+    batch, payload, offsets = decode_batch_spans(body)
+    return _decoded(batch, digest=records_digest(batch["records"], payload, offsets))
 
 
-def _decoded(batch: Batch, granules: Sequence[Granule] | None = None) -> Decoded:
+def _decoded(batch: Batch, granules: Sequence[Granule] | None = None, digest: bytes | None = None) -> Decoded:
     """The batch's ``Decoded`` (its records, or its ``granules`` when packed) with what ingest
     reports after the commit: its per-type summary and, only when that names them, its alerts
     and newest stats record (most batches hold neither, and scanning thousands of records
@@ -76,7 +89,7 @@ def _decoded(batch: Batch, granules: Sequence[Granule] | None = None) -> Decoded
         stats = max((r for r in records if r.get("type") == "stats"), key=lambda r: float(r["ts"]))
     return Decoded(batch["agent_id"], batch["unit_id"], batch["batch_seq"], len(records),
                    records=records if granules is None else None, granules=granules, alerts=alerts,
-                   summary=summary, stats=stats)
+                   summary=summary, stats=stats, digest=digest)
 
 
 def decode_packed(body: bytes) -> Decoded | str:
@@ -96,11 +109,27 @@ def decode_packed(body: bytes) -> Decoded | str:
     finally:
         if collecting:
             gc.enable()
-    return _decoded(batch, granules)
+    return _decoded(batch, granules, records_digest(records, payload, offsets))
 
 
 def _ready() -> bool:
     return True
+
+
+#: How a worker ends when its collector is gone (nothing of its work can be delivered anyway).
+ORPHAN_EXIT: Final = 70
+
+
+def _end_with_collector(lifeline: Connection) -> None:
+    """Worker initializer: end this process when ``lifeline``'s writer, the collector, is gone
+    (module doc, "Lifetime")."""
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            lifeline.recv_bytes()  # nothing is ever sent: this returns by EOFError
+        os._exit(ORPHAN_EXIT)  # no clean-up to do: results would go to nobody
+
+    threading.Thread(target=watch, name="collector-lifeline", daemon=True).start()
 
 
 class Decoder:
@@ -110,6 +139,7 @@ class Decoder:
         self._packed = packed and workers > 0
         self._workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._lifeline: tuple[Connection, Connection] | None = None  # (workers' read end, our write end)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -118,8 +148,20 @@ class Decoder:
             context = multiprocessing.get_context("forkserver")
             # The fork server imports the decoder once; each worker is a fork of it.
             context.set_forkserver_preload(["collector.ingest.decoding"])
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=context)
+            # Workers start as the pool needs them, each taking a copy of the read end: we keep
+            # it while the pool lives. Both ends are close-on-exec, and only the read end is
+            # passed on (through the fork server), so this process holds the only writer.
+            self._lifeline = context.Pipe(duplex=False)
+            self._pool = ProcessPoolExecutor(self._workers, mp_context=context,
+                                             initializer=_end_with_collector, initargs=(self._lifeline[0],))
         return self._pool
+
+    def _cut_lifeline(self) -> None:
+        """Close our ends: any worker of the last pool still alive ends."""
+        if self._lifeline is not None:
+            for end in self._lifeline:
+                end.close()
+            self._lifeline = None
 
     async def start(self) -> None:
         """Start the workers now (each imports the decoder, ~0.3 s of CPU) rather than under
@@ -140,6 +182,7 @@ class Decoder:
             if self._pool is pool:
                 self._pool = None
                 pool.shutdown(wait=False, cancel_futures=True)
+                self._cut_lifeline()
             raise DecoderUnavailable("a decoding worker died; send the batch again") from None
         if isinstance(result, str):
             raise ValidationError(result)
@@ -149,3 +192,4 @@ class Decoder:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        self._cut_lifeline()

@@ -9,11 +9,22 @@ machine's headless Chromium (Debian's ``chromium``: ``--print-to-pdf``), or rais
 Why Chromium for the PDF: the report is Chinese text; a browser lays it out with the
 system's CJK fonts exactly as the printed page, where a PDF library would need fonts
 embedded by hand. The page itself needs no browser to be printed.
+
+Sandboxed: Chromium runs with its own sandbox (never ``--no-sandbox``): the page holds
+values agents sent, and a renderer bug must not become code running as the collector.
+Chromium refuses its sandbox to root, so a collector running as root starts it as
+``RENDER_USER`` (nobody: no files of its own, no groups) in a private directory that user
+owns; as any other user it runs as that user. It gets an environment of its own (nothing of
+the collector's), and V8 without its JIT (the page has no script; systemd's
+MemoryDenyWriteExecute would kill a JIT). Where the sandbox cannot start (no user
+namespaces), there is no PDF and ``PdfUnavailable`` says why, rather than an unsandboxed run.
 """
 
 from __future__ import annotations
 
 import html
+import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -24,6 +35,8 @@ from typing import Any, Final
 #: Times on the report are Beijing time (the center's), with the zone named.
 CST: Final = timezone(timedelta(hours=8), "UTC+8")
 PDF_TIMEOUT_S: Final = 60
+#: Who runs Chromium when the collector is root (module doc).
+RENDER_USER: Final = "nobody"
 TITLES: Final = {
     "login_records": "登录/注销记录 Login and logout records",
     "nat_mapping": "地址转换（NAT）记录 NAT mapping",
@@ -105,21 +118,47 @@ def render(report: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _render_user() -> tuple[int, int] | None:
+    """(uid, gid) to run Chromium as: None to stay ourselves (we are not root)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(RENDER_USER)
+    except KeyError:
+        raise PdfUnavailable(f"the collector runs as root and Chromium's sandbox refuses root; no user "
+                             f"{RENDER_USER!r} to run it as") from None
+    return entry.pw_uid, entry.pw_gid
+
+
 def to_pdf(page: str) -> bytes:
-    """``page`` printed to PDF by headless Chromium (raises ``PdfUnavailable`` without one)."""
+    """``page`` printed to PDF by headless, sandboxed Chromium (raises ``PdfUnavailable``
+    without one)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise PdfUnavailable("PDF export needs Debian's chromium on the collector (apt-get install chromium);"
                              " the HTML report prints as it is")
+    as_user = _render_user()
     with tempfile.TemporaryDirectory(prefix="edgeaudit-report-") as tmp:
         src, out = Path(tmp) / "report.html", Path(tmp) / "report.pdf"
         src.write_text(page, encoding="utf-8")
+        os.chmod(src, 0o644)  # read by Chromium, inside a directory only it and we may enter
+        if as_user is not None:
+            os.chown(tmp, *as_user)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "TMPDIR": tmp,
+               "XDG_CONFIG_HOME": f"{tmp}/config", "XDG_CACHE_HOME": f"{tmp}/cache", "LANG": "C.UTF-8"}
+        command = [browser, "--headless", "--disable-gpu", "--no-pdf-header-footer", "--js-flags=--jitless",
+                   f"--user-data-dir={tmp}/profile", f"--print-to-pdf={out}", src.as_uri()]
         try:
-            subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer",
-                            f"--user-data-dir={tmp}/profile", f"--print-to-pdf={out}", src.as_uri()],
-                           capture_output=True, timeout=PDF_TIMEOUT_S, check=False)
+            done = subprocess.run(command, capture_output=True, timeout=PDF_TIMEOUT_S, check=False, env=env,
+                                  cwd=tmp, user=as_user[0] if as_user else None,
+                                  group=as_user[1] if as_user else None, extra_groups=[] if as_user else None)
         except subprocess.TimeoutExpired:
             raise PdfUnavailable(f"chromium did not print the report within {PDF_TIMEOUT_S} s") from None
+        except OSError as e:  # e.g. a browser its user may not run
+            raise PdfUnavailable(f"cannot start {browser}: {e.strerror or e}") from None
         if not out.exists() or out.stat().st_size == 0:
-            raise PdfUnavailable("chromium made no PDF")
+            said = [line for line in done.stderr.decode("utf-8", "replace").splitlines()
+                    if "FATAL" in line or "sandbox" in line.lower()]
+            raise PdfUnavailable("chromium made no PDF" + (f": {said[-1][-300:]}" if said else
+                                                           f" (exit status {done.returncode})"))
         return out.read_bytes()

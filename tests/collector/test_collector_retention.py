@@ -4,6 +4,8 @@ what is past the period except what a legal hold covers, and says so in the audi
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +56,9 @@ def test_a_pass_deletes_old_records_except_held_ones_and_audits_it(tmp_path: Pat
     finally:
         store.close()
     entries = [json.loads(line) for line in (data / "audit.log").read_text().splitlines()]
-    assert [(e["actor"], e["action"]) for e in entries] == [("judge-order-17", "hold_add"),
-                                                            ("system", "retention")]
+    me = f"cli:{pwd.getpwuid(os.geteuid()).pw_name}"  # the OS user who ran the commands
+    assert [(e["actor"], e["action"]) for e in entries] == [(me, "hold_add"), (me, "retention")]
+    assert entries[0]["detail"]["requested_by"] == "judge-order-17"
     assert entries[1]["detail"]["deleted"] == 5 and entries[1]["detail"]["holds"][0]["account"] == "alice"
     assert "intact" in cli("audit", "verify", "--data", str(data))
 
