@@ -415,8 +415,11 @@ def cmd_audit(a: Any) -> int:
             witnessed = ""
         else:
             public = load_public_key(a.pubkey) if a.pubkey else public_key_of(data)
-            text = "\n".join(read_witness_text(Path(f)) for f in a.checkpoints)
-            res, found = verify_with_checkpoints(path, text, public, a.anchor)
+            texts = {f: read_witness_text(Path(f)) for f in a.checkpoints}
+            res, found = verify_with_checkpoints(path, texts, public, a.anchor)
+            if found.problems:
+                _say(f"checkpoints refused (forged, altered or damaged): {res.problem}")
+                return 1
             newest = max(found.checkpoints, key=lambda cp: (cp.seq, cp.ts), default=None)
             witnessed = (f"; holds all {len(found.checkpoints)} checkpoints"
                          + (f" (newest: entry {newest.seq}, {newest.ts})" if newest else "")
@@ -429,8 +432,8 @@ def cmd_audit(a: Any) -> int:
     if res.ok:
         print(f"audit log intact: {res.entries} entries; anchor {res.anchor}{witnessed}")
         return 0
-    where = f"at line {res.line}" if res.line else "against its checkpoints"
-    print(f"audit log damaged {where}: {res.problem}", file=sys.stderr)
+    where = f" at line {res.line}" if res.line else ""
+    print(f"audit log damaged{where}: {res.problem}", file=sys.stderr)
     return 1
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,14 +184,23 @@ def checkpoints_in(text: str, public: Ed25519PublicKey) -> Found:
     return Found(found, other, problems)
 
 
-def verify_with_checkpoints(log: Path, text: str, public: Ed25519PublicKey,
+def verify_with_checkpoints(log: Path, witnesses: Mapping[str, str], public: Ed25519PublicKey,
                             anchor: str | None = None) -> tuple[VerifyResult, Found]:
-    """Verify ``log``'s chain and that it still holds every checkpoint in ``text`` signed by
-    ``public``; a line that carries the marker but does not verify is a problem too."""
-    found = checkpoints_in(text, public)
-    if found.problems:
-        return VerifyResult(False, 0, f"checkpoints: {found.problems[0]}", None), found
-    pins = [Pin(cp.seq, cp.hash, f"the checkpoint of {cp.ts}") for cp in found.checkpoints]
+    """Verify ``log``'s chain and that it still holds every checkpoint signed by ``public`` in
+    the witnesses' texts (name -> text). A line that carries the marker but does not verify
+    fails it too (``Found.problems``, "NAME line N: why"), before the log is read."""
+    checkpoints: list[Checkpoint] = []
+    other = 0
+    problems: list[str] = []
+    for name, text in witnesses.items():
+        one = checkpoints_in(text, public)
+        checkpoints += one.checkpoints
+        other += one.other_keys
+        problems += [f"{name} {problem}" for problem in one.problems]
+    found = Found(checkpoints, other, problems)
+    if problems:
+        return VerifyResult(False, 0, problems[0], None), found
+    pins = [Pin(cp.seq, cp.hash, f"the checkpoint of {cp.ts}") for cp in checkpoints]
     return verify(log, anchor, pins), found
 
 

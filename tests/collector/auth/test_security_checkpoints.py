@@ -57,18 +57,18 @@ def test_checkpoints_pin_the_log_and_others_cannot_forge_them(tmp_path: Path) ->
     text = witness.read_text()
     # a line of another collector's key in a shared syslog: ignored, counted
     text += "Dec  7 host edgeaudit-collector[1]: " + sign(other, 9, GENESIS_PREV).line() + "\n"
-    result, found = verify_with_checkpoints(path, text, key.public_key())
+    result, found = verify_with_checkpoints(path, {"w": text}, key.public_key())
     assert result.ok and result.entries == 4 and found.other_keys == 1 and len(found.checkpoints) == 2
     # every field is signed
     for field, value in (("seq", "2"), ("hash", '"' + "1" * 64 + '"'), ("ts", '"2020-01-01T00:00:00Z"')):
         altered = re.sub(rf'"{field}":("[^"]*"|\d+)', f'"{field}":{value}', first.line())
-        result, found = verify_with_checkpoints(path, altered, key.public_key())
+        result, found = verify_with_checkpoints(path, {"w": altered}, key.public_key())
         assert not result.ok and "signature does not verify" in str(result.problem), field
-    assert not verify_with_checkpoints(path, MARKER + "{nonsense\n", key.public_key())[0].ok
+    assert not verify_with_checkpoints(path, {"w": MARKER + "{nonsense\n"}, key.public_key())[0].ok
     # the log cut below a checkpoint
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:2]))
-    result, _ = verify_with_checkpoints(path, text, key.public_key())
+    result, _ = verify_with_checkpoints(path, {"w": text}, key.public_key())
     assert not result.ok and "removed from the end" in str(result.problem)
 
 
