@@ -221,6 +221,11 @@ def check(cfg: AgentConfig, *, offline: bool = False, now: float | None = None) 
         lag = sp.get("upload_lag_s")
         oldest_note = f", oldest {lag:.0f} s" if lag else ""
         m.evidence.append(f"{sp['unsent_records']} records waiting{oldest_note}")
+        held = sp.get("quarantined_records") or 0
+        if held:
+            # refused by the collector for good: they have not reached the centre until requeued
+            m.evidence.append(f"{held} records the collector refused are held in quarantine: "
+                              "`edgeaudit-agent spool quarantine` says why; requeue after the fix")
     up = sup.get("uploader") or {}
     if up.get("last_error"):
         m.evidence.append(f"last upload error: {up['last_error']}")
@@ -238,7 +243,7 @@ def check(cfg: AgentConfig, *, offline: bool = False, now: float | None = None) 
             reachable = False
             m.evidence.append(f"collector does not accept this agent now: {e}")
     lag_ok = not sp or "error" in sp or (sp.get("upload_lag_s") or 0.0) < 3600
-    m.working = running and reachable is not False and lag_ok
+    m.working = running and reachable is not False and lag_ok and not (sp or {}).get("quarantined_records")
 
     # maintenance log
     m = out["maintenance_log"]

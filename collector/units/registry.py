@@ -23,7 +23,7 @@ from typing import Any, Final
 
 #: What the units listing shows of an agent's newest `stats` record.
 HEALTH_FIELDS: Final = ("ts", "spool_records", "spool_bytes", "upload_lag_s", "ruleset_version",
-                        "kernel_drops", "records_dropped")
+                        "kernel_drops", "records_dropped", "quarantined_records")
 ONLINE_WITHIN: Final = 300.0  # seconds since the last batch for an agent to count as online
 
 _SCHEMA = """

@@ -33,7 +33,7 @@ def _config(tmp_path: Path) -> Path:
     return path
 
 
-def _running(tmp_path: Path, *, conntrack: bool = True, unit: bool = True) -> None:
+def _running(tmp_path: Path, *, conntrack: bool = True, unit: bool = True, quarantined: int = 0) -> None:
     now = time.time()
     spool = tmp_path / "spool"
     sup: dict[str, Any] = {
@@ -42,7 +42,8 @@ def _running(tmp_path: Path, *, conntrack: bool = True, unit: bool = True) -> No
         "unit_uploaded": now - 30 if unit else None, "unit_error": None if unit else "503: collector down",
         "spool": {"spool_records": 10, "spool_bytes": 1000, "file_bytes": 4096, "unsent_records": 0,
                   "quota_bytes": 2**30, "quota_alarm": False, "records_dropped": 0, "records_invalid": 0,
-                  "evicted_early_records": 0, "upload_lag_s": None, "oldest_added": now - 3600},
+                  "evicted_early_records": 0, "upload_lag_s": None, "oldest_added": now - 3600,
+                  "quarantined_records": quarantined},
         "uploader": {"counters": {}, "last_error": None},
     }
     StatusFile(spool, "supervisor").write(sup)
@@ -81,6 +82,13 @@ def test_a_running_agent_passes_and_each_gap_fails_its_measure(tmp_path: Path, c
     assert any("Operation not permitted" in e for e in measures["nat"].evidence)
     assert any("503: collector down" in e for e in measures["registration"].evidence)
 
+    # records the collector refused for good, held in the spool's quarantine: upload is not working
+    _running(tmp_path, quarantined=120)
+    measures = {m.key: m for m in check(cfg, offline=True)}
+    assert {k for k, m in measures.items() if not m.ok} == {"upload"}
+    assert any("120 records the collector refused" in e for e in measures["upload"].evidence)
+
+    _running(tmp_path, conntrack=False, unit=False)
     assert main_selfcheck(cfg_path, as_json=True, offline=True) == 1
     doc = json.loads(capsys.readouterr().out)
     assert {m["key"] for m in doc["measures"] if not m["ok"]} == {"nat", "registration"}

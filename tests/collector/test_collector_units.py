@@ -52,9 +52,10 @@ def test_profiles_and_status(collector: dict[str, Any]) -> None:
     c = collector
     assert request(c, "PUT", "/api/v1/units/self", json.dumps(PROFILE).encode(), token=c["token"]) == (
         200, {"unit": "unit-42", "updated": True})
-    stats = {"type": "stats", "ts": 1_800_000_000.0, "interval": 60.0, "packets": 10, "bytes": 1000,
+    stats = {"type": "stats", "ts": 1_790_000_000.0, "interval": 60.0, "packets": 10, "bytes": 1000,
              "kernel_drops": 3, "flows_active": 1, "records_out": 5, "records_dropped": 0,
-             "spool_records": 42, "spool_bytes": 4096, "upload_lag_s": 1.5, "ruleset_version": "2026.11.2"}
+             "spool_records": 42, "spool_bytes": 4096, "upload_lag_s": 1.5, "ruleset_version": "2026.11.2",
+             "quarantined_records": 7}
     assert post(c["url"], encode_batch("gw1", "unit-42", 1, [stats]), c["token"])[0] == 200
     cli("agents", "revoke", "gw2", "--data", str(c["data"]))
     status, ans = request(c, "GET", "/api/v1/units", user=c["operator"])
@@ -64,8 +65,8 @@ def test_profiles_and_status(collector: dict[str, Any]) -> None:
     assert units["unit-42"]["profile"]["ip_ranges"] == ["198.51.100.0/24", "2001:db8::/48"]
     assert [(a["agent"], a["status"]) for a in units["unit-42"]["agents"]] == [("gw1", "online")]
     health = units["unit-42"]["agents"][0]["health"]  # the agent's newest stats record
-    assert (health["ruleset_version"], health["spool_records"], health["kernel_drops"]) == (
-        "2026.11.2", 42, 3)
+    assert (health["ruleset_version"], health["spool_records"], health["kernel_drops"],
+            health["quarantined_records"]) == ("2026.11.2", 42, 3, 7)
     assert ans["retention_days"] == 180
     assert units["unit-42"]["last_upload"] is not None
     assert units["unit-7"]["profile"] is None

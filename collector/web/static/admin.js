@@ -36,7 +36,8 @@ export function renderUnits(main, params, me) {
           h("td", { class: "mono", text: a.agent }), h("td", { text: t(`d.${a.status}`) }),
           h("td", { class: "mono", text: fmtTime(a.last_upload) }),
           h("td", { text: a.health?.ruleset_version ?? "" }),
-          h("td", { text: a.health ? t("u.a.spoolv", { n: a.health.spool_records, mb: (a.health.spool_bytes / 1048576).toFixed(1) }) : "" }),
+          h("td", { text: a.health ? t("u.a.spoolv", { n: a.health.spool_records, mb: (a.health.spool_bytes / 1048576).toFixed(1) })
+            + (a.health.quarantined_records ? t("u.a.quarantined", { n: a.health.quarantined_records }) : "") : "" }),
           h("td", { text: a.health?.upload_lag_s ?? "" }),
           h("td", { text: a.health ? `${a.health.kernel_drops ?? 0} / ${a.health.records_dropped ?? 0}` : "" }))));
       return h("article", { class: "card", id: `unit-${u.unit}` }, h("h2", { text: `${u.unit} ${p?.name ?? ""}` }),

@@ -1,7 +1,7 @@
 // UI text in Chinese (the default) and English; `t(key, vars)` looks a key up in the chosen one.
 const TEXT = {
   zh: {
-    "u.a.ruleset": "规则版本", "u.a.spool": "本地缓存", "u.a.spoolv": "{n} 条（{mb} MB）", "u.a.lag": "上传延迟（秒）",
+    "u.a.ruleset": "规则版本", "u.a.spool": "本地缓存", "u.a.spoolv": "{n} 条（{mb} MB）", "u.a.quarantined": "，{n} 条被拒待处理", "u.a.lag": "上传延迟（秒）",
     "u.a.drops": "丢包 / 丢弃记录", "u.retention": "中心日志留存 {n} 天（要求不少于 180 天）：{verdict}",
     "nav.rulesets": "规则库", "r.title": "关键词规则库", "r.file": "已签名的规则包", "r.publish": "发布",
     "r.published": "已发布 {name} 第 {version} 版", "r.refused": "发布被拒绝", "r.history": "已发布版本", "r.agents": "各探针运行的版本",
@@ -51,7 +51,7 @@ const TEXT = {
     "err.network": "无法连接采集服务器", "err.forbidden": "无权执行此操作", "loading": "正在查询…",
   },
   en: {
-    "u.a.ruleset": "Ruleset", "u.a.spool": "Local spool", "u.a.spoolv": "{n} records ({mb} MB)",
+    "u.a.ruleset": "Ruleset", "u.a.spool": "Local spool", "u.a.spoolv": "{n} records ({mb} MB)", "u.a.quarantined": ", {n} refused, held",
     "u.a.lag": "Upload lag (s)", "u.a.drops": "Kernel drops / records dropped",
     "u.retention": "The center keeps logs {n} days (at least 180 required): {verdict}",
     "nav.rulesets": "Rulesets", "r.title": "Keyword rulesets", "r.file": "Signed bundle", "r.publish": "Publish",
