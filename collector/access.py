@@ -35,7 +35,7 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from aiohttp import web
 
@@ -99,6 +99,10 @@ CSRF_HEADER = "X-Edgeaudit-UI"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+#: The actor of a refused login whose name is no account's (all such share one entry per window).
+UNKNOWN_NAME: Final = "(unknown name)"
+
+
 def _retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
@@ -141,7 +145,7 @@ async def check_password(request: web.Request, name: str, password: str,
     refused = throttle.admit(name, address, time.monotonic())
     if refused is not None:
         # refused by address: one entry per address and window, whatever names it tries
-        await audit_refusal(request, name, "login_throttled",
+        await audit_refusal(request, _claimed(request, name), "login_throttled",
                             {"via": via, "by": refused.by, "retry_after": math.ceil(refused.retry_after)},
                             key="*" if refused.by == "address" else None)
         whose = "for this account" if refused.by == "account" else "from this address"
@@ -157,8 +161,15 @@ async def check_password(request: web.Request, name: str, password: str,
         raise
     throttle.settle(name, address, "failed" if user is None else "succeeded", time.monotonic())
     if user is None:
-        await audit_refusal(request, name, "login_refused", {"via": via})
+        await audit_refusal(request, _claimed(request, name), "login_refused", {"via": via})
     return user
+
+
+def _claimed(request: web.Request, name: str) -> str:
+    """The name a refused login claimed, as the audit log may show it: an account's name, or
+    UNKNOWN_NAME. What is typed into the name field is not always a name (a password typed one
+    field early is the usual case), and the log must never hold a password."""
+    return name if request.app[ACCOUNTS].get_user(name) is not None else UNKNOWN_NAME
 
 
 def _basic_credentials(value: str) -> tuple[str, str] | None:
