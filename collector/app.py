@@ -64,6 +64,7 @@ from collector.http_limits import MAX_INLINE_PARSE
 from collector.ingest.batches import INGEST_ROUTES
 from collector.ingest.counters import IngestCounters
 from collector.ingest.decoding import DEFAULT_WORKERS, Decoder
+from collector.ingest.limits import DEFAULT_MAX_FUTURE_S, INGEST_LIMITS, IngestLimits
 from collector.ingest.whoami import AGENT_ROUTES
 from collector.metrics import METRICS_ROUTES
 from collector.query.handlers import QUERY_ROUTES
@@ -115,15 +116,19 @@ async def no_store(request: web.Request, response: web.StreamResponse) -> None:
 def create_app(storage: Storage, accounts: Accounts, audit: AuditLog | None = None,
                rulesets: BundleStore | None = None,
                ruleset_keys: Sequence[Ed25519PublicKey] = (), units: Units | None = None,
-               decode_workers: int = DEFAULT_WORKERS, retention_days: int = DEFAULT_RETENTION_DAYS
+               decode_workers: int = DEFAULT_WORKERS, retention_days: int = DEFAULT_RETENTION_DAYS,
+               max_future_s: float = DEFAULT_MAX_FUTURE_S, max_batch_days: int | None = None
                ) -> web.Application:
     """The application; the query and ruleset endpoints exist only with an audit log to write
     them to (and a bundle store for the latter). Uploads are decoded in ``decode_workers``
-    processes for a store that takes packed granules (0: in threads)."""
+    processes for a store that takes packed granules (0: in threads); a batch with a record
+    more than ``max_future_s`` ahead, or spanning more than ``max_batch_days`` (default:
+    ``retention_days``), is refused (``collector.ingest.limits``)."""
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, handler_args={"lingering_time": LINGERING_S})
     app[STORAGE] = storage
     app[ACCOUNTS] = accounts
     app[RETENTION_DAYS] = retention_days
+    app[INGEST_LIMITS] = IngestLimits(max_future_s, max_batch_days or retention_days)
     app[RULESET_KEYS] = ruleset_keys
     app[INGEST_COUNTERS] = IngestCounters()
     app[LIVE_ALERTS] = LiveAlerts()

@@ -31,8 +31,9 @@ class PreparedStorage(Protocol):
     """A store that takes batches packed by ``collector.storage.granules.prepare``."""
 
     def insert_prepared(self, agent: str, unit: str, batch_seq: int, granules: Sequence[Granule],
-                        count: int) -> InsertResult:
-        """Like ``Storage.insert_batch`` for a packed batch of ``count`` records."""
+                        count: int, digest: bytes | None = None) -> InsertResult:
+        """Like ``Storage.insert_batch`` for a packed batch of ``count`` records whose content
+        is ``digest`` (``wire.envelope.records_digest``; None: not compared)."""
         ...
 
 

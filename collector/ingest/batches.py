@@ -6,11 +6,15 @@ What (DESIGN.md "The collector", issue 5 "Ingest"):
    refused: an uploader bug or an attempt to write someone else's records).
 2. The body must be `Content-Encoding: zstd` msgpack in the `wire` envelope, within the
    size limits, every record valid (`wire.envelope.decode_batch`); anything else is a 4xx
-   with a JSON error and nothing is stored.
-3. The records are committed (`Storage.insert_batch`, idempotent on (agent, batch_seq);
-   `insert_prepared` with granules packed by the decoder for a store that has it,
-   `collector.storage_features.PreparedStorage`) in a
-   worker thread, and only then does the answer say `{"accepted": N, "duplicate": b}`.
+   with a JSON error and nothing is stored. Its records' times must lie within the
+   collector's limits (`collector.ingest.limits`: not more than a day ahead of its clock,
+   over no more days than the agent's backup period), else 422.
+3. The records are committed (`Storage.insert_batch`, idempotent on (agent, batch_seq) with
+   the batch's digest; `insert_prepared` with granules packed by the decoder for a store that
+   has it, `collector.storage_features.PreparedStorage`) in a
+   worker thread, and only then does the answer say `{"accepted": N, "duplicate": b}`. Other
+   records under a stored (or in-flight) batch number get 409 (`BatchConflict`), nothing
+   stored: answering them "duplicate" would lose them.
    Decoding (2) runs in worker processes or a thread (`collector.ingest.decoding`), so the
    event loop only moves bytes.
 
@@ -28,6 +32,7 @@ and again while reading); the envelope's own limits (`wire.limits`) apply after 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Final
 
 from aiohttp import web
@@ -43,11 +48,23 @@ from collector.app_keys import (
     UNITS,
 )
 from collector.ingest.counters import IngestCounters
-from collector.ingest.decoding import DecoderUnavailable
+from collector.ingest.decoding import Decoded, DecoderUnavailable
+from collector.ingest.limits import INGEST_LIMITS, check_times
+from collector.storage.base import BatchConflict
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_COMPRESSED
 
 MAX_BODY_BYTES: Final = MAX_BATCH_COMPRESSED
+
+
+def _ts_range(batch: Decoded) -> tuple[float, float] | None:
+    """The earliest and latest ``ts`` of the batch's records (None: it has none)."""
+    if batch.granules is not None:
+        if not batch.granules:
+            return None
+        return min(g.ts_min for g in batch.granules), max(g.ts_max for g in batch.granules)
+    stamps = [float(r["ts"]) for r in batch.records or ()]
+    return (min(stamps), max(stamps)) if stamps else None
 
 
 def _refused(counters: IngestCounters, status: int, reason: str, detail: str,
@@ -91,16 +108,23 @@ async def receive_batch(request: web.Request) -> web.Response:
     if batch.agent_id != agent.name or batch.unit_id != agent.unit:
         raise _refused(counters, 403, "wrong_agent", "the batch names another agent or unit than its token")
     counters.records += batch.count
+    span = _ts_range(batch)
+    refusal = None if span is None else check_times(app[INGEST_LIMITS], *span, time.time())
+    if refusal is not None:
+        raise _refused(counters, 422, *refusal)
     prepared = app.get(PREPARED_STORAGE)
     try:
         if batch.granules is not None and prepared is not None:
             result = await loop.run_in_executor(
                 None, prepared.insert_prepared, agent.name, agent.unit, batch.batch_seq, batch.granules,
-                batch.count)
+                batch.count, batch.digest)
         else:
             assert batch.records is not None
             result = await loop.run_in_executor(
-                None, app[STORAGE].insert_batch, agent.name, agent.unit, batch.batch_seq, batch.records)
+                None, app[STORAGE].insert_batch, agent.name, agent.unit, batch.batch_seq, batch.records,
+                batch.digest)
+    except BatchConflict as e:  # the agent reused a batch number: these records are not stored
+        raise _refused(counters, 409, "batch_seq_reused", str(e)) from None
     except OSError as e:  # the store could not commit: the agent retries later
         raise _refused(counters, 503, "storage_unavailable", f"could not commit: {e}") from None
     units = app.get(UNITS)

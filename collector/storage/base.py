@@ -15,7 +15,11 @@ Semantics every backend keeps (the shared tests pin them down):
   ``UNIT_KEY``), taken from the agent's credential, never from the payload. The leading
   underscore keeps them apart from schema field names.
 - ``insert_batch`` is idempotent per ``(agent, batch_seq)``: the first call stores the batch
-  atomically, any later call with the same pair stores nothing and reports ``duplicate``.
+  atomically, any later call with the same pair and the same content (``digest``: the SHA-256
+  of the records as sent, ``wire.envelope.records_digest``, kept with the pair) stores nothing
+  and reports ``duplicate``; with other content it stores nothing and raises
+  ``BatchConflict`` (a batch number used again for other records: silently dropping them as
+  a duplicate would lose them). A pair stored before digests were kept matches any content.
 - ``records`` pages oldest first by ``ts`` (ties: insertion order); the time range is
   half-open ``[start, end)``; the cursor is opaque and stays valid across day partitions.
 - Lookups (``nat_at``, ``sessions_at``) return newest first; ``connection`` returns by ts.
@@ -64,6 +68,14 @@ class InsertResult:
     duplicate: bool
 
 
+class BatchConflict(Exception):
+    """``(agent, batch_seq)`` is stored (or being stored) with other content; nothing was stored."""
+
+    def __init__(self, batch_seq: int, state: str) -> None:
+        super().__init__(f"batch {batch_seq} is {state} with other records: a batch number is used once;"
+                         " send these records under a new one")
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """One page of ``records``; ``cursor`` is None when there is nothing more to read."""
@@ -99,9 +111,12 @@ class Storage(Protocol):
     """Durable record store of the collector (see the module docstring for the semantics)."""
 
     def insert_batch(
-        self, agent: str, unit: str, batch_seq: int, records: Sequence[Mapping[str, Any]]
+        self, agent: str, unit: str, batch_seq: int, records: Sequence[Mapping[str, Any]],
+        digest: bytes | None = None,
     ) -> InsertResult:
-        """Store a batch atomically with its ``(agent, batch_seq)`` marker; a repeat stores nothing."""
+        """Store a batch atomically with its ``(agent, batch_seq)`` marker and ``digest`` (by
+        default ``records_digest(records)``); a repeat stores nothing, and raises
+        ``BatchConflict`` when its digest differs."""
         ...
 
     def records(

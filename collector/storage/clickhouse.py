@@ -22,7 +22,9 @@ DDL is rendered by ``schema_ddl`` from one column list, ``COLUMN_TYPES``):
   the window (``tests/collector/storage/test_clickhouse_lookups.py`` runs them under
   ``max_rows_to_read``). (No data-skipping indexes: 18.16 has none to rely on.)
 - ``batches``: ``MergeTree() ORDER BY (agent, batch_seq)``, the batch markers, one row per
-  state change (``done`` 0 = rows being written, 1 = stored).
+  state change (``done`` 0 = rows being written, 1 = stored), each with the batch's digest
+  (hex SHA-256 of its records as sent, ``wire.envelope.records_digest``; ``''`` for markers
+  written before digests were kept, to which the column was added at open).
 
 Why views rather than inserting into each lookup table from here: one INSERT per batch, the
 fan-out done by the server next to the data, and on a cluster the views run on each shard's
@@ -70,8 +72,10 @@ stamp taken once per batch (monotonic within a process), so ties on ts keep inse
 valid across partitions.
 
 Idempotency / atomicity (ClickHouse has no transactions):
-1. read the markers of ``(agent, batch_seq)``: a ``done`` one means duplicate; a ``pending``
-   one (an earlier attempt died mid-way) gives back that attempt's ``ins``;
+1. read the markers of ``(agent, batch_seq)``: one with another digest means other records
+   under a used number, refused (``BatchConflict``) with nothing written; a ``done`` one
+   means duplicate; a ``pending`` one (an earlier attempt died mid-way) gives back that
+   attempt's ``ins``;
 2. otherwise write a ``pending`` marker carrying a fresh ``ins``;
 3. insert every row in one HTTP INSERT (one block per day partition; the views fill the
    lookup tables from the same blocks);
@@ -79,7 +83,7 @@ Idempotency / atomicity (ClickHouse has no transactions):
 A retry after a crash between 2 and 4 re-inserts rows with the *same* full sort key, so the
 copies are adjacent and every read removes them with ``LIMIT 1 BY agent, batch_seq, idx``
 (``count`` counts distinct keys, ``expire`` counts distinct keys deleted/held). As with SQLite,
-this relies on a retried batch having the same content.
+this needs a retried batch to have the same content, which the digest of step 1 checks.
 
 Limits: two collectors inserting the same ``(agent, batch_seq)`` at the same moment can both
 see no marker and both answer "not duplicate" (rows are still deduplicated at read; one
@@ -97,6 +101,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import math
 import re
 import threading
@@ -118,6 +123,7 @@ from collector.storage.base import (
     NAT_DEFAULT_LIFETIME,
     SESSION_TOLERANCE,
     UNIT_KEY,
+    BatchConflict,
     ExpireResult,
     Hold,
     InsertResult,
@@ -125,6 +131,9 @@ from collector.storage.base import (
 )
 from collector.storage.rows import furthest_sessions, login_in_force, nat_in_force, record_row
 from wire.addresses import canonical_ip
+from wire.envelope import records_digest
+
+log = logging.getLogger("edgeaudit.collector")
 
 #: Seconds one HTTP request may take.
 REQUEST_TIMEOUT: Final = 120.0
@@ -154,8 +163,11 @@ COLUMN_TYPES: Final = (
 
 BATCH_COLUMN_TYPES: Final = (
     ("agent", "String"), ("batch_seq", "Int64"), ("unit", "String"), ("ins", "UInt64"),
-    ("done", "UInt8"), ("count", "UInt64"), ("stored_at", "Float64"),
+    ("done", "UInt8"), ("count", "UInt64"), ("stored_at", "Float64"), ("digest", "String"),
 )  # fmt: skip
+#: Columns ``batches`` gained after its first layout: added to an older store at open (its
+#: markers read ``''``: digest unknown, matching any content).
+BATCH_COLUMNS_ADDED: Final = ("digest",)
 
 #: The sort-key tail every record table shares: a retried batch's copies are adjacent.
 _KEY_TAIL: Final = ("ts", "ins", "agent", "batch_seq", "idx")
@@ -427,9 +439,20 @@ class ClickHouseStorage:
             self._thread.start()
             self._session = self._run(self._new_session())
             self._own_session = True
+        # whether ``batches`` has every column of BATCH_COLUMN_TYPES (see _add_batch_columns)
+        self._digests = True
         try:
             if cluster is None:
                 self._create_schema()
+            else:
+                self._digests = not self._missing_batch_columns()
+                if not self._digests:
+                    log.warning(
+                        "ClickHouse cluster %s: %s.batches has no digest column (made by an older"
+                        " deploy/clickhouse/cluster.sql): a batch number used again for other records"
+                        " is taken for a duplicate until it is added: ALTER TABLE %s.batches_local ON"
+                        " CLUSTER %s ADD COLUMN digest String, and ALTER TABLE %s.batches ADD COLUMN"
+                        " digest String on every server", cluster, database, database, cluster, database)
         except BaseException:
             self.close()
             raise
@@ -448,11 +471,27 @@ class ClickHouseStorage:
             self._execute(stmt, database="default")
         if RECORDS.name not in tables:
             return
+        self._add_batch_columns()
         for t in LOOKUPS:
             if t.name + "_mv" not in tables:
                 # rows a concurrent insert also gave the new view are stored twice: reads drop
                 # the copy (LIMIT 1 BY), as for a retried batch
                 self._execute(f"INSERT INTO {_ident(t.name)} {_view_select(t, _ident(RECORDS.name))}")
+
+    def _missing_batch_columns(self) -> list[str]:
+        """``BATCH_COLUMNS_ADDED`` that ``batches`` lacks (a store made by an older version)."""
+        have = {str(r["name"]) for r in self._rows(
+            f"SELECT name FROM system.columns WHERE database = {_str_lit(self._database)}"
+            " AND table = 'batches'", database="default")}
+        return [c for c in BATCH_COLUMNS_ADDED if c not in have]
+
+    def _add_batch_columns(self) -> None:
+        """Add what ``_missing_batch_columns`` names (18.16 has no ``ADD COLUMN IF NOT EXISTS``).
+        On a cluster the collector creates nothing: the operator runs the ALTERs its warning
+        names, and meanwhile markers are written and read without a digest."""
+        types = dict(BATCH_COLUMN_TYPES)
+        for column in self._missing_batch_columns():
+            self._execute(f"ALTER TABLE {_ident('batches')} ADD COLUMN {_ident(column)} {types[column]}")
 
     # -- HTTP --
 
@@ -514,20 +553,26 @@ class ClickHouseStorage:
         return self._last_ins
 
     def insert_batch(
-        self, agent: str, unit: str, batch_seq: int, records: Sequence[Mapping[str, Any]]
+        self, agent: str, unit: str, batch_seq: int, records: Sequence[Mapping[str, Any]],
+        digest: bytes | None = None,
     ) -> InsertResult:
         self._check_open()
         # Build every row first, outside any lock: a bad record refuses the batch before
         # anything is written, and one agent's rows are built while another's are sent.
         built = [record_row(agent, unit, batch_seq, idx, rec) for idx, rec in enumerate(records)]
+        content = (records_digest(records) if digest is None else digest).hex()
         # One batch of an agent at a time (a resend racing its original); different agents'
         # batches go to ClickHouse concurrently (the requests run on the event loop thread).
         with self._agent_lock(agent):
             self._check_open()
             markers = self._rows(
-                f"SELECT ins, done, count FROM batches WHERE agent = {_str_lit(agent)}"
-                f" AND batch_seq = {_num_lit(batch_seq)}"
+                f"SELECT ins, done, count{', digest' if self._digests else ''} FROM batches"
+                f" WHERE agent = {_str_lit(agent)} AND batch_seq = {_num_lit(batch_seq)}"
             )
+            for m in markers:
+                if m.get("digest") and m["digest"] != content:
+                    raise BatchConflict(batch_seq, "stored" if any(int(m["done"]) for m in markers)
+                                        else "partly stored")
             for m in markers:
                 if int(m["done"]):
                     return InsertResult(accepted=int(m["count"]), duplicate=True)
@@ -536,7 +581,7 @@ class ClickHouseStorage:
             else:
                 with self._lock:
                     ins = self._next_ins()
-                self._insert("batches", [self._marker(agent, batch_seq, unit, ins, 0, len(records))])
+                self._insert("batches", [self._marker(agent, batch_seq, unit, ins, 0, len(records), content)])
             rows = []
             for r in built:
                 row = dict(zip(_COLUMNS, r, strict=True))
@@ -547,15 +592,18 @@ class ClickHouseStorage:
                 rows.append(row)
             if rows:
                 self._insert("records", rows)
-            self._insert("batches", [self._marker(agent, batch_seq, unit, ins, 1, len(records))])
+            self._insert("batches", [self._marker(agent, batch_seq, unit, ins, 1, len(records), content)])
             return InsertResult(accepted=len(records), duplicate=False)
 
-    @staticmethod
-    def _marker(agent: str, batch_seq: int, unit: str, ins: int, done: int, count: int) -> dict[str, Any]:
-        return {
+    def _marker(self, agent: str, batch_seq: int, unit: str, ins: int, done: int, count: int,
+                digest: str) -> dict[str, Any]:
+        marker: dict[str, Any] = {
             "agent": agent, "batch_seq": batch_seq, "unit": unit, "ins": ins,
             "done": done, "count": count, "stored_at": time.time(),
         }  # fmt: skip
+        if self._digests:
+            marker["digest"] = digest
+        return marker
 
     # -- queries --
 

@@ -248,7 +248,8 @@ CREATE TABLE IF NOT EXISTS `edgeaudit`.`batches_local` ON CLUSTER `edgeaudit` (
     ins UInt64,
     done UInt8,
     count UInt64,
-    stored_at Float64
+    stored_at Float64,
+    digest String
 ) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/edgeaudit/batches', '{replica}') ORDER BY (agent, batch_seq);
 
 CREATE TABLE IF NOT EXISTS `edgeaudit`.`batches` ON CLUSTER `edgeaudit` (
@@ -258,5 +259,6 @@ CREATE TABLE IF NOT EXISTS `edgeaudit`.`batches` ON CLUSTER `edgeaudit` (
     ins UInt64,
     done UInt8,
     count UInt64,
-    stored_at Float64
+    stored_at Float64,
+    digest String
 ) ENGINE = Distributed(`edgeaudit`, `edgeaudit`, `batches_local`, cityHash64(agent, batch_seq));

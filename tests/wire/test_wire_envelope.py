@@ -64,7 +64,7 @@ def test_round_trip_every_record_type() -> None:
 @given(
     records=st.lists(ANY_RECORD, max_size=20),
     seq=st.integers(0, 2**63 - 1),
-    agent=st.text(st.characters(codec="utf-8"), min_size=1, max_size=MAX_ID_LEN),
+    agent=st.text(st.characters(codec="utf-8", blacklist_characters="\x00"), min_size=1, max_size=MAX_ID_LEN),
 )
 def test_round_trip_generated_batches(records: list[dict[str, Any]], seq: int, agent: str) -> None:
     batch = decode_batch(encode_batch(agent, "单位-1", seq, records, created=CREATED))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from storage_records import MIDNIGHT, OpenStore, http, login, session, strip
 
-from collector.storage import AGENT_KEY, UNIT_KEY, Storage
+from collector.storage import AGENT_KEY, UNIT_KEY, BatchConflict, InsertResult, Storage
 
 
 def test_insert_counts_and_returns_records(store: Storage) -> None:
@@ -25,10 +26,13 @@ def test_same_batch_twice_is_stored_once(store: Storage) -> None:
     assert store.count() == 3
 
 
-def test_same_seq_different_content_is_still_a_duplicate(store: Storage) -> None:
+def test_same_seq_different_content_is_refused_not_dropped(store: Storage) -> None:
+    """Issue 18: other records under a used batch number were answered "duplicate" and lost;
+    they are refused (the caller keeps them), and the first batch stays as it was."""
     store.insert_batch("a", "u", 7, [session(MIDNIGHT, "C1")])
-    other = store.insert_batch("a", "u", 7, [session(MIDNIGHT + 1, "C2"), session(MIDNIGHT + 2, "C3")])
-    assert (other.accepted, other.duplicate) == (1, True)
+    with pytest.raises(BatchConflict):
+        store.insert_batch("a", "u", 7, [session(MIDNIGHT + 1, "C2"), session(MIDNIGHT + 2, "C3")])
+    assert store.insert_batch("a", "u", 7, [session(MIDNIGHT, "C1")]) == InsertResult(1, duplicate=True)
     assert [r["uid"] for r in store.records(limit=10).records] == ["C1"]
 
 
