@@ -1,0 +1,392 @@
+"""Soak: a million records through crashes, a cut audit tail and hostile clients (issue 18).
+
+What, in two phases against a real `edgeaudit-collector serve` (SQLite) on loopback:
+
+1. **Crashes.** Two agents (the stand-in agent process of the reliability tests,
+   tests/agent/spool/spool_agent.py: the agent's own spool and upload drain, one writer
+   thread numbering its records) write `--records` records between them (default 1,000,000)
+   while the collector and each agent are killed with SIGKILL `--kills` times each (default
+   25) at random moments and restarted. At one collector restart the audit log's last
+   entries are cut first (as an intruder covering tracks would). The collector signs
+   checkpoints to a witness file every second. Afterwards: each agent's numbers stored
+   exactly once, nothing in either spool's quarantine (no batch was refused for good), and
+   `audit verify --checkpoints` must report the cut.
+2. **Hostility.** A well-behaved agent uploads 20-record batches and its latency is measured
+   alone and then while another agent sends hostile batches (records 2,000 days in the past or
+   a year ahead: 422; a resent batch number with other content: 409; a bomb: 413) and
+   32 clients guess passwords as fast as they are answered. Printed: p50 and p99 of each,
+   per run, and the median over `--repeat` runs (a target is met by the median).
+
+Results go to stdout and `bench/out/soak-reliability.json`; bench/README.md has the figures.
+
+    .venv/bin/python bench/soak_reliability.py                     # the issue's run (~10 min)
+    .venv/bin/python bench/soak_reliability.py --records 100000 --kills 5 --repeat 1   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "collector"))
+from collector_server import ENV, cli, free_port  # noqa: E402
+
+from agent.spool.store import Spool  # noqa: E402
+from agent.uploader.drain import build_body  # noqa: E402
+from collector.storage.sqlite import SqliteStorage  # noqa: E402
+
+STAND_IN = REPO / "tests" / "agent" / "spool" / "spool_agent.py"
+OUT = REPO / "bench" / "out"
+
+
+def wait_for(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"soak: timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)  # polling a condition with a deadline
+
+
+class Collector:
+    """`serve` on a fixed port and data directory, killed and restarted at will."""
+
+    def __init__(self, tmp: Path, witness: Path | None = None) -> None:
+        self.tmp = tmp
+        self.data = tmp / "data"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.witness = witness
+        self.log: IO[bytes] = (tmp / "serve.log").open("ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        extra = ["--checkpoint-interval", "1", "--witness-file", str(self.witness)] if self.witness else []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collector.cli", "serve", "--data", str(self.data), "--listen",
+             f"127.0.0.1:{self.port}", *extra], stdout=self.log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
+        proc = self.proc
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise SystemExit(f"soak: the collector exited; see {self.log.name}")
+            try:
+                urllib.request.urlopen(self.url + "/metrics", timeout=1).read()
+                return True
+            except OSError:
+                return False
+        wait_for(ready, 60, "the collector to answer")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(60)
+
+
+class StandIn:
+    """One agent: the stand-in process writing numbered records to its spool and draining it."""
+
+    def __init__(self, tmp: Path, name: str, url: str, token: str, total: int, rate: float) -> None:
+        self.name = name
+        self.spool_path = tmp / f"{name}.spool"
+        self.args = [sys.executable, str(STAND_IN), str(self.spool_path), url, token, str(total), "500",
+                     str(rate)]
+        self.log: IO[bytes] = (tmp / f"{name}.log").open("ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.total = total
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def done(self, spool: Spool) -> bool:
+        newest = spool.newest()
+        if self.proc is None or self.proc.poll() is not None:
+            raise SystemExit(f"soak: agent {self.name} exited; see {self.log.name}")
+        return (newest is not None and newest["detail"] == str(self.total - 1)
+                and spool.stats().unsent_records == 0)
+
+
+def stored(data: Path) -> dict[str, list[int]]:
+    """The record numbers the collector committed, per agent (read from its store after it stopped)."""
+    out: dict[str, list[int]] = {}
+    store = SqliteStorage(data / "records")
+    try:
+        cursor = None
+        while True:
+            page = store.records(type="weird", cursor=cursor)
+            for r in page.records:
+                out.setdefault(r["_agent"], []).append(int(r["detail"]))
+            if (cursor := page.cursor) is None:
+                return out
+    finally:
+        store.close()
+
+
+def cut_audit_tail(data: Path, lines: int) -> int:
+    """Remove the log's last `lines` entries at a line boundary (the chain alone stays valid)."""
+    log = data / "audit.log"
+    kept = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(kept[:-lines]))
+    return len(kept) - lines
+
+
+def crash_phase(records: int, kills: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="soak-") as t:
+        tmp = Path(t)
+        witness = tmp / "witness" / "checkpoints.log"  # "another mount": another directory here
+        witness.parent.mkdir()
+        c = Collector(tmp, witness)
+        tokens = {name: cli("agents", "add", name, "--unit", unit, "--data", str(c.data))
+                  for name, unit in (("gw1", "unit-42"), ("gw2", "unit-43"))}
+        password = cli("users", "add", "olga", "--role", "operator", "--data", str(c.data))
+        c.start()
+        operator = "Basic " + base64.b64encode(f"olga:{password}".encode()).decode()
+        per = records // 2
+        # each agent at most ~12k records/s: the run lasts long enough for every kill to land
+        agents = [StandIn(tmp, name, c.url, token, per, 12_000.0) for name, token in tokens.items()]
+        for a in agents:
+            a.start()
+        left = {"collector": kills, **{a.name: kills for a in agents}}
+        cut_at = rng.randrange(kills)  # which collector restart first cuts the audit tail
+        cut = None
+        t0 = time.monotonic()
+        spools: dict[str, Spool] = {}
+        while any(left.values()):
+            time.sleep(rng.uniform(0.3, 2.0))  # a random moment (not synchronization)
+            victim = rng.choice([k for k, v in left.items() if v])
+            left[victim] -= 1
+            if victim == "collector":
+                for _ in range(3):  # an operator's queries: audited, the entries a cut would remove
+                    urllib.request.urlopen(urllib.request.Request(
+                        c.url + "/api/v1/query/records?type=weird&limit=1",
+                        headers={"Authorization": operator}), timeout=30).read()
+                c.kill()
+                if kills - left["collector"] - 1 == cut_at:
+                    cut = cut_audit_tail(c.data, 3)
+                c.start()
+                c.restarts += 1
+            else:
+                a = next(x for x in agents if x.name == victim)
+                a.kill()
+                a.start()
+        kill_s = time.monotonic() - t0
+        for a in agents:
+            spools[a.name] = Spool(a.spool_path)
+        wait_for(lambda: all(a.done(spools[a.name]) for a in agents), 3600, "the agents to finish and drain")
+        total_s = time.monotonic() - t0
+        quarantined = {n: s.stats().quarantined_records for n, s in spools.items()}
+        for a in agents:
+            a.kill()
+        for s in spools.values():
+            s.close()
+        c.stop()
+        numbers = stored(c.data)
+        verdicts = {}
+        for a in agents:
+            got = numbers.get(a.name, [])
+            dups = sum(1 for _, k in Counter(got).items() if k > 1)
+            missing = len(set(range(a.total)) - set(got))
+            verdicts[a.name] = {"stored": len(got), "expected": a.total, "duplicates": dups,
+                                "missing": missing}
+        pub = c.data / "audit-checkpoint.pub"
+        res = subprocess.run([sys.executable, "-m", "collector.cli", "audit", "verify", "--data", str(c.data),
+                              "--checkpoints", str(witness), "--pubkey", str(pub)],
+                             capture_output=True, text=True, env=ENV, cwd=REPO)
+        return {"records": records, "kills_each": kills, "seed": seed, "kill_phase_s": round(kill_s, 1),
+                "total_s": round(total_s, 1), "agents": verdicts, "quarantined": quarantined,
+                "audit_cut_after_entry": cut, "verify_exit": res.returncode,
+                "verify_says": (res.stdout + res.stderr).strip().splitlines()[-3:]}
+
+
+# -- phase 2 ----------------------------------------------------------------------------------------
+
+
+def weird(n: int, ts: float) -> bytes:
+    import msgpack  # type: ignore[import-untyped]
+
+    rec = {"type": "weird", "ts": ts, "name": "soak", "detail": str(n)}
+    return bytes(msgpack.packb(rec, use_bin_type=True))
+
+
+def post(url: str, token: str, body: bytes) -> tuple[int, float]:
+    req = urllib.request.Request(url + "/api/v1/batches", data=body, method="POST", headers={
+        "Authorization": f"Bearer {token}", "Content-Encoding": "zstd",
+        "Content-Type": "application/msgpack"})
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            r.read()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        e.read()
+        status = e.code
+    return status, time.perf_counter() - t0
+
+
+def good_uploads(url: str, token: str, n: int, seq0: int) -> list[float]:
+    lat = []
+    for i in range(n):
+        body = build_body("good", "unit-1", seq0 + i, [weird(j, time.time()) for j in range(20)], time.time())
+        status, dt = post(url, token, body)
+        if status != 200:
+            raise SystemExit(f"soak: a well-behaved upload got {status}")
+        lat.append(dt)
+    return lat
+
+
+def hostile_agent(url: str, token: str, stop: threading.Event, answers: Counter[int]) -> None:
+    now = time.time()
+    seq = 1
+    while not stop.is_set():
+        kind = seq % 4
+        if kind == 0:  # one record a day for 2,000 days back
+            bodies = [weird(i, now - i * 86400.0) for i in range(2000)]
+        elif kind == 1:  # a year ahead
+            bodies = [weird(i, now + 365 * 86400.0) for i in range(100)]
+        elif kind == 2:  # a batch number already used, other content
+            bodies = [weird(i + seq, now) for i in range(50)]
+            post(url, token, build_body("evil", "unit-9", 7, [weird(0, now)], now))
+            answers[post(url, token, build_body("evil", "unit-9", 7, bodies, now))[0]] += 1
+            seq += 1
+            continue
+        else:  # a decompression bomb: 64 MiB of zeros in a few kilobytes
+            import zstandard
+
+            body = zstandard.ZstdCompressor(level=3).compress(b"\0" * (64 << 20))
+            answers[post(url, token, body)[0]] += 1
+            seq += 1
+            continue
+        answers[post(url, token, build_body("evil", "unit-9", 1000 + seq, bodies, now))[0]] += 1
+        seq += 1
+
+
+def guesser(url: str, stop: threading.Event, answers: Counter[int], i: int) -> None:
+    while not stop.is_set():
+        if i % 2:  # the UI's login
+            req = urllib.request.Request(url + "/api/v1/session", method="POST",
+                                         data=json.dumps({"name": "admin", "password": f"guess{i}"}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        else:  # HTTP Basic on the API
+            cred = base64.b64encode(f"admin:guess{i}".encode()).decode()
+            req = urllib.request.Request(url + "/api/v1/users", headers={"Authorization": f"Basic {cred}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                r.read()
+                answers[r.status] += 1
+        except urllib.error.HTTPError as e:
+            e.read()
+            answers[e.code] += 1
+        except OSError:
+            answers[0] += 1
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))] * 1000
+
+
+def hostility_phase(uploads: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="soak-h-") as t:
+        tmp = Path(t)
+        c = Collector(tmp)
+        good = cli("agents", "add", "good", "--unit", "unit-1", "--data", str(c.data))
+        evil = cli("agents", "add", "evil", "--unit", "unit-9", "--data", str(c.data))
+        cli("users", "add", "admin", "--role", "admin", "--data", str(c.data))
+        c.start()
+        try:
+            good_uploads(c.url, good, 20, 1)  # warm up: the decode workers start
+            alone = good_uploads(c.url, good, uploads, 100)
+            stop = threading.Event()
+            hostile: Counter[int] = Counter()
+            guesses: Counter[int] = Counter()
+            threads = [threading.Thread(target=hostile_agent, args=(c.url, evil, stop, hostile), daemon=True)]
+            threads += [threading.Thread(target=guesser, args=(c.url, stop, guesses, i), daemon=True)
+                        for i in range(32)]
+            for th in threads:
+                th.start()
+            time.sleep(2.0)  # let the attack reach its pace before measuring
+            attacked = good_uploads(c.url, good, uploads, 100_000)
+            stop.set()
+            for th in threads:
+                th.join(60)
+        finally:
+            c.stop()
+        return {"alone_p50_ms": round(pct(alone, 50), 1), "alone_p99_ms": round(pct(alone, 99), 1),
+                "attacked_p50_ms": round(pct(attacked, 50), 1),
+                "attacked_p99_ms": round(pct(attacked, 99), 1),
+                "hostile_answers": dict(sorted(hostile.items())),
+                "guess_answers": dict(sorted(guesses.items()))}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--kills", type=int, default=25, help="SIGKILLs of the collector and of each agent")
+    ap.add_argument("--uploads", type=int, default=300, help="well-behaved uploads timed, alone and attacked")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of the hostility phase")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--skip-crashes", action="store_true")
+    a = ap.parse_args()
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    result: dict[str, Any] = {}
+    ok = True
+    if not a.skip_crashes:
+        seed = a.seed if a.seed is not None else time.time_ns() % 1_000_000
+        crash = crash_phase(a.records, a.kills, seed)
+        result["crashes"] = crash
+        print(json.dumps(crash, indent=2))
+        exact = all(v["duplicates"] == 0 and v["missing"] == 0 and v["stored"] == v["expected"]
+                    for v in crash["agents"].values())
+        caught = crash["verify_exit"] != 0
+        none_held = not any(crash["quarantined"].values())
+        print(f"crashes: every record stored exactly once: {exact}; nothing quarantined: {none_held}; "
+              f"the cut audit tail reported by verify --checkpoints: {caught}")
+        ok = exact and caught and none_held
+    runs = [hostility_phase(a.uploads) for _ in range(a.repeat)]
+    result["hostility"] = runs
+    print(f"\n{'run':>4} {'alone p50':>10} {'alone p99':>10} {'attacked p50':>13} {'attacked p99':>13}"
+          "  hostile answers / guesses")
+    for i, r in enumerate(runs, 1):
+        print(f"{i:>4} {r['alone_p50_ms']:>8} ms {r['alone_p99_ms']:>8} ms {r['attacked_p50_ms']:>11} ms "
+              f"{r['attacked_p99_ms']:>11} ms  {r['hostile_answers']} / {r['guess_answers']}")
+    med = {k: statistics.median(r[k] for r in runs)
+           for k in ("alone_p50_ms", "alone_p99_ms", "attacked_p50_ms", "attacked_p99_ms")}
+    best = min(r["attacked_p99_ms"] for r in runs)
+    print(f"median of runs: alone p50 {med['alone_p50_ms']} ms, p99 {med['alone_p99_ms']} ms; attacked p50 "
+          f"{med['attacked_p50_ms']} ms, p99 {med['attacked_p99_ms']} ms (best run's p99 {best} ms)")
+    result["hostility_median"] = med
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "soak-reliability.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
