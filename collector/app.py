@@ -61,10 +61,10 @@ from collector.auth.audit import AuditLog
 from collector.auth.password_pool import PasswordPool
 from collector.auth.throttle import LoginThrottle, RefusalLog
 from collector.http_limits import MAX_INLINE_PARSE
-from collector.ingest.batches import INGEST_ROUTES
+from collector.ingest.batches import INGEST_LIMITS, INGEST_ROUTES
 from collector.ingest.counters import IngestCounters
 from collector.ingest.decoding import DEFAULT_WORKERS, Decoder
-from collector.ingest.limits import DEFAULT_MAX_FUTURE_S, INGEST_LIMITS, IngestLimits
+from collector.ingest.limits import DEFAULT_MAX_FUTURE_S, IngestLimits
 from collector.ingest.whoami import AGENT_ROUTES
 from collector.metrics import METRICS_ROUTES
 from collector.query.handlers import QUERY_ROUTES

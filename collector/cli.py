@@ -163,7 +163,8 @@ def cmd_serve(a: Any) -> int:
     try:
         app = create_app(storage, accounts, audit, BundleStore(data / "rulesets"), keys, units,
                          decode_workers=DEFAULT_WORKERS if a.decode_workers is None else a.decode_workers,
-                         retention_days=a.retention_days)
+                         retention_days=a.retention_days, max_future_s=a.max_future_seconds,
+                         max_batch_days=a.max_batch_days)
         if not a.no_retention_pass:
             _schedule_retention(app, storage, data, audit, a.retention_days)
         _serve_channel(app, Channel(data, audit))
@@ -463,6 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--decode-workers", type=int, default=None, metavar="N",
                    help="processes decoding and packing uploads for the SQLite store (default: one per "
                         "CPU; 0: decode in threads of this process)")
+    from collector.ingest.limits import DEFAULT_MAX_FUTURE_S, days_arg, seconds_arg  # no aiohttp
+    s.add_argument("--max-future-seconds", type=seconds_arg, default=DEFAULT_MAX_FUTURE_S, metavar="SECONDS",
+                   help="refuse (422) a batch with a record dated more than this ahead of this clock "
+                        "(agents' clock skew; default 86400)")
+    s.add_argument("--max-batch-days", type=days_arg, default=None, metavar="DAYS",
+                   help="refuse (422) a batch whose records span more days than this (an agent's backup "
+                        "period; default: --retention-days)")
     s.add_argument("--checkpoint-interval", type=float, default=300.0, metavar="SECONDS",
                    help="sign a checkpoint of the audit log this often (and at start and stop; default 300)")
     s.add_argument("--witness-file", action="append", default=[], metavar="PATH",

@@ -49,12 +49,15 @@ from collector.app_keys import (
 )
 from collector.ingest.counters import IngestCounters
 from collector.ingest.decoding import Decoded, DecoderUnavailable
-from collector.ingest.limits import INGEST_LIMITS, check_times
+from collector.ingest.limits import IngestLimits, check_times
 from collector.storage.base import BatchConflict
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_COMPRESSED
 
 MAX_BODY_BYTES: Final = MAX_BATCH_COMPRESSED
+#: The application's time limits on a batch's records (``collector.app.create_app`` sets
+#: them); here rather than in ``collector.app_keys``: this handler alone reads them.
+INGEST_LIMITS: Final = web.AppKey[IngestLimits]("ingest_limits")
 
 
 def _ts_range(batch: Decoded) -> tuple[float, float] | None:

@@ -2,7 +2,8 @@
 
 What: ``IngestLimits(max_future_s, max_span_days)`` and ``check_times(lo, hi, now)``, which
 returns why a batch whose records' ``ts`` run from ``lo`` to ``hi`` is refused (None: it is
-not). ``POST /api/v1/batches`` answers such a batch 422 (``collector.ingest.batches``).
+not). ``POST /api/v1/batches`` answers such a batch 422 (``collector.ingest.batches``);
+``serve --max-future-seconds/--max-batch-days`` set them (``seconds_arg``, ``days_arg``).
 
 Why: every UTC day a batch touches is a file (SQLite: one per day and family) or a partition
 (ClickHouse). One batch of 1,500 records on 1,500 days made 1,500 files in 11.6 s, and
@@ -27,11 +28,10 @@ are not refused (replayed captures are old), only spread out.
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
-
-from aiohttp import web
 
 #: Seconds a record's ts may be ahead of the collector's clock (agents' clock skew).
 DEFAULT_MAX_FUTURE_S: Final = 86_400.0
@@ -52,11 +52,6 @@ class IngestLimits:
             raise ValueError(f"max_span_days must be 1 or more, got {self.max_span_days}")
 
 
-#: The application's limits (``collector.app.create_app`` sets them). Kept here, beside their
-#: type, rather than in ``collector.app_keys``: only the ingest handler reads them.
-INGEST_LIMITS: Final = web.AppKey[IngestLimits]("ingest_limits")
-
-
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -72,3 +67,21 @@ def check_times(limits: IngestLimits, lo: float, hi: float, now: float) -> tuple
                 f"the records span {(hi - lo) / _DAY:.1f} days ({_when(lo)} to {_when(hi)}), more than"
                 f" the {limits.max_span_days} days a batch may span (the agent's backup period)")
     return None
+
+
+def seconds_arg(text: str) -> float:
+    """``serve --max-future-seconds``: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"wants a number of seconds, 0 or more, not {text!r}")
+    return value
+
+
+def days_arg(text: str) -> int:
+    """``serve --max-batch-days``: a whole number of days, 1 or more."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"wants a whole number of days, 1 or more, not {text!r}")
+    return int(text)

@@ -125,6 +125,25 @@ def test_a_batch_spread_over_more_days_than_a_backup_holds_is_refused(collector:
     assert details(c, "span") == ["span-first", "span-last"]
 
 
+def test_the_limits_are_set_by_serve_flags(tmp_path: Path) -> None:
+    """``serve --max-future-seconds 60 --max-batch-days 2``: what the defaults (a day ahead,
+    the 180 retention days) accept is refused."""
+    gen = serve(tmp_path, extra=("--max-future-seconds", "60", "--max-batch-days", "2"))
+    c = next(gen)
+    try:
+        now = time.time()
+        ahead = encode_batch("gw1", "unit-42", 1, [weird(now + 3600, "flags-ahead")])
+        refused(post(c["url"], ahead, c["token"]), 422, "records_in_future")
+        spread = [weird(now - 3 * DAY, "flags-old"), weird(now, "flags-new")]
+        answer = post(c["url"], encode_batch("gw1", "unit-42", 2, spread), c["token"])
+        refused(answer, 422, "batch_span_too_long")
+        assert "more than the 2 days" in answer[1]["detail"]
+        within = [weird(now - 2 * DAY + 60, "flags-old"), weird(now + 30, "flags-new")]
+        assert post(c["url"], encode_batch("gw1", "unit-42", 3, within), c["token"])[0] == 200
+    finally:
+        next(gen, None)
+
+
 def test_another_agents_upload_is_not_stalled_by_a_batch_over_many_days(collector: dict[str, Any]) -> None:
     """A hostile but accepted batch (records on 100 days: 100 day files to create) from gw1;
     while it is being committed, gw2's 20-record upload is answered within LATENCY_BOUND,
