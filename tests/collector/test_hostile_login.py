@@ -16,6 +16,7 @@ import secrets
 import statistics
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,10 @@ def test_one_address_guessing_many_accounts_is_throttled(collector: dict[str, An
         assert status == 429 and int(headers["Retry-After"]) >= 1
     assert login(c, name, password, source="127.0.0.2")[0] == 429
     assert login(c, name, password, source="127.0.0.3")[0] == 200
+    metrics = urllib.request.urlopen(c["url"] + "/metrics", timeout=10).read().decode()
+    assert "edgeaudit_login_throttled_total 11\n" in metrics  # (the login defences on /metrics)
+    # counted, not written: 29 of the 30 unknown names' refusals, 10 of the 11 throttled tries
+    assert "edgeaudit_audit_refusals_unwritten_total 39\n" in metrics
     new = audit(c)[entries:]  # one entry for the address, whatever names it tried; the login
     assert [(e["action"], e["detail"].get("by")) for e in new] == [("login_throttled", "address"),
                                                                      ("login", None)]
