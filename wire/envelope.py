@@ -309,14 +309,20 @@ def records_digest(records: Sequence[Mapping[str, Any]], payload: bytes | None =
     (``payload[offsets[0]:offsets[-1]]`` of ``decode_batch_spans``), else the records packed
     as ``encode_batch`` packs them (the same bytes for a batch it built). The envelope is
     left out: ``created`` changes when an agent rebuilds a batch to send it again."""
-    h = hashlib.sha256()
-    if payload is not None and offsets is not None:
-        h.update(memoryview(payload)[offsets[0] : offsets[-1]])
-    else:
-        pack = msgpack.Packer(use_bin_type=True).pack
-        for rec in records:
-            h.update(pack(rec))
-    return h.digest()
+    if payload is None or offsets is None:
+        payload, offsets = packed_records(records)
+    return hashlib.sha256(memoryview(payload)[offsets[0] : offsets[-1]]).digest()
+
+
+def packed_records(records: Sequence[Mapping[str, Any]]) -> tuple[bytes, list[int]]:
+    """The records packed one after another as ``encode_batch`` packs them, and the offsets
+    bounding each (``decode_batch_spans``' shape: record ``i`` is ``payload[offsets[i]:offsets[i + 1]]``)."""
+    pack = msgpack.Packer(use_bin_type=True).pack
+    parts = [pack(rec if type(rec) is dict else dict(rec)) for rec in records]
+    offsets = [0]
+    for part in parts:
+        offsets.append(offsets[-1] + len(part))
+    return b"".join(parts), offsets
 
 
 def decode_batch(

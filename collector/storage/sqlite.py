@@ -157,7 +157,7 @@ from collector.storage.keys import (
 )
 from collector.storage.rows import Columns, furthest_sessions, login_in_force, nat_in_force, record_columns
 from wire.addresses import canonical_ip
-from wire.envelope import records_digest
+from wire.envelope import packed_records, records_digest
 
 #: Files kept open at once (LRU); a query over more days reopens files as it walks.
 MAX_OPEN_FILES: Final = 32
@@ -475,8 +475,10 @@ class SqliteStorage:
     ) -> InsertResult:
         # Packed outside the lock: a bad record refuses the batch before any file is touched,
         # and this Python work overlaps another batch's SQLite work (which runs without the GIL).
-        return self.insert_prepared(agent, unit, batch_seq, prepare(records), len(records),
-                                    records_digest(records) if digest is None else digest)
+        # Each record is packed once, for its granule and the batch's digest.
+        payload, offsets = packed_records(records)
+        return self.insert_prepared(agent, unit, batch_seq, prepare(records, payload, offsets), len(records),
+                                    records_digest(records, payload, offsets) if digest is None else digest)
 
     def insert_prepared(self, agent: str, unit: str, batch_seq: int, granules: Sequence[Granule],
                         count: int, digest: bytes | None = None) -> InsertResult:
