@@ -237,7 +237,7 @@ _PENDING_MARKER: Final = _MARKER_INSERT + "0)"
 _DONE_MARKER: Final = (
     _MARKER_INSERT + "1)"
     " ON CONFLICT (agent, batch_seq) DO UPDATE SET unit = excluded.unit, count = excluded.count,"
-    " stored_at = excluded.stored_at, done = 1 WHERE done = 0")
+    " stored_at = excluded.stored_at, digest = coalesce(digest, excluded.digest), done = 1 WHERE done = 0")
 
 _INSERT_GRANULE: Final = (
     "INSERT INTO granules (id, agent, unit, batch_seq, part, ts_min, ts_max, end_max, n, types,"
@@ -537,7 +537,8 @@ class SqliteStorage:
                 self._fresh[f] = (self._fresh.get(f, (0, now))[0] + size, now)
         for f in written:
             if self._fresh.get(f, (0, 0.0))[0] >= INDEX_BATCH_BYTES:
-                self._index_file(f)
+                with contextlib.suppress(sqlite3.Error):  # the batches are stored; indexed when idle
+                    self._index_file(f)
 
     def _start(self, starting: Sequence[_Pending]) -> None:
         """Decide each new batch against the markers and the batches in flight: a duplicate

@@ -192,7 +192,7 @@ def test_corpus_logins_give_the_account_behind_the_public_port(lab: dict[str, An
         inside = {"proto": "tcp", "src_ip": login["ip"], "src_port": 40000, "dst_ip": "192.0.2.80",
                   "dst_port": 80}
         up.add([_nat("create", login["ts"] + 0.0001, inside, PUBLIC_IP, port)])
-    up.flush()
+        up.flush()  # one batch per capture: 2004 and 2010 in one would span more than a backup holds
     for login, port, account, source in cases:
         ans = _traceback(lab, PUBLIC_IP, port, login["ts"] + 0.00015)
         assert ans["inside"] == {"ip": login["ip"], "port": 40000, "via": "nat"}, ans
