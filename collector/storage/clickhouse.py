@@ -87,8 +87,10 @@ this needs a retried batch to have the same content, which the digest of step 1 
 
 Limits: two collectors inserting the same ``(agent, batch_seq)`` at the same moment can both
 see no marker and both answer "not duplicate" (rows are still deduplicated at read; one
-agent talks to one collector in practice); on a cluster the same holds while a marker has not
-yet reached the replica a collector reads. ClickHouse acknowledges an INSERT once the part is
+agent talks to one collector in practice), and with other records each can store its own
+(a read then takes each index's row from either: the digest check is per collector, under
+its per-agent lock); on a cluster the same holds while a marker has not yet reached the
+replica a collector reads. ClickHouse acknowledges an INSERT once the part is
 written, without fsync (18.16 has no ``fsync_after_insert``): durability against power loss
 comes from replication, not from this backend. ``dhcp.uids`` is not indexed for
 ``connection``; batch markers are never pruned; ``text`` search is a substring scan;
