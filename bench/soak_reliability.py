@@ -13,7 +13,8 @@ What, in two phases against a real `edgeaudit-collector serve` (SQLite) on loopb
    `audit verify --checkpoints` must report the cut.
 2. **Hostility.** A well-behaved agent uploads 20-record batches and its latency is measured
    alone and then while another agent sends hostile batches (records 2,000 days in the past or
-   a year ahead: 422; a resent batch number with other content: 409; a bomb: 413) and
+   a year ahead: 422; a resent batch number with other content: 409; a decompression bomb:
+   400; and the heaviest batch it may send, a record a day for 170 days: 200) and
    32 clients guess passwords as fast as they are answered. Printed: p50 and p99 of each,
    per run, and the median over `--repeat` runs (a target is met by the median).
 
@@ -266,9 +267,11 @@ def hostile_agent(url: str, token: str, stop: threading.Event, answers: Counter[
     now = time.time()
     seq = 1
     while not stop.is_set():
-        kind = seq % 4
+        kind = seq % 5
         if kind == 0:  # one record a day for 2,000 days back
             bodies = [weird(i, now - i * 86400.0) for i in range(2000)]
+        elif kind == 4:  # the worst an agent may send: a record a day for 170 days (accepted)
+            bodies = [weird(i, now - i * 86400.0) for i in range(170)]
         elif kind == 1:  # a year ahead
             bodies = [weird(i, now + 365 * 86400.0) for i in range(100)]
         elif kind == 2:  # a batch number already used, other content

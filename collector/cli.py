@@ -342,7 +342,8 @@ def _list(rows: Sequence[Sequence[object]]) -> int:
     return 0
 
 
-def _credentials(a: Any, kind: str, option: str, rows: Callable[[Any], list[tuple[object, ...]]],
+def _credentials(a: Any, kind: str, option: str, value: str | None,
+                 rows: Callable[[Any], list[tuple[object, ...]]],
                  make: Callable[[Any], str], take_back: Callable[[Any], None]) -> int:
     """`list`, `add` (the new credential printed once its audit entry is written) and the
     action that takes one back (agents revoke, users disable); all but `list` audited."""
@@ -358,7 +359,6 @@ def _credentials(a: Any, kind: str, option: str, rows: Callable[[Any], list[tupl
         if a.action != "add":
             return _audited(data, f"{kind}_{a.action}", f"{kind} {a.name}", {"name": a.name},
                             lambda: take_back(accounts))[0]
-        value = getattr(a, option)
         if not value:
             _say(f"{kind}s add needs --{option}")
             return EXIT_USAGE
@@ -370,7 +370,7 @@ def _credentials(a: Any, kind: str, option: str, rows: Callable[[Any], list[tupl
 
 
 def cmd_agents(a: Any) -> int:
-    return _credentials(a, "agent", "unit",
+    return _credentials(a, "agent", "unit", a.unit,
                         lambda accounts: [(g.name, g.unit, "revoked" if g.revoked else "active", g.created)
                                           for g in accounts.list_agents()],
                         lambda accounts: accounts.add_agent(a.name, a.unit),
@@ -378,7 +378,7 @@ def cmd_agents(a: Any) -> int:
 
 
 def cmd_users(a: Any) -> int:
-    return _credentials(a, "user", "role",
+    return _credentials(a, "user", "role", a.role,
                         lambda accounts: [(u.name, u.role, "disabled" if u.disabled else "active")
                                           for u in accounts.list_users()],
                         lambda accounts: accounts.add_user(a.name, a.role),

@@ -25,3 +25,15 @@ def wire_text(raw: bytes) -> str:
         except UnicodeDecodeError:
             text = raw.decode("utf-8", "backslashreplace")
     return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
+def escaped_text(raw: bytes) -> str:
+    """UTF-8 with backslash escapes for the bytes that are not (Zeek's way with protocol fields:
+    a URI, a command argument, a server name), NUL as ``\\x00``."""
+    text = raw.decode("utf-8", "backslashreplace")
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
+
+
+def without_nul(text: str) -> str:
+    """Text already decoded (a MIME header in its charset), with NUL written ``\\x00``."""
+    return text.replace("\x00", "\\x00") if "\x00" in text else text

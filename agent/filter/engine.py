@@ -59,6 +59,7 @@ from agent.filter.normalize import body_views, percent_decode, rfc2047_decode, v
 from agent.filter.patterns import StreamScan
 from agent.protocols.base import Content, Record
 from wire.records import RECORDS, AlertRecord
+from wire.text import without_nul
 
 DEFAULT_DEPTH: Final = 16384  # bytes scanned per stream: DESIGN.md's inspection depth
 MAX_FLOWS: Final = 262144  # connections with filter state at once
@@ -489,8 +490,8 @@ def _snippet(buf: bytes, start: int, length: int, encoding: str) -> str:
     # splitting and joining it costs 5,600)
     if text.isprintable() and text.find("  ") < 0:
         text = text.strip()
-    else:
-        text = " ".join(text.split())
+    else:  # (only here can a NUL be, an unprintable character: the wire writes it \x00)
+        text = without_nul(" ".join(text.split()))
     if len(text) > SNIPPET_CHARS:
         text = text[:SNIPPET_CHARS]
     return text

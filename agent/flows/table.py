@@ -678,7 +678,9 @@ class FlowTable(RecordSink):
             "src_mac": _mac(f.omac),
             "dst_mac": _mac(f.rmac),
             "service": f.service,
-            "duration": round(f.last - f.start, 6),
+            # a capture whose clock stepped back can put the last packet before the first: the
+            # contract says last - first, never negative (SCHEMA.md)
+            "duration": round(max(0.0, f.last - f.start), 6),
             "orig_bytes": obytes,
             "resp_bytes": rbytes,
             "orig_pkts": o.pkts,

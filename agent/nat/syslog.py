@@ -75,6 +75,7 @@ from datetime import UTC, datetime, tzinfo
 
 from agent.nat.table import Translation, nat_record
 from wire.records import NatRecord
+from wire.text import without_nul
 
 MAX_MESSAGE = 16384  # bytes of one syslog message (datagram or TCP frame)
 MAX_CLIENTS = 64  # concurrent TCP senders (a unit has one or a few routers)
@@ -136,7 +137,7 @@ class SyslogNatParser:
     def feed(self, message: bytes | str, peer: str, received: float) -> list[NatRecord]:
         """Parse one message from ``peer`` (sender address) received at ``received`` (epoch s)."""
         self.counters["messages"] += 1
-        text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+        text = without_nul(message.decode("utf-8", "replace") if isinstance(message, bytes) else message)
         text = text.rstrip("\r\n\0")
         try:
             out = self._parse(text, peer, received)

@@ -384,7 +384,7 @@ class DhcpTracker:
             rec["circuit_id"] = txn.circuit_id
             rec["agent_remote_id"] = txn.agent_remote_id
             rec["subscriber_id"] = txn.subscriber_id
-            rec["duration"] = txn.last - txn.ts
+            rec["duration"] = max(0.0, txn.last - txn.ts)  # (a clock stepped back: never negative)
         return cast(Record, rec)
 
 

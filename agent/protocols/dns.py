@@ -47,6 +47,7 @@ from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, Record
 from agent.protocols.spec import Probe, ProtocolSpec
 from wire.addresses import ip_from_packed
+from wire.limits import MAX_LIST_ITEM_LEN
 from wire.records import DnsFields
 from wire.text import wire_text
 
@@ -301,7 +302,7 @@ def parse_message(msg: bytes) -> _Message:
         if rtype != 41 and len(m.answers) < MAX_ANSWERS:
             reply = render_rdata(msg, rtype, pos, rdlen, owner)
             if reply:
-                m.answers.append(reply)
+                m.answers.append(reply[:MAX_LIST_ITEM_LEN])  # (long TXT data: the wire's item limit)
                 m.ttls.append(float(ttl))
         pos += rdlen
     return m

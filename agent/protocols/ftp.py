@@ -50,6 +50,7 @@ from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, DataChannels, Record
 from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import FtpFields
+from wire.text import escaped_text
 
 # --- limits (every buffer is bounded) -------------------------------------
 MAX_LINE = 8 * 1024  # longest command or reply line; path names fit well within (servers cap at 4 KiB)
@@ -69,7 +70,7 @@ _COUNT = re.compile(r"\d+")
 
 
 def _text(b: bytes) -> str:
-    return b.decode("utf-8", "backslashreplace")
+    return escaped_text(b)
 
 
 def _host_port(nums: tuple[str, ...]) -> tuple[str, int] | None:

@@ -52,6 +52,7 @@ from agent.decode.errors import DecodeError
 from agent.protocols.base import BodySkipping, Content, ContentSource, Record, weird
 from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import HttpFields
+from wire.text import escaped_text
 
 # --- limits (every buffer is bounded) -------------------------------------
 MAX_LINE: Final = 16 * 1024  # longest start/field/chunk-size line; real servers cap at 8-16 KiB
@@ -106,7 +107,7 @@ _DEAD: Final = 8
 
 
 def _text(b: bytes) -> str:
-    return b.decode("utf-8", "backslashreplace")
+    return escaped_text(b)
 
 
 def _host_field(value: bytes) -> bytes:

@@ -70,6 +70,7 @@ from agent.decode.errors import DecodeError
 from agent.protocols.base import Record, StartTls
 from agent.protocols.pop3 import SaslExchange, mailbox_record
 from agent.protocols.spec import Probe, ProtocolSpec
+from wire.text import escaped_text
 
 # --- limits (every buffer is bounded) -------------------------------------
 # RFC 9051 §4 / RFC 7162 §4 advise clients to keep command lines under 8192
@@ -311,7 +312,7 @@ class ImapDecoder:
         cur.args += 1
 
     def _set_user_arg(self, cur: _Cmd, userid: bytes) -> None:
-        text = userid.decode("utf-8", "backslashreplace")[:MAX_USER]
+        text = escaped_text(userid)[:MAX_USER]
         cur.user = text or None
 
     def _client_line(self, line: bytes) -> None:

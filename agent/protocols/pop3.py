@@ -66,6 +66,7 @@ from agent.decode.errors import DecodeError
 from agent.protocols.base import Record, StartTls
 from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import MailboxFields
+from wire.text import escaped_text, without_nul
 
 # --- limits (every buffer is bounded) -------------------------------------
 # RFC 2449 §4 caps command lines at 255 octets, but SASL responses (RFC 5034
@@ -85,7 +86,7 @@ _MULTI_WITHOUT_ARG = frozenset({"LIST", "UIDL", "AUTH"})  # ... when sent withou
 
 
 def _text(b: bytes) -> str:
-    return b.decode("utf-8", "backslashreplace")
+    return escaped_text(b)
 
 
 def _user(b: bytes) -> str | None:
@@ -138,7 +139,7 @@ class SaslExchange:
     """
 
     def __init__(self, mechanism: bytes) -> None:
-        self.mech = mechanism.decode("ascii", "replace").upper()
+        self.mech = without_nul(mechanism.decode("ascii", "replace").upper())
         self.step = 0  # client responses seen
         self.user: str | None = None
 

@@ -66,6 +66,7 @@ from agent.decode.errors import DecodeError
 from agent.protocols.base import Record
 from agent.protocols.spec import ProtocolSpec
 from wire.records import PppoeRecord
+from wire.text import escaped_text
 
 # --- limits (every table is bounded) ----------------------------------------
 # One entry per authenticated PPP session seen on the link; an access
@@ -105,7 +106,7 @@ UserEntry = tuple[str, float, bool | None]  # (username, ts of the last message,
 
 
 def _text(raw: bytes) -> str:
-    return raw[:MAX_NAME * 4].decode("utf-8", "backslashreplace")[:MAX_NAME]
+    return escaped_text(raw[:MAX_NAME * 4])[:MAX_NAME]
 
 
 class PppoeDecoder:

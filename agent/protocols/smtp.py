@@ -55,7 +55,7 @@ from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, Record, StartTls
 from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import SmtpFields
-from wire.text import wire_text
+from wire.text import wire_text, without_nul
 
 # --- limits (every buffer is bounded) -------------------------------------
 # RFC 5321 §4.5.3.1.4 allows 512 octets per command line, but ESMTP parameters
@@ -130,9 +130,9 @@ def _decode_word(m: re.Match[str]) -> str:
     except (binascii.Error, ValueError):
         return m.group(0)
     try:
-        return raw.decode(_charset(charset), "replace")
+        return without_nul(raw.decode(_charset(charset), "replace"))
     except (LookupError, UnicodeError, ValueError):
-        return raw.decode("utf-8", "replace")
+        return without_nul(raw.decode("utf-8", "replace"))
 
 
 def _q_decode(text: str) -> bytes:
@@ -567,7 +567,7 @@ class SmtpDecoder:
     # --- AUTH (RFC 4954) ------------------------------------------------------
     def _auth(self, arg: bytes) -> None:
         parts = arg.split(None, 1)
-        mech = parts[0].decode("ascii", "replace").upper() if parts else ""
+        mech = without_nul(parts[0].decode("ascii", "replace").upper()) if parts else ""
         initial = parts[1].strip() if len(parts) > 1 else None
         self._auth_mech = mech
         if not self._ts_set:

@@ -66,6 +66,7 @@ from agent.decode.errors import DecodeError
 from agent.protocols.base import Content, ContentSource, Finishing, Record
 from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import TlsFields
+from wire.text import escaped_text
 
 # Limits, each with its reason.
 MAX_RECORD: Final = 2**14 + 2048  # RFC 5246 §6.2.3: no TLS version allows a longer fragment
@@ -209,7 +210,7 @@ _NO_FRAGMENT = bytearray()  # the content handed for records that are acted on b
 
 
 def _host(raw: bytes) -> str:
-    return raw[:MAX_NAME].decode("utf-8", "backslashreplace")
+    return escaped_text(raw[:MAX_NAME])
 
 
 class _Dir:

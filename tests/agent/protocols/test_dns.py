@@ -22,6 +22,7 @@ from scapy.layers.dns import (
 
 from agent.decode.errors import DecodeError
 from agent.protocols.dns import MAX_PENDING, DnsDecoder, parse_message, read_name
+from wire.limits import MAX_LIST_ITEM_LEN
 
 T0 = 1_700_000_000.0
 
@@ -474,6 +475,8 @@ def test_zeek_corpus_match_rate() -> None:
         for row in zeek_rows(CORPUS / log):
             total += 1
             want = {k: row[k] for k in _fmt_keys()}
+            if want["answers"] != "-":  # an answer longer than the wire takes is cut, as ours are
+                want["answers"] = ",".join(a[:MAX_LIST_ITEM_LEN] for a in want["answers"].split(","))
             if want in ours:
                 ours.remove(want)
                 matched += 1
