@@ -181,22 +181,20 @@ def _limits(max_records: int) -> dict[str, Any]:
     }
 
 
-class _KeyTwice(Exception):
-    """A map of the payload holds ``key`` twice (raised from ``_unique_map``)."""
-
-    def __init__(self, key: object) -> None:
-        super().__init__(key)
-        self.key = key
-
-
 def _unique_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    """The reference parser's maps: msgpack would keep a repeated key's last value; refused."""
+    """The reference parser's maps: msgpack would keep a repeated key's last value; refused.
+
+    It raises the `EnvelopeError` itself (a class of an interpreted module): an exception
+    class of this compiled module, caught with ``except ... as``, made mypyc's code check
+    every exception reaching that clause against it (a TypeError for msgpack's ValueError)."""
     out = dict(pairs)
     if len(out) != len(pairs):
         seen: set[Any] = set()
         for key, _ in pairs:
             if key in seen:
-                raise _KeyTwice(key)
+                shown = repr(key)
+                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                raise EnvelopeError(f"batch payload has a map holding the key {shown} twice")
             seen.add(key)
     return out
 
@@ -206,10 +204,8 @@ def unpack_envelope(payload: bytes, max_records: int = MAX_BATCH_RECORDS) -> obj
     that holds a key twice; no validation. The reference parser: it words every refusal."""
     try:
         return msgpack.unpackb(payload, object_pairs_hook=_unique_map, **_limits(max_records))
-    except _KeyTwice as e:
-        shown = repr(e.key)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        raise EnvelopeError(f"batch payload has a map holding the key {shown} twice") from None
+    except EnvelopeError:
+        raise  # (a key twice: worded already; it is a ValueError, so before the clause below)
     except msgpack.ExtraData:
         raise EnvelopeError("batch payload has bytes after the msgpack map") from None
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as e:
