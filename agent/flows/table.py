@@ -664,6 +664,12 @@ class FlowTable(RecordSink):
                 state = "OTH"
         # (raises only for addresses of two families or out-of-range ports: not a flow's)
         cid = community_id(f.proto, f.oip, f.rip, f.oport, f.rport)
+        # a capture whose clock stepped back can put the last packet before the first: the
+        # contract says last - first, never negative (SCHEMA.md); (a comparison, not max():
+        # compiled, max() boxes both floats)
+        duration = f.last - f.start
+        if duration < 0.0:
+            duration = 0.0
         rec: SessionRecord = {
             "type": "session",
             "ts": f.start,
@@ -678,9 +684,7 @@ class FlowTable(RecordSink):
             "src_mac": _mac(f.omac),
             "dst_mac": _mac(f.rmac),
             "service": f.service,
-            # a capture whose clock stepped back can put the last packet before the first: the
-            # contract says last - first, never negative (SCHEMA.md)
-            "duration": round(max(0.0, f.last - f.start), 6),
+            "duration": round(duration, 6),
             "orig_bytes": obytes,
             "resp_bytes": rbytes,
             "orig_pkts": o.pkts,

@@ -44,7 +44,7 @@ SHOTS = Path(os.environ.get("EDGEAUDIT_SCREENSHOTS", REPO / "build" / "ui-screen
 FIRST_LOAD_BUDGET = 300 * 1024
 
 
-STATS = {"type": "stats", "ts": 1_790_000_000.0, "interval": 60.0, "packets": 1000, "bytes": 100000,
+STATS = {"type": "stats", "ts": 1_719_900_000.0, "interval": 60.0, "packets": 1000, "bytes": 100000,
          "kernel_drops": 0, "flows_active": 12, "records_out": 345, "records_dropped": 0,
          "spool_records": 1200, "spool_bytes": 524288, "upload_lag_s": 0.8, "ruleset_version": "2026.11.2"}
 
