@@ -32,6 +32,7 @@ and again while reading); the envelope's own limits (`wire.limits`) apply after 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from typing import Final
 
@@ -50,7 +51,7 @@ from collector.app_keys import (
 from collector.ingest.counters import IngestCounters
 from collector.ingest.decoding import Decoded, DecoderUnavailable
 from collector.ingest.limits import IngestLimits, check_times
-from collector.storage.base import BatchConflict
+from collector.storage.base import BatchConflict, StorageUnavailable
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_COMPRESSED
 
@@ -128,7 +129,8 @@ async def receive_batch(request: web.Request) -> web.Response:
                 batch.digest)
     except BatchConflict as e:  # the agent reused a batch number: these records are not stored
         raise _refused(counters, 409, "batch_seq_reused", str(e)) from None
-    except OSError as e:  # the store could not commit: the agent retries later
+    except (OSError, sqlite3.Error, StorageUnavailable) as e:  # not committed (a full disk, a
+        # ClickHouse refusal): the agent keeps the batch and retries later
         raise _refused(counters, 503, "storage_unavailable", f"could not commit: {e}") from None
     units = app.get(UNITS)
     if units is not None:  # the agent is alive (units' status): after the commit, not before

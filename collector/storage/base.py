@@ -68,6 +68,11 @@ class InsertResult:
     duplicate: bool
 
 
+class StorageUnavailable(RuntimeError):
+    """The store could not commit or answer now (its server refused, its disk is full): the
+    caller may try again later; nothing was decided about the data."""
+
+
 class BatchConflict(Exception):
     """``(agent, batch_seq)`` is stored (or being stored) with other content; nothing was stored."""
 

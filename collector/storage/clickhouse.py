@@ -130,6 +130,7 @@ from collector.storage.base import (
     Hold,
     InsertResult,
     Page,
+    StorageUnavailable,
 )
 from collector.storage.rows import furthest_sessions, login_in_force, nat_in_force, record_row
 from wire.addresses import canonical_ip
@@ -508,7 +509,8 @@ class ClickHouseStorage:
         async with self._session.post(self._url, params=params, data=body) as resp:
             data = await resp.read()
             if resp.status != 200:
-                raise RuntimeError(f"ClickHouse error {resp.status}: {data.decode(errors='replace')[:2000]}")
+                raise StorageUnavailable(f"ClickHouse error {resp.status}: "
+                                         f"{data.decode(errors='replace')[:2000]}")
             return data
 
     def _execute(self, sql: str, *, database: str | None = None) -> bytes:

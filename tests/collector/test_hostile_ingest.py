@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import sqlite3
+import string
+import subprocess
 import sys
 import threading
 import time
@@ -354,3 +357,32 @@ def test_clickhouse_refuses_other_records_under_a_used_batch_seq(tmp_path: Path)
             store.close()
     finally:
         ch.stop()
+
+
+def test_a_full_disk_is_a_503_the_agent_retries_not_a_500(tmp_path: Path) -> None:
+    """The collector's data on a 4 MiB file system: once the store cannot commit (SQLite:
+    "database or disk is full"), uploads get 503 storage_unavailable with a JSON body (the
+    agent keeps the batch and retries), not aiohttp's text 500; nothing half-stored is acked."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        gen = serve(mnt)
+        c = next(gen)
+        answers: list[int] = []
+        try:
+            rng = random.Random(7)
+            for seq in range(1, 60):
+                recs = [{"type": "weird", "ts": time.time() - 3600, "name": "fill",
+                         "detail": "".join(rng.choices(string.ascii_letters, k=900))} for _ in range(500)]
+                status, ans = post(c["url"], encode_batch("gw1", "unit-42", seq, recs), c["token"])
+                answers.append(status)
+                if status != 200:
+                    assert (status, ans["error"]) == (503, "storage_unavailable"), ans
+                    assert "full" in ans["detail"]
+                    break
+        finally:
+            next(gen, None)
+        assert answers[0] == 200 and answers[-1] == 503, answers
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
