@@ -32,7 +32,6 @@ import base64
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,96 +42,22 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "collector"))
-from collector_server import ENV, cli, free_port  # noqa: E402
+sys.path.insert(0, str(REPO / "tests" / "agent" / "spool"))
+from collector_server import ENV, cli  # noqa: E402
+
+# the reliability tests' killable collector and stand-in agent (the agent's own spool and drain)
+from test_spool_reliability import Agent, Collector, all_done  # noqa: E402
 
 from agent.spool.store import Spool  # noqa: E402
 from agent.uploader.drain import build_body  # noqa: E402
 from collector.storage.sqlite import SqliteStorage  # noqa: E402
 
-STAND_IN = REPO / "tests" / "agent" / "spool" / "spool_agent.py"
 OUT = REPO / "bench" / "out"
-
-
-def wait_for(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"soak: timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)  # polling a condition with a deadline
-
-
-class Collector:
-    """`serve` on a fixed port and data directory, killed and restarted at will."""
-
-    def __init__(self, tmp: Path, witness: Path | None = None) -> None:
-        self.tmp = tmp
-        self.data = tmp / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.witness = witness
-        self.log: IO[bytes] = (tmp / "serve.log").open("ab")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-
-    def start(self) -> None:
-        extra = ["--checkpoint-interval", "1", "--witness-file", str(self.witness)] if self.witness else []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "serve", "--data", str(self.data), "--listen",
-             f"127.0.0.1:{self.port}", *extra], stdout=self.log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
-        proc = self.proc
-
-        def ready() -> bool:
-            if proc.poll() is not None:
-                raise SystemExit(f"soak: the collector exited; see {self.log.name}")
-            try:
-                urllib.request.urlopen(self.url + "/metrics", timeout=1).read()
-                return True
-            except OSError:
-                return False
-        wait_for(ready, 60, "the collector to answer")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            self.proc.wait(60)
-
-
-class StandIn:
-    """One agent: the stand-in process writing numbered records to its spool and draining it."""
-
-    def __init__(self, tmp: Path, name: str, url: str, token: str, total: int, rate: float) -> None:
-        self.name = name
-        self.spool_path = tmp / f"{name}.spool"
-        self.args = [sys.executable, str(STAND_IN), str(self.spool_path), url, token, str(total), "500",
-                     str(rate)]
-        self.log: IO[bytes] = (tmp / f"{name}.log").open("ab")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.total = total
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def done(self, spool: Spool) -> bool:
-        newest = spool.newest()
-        if self.proc is None or self.proc.poll() is not None:
-            raise SystemExit(f"soak: agent {self.name} exited; see {self.log.name}")
-        return (newest is not None and newest["detail"] == str(self.total - 1)
-                and spool.stats().unsent_records == 0)
 
 
 def stored(data: Path) -> dict[str, list[int]]:
@@ -165,22 +90,24 @@ def crash_phase(records: int, kills: int, seed: int) -> dict[str, Any]:
         tmp = Path(t)
         witness = tmp / "witness" / "checkpoints.log"  # "another mount": another directory here
         witness.parent.mkdir()
-        c = Collector(tmp, witness)
-        tokens = {name: cli("agents", "add", name, "--unit", unit, "--data", str(c.data))
-                  for name, unit in (("gw1", "unit-42"), ("gw2", "unit-43"))}
+        c = Collector(tmp)  # (its agent gw1 of unit-42)
+        c.extra = ["--checkpoint-interval", "1", "--witness-file", str(witness)]
+        gw2 = cli("agents", "add", "gw2", "--unit", "unit-43", "--data", str(c.data))
+        tokens = {"gw1": c.token, "gw2": gw2}
         password = cli("users", "add", "olga", "--role", "operator", "--data", str(c.data))
         c.start()
         operator = "Basic " + base64.b64encode(f"olga:{password}".encode()).decode()
         per = records // 2
-        # each agent at most ~12k records/s: the run lasts long enough for every kill to land
-        agents = [StandIn(tmp, name, c.url, token, per, 12_000.0) for name, token in tokens.items()]
-        for a in agents:
-            a.start()
-        left = {"collector": kills, **{a.name: kills for a in agents}}
+        agents: dict[str, Agent] = {}
+        for name, token in tokens.items():
+            (tmp / name).mkdir()
+            # each agent at most ~12k records/s: the run lasts long enough for every kill to land
+            agents[name] = Agent(tmp / name, c.url, token, per, 500, 12_000.0)
+            agents[name].start()
+        left = {"collector": kills, **{name: kills for name in agents}}
         cut_at = rng.randrange(kills)  # which collector restart first cuts the audit tail
         cut = None
         t0 = time.monotonic()
-        spools: dict[str, Spool] = {}
         while any(left.values()):
             time.sleep(rng.uniform(0.3, 2.0))  # a random moment (not synchronization)
             victim = rng.choice([k for k, v in left.items() if v])
@@ -199,37 +126,36 @@ def crash_phase(records: int, kills: int, seed: int) -> dict[str, Any]:
                 if cutting:
                     cut = cut_audit_tail(c.data, 3)
                 c.start()
-                c.restarts += 1
             else:
-                a = next(x for x in agents if x.name == victim)
-                a.kill()
-                a.start()
-        kill_s = time.monotonic() - t0
-        for a in agents:
-            spools[a.name] = Spool(a.spool_path)
-        wait_for(lambda: all(a.done(spools[a.name]) for a in agents), 3600, "the agents to finish and drain")
+                agents[victim].kill()
+                agents[victim].start()
+        spools = {name: Spool(tmp / name / "spool.db") for name in agents}
+        deadline = time.monotonic() + 3600
+        while not all(all_done(spools[n], a, per) for n, a in agents.items()):
+            if time.monotonic() > deadline:
+                raise SystemExit("soak: the agents did not finish and drain within an hour")
+            time.sleep(0.05)  # polling a condition with a deadline
         total_s = time.monotonic() - t0
-        quarantined = {n: s.stats().quarantined_records for n, s in spools.items()}
-        for a in agents:
+        quarantined = {n: sp.stats().quarantined_records for n, sp in spools.items()}
+        for a in agents.values():
             a.kill()
-        for s in spools.values():
-            s.close()
+        for sp in spools.values():
+            sp.close()
         c.stop()
         numbers = stored(c.data)
         verdicts = {}
-        for a in agents:
-            got = numbers.get(a.name, [])
+        for name in agents:
+            got = numbers.get(name, [])
             dups = sum(1 for _, k in Counter(got).items() if k > 1)
-            missing = len(set(range(a.total)) - set(got))
-            verdicts[a.name] = {"stored": len(got), "expected": a.total, "duplicates": dups,
-                                "missing": missing}
+            missing = len(set(range(per)) - set(got))
+            verdicts[name] = {"stored": len(got), "expected": per, "duplicates": dups, "missing": missing}
         pub = c.data / "audit-checkpoint.pub"
         res = subprocess.run([sys.executable, "-m", "collector.cli", "audit", "verify", "--data", str(c.data),
                               "--checkpoints", str(witness), "--pubkey", str(pub)],
                              capture_output=True, text=True, env=ENV, cwd=REPO)
-        return {"records": records, "kills_each": kills, "seed": seed, "kill_phase_s": round(kill_s, 1),
-                "total_s": round(total_s, 1), "agents": verdicts, "quarantined": quarantined,
-                "audit_cut_after_entry": cut, "verify_exit": res.returncode,
+        return {"records": records, "kills_each": kills, "seed": seed, "total_s": round(total_s, 1),
+                "agents": verdicts, "quarantined": quarantined, "audit_cut_after_entry": cut,
+                "verify_exit": res.returncode,
                 "verify_says": (res.stdout + res.stderr).strip().splitlines()[-3:]}
 
 

@@ -87,11 +87,13 @@ class Collector:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log: IO[bytes] = (tmp / "serve.log").open("ab")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []  # more `serve` options (bench/soak_reliability.py: witnesses)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "collector.cli", "serve", "--data", str(self.data), "--listen",
-             f"127.0.0.1:{self.port}"], stdout=self.log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
+             f"127.0.0.1:{self.port}", *self.extra], stdout=self.log, stderr=subprocess.STDOUT, env=ENV,
+            cwd=REPO)
         proc = self.proc
 
         def ready() -> bool:
