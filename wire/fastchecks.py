@@ -998,7 +998,7 @@ def fast_audit(rec: dict[Any, Any]) -> bool:
 
 
 def fast_registration(rec: dict[Any, Any]) -> bool:
-    if len(rec) != 9:
+    if len(rec) > 13:
         return False
     n = 0
     try:
@@ -1026,6 +1026,26 @@ def fast_registration(rec: dict[Any, Any]) -> bool:
         v = rec['ip']
         if not (v is None or (type(v) is str and is_ip(v))):
             return False
+        v = rec.get('method', MISSING)
+        if v is not MISSING:
+            n += 1
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+                return False
+        v = rec.get('room', MISSING)
+        if v is not MISSING:
+            n += 1
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+                return False
+        v = rec.get('valid_until', MISSING)
+        if v is not MISSING:
+            n += 1
+            if not (v is None or ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0)):
+                return False
+        v = rec.get('desk_user', MISSING)
+        if v is not MISSING:
+            n += 1
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+                return False
     except KeyError:
         return False
     return len(rec) == 9 + n

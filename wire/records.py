@@ -391,6 +391,11 @@ class RegistrationRecord(TypedDict):
     phone: str | None
     mac: MacAddr | None
     ip: IPAddr | None
+    # 1.5 (the captive portal, agent.portal): how the guest registered, where, and until when
+    method: NotRequired[str | None]  # "sms" | "desk"
+    room: NotRequired[str | None]  # room or seat the front desk wrote down
+    valid_until: NotRequired[Timestamp | None]  # the registration admits the guest's devices until then
+    desk_user: NotRequired[str | None]  # the staff member who registered the guest at the desk
 
 
 class StatsRecord(TypedDict):
@@ -435,9 +440,9 @@ Record: TypeAlias = (
 )
 
 #: The schema's minor version (wire.version): 1.1 added dhcp's extras, 1.2 stats.keyword_engine
-#: 1.3 the ssh type, 1.4 stats.quarantined_records (wire/SCHEMA-additions.md). Bumped with every
-#: field or type added here.
-SCHEMA_MINOR: Final = 4
+#: 1.3 the ssh type, 1.4 stats.quarantined_records, 1.5 registration's method, room, valid_until and
+#: desk_user (wire/SCHEMA-additions.md). Bumped with every field or type added here.
+SCHEMA_MINOR: Final = 5
 
 #: Every record type, once: ``type`` value -> its TypedDict and what the other parts of the
 #: system know about it (``wire.meta``). A new type is declared here and nowhere else.
@@ -492,7 +497,7 @@ RECORDS: Final[dict[str, RecordMeta]] = {
     "audit": RecordMeta(AuditRecord, "event", detail=("actor", "action", "target", "detail"), listed=False),
     "registration": RecordMeta(
         RegistrationRecord, "identity", addresses=("ip",), accounts=("account",),
-        personal=("name", "id_number", "phone"), detail=("account", "id_type"), listed=False),
+        personal=("name", "id_number", "phone"), detail=("account", "method", "id_type", "room")),
     "stats": RecordMeta(
         StatsRecord, "event", detail=("packets", "kernel_drops", "records_out"), listed=False),
 }

@@ -183,8 +183,10 @@ def value_strategy(f: FieldSpec) -> st.SearchStrategy[Any]:
         base = st.integers(int(f.lo), int(f.hi))
     elif kind is float:
         lo = -(2**53) if f.lo is None else int(f.lo)  # durations: >= 0
-        base = (FINITE if f.lo is None else st.floats(min_value=f.lo, allow_infinity=False)) | st.integers(
-            lo, 2**53)
+        hi = 2**53 if f.hi is None else int(f.hi)  # timestamps other than ts: <= MAX_TS
+        floats = FINITE if f.lo is None and f.hi is None else st.floats(
+            min_value=f.lo, max_value=f.hi, allow_nan=False, allow_infinity=False)
+        base = floats | st.integers(lo, hi)
     elif kind is bool:
         base = st.booleans()
     elif f.items == (str,):
