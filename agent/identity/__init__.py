@@ -2,9 +2,11 @@
 
 What: ``IdentityTable`` keeps address → (account, MAC, source, since) over time. It is fed
 only records: the ones the other decoders emit (``radius``, ``dhcp``, ``pppoe``, ``http``,
-``ftp``, ``mailbox``, ``smtp``; everything else is ignored) and the admin's roster file. It
-emits the regulation's ``login`` records (login and logout, with account, address, MAC and
-calling number) and stamps ``account`` on ``session``, ``http`` and ``alert`` records.
+``ftp``, ``mailbox``, ``smtp``), the captive portal's ``login`` records (source ``portal``;
+everything else, other ``login`` records included, is ignored) and the admin's roster file.
+It emits the regulation's ``login`` records (login and logout, with account, address, MAC
+and calling number) for every source but the portal, which writes its own, and stamps
+``account`` on ``session``, ``http`` and ``alert`` records.
 It is sans-IO and deterministic: time comes only from the records' ``ts``, so a replayed
 capture gives the same records as live capture; only ``load_roster`` reads a file.
 
@@ -32,7 +34,10 @@ Sources (each module's docstring has the details and the RFC sections):
 - ``roster``: the admin's CSV of account, name, MAC, IP: the account of a DHCP lease's MAC,
   and the answer for a fixed address no dynamic source covers. It creates no login records:
   it has no times; the stamped ``account`` carries its answers.
-- The captive portal (source ``portal``) is not built yet; its rank is reserved.
+- ``portal``: the captive portal's own ``login`` records (it runs in the supervisor, which
+  hands them to every capture worker): login = an admitted guest holds the address, logout
+  (same ``session_id``) = the admission ended; a new admission on the address supersedes
+  the previous one. No records come out for them: the portal wrote them already.
 
 Priority (``history``): for an address at a time, an interval naming an account beats one
 that does not, then network-level sources (RADIUS, PPPoE, portal: an authenticated access
@@ -51,7 +56,7 @@ Limits (named, counted in ``counters``): ``max_entries`` addresses and open sess
 without a lease time last ``dhcp_default_lease``, application logins ``app_login_ttl``.
 
 Modules: ``table`` (the facade), ``state`` (sessions, history, emission), ``history``
-(intervals, priority), ``radius`` / ``dhcp`` / ``pppoe`` / ``apps`` (one per source),
+(intervals, priority), ``radius`` / ``dhcp`` / ``pppoe`` / ``portal`` / ``apps`` (one per source),
 ``roster`` (the CSV file), ``login`` (the record), ``fields`` (reading other records).
 """
 

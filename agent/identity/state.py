@@ -2,13 +2,14 @@
 
 What: ``Bindings`` keeps
 - ``NetSession`` objects, one per open network-level session (a RADIUS accounting session,
-  a PPPoE session, a DHCP lease), keyed by their source's own key;
+  a PPPoE session, a DHCP lease, a captive portal admission), keyed by their source's own key;
 - per address (``Address``): the ``Interval`` history, the network session of each source
   currently holding it, and the open application logins;
 and offers the few operations the source handlers (``radius``, ``dhcp``, ``pppoe``,
-``apps``) are written in: ``open`` / ``close`` / ``renew`` a session, ``claim`` an address
+``portal``, ``apps``) are written in: ``open`` / ``close`` / ``renew`` a session, ``claim`` an address
 for one, ``expire`` leases, ``app_login``, ``add_past``. Each returns the ``login`` records
-it causes, so every login and logout goes through one place and is counted once.
+it causes, so every login and logout goes through one place and is counted once. The
+portal's sessions cause none (``emits`` false): the portal writes its own records.
 
 Rules kept here (the package docstring says why):
 - per address and source at most one open network session: a new one supersedes the old,
@@ -64,6 +65,11 @@ COUNTER_NAMES: Final = (
     "pppoe_padt_without_pads",
     "pppoe_auth_named",
     "pppoe_ipcp_addresses",
+    "portal_logins",
+    "portal_logouts",
+    "portal_duplicate_login",
+    "portal_login_without_address",
+    "portal_logout_without_login",
     "stamped",
     "stamped_unknown",
     "addresses_evicted",
@@ -74,7 +80,7 @@ COUNTER_NAMES: Final = (
 
 @dataclass(slots=True, eq=False)
 class NetSession:
-    """One open network-level session (RADIUS accounting session, PPPoE session, DHCP lease)."""
+    """One open network-level session (RADIUS, PPPoE, DHCP lease, captive portal admission)."""
 
     key: SessionKey
     source: LoginSource
@@ -88,6 +94,9 @@ class NetSession:
     expires: float | None = None  # DHCP: the lease end
     interval: Interval | None = None  # its entry in the address history, while it holds one
     announced: bool = True  # its login record went out (PPPoE: held until IPCP names the address)
+    # False: its source writes its login/logout records (the captive portal), the table only
+    # keeps its history; open/close neither return nor count them
+    emits: bool = True
 
 
 class Address:
@@ -197,10 +206,10 @@ class Bindings:
             self._push_expiry(sess)
         if sess.ip is not None:
             out += self.claim(sess, sess.ip, sess.since)
-        if announce:
-            out.append(self.announce(sess))
-        else:
+        if not announce:
             sess.announced = False
+        elif sess.emits:
+            out.append(self.announce(sess))
         return out
 
     def announce(self, sess: NetSession) -> dict[str, Any]:
@@ -217,7 +226,9 @@ class Bindings:
         old = addr.net.get(sess.source)
         if old is not None and old is not sess:
             self.counters["superseded"] += 1
-            out.append(self.close(old, since))
+            logout = self.close(old, since)
+            if old.emits:
+                out.append(logout)
         self._end_apps(addr, since)
         iv = Interval(since, sess.account, sess.mac, sess.source, expires=sess.expires)
         sess.interval = iv
@@ -228,7 +239,10 @@ class Bindings:
     def close(
         self, sess: NetSession, ts: float, *, duration: float | None = None, account: str | None = None
     ) -> dict[str, Any]:
-        """End a session at ``ts``; its logout record (``duration`` defaults to ts - since)."""
+        """End a session at ``ts``; its logout record (``duration`` defaults to ts - since).
+
+        For a session that does not emit (``emits`` false) the record is not counted and the
+        caller drops it."""
         if account is not None and sess.account is None:
             sess.account = account
         self._forget(sess)
@@ -243,7 +257,8 @@ class Bindings:
             if sess.interval.account is None:
                 sess.interval.account = sess.account
             sess.interval = None
-        self.counters["logouts"] += 1
+        if sess.emits:
+            self.counters["logouts"] += 1
         return self._record(sess, "logout", ts, ts - sess.since if duration is None else duration)
 
     def _forget(self, sess: NetSession) -> None:

@@ -15,6 +15,7 @@ from agent.identity.apps import AppLogins
 from agent.identity.dhcp import DhcpSource
 from agent.identity.fields import address, normalize_mac, record_ts, text
 from agent.identity.history import Identity, best_at
+from agent.identity.portal import PortalSource
 from agent.identity.pppoe import PppoeSource
 from agent.identity.radius import RadiusSource
 from agent.identity.roster import Roster
@@ -42,7 +43,7 @@ DEFAULT_APP_LOGIN_TTL: Final = 8 * 3600.0
 #: taken from the identity table).
 STAMPED_TYPES: Final = frozenset(name for name, m in RECORDS.items() if m.stamped)
 _APP_TYPES: Final = frozenset(name for name, m in RECORDS.items() if m.app_user is not None)
-_OBSERVED_TYPES: Final = _APP_TYPES | {"radius", "dhcp", "pppoe"}
+_OBSERVED_TYPES: Final = _APP_TYPES | {"radius", "dhcp", "pppoe", "login"}
 
 
 class IdentityTable:
@@ -75,13 +76,15 @@ class IdentityTable:
         self._radius = RadiusSource(self._b)
         self._dhcp = DhcpSource(self._b, self.roster, dhcp_default_lease)
         self._pppoe = PppoeSource(self._b)
+        self._portal = PortalSource(self._b)
         self._apps = AppLogins(self._b)
 
     def observe(self, rec: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Learn from any record; return the ``login`` records (login/logout) it causes.
 
         Leases that ended by the record's ``ts`` are expired first, so their logouts come
-        before anything the record itself causes.
+        before anything the record itself causes. The portal's ``login`` records cause none
+        (the portal wrote them); other ``login`` records are ignored.
         """
         self.counters["records_seen"] += 1
         ts = rec.get("ts")
@@ -101,6 +104,11 @@ class IdentityTable:
             out += self._dhcp.observe(rec, ts)
         elif rtype == "pppoe":
             out += self._pppoe.observe(rec, ts)
+        elif rtype == "login":
+            # only the portal's: every other login record is this table's own output (or a
+            # peer's), and learning from it would bind everything twice
+            if rec.get("source") == "portal":
+                self._portal.observe(rec, ts)
         elif rtype in _APP_TYPES:
             assert isinstance(rtype, str)
             out += self._apps.observe(rtype, rec, ts)

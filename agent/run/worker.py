@@ -26,8 +26,15 @@ while that user's connections are spread over all of them. Each worker therefore
 the identity-bearing records it decodes (``FORWARDED``: RADIUS, DHCP, and application
 records that carry a user name) to every other worker (``peers``: one queue per worker,
 made before the fork), and keeps what it receives in a second identity table used only to
-stamp ``account`` where its own table knows nothing. The login/logout records themselves
-come from the worker that saw the exchange, once.
+stamp ``account`` where its own table knows nothing (no holder, or a holder naming nobody,
+such as a DHCP lease of a device the roster does not list). The login/logout records
+themselves come from the worker that saw the exchange, once.
+
+The captive portal runs in the supervisor: its ``login`` records (source ``portal``: a guest
+admitted, the admission ended) are spooled by the supervisor and also put into every
+worker's inbox (an inbox exists even for a single worker when the portal is configured).
+The second table learns the guest's address from them, so the guest's sessions, HTTP
+requests and alerts carry the guest account; no worker spools or forwards them again.
 
 Limits: a worker's counters are its own since its start (the supervisor sums them); a
 record forwarded while another worker is emitting a session of that address may arrive a
@@ -192,7 +199,8 @@ class GatewayConsumer:
         return f.rules.version if f is not None else None
 
     def _receive(self) -> None:
-        """Learn the identity records other workers forwarded (their logins are theirs to emit)."""
+        """Learn the identity records other workers forwarded and the portal's login records the
+        supervisor put in (their login records are theirs to emit: the table emits none here)."""
         assert self.inbox is not None and self.shared_identity is not None
         for _ in range(1000):
             try:
