@@ -323,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--all", action="store_true", help="requeue: every quarantined batch")
     sp.add_argument("--config", type=Path, required=True, metavar="agent.toml")
     sp.set_defaults(func=cmd_spool)
+    pt = sub.add_parser("portal", help="the captive portal's helpers: hash a desk password, print the "
+                                       "DHCP option 114 (RFC 8910) for the guest network's DHCP server")
+    pt.add_argument("action", choices=["hash-password", "dhcp-option"],
+                    help="hash-password: read a desk password from stdin (or ask), print the "
+                         "[[portal.desk_users]] password_hash; dhcp-option: the portal API's URI as "
+                         "dnsmasq's --dhcp-option value")
+    pt.add_argument("--config", type=Path, metavar="agent.toml", help="dhcp-option: the configuration")
+    pt.set_defaults(func=cmd_portal)
     s = sub.add_parser("synth", help="write a realistic synthetic gateway capture")
     s.add_argument("out", type=Path)
     s.add_argument("--packets", type=int, default=100_000)
@@ -418,6 +426,42 @@ def cmd_run(a: Any) -> int:
 
     tune_gc()
     return main_run(a.config)
+
+
+def cmd_portal(a: Any) -> int:
+    """`portal hash-password`: the scrypt hash of a password read from stdin (a terminal is asked
+    twice, without echo); `portal dhcp-option --config FILE`: `114,"URI"` for dnsmasq."""
+    import getpass
+
+    from agent.config import ConfigError, load_config
+    from agent.portal.tokens import hash_password
+
+    if a.action == "hash-password":
+        if sys.stdin.isatty():
+            pw = getpass.getpass("desk password: ")
+            if getpass.getpass("again: ") != pw:
+                print("edgeaudit-agent: the passwords differ", file=sys.stderr)
+                return EXIT_BAD_INPUT
+        else:
+            pw = sys.stdin.readline().rstrip("\r\n")
+        if len(pw) < 8:
+            print("edgeaudit-agent: a desk password needs at least 8 characters", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(hash_password(pw))
+        return 0
+    if a.config is None:
+        print("edgeaudit-agent: portal dhcp-option needs --config", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        cfg = load_config(a.config)
+    except ConfigError as e:
+        print(f"edgeaudit-agent: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if cfg.portal is None:
+        print(f"edgeaudit-agent: {a.config} has no [portal]", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f'114,"{cfg.portal.api_url}"')
+    return 0
 
 
 def cmd_spool(a: Any) -> int:

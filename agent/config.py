@@ -46,6 +46,8 @@ Sections and keys (defaults in brackets):
     ``roster`` [none]: the admin's CSV roster (account,name,mac,ip).
 ``[metrics]``
     ``listen`` [""]: host:port for the Prometheus text endpoint (off when empty).
+``[portal]`` [none]
+    The captive portal for a guest network: ``agent.portal.config`` lists its keys.
 ``[unit]``
     The unit's registration profile (备案): the fields of ``wire.unit``; ``name`` is
     required, any other missing text field is null and a missing list is empty, and the whole
@@ -68,6 +70,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from agent.filter.patterns import ENGINES
+from agent.portal.config import PortalConfig, parse_portal
 from agent.spool.store import MIN_KEEP_DAYS  # the law's minimum for keeping records (days)
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_RECORDS
@@ -150,6 +153,7 @@ class AgentConfig:
     metrics_listen: str
     unit: dict[str, Any]
     filter: FilterConfig = FilterConfig()
+    portal: PortalConfig | None = None
 
 
 def default_cache_dir(rules: Path | None) -> Path | None:
@@ -239,7 +243,8 @@ def check_config(doc: dict[str, Any], path: Path) -> AgentConfig:
     """``load_config`` after parsing: check the document, resolve relative paths against ``path``."""
     problems: list[str] = []
     base = path.parent
-    sections = {"capture", "inspection", "filter", "collector", "spool", "nat", "identity", "metrics", "unit"}
+    sections = {"capture", "inspection", "filter", "collector", "spool", "nat", "identity", "metrics", "unit",
+                "portal"}
     for key in sorted(set(doc) - sections):
         problems.append(f"[{key}]: unknown section (known: {', '.join(sorted(sections))})")
 
@@ -340,6 +345,10 @@ def check_config(doc: dict[str, Any], path: Path) -> AgentConfig:
     m = _Section("metrics", doc.get("metrics", {}), problems, {"listen"})
     metrics = m.get("listen", "", str, "host:port", lambda v: v == "" or _hostport(v))
 
+    portal = parse_portal(doc.get("portal"), problems, rel, _Section)
+    if portal is not None and mode != "gateway":
+        problems.append("[portal]: the captive portal needs gateway mode (the gateway's packet filter)")
+
     u = _Section("unit", doc.get("unit", {}), problems, set(UNIT_FIELDS))
     profile: dict[str, Any] = {f: None for f in TEXT_FIELDS}
     profile.update({f: [] for f in (*IP_LISTS, *TEXT_LISTS, "security_officers", "ip_ranges")})
@@ -353,4 +362,4 @@ def check_config(doc: dict[str, Any], path: Path) -> AgentConfig:
         raise ConfigError(path, problems)
     return AgentConfig(path=path, capture=capture, inspection=inspection, collector=collector, spool=spool,
                        nat=nat, roster=rel(roster) if roster else None, metrics_listen=metrics, unit=profile,
-                       filter=filter_cfg)
+                       filter=filter_cfg, portal=portal)

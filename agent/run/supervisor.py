@@ -12,8 +12,11 @@ What: ``Supervisor(config).run()`` starts, in this order,
    records go to the spool; the unit profile upload (``PUT /api/v1/units/self``, retried
    until accepted); the ruleset fetcher (``GET /api/v1/rulesets/current`` with ETag every
    ``update_interval_s``: a verified, newer bundle replaces the rules file atomically and
-   the workers pick it up); the Prometheus endpoint; and the status file (every
-   ``WRITE_EVERY`` s) that ``selfcheck`` reads.
+   the workers pick it up); the Prometheus endpoint; the status file (every
+   ``WRITE_EVERY`` s) that ``selfcheck`` reads; and, with ``[portal]``, the captive portal
+   (``agent.portal.runner``: its pages, its sweep of ended admissions), whose ``registration``
+   and ``login`` records go to the spool and whose ``login`` records also go to every capture
+   worker's identity inbox, so the guest's sessions carry the guest account.
 
 Signals: SIGTERM/SIGINT stop cleanly: the workers flush every open flow into the spool, the
 NAT sources stop, the uploader gets ``DRAIN_ON_STOP_S`` to send what is spooled (the rest
@@ -171,6 +174,8 @@ class Supervisor:
         self.threads: list[threading.Thread] = []
         self.pools: list[Any] = []
         self.inline_pid: int | None = None
+        self.inboxes: list[Any] = []
+        self.portal: Any = None
 
     # -- start --
 
@@ -216,6 +221,8 @@ class Supervisor:
             self._thread("rulesets", self._ruleset_fetch)
         if cfg.metrics_listen:
             self._thread("metrics", self._metrics)
+        if cfg.portal is not None:
+            self._start_portal()
         log.info("running: edgeaudit %s, mode %s, %d capture process(es), spool %s", describe(),
                  cfg.capture.mode, sum(len(p.pids()) for p in self.pools) + (self.inline_pid is not None),
                  spool_file(cfg))
@@ -232,8 +239,11 @@ class Supervisor:
 
         workers = cfg.capture.workers or os.cpu_count() or 1
         total = workers * len(cfg.capture.interfaces)
-        # identity records travel between workers (worker.py): one inbox each, made before the fork
-        inboxes: list[Any] = [mp.get_context("fork").Queue() for _ in range(total)] if total > 1 else []
+        # identity records travel between workers (worker.py), and the portal's logins to every
+        # worker: one inbox each, made before the fork
+        shared = total > 1 or cfg.portal is not None
+        inboxes: list[Any] = [mp.get_context("fork").Queue() for _ in range(total)] if shared else []
+        self.inboxes = inboxes
 
         def consumer(name: str, slot: int | None = None) -> GatewayConsumer:
             nat = None
@@ -304,6 +314,11 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         log.info("stopping: flushing flows and the spool")
+        if self.portal is not None:
+            try:
+                self.portal.stop()  # every guest's logout, then the filter goes
+            except Exception as e:
+                log.error("portal: stop: %s", e)
         for pool in self.pools:
             pool.stop()
         if self.inline_pid is not None:
@@ -372,10 +387,46 @@ class Supervisor:
                 "workers": sum(len(p.pids()) for p in self.pools) + (self.inline_pid is not None),
                 "uploader": {"counters": dict(getattr(self.drain, "counters", {})),
                              "last_error": getattr(self.drain, "last_error", None)},
+                "portal_counters": self.portal.counters if self.portal is not None else None,
                 **self.info,
             })
         except OSError as e:
             log.error("status: %s", e)
+
+    # -- the captive portal --
+
+    def _start_portal(self) -> None:
+        from agent.portal.admission import AdmissionError
+        from agent.portal.runner import PortalRunner
+
+        cfg = self.cfg
+        assert cfg.portal is not None
+        try:
+            unit = str(cfg.unit.get("name") or "")
+            runner = PortalRunner(cfg.portal, unit, cfg.spool.path, self._portal_emit)
+            runner.start()
+        except (AdmissionError, OSError, ValueError) as e:
+            # capture and upload go on (the law's logs matter most); the failure is on record
+            self.info["portal"] = {"error": str(e)}
+            log.error("portal: cannot start: %s", e)
+            self.appender.add(audit("portal_start", "portal", str(e), "failed"))
+            return
+        self.portal = runner
+        self.info["portal"] = {"url": cfg.portal.page_url, "api": cfg.portal.api_url}
+        self.appender.add(audit("portal_start", "portal", f"{cfg.portal.page_url}, methods "
+                                f"{','.join(cfg.portal.methods)}"))
+        self._thread("portal-sweep", lambda: runner.sweep_forever(self.stop))
+
+    def _portal_emit(self, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            self.appender.add(rec)
+            if rec["type"] == "login":
+                for q in self.inboxes:
+                    try:
+                        q.put_nowait(dict(rec))
+                    except Exception as e:  # a full or closed inbox: stamping misses it, the spool has it
+                        log.error("portal: identity inbox: %s", e)
+        self.appender.flush()  # an admission is on record before the guest's page says so
 
     # -- threads --
 
