@@ -35,7 +35,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -54,7 +54,7 @@ _USER = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
 class SmsConfig:
     url: str
     method: str = "POST"
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # the provider's key: never printed
     body: str = ""
     content_type: str = "application/json"
     timeout_s: float = 10.0
@@ -70,7 +70,7 @@ class SmsConfig:
 @dataclass(frozen=True)
 class DeskUser:
     name: str
-    password_hash: str = ""
+    password_hash: str = field(default="", repr=False)  # not the password, but not for logs either
 
 
 @dataclass(frozen=True)
