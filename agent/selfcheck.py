@@ -32,12 +32,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.run.status import merge_counts, merge_latest, read_status
 from agent.spool.store import MIN_KEEP_DAYS
 
+GUEST_TITLE: Final = "用户注册信息 guest registration (captive portal)"
 #: Records of a kind older than this are "stale" evidence (the measure may have stopped).
 STALE_EVIDENCE_S: Final = 24 * 3600.0
 
@@ -244,6 +245,23 @@ def check(cfg: AgentConfig, *, offline: bool = False, now: float | None = None) 
             m.evidence.append(f"collector does not accept this agent now: {e}")
     lag_ok = not sp or "error" in sp or (sp.get("upload_lag_s") or 0.0) < 3600
     m.working = running and reachable is not False and lag_ok and not (sp or {}).get("quarantined_records")
+
+    # guest registration through the captive portal (only where one is configured)
+    if cfg.portal is not None:
+        pc = cfg.portal
+        m = out["guest_registration"] = Measure("guest_registration", GUEST_TITLE, configured=True)
+        m.evidence.append(f"captive portal {pc.page_url} on {', '.join(pc.interfaces)}, methods "
+                          f"{', '.join(pc.methods)}; RFC 8908 API {pc.api_url}"
+                          + ("" if pc.https_port else " (over HTTP: RFC 8908 wants TLS; set https_port)"))
+        portal_state: dict[str, Any] = sup.get("portal") or {}
+        if portal_state.get("error"):
+            m.evidence.append(f"portal not running: {portal_state['error']}")
+        counts = sup.get("portal_counters") or {}
+        sms, desk = counts.get("registered_sms", 0), counts.get("registered_desk", 0)
+        m.evidence.append(f"{sms} SMS and {desk} desk registrations, {counts.get('admitted', 0)} "
+                          "admissions since the agent started")
+        _seen(m, ("registration",), records, last, now)
+        m.working = running and bool(portal_state.get("url")) and not portal_state.get("error")
 
     # maintenance log
     m = out["maintenance_log"]

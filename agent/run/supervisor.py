@@ -574,6 +574,9 @@ class Supervisor:
         for engine, reason in sorted(engines):
             why = reason.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
             lines.append(f'edgeaudit_keyword_engine_info{{engine="{engine}",reason="{why}"}} 1')
+        if self.portal is not None:  # registrations, admissions, refusals by reason (agent.portal.service)
+            for k, v in sorted(self.portal.counters.items()):
+                lines.append(f'edgeaudit_portal_events_total{{event="{k}"}} {v}')
         try:
             st = self.spool.stats()
             lines += [f"edgeaudit_spool_records {st.spool_records}",
