@@ -49,7 +49,7 @@ COMPILED_MODULES = [
     "agent/identity/table.py", "agent/identity/state.py", "agent/identity/history.py",
     "agent/identity/fields.py", "agent/identity/apps.py", "agent/identity/dhcp.py",
     "agent/identity/radius.py", "agent/identity/pppoe.py", "agent/identity/login.py",
-    "agent/identity/roster.py",
+    "agent/identity/roster.py", "agent/identity/portal.py",
     # the keyword filter: it sees every inspected byte when a ruleset is loaded
     "agent/filter/engine.py", "agent/filter/compiled.py", "agent/filter/automaton.py",
     "agent/filter/patterns.py", "agent/filter/vectorscan.py",

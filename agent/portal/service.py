@@ -412,6 +412,7 @@ class Portal:
                     # the filter dropped it after idle_s without a packet: it ended about when the
                     # last look said it would (within one sweep)
                     ended = min(now, self._ends.get(s.id, now))
+                    self._revoke(s)  # its MAC's IPv6 pass (refreshed by IPv6 alone) must end with it
                     out.append(self._end(s, max(s.since, ended), forget=False))
                     self._count("ended_idle")
                 else:
