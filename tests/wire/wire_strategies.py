@@ -183,7 +183,7 @@ def value_strategy(f: FieldSpec) -> st.SearchStrategy[Any]:
         base = st.integers(int(f.lo), int(f.hi))
     elif kind is float:
         lo = -(2**53) if f.lo is None else int(f.lo)  # durations: >= 0
-        hi = 2**53 if f.hi is None else int(f.hi)  # timestamps other than ts: <= MAX_TS
+        hi = 2**53 if f.hi is None else min(2**53, int(f.hi))  # timestamps other than ts: <= MAX_TS
         floats = FINITE if f.lo is None and f.hi is None else st.floats(
             min_value=f.lo, max_value=f.hi, allow_nan=False, allow_infinity=False)
         base = floats | st.integers(lo, hi)
