@@ -69,7 +69,8 @@ class RecordMeta:
     app_user: str | None = None
     #: what the keyword filter may scan (the order rulesets list them in)
     content: tuple[ContentField, ...] = ()
-    #: personal data (Order 82 registration): masked for operators without the right to see it
+    #: personal numbers (Order 82 registration: ID and phone numbers), masked for operators
+    #: without the right to see them; a name is not masked (a traceback names the person)
     personal: tuple[str, ...] = ()
     #: the fields the web UI's record list shows in its detail column, in order
     detail: tuple[str, ...] = ()

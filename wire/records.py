@@ -497,7 +497,9 @@ RECORDS: Final[dict[str, RecordMeta]] = {
     "audit": RecordMeta(AuditRecord, "event", detail=("actor", "action", "target", "detail"), listed=False),
     "registration": RecordMeta(
         RegistrationRecord, "identity", addresses=("ip",), accounts=("account",),
-        personal=("name", "id_number", "phone"), detail=("account", "method", "id_type", "room")),
+        # the guest's name is not masked: a traceback must name the person (issue 19); the
+        # numbers are, for operators (an admin may ask for them, audited)
+        personal=("id_number", "phone"), detail=("account", "name", "method", "id_type", "room")),
     "stats": RecordMeta(
         StatsRecord, "event", detail=("packets", "kernel_drops", "records_out"), listed=False),
 }

@@ -12,11 +12,18 @@ What (DESIGN.md "Traceback", issue 5 "Queries"):
   `"source": "session"`) gives the account, MAC and calling number, and the session's uid
   gives every record of the connection (`connection`: session, http, dns, tls, alert... of
   the same agent within the session's time span, since uids are unique per agent and run
-  only). One JSON answer: `{"query", "nat", "inside", "identity", "sessions", "records"}`.
+  only). When the identity names an account, `registration` is the registration behind it
+  (`registration_behind`: the portal's guest, issue 19), else null. One JSON answer:
+  `{"query", "nat", "inside", "identity", "registration", "sessions", "records"}`.
 - `GET /api/v1/query/records?type=&from=&to=&ip=&account=&q=&limit=&cursor=`: search,
   oldest first, `{"records": [...], "cursor": ...}`; `format=csv` exports the page as CSV.
 - `GET /api/v1/query/connection?uid=[&agent=&from=&to=]`: every record of one connection
   (sharing its `uid`; one agent's when `agent` is given), `{"records": [...]}`.
+
+Personal numbers (a registration's ID and phone: `RecordMeta.personal`) are masked in every
+answer, the traceback's registration and the CSV export included, unless an admin asks with
+``personal=1`` (an operator asking is refused, 403); such a view is audited as
+``<query>_personal`` before it is sent (`collector.query.schema`).
 
 Access: an operator or admin, with `Authorization: Basic` (name and password) or
 `Bearer` (an API token); anyone else gets 401/403, checked after the parameters (a bad one
@@ -37,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Final
@@ -59,6 +67,32 @@ MAX_TS: Final = 4102444800
 #: A CSV cell starting with one of these is a formula (or becomes one) in a spreadsheet
 #: (OWASP "CSV Injection": = + - @, tab and carriage return); it is written quoted as text.
 FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def registration_behind(storage: Storage, account: str, agent: str | None,
+                        ts: float) -> dict[str, Any] | None:
+    """The ``registration`` naming ``account`` at ``ts``: of that account's registrations by
+    ``agent`` (a portal numbers its guests itself: another gateway's ``guest-000123`` is someone
+    else) made at or before ``ts``, the newest one in force then (``valid_until`` null or not
+    before ``ts``), else the newest one (an expired registration still names who it was).
+    None when nobody registered the account (a RADIUS or roster account). Looks back as far as
+    the store keeps records: a desk registration may admit a guest for weeks."""
+    newest: dict[str, Any] | None = None
+    in_force: dict[str, Any] | None = None
+    cursor: str | None = None
+    while True:  # oldest first: the last match wins (a guest registers once or a few times)
+        page = storage.records(type="registration", account=account, end=math.nextafter(ts, math.inf),
+                               cursor=cursor)
+        for r in page.records:
+            if agent is not None and r.get(AGENT_KEY) != agent:
+                continue
+            newest = r
+            until = r.get("valid_until")
+            if until is None or until >= ts:
+                in_force = r
+        if page.cursor is None:
+            return in_force or newest
+        cursor = page.cursor
 
 
 def traceback(storage: Storage, ip: str, port: int, ts: float, proto: str | None = None) -> dict[str, Any]:
@@ -88,6 +122,10 @@ def traceback(storage: Storage, ip: str, port: int, ts: float, proto: str | None
         s = sessions[0]
         identity = {"account": s["account"], "ip": s.get("src_ip"), "mac": s.get("src_mac"),
                     "calling_station": None, "source": "session", "ts": s.get("ts")}
+    registration = None
+    if identity is not None and identity.get("account"):
+        agent = identity.get(AGENT_KEY) or (sessions[0].get(AGENT_KEY) if sessions else None)
+        registration = registration_behind(storage, str(identity["account"]), agent, ts)
     records: list[dict[str, Any]] = []
     if sessions and sessions[0].get("uid"):
         s = sessions[0]
@@ -96,7 +134,7 @@ def traceback(storage: Storage, ip: str, port: int, ts: float, proto: str | None
         records = storage.connection(str(s["uid"]), agent=s.get(AGENT_KEY), start=start - SESSION_TOLERANCE,
                                      end=end + SESSION_TOLERANCE)
     return {"query": {"ip": ip, "port": port, "ts": ts, "proto": proto}, "nat": nat[:1], "inside": inside,
-            "identity": identity, "sessions": sessions[:1], "records": records}
+            "identity": identity, "registration": registration, "sessions": sessions[:1], "records": records}
 
 
 def _csv(records: list[dict[str, Any]]) -> str:
@@ -119,7 +157,10 @@ async def _audited_query(request: web.Request, action: str, params: dict[str, An
     if personal and user.role not in PERSONAL_ROLES:
         raise await forbidden(request, user, f"role {user.role} may not see personal fields")
     result = await asyncio.get_running_loop().run_in_executor(None, work)
-    lists = [v for v in result.values() if isinstance(v, list)]
+    # every record of the answer: its record lists, and a record standing alone (the
+    # traceback's identity and registration), wrapped so masking reaches it in place
+    lists = [v if isinstance(v, list) else [v] for v in result.values()
+             if isinstance(v, list) or (isinstance(v, dict) and "type" in v)]
     shown = personal and any(has_personal(v) for v in lists)
     if not personal:
         for v in lists:

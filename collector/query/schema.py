@@ -7,10 +7,13 @@ family, search, address, account, content, personal and UI detail fields). The w
 its type list, detail column and address columns from it; nothing in the collector or the
 UI names a record type's fields on its own.
 
-Personal fields (registration data: name, ID number, phone) are masked in every answer that
-carries records (`mask_personal`) unless an admin asks with ``personal=1``, which is audited
-as such (Order 82: registration data is uploaded for the police, and seen only by those who
-need it).
+Personal fields (a registration's ID and phone numbers: ``RecordMeta.personal``) are masked in
+every answer that carries records (`mask_personal`: a record list, or one record such as the
+traceback's registration) unless an admin asks with ``personal=1``, which is audited as such
+(Order 82: registration data is uploaded for the police, and seen only by those who need it).
+The mask is the units' security officers' (`mask`, `collector.units.routes`): all but the last
+two characters hidden, ``****************3X``, ``*********00``. A guest's name is not masked:
+a traceback names the person (issue 19).
 """
 
 from __future__ import annotations
@@ -36,18 +39,10 @@ _SCHEMA: Final = describe_all()
 
 
 def mask(text: object) -> object:
-    """A personal number with all but its last two characters hidden."""
+    """A personal number with all but its last two characters hidden (two or fewer: all)."""
     if not isinstance(text, str) or len(text) <= 2:
         return "**" if isinstance(text, str) and text else text
     return "*" * (len(text) - 2) + text[-2:]
-
-
-def mask_personal_value(text: object) -> object:
-    """A personal field masked: a short text (a Chinese name is 2-4 characters) keeps only its
-    first character (the surname), a longer one (an ID or phone number) its last two."""
-    if isinstance(text, str) and 1 < len(text) <= 4:
-        return text[0] + "*" * (len(text) - 1)
-    return mask(text)
 
 
 def mask_personal(records: Iterable[dict[str, Any]]) -> None:
@@ -57,7 +52,7 @@ def mask_personal(records: Iterable[dict[str, Any]]) -> None:
         if fields:
             for f in fields:
                 if f in r:
-                    r[f] = mask_personal_value(r[f])
+                    r[f] = mask(r[f])
 
 
 def has_personal(records: Iterable[dict[str, Any]]) -> bool:

@@ -3,7 +3,8 @@
 What: ``report(...)`` answers, for one unit, for each measure of the regulation (login and
 logout records, NAT mapping, registration information, keyword filtering and stopping, the
 ≥ 60-day local backup and the center's 6-month retention, upload to the center, the system
-maintenance log), whether it holds and the evidence: the latest record of each kind, the
+maintenance log), whether it holds, the evidence and notes (facts worth a look that do not
+fail the measure): the latest record of each kind, the
 records per day over the window, the days without any (gaps in coverage), the agents' last
 uploads and the ruleset bundle each last fetched. ``problems(...)`` is the short list behind
 "units out of compliance": an agent silent for more than ``SILENT_AFTER``, a retention
@@ -13,6 +14,13 @@ Where the evidence comes from: the units registry (``collector.units.registry``)
 ingest updates after every committed batch (per unit and record type: records per day, the
 latest ts), and which the ruleset endpoint tells which bundle each agent fetched. No record
 is read, so a report costs milliseconds whatever the store holds.
+
+Registration: the measure holds when the unit's profile (备案) is uploaded; its evidence also
+counts the users the unit registered (``registration`` records of its agents in the window:
+the captive portal's guests, issue 19), with the latest. A unit with none is shown so (a
+note), not failed: a unit whose users are its staff, or that registers them in its own
+system, uploads no guest registrations, and the profile says nothing structured about a public
+service (``services`` is free text) to tell such a unit from a hotel or a library.
 
 Problems are worded in Chinese and English ("中文 / English"): the report and the list are
 read by operators in either language and printed as they are.
@@ -103,8 +111,10 @@ def report(units: Units, agents: Sequence[tuple[str, str, bool]], unit: str, ret
 
     measures: list[dict[str, Any]] = []
 
-    def add(key: str, ok: bool, evidence: dict[str, Any], problems: list[str]) -> None:
-        measures.append({"measure": key, "ok": ok, "evidence": evidence, "problems": problems})
+    def add(key: str, ok: bool, evidence: dict[str, Any], problems: list[str],
+            notes: Sequence[str] = ()) -> None:
+        measures.append({"measure": key, "ok": ok, "evidence": evidence, "problems": problems,
+                         "notes": list(notes)})
 
     ident = newest(IDENTITY_TYPES)
     cov = _coverage(days, IDENTITY_TYPES, first, last)
@@ -114,8 +124,14 @@ def report(units: Units, agents: Sequence[tuple[str, str, bool]], unit: str, ret
     nat = newest(["nat"])
     add("nat_mapping", fresh(nat), {"latest": nat, **_coverage(days, ["nat"], first, last)},
         [] if fresh(nat) else ["近 24 小时无 NAT 记录 / no NAT record in the last 24 hours"])
-    add("registration", profile is not None, {"uploaded": profile_updated, "profile": profile is not None},
-        [] if profile is not None else ["未上报备案信息 / no registration profile uploaded"])
+    users = _coverage(days, ["registration"], first, last)
+    add("registration", profile is not None,
+        {"uploaded": profile_updated, "profile": profile is not None, "latest": newest(["registration"]),
+         "records": users["records"], "days_with_records": users["days_with_records"],
+         "per_day": users["per_day"]},  # no gaps: a day without a new guest misses nothing
+        [] if profile is not None else ["未上报备案信息 / no registration profile uploaded"],
+        [] if users["records"]
+        else [f"{WINDOW_DAYS} 天内无用户注册记录 / no user registration in {WINDOW_DAYS} days"])
     behind = _behind(live, fetched, current_ruleset)
     runs = {a["agent"]: (None if (v := fetched.get(a["agent"])) is None else {"etag": v[0], "fetched": v[1]})
             for a in live}

@@ -40,7 +40,7 @@ RENDER_USER: Final = "nobody"
 TITLES: Final = {
     "login_records": "登录/注销记录 Login and logout records",
     "nat_mapping": "地址转换（NAT）记录 NAT mapping",
-    "registration": "备案信息 Registration information",
+    "registration": "备案信息与用户注册信息 Registration information (unit profile, user registrations)",
     "keyword_filtering": "关键词过滤与阻断 Keyword filtering and stopping",
     "retention": "日志留存（本地≥60天，中心≥6个月）Backup ≥ 60 days, retention ≥ 6 months",
     "upload": "上传至公安机关 Upload to the center",
@@ -92,6 +92,7 @@ def _evidence(m: dict[str, Any]) -> str:
         for name, got in ev["agents"].items():
             got_text = "—" if got is None else f"{_e(got['etag'][:14])}… {_when(got['fetched'])}"
             rows.append((f"agent {name} ruleset", got_text))
+    rows.extend(("note", _e(note)) for note in m.get("notes", ()))
     return "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
 
 

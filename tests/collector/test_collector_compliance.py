@@ -104,3 +104,38 @@ def test_the_report_prints_as_html_and_exports_as_pdf(collector: dict[str, Any])
     assert 'filename="compliance-unit-42.pdf"' in headers["Content-Disposition"]
     assert _get_raw(c, "/api/v1/units/unit-42/compliance?format=doc", c["operator"])[0] == 400
     assert _get_raw(c, "/api/v1/units/unit-42/compliance?format=pdf", c["auditor"])[0] == 403
+
+
+def _registration(ts: float, account: str) -> dict[str, Any]:
+    return {"type": "registration", "ts": ts, "account": account, "name": "王小明", "id_type": None,
+            "id_number": None, "phone": "13912348000", "mac": None, "ip": "198.51.100.9", "method": "sms",
+            "room": None, "valid_until": ts + DAY, "desk_user": None}
+
+
+def test_the_registration_measure_counts_the_units_user_registrations(collector: dict[str, Any]  # noqa: F811
+                                                                       ) -> None:
+    c = collector
+    now = time.time()
+    for token in (c["token"], c["other"]):  # both units uploaded their profile
+        assert request(c, "PUT", "/api/v1/units/self", json.dumps(PROFILE).encode(), token=token)[0] == 200
+    regs = [_registration(now - 2 * DAY, "guest-000001"), _registration(now - 120, "guest-000002"),
+            _registration(now - 100 * DAY, "guest-000000")]  # before the window: not counted
+    for i, r in enumerate(regs):
+        assert post(c["url"], encode_batch("gw1", "unit-42", i + 1, [r]), c["token"])[0] == 200
+    report = request(c, "GET", "/api/v1/units/unit-42/compliance", user=c["operator"])[1]
+    m = _measures(report)["registration"]
+    ev = m["evidence"]
+    assert m["ok"] and m["problems"] == [] and m["notes"] == []
+    assert (ev["profile"], ev["records"], ev["days_with_records"], ev["latest"]) == (
+        True, 2, 2, regs[1]["ts"])
+    assert "gaps" not in ev  # a day without a new guest is not a gap in coverage
+    # unit-7 registered nobody: shown so, beside its profile, without failing the measure for it
+    m = _measures(request(c, "GET", "/api/v1/units/unit-7/compliance", user=c["operator"])[1])["registration"]
+    assert m["ok"] and (m["evidence"]["records"], m["evidence"]["latest"]) == (0, None)
+    assert m["notes"] == ["60 天内无用户注册记录 / no user registration in 60 days"]
+    status, _, body = _get_raw(c, "/api/v1/units/unit-7/compliance?format=html", c["operator"])
+    page = body.decode()
+    assert status == 200 and "no user registration in 60 days" in page and "user registrations" in page
+    status, _, body = _get_raw(c, "/api/v1/units/unit-42/compliance?format=html", c["operator"])
+    assert status == 200 and "no user registration" not in body.decode()
+    assert "13912348000" not in body.decode()  # counts only: no registration data in the report

@@ -164,6 +164,43 @@ def test_traceback_shows_the_account_behind_a_public_port(lab: dict[str, Any], b
     page.close()
 
 
+def test_traceback_names_a_portal_guest_and_shows_the_numbers_only_to_an_admin_who_asks(
+        lab: dict[str, Any], browser: Any) -> None:
+    # a guest registered at the front desk and logged in through the captive portal (issue 19)
+    # from the inside address of a mapping the other tests do not trace
+    first = lab["mappings"][0][0]["src_ip"]
+    s, port, create, destroy = next(m for m in lab["mappings"] if m[0]["src_ip"] != first)
+    reg = {"type": "registration", "ts": s["ts"] - 400, "account": "guest-000123", "name": "王小明",
+           "id_type": "resident", "id_number": "11010119900307123X", "phone": "13912348000", "mac": None,
+           "ip": s["src_ip"], "method": "desk", "room": "305", "valid_until": s["ts"] + 86400,
+           "desk_user": "desk1"}
+    portal = {"type": "login", "ts": s["ts"] - 1, "event": "login", "account": "guest-000123",
+              "ip": s["src_ip"], "mac": None, "calling_station": None, "source": "portal",
+              "session_id": "portal-1", "duration": None}
+    up = Uploader(lab["url"], lab["token"])
+    up.add([reg, portal])
+    up.flush()
+    where = f"{lab['url']}/#/traceback?ip={PUBLIC_IP}&port={port}&ts={(create + destroy) / 2}"
+    page = new_page(browser)
+    login(page, lab)
+    page.goto(where)
+    page.wait_for_selector("#tb-registration")
+    assert page.inner_text("#tb-account") == "guest-000123" and page.inner_text("#tb-name") == "王小明"
+    assert page.inner_text("#tb-id") == "居民身份证 " + "*" * 16 + "3X"
+    assert page.inner_text("#tb-phone") == "*********00" and page.locator("#tb-personal").count() == 0
+    shot(page, "14-traceback-guest", "实名登记信息", "王小明", "前台登记", "305", "desk1", "有效期至")
+    page.close()
+    page = new_page(browser)
+    login(page, lab, "admin")
+    page.goto(where)
+    page.get_by_text("显示证件号码（将记入审计日志）").click()
+    page.wait_for_selector("#tb-id:has-text('11010119900307123X')")
+    assert page.inner_text("#tb-phone") == "13912348000"
+    log = (lab["data"] / "audit.log").read_text().splitlines()
+    assert json.loads(log[-1])["action"] == "traceback_personal"
+    page.close()
+
+
 def _local_input(page: Any, ts: float) -> str:
     """``ts`` as the browser's datetime-local value (its own zone)."""
     value: str = page.evaluate("""ts => {

@@ -117,7 +117,8 @@ export function renderCompliance(main, unit) {
         ev.gaps?.length ? t("k.gaps", { n: ev.gaps.length, first: ev.gaps[0] }) : null,
         ev.center_retention_days !== undefined ? t("k.retention", { n: ev.center_retention_days }) : null,
         ev.latest_alert !== undefined && ev.latest_alert !== null ? `${t("k.alert")} ${fmtTime(ev.latest_alert)}` : null,
-        ev.uploaded !== undefined ? `${t("k.uploaded")} ${fmtTime(ev.uploaded) || "—"}` : null].filter(Boolean);
+        ev.uploaded !== undefined ? `${t("k.uploaded")} ${fmtTime(ev.uploaded) || "—"}` : null,
+        ...(m.notes ?? [])].filter(Boolean);
       return h("tr", { class: m.ok ? "" : "offline" }, h("td", { text: t(`k.m.${m.measure}`) }),
         h("td", { text: m.ok ? t("k.yes") : t("k.no") }), h("td", { text: facts.join("; ") }),
         h("td", { text: m.problems.join("; ") }));

@@ -40,7 +40,7 @@ function route() {
   leaveDashboard();
   if (path.startsWith("/connection/")) renderConnection(main, decodeURIComponent(path.slice(12)), params);
   else if (path === "/search") renderSearch(main, params);
-  else if (path === "/traceback") renderTraceback(main, params);
+  else if (path === "/traceback") renderTraceback(main, params, me);
   else if (path === "/units") renderUnits(main, params, me);
   else if (path === "/rulesets") renderRulesets(main, me);
   else if (path === "/compliance" || path.startsWith("/compliance/")) {

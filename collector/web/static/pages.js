@@ -122,7 +122,29 @@ export function renderLogin(main, onLoggedIn) {
   name.focus();
 }
 
-export function renderTraceback(main, params) {
+// a value's label from i18n (`prefix + value`), or the value itself when the UI has none
+function labelOf(prefix, v) {
+  if (v === null || v === undefined || v === "") return "";
+  const text = t(`${prefix}${v}`);
+  return text === `${prefix}${v}` ? String(v) : text;
+}
+
+// The registration behind the traceback's account (the captive portal's guest): who, how,
+// where, until when; ID and phone numbers as the server sent them (masked unless an admin asked).
+function registrationCard(reg, at) {
+  const expired = reg.valid_until !== null && reg.valid_until !== undefined && reg.valid_until < at;
+  const facts = [
+    ["tb.name", reg.name, "tb-name"], ["tb.method", labelOf("tb.m.", reg.method)], ["tb.room", reg.room],
+    ["tb.id", [labelOf("tb.id.", reg.id_type), reg.id_number].filter(Boolean).join(" "), "tb-id"],
+    ["tb.phone", reg.phone, "tb-phone"], ["tb.regtime", fmtTime(reg.ts)],
+    ["tb.until", reg.valid_until ? fmtTime(reg.valid_until) + (expired ? t("tb.expired") : "") : ""],
+    ["tb.desk", reg.desk_user]];
+  return h("div", { class: "card", id: "tb-registration" }, h("h2", { text: t("tb.reg") }),
+    h("dl", { class: "facts" }, ...facts.filter(([, v]) => v !== null && v !== undefined && v !== "")
+      .flatMap(([k, v, id]) => [h("dt", { text: t(k) }), h("dd", { id, class: id === "tb-name" ? "" : "mono", text: v })])));
+}
+
+export function renderTraceback(main, params, me) {
   const ip = h("input", { id: "tb-ip", name: "ip", required: true, value: params.get("ip") || "", inputmode: "decimal" });
   const port = h("input", { id: "tb-port", name: "port", type: "number", min: 0, max: 65535, required: true,
     value: params.get("port") || "" });
@@ -137,11 +159,16 @@ export function renderTraceback(main, params) {
     location.hash = `#/traceback?${query({ ip: ip.value.trim(), port: port.value, ts: fromInputTime(time.value), proto: proto.value })}`;
   } }, field(t("tb.ip"), ip), field(t("tb.port"), port), field(t("tb.time"), time), field(t("tb.proto"), proto),
   h("button", { type: "submit", class: "primary", text: t("tb.submit") }));
-  main.replaceChildren(h("h1", { text: t("tb.title") }), form, out);
+  // an admin may see the registration's ID and phone numbers unmasked (the server audits it)
+  const personal = params.get("personal") === "1" && me?.role === "admin";
+  const asked = { ip: params.get("ip"), port: params.get("port"), ts: params.get("ts"), proto: params.get("proto") };
+  const toggle = me?.role === "admin" && asked.ip ? h("p", {}, h("a", { id: "tb-personal",
+    href: `#/traceback?${query({ ...asked, personal: personal ? undefined : 1 })}`, text: t(personal ? "u.hide" : "u.show") }))
+    : null;
+  main.replaceChildren(h("h1", { text: t("tb.title") }), form, ...(toggle ? [toggle] : []), out);
   if (!(params.get("ip") && params.get("port") && params.get("ts"))) { ip.focus(); return; }
   out.replaceChildren(h("p", { class: "muted", text: t("loading") }));
-  api(`/api/v1/query/traceback?${query({ ip: params.get("ip"), port: params.get("port"), ts: params.get("ts"),
-    proto: params.get("proto") })}`).then((ans) => {
+  api(`/api/v1/query/traceback?${query({ ...asked, personal: personal ? 1 : undefined })}`).then((ans) => {
     if (!ans.inside) { out.replaceChildren(h("p", { text: t("tb.none") })); return; }
     const id = ans.identity;
     const person = h("div", { class: "card", id: "tb-person" }, h("h2", { text: t("tb.person") }),
@@ -150,12 +177,15 @@ export function renderTraceback(main, params) {
         h("dt", { text: t("tb.via") }), h("dd", { text: ans.inside.via }),
         ...(id ? [
           h("dt", { text: t("tb.account") }), h("dd", { id: "tb-account", text: id.account ?? "" }),
+          ...(ans.registration?.name ? [h("dt", { text: t("tb.name") }), h("dd", { text: ans.registration.name })] : []),
           h("dt", { text: t("tb.mac") }), h("dd", { class: "mono", text: id.mac ?? "" }),
           h("dt", { text: t("tb.calling") }), h("dd", { text: id.calling_station ?? "" }),
           h("dt", { text: t("tb.source") }), h("dd", { text: `${id.source ?? ""} ${fmtTime(id.ts)}` }),
         ] : [h("dt", { text: t("tb.account") }), h("dd", { text: t("tb.noid") })])));
     const nat = ans.nat.length ? h("div", { class: "card" }, h("h2", { text: t("tb.nat") }), recordsTable(ans.nat)) : null;
-    out.replaceChildren(person, ...(nat ? [nat] : []), h("h2", { text: t("tb.records", { n: ans.records.length }) }),
+    const reg = ans.registration ? registrationCard(ans.registration, ans.query.ts) : null;
+    out.replaceChildren(person, ...(reg ? [reg] : []), ...(nat ? [nat] : []),
+      h("h2", { text: t("tb.records", { n: ans.records.length }) }),
       recordsTable(ans.records));
   }).catch((e) => out.replaceChildren(h("p", { class: "error", role: "alert", text: errorText(e) })));
 }
