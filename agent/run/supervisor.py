@@ -235,6 +235,7 @@ class Supervisor:
 
     def _start_capture(self, rules: CompiledRules | None, keys: list[Any], roster: Roster | None) -> None:
         cfg = self.cfg
+        from agent.capture.afpacket import default_fanout_group
         from agent.capture.workers import CaptureConfig, WorkerPool
 
         workers = cfg.capture.workers or os.cpu_count() or 1
@@ -269,8 +270,11 @@ class Supervisor:
                     bpf = compile_filter(cfg.capture.bpf, ifname=ifname)
                 except (ValueError, OSError) as e:
                     raise StartError(f"[capture].bpf: {e}") from e
+            # one fanout group per interface: the kernel refuses (EINVAL) a socket joining a group
+            # bound to another device, so two interfaces sharing the default group never started
             capture = CaptureConfig(ifname, block_size=BLOCK_SIZE, block_nr=blocks, bpf=bpf,
-                                    stats_interval=WRITE_EVERY)
+                                    stats_interval=WRITE_EVERY,
+                                    fanout_group=(default_fanout_group() + n) & 0xFFFF)
             pool = WorkerPool(capture, _named(consumer, ifname, n * workers), workers=workers)
             try:
                 pool.start()
