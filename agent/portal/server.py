@@ -122,16 +122,21 @@ async def _redirected(request: web.Request, handler: Callable[[web.Request], Awa
     portal = request.app[_PORTAL]
     ip = request.remote or ""
     session = await _call(portal.recognise, ip)
-    if session is not None:
-        probe = PROBES.get(request.path)
-        if probe is not None:
-            status, text, ctype = probe
-            return web.Response(status=status, text=text or None, content_type=ctype,
-                                headers={"Cache-Control": "no-store"})
-        raise web.HTTPFound(f"{cfg.page_url}?url={quote(str(request.url), safe='')}")
-    wanted = str(request.url)
-    raise web.HTTPFound(f"{cfg.page_url}?url={quote(wanted, safe='')}",
-                        headers={"Cache-Control": "no-store"})
+    probe = PROBES.get(request.path) if session is not None else None
+    if probe is not None:
+        status, text, ctype = probe
+        resp = web.Response(status=status, text=text or None, content_type=ctype,
+                            headers={"Cache-Control": "no-store"})
+    else:
+        resp = web.Response(status=302, headers={
+            "Location": f"{cfg.page_url}?url={quote(str(request.url), safe='')}",
+            "Cache-Control": "no-store"})
+    # This connection was translated to the portal by the packet filter, and stays so (conntrack):
+    # a browser keeping it alive would send its next request for the site here again, even once
+    # the guest is admitted (the "continue" link landed on the portal). Closing it makes the next
+    # request a new connection, which an admitted guest's goes out.
+    resp.force_close()
+    return resp
 
 
 async def index(request: web.Request) -> web.StreamResponse:

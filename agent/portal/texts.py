@@ -28,7 +28,7 @@ TEXTS: Final[dict[str, tuple[str, str]]] = {
         "mobile number, or your name and identity document), your device's hardware and network addresses, "
         "when you go online and offline, and the network log. Records are kept for at least 60 days and "
         "used only to meet these legal duties."),
-    "agree": ("我已阅读并同意上述说明", "I have read and accept the above"),
+    "agree": ("我已阅读并同意本页的登记说明", "I have read and accept this page's notice"),
     "sms_head": ("手机号码登记", "Register with your mobile number"),
     "phone": ("手机号码", "Mobile number"),
     "phone_hint": ("中国大陆手机号码，11位", "A mainland China mobile number, 11 digits"),
