@@ -2,16 +2,23 @@
 
 What: ``start(cfg)`` builds, on this host (Linux, root)::
 
-    alice ns ─┐                        ┌─ host (root ns): edgeaudit-collector (SQLite)
-              ├─ br0 ─ gateway ns ─────┤   on HOSTNET.1, the gateway is HOSTNET.2
-    bob ns ───┘   192.168.50.1 │       └──────────────────────────────
-                               │ 203.0.113.10 (nftables masquerade, ports 20000-29999)
+    alice ns ─┐  192.168.50.1              ┌─ host (root ns): edgeaudit-collector (SQLite)
+              ├─ br0 ─┐                    │   on HOSTNET.1, the gateway is HOSTNET.2
+    bob ns ───┘       ├── gateway ns ──────┤
+    carol ns ─── br1 ─┘      │             └──────────────────────────────
+    (guest network)          │ 203.0.113.10 (nftables masquerade, ports 20000-29999)
+                 192.168.60.1│
                            internet ns: 203.0.113.1, servers on 198.51.100.0/24
                            nginx .80, dnsmasq DNS .53, dovecot IMAP/POP3 + SMTP (this module) .25
 
-- the gateway runs ``edgeaudit-agent run`` (gateway mode, capture on the LAN bridge, conntrack
-  NAT, the example ruleset, a roster, the unit profile; its ``agent.toml`` is generated in
-  ``DEMO_DIR/agent``), dnsmasq as the LAN's DHCP server and FreeRADIUS for accounting;
+- the gateway runs ``edgeaudit-agent run`` (gateway mode, capture on both bridges, conntrack
+  NAT, the example ruleset, a roster, the unit profile, and the captive portal on the guest
+  network ``br1``; its ``agent.toml`` is generated in ``DEMO_DIR/agent`` with the portal's
+  self-signed certificate and a desk user), dnsmasq as each network's DHCP server (the guest
+  network's hands out the portal's RFC 8908 API URI as option 114, RFC 8910, as
+  ``edgeaudit-agent portal dhcp-option`` prints it), FreeRADIUS for accounting, and a stand-in
+  for the unit's SMS provider (``smsd``: each request the portal sends it is a line of
+  ``DEMO_DIR/gateway/sms.jsonl``, where the lab reads the code a phone would get);
 - the collector runs in the host's own namespace on the host end of a veth to the gateway,
   so ``http://HOSTNET.1:PORT`` is reachable from the host;
 - the clients log in (alice: a RADIUS Access-Request and accounting Start from radclient,
@@ -19,9 +26,16 @@ What: ``start(cfg)`` builds, on this host (Linux, root)::
   named by the roster's MAC), browse with curl (names resolved by the internet's dnsmasq),
   send mail (SMTP) and read it (POP3, IMAP), and bob posts a keyword of the example ruleset's
   ``gambling`` category (an alert);
+- the guest, carol, takes a lease on the guest network (asking for option 114), is captive (the
+  API says so), and registers in a headless Chromium run in her namespace
+  (``guest_browser.py``): an ordinary ``http://`` page lands on the portal, a code by SMS, her
+  name, the notice accepted, then the page itself from nginx; screenshots in
+  ``DEMO_DIR/screenshots``;
 - then a traceback is asked of the collector for alice's page view, from the public address,
   port and time nginx logged (what a website would report to the police), and printed with
-  the collector URL and an operator login. Everything is left running.
+  the collector URL and an operator login; likewise for carol's page view, which names her
+  guest account (and her registration), and the operator's record search finds her
+  ``registration`` and her ``login`` (source ``portal``). Everything is left running.
 
 ``stop(cfg)`` removes what ``start`` made: processes by the PIDs recorded in
 ``DEMO_DIR/lab-state.json`` (checked against their start time, so a reused PID is never
@@ -38,7 +52,7 @@ Standalone on purpose: it imports nothing from ``tests/`` (the e2e harness gave 
 foreground daemons in a session of their own, readiness read from ``/proc/PID/net/*``).
 
 CLI: ``python deploy/lab/lab.py start|stop [--dir DEMO_DIR]``; ``smtpd`` is the lab's own
-SMTP server (used by ``start``).
+SMTP server and ``smsd`` its SMS provider (used by ``start``).
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import http.server
 import json
 import os
 import pwd
@@ -79,6 +94,13 @@ DOMAIN = "example.test"
 RADIUS_SECRET = "lab-radius-secret"
 KEYWORD = "网上赌场"  # rulesets/examples/gambling.txt (category gambling: alert)
 NAT_PORTS = "20000-29999"  # outside the clients' ephemeral range: ports visibly change
+# the guest network (issue 19): its own bridge, the agent's captive portal on the gateway
+GUEST_NET = "192.168.60"
+GW_GUEST = f"{GUEST_NET}.1"
+PORTAL_HOST = f"portal.{DOMAIN}"  # the certificate's name; the internet's DNS has it
+PORTAL_HTTP, PORTAL_HTTPS = 8080, 8443
+SMS_LISTEN = "127.0.0.1:9099"  # the SMS provider's stand-in, in the gateway namespace
+DESK_USER, DESK_PASSWORD = "front1", "lab-desk-password"
 
 
 @dataclass(frozen=True)
@@ -94,6 +116,20 @@ CLIENTS = (
     Client("alice", "02:ea:de:00:00:11", f"{LAN}.11", "alice-mail-pw", "13800138011"),
     Client("bob", "02:ea:de:00:00:12", None, "bob-mail-pw"),
 )
+
+
+@dataclass(frozen=True)
+class Guest:
+    """A visitor on the guest network: DHCP, then the portal (SMS) in a headless browser."""
+
+    name: str
+    mac: str
+    phone: str  # what she types on the portal
+    person: str  # her name, as she types it
+    user_agent: str  # what nginx logs of her page view
+
+
+GUESTS = (Guest("carol", "02:ea:de:00:00:13", "13912345678", "卡罗尔 Carol", "carol-phone"),)
 
 
 @dataclass
@@ -112,12 +148,12 @@ class LabConfig:
     def inet(self) -> str:
         return f"{self.prefix}-inet"
 
-    def client_ns(self, c: Client) -> str:
+    def client_ns(self, c: Client | Guest) -> str:
         return f"{self.prefix}-{c.name}"
 
     @property
     def namespaces(self) -> list[str]:
-        return [self.gw, self.inet, *(self.client_ns(c) for c in CLIENTS)]
+        return [self.gw, self.inet, *(self.client_ns(c) for c in (*CLIENTS, *GUESTS))]
 
     @property
     def host_if(self) -> str:
@@ -319,25 +355,30 @@ class Lab:
         if not ETC_NETNS.exists():
             st.paths.append(str(ETC_NETNS))  # made here: stop removes it again when empty
             st.save()
-        # the LAN: a bridge on the gateway, one veth per client
-        self.ip("-n", gw, "link", "add", "br0", "type", "bridge")
-        self.ip("-n", gw, "addr", "add", f"{GW_LAN}/24", "dev", "br0")
-        self.ip("-n", gw, "link", "set", "br0", "up")
-        for i, c in enumerate(CLIENTS):
-            port = f"lan{i}"
-            self.ip("link", "add", "eth0", "netns", cfg.client_ns(c), "address", c.mac, "type", "veth",
-                    "peer", "name", port, "netns", gw)
-            self.ip("-n", gw, "link", "set", port, "master", "br0", "up")
-            self.ip("-n", cfg.client_ns(c), "link", "set", "eth0", "up")
-            if c.ip is not None:
-                self.ip("-n", cfg.client_ns(c), "addr", "add", f"{c.ip}/24", "dev", "eth0")
-                self.ip("-n", cfg.client_ns(c), "route", "add", "default", "via", GW_LAN)
-            # resolv.conf of the namespace (ip netns exec bind-mounts /etc/netns/NS/resolv.conf)
-            etc = ETC_NETNS / cfg.client_ns(c)
-            etc.mkdir(parents=True, exist_ok=True)
-            st.paths.append(str(etc))
-            st.save()
-            (etc / "resolv.conf").write_text(f"nameserver {DNS}\n" if c.ip is not None else "")
+        # the LAN and the guest network (the portal's: only guests' traffic meets it): a bridge
+        # each on the gateway, one veth per client
+        nets: tuple[tuple[str, str, tuple[Client | Guest, ...]], ...] = (
+            ("br0", GW_LAN, CLIENTS), ("br1", GW_GUEST, GUESTS))
+        for bridge, addr, clients in nets:
+            self.ip("-n", gw, "link", "add", bridge, "type", "bridge")
+            self.ip("-n", gw, "addr", "add", f"{addr}/24", "dev", bridge)
+            self.ip("-n", gw, "link", "set", bridge, "up")
+            for i, c in enumerate(clients):
+                port = f"{bridge}p{i}"
+                self.ip("link", "add", "eth0", "netns", cfg.client_ns(c), "address", c.mac, "type", "veth",
+                        "peer", "name", port, "netns", gw)
+                self.ip("-n", gw, "link", "set", port, "master", bridge, "up")
+                self.ip("-n", cfg.client_ns(c), "link", "set", "eth0", "up")
+                fixed = c.ip if isinstance(c, Client) else None  # else from DHCP
+                if fixed is not None:
+                    self.ip("-n", cfg.client_ns(c), "addr", "add", f"{fixed}/24", "dev", "eth0")
+                    self.ip("-n", cfg.client_ns(c), "route", "add", "default", "via", addr)
+                # resolv.conf of the namespace (ip netns exec bind-mounts /etc/netns/NS/resolv.conf)
+                etc = ETC_NETNS / cfg.client_ns(c)
+                etc.mkdir(parents=True, exist_ok=True)
+                st.paths.append(str(etc))
+                st.save()
+                (etc / "resolv.conf").write_text(f"nameserver {DNS}\n" if fixed is not None else "")
         # the outside: the ISP's router in the internet namespace, the servers' addresses behind it
         self.ip("link", "add", "wan0", "netns", gw, "type", "veth", "peer", "name", "isp0", "netns", inet)
         self.ip("-n", gw, "addr", "add", f"{OUTSIDE}/24", "dev", "wan0")
@@ -379,7 +420,8 @@ class Lab:
             "--no-hosts", f"--listen-address={DNS}", "--bind-interfaces", "--log-queries", "--log-facility=-",
             f"--pid-file={d / 'dnsmasq.pid'}", f"--local=/{DOMAIN}/",
             f"--host-record=www.{DOMAIN},{WEB}", f"--host-record=mail.{DOMAIN},{MAIL}",
-            f"--host-record=ns.{DOMAIN},{DNS}", f"--mx-host={DOMAIN},mail.{DOMAIN},10"], inet)
+            f"--host-record=ns.{DOMAIN},{DNS}", f"--host-record={PORTAL_HOST},{GW_GUEST}",
+            f"--mx-host={DOMAIN},mail.{DOMAIN},10"], inet)
         dove = self._dovecot(inet)
         smtp = self.spawn("smtpd", [sys.executable, str(Path(__file__).resolve()), "smtpd",
                                     "--listen", f"{MAIL}:25", "--maildir", str(cfg.run_dir / "mail"),
@@ -428,9 +470,14 @@ class Lab:
             "--log-facility=-"], cfg.gw)
         raddb = self._raddb(d)
         rad = self.spawn("freeradius", [_tool("freeradius"), "-f", "-l", "stdout", "-d", str(raddb)], cfg.gw)
+        # the unit's SMS provider, as the portal calls it ([portal.sms]); the lab reads the codes
+        self.sms_log = d / "sms.jsonl"
+        sms = self.spawn("smsd", [sys.executable, str(Path(__file__).resolve()), "smsd", "--listen",
+                                  SMS_LISTEN, "--out", str(self.sms_log)], cfg.gw)
         dhcp.wait_listening("udp", 67)
         rad.wait_listening("udp", 1812)
         rad.wait_listening("udp", 1813)
+        sms.wait_listening("tcp", int(SMS_LISTEN.rsplit(":", 1)[1]))
 
     def _raddb(self, d: Path) -> Path:
         if not (RADDB / "radiusd.conf").exists():
@@ -486,18 +533,59 @@ class Lab:
         (d / "roster.csv").write_text(
             "account,name,mac,ip\n# the admin's roster: bob's laptop takes its address from DHCP\n"
             f"bob,Bob,{bob.mac},\nprinter,Front-desk printer,,{LAN}.250\n")
+        desk_hash = self._portal_files(d)
         (d / "agent.toml").write_text(_AGENT_TOML % {
             "rules": REPO / "rulesets" / "examples", "url": cfg.url, "spool": d / "spool",
-            "lan": f"{LAN}.0/24", "outside": OUTSIDE, "dns": DNS, "gw": GW_LAN})
+            "lan": f"{LAN}.0/24", "outside": OUTSIDE, "dns": DNS, "gw": GW_LAN,
+            "guest_gw": GW_GUEST, "portal_host": PORTAL_HOST, "http_port": PORTAL_HTTP,
+            "https_port": PORTAL_HTTPS, "sms_url": f"http://{SMS_LISTEN}/send", "desk_user": DESK_USER,
+            "desk_hash": desk_hash})
         agent = self.spawn("agent", [*_exe("edgeaudit-agent", "agent.cli"), "run", "--config",
                                      str(d / "agent.toml")], cfg.gw)
         agent.wait_log("running:", timeout=60)
+        if "portal: cannot start" in agent.output():
+            raise LabError(f"the agent's captive portal did not start:\n{agent.diag()}")
+        agent.wait_listening("tcp", PORTAL_HTTP)
+        agent.wait_listening("tcp", PORTAL_HTTPS)
         return agent
+
+    def _portal_files(self, d: Path) -> str:
+        """The portal's certificate (self-signed, for its name and address) and the desk user's
+        password hash, made as a unit's admin would; returns the hash."""
+        _run([_tool("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+              "-nodes", "-keyout", str(d / "portal.key"), "-out", str(d / "portal.crt"), "-days", "30",
+              "-subj", f"/CN={PORTAL_HOST}", "-addext", f"subjectAltName=DNS:{PORTAL_HOST},IP:{GW_GUEST}"])
+        (d / "portal.key").chmod(0o600)
+        return _run([*_exe("edgeaudit-agent", "agent.cli"), "portal", "hash-password"],
+                    input=DESK_PASSWORD + "\n").stdout.strip()
+
+    def start_guest_dhcp(self) -> str:
+        """The guest network's DHCP server, handing out the portal's RFC 8908 API URI as option 114
+        (RFC 8910), in the form ``edgeaudit-agent portal dhcp-option`` prints for a dnsmasq.conf
+        line; returns the URI."""
+        cfg, d = self.cfg, self.dir / "gateway"
+        option = _run([*_exe("edgeaudit-agent", "agent.cli"), "portal", "dhcp-option", "--config",
+                       str(self.dir / "agent" / "agent.toml")]).stdout.strip()
+        m = re.fullmatch(r'114,"(\S+)"', option)
+        if m is None:
+            raise LabError(f"edgeaudit-agent portal dhcp-option printed {option!r}")
+        # in a configuration file dnsmasq takes the quotes off (on a raw argv it would send them)
+        (d / "dnsmasq-guest.conf").write_text(f"dhcp-option={option}\n")
+        dhcp = self.spawn("dnsmasq-guest", [
+            _tool("dnsmasq"), "--no-daemon", f"--conf-file={d / 'dnsmasq-guest.conf'}", "--port=0",
+            "--user=root", "--interface=br1", "--bind-interfaces", "--no-ping", "--dhcp-authoritative",
+            f"--dhcp-range={GUEST_NET}.100,{GUEST_NET}.150,255.255.255.0,3600",
+            f"--dhcp-option=option:router,{GW_GUEST}", f"--dhcp-option=option:dns-server,{DNS}",
+            f"--dhcp-option=option:domain-name,{DOMAIN}", f"--dhcp-leasefile={d / 'dnsmasq-guest.leases'}",
+            f"--pid-file={d / 'dnsmasq-guest.pid'}", "--log-dhcp", "--log-facility=-"], cfg.gw)
+        dhcp.wait_log("sockets bound exclusively to interface br1")
+        return m.group(1)
 
     # -- the users --
 
-    def client_run(self, c: Client, argv: list[str], input: str | None = None) -> str:
-        return _run(_ns(self.cfg.client_ns(c), *argv), input=input, timeout=60).stdout
+    def client_run(self, c: Client | Guest, argv: list[str], input: str | None = None, timeout: float = 60
+                   ) -> str:
+        return _run(_ns(self.cfg.client_ns(c), *argv), input=input, timeout=timeout).stdout
 
     def users_log_in(self) -> dict[str, str]:
         """alice: RADIUS auth + accounting Start; bob: DHCP. Returns name -> inside address."""
@@ -543,8 +631,11 @@ class Lab:
         """Browse, mail, and one keyword post; every name resolved through the internet's dnsmasq."""
         curl = _tool("curl")
         for c in CLIENTS:
-            self.client_run(c, [curl, "-sS", "-f", "-o", "/dev/null", "-A", f"{c.name}-laptop",
-                                f"http://www.{DOMAIN}/"])
+            # the page itself (200), not a redirect: the portal guards the guest network only
+            status = self.client_run(c, [curl, "-sS", "-f", "-o", "/dev/null", "-w", "%{http_code}", "-A",
+                                         f"{c.name}-laptop", f"http://www.{DOMAIN}/"])
+            if status != "200":
+                raise LabError(f"{c.name}: http://www.{DOMAIN}/ answered {status}, not the page")
         alice, bob = CLIENTS
         self.client_run(alice, [sys.executable, "-c", _MAIL_SEND, f"mail.{DOMAIN}", f"alice@{DOMAIN}",
                                 f"bob@{DOMAIN}"])
@@ -556,6 +647,83 @@ class Lab:
         self.client_run(bob, [curl, "-sS", "-f", "-o", "/dev/null", "-A", f"{bob.name}-laptop",
                               "--data", form, f"http://www.{DOMAIN}/post"])
 
+    # -- the guest --
+
+    def portal_api(self, g: Guest) -> dict[str, Any]:
+        """The RFC 8908 API as the guest's device asks it (over TLS, the portal's certificate
+        trusted as a phone trusts a real one): the JSON, its media type and status."""
+        url = f"https://{PORTAL_HOST}:{PORTAL_HTTPS}/api/captive"
+        out = self.client_run(g, [_tool("curl"), "-sS", "--cacert", str(self.dir / "agent" / "portal.crt"),
+                                  "-w", "\n%{content_type}\n%{http_code}", url])
+        body, ctype, status = out.rsplit("\n", 2)
+        return {"status": int(status), "content_type": ctype, "json": json.loads(body)}
+
+    def guest_joins(self, g: Guest, api_uri: str) -> dict[str, Any]:
+        """``g`` takes a lease (asking for option 114), is captive, registers by SMS in a headless
+        browser, and browses; returns what each step showed."""
+        script = self.dir / "gateway" / "udhcpc-guest.script"
+        script.write_text(_UDHCPC_SCRIPT.replace("exit 0", '[ -n "$LAB_DHCP_OUT" ] && [ -n "$opt114" ] && '
+                                                 'echo "$opt114" > "$LAB_DHCP_OUT"\nexit 0'))
+        script.chmod(0o755)
+        opt_file = self.dir / "gateway" / f"dhcp-{g.name}-opt114.hex"
+        self.client_run(g, ["env", f"LAB_DHCP_OUT={opt_file}", _tool("udhcpc"), "-q", "-f", "-n", "-i",
+                            "eth0", "-t", "5", "-T", "1", "-O", "114", "-x", f"hostname:{g.name}-phone", "-s",
+                            str(script)])
+        try:  # udhcpc hands an option it has no name for to the script as hex
+            got_uri = bytes.fromhex(opt_file.read_text().strip()).decode()
+        except (OSError, ValueError) as e:
+            raise LabError(f"{g.name}: no DHCP option 114 from the guest network's dnsmasq ({e})") from e
+        if got_uri != api_uri:
+            raise LabError(f"{g.name}: DHCP option 114 is {got_uri!r}, not {api_uri!r}")
+        out = _run(["ip", "-n", self.cfg.client_ns(g), "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
+        m = re.search(r"inet (\S+)/", out)
+        if m is None:
+            raise LabError(f"{g.name}: no address from DHCP: {out}")
+        before = self.portal_api(g)
+        if before["json"].get("captive") is not True:
+            raise LabError(f"{g.name}: the portal's API says {before} before she registered")
+        shots = self.dir / "screenshots"
+        argv = [_browser_python(), str(Path(__file__).resolve().parent / "guest_browser.py"), "register",
+                "--portal", f"http://{PORTAL_HOST}:{PORTAL_HTTP}/", "--url", f"http://www.{DOMAIN}/",
+                "--phone", g.phone, "--name", g.person, "--sms-log", str(self.sms_log), "--user-agent",
+                g.user_agent, "--shots", str(shots)]
+        res = _run(_ns(self.cfg.client_ns(g), *argv), timeout=180, check=False)
+        try:
+            browser: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            browser = {"error": f"exit {res.returncode}: {res.stdout[-1000:]}{res.stderr[-3000:]}"}
+        if "error" in browser:
+            raise LabError(f"{g.name}'s browser: {json.dumps(browser, ensure_ascii=False)[:3000]}")
+        if "news of the day" not in browser.get("final_text", ""):
+            raise LabError(f"{g.name}: after registering, not the web page: {browser}")
+        after = self.portal_api(g)
+        if after["json"].get("captive") is not False:
+            raise LabError(f"{g.name}: the portal's API says {after} after she registered")
+        # her phone keeps looking names up (DNS passes the portal for everyone): the capture
+        # workers on the guest bridge see time go on and retire her page view's connection
+        self.spawn(f"background-{g.name}", [sys.executable, "-c", _BACKGROUND, DNS, f"ns.{DOMAIN}"],
+                   self.cfg.client_ns(g))
+        return {"name": g.name, "ip": m.group(1), "dhcp_option_114": got_uri, "api_before": before,
+                "api_after": after, "browser": browser, "account": browser["account"],
+                "screenshots": str(shots)}
+
+    def guest_records(self, password: str, account: str) -> dict[str, list[dict[str, Any]]]:
+        """The guest's ``registration`` and ``login`` records at the collector (the operator's
+        record search, as the report shows it)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+
+        def seen() -> bool:
+            with contextlib.suppress(OSError, urllib.error.HTTPError):
+                for kind in ("registration", "login"):
+                    found[kind] = self.query(password, "/api/v1/query/records", type=kind, account=account,
+                                             limit=100)["records"]
+            return bool(found.get("registration")) and any(r.get("source") == "portal"
+                                                           for r in found.get("login", []))
+
+        _wait(seen, f"the collector to hold {account}'s registration and login", 30,
+              lambda: json.dumps(found, ensure_ascii=False, indent=1))
+        return found
+
     # -- the example traceback --
 
     def query(self, password: str, path: str, **params: Any) -> Any:
@@ -565,16 +733,16 @@ class Lab:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
-    def public_view(self, who: str) -> tuple[str, int, float]:
-        """(address, port, time) of ``who``'s page view, as the web server logged it."""
+    def public_view(self, user_agent: str) -> tuple[str, int, float]:
+        """(address, port, time) of the page view of ``user_agent``, as the web server logged it."""
         for line in self.nginx_log.read_text().splitlines():
             f = line.split()
-            if len(f) >= 5 and f[4] == f"{who}-laptop" and f[3] == "/":
+            if len(f) >= 5 and f[4] == user_agent and f[3] == "/":
                 return f[0], int(f[1]), float(f[2])
-        raise LabError(f"no page view of {who} in {self.nginx_log}")
+        raise LabError(f"no page view of {user_agent} in {self.nginx_log}")
 
-    def traceback(self, password: str, who: str) -> dict[str, Any]:
-        ip, port, ts = self.public_view(who)
+    def traceback(self, password: str, user_agent: str) -> dict[str, Any]:
+        ip, port, ts = self.public_view(user_agent)
         got: dict[str, Any] = {}
 
         def ready() -> bool:
@@ -622,7 +790,8 @@ def _preflight() -> None:
         raise LabError("the lab needs Linux network namespaces")
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, veths, nftables)")
-    for t in ("ip", "nft", "nginx", "dnsmasq", "dovecot", "freeradius", "radclient", "udhcpc", "curl"):
+    for t in ("ip", "nft", "nginx", "dnsmasq", "dovecot", "freeradius", "radclient", "udhcpc", "curl",
+              "openssl", "chromium"):
         _tool(t)
 
 
@@ -634,7 +803,8 @@ def start(cfg: LabConfig) -> dict[str, Any]:
     stop(cfg)
     d = cfg.dir.resolve()
     d.mkdir(parents=True, exist_ok=True)
-    for sub in ("logs", "collector", "agent", "gateway", "internet", "traceback.json", "summary.txt"):
+    for sub in ("logs", "collector", "agent", "gateway", "internet", "screenshots", "traceback.json",
+                "traceback-carol.json", "summary.txt"):
         p = d / sub
         if p.is_dir():
             shutil.rmtree(p)
@@ -658,13 +828,24 @@ def start(cfg: LabConfig) -> dict[str, Any]:
     addrs = lab.users_log_in()
     lab.users_work()
     lab.background()
-    ip, port, ts = lab.public_view("alice")
+    lab.say("guest network: DHCP with the portal's option 114; carol registers by SMS in a headless browser")
+    api_uri = lab.start_guest_dhcp()
+    guest = lab.guest_joins(GUESTS[0], api_uri)
+    addrs[GUESTS[0].name] = guest["ip"]
+    ip, port, ts = lab.public_view("alice-laptop")
     lab.say(f"traceback of alice's page view {ip}:{port} at {ts}")
-    tb = lab.traceback(password, "alice")
+    tb = lab.traceback(password, "alice-laptop")
     alert = lab.wait_alert(password)
     (d / "traceback.json").write_text(json.dumps(tb, ensure_ascii=False, indent=2) + "\n")
+    gip, gport, gts = lab.public_view(GUESTS[0].user_agent)
+    lab.say(f"traceback of carol's page view {gip}:{gport} at {gts}")
+    guest["public"] = [gip, gport, gts]
+    guest["traceback"] = lab.traceback(password, GUESTS[0].user_agent)
+    guest["records"] = lab.guest_records(password, guest["account"])
+    (d / "traceback-carol.json").write_text(json.dumps(guest["traceback"], ensure_ascii=False, indent=2)
+                                            + "\n")
     result = {"url": cfg.url, "operator": ["olga", password], "addresses": addrs, "public": [ip, port, ts],
-              "traceback": tb, "alert": alert, "seconds": round(time.monotonic() - t0, 1),
+              "traceback": tb, "alert": alert, "guest": guest, "seconds": round(time.monotonic() - t0, 1),
               "namespaces": cfg.namespaces}
     return result
 
@@ -720,7 +901,7 @@ def stop(cfg: LabConfig) -> list[str]:
             _run(["ip", "link", "del", link], check=False)
             done.append(f"link {link}")
     # only the lab's own paths, whatever a (damaged) state file says
-    for path in [*(str(ETC_NETNS / cfg.client_ns(c)) for c in CLIENTS), str(cfg.run_dir)]:
+    for path in [*(str(ETC_NETNS / cfg.client_ns(c)) for c in (*CLIENTS, *GUESTS)), str(cfg.run_dir)]:
         if os.path.lexists(path):
             shutil.rmtree(path, ignore_errors=True)
             done.append(f"path {path}")
@@ -788,6 +969,57 @@ def smtpd(listen: str, maildir: Path, owner: str) -> None:
     with socketserver.ThreadingTCPServer((host, int(port)), Handler) as server:
         print(f"smtpd listening on {listen}", flush=True)
         server.serve_forever()
+
+
+# -- the SMS provider's stand-in ------------------------------------------------------------------------
+
+
+def smsd(listen: str, out: Path) -> None:
+    """The unit's SMS provider as the portal calls it: every request (method, path, headers,
+    body, and the body as JSON when it is) is one JSON line appended to ``out``, answered 200.
+    Reading that file is how the lab (and the tests) get the code a phone would receive."""
+    host, port = listen.rsplit(":", 1)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _take(self) -> None:
+            body = self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 65536))
+            text = body.decode("utf-8", "replace")
+            doc: Any = None
+            with contextlib.suppress(ValueError):
+                doc = json.loads(text) if text else None
+            line = json.dumps({"ts": time.time(), "method": self.command, "path": self.path,
+                               "content_type": self.headers.get("Content-Type"), "body": text, "json": doc},
+                              ensure_ascii=False)
+            with out.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "11")
+            self.end_headers()
+            self.wfile.write(b'{"ok":true}')
+
+        do_GET = do_POST = _take
+
+        def log_message(self, format: str, *args: Any) -> None:  # the numbers stay out of the log
+            pass
+
+    http.server.ThreadingHTTPServer.allow_reuse_address = True
+    with http.server.ThreadingHTTPServer((host, int(port)), Handler) as server:
+        print(f"smsd listening on {listen}", flush=True)
+        server.serve_forever()
+
+
+def _browser_python() -> str:
+    """An interpreter with Playwright for the guest's browser: this one, else the repository's
+    development venv (``make deps``), since the installed wheel's venv has no test tools."""
+    import importlib.util
+
+    if importlib.util.find_spec("playwright") is not None:
+        return sys.executable
+    dev = REPO / ".venv" / "bin" / "python"
+    if dev.exists():
+        return str(dev)
+    raise LabError("no Python with Playwright for the guest's browser (make deps installs it in .venv)")
 
 
 def _deliver(box: Path, msg: bytes, uid: int, gid: int) -> None:
@@ -974,7 +1206,7 @@ else:
 _AGENT_TOML = """# generated by deploy/lab/lab.py for `make demo`: see deploy/agent.toml for every key
 [capture]
 mode = "gateway"
-interfaces = ["br0"]           # the LAN bridge: every client's traffic passes it
+interfaces = ["br0", "br1"]    # the LAN bridge and the guest network's: every client's traffic passes them
 workers = 2
 ring_mb = 8
 
@@ -1021,7 +1253,28 @@ egress_ips = ["%(outside)s"]
 dns_servers = ["%(dns)s"]
 mail_servers = []
 services = ["上网服务"]
-security_measures = ["上网日志留存", "关键词过滤", "NAT日志"]
+security_measures = ["上网日志留存", "关键词过滤", "NAT日志", "实名登记"]
+
+# the guest network's captive portal (br1): SMS, front desk and voucher registration
+[portal]
+interfaces = ["br1"]
+address = "%(guest_gw)s"
+hostname = "%(portal_host)s"     # in the internet's DNS, and the certificate's name
+http_port = %(http_port)d
+https_port = %(https_port)d
+tls_cert = "portal.crt"        # self-signed by the lab (openssl)
+tls_key = "portal.key"
+methods = ["sms", "desk", "voucher"]
+unit_notice = "前台服务时间 7:00-23:00（演示）"
+
+[portal.sms]                   # the lab's stand-in for the SMS provider (lab.py smsd)
+url = "%(sms_url)s"
+body = '{"to": "{phone}", "code": "{code}", "minutes": "{minutes}"}'
+resend_after_s = 10
+
+[[portal.desk_users]]
+name = "%(desk_user)s"
+password_hash = "%(desk_hash)s"   # edgeaudit-agent portal hash-password
 """
 
 
@@ -1048,7 +1301,10 @@ def report(res: dict[str, Any], cfg: LabConfig) -> str:
         f"  operator:   {user} / {password}",
         f"  network:    namespaces {', '.join(res['namespaces'])}; LAN {LAN}.0/24 behind {OUTSIDE} (NAT)",
         "  users:      " + ", ".join(f"{n} {a}" for n, a in res["addresses"].items())
-        + " (alice: RADIUS accounting, bob: DHCP + roster)",
+        + " (alice: RADIUS accounting, bob: DHCP + roster, carol: guest network + captive portal)",
+        f"  portal:     http://{PORTAL_HOST}:{PORTAL_HTTP}/ on the guest network {GUEST_NET}.0/24 (br1); "
+        f"desk /desk as {DESK_USER} / {DESK_PASSWORD}; RFC 8908 API "
+        f"https://{PORTAL_HOST}:{PORTAL_HTTPS}/api/captive",
         f"  build:      {_build()}",
         f"  agent:      ip netns exec {cfg.gw} {_exe('edgeaudit-agent', 'agent.cli')[-1]} selfcheck "
         f"--config {cfg.dir}/agent/agent.toml",
@@ -1069,7 +1325,39 @@ def report(res: dict[str, Any], cfg: LabConfig) -> str:
         f"(source {tb['identity'].get('source')}, calling station {tb['identity'].get('calling_station')})",
         json.dumps(tb, ensure_ascii=False, indent=2),
     ]
+    if res.get("guest"):
+        lines += ["", *guest_report(res["guest"], res["url"], user, password)]
     return "\n".join(lines)
+
+
+def guest_report(g: dict[str, Any], url: str, user: str, password: str) -> list[str]:
+    """The report's part on the guest: how she got online, her records, her traceback."""
+    tb = g["traceback"]
+    ip, port, ts = g["public"]
+    ident = tb.get("identity") or {}
+    inside = tb.get("inside") or {}
+    reg = tb.get("registration") or (g["records"].get("registration") or [{}])[-1]
+    logins = [r for r in g["records"].get("login", []) if r.get("source") == "portal"]
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+    b = g["browser"]
+    return [
+        f"Guest: {g['name']} ({g['ip']}, DHCP option 114 {g['dhcp_option_114']}) opened "
+        f"http://www.{DOMAIN}/, landed on the portal ({b['landing_url'].split('?')[0]}), registered by SMS "
+        "and browsed:",
+        f"  API before: captive {g['api_before']['json'].get('captive')}; after: captive "
+        f"{g['api_after']['json'].get('captive')}, {g['api_after']['json'].get('seconds-remaining')} s left "
+        f"({g['api_after']['content_type']})",
+        f"  account {g['account']}; screenshots in {g['screenshots']}/",
+        f"  registration: {reg.get('name')!r}, phone {reg.get('phone')}, method {reg.get('method')}, "
+        f"MAC {reg.get('mac')} (the operator sees personal numbers masked)",
+        f"  login: {len(logins)} with source portal, ip {logins[0].get('ip') if logins else '-'}",
+        f"  curl -u {user}:{password} '{url}/api/v1/query/records?type=registration&account={g['account']}'",
+        f"Traceback of carol's page view: www.example.test logged {ip} port {port} at {when}.",
+        f"  curl -u {user}:{password} '{url}/api/v1/query/traceback?ip={ip}&port={port}&ts={ts}&proto=tcp'",
+        f"  -> inside {inside.get('ip')}:{inside.get('port')}, account {ident.get('account')!r} "
+        f"(source {ident.get('source')})"
+        + (f", registered as {tb['registration'].get('name')!r}" if tb.get("registration") else ""),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1082,9 +1370,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--listen", required=True)
     s.add_argument("--maildir", required=True, type=Path)
     s.add_argument("--owner", required=True)
+    m = sub.add_parser("smsd")
+    m.add_argument("--listen", required=True)
+    m.add_argument("--out", required=True, type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "smtpd":
         smtpd(args.listen, args.maildir, args.owner)
+        return 0
+    if args.cmd == "smsd":
+        smsd(args.listen, args.out)
         return 0
     cfg = config_from_env(args.dir)
     try:
