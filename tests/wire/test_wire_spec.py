@@ -170,7 +170,7 @@ def test_record_metadata_names_fields_of_its_type() -> None:
     data = json.loads(subprocess.run([sys.executable, "-m", "wire.spec"], check=True, capture_output=True,
                                      text=True).stdout)
     assert set(data["records"]) == ALL_TYPES
-    assert data["records"]["registration"]["personal"] == ["name", "id_number", "phone"]
+    assert data["records"]["registration"]["personal"] == ["id_number", "phone"]  # the name names the guest
     assert data["records"]["nat"]["endpoints"][0] == "inside_ip"
 
 
