@@ -115,7 +115,7 @@ def desk(page: Any, a: argparse.Namespace, out: dict[str, Any]) -> None:
         raise StepError(f"desk sign-in refused: {_message(page)!r}")
     page.fill("#g-name", a.name)
     page.select_option("#g-id-type", "resident")
-    page.fill("#g-id-number", a.id_number)
+    page.fill("#g-id_number", a.id_number)
     page.fill("#g-room", a.room)
     _shot(page, a.shots, "desk-form", out)
     with page.expect_navigation():
