@@ -166,7 +166,7 @@ def _refused(request: web.Request, out: Outcome, form: dict[str, str]) -> web.Re
         values["minutes"] = max(1, (cfg.sms.code_ttl_s if cfg.sms else 300) // 60)
     countdown = int(out.seconds or 0) if out.key in ("code_sent", "wait_resend") else 0
     status = 200 if out.ok else 400 if out.key.startswith("bad_") or out.key in ("must_agree", "no_code") \
-        else 429 if out.key.startswith("too_many") or out.key == "wait_resend" else 403
+        else 429 if out.key in ("too_many_sends", "too_many_tries", "wait_resend") else 403
     return _page(request, pages.index(
         lang, methods=cfg.methods, ask_name=cfg.ask_name, msg=pages.message(lang, out.key, out.ok, **values),
         phone=form.get("phone", ""), name=form.get("name", ""),
