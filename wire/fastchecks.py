@@ -825,7 +825,7 @@ def fast_nat(rec: dict[Any, Any]) -> bool:
 
 
 def fast_alert(rec: dict[Any, Any]) -> bool:
-    if len(rec) > 21:
+    if len(rec) > 26:
         return False
     n = 0
     try:
@@ -905,9 +905,107 @@ def fast_alert(rec: dict[Any, Any]) -> bool:
         v = rec['account']
         if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
             return False
+        v = rec.get('reason', MISSING)
+        if v is not MISSING:
+            n += 1
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+                return False
+        v = rec.get('sender', MISSING)
+        if v is not MISSING:
+            n += 1
+            if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+                return False
+        v = rec.get('count', MISSING)
+        if v is not MISSING:
+            n += 1
+            if not (v is None or (type(v) is int and 0 <= v <= 9223372036854775807)):
+                return False
+        v = rec.get('limit', MISSING)
+        if v is not MISSING:
+            n += 1
+            if not (v is None or (type(v) is int and 0 <= v <= 9223372036854775807)):
+                return False
+        v = rec.get('window_s', MISSING)
+        if v is not MISSING:
+            n += 1
+            if not (v is None or (type(v) is int and 0 <= v <= 9223372036854775807)):
+                return False
     except KeyError:
         return False
     return len(rec) == 13 + n
+
+
+def fast_publish(rec: dict[Any, Any]) -> bool:
+    if len(rec) != 22:
+        return False
+    n = 0
+    try:
+        v = rec['ts']
+        if not ((type(v) is float or type(v) is int) and 0.0 <= v <= 4102444800.0):
+            return False
+        v = rec['uid']
+        if not (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v))):
+            return False
+        v = rec['proto']
+        if not (type(v) is str and is_proto(v)):
+            return False
+        v = rec['src_ip']
+        if not (type(v) is str and is_ip(v)):
+            return False
+        v = rec['src_port']
+        if not (type(v) is int and 0 <= v <= 65535):
+            return False
+        v = rec['dst_ip']
+        if not (type(v) is str and is_ip(v)):
+            return False
+        v = rec['dst_port']
+        if not (type(v) is int and 0 <= v <= 65535):
+            return False
+        v = rec['vlan']
+        if not (v is None or (type(v) is int and 0 <= v <= 4095)):
+            return False
+        v = rec['inner_vlan']
+        if not (v is None or (type(v) is int and 0 <= v <= 4095)):
+            return False
+        v = rec['trans_depth']
+        if not (type(v) is int and 1 <= v <= 9223372036854775807):
+            return False
+        v = rec['method']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['host']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['uri']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['content_type']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['charset']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['body_len']
+        if not (type(v) is int and 0 <= v <= 9223372036854775807):
+            return False
+        v = rec['fields']
+        if not (type(v) is list and str_list_ok(v, 1024, 1024)):
+            return False
+        v = rec['text']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+            return False
+        v = rec['text_len']
+        if not (type(v) is int and 0 <= v <= 9223372036854775807):
+            return False
+        v = rec['fields_dropped']
+        if not (type(v) is int and 0 <= v <= 9223372036854775807):
+            return False
+        v = rec['account']
+        if not (v is None or (type(v) is str and len(v) <= 8192 and '\x00' not in v and (v.isascii() or utf8_ok(v)))):
+            return False
+    except KeyError:
+        return False
+    return len(rec) == 22 + n
 
 
 def fast_weird(rec: dict[Any, Any]) -> bool:
@@ -1107,4 +1205,4 @@ def fast_stats(rec: dict[Any, Any]) -> bool:
     return len(rec) == 13 + n
 
 
-FAST_CHECKS: Final[dict[str, Callable[[dict[Any, Any]], bool]]] = {'session': fast_session, 'http': fast_http, 'dns': fast_dns, 'tls': fast_tls, 'smtp': fast_smtp, 'mailbox': fast_mailbox, 'ftp': fast_ftp, 'ssh': fast_ssh, 'dhcp': fast_dhcp, 'radius': fast_radius, 'pppoe': fast_pppoe, 'login': fast_login, 'nat': fast_nat, 'alert': fast_alert, 'weird': fast_weird, 'audit': fast_audit, 'registration': fast_registration, 'stats': fast_stats}
+FAST_CHECKS: Final[dict[str, Callable[[dict[Any, Any]], bool]]] = {'session': fast_session, 'http': fast_http, 'dns': fast_dns, 'tls': fast_tls, 'smtp': fast_smtp, 'mailbox': fast_mailbox, 'ftp': fast_ftp, 'ssh': fast_ssh, 'dhcp': fast_dhcp, 'radius': fast_radius, 'pppoe': fast_pppoe, 'login': fast_login, 'nat': fast_nat, 'alert': fast_alert, 'publish': fast_publish, 'weird': fast_weird, 'audit': fast_audit, 'registration': fast_registration, 'stats': fast_stats}

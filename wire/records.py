@@ -356,6 +356,36 @@ class AlertRecord(MaybeFlowId):
     encoding: str | None
     snippet: Snippet
     account: str | None
+    # 1.6 the mail policy's alerts (category "mail", agent.filter.mail_policy): why, who, how many
+    reason: NotRequired[str | None]  # e.g. "rate:account:minute", "forged:envelope_domain"
+    sender: NotRequired[str | None]  # the envelope sender, account or host the breach is counted for
+    count: NotRequired[Count | None]  # messages or recipients counted in the window
+    limit: NotRequired[Count | None]  # the configured limit it passed
+    window_s: NotRequired[Count | None]  # the window, seconds
+
+
+class PublishFields(TypedDict):
+    """What a decoder makes of one request carrying content to a publishing host: a `publish`
+    record without its flow id (1.6: the unit's own news, publishing or bulletin-board services)."""
+
+    type: Literal["publish"]
+    ts: Timestamp
+    trans_depth: Depth
+    method: str | None
+    host: str | None
+    uri: str | None
+    content_type: str | None
+    charset: str | None  # how the text was decoded: "utf-8", "gb18030", ...
+    body_len: Count  # decoded body bytes
+    fields: list[str]  # the text fields' names, in order (at most MAX_LIST_LEN)
+    text: str | None  # "name=value" lines of the decoded text fields, cut at the wire's string bound
+    text_len: Count  # characters of that text before any cut
+    fields_dropped: Count  # text fields past the bounds (not in `fields`/`text`)
+    account: str | None
+
+
+class PublishRecord(FlowId, PublishFields):
+    """One per request that published content to a declared host."""
 
 
 class WeirdRecord(MaybeFlowId):
@@ -433,6 +463,7 @@ Record: TypeAlias = (
     | LoginRecord
     | NatRecord
     | AlertRecord
+    | PublishRecord
     | WeirdRecord
     | AuditRecord
     | RegistrationRecord
@@ -441,8 +472,8 @@ Record: TypeAlias = (
 
 #: The schema's minor version (wire.version): 1.1 added dhcp's extras, 1.2 stats.keyword_engine
 #: 1.3 the ssh type, 1.4 stats.quarantined_records, 1.5 registration's method, room, valid_until and
-#: desk_user (wire/SCHEMA-additions.md). Bumped with every field or type added here.
-SCHEMA_MINOR: Final = 5
+#: desk_user, 1.6 the publish type and the mail policy's alert fields (wire/SCHEMA-additions.md). Bumped with every field or type added here.
+SCHEMA_MINOR: Final = 6
 
 #: Every record type, once: ``type`` value -> its TypedDict and what the other parts of the
 #: system know about it (``wire.meta``). A new type is declared here and nowhere else.
@@ -493,6 +524,9 @@ RECORDS: Final[dict[str, RecordMeta]] = {
     "alert": RecordMeta(
         AlertRecord, "event", search=("keyword",), accounts=("account",), stamped=True,
         detail=("blocked", "action", "category", "rule_id", "keyword", "field", "snippet")),
+    "publish": RecordMeta(
+        PublishRecord, "app", search=("host", "uri", "text"), accounts=("account",), stamped=True,
+        content=(ContentField("publish.text", "text"),), detail=("method", "host", "uri", "fields")),
     "weird": RecordMeta(WeirdRecord, "event", detail=("name", "detail"), listed=False),
     "audit": RecordMeta(AuditRecord, "event", detail=("actor", "action", "target", "detail"), listed=False),
     "registration": RecordMeta(

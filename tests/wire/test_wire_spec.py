@@ -26,7 +26,7 @@ ALL_TYPES = set(RECORDS)
 
 
 def test_schema_version_is_major_minor_string() -> None:
-    assert wire.SCHEMA_VERSION == "1.5"
+    assert wire.SCHEMA_VERSION == "1.6"
     assert re.fullmatch(r"\d+\.\d+", wire.SCHEMA_VERSION)
 
 

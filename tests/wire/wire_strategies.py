@@ -121,6 +121,14 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
         "id_type": "居民身份证", "id_number": "110101199003070000", "phone": "13800138000",
         "mac": "00:1b:21:3a:4f:5e", "ip": None,
     },
+    "publish": {
+        "type": "publish", "ts": 1700000017.0, "uid": "CpUb1", "proto": "tcp", "src_ip": "10.0.0.9",
+        "src_port": 52110, "dst_ip": "10.0.0.80", "dst_port": 80, "vlan": None, "inner_vlan": None,
+        "trans_depth": 1, "method": "POST", "host": "bbs.example.cn", "uri": "/post.php",
+        "content_type": "application/x-www-form-urlencoded", "charset": "gb18030", "body_len": 52,
+        "fields": ["title", "body"], "text": "title=你好\nbody=今天天气很好", "text_len": 22,
+        "fields_dropped": 0, "account": None,
+    },
     "stats": {
         "type": "stats", "ts": 1700000016.0, "interval": 60.0, "packets": 1234567, "bytes": 987654321,
         "kernel_drops": 0, "flows_active": 3120, "records_out": 45678, "records_dropped": 0,
