@@ -472,7 +472,8 @@ Record: TypeAlias = (
 
 #: The schema's minor version (wire.version): 1.1 added dhcp's extras, 1.2 stats.keyword_engine
 #: 1.3 the ssh type, 1.4 stats.quarantined_records, 1.5 registration's method, room, valid_until and
-#: desk_user, 1.6 the publish type and the mail policy's alert fields (wire/SCHEMA-additions.md). Bumped with every field or type added here.
+#: desk_user, 1.6 the publish type and the mail policy's alert fields (wire/SCHEMA-additions.md).
+#: Bumped with every field or type added here.
 SCHEMA_MINOR: Final = 6
 
 #: Every record type, once: ``type`` value -> its TypedDict and what the other parts of the
