@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 # (the no-secrets oracle and the pcapng tests).
 DEB_PACKAGES := python3-venv python3-dev gcc iproute2 tcpdump curl freeradius freeradius-utils \
   dnsmasq-base udhcpc dovecot-imapd dovecot-pop3d vsftpd nginx nftables iptables iputils-ping clickhouse-server zookeeper \
-  chromium fonts-wqy-microhei tshark wireshark-common openssh-server rsyslog
+  chromium fonts-wqy-microhei tshark wireshark-common openssh-server rsyslog postfix swaks
 DEMO_DIR := demo-out
 
 .PHONY: demo demo-stop test deps deb-deps lint typecheck unit bench clean compiled test-compiled installed fresh-install
@@ -27,6 +27,7 @@ deb-deps:
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections; \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  else \
