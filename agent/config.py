@@ -48,6 +48,9 @@ Sections and keys (defaults in brackets):
     ``listen`` [""]: host:port for the Prometheus text endpoint (off when empty).
 ``[portal]`` [none]
     The captive portal for a guest network: ``agent.portal.config`` lists its keys.
+``[mail]`` [the defaults]
+    The mail policy (mass mail, forged or hidden senders): ``agent.filter.mail_config`` lists
+    its keys; ``[unit]`` ``ip_ranges`` and ``mail_servers`` give two of its defaults.
 ``[unit]``
     The unit's registration profile (备案): the fields of ``wire.unit``; ``name`` is
     required, any other missing text field is null and a missing list is empty, and the whole
@@ -69,6 +72,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from agent.filter.mail_config import MailConfig, parse_mail
 from agent.filter.patterns import ENGINES
 from agent.portal.config import PortalConfig, parse_portal
 from agent.spool.store import MIN_KEEP_DAYS  # the law's minimum for keeping records (days)
@@ -154,6 +158,7 @@ class AgentConfig:
     unit: dict[str, Any]
     filter: FilterConfig = FilterConfig()
     portal: PortalConfig | None = None
+    mail: MailConfig = MailConfig()
 
 
 def default_cache_dir(rules: Path | None) -> Path | None:
@@ -244,7 +249,7 @@ def check_config(doc: dict[str, Any], path: Path) -> AgentConfig:
     problems: list[str] = []
     base = path.parent
     sections = {"capture", "inspection", "filter", "collector", "spool", "nat", "identity", "metrics", "unit",
-                "portal"}
+                "portal", "mail"}
     for key in sorted(set(doc) - sections):
         problems.append(f"[{key}]: unknown section (known: {', '.join(sorted(sections))})")
 
@@ -349,6 +354,8 @@ def check_config(doc: dict[str, Any], path: Path) -> AgentConfig:
     if portal is not None and mode != "gateway":
         problems.append("[portal]: the captive portal needs gateway mode (the gateway's packet filter)")
 
+    mail = parse_mail(doc.get("mail"), problems, rel, _Section)
+
     u = _Section("unit", doc.get("unit", {}), problems, set(UNIT_FIELDS))
     profile: dict[str, Any] = {f: None for f in TEXT_FIELDS}
     profile.update({f: [] for f in (*IP_LISTS, *TEXT_LISTS, "security_officers", "ip_ranges")})
@@ -362,4 +369,4 @@ def check_config(doc: dict[str, Any], path: Path) -> AgentConfig:
         raise ConfigError(path, problems)
     return AgentConfig(path=path, capture=capture, inspection=inspection, collector=collector, spool=spool,
                        nat=nat, roster=rel(roster) if roster else None, metrics_listen=metrics, unit=profile,
-                       filter=filter_cfg, portal=portal)
+                       filter=filter_cfg, portal=portal, mail=mail.with_unit(profile))
