@@ -237,6 +237,8 @@ class MailPolicy:
             if any((config.limits(s).messages_per_minute, config.limits(s).recipients_per_minute,
                     config.limits(s).messages_per_hour, config.limits(s).recipients_per_hour)))
         self.keys: dict[tuple[str, str], _Key] = {}  # least recently used first
+        self.max_keys = MAX_KEYS
+        self.max_conns = MAX_CONNS
         self.conns: dict[str, _Conn] = {}
         self.share = False  # a worker with peers sets it: tallies are kept for `take_tallies`
         self._tallies: dict[tuple[int, tuple[tuple[str, str], ...]], list[Any]] = {}
@@ -379,7 +381,7 @@ class MailPolicy:
             client = str(ids.get("src_ip") or "")
             checked = self._inside(client)
             conn = _Conn(client, checked, client in self.relays)
-            if len(self.conns) >= MAX_CONNS:
+            if len(self.conns) >= self.max_conns:
                 del self.conns[next(iter(self.conns))]
                 self.counters["conns_evicted"] += 1
             self.conns[uid] = conn
@@ -397,7 +399,7 @@ class MailPolicy:
         key = keys.pop(k, None)  # re-inserted: the dict's order is least recently used first
         if key is None:
             key = _Key()
-            if len(keys) >= MAX_KEYS:
+            if len(keys) >= self.max_keys:
                 del keys[next(iter(keys))]
                 self.counters["keys_evicted"] += 1
         keys[k] = key
