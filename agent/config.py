@@ -51,6 +51,9 @@ Sections and keys (defaults in brackets):
 ``[mail]`` [the defaults]
     The mail policy (mass mail, forged or hidden senders): ``agent.filter.mail_config`` lists
     its keys; ``[unit]`` ``ip_ranges`` and ``mail_servers`` give two of its defaults.
+``[publishing]`` [the hosts ``[unit]`` ``services`` names]
+    The unit's news, publishing and bulletin-board hosts, whose requests become ``publish``
+    records: ``agent.publish.config`` lists its keys.
 ``[unit]``
     The unit's registration profile (备案): the fields of ``wire.unit``; ``name`` is
     required, any other missing text field is null and a missing list is empty, and the whole
@@ -75,6 +78,7 @@ from urllib.parse import urlsplit
 from agent.filter.mail_config import MailConfig, parse_mail
 from agent.filter.patterns import ENGINES
 from agent.portal.config import PortalConfig, parse_portal
+from agent.publish.config import PublishingConfig, parse_publishing
 from agent.spool.store import MIN_KEEP_DAYS  # the law's minimum for keeping records (days)
 from wire.errors import ValidationError
 from wire.limits import MAX_BATCH_RECORDS
@@ -159,6 +163,7 @@ class AgentConfig:
     filter: FilterConfig = FilterConfig()
     portal: PortalConfig | None = None
     mail: MailConfig = MailConfig()
+    publishing: PublishingConfig | None = None  # None: no publishing host to record
 
 
 def default_cache_dir(rules: Path | None) -> Path | None:
@@ -249,7 +254,7 @@ def check_config(doc: dict[str, Any], path: Path) -> AgentConfig:
     problems: list[str] = []
     base = path.parent
     sections = {"capture", "inspection", "filter", "collector", "spool", "nat", "identity", "metrics", "unit",
-                "portal", "mail"}
+                "portal", "mail", "publishing"}
     for key in sorted(set(doc) - sections):
         problems.append(f"[{key}]: unknown section (known: {', '.join(sorted(sections))})")
 
@@ -364,9 +369,12 @@ def check_config(doc: dict[str, Any], path: Path) -> AgentConfig:
         profile = validate_unit_profile(profile)
     except ValidationError as e:
         problems.append(f"[unit]: {e}")
+    publishing = parse_publishing(doc.get("publishing"), problems, rel, _Section,
+                                  profile.get("services") or [])
 
     if problems:
         raise ConfigError(path, problems)
     return AgentConfig(path=path, capture=capture, inspection=inspection, collector=collector, spool=spool,
                        nat=nat, roster=rel(roster) if roster else None, metrics_listen=metrics, unit=profile,
-                       filter=filter_cfg, portal=portal, mail=mail.with_unit(profile))
+                       filter=filter_cfg, portal=portal, mail=mail.with_unit(profile),
+                       publishing=publishing)

@@ -27,6 +27,8 @@ from wire.records import StatsRecord, WeirdRecord
 if TYPE_CHECKING:
     from agent.filter.compiled import CompiledRules
     from agent.filter.engine import FilterEngine
+    from agent.publish.config import PublishingConfig
+    from agent.publish.extract import Publisher
 
 Sink = Callable[[list[Record]], None]
 
@@ -39,7 +41,7 @@ class Pipeline:
     def __init__(self, sink: Sink, *, max_flows: int = DEFAULT_MAX_FLOWS,
                  uid_seed: bytes = b"edgeaudit", fast_path: bool = True, decoders: bool = True,
                  depth: int = DEFAULT_DEPTH, roster: Roster | None = None, keep_bodies: bool = False,
-                 rules: CompiledRules | None = None) -> None:
+                 rules: CompiledRules | None = None, publishing: PublishingConfig | None = None) -> None:
         self.sink = sink
         # what the packet decoder, the flow table and the inspector make waits here (agent.outbox)
         self.outbox = Outbox()
@@ -50,7 +52,16 @@ class Pipeline:
         self.filter: FilterEngine | None = None
         self.identity: IdentityTable | None = None
         self.link: LinkDecoder | None = None  # the link-layer protocol's decoder (PPPoE)
+        # the unit's publishing hosts (agent.publish): `publish` records of what they receive
+        self.publisher: Publisher | None = None
         if decoders:
+            from agent.publish.extract import Publisher, install
+
+            if publishing is not None and publishing.all_hosts:
+                self.publisher = Publisher(publishing.all_hosts, publishing.max_body)
+                # its bodies are kept on the filter's exemption from the depth (agent.publish)
+                keep_bodies = True
+            install(self.publisher)  # the process's HTTP decoders take it (None: no publishing)
             # rules: a compiled keyword ruleset; its filter sees what the decoders decode
             if rules is not None:
                 from agent.filter.engine import FilterEngine  # on use: no matcher cost without rules
@@ -234,4 +245,6 @@ class Pipeline:
             c.update({f"identity_{k}": v for k, v in self.identity.counters.items()})
         if self.link is not None:
             c.update({f"{self.link.name}_{k}": v for k, v in self.link.counters.items()})
+        if self.publisher is not None:
+            c.update({f"publish_{k}": v for k, v in self.publisher.counters.items()})
         return c

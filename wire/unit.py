@@ -13,6 +13,11 @@ where the unit has none):
 
 `validate_unit_profile` returns the canonical profile (addresses and networks in their
 canonical text) or raises `ValidationError` naming the field.
+
+`publishing_services` and `service_hosts` read the free-text ``services`` list for the news,
+publishing and bulletin-board services a unit declares and the hosts they name: the agent
+records what those hosts receive (``agent.publish``) and the collector's compliance report
+shows the measure for such units; both sides read the profile with these two functions.
 """
 
 from __future__ import annotations
@@ -88,4 +93,43 @@ def validate_unit_profile(doc: Any) -> dict[str, Any]:
         out[f] = ips
     for f in TEXT_LISTS:
         out[f] = [_text(x, f"{f}[{i}]", required=True) for i, x in enumerate(_list(doc[f], f, MAX_ITEMS))]
+    return out
+
+
+# --- publishing services named in the profile (issue 20) --------------------------------------
+
+#: Words that make a ``services`` entry a news, publishing or bulletin-board service (Order 82
+#: Art. 7/10: "新闻、出版以及电子公告等服务"): matched in the entry's text, ASCII case ignored. A
+#: mail, access or web-hosting entry names none of them, so a webmail's traffic is never taken
+#: for publishing (the agent records what such hosts receive: ``agent.publish``).
+PUBLISHING_WORDS: Final = ("新闻", "出版", "发布", "论坛", "公告", "留言", "博客", "微博", "贴吧", "聊天室",
+                           "news", "publish", "forum", "bbs", "bulletin", "blog", "guestbook")
+# a host name (a "*." wildcard allowed), optionally after a scheme and with a port: ASCII only,
+# so a name written right after Chinese text ("论坛bbs.example.cn") is still found alone
+_HOST_IN_TEXT = re.compile(
+    r"(?<![A-Za-z0-9.*-])(?:https?://)?((?:\*\.)?(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?:[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]|[0-9]{1,3}))(?::([0-9]{1,5}))?(?![A-Za-z0-9-])")
+_IPV4_TEXT = re.compile(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}\Z")
+
+
+def publishing_services(services: list[str]) -> list[str]:
+    """The entries of a profile's ``services`` that name a publishing service (``PUBLISHING_WORDS``)."""
+    return [s for s in services if any(w in s.lower() for w in PUBLISHING_WORDS)]
+
+
+def service_hosts(entry: str) -> list[str]:
+    """The host names one ``services`` entry names, lower-cased, in order, each once: a name with
+    at least one dot and a top-level label of letters ("bbs.example.cn", "*.example.cn"), or an
+    IPv4 address; a URL gives its host, and a port written after the name is kept
+    ("news.example.cn:8080"). Only ASCII names are found in free text (an IDN is written in its
+    xn-- form there, or given to the agent's ``[publishing] hosts``)."""
+    out: list[str] = []
+    for m in _HOST_IN_TEXT.finditer(entry):
+        name, port = m.group(1).lower(), m.group(2)
+        last = name.rsplit(".", 1)[1]
+        if last.isdigit() and not _IPV4_TEXT.match(name.removeprefix("*.")):
+            continue  # "1.2", "v2.0": a number, not a host
+        host = f"{name}:{port}" if port and 0 < int(port) < 65536 else name
+        if host not in out:
+            out.append(host)
     return out

@@ -49,6 +49,12 @@ ROLE_PART: Final = 2
 # are then never looked up (their hash differs)
 TABLES_VERSION: Final = 1
 TABLES_KEEP: Final = 8  # table files kept in a cache directory (the newest)
+#: A content field whose bytes another field already carries: a category watching both matches
+#: only the other, or one keyword in one post would make two alerts. ``publish.text`` is the
+#: decoded text of a request body the filter scans as ``http.request_body`` (with its form,
+#: JSON and multipart views); a category that names ``publish.text`` and not the body (rules
+#: meant for the unit's own publishing services only) matches the text.
+COVERED_BY: Final = {"publish.text": "http.request_body"}
 _TABLES_MAGIC: Final = b"EATB1\n"
 
 
@@ -128,12 +134,19 @@ def compile_rules(ruleset: Ruleset, *, engine: str | None = None,
         pat_role=role, pat_cat=cat_of, pat_ref=ref, pat_enc=enc,
         pat_len=[len(p) for p in patterns], part_text=part_text, part_rules=part_rules,
         max_exception_len=max_exc, cat_exceptions=[bool(c.exceptions) for c in cats],
-        cat_fields=[c.fields for c in cats],
+        cat_fields=[watched(c.fields) for c in cats],
         cat_ids=[c.id for c in cats], cat_severity=[c.severity for c in cats],
         cat_action=[c.action for c in cats],
-        fields=frozenset(f for c in cats for f in c.fields), cache_dir=cache_dir,
+        fields=frozenset(f for c in cats for f in watched(c.fields)), cache_dir=cache_dir,
         version_text=str(ruleset.version),
     )
+
+
+def watched(fields: frozenset[str]) -> frozenset[str]:
+    """The fields a category with these `fields` is matched in: less those another of them
+    covers (``COVERED_BY``)."""
+    covered = {f for f, by in COVERED_BY.items() if f in fields and by in fields}
+    return fields - covered if covered else fields
 
 
 # (patterns, exact, role, cat, ref, enc, rule ids, rule categories, rule texts, rule parts,

@@ -291,12 +291,17 @@ def _media_type(ctype: str) -> str:
 class _Part:
     """One leaf part of a multipart body, its content decoded per Content-Transfer-Encoding."""
 
-    def __init__(self, header_view: bytes, media_type: str, transfer: str, body: bytes, leaf: bool) -> None:
+    def __init__(self, header_view: bytes, media_type: str, transfer: str, body: bytes, leaf: bool,
+                 ctype: str = "", disposition: bytes = b"") -> None:
         self.header_view = header_view  # decoded header values that held encoded-words, or b""
         self.media_type = media_type  # lower-case type/subtype, "" when absent
         self.transfer = transfer  # "base64", "quoted-printable" or "" (identity)
         self.body = body
         self.leaf = leaf  # False: a nested multipart, kept for its header view; its parts follow
+        # the Content-Type and Content-Disposition values as sent (a form field's name and
+        # charset: agent.publish reads them through `multipart_leaves`)
+        self.ctype = ctype
+        self.disposition = disposition
 
 
 def _next_delimiter(body: bytes, dash: bytes, start: int) -> tuple[int, int, bool]:
@@ -372,6 +377,7 @@ def _parse_multipart(body: bytes, boundary: bytes, depth: int, out: list[_Part])
         media_type = ""
         ctype = ""
         transfer = ""
+        disposition = b""
         changed: list[bytes] = []
         for line in _FOLDED_LINE.sub(b" ", headers).split(b"\n"):
             name, sep, raw_value = line.partition(b":")
@@ -384,6 +390,8 @@ def _parse_multipart(body: bytes, boundary: bytes, depth: int, out: list[_Part])
                 media_type = _media_type(ctype)
             elif key == b"content-transfer-encoding":
                 transfer = value.decode("latin-1").lower()
+            elif key == b"content-disposition":
+                disposition = value
             decoded = _decode_header_value(value)
             if decoded != value:
                 changed.append(decoded)
@@ -400,7 +408,7 @@ def _parse_multipart(body: bytes, boundary: bytes, depth: int, out: list[_Part])
                 out.append(_Part(header_view, media_type, "", b"", False))
             _parse_multipart(content, nested.encode("latin-1", "replace"), depth + 1, out)
         else:
-            out.append(_Part(header_view, media_type, transfer, content, True))
+            out.append(_Part(header_view, media_type, transfer, content, True, ctype, disposition))
 
 
 def multipart_parts(body: bytes, boundary: bytes) -> list[bytes]:
@@ -418,6 +426,32 @@ def multipart_parts(body: bytes, boundary: bytes) -> list[bytes]:
         if part.leaf:
             out.append(part.body)
     return out
+
+
+def _boundary(content: bytes, ctype: str) -> str | None:
+    """A multipart body's boundary: its Content-Type parameter, else its first line (a body
+    sent without the parameter starts with its first delimiter)."""
+    boundary = content_type_param(ctype, "boundary")
+    if not boundary and content.startswith(b"--"):
+        boundary = content[2:].split(b"\n", 1)[0].strip().decode("latin-1")
+    return boundary or None
+
+
+def multipart_leaves(body: bytes, content_type: str) -> list[tuple[str, bytes, bytes]]:
+    """The leaf parts of a multipart body (nested ones entered, as `multipart_parts`): each its
+    Content-Type and Content-Disposition values as sent ("" and b"" when absent) and its content
+    decoded per its Content-Transfer-Encoding. What a form's fields are (agent.publish)."""
+    boundary = _boundary(body, content_type)
+    parts: list[_Part] = []
+    if boundary:
+        _parse_multipart(body, boundary.encode("latin-1", "replace"), 0, parts)
+    return [(p.ctype, p.disposition, p.body) for p in parts if p.leaf]
+
+
+def charset_codec(label: str) -> str:
+    """The Python codec to decode text labelled `label` (a Content-Type charset) with, as the
+    views do: a known charset or its superset (GB2312 and GBK as GB18030), else "utf_8"."""
+    return _codec_for(label.encode("latin-1", "replace"))
 
 
 # --- views of a message body ------------------------------------------------------------
@@ -503,10 +537,7 @@ def body_views(
         content = qp_decode(body)
         views.add(content, body, "quoted-printable")
     if media_type.startswith("multipart/"):
-        boundary = content_type_param(ctype, "boundary")
-        if not boundary and content.startswith(b"--"):
-            # no boundary parameter: the first line is the first delimiter
-            boundary = content[2:].split(b"\n", 1)[0].strip().decode("latin-1")
+        boundary = _boundary(content, ctype)
         parts: list[_Part] = []
         if boundary:
             _parse_multipart(content, boundary.encode("latin-1", "replace"), 0, parts)

@@ -29,6 +29,14 @@ Design (RFC 9112 "HTTP/1.1", RFC 9110 "HTTP Semantics"):
 * Authorization / Proxy-Authorization ``Basic`` (RFC 7617): only the user id
   (text before the first colon) is recorded. The password and the raw header
   are never stored.
+* Publishing (issue 20): given a ``Publisher`` (``agent.publish``), a request
+  with a body to one of the unit's publishing hosts also makes a `publish`
+  record when its body is complete (or the connection ends): its body is kept
+  up to the publisher's bound (64 KiB), beyond the content filter's share, and
+  that prefix is what ``exempt`` offers the inspector. With a publisher and no
+  content filter attached (``content`` None), other bodies are only counted,
+  whatever ``body_keep`` says: the pipeline asks for kept bodies to get the
+  exemption, and the other hosts' bodies must cost what they cost before.
 
 Zeek semantics kept: ``version`` comes from the status line (``None`` when
 there is no reply), ``host`` is the Host field as sent (a name keeps its
@@ -51,6 +59,7 @@ from typing import Final, cast
 from agent.decode.errors import DecodeError
 from agent.protocols.base import BodySkipping, Content, ContentSource, Record, weird
 from agent.protocols.spec import Probe, ProtocolSpec
+from agent.publish.extract import Publisher, installed
 from wire.records import HttpFields
 from wire.text import escaped_text
 
@@ -142,6 +151,9 @@ class _Body:
         self.msg = msg
         self.ctype = ctype
         self.exempted = False  # its scan budget was given to the reassembler (HttpDecoder.exempt)
+        # the part of `keep` that is the content filter's (the rest: a publish body's own bound);
+        # what the direction's filter budget is charged for
+        self.budget = keep
         self._coding = coding
         self._z: zlib._Decompress | None = None
         self._head = b""  # deflate: first bytes until the zlib header can be judged
@@ -153,6 +165,11 @@ class _Body:
     def coded(self) -> bool:
         """A content coding is decoded: the decoded length is not the raw length."""
         return self._coding in ("gzip", "x-gzip", "deflate")
+
+    @property
+    def undecoded(self) -> bool:
+        """A content coding this decoder does not undo (br, compress...): the bytes are raw."""
+        return self._coding == "unknown"
 
     def _out(self, data: bytes) -> None:
         self.length += len(data)
@@ -229,6 +246,8 @@ class _Txn:
         self.resp_content_type: str | None = None
         self.response_body_len = 0
         self.v09 = False  # HTTP/0.9-style request: the reply is a bare body until close
+        self.publish = False  # to a publishing host: its body makes a `publish` record
+        self.req_ctype_raw: str | None = None  # the request's Content-Type as sent (its charset)
 
     def record(self) -> Record:
         rec: HttpFields = {
@@ -331,12 +350,15 @@ class HttpDecoder(BodySkipping):
 
     name = "http"
 
-    def __init__(self, body_keep: int = BODY_KEEP) -> None:
+    def __init__(self, body_keep: int = BODY_KEEP, publisher: Publisher | None = None) -> None:
         """`body_keep`: decoded body bytes kept for a content filter (`last_request_body`,
         `last_response_body`), per direction of the connection (the inspection depth's
         meaning): the bodies of later messages get what the earlier ones left; 0 when no
-        filter scans them, so bodies are only counted."""
+        filter scans them, so bodies are only counted. `publisher`: the unit's publishing
+        hosts (module doc), shared by the pipeline's decoders; by default the one the pipeline
+        installed for the process (`agent.publish.extract.install`), if any."""
         self._body_keep = body_keep
+        self._publisher = publisher if publisher is not None else installed()
         # pieces for the keyword filter (agent.protocols.base.Content); None: no filter runs
         self.content: list[Content] | None = None
         self._orig = _Dir(True)
@@ -468,6 +490,8 @@ class HttpDecoder(BodySkipping):
         if o.txn is not None and o.body is not None:
             o.txn.request_body_len = o.body.length
             o.body.end()
+            if o.txn.publish and o.body.length:  # a post cut short: what came of it
+                out.append(self._publish(o.txn, o.body))
         while self._pending:
             out.append(self._pending.popleft().record())
         return out
@@ -720,11 +744,15 @@ class HttpDecoder(BodySkipping):
                 if auth in hdr and txn.username is None:
                     txn.username = _basic_user(hdr[auth])
             txn.req_content_type = ctype
+            if self._publisher is not None and self._publisher.wants(txn.host):
+                txn.publish = True
         else:
             txn.resp_content_type = ctype
         ctype_raw = hdr.get(b"content-type")
-        d.body = self._new_body(d, txn, self._coding(hdr.get(b"content-encoding")),
-                                _text(ctype_raw) if ctype_raw is not None else None)
+        ctype_text = _text(ctype_raw) if ctype_raw is not None else None
+        if d.is_orig:
+            txn.req_ctype_raw = ctype_text
+        d.body = self._new_body(d, txn, self._coding(hdr.get(b"content-encoding")), ctype_text)
         te = hdr.get(b"transfer-encoding")
         codings = [c.strip().lower() for c in te.split(b",")] if te is not None else []
         codings = [c for c in codings if c]
@@ -780,12 +808,33 @@ class HttpDecoder(BodySkipping):
 
     def _new_body(self, d: _Dir, txn: _Txn, coding: str | None, ctype: str | None) -> _Body:
         field = "http.request_body" if d.is_orig else "http.response_body"
-        if ctype is not None and self.content is not None:
+        published = d.is_orig and txn.publish
+        keep = d.scan_left
+        if self._publisher is not None and self.content is None:
+            keep = 0  # no filter reads bodies: kept only when published (module doc)
+        if ctype is not None and (self.content is not None or published):
             media = ctype.split(";", 1)[0].strip().lower()
             if media in _OPAQUE_TYPES or media.split("/", 1)[0] in _OPAQUE_MAJOR:
                 # media and archives hold no text a keyword could be found in: counted, not kept
                 return _Body(coding, 0, None, field, txn.depth, ctype)
-        return _Body(coding, d.scan_left, self.content, field, txn.depth, ctype)
+        if published:
+            assert self._publisher is not None
+            body = _Body(coding, max(keep, self._publisher.max_body), self.content, field, txn.depth, ctype)
+            body.budget = keep
+            return body
+        return _Body(coding, keep, self.content, field, txn.depth, ctype)
+
+    def _publish(self, txn: _Txn, body: _Body) -> Record:
+        """The `publish` record of a request to a publishing host (once per request); its text
+        goes to the keyword filter as `publish.text` (agent.publish)."""
+        pub = self._publisher
+        assert pub is not None
+        txn.publish = False
+        rec, text = pub.record(txn.ts, txn.depth, txn.method, txn.host, txn.uri, txn.req_content_type,
+                               txn.req_ctype_raw, body.kept, body.length, not body.undecoded)
+        if self.content is not None and text:
+            self.content.append(Content("publish.text", text, txn.depth, True))
+        return cast(Record, rec)
 
     def _message_done(self, d: _Dir, out: list[Record]) -> None:
         txn = d.txn
@@ -793,11 +842,13 @@ class HttpDecoder(BodySkipping):
         body = d.body
         if body is not None:
             body.end()
-            d.scan_left = max(0, d.scan_left - body.kept_len)
+            d.scan_left = max(0, d.scan_left - min(body.kept_len, body.budget))
         if d.is_orig:
             if body is not None:
                 txn.request_body_len = body.length
                 self._last_request = body
+                if txn.publish and body.length:
+                    out.append(self._publish(txn, body))
             d.txn = None
             d.body = None
             d.state = _START
@@ -835,7 +886,7 @@ _METHODS = (  # what a request line starts with: RFC 9110, WebDAV (RFC 4918, 325
     b"REPORT ", b"SUBSCRIBE ", b"NOTIFY ", b"MKACTIVITY ", b"CHECKOUT ", b"MERGE ", b"BPROPFIND ",
 )
 SPEC = ProtocolSpec(
-    "http", ("tcp",), HttpDecoder, records=("http",), ports=frozenset({80, 8000, 8008, 8080, 8888}),
+    "http", ("tcp",), HttpDecoder, records=("http", "publish"), ports=frozenset({80, 8000, 8008, 8080, 8888}),
     probe=Probe(client=_METHODS, server=(b"HTTP/1.", b"HTTP/0.9")),
     capabilities=(ContentSource, BodySkipping),
 )
