@@ -1,6 +1,7 @@
 """edgeaudit-agent: the gateway agent's command line.
 
     edgeaudit-agent replay FILE [FILE...] --jsonl OUT [--summary]
+                   [--publishing-host HOST ...] [--config agent.toml]
     edgeaudit-agent run --config agent.toml          (the live agent: agent/run/)
     edgeaudit-agent selfcheck --config agent.toml    (the compliance self-check receipt)
     edgeaudit-agent spool stats|check|quarantine --config agent.toml
@@ -36,6 +37,7 @@ from wire.jsonl import JsonlWriter
 
 if TYPE_CHECKING:
     from agent.filter.compiled import CompiledRules
+    from agent.publish.config import PublishingConfig
 
 EXIT_BAD_INPUT = 2
 _CHUNK = 65536  # packets between record drains and progress updates
@@ -179,8 +181,11 @@ def cmd_replay(a: argparse.Namespace) -> int:
         rules = _load_rules(a)
         if rules is None:
             return EXIT_BAD_INPUT
+    ok, publishing = _publishing(a)
+    if not ok:
+        return EXIT_BAD_INPUT
     p = Pipeline(sink, max_flows=a.max_flows, decoders=not a.sessions_only, depth=a.depth, roster=roster,
-                 rules=rules)
+                 rules=rules, publishing=publishing)
     progress = _Progress(a.progress if a.progress is not None else sys.stderr.isatty(), sys.stderr)
     t0 = time.perf_counter()
     status = 0
@@ -283,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--collector-ca", metavar="FILE", help="CA file to verify an https collector with")
     r.add_argument("--sessions-only", action="store_true",
                    help="no protocol decoders: session and weird records only (the agent-core benchmark)")
+    _publishing_options(r)
+    r.add_argument("--config", type=Path, metavar="agent.toml",
+                   help="the agent's configuration: its [publishing] hosts (and those its [unit] services "
+                        "name) are recorded as in `run`")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
@@ -298,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--depth", type=_non_negative, default=DEFAULT_DEPTH,
                    help=f"payload bytes inspected per direction of a connection (default {DEFAULT_DEPTH})")
     i.add_argument("--roster", type=Path, metavar="CSV", help="as for replay")
+    _publishing_options(i)
     i.add_argument("--no-reset", action="store_true",
                    help="drop the matching packet but send no TCP resets")
     i.add_argument("--duration", type=float, default=None, metavar="S",
@@ -348,6 +358,42 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
                    help="keep compiled keyword databases here (default: none for replay and inline)")
 
 
+def _publishing_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--publishing-host", action="append", default=[], metavar="HOST",
+                   help="a news, publishing or bulletin-board host of the unit (repeat for more; "
+                        "bbs.example.cn, news.example.cn:8080, *.example.cn): what HTTP requests carry "
+                        "to it becomes `publish` records, as [publishing] hosts in agent.toml")
+
+
+def _publishing(a: Any) -> tuple[bool, PublishingConfig | None]:
+    """The publishing hosts of --config's [publishing] (with those its [unit] services name) and
+    --publishing-host; (False, None) after printing why when one is not a host or the
+    configuration is not usable."""
+    from agent.publish.config import PublishingConfig, publishing_from_hosts
+    from agent.publish.hosts import HostError
+
+    base: PublishingConfig | None = None
+    if getattr(a, "config", None) is not None:
+        from agent.config import ConfigError, load_config
+
+        try:
+            base = load_config(a.config).publishing
+        except ConfigError as e:
+            print(f"edgeaudit-agent: {e}", file=sys.stderr)
+            return False, None
+    if not a.publishing_host:
+        return True, base
+    try:
+        extra = publishing_from_hosts(a.publishing_host)
+    except HostError as e:
+        print(f"edgeaudit-agent: --publishing-host: {e}", file=sys.stderr)
+        return False, None
+    if base is None:
+        return True, extra
+    hosts = tuple(dict.fromkeys(base.all_hosts + extra.hosts))
+    return True, PublishingConfig(hosts=hosts, from_profile=False, max_body=base.max_body)
+
+
 def _load_rules(a: Any) -> CompiledRules | None:
     """Load, check and compile a ruleset directory, or verify a signed bundle against --pubkey,
     for --engine; print every problem (FILE:LINE) or the reason and return None if bad."""
@@ -396,7 +442,10 @@ def cmd_inline(a: Any) -> int:
             writer.write_many(records)
             writer.flush()  # an operator tails the file: records are not held back
 
-        p = Pipeline(sink, depth=a.depth, roster=roster, rules=rules)
+        ok, publishing = _publishing(a)
+        if not ok:
+            return EXIT_BAD_INPUT
+        p = Pipeline(sink, depth=a.depth, roster=roster, rules=rules, publishing=publishing)
         try:
             queue = NfQueue(a.queue)
         except OSError as e:

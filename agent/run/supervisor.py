@@ -223,6 +223,8 @@ class Supervisor:
             self._thread("metrics", self._metrics)
         if cfg.portal is not None:
             self._start_portal()
+        if cfg.publishing is not None:  # what the admin declared, and what the profile added
+            log.info("publishing hosts recorded: %s", ", ".join(cfg.publishing.all_hosts))
         log.info("running: edgeaudit %s, mode %s, %d capture process(es), spool %s", describe(),
                  cfg.capture.mode, sum(len(p.pids()) for p in self.pools) + (self.inline_pid is not None),
                  spool_file(cfg))
@@ -254,7 +256,8 @@ class Supervisor:
             peers = [q for i, q in enumerate(inboxes) if i != slot] if inbox is not None else None
             return GatewayConsumer(name, open_spool(cfg), depth=cfg.inspection.depth, roster=roster,
                                    rules=rules, rules_path=cfg.inspection.rules if keys else None,
-                                   pubkeys=keys, nat=nat, inbox=inbox, peers=peers)
+                                   pubkeys=keys, nat=nat, inbox=inbox, peers=peers,
+                                   publishing=cfg.publishing)
 
         if cfg.capture.mode == "inline":
             self.inline_pid = _fork_inline(cfg, lambda: consumer("inline", None))

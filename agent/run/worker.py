@@ -64,6 +64,7 @@ from wire.records import RECORDS
 
 if TYPE_CHECKING:
     from agent.filter.updates import UpdateResult
+    from agent.publish.config import PublishingConfig
 
 log = logging.getLogger("edgeaudit.worker")
 
@@ -107,7 +108,8 @@ class GatewayConsumer:
     def __init__(self, name: str, spool: Spool, *, depth: int, roster: Roster | None,
                  rules: CompiledRules | None, rules_path: Path | None, pubkeys: list[Any],
                  nat: NatLookup | None = None, clock: Callable[[], float] = time.monotonic,
-                 inbox: Channel | None = None, peers: list[Channel] | None = None) -> None:
+                 inbox: Channel | None = None, peers: list[Channel] | None = None,
+                 publishing: PublishingConfig | None = None) -> None:
         self.name = name
         self.inbox = inbox
         self.peers = peers or []
@@ -125,7 +127,8 @@ class GatewayConsumer:
         self.capture: dict[str, int] = {}
         # a random uid seed per worker run: uids stay unique across restarts and workers
         self.pipeline = Pipeline(self._sink, depth=depth, roster=roster, rules=rules,
-                                 keep_bodies=rules is not None, uid_seed=os.urandom(16))
+                                 keep_bodies=rules is not None, uid_seed=os.urandom(16),
+                                 publishing=publishing)
         self.updater = None
         self.rules_path = rules_path
         self._rules_stamp = _stamp(rules_path)
