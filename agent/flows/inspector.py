@@ -17,9 +17,19 @@ whose payload is still of interest (DESIGN.md data path steps 3-4):
 - What a decoder offers besides feed/gap/close is what its protocol's spec declares
   (`agent.protocols.registry.decoder_kind`), reached through the capability types of
   `agent.protocols.base`, never by attribute names.
+- Command protocols (SMTP, POP3, IMAP, FTP: their specs' `whole_connection`)
+  are followed to the end of the connection, not to the depth: each of their
+  transactions is a record (Zeek logs every one), and a mass mailer's 150th
+  message comes long after the first 16 KiB. Their decoders keep that cheap:
+  bodies of known length (IMAP literals, SMTP BDAT chunks) are skipped like
+  HTTP bodies (the fast path counts them), the others (SMTP DATA, POP3 RETR)
+  are only searched for their end, and nothing past a bounded prefix is kept.
+  A decoder that stops decoding (TLS, COMPRESS) says so (`Finishing`) and the
+  flow goes back to the fast path.
 - STARTTLS: when an SMTP, POP3 or IMAP decoder says the connection switched
-  to TLS (`StartTls.tls`), the rest of the stream goes to a TLS decoder; both
-  are closed at the end.
+  to TLS (`StartTls.tls`), the rest of the stream goes to a TLS decoder,
+  inspected up to the depth from there (until its hellos are done); both are
+  closed at the end.
 - FTP: data channels announced on a control connection (PASV/EPSV replies,
   accepted PORT/EPRT) are remembered for a while; a new TCP connection to
   such an address and port gets the service `ftp-data` (Zeek's
@@ -41,11 +51,13 @@ whose payload is still of interest (DESIGN.md data path steps 3-4):
   decoder already had, e.g. the TLS hellos).
 
 Limits (named, counted): `depth` bytes per direction are inspected (DESIGN.md
-16 KiB default; gaps count toward it) and the reassembler's own buffer limits
-apply; `MAX_EXPECTED` announced FTP data channels are remembered for
-`EXPECTED_TIMEOUT` seconds of packet time. A flow stops being inspected when
-both directions reached the depth or its decoder says it is finished (TLS after
-the hellos); it then costs only the fast path's counters.
+16 KiB default; gaps count toward it; a command protocol's connection is
+followed whole, unless the depth is 0: nothing is inspected) and the
+reassembler's own buffer limits apply, followed or not; `MAX_EXPECTED`
+announced FTP data channels are remembered for `EXPECTED_TIMEOUT` seconds
+of packet time. A flow stops being inspected when both directions reached the
+depth or its decoder says it is finished (TLS after the hellos, a mail
+protocol after STARTTLS); it then costs only the fast path's counters.
 """
 
 from __future__ import annotations
@@ -343,6 +355,11 @@ class Inspector:
             app.exempting = self.keep_bodies
         if kind.finishes:
             app.finishing = cast(Finishing, dec)
+        if kind.whole and self.depth > 0:
+            # a command protocol: every command of the connection is a record (module docstring)
+            assert app.ro is not None and app.rr is not None
+            app.ro.follow()
+            app.rr.follow()
         if kind.starttls:
             app.starttls = cast(StartTls, dec)
         if kind.data_channels:
@@ -421,6 +438,14 @@ class Inspector:
                 app.outer = dec
                 app.dec = tls = self._new_decoder(f, app, tls_kind())
                 app.starttls = None
+                # the TLS part is inspected as a TLS connection is: until its hellos are done,
+                # within the depth from here (the mail protocol was followed past it)
+                app.finishing = cast(Finishing, tls)
+                app.skipper = None
+                app.exempting = False
+                if app.ro is not None and app.rr is not None:
+                    app.ro.limit(self.depth)
+                    app.rr.limit(self.depth)
                 leftover = starttls.tls_leftover
                 if leftover:  # the ClientHello that told the mail decoder about the switch
                     try:

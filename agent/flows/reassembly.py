@@ -40,6 +40,12 @@ Semantics follow Zeek's `TCP_Reassembler` / `Reassembler`:
   and do not count toward the depth, so a 40 MB download still ends with
   the right body length and the next request on the connection is seen,
   while only ``depth`` bytes of content were ever handed over.
+- following: a command protocol (SMTP, POP3, IMAP, FTP: every command of
+  the connection is a record, as in Zeek's logs) is followed to the end of
+  the stream (`follow`): no depth; its decoder makes the bytes it only counts
+  cheap (message bodies: skipped when their length is known, scanned for
+  their end otherwise). `limit` puts a depth back, counted from where the
+  stream is (the TLS part of a connection after STARTTLS).
 - exemptions: bytes a content filter scans on its own budget (the first
   bytes of each HTTP body, bounded by the filter's depth per message) are
   delivered as data but given back to the depth with `exempt(n)`, so
@@ -83,6 +89,9 @@ _COUNTER_NAMES = (
     "exempted_bytes",  # depth given back for a content filter's own budget
 )
 _MOD: Final = 1 << 32
+# the depth of a stream followed to its end (`follow`): an exabyte, still a machine integer
+# when compiled (mypyc's short ints hold 62 bits and a sign)
+UNBOUNDED: Final = 1 << 60
 _HALF: Final = 1 << 31
 
 
@@ -193,6 +202,19 @@ class StreamReassembler:
         self._skip_end = start + n
         self.depth += n
         self._count("skipped_bytes", n)
+
+    def follow(self) -> None:
+        """Follow the stream to its end: no depth (see the module docstring). A stream that
+        reached its depth already stays done: what went past it was not kept."""
+        if not self.done:
+            self.depth = UNBOUNDED
+
+    def limit(self, more: int) -> None:
+        """Inspect at most `more` bytes past those handed over so far (a depth again)."""
+        end = max(self._next, self._skip_end) + more
+        if not self.done and end < self.depth:
+            self.depth = end
+            self._check_done()
 
     def exempt(self, n: int) -> None:
         """`n` more bytes may be delivered beyond the depth: a filter's own budget (module doc)."""

@@ -36,6 +36,43 @@ def weird(ts: float, name: str, detail: str | None) -> Record:
     return cast(Record, rec)
 
 
+def dot_end(buf: bytearray, at_line_start: bool) -> tuple[int, int]:
+    """Where the line holding only "." that ends dot-stuffed data (SMTP DATA, RFC 5321
+    §4.1.1.4; a POP3 multi-line response, RFC 1939 §3) is in `buf`, which starts at a line
+    start when `at_line_start`: (n, t), the first n bytes of `buf` being data and the t after
+    them that line ("." CR LF, or "." LF: bare LF line ends are tolerated); t is 0 when `buf`
+    does not hold it, and then the bytes after n (a "." at a line start, with at most a CR
+    after it) may still begin it and must wait for more.
+
+    For data that is only counted, not read: one search for LF "." per call, in C, however
+    long the lines (a stuffed line "..x" is data; unstuffing it is the reader's business).
+    """
+    n = len(buf)
+    p = 0
+    if not (at_line_start and n and buf[0] == 0x2E):
+        i = buf.find(b"\n.")
+        if i < 0:
+            return n, 0
+        p = i + 1
+    while True:
+        # buf[p] is a "." at a line start
+        if p + 1 < n:
+            c = buf[p + 1]
+            if c == 0x0A:
+                return p, 2
+            if c == 0x0D:
+                if p + 2 >= n:
+                    return p, 0  # ".\r" at the end: its LF may follow
+                if buf[p + 2] == 0x0A:
+                    return p, 3
+        else:
+            return p, 0  # a lone "." at the end: wait for what follows it
+        i = buf.find(b"\n.", p + 1)
+        if i < 0:
+            return n, 0
+        p = i + 1
+
+
 class StreamDecoder(Protocol):
     """One application protocol on one connection."""
 
@@ -192,11 +229,11 @@ class DecoderKind:
     connection as plain flags (a native class: compiled, these are field reads)."""
 
     __slots__ = ("service", "factory", "content", "finishes", "starttls", "data_channels", "skipping",
-                 "addressed")
+                 "addressed", "whole")
 
     def __init__(self, service: str, factory: Callable[[], StreamDecoder], *, content: bool = False,
                  finishes: bool = False, starttls: bool = False, data_channels: bool = False,
-                 skipping: bool = False, addressed: bool = False) -> None:
+                 skipping: bool = False, addressed: bool = False, whole: bool = False) -> None:
         self.service = service
         self.factory = factory
         self.content = content  # ContentSource
@@ -205,3 +242,6 @@ class DecoderKind:
         self.data_channels = data_channels  # DataChannels
         self.skipping = skipping  # BodySkipping
         self.addressed = addressed  # Addressed
+        # followed to the end of the connection, past the inspection depth (a command protocol:
+        # `agent.protocols.spec.ProtocolSpec.whole_connection`)
+        self.whole = whole

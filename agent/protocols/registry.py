@@ -73,8 +73,9 @@ def decoder_kind(service: str, transport: str, body_keep: int = DEFAULT_BODY_KEE
     """How to decode `service` over `transport` ("tcp"/"udp"), or None.
 
     `body_keep`: bytes of each message body a decoder that skips bodies (`BodySkipping`:
-    HTTP) keeps for a content filter: 0 when no filter reads bodies (they are then only
-    counted, which lets the inspector skip them), the filter's depth when one does.
+    HTTP, SMTP) and hands content to a filter (`ContentSource`) keeps for a content filter: 0
+    when no filter reads bodies (they are then only counted, which lets the inspector skip
+    them), the filter's depth when one does.
     """
     key = (service, transport, body_keep)
     if key in _cache:
@@ -87,13 +88,13 @@ def decoder_kind(service: str, transport: str, body_keep: int = DEFAULT_BODY_KEE
         skipping = BodySkipping in caps
         factory: Callable[[], StreamDecoder]
         # the class itself, or a C-level partial: no Python-level wrapper call per connection
-        if body_keep >= 0 and skipping:
+        if body_keep >= 0 and skipping and ContentSource in caps:
             factory = functools.partial(spec.decoder, *args, body_keep=body_keep)
         else:
             factory = spec.decoder if not args else functools.partial(spec.decoder, *args)
         kind = DecoderKind(service, factory, content=ContentSource in caps, finishes=Finishing in caps,
                            starttls=StartTls in caps, data_channels=DataChannels in caps,
-                           skipping=skipping, addressed=Addressed in caps)
+                           skipping=skipping, addressed=Addressed in caps, whole=spec.whole_connection)
     _cache[key] = kind
     return kind
 

@@ -16,15 +16,33 @@ Design (RFC 5321 "Simple Mail Transfer Protocol"):
     ends the exchange.
 * The mail transaction (§3.3) is MAIL FROM -> RCPT TO ... -> DATA/BDAT.
   ``mailfrom`` / ``rcptto`` are the reverse-path / forward-paths with the angle
-  brackets and ESMTP parameters (§4.1.2) removed. A record is emitted at the
-  end of the message data (not on the server's reply, so one-sided captures
-  still log), when a new MAIL starts while the previous transaction had client
-  activity (Zeek flushes there too), after STARTTLS, and at close.
+  brackets and ESMTP parameters (§4.1.2) removed.
+* When records come out (one per transaction, from the call that completes it,
+  in the connection's order):
+  - at the end of the message data: the call that hands over the "." line
+    ending DATA (`feed`), or the last byte of the BDAT ... LAST chunk (`feed`,
+    or `skip` when the flow inspector skipped the chunk's rest); not on the
+    server's reply, so one-sided captures still log, and a pipelining client's
+    next transaction never delays it. ``trans_depth`` is then the messages
+    the server answered so far, plus one (Zeek's numbering);
+  - at a MAIL FROM while the previous transaction had client activity but no
+    message end (refused DATA, RSET: Zeek flushes there too), from that `feed`;
+  - at STARTTLS (the transaction so far, ``tls`` True);
+  - at `close`: a message cut short, or an AUTH without any transaction.
+* The whole connection is followed (the spec's ``whole_connection``: a mass
+  mailer's 150th message is a record too), so a message costs little past
+  what is read of it: its top-level header section, then a body prefix of
+  ``body_keep`` bytes for a content filter (0 when none runs), line by line;
+  after that its bytes are only counted: DATA is searched for its end
+  (`agent.protocols.base.dot_end`, across segment boundaries, however long
+  the lines), and the rest of a BDAT chunk is offered to the inspector to
+  skip (`BodySkipping`: the flow table's fast path counts it without calling
+  the decoder). Nothing past the prefix is kept.
 * DATA (§4.1.1.4): the message ends at ``CRLF . CRLF``; a leading "." on any
-  other line is removed (dot-unstuffing, §4.5.2).
+  other line is removed (dot-unstuffing, §4.5.2) in what is read.
 * BDAT (RFC 3030 §2, §3): ``BDAT chunk-size [LAST]``; exactly chunk-size
   octets follow, taken verbatim (no dot-stuffing); the LAST chunk ends the
-  message.
+  message, and the server's reply to it is the message's reply (§4.2).
 * Message headers (RFC 5322 §2.2, §3.6): only the top-level header section is
   read; folded lines are unfolded (§2.2.3). ``from`` and ``subject`` are the
   last such field (Zeek overwrites); ``to`` / ``cc`` collect the comma
@@ -52,7 +70,7 @@ from collections import deque
 from typing import Final, cast
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Content, ContentSource, Record, StartTls
+from agent.protocols.base import BodySkipping, Content, ContentSource, Finishing, Record, StartTls, dot_end
 from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import SmtpFields
 from wire.text import wire_text, without_nul
@@ -71,7 +89,9 @@ MAX_HEADERS: Final = 512  # header fields per message
 MAX_FIELD: Final = 8 * 1024  # one unfolded header value kept
 MAX_PENDING: Final = 128  # commands awaiting replies (oldest dropped: one-sided captures)
 MAX_RCPT: Final = 1024  # recipients / to / cc entries kept per transaction
-BODY_KEEP: Final = 8 * 1024  # message prefix (after headers) kept for the keyword filter
+# message body prefix (after the headers) kept for the keyword filter, per message: enough of
+# a mail's text to say what it is about; the rest is counted (the filter's own depth is larger)
+BODY_KEEP: Final = 8 * 1024
 MAX_ARG: Final = 1024  # longest helo/mailfrom/rcpt/user value kept
 
 _VERB = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,31}\Z")
@@ -210,15 +230,18 @@ def _path(arg: bytes) -> str:
 
 
 class _Message:
-    """Reads one message (unstuffed bytes): top-level headers, then a body prefix."""
+    """Reads one message (unstuffed bytes): top-level headers, then a body prefix of `keep`
+    bytes; then `counting` turns True and the rest is only counted (by the decoder)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int) -> None:
         self.in_headers = True
+        self.keep = keep
+        self.counting = False  # the headers and the kept prefix are complete
         self.buf = bytearray()  # partial header line, <= MAX_DATA_LINE
         self.header_bytes = 0
         self.fields: list[tuple[str, bytes]] = []  # (lower name, unfolded raw value)
-        self.body = bytearray()  # first BODY_KEEP bytes after the header section
-        self.length = 0  # message bytes seen
+        self.body = bytearray()  # first `keep` bytes after the header section
+        self.length = 0  # message bytes seen (as sent, past the prefix: stuffed dots included)
 
     def feed(self, data: bytes) -> None:
         self.length += len(data)
@@ -235,10 +258,12 @@ class _Message:
             line = bytes(self.buf[: nl + 1])
             del self.buf[: nl + 1]
             self._header_line(line)
-        if not self.in_headers and self.buf:
-            rest = bytes(self.buf)
-            self.buf.clear()
-            self._keep(rest)
+        if not self.in_headers:
+            if self.buf:
+                rest = bytes(self.buf)
+                self.buf.clear()
+                self._keep(rest)
+            self.counting = len(self.body) >= self.keep
 
     def _header_line(self, line: bytes) -> None:
         self.header_bytes += len(line)
@@ -265,9 +290,10 @@ class _Message:
         self.fields.append((name, content[colon + 1 :].strip()[:MAX_FIELD]))
 
     def _keep(self, data: bytes) -> None:
-        room = BODY_KEEP - len(self.body)
+        room = self.keep - len(self.body)
         if room > 0:
             self.body += data[:room]
+        self.counting = len(self.body) >= self.keep
 
     def finish(self) -> None:
         if self.in_headers and self.buf:
@@ -290,12 +316,15 @@ class _Message:
                         lst.append(a)
 
 
-class SmtpDecoder:
+class SmtpDecoder(BodySkipping):
     """RFC 5321 client/server streams -> `smtp` records (see module docstring)."""
 
     name = "smtp"
 
-    def __init__(self) -> None:
+    def __init__(self, body_keep: int = BODY_KEEP) -> None:
+        """`body_keep`: bytes of each message's body kept for a content filter (at most
+        BODY_KEEP; 0 when no filter runs: bodies are then only counted)."""
+        self._keep = body_keep if 0 <= body_keep < BODY_KEEP else BODY_KEEP
         self._cbuf = bytearray()  # client bytes not yet consumed
         self._sbuf = bytearray()  # server bytes not yet consumed (one reply line)
         self._cskip = False  # after a gap: drop client bytes up to the next LF
@@ -315,7 +344,7 @@ class SmtpDecoder:
         self._ts = 0.0
         self.tls = False
         self.tls_leftover = b""  # client bytes after the switch to TLS, for the TLS decoder
-        self.last_body = b""  # first BODY_KEEP bytes of the last message's body
+        self.last_body = b""  # the kept prefix of the last message's body
         # pieces for the keyword filter (agent.protocols.base.Content); None: no filter runs
         self.content: list[Content] | None = None
         self._ts_set = False
@@ -370,6 +399,41 @@ class SmtpDecoder:
         self._sbuf += data
         return self._server()
 
+    @property
+    def finished(self) -> bool:
+        """Nothing more is decoded (STARTTLS, or closed): the inspector may stop (Finishing)."""
+        return self._state == _DEAD
+
+    def skippable(self, is_orig: bool) -> int:
+        """Client bytes that need only be counted (BodySkipping): the rest of a BDAT chunk once
+        its message's headers and kept prefix are read (RFC 3030 §2: its size is known)."""
+        if not is_orig or self._state != _BDAT_CHUNK or self._cbuf:
+            return 0
+        msg = self._msg
+        if msg is not None and not msg.counting:
+            return 0
+        return self._bdat_left
+
+    def exempt(self, is_orig: bool) -> int:
+        """Nothing to give back: the connection is followed whole (the spec's whole_connection)."""
+        return 0
+
+    def skip(self, is_orig: bool, length: int, ts: float) -> list[Record]:
+        """`length` bytes `skippable` offered went by: counted off the BDAT chunk."""
+        self._ts = ts
+        if not is_orig or self._state != _BDAT_CHUNK or self._cbuf:
+            return self.gap(is_orig, length, ts)
+        take = min(length, self._bdat_left)
+        if self._msg is not None:
+            self._msg.length += take
+        self._bdat_left -= take
+        out: list[Record] = []
+        if self._bdat_left == 0:
+            out += self._bdat_done()
+        if length > take:
+            out += self.gap(is_orig, length - take, ts)
+        return out
+
     def gap(self, is_orig: bool, length: int, ts: float) -> list[Record]:
         self._ts = ts
         if self._state == _DEAD:
@@ -400,7 +464,7 @@ class SmtpDecoder:
         self._ts = ts
         out: list[Record] = []
         if self._state in (_DATA, _BDAT_CHUNK) and self._msg is not None:
-            out += self._end_message()
+            out += self._end_message(False)
         if self._user is not None and not self._user_logged:
             self._activity = True  # AUTH without a transaction: still log the login
         out += self._flush()
@@ -476,12 +540,16 @@ class SmtpDecoder:
                 if not self._data():
                     break
                 if self._state != _DATA:
-                    out += self._end_message()
+                    out += self._end_message(True)
                 continue
             if self._state == _BDAT_CHUNK:
                 take = min(len(self._cbuf), self._bdat_left)
-                if self._msg is not None:
-                    self._msg.feed(bytes(self._cbuf[:take]))
+                msg = self._msg
+                if msg is not None:
+                    if msg.counting:
+                        msg.length += take
+                    else:
+                        msg.feed(bytes(self._cbuf[:take]))
                 del self._cbuf[:take]
                 self._bdat_left -= take
                 if self._bdat_left == 0:
@@ -544,16 +612,18 @@ class SmtpDecoder:
             self._state = _DATA
             self._data_started = False
             self._bol = True
-            self._msg = _Message()
+            self._msg = _Message(self._keep)
             self._touch(self._ts)
         elif verb == "BDAT":
             m = _BDAT.match(arg)
             if m is None:
                 raise DecodeError("smtp_invalid_bdat_command", repr(arg[:40]))
             if self._msg is None:
-                self._msg = _Message()
+                self._msg = _Message(self._keep)
             self._bdat_left = int(m.group(1))
             self._bdat_last = m.group(2) is not None
+            if self._bdat_last:
+                self._pending[-1] = "."  # its reply is the message's (RFC 3030 §2): counted as one
             self._touch(self._ts)
             self._state = _BDAT_CHUNK
             if self._bdat_left == 0:
@@ -625,6 +695,8 @@ class SmtpDecoder:
         buf = self._cbuf
         msg = self._msg
         assert msg is not None
+        if msg.counting:
+            return self._count(buf, msg)
         if self._bol and buf[:1] == b".":
             if buf[:3] == b".\r\n" or buf[:2] == b".\n":
                 del buf[: 3 if buf[1:2] == b"\r" else 2]
@@ -648,10 +720,26 @@ class SmtpDecoder:
         msg.feed(chunk)
         return True
 
+    def _count(self, buf: bytearray, msg: _Message) -> bool:
+        """DATA bytes past what is read of the message: only its end is looked for (module
+        docstring); they are counted and dropped. False when more input is needed."""
+        n, t = dot_end(buf, self._bol)
+        if n:
+            msg.length += n
+            self._bol = buf[n - 1] == 0x0A
+            self._data_started = True
+        if t:
+            del buf[:n + t]
+            self._state = _CMD  # end of data (RFC 5321 §4.1.1.4)
+            return True
+        if n:
+            del buf[:n]
+        return False
+
     def _bdat_done(self) -> list[Record]:
         self._state = _CMD
         if self._bdat_last:
-            return self._end_message()
+            return self._end_message(False)  # (BDAT LAST's own reply answers the message)
         return []
 
     def _content(self, msg: _Message) -> None:
@@ -671,7 +759,8 @@ class SmtpDecoder:
         # the body whole, in one final piece with its type: the filter scans it in one call
         self.content.append(Content("smtp.body", bytes(msg.body), n, True, ctype, cte))
 
-    def _end_message(self) -> list[Record]:
+    def _end_message(self, dot: bool) -> list[Record]:
+        """The message ended; `dot`: by DATA's "." line, whose reply is the message's."""
         msg = self._msg
         self._msg = None
         if self._state != _DEAD:
@@ -683,7 +772,8 @@ class SmtpDecoder:
         self.last_body = bytes(msg.body)
         if self.content is not None:
             self._content(msg)
-        self._push(".")
+        if dot:
+            self._push(".")
         self._touch(self._ts)
         return self._flush()
 
@@ -693,5 +783,5 @@ _GREETS = (b"EHLO", b"HELO", b"ehlo", b"helo")  # a client's first command
 SPEC = ProtocolSpec(
     "smtp", ("tcp",), SmtpDecoder, records=("smtp",), ports=frozenset({25, 465, 587, 2525}),
     probe=Probe(client=_GREETS, greeting=b"220", greeting_names=(b"SMTP", b"MAIL"), greeting_answers=_GREETS),
-    capabilities=(ContentSource, StartTls),
+    capabilities=(ContentSource, StartTls, BodySkipping, Finishing), whole_connection=True,
 )

@@ -6,6 +6,10 @@ the transports, the decoder class, the record types it makes (`wire.records.RECO
 server ports it is known on, how its traffic is recognized (`Probe`), and the optional
 capabilities its decoder offers besides feed/gap/close (`agent.protocols.base`:
 `ContentSource`, `Finishing`, `StartTls`, `DataChannels`, `BodySkipping`, `Addressed`).
+Whether the inspection depth applies is the spec's too (`whole_connection`): a command protocol
+(SMTP, POP3, IMAP, FTP) is followed to the end of the connection, because each of its
+transactions is a record (Zeek logs them all) and a mass mailer's 150th message comes long
+after the first 16 KiB; its decoder keeps that cheap (see `ProtocolSpec.whole_connection`).
 `agent.protocols.registry` turns the specs into the `DecoderKind`s the inspector builds
 decoders from, and `agent.flows.classify` the probes into its service detection.
 
@@ -87,6 +91,11 @@ class ProtocolSpec:
     takes_transport: bool = False
     tracker: Callable[[], FlowTracker] | None = None
     link: Callable[[], LinkDecoder] | None = None
+    # followed to the end of the connection, not to the inspection depth (a command protocol:
+    # every command is a record). Its decoder must make what it does not decode cheap: message
+    # bodies skipped by length (`BodySkipping`) or only searched for their end, never kept
+    # past a bounded prefix; and it says when it stops decoding (`Finishing`: STARTTLS...)
+    whole_connection: bool = False
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.capabilities if c not in CAPABILITIES]
@@ -96,3 +105,8 @@ class ProtocolSpec:
             raise TypeError(f"protocol spec {self.name!r}: give exactly one of decoder, tracker, link")
         if (self.link is not None) != (self.transports == ("link",)):
             raise TypeError(f"protocol spec {self.name!r}: a link decoder has the one transport 'link'")
+        if self.whole_connection and (self.decoder is None or Finishing not in self.capabilities):
+            # followed past the depth, a decoder that stopped (TLS, a decode error...) must say so,
+            # or the rest of a long connection would still be handed to it
+            raise TypeError(f"protocol spec {self.name!r}: a decoder followed to the connection's end "
+                            "says when it is finished (Finishing)")

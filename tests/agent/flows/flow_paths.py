@@ -30,6 +30,30 @@ def pipeline_records(frames: list[Frame], *, one_by_one: bool = False, **kw: Any
     return out
 
 
+def four_ways(timed: list[Frame], **kw: Any) -> tuple[list[Record], dict[str, int]]:
+    """Every record of `timed` through Pipeline with its decoders, and the inspector's counters,
+    fed as one batch and one packet per feed() on the fast and on the general path: all four
+    must agree exactly; each record valid on the wire."""
+    results: list[tuple[list[Record], dict[str, int]]] = []
+    for fast in (True, False):
+        for one_by_one in (False, True):
+            out: list[Record] = []
+            p = Pipeline(out.extend, decoders=True, fast_path=fast, **kw)
+            if one_by_one:
+                for fr in timed:
+                    p.feed([fr])
+            else:
+                p.feed(timed)
+            p.finish()
+            counters = {k: v for k, v in p.counters().items() if k.startswith("inspect_")}
+            results.append((out, counters))
+    for other in results[1:]:
+        assert other == results[0]
+    for r in results[0][0]:
+        validate_record(r)
+    return results[0]
+
+
 def both_paths(frames: list[bytes], t0: float, **kw: Any) -> list[Record]:
     """Every record of Ethernet `frames` (10 ms apart from `t0`) through the pipeline on the fast
     and on the general path, which must agree; each record valid on the wire."""

@@ -110,3 +110,25 @@ class Conn:
 
     def close(self) -> list[bytes]:
         return [self.c(flags="FA"), self.s(flags="FA"), self.c()]
+
+
+# -- payloads --------------------------------------------------------------------------------------------
+
+
+def client_hello(sni: str) -> bytes:
+    """A TLS 1.2 ClientHello naming `sni` (RFC 6066 §3): what follows a STARTTLS."""
+    host = sni.encode()
+    entry = struct.pack("!BH", 0, len(host)) + host
+    names = struct.pack("!H", len(entry)) + entry
+    ext = struct.pack("!HH", 0, len(names)) + names  # server_name (RFC 6066 §3)
+    body = (struct.pack("!H", 0x0303) + bytes(range(32)) + b"\x00" + struct.pack("!HH", 2, 0x002F)
+            + b"\x01\x00" + struct.pack("!H", len(ext)) + ext)
+    hs = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
+
+
+def server_hello() -> bytes:
+    """The ServerHello answering it."""
+    body = struct.pack("!H", 0x0303) + bytes(range(32, 64)) + b"\x00" + struct.pack("!H", 0x002F) + b"\x00"
+    hs = b"\x02" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x03" + struct.pack("!H", len(hs)) + hs

@@ -22,12 +22,11 @@ import struct
 from typing import Any
 
 import pytest
-from tcp_frames import Conn, udp_frame
+from flow_paths import four_ways
+from tcp_frames import Conn, client_hello, server_hello, udp_frame
 
-from agent.pipeline import Pipeline
 from agent.protocols.http import BODY_KEEP, HttpDecoder
 from agent.protocols.registry import decoder_kind
-from wire.validate import validate_record
 
 Record = dict[str, Any]
 T0 = 1_700_000_000.0
@@ -47,25 +46,7 @@ def ts_of(i: int) -> float:
 
 def run(frames: list[bytes], **kw: Any) -> tuple[list[Record], dict[str, int]]:
     """All records and the inspector's counters; the four ways of feeding must agree exactly."""
-    timed = [(ts_of(i), 1, f) for i, f in enumerate(frames)]
-    results: list[tuple[list[Record], dict[str, int]]] = []
-    for fast in (True, False):
-        for one_by_one in (False, True):
-            out: list[Record] = []
-            p = Pipeline(out.extend, decoders=True, fast_path=fast, **kw)
-            if one_by_one:
-                for fr in timed:
-                    p.feed([fr])
-            else:
-                p.feed(timed)
-            p.finish()
-            counters = {k: v for k, v in p.counters().items() if k.startswith("inspect_")}
-            results.append((out, counters))
-    for other in results[1:]:
-        assert other == results[0]
-    for r in results[0][0]:
-        validate_record(r)
-    return results[0]
+    return four_ways([(ts_of(i), 1, f) for i, f in enumerate(frames)], **kw)
 
 
 def of(recs: list[Record], rtype: str) -> list[Record]:
@@ -331,23 +312,6 @@ def test_the_registry_builds_body_counting_decoders_without_a_filter() -> None:
 
 
 # -- STARTTLS -----------------------------------------------------------------------------------------------
-
-
-def client_hello(sni: str) -> bytes:
-    host = sni.encode()
-    entry = struct.pack("!BH", 0, len(host)) + host
-    names = struct.pack("!H", len(entry)) + entry
-    ext = struct.pack("!HH", 0, len(names)) + names  # server_name (RFC 6066 §3)
-    body = (struct.pack("!H", 0x0303) + bytes(range(32)) + b"\x00" + struct.pack("!HH", 2, 0x002F)
-            + b"\x01\x00" + struct.pack("!H", len(ext)) + ext)
-    hs = b"\x01" + len(body).to_bytes(3, "big") + body
-    return b"\x16\x03\x01" + struct.pack("!H", len(hs)) + hs
-
-
-def server_hello() -> bytes:
-    body = struct.pack("!H", 0x0303) + bytes(range(32, 64)) + b"\x00" + struct.pack("!H", 0x002F) + b"\x00"
-    hs = b"\x02" + len(body).to_bytes(3, "big") + body
-    return b"\x16\x03\x03" + struct.pack("!H", len(hs)) + hs
 
 
 def test_smtp_starttls_hands_the_stream_to_tls() -> None:

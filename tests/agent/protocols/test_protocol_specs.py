@@ -21,6 +21,10 @@ MEMBERS: dict[type, tuple[str, ...]] = {
 }
 
 
+# the command protocols: every command of a connection is a record
+WHOLE_CONNECTION = {"smtp"}
+
+
 def test_members_cover_every_capability() -> None:
     assert set(MEMBERS) == set(CAPABILITIES)
 
@@ -50,6 +54,7 @@ def test_spec_matches_its_decoder(service: str) -> None:
         assert kind.finishes == (Finishing in spec.capabilities)
         assert kind.skipping == (BodySkipping in spec.capabilities)
         assert kind.addressed == (Addressed in spec.capabilities)
+        assert kind.whole == spec.whole_connection
     for transport in ("tcp", "udp"):
         if transport not in spec.transports:
             assert registry.decoder_kind(service, transport) is None
@@ -81,6 +86,15 @@ def test_a_spec_refuses_an_unknown_capability() -> None:
         ProtocolSpec("x", ("udp",), None, records=())
     with pytest.raises(TypeError):  # a link decoder on a transport
         ProtocolSpec("x", ("udp",), None, records=(), link=object)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # followed past the depth without saying when it is finished
+        ProtocolSpec("x", ("tcp",), object, records=(), whole_connection=True)  # type: ignore[arg-type]
+
+
+def test_command_protocols_are_followed_for_the_whole_connection() -> None:
+    """Each of their transactions is a record (Zeek logs every one), so the inspection depth
+    does not stop them (issue 20); everything else stops at the depth."""
+    whole = {s.name for s in registry.specs() if s.whole_connection}
+    assert whole == WHOLE_CONNECTION
 
 
 def test_every_content_field_is_made_by_a_registered_protocol() -> None:

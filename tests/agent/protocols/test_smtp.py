@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from protocol_streams import Seg, feed_split, state_of, tcp_streams, zeek_rows
 
 from agent.decode.errors import DecodeError
+from agent.protocols.base import dot_end
 from agent.protocols.smtp import BODY_KEEP, SmtpDecoder, decode_rfc2047
 
 C, S = True, False
@@ -293,6 +294,130 @@ def test_errors() -> None:
     with pytest.raises(DecodeError) as e:
         SmtpDecoder().feed(C, b"BDAT -5\r\n", 1.0)
     assert e.value.name == "smtp_invalid_bdat_command"
+
+
+# --- the whole connection: bodies past what is read are only counted (issue 20) ----------------
+
+
+def _dot_end_by_lines(buf: bytes, bol: bool) -> tuple[int, int]:
+    """dot_end's definition, line by line: the first line holding only "." (CR LF or LF)."""
+    starts = ([0] if bol else []) + [i + 1 for i, c in enumerate(buf) if c == 0x0A]
+    for p in starts:
+        rest = buf[p:]
+        if rest.startswith(b".\r\n"):
+            return p, 3
+        if rest.startswith(b".\n"):
+            return p, 2
+        if rest in (b".", b".\r"):
+            return p, 0
+    return len(buf), 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"x", b"..", b"\r\n.", b".\r\n"]), max_size=16),
+       st.booleans())
+def test_dot_end_finds_the_first_dot_line(parts: list[bytes], bol: bool) -> None:
+    buf = b"".join(parts)
+    assert dot_end(bytearray(buf), bol) == _dot_end_by_lines(buf, bol)
+
+
+def _message(body_lines: int) -> bytes:
+    lines = [b"Subject: long one\r\n", b"\r\n"]
+    for i in range(body_lines):
+        # stuffed dots, a stuffed lone ".", and a line ending in CR CR LF
+        line = b"..line %d\r\n" % i if i % 5 == 0 else b"..\r\n" if i % 7 == 0 else b"text %d\r\r\n" % i
+        lines.append(line)
+    return b"".join(lines) + b".\r\n"
+
+
+def test_a_body_past_the_kept_prefix_is_counted_not_kept() -> None:
+    """Past its headers and kept prefix a message's bytes are only searched for the "." line:
+    the decoder holds at most the two bytes that may begin it, however long the body, and the
+    end is found however the stream is cut (byte by byte, random pieces, CR LF split)."""
+    msg = _message(3000)  # ~30 KB: past BODY_KEEP and the inspection depth
+    segs = GREET + transaction(msg) + transaction(b"Subject: next\r\n\r\n.\r\n", "b@x", ("c@x",))
+    recs = all_modes(segs)
+    assert [(r["trans_depth"], r["subject"], r["mailfrom"]) for r in recs] == [
+        (1, "long one", "alice@example.com"), (2, "next", "b@x")]
+    dec = SmtpDecoder()
+    for is_orig, data in GREET + transaction(msg)[:-2]:  # up to DATA's 354
+        dec.feed(is_orig, data, 1.0)
+    body = _message(100_000)  # ~1 MB, in Ethernet-sized pieces
+    body = body[body.index(b"\r\n\r\n") + 4:]
+    dec.feed(C, b"Subject: big\r\n\r\n", 2.0)
+    text, end = body[:-3], body[-3:]
+    assert end == b".\r\n"
+    for i in range(0, len(text), 1448):
+        assert dec.feed(C, text[i:i + 1448], 2.0) == []
+        assert dec._msg is not None and len(dec._msg.body) <= BODY_KEEP
+        if i > BODY_KEEP + 100:
+            assert len(dec._cbuf) <= 2
+    [rec] = dec.feed(C, end, 3.0)
+    assert rec["subject"] == "big"
+    assert len(dec.last_body) == BODY_KEEP and dec.last_body.startswith(b".line 0\r\ntext 1\r\r\n")
+
+
+def test_without_a_filter_no_body_is_kept() -> None:
+    """body_keep=0 (the registry's choice when no filter reads bodies): the same records, and
+    past the headers every body byte is only counted."""
+    segs = GREET + transaction() + transaction(_message(500), "b@x", ("c@x",))
+    dec = SmtpDecoder(body_keep=0)
+    assert run(segs, dec=dec) == all_modes(segs)
+    assert dec.last_body == b""
+
+
+def test_bdat_chunks_are_offered_for_skipping() -> None:
+    """A BDAT chunk's size is known (RFC 3030 §2): once its message's headers and kept prefix
+    are read, the rest is `skippable` and `skip` counts it off; the record comes out of the
+    skip that ends the LAST chunk, and the reply to BDAT LAST answers the message."""
+    msg = b"Subject: chunked\r\nFrom: a@x\r\n\r\n" + b"y" * 50_000
+    dec = SmtpDecoder(body_keep=100)
+    for is_orig, data in GREET + [(C, b"MAIL FROM:<a@x>\r\n"), (S, b"250 ok\r\n"),
+                                  (C, b"RCPT TO:<b@x>\r\n"), (S, b"250 ok\r\n")]:
+        assert dec.feed(is_orig, data, 1.0) == []
+    assert dec.skippable(C) == 0
+    head = b"BDAT %d LAST\r\n" % len(msg)
+    assert dec.feed(C, head + msg[:1000], 2.0) == []
+    left = len(msg) - 1000
+    assert dec.skippable(C) == left and dec.skippable(S) == 0 and dec.exempt(C) == 0
+    assert dec.skip(C, left - 10, 2.5) == []
+    [rec] = dec.skip(C, 10, 3.0)
+    assert (rec["subject"], rec["trans_depth"], dec.skippable(C)) == ("chunked", 1, 0)
+    assert dec.last_body == b"y" * 100
+    out = dec.feed(S, b"250 2.0.0 queued\r\n", 3.5)
+    out += dec.feed(C, b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n", 4.0)
+    out += dec.feed(S, b"250 ok\r\n250 ok\r\n354 go\r\n", 4.5)
+    out += dec.feed(C, b"Subject: two\r\n\r\n.\r\n", 5.0)
+    assert [(r["subject"], r["trans_depth"]) for r in out] == [("two", 2)]
+
+
+def test_refused_data_after_a_bdat_message_is_not_taken_for_a_message() -> None:
+    """The reply to BDAT LAST is the message's: no reply is awaited for a "." that was never
+    sent, so a later refused DATA (554) is paired with its own reply and the commands after it
+    are commands, not message text."""
+    segs = GREET + [
+        (C, b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nBDAT 14 LAST\r\nSubject: one\r\n"),
+        (S, b"250 ok\r\n250 ok\r\n250 queued\r\n"),
+        (C, b"MAIL FROM:<a@x>\r\n"), (S, b"250 ok\r\n"),
+        (C, b"RCPT TO:<nobody@x>\r\n"), (S, b"550 no such user\r\n"),
+        (C, b"DATA\r\n"), (S, b"554 no valid recipients\r\n"),
+        (C, b"MAIL FROM:<z@x>\r\n"), (S, b"250 ok\r\n"),
+        (C, b"RCPT TO:<b@x>\r\n"), (S, b"250 ok\r\n"),
+        (C, b"DATA\r\n"), (S, b"354 go\r\n"),
+        (C, b"Subject: three\r\n\r\n.\r\n"), (S, b"250 queued\r\n"),
+    ]
+    recs = all_modes(segs)
+    assert [(r["trans_depth"], r["mailfrom"], r["subject"]) for r in recs] == [
+        (1, "a@x", "one"), (2, "a@x", None), (2, "z@x", "three")]
+
+
+def test_finished_after_starttls() -> None:
+    dec = SmtpDecoder()
+    for is_orig, data in GREET + [(C, b"STARTTLS\r\n")]:
+        dec.feed(is_orig, data, 1.0)
+    assert not dec.finished
+    dec.feed(S, b"220 go ahead\r\n", 2.0)
+    assert dec.finished and dec.tls
 
 
 @settings(max_examples=300, deadline=None)
