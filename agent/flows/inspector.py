@@ -81,6 +81,8 @@ from agent.protocols.base import (
     Finishing,
     FlowTracker,
     Record,
+    Skipping,
+    SkippingOf,
     StartTls,
     StreamDecoder,
 )
@@ -351,7 +353,8 @@ class Inspector:
         app.dec = dec = self._new_decoder(f, app, kind)
         # the capabilities the protocol's spec declares (a test checks each decoder has them)
         if kind.skipping:
-            app.skipper = cast(BodySkipping, dec)
+            # a compiled decoder is one; an interpreted one (IMAP) is wrapped (agent.protocols.base)
+            app.skipper = dec if isinstance(dec, BodySkipping) else SkippingOf(cast(Skipping, dec))
             app.exempting = self.keep_bodies
         if kind.finishes:
             app.finishing = cast(Finishing, dec)

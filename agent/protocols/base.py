@@ -136,9 +136,11 @@ class DataChannels(Protocol):
 
 class BodySkipping:
     """A decoder's optional capability: bytes it only counts, not reads (HTTP bodies past the
-    prefix kept for the filter). The inspector lets its reassemblers skip them, and the flow
-    table's fast path count them, without delivering them. A native base class, not a
-    Protocol: compiled, the inspector's calls through it are direct, not attribute lookups."""
+    prefix kept for the filter, SMTP BDAT chunks, IMAP literals). The inspector lets its
+    reassemblers skip them, and the flow table's fast path count them, without delivering
+    them. A native base class, not a Protocol: compiled, the inspector's calls through it are
+    direct, not attribute lookups. A decoder that is not compiled cannot inherit it; it has the
+    same three methods (`Skipping`) and the inspector wraps it (`SkippingOf`)."""
 
     def skippable(self, is_orig: bool) -> int:
         """Bytes of that direction, from the next one, that need only be counted."""
@@ -152,6 +154,34 @@ class BodySkipping:
     def skip(self, is_orig: bool, length: int, ts: float) -> list[Record]:
         """`length` bytes `skippable` offered went by, counted and not delivered."""
         raise NotImplementedError
+
+
+class Skipping(Protocol):
+    """BodySkipping's calls, offered by a decoder mypyc does not compile (IMAP): an interpreted
+    class cannot inherit a native one, so the inspector reaches it through `SkippingOf`."""
+
+    def skippable(self, is_orig: bool) -> int: ...
+
+    def exempt(self, is_orig: bool) -> int: ...
+
+    def skip(self, is_orig: bool, length: int, ts: float) -> list[Record]: ...
+
+
+class SkippingOf(BodySkipping):
+    """The BodySkipping of a decoder that is not a native class: its own calls, passed on (the
+    extra call costs little next to the bytes it lets the fast path count)."""
+
+    def __init__(self, dec: Skipping) -> None:
+        self.dec = dec
+
+    def skippable(self, is_orig: bool) -> int:
+        return self.dec.skippable(is_orig)
+
+    def exempt(self, is_orig: bool) -> int:
+        return self.dec.exempt(is_orig)
+
+    def skip(self, is_orig: bool, length: int, ts: float) -> list[Record]:
+        return self.dec.skip(is_orig, length, ts)
 
 
 class Content:

@@ -33,7 +33,12 @@ and NATs", RFC 3659 "Extensions to FTP"):
   and PORT / EPRT commands (RFC 959 §4.1.2, RFC 2428 §2) once the server
   accepted them with a 2yz reply. Unparsable addresses are skipped, not fatal.
 * ``AUTH`` answered with 234 (RFC 4217 §4) turns the channel into TLS: the
-  decoder stops reading it. A gap in either direction drops the partial line,
+  decoder stops reading it and says so (``finished``: the inspector stops
+  handing it the connection).
+* The whole control connection is followed (the spec's ``whole_connection``):
+  every command past the inspection depth is a record too, as in Zeek's
+  ftp.log; a control connection is command and reply lines only (the data
+  goes over its own connections). A gap in either direction drops the partial line,
   resynchronises on the next line end and forgets the commands waiting for a
   reply, as the pairing can no longer be trusted.
 """
@@ -47,7 +52,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Content, ContentSource, DataChannels, Record
+from agent.protocols.base import Content, ContentSource, DataChannels, Finishing, Record
 from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import FtpFields
 from wire.text import escaped_text
@@ -128,6 +133,11 @@ class FtpDecoder:
         self._multi: bytes | None = None  # the code of the multi-line reply being read
         self._dead = False  # TLS after AUTH, or stopped
         self.expected_data_channels: list[tuple[str | None, int, bool]] = []
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more is decoded (TLS after AUTH, or closed): the inspector may stop (Finishing)."""
+        return self._dead
 
     # --- StreamDecoder interface ---------------------------------------
     def feed(self, is_orig: bool, data: bytes, ts: float) -> list[Record]:
@@ -292,5 +302,5 @@ SPEC = ProtocolSpec(
     "ftp", ("tcp",), FtpDecoder, records=("ftp",), ports=frozenset({21, 2121, 2811}),
     probe=Probe(client=_FIRST_COMMANDS, client_on_port=True, greeting=b"220", greeting_names=(b"FTP",),
                 greeting_answers=_FIRST_COMMANDS),
-    capabilities=(ContentSource, DataChannels),
+    capabilities=(ContentSource, DataChannels, Finishing), whole_connection=True,
 )

@@ -23,6 +23,14 @@ ACAP"):
   continues the same response. Untagged lines longer than the buffer (a
   ``* SEARCH`` over a big mailbox) are skipped in pieces; only their last
   ``_TAIL`` octets are kept, to see a trailing literal marker.
+* The whole connection is followed (the spec's ``whole_connection``: the
+  commands after a large APPEND are recorded too), and literals cost little
+  however large: their length is known, so once one is under way the rest of
+  it is offered to the flow inspector to skip (`skippable`/`skip`, the
+  `BodySkipping` calls: the flow table's fast path counts those bytes without
+  calling the decoder). Not offered: a LOGIN userid literal (it is read), and
+  a synchronizing literal before its first octet (the server may refuse it).
+  ``finished`` once nothing more is decoded (TLS, COMPRESS, close).
 * Pairing: tagged completions find their command by tag (commands may be
   pipelined and complete out of order, §5.5); a tag the decoder never saw is
   ignored (the capture started mid-session).
@@ -67,7 +75,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Record, StartTls
+from agent.protocols.base import BodySkipping, Finishing, Record, StartTls
 from agent.protocols.pop3 import SaslExchange, mailbox_record
 from agent.protocols.spec import Probe, ProtocolSpec
 from wire.text import escaped_text
@@ -159,6 +167,45 @@ class ImapDecoder:
         self.tls_leftover = b""  # client bytes after the switch to TLS, for the TLS decoder
         self.commands_dropped = 0  # command names seen beyond MAX_COMMANDS
         self.pending_dropped = 0  # commands dropped at MAX_PENDING
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more is decoded (TLS, COMPRESS, or closed): the inspector may stop (Finishing)."""
+        return self._dead
+
+    # --- skipping literals (the BodySkipping calls, through agent.protocols.base.SkippingOf) ----
+    def skippable(self, is_orig: bool) -> int:
+        """Octets of the literal under way in that direction that need only be counted: all of
+        its rest, once nothing is buffered before it (see the module docstring for the
+        literals that are read instead)."""
+        if self._dead:
+            return 0
+        if is_orig:
+            if self._cbuf or self._lit_sync or self._lit_user is not None:
+                return 0
+            return self._lit
+        return 0 if self._sbuf else self._slit
+
+    def exempt(self, is_orig: bool) -> int:
+        return 0  # IMAP hands nothing to a content filter
+
+    def skip(self, is_orig: bool, length: int, ts: float) -> list[Record]:
+        """`length` octets `skippable` offered went by: counted off the literal."""
+        if self._dead:
+            return []
+        if is_orig:
+            if self._cbuf or not self._lit:
+                return self.gap(is_orig, length, ts)
+            take = min(length, self._lit)
+            self._lit -= take
+            if self._lit == 0:
+                self._literal_done()
+        else:
+            if self._sbuf or not self._slit:
+                return self.gap(is_orig, length, ts)
+            take = min(length, self._slit)
+            self._slit -= take
+        return self.gap(is_orig, length - take, ts) if length > take else []
 
     # --- StreamDecoder interface ---------------------------------------
     def feed(self, is_orig: bool, data: bytes, ts: float) -> list[Record]:
@@ -499,5 +546,5 @@ class ImapDecoder:
 SPEC = ProtocolSpec(
     "imap", ("tcp",), ImapDecoder, records=("mailbox",), ports=frozenset({143}),
     probe=Probe(server=(b"* OK", b"* PREAUTH")),
-    capabilities=(StartTls,),
+    capabilities=(StartTls, BodySkipping, Finishing), whole_connection=True,
 )

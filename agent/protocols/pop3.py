@@ -15,8 +15,12 @@ TLS with IMAP, POP3 and ACAP"):
   TOP (§7), to LIST and UIDL without an argument (§5, §7) and to a bare AUTH
   (the de-facto mechanism listing) starts a multi-line response: lines up to
   a line holding only ``.``; other lines starting with ``.`` are
-  dot-stuffed (§3) and are body. Body lines are never buffered whole (only
-  the test for the ``.`` line needs them), so long body lines are harmless.
+  dot-stuffed (§3) and are body. A body is never read, only searched for
+  that line (`agent.protocols.base.dot_end`: one search per segment, across
+  segment boundaries, whatever the line lengths) and dropped: the whole
+  connection is followed (the spec's ``whole_connection``, so the commands
+  after a large download or a long SASL token are recorded too) and a
+  session that downloads 50 MB costs one search per segment.
   A non-status line where a status line was expected (an extension command
   with a multi-line answer this decoder does not know) is treated as the body
   of such a response and skipped up to its ``.`` line; only the very first
@@ -41,6 +45,8 @@ TLS with IMAP, POP3 and ACAP"):
   pipeline reads ``decoder.tls`` after each feed and hands later bytes to the
   TLS decoder. A TLS record (0x16) from the client while STLS awaits its
   answer is taken as the same switch (the reply was not captured).
+* ``finished`` (the inspector stops handing it the connection) once it
+  decodes nothing more: after the switch to TLS, or at ``close``.
 * One record per connection: at the TLS switch or at ``close``, never twice;
   ``ts`` is the time of the first byte seen. A connection that carried no
   byte yields no record.
@@ -63,7 +69,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import Record, StartTls
+from agent.protocols.base import Finishing, Record, StartTls, dot_end
 from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import MailboxFields
 from wire.text import escaped_text, without_nul
@@ -192,6 +198,11 @@ class Pop3Decoder:
         self.commands_dropped = 0  # verbs seen beyond MAX_COMMANDS
         self.pending_dropped = 0  # commands dropped at MAX_PENDING
 
+    @property
+    def finished(self) -> bool:
+        """Nothing more is decoded (TLS, or closed): the inspector may stop (Finishing)."""
+        return self._dead
+
     # --- StreamDecoder interface ---------------------------------------
     def feed(self, is_orig: bool, data: bytes, ts: float) -> list[Record]:
         if self._dead or not data:
@@ -283,6 +294,17 @@ class Pop3Decoder:
 
     def _server(self, buf: bytearray) -> list[Record]:
         while not self._dead:
+            if self._multi and not self._skip[False]:
+                # a multi-line response's body: only its "." line is looked for (module docstring)
+                n, t = dot_end(buf, not self._midline)
+                if t:
+                    del buf[:n + t]
+                    self._multi = self._midline = False  # its end (RFC 1939 §3)
+                    continue
+                if n:
+                    self._midline = buf[n - 1] != 0x0A
+                    del buf[:n]
+                break
             nl = buf.find(b"\n")
             if nl < 0:
                 if len(buf) > MAX_REPLY_LINE:
@@ -410,5 +432,5 @@ class Pop3Decoder:
 SPEC = ProtocolSpec(
     "pop3", ("tcp",), Pop3Decoder, records=("mailbox",), ports=frozenset({110}),
     probe=Probe(server=(b"+OK",)),
-    capabilities=(StartTls,),
+    capabilities=(StartTls, Finishing), whole_connection=True,
 )

@@ -24,7 +24,13 @@ from flow_paths import four_ways
 from tcp_frames import client_hello, server_hello
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "protocols"))
-from command_captures import Conversation, smtp_mass_mail  # noqa: E402
+from command_captures import (  # noqa: E402
+    Conversation,
+    ftp_session,
+    imap_session,
+    pop3_download,
+    smtp_mass_mail,
+)
 
 from agent.filter.compiled import CompiledRules, compile_rules  # noqa: E402
 from agent.protocols.smtp import BODY_KEEP  # noqa: E402
@@ -141,3 +147,49 @@ def test_keywords_in_late_messages_are_alerted() -> None:
     # each found at the end of its message: after its MAIL FROM (the record's ts), before the next
     assert smtp[99]["ts"] < alerts["casino-royale"]["ts"] < smtp[100]["ts"]
     assert smtp[119]["ts"] < alerts["lottery-win"]["ts"] < smtp[120]["ts"]
+
+
+# -- POP3, IMAP, FTP -------------------------------------------------------------------------------------
+
+
+def mailbox(recs: list[Record]) -> Record:
+    [rec] = of(recs, "mailbox")
+    return {k: rec[k] for k in ("protocol", "user", "login_ok", "commands", "tls")}
+
+
+def test_pop3_commands_after_a_long_token_and_large_downloads() -> None:
+    """A client that tries Kerberos first (a 20 KB GSSAPI token, refused: its stream is past the
+    depth before USER), then USER/PASS, downloads 20 messages of 100 KB (2 MB: their bodies
+    hold "+OK" and "-ERR" lines and stuffed dots) and deletes them: the mailbox record has
+    every command in order (up to its cap), the user, the login and QUIT."""
+    conv = pop3_download(gssapi=20_000)
+    assert conv.client_bytes() > 16384 and conv.server_bytes() > 2_000_000
+    recs, counters = run(conv)
+    assert mailbox(recs) == conv.expected[0]
+    assert [r["account"] for r in of(recs, "login")] == ["alice"]
+    assert counters["inspect_depth_reached"] == 0
+
+
+def test_imap_commands_after_large_fetches_and_an_append() -> None:
+    """20 FETCHes of 100 KB messages (literals whose text holds lines like "a5 OK" and
+    "* BYE"), then an APPEND of a 200 KB draft (a synchronizing client literal), NOOP and
+    LOGOUT: every command is in the record, and the literals' octets were skipped by length
+    (counted by the flow table's fast path, not handed to the decoder)."""
+    conv = imap_session()
+    recs, counters = run(conv)
+    assert mailbox(recs) == conv.expected[0]
+    literals = 20 * 100_000 + 200_000
+    assert counters["inspect_skipped_bytes"] > literals * 9 // 10
+    assert counters["inspect_depth_reached"] == 0
+
+
+def test_ftp_every_command_of_a_long_control_connection_is_a_record() -> None:
+    """300 rounds of CWD, PASV, LIST (150, then 226) and SIZE after the login: 1,205 commands,
+    48 KB of replies. Each is a record, as in Zeek's ftp.log; before, decoding stopped when
+    the replies passed the depth (and the commands waiting for them overflowed)."""
+    conv = ftp_session()
+    recs, counters = run(conv)
+    got = [{k: r[k] for k in ("command", "arg", "reply_code", "user")} for r in of(recs, "ftp")]
+    assert got == conv.expected
+    assert of(recs, "weird") == []
+    assert counters["inspect_ftp_data_expected"] == 300

@@ -189,10 +189,13 @@ def smtp_mass_mail(n: int = 150, rcpts: int = 5, *, style: str = "sequential", u
     return Conversation(t, expected=expected)
 
 
-def pop3_download(n: int = 20, size: int = 100_000, *, user: str = "alice", seed: int = 2) -> Conversation:
+def pop3_download(n: int = 20, size: int = 100_000, *, user: str = "alice", seed: int = 2,
+                  gssapi: int = 0) -> Conversation:
     """A Dovecot POP3 session: CAPA, USER/PASS, STAT, LIST, UIDL, then RETR and DELE of `n`
     messages of about `size` bytes each (their bodies hold lines that look like POP3: "+OK",
-    "-ERR", lone "." lines stuffed), a TOP, NOOP and QUIT."""
+    "-ERR", lone "." lines stuffed), a TOP, NOOP and QUIT. `gssapi`: first an AUTH GSSAPI
+    whose Kerberos token is that many base64 bytes (a user in many groups: Windows allows
+    48 KB), refused, as a client that tries Kerberos first does."""
     rng = random.Random(seed)
     msgs = [mail_message(i, "bob@example.net", [f"{user}@example.org"], f"Message {i}", size // 4, rng,
                          attachment=size * 3 // 4, dot_every=7)
@@ -200,7 +203,15 @@ def pop3_download(n: int = 20, size: int = 100_000, *, user: str = "alice", seed
     t: list[Turn] = [
         (False, b"+OK Dovecot (Debian) ready.\r\n"),
         (True, b"CAPA\r\n"),
-        (False, b"+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nUSER\r\nSASL PLAIN\r\n.\r\n"),
+        (False, b"+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nUSER\r\nSASL PLAIN GSSAPI\r\n.\r\n"),
+    ]
+    commands = ["CAPA"]
+    if gssapi:
+        token = base64.b64encode(rng.randbytes(gssapi * 3 // 4))
+        t += [(True, b"AUTH GSSAPI\r\n"), (False, b"+ \r\n"), (True, token + b"\r\n"),
+              (False, b"-ERR [AUTH] Authentication failed.\r\n")]
+        commands.append("AUTH")
+    t += [
         (True, f"USER {user}\r\n".encode()), (False, b"+OK\r\n"),
         (True, b"PASS w0nderland-Pa55\r\n"), (False, b"+OK Logged in.\r\n"),
         (True, b"STAT\r\n"), (False, f"+OK {n} {sum(map(len, msgs))}\r\n".encode()),
@@ -217,8 +228,8 @@ def pop3_download(n: int = 20, size: int = 100_000, *, user: str = "alice", seed
     for i in range(1, n + 1):
         t += [(True, f"DELE {i}\r\n".encode()), (False, b"+OK Marked to be deleted.\r\n")]
     t += [(True, b"NOOP\r\n"), (False, b"+OK\r\n"), (True, b"QUIT\r\n"), (False, b"+OK Logging out.\r\n")]
-    commands = (["CAPA", "USER", "PASS", "STAT", "LIST", "UIDL"] + ["RETR"] * n + ["TOP"] + ["DELE"] * n
-                + ["NOOP", "QUIT"])
+    commands += (["USER", "PASS", "STAT", "LIST", "UIDL"] + ["RETR"] * n + ["TOP"] + ["DELE"] * n
+                 + ["NOOP", "QUIT"])
     return Conversation(t, sport=110, expected=[{"protocol": "pop3", "user": user, "login_ok": True,
                                                  "commands": commands, "tls": False}])
 

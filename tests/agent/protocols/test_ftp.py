@@ -193,6 +193,17 @@ def test_auth_tls_stops_decoding() -> None:
     assert _pick(recs, "command", "arg", "reply_code") == [("AUTH", "TLS", 234)]
 
 
+def test_finished_after_auth_tls() -> None:
+    """Once the channel is TLS nothing more is decoded, and the decoder says so: the flow
+    inspector, which follows an FTP control connection to its end, stops there."""
+    dec = FtpDecoder()
+    for seg in [r("220 hi"), c("AUTH TLS")]:
+        dec.feed(*seg, 1.0)
+    assert not dec.finished
+    dec.feed(*r("234 go ahead"), 2.0)
+    assert dec.finished
+
+
 def test_gap_resyncs() -> None:
     dec = FtpDecoder()
     dec.feed(True, b"USER a\r\nRETR fi", 1.0)

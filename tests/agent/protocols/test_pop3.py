@@ -273,6 +273,43 @@ def test_long_body_lines_are_skipped_not_fatal() -> None:
     assert rec["commands"] == ["USER", "PASS", "RETR", "DELE"]
 
 
+def test_bodies_are_searched_for_their_end_not_buffered() -> None:
+    """A RETR body is never read (issue 20): only its "." line is looked for, across every cut
+    of the stream; lines that look like statuses, stuffed dots (a stuffed lone "." too) and
+    bare LF line ends are body. The decoder holds at most the two bytes that may begin the end
+    line, however long the body and its lines."""
+    body = "".join(f"..{i}\n+OK fake\n..\n-ERR fake\nline {i}\r\n" for i in range(40)) + "x" * 5000
+    segs = [GREETING, c("USER a"), s("+OK"), c("PASS b"), s("+OK"), c("RETR 1"),
+            (S, f"+OK 9999 octets\r\n{body}\r\n.\r\n".encode()), c("RETR 2"),
+            (S, b"+OK\n.\n"), c("QUIT"), s("+OK bye")]
+    assert all_modes(segs)["commands"] == ["USER", "PASS", "RETR", "RETR", "QUIT"]
+    dec = Pop3Decoder()
+    for seg in segs[:6] + [(S, b"+OK 1000000 octets\r\n")]:
+        dec.feed(*seg, 1.0)
+    dec.feed(S, b"Subject: x\r\n\r\n", 2.0)
+    chunk = b"A" * 700 + b"\r\n..\r\n" + b"B" * 700  # each segment ends mid-line
+    for _ in range(700):  # 1 MB
+        dec.feed(S, chunk, 2.0)
+        assert len(dec._buf[S]) <= 2
+    dec.feed(S, b"\r\n.\r\n", 3.0)
+    dec.feed(C, b"QUIT\r\n", 3.0)
+    dec.feed(S, b"+OK bye\r\n", 3.0)
+    [rec] = dec.close(4.0)
+    assert rec["commands"] == ["USER", "PASS", "RETR", "QUIT"] and not dec._multi
+
+
+def test_finished_after_stls_and_close() -> None:
+    dec = Pop3Decoder()
+    for seg in [GREETING, c("STLS")]:
+        dec.feed(*seg, 1.0)
+    assert not dec.finished
+    dec.feed(S, b"+OK begin TLS\r\n", 2.0)
+    assert dec.finished
+    dec = Pop3Decoder()
+    dec.close(1.0)
+    assert dec.finished
+
+
 def test_unknown_multiline_answer_is_skipped() -> None:
     # XTND XLST-like extension answering with a body this decoder does not foresee
     rec = all_modes(
