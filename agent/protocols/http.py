@@ -33,7 +33,9 @@ Design (RFC 9112 "HTTP/1.1", RFC 9110 "HTTP Semantics"):
   with a body to one of the unit's publishing hosts also makes a `publish`
   record when its body is complete (or the connection ends): its body is kept
   up to the publisher's bound (64 KiB), beyond the content filter's share, and
-  that prefix is what ``exempt`` offers the inspector. With a publisher and no
+  ``exempt`` offers the inspector that prefix and the header bytes of every
+  request to such a host (a post late in a long keep-alive connection is still
+  read: the depth is spent on the other hosts' traffic only). With a publisher and no
   content filter attached (``content`` None), other bodies are only counted,
   whatever ``body_keep`` says: the pipeline asks for kept bodies to get the
   exemption, and the other hosts' bodies must cost what they cost before.
@@ -293,6 +295,8 @@ class _Dir:
         # body bytes this direction may still keep for a content filter: the decoder's
         # `body_keep` is a budget per direction of the connection, like the inspection depth
         self.scan_left = 0
+        # header bytes of requests to a publishing host, to give back to the depth (`exempt`)
+        self.exempt_owed = 0
 
 
 def _basic_user(value: bytes) -> str | None:
@@ -436,13 +440,18 @@ class HttpDecoder(BodySkipping):
     def exempt(self, is_orig: bool) -> int:
         """Bytes of this direction a content filter will scan on its own budget: once per body,
         the body prefix kept for it (`body_keep`), so that scanning bodies does not use up the
-        connection's inspection depth (`StreamReassembler.exempt`). 0 when bodies are not kept."""
+        connection's inspection depth (`StreamReassembler.exempt`). 0 when bodies are not kept.
+        Requests to a publishing host also give back their start line and header fields: every
+        request of a long keep-alive connection to the unit's forum must be read, however many
+        came before it (what the publisher reads is on its own budget, as the filter's bodies)."""
         d = self._orig if is_orig else self._resp
+        owed = d.exempt_owed
+        d.exempt_owed = 0
         body = d.body
         if body is None or body.keep <= 0 or body.exempted:
-            return 0
+            return owed
         body.exempted = True
-        return body.keep
+        return owed + body.keep
 
     def skip(self, is_orig: bool, length: int, ts: float) -> list[Record]:
         """`length` bytes offered by `skippable` went by: count them as body bytes."""
@@ -746,6 +755,7 @@ class HttpDecoder(BodySkipping):
             txn.req_content_type = ctype
             if self._publisher is not None and self._publisher.wants(txn.host):
                 txn.publish = True
+                d.exempt_owed += d.header_bytes + 2  # the start line's CRLF is not counted there
         else:
             txn.resp_content_type = ctype
         ctype_raw = hdr.get(b"content-type")

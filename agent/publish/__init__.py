@@ -16,8 +16,10 @@ Host comparison, and nothing at all when no host is declared.
 
 Bodies: a publishing request's body is kept up to ``Publisher.max_body`` (64 KiB by default)
 whatever the keyword filter keeps, and the decoder asks the inspector to exempt that prefix
-from the inspection depth (the filter's body exemption), so a long post on a busy keep-alive
-connection is still whole; bodies of other hosts are only counted, as without publishing.
+and the header bytes of each request to a publishing host from the inspection depth (the
+filter's body exemption; the pipeline turns it on when it has publishing hosts), so a long
+post, or a post after many requests on one keep-alive connection, is still read whole; bodies
+of other hosts are only counted and skipped, as without publishing.
 
 The keyword filter: the request body is scanned as ``http.request_body`` as for any request;
 the decoded text is also handed to it as ``publish.text`` (whole, UTF-8), for categories that
