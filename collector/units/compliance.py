@@ -22,6 +22,16 @@ note), not failed: a unit whose users are its staff, or that registers them in i
 system, uploads no guest registrations, and the profile says nothing structured about a public
 service (``services`` is free text) to tell such a unit from a hotel or a library.
 
+Publishing (issue 20): a unit whose profile names a news, publishing or bulletin-board service
+(``wire.unit.publishing_services``: the same reading the agent makes of it), or whose agents
+sent ``publish`` records, gets the measure "can record and keep the content published and
+when": it holds when ``publish`` records came in the window (their count per day and the
+latest are the evidence, with the services and the hosts they name). A declared service with
+no record in the whole window fails: its agent is not configured for it (no host named, or
+another one), or its posts travel where the agent cannot see them (HTTPS). A quiet day is no
+gap: a forum need not get a post every day. Units that declare no such service and sent no
+record are not shown the measure (it does not apply to them).
+
 Problems are worded in Chinese and English ("中文 / English"): the report and the list are
 read by operators in either language and printed as they are.
 
@@ -38,6 +48,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from collector.units.registry import Units
+from wire.unit import publishing_services, service_hosts
 
 WINDOW_DAYS: Final = 60
 #: An agent silent longer than this (seconds) makes its unit out of compliance.
@@ -47,8 +58,9 @@ FRESH_WITHIN: Final = 86400.0
 REQUIRED_RETENTION_DAYS: Final = 180  # network logs: 6 months
 REQUIRED_BACKUP_DAYS: Final = 60  # the agent refuses a shorter local keep (agent.spool MIN_KEEP_DAYS)
 IDENTITY_TYPES: Final = ("login", "radius", "dhcp", "pppoe")
-MEASURES: Final = ("login_records", "nat_mapping", "registration", "keyword_filtering", "retention", "upload",
-                   "maintenance_log")
+#: Every measure, in the report's order; "publishing" only for units with such services (module doc).
+MEASURES: Final = ("login_records", "nat_mapping", "registration", "keyword_filtering", "publishing",
+                   "retention", "upload", "maintenance_log")
 
 
 def _day(n: int) -> str:
@@ -139,6 +151,7 @@ def report(units: Units, agents: Sequence[tuple[str, str, bool]], unit: str, ret
         {"current_ruleset": current_ruleset, "agents": runs, "latest_alert": newest(["alert"]),
          **_coverage(days, ["alert"], first, last)},
         (["未发布规则库 / no ruleset published"] if current_ruleset is None else []) + behind)
+    _publishing(add, profile, days, first, last, newest(["publish"]))
     short = _short_retention(retention_days)
     add("retention", not short,
         {"center_retention_days": retention_days, "required_days": REQUIRED_RETENTION_DAYS,
@@ -152,6 +165,31 @@ def report(units: Units, agents: Sequence[tuple[str, str, bool]], unit: str, ret
         else [f"{WINDOW_DAYS} 天内无系统维护记录 / no maintenance (audit) record in {WINDOW_DAYS} days"])
     return {"unit": unit, "name": (profile or {}).get("name"), "generated": now, "window_days": WINDOW_DAYS,
             "ok": all(m["ok"] for m in measures), "measures": measures}
+
+
+def _publishing(add: Any, profile: dict[str, Any] | None, days: dict[str, dict[int, int]], first: int,
+                last: int, latest: float | None) -> None:
+    """The publishing measure (module doc), added only where it applies."""
+    services = publishing_services([s for s in (profile or {}).get("services") or [] if isinstance(s, str)])
+    posts = _coverage(days, ["publish"], first, last)
+    if not services and not posts["records"]:
+        return
+    hosts = list(dict.fromkeys(h for s in services for h in service_hosts(s)))
+    missing = bool(services) and not posts["records"]
+    notes = []
+    if services and not hosts:
+        notes.append("备案所列发布服务未写明主机名，需在探针 [publishing] hosts 中配置 / the profile's "
+                     "publishing services name no host: the agent records them only with [publishing] hosts")
+    if not services:
+        notes.append("备案信息未载明信息发布服务，但探针上报了发布记录 / the unit's agents record published "
+                     "content, but its profile names no publishing service")
+    problem = (f"备案载明信息发布服务，{WINDOW_DAYS} 天内无发布记录 / the profile names publishing services, "
+               f"but no publish record came in {WINDOW_DAYS} days")
+    # no gaps: a day without a post misses nothing
+    add("publishing", not missing,
+        {"services": services, "hosts": hosts, "latest": latest, "records": posts["records"],
+         "days_with_records": posts["days_with_records"], "per_day": posts["per_day"]},
+        [problem] if missing else [], notes)
 
 
 def problems(units: Units, agents: Sequence[tuple[str, str, bool]], retention_days: int,

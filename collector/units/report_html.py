@@ -42,6 +42,8 @@ TITLES: Final = {
     "nat_mapping": "地址转换（NAT）记录 NAT mapping",
     "registration": "备案信息与用户注册信息 Registration information (unit profile, user registrations)",
     "keyword_filtering": "关键词过滤与阻断 Keyword filtering and stopping",
+    "publishing": "发布信息记录（新闻、出版、电子公告服务）"
+                  "Published content recorded (news, publishing, bulletin boards)",
     "retention": "日志留存（本地≥60天，中心≥6个月）Backup ≥ 60 days, retention ≥ 6 months",
     "upload": "上传至公安机关 Upload to the center",
     "maintenance_log": "系统维护日志 System maintenance log",
@@ -80,6 +82,9 @@ def _evidence(m: dict[str, Any]) -> str:
                 "agent_backup_days_at_least", "current_ruleset"):
         if key in ev:
             rows.append((key, _e(ev[key])))
+    for key in ("services", "hosts"):  # the publishing services the profile names, and their hosts
+        if ev.get(key):
+            rows.append((key, _e(", ".join(str(x) for x in ev[key]))))
     if ev.get("gaps"):
         gaps = ev["gaps"]
         shown = ", ".join(gaps[:10]) + (" …" if len(gaps) > 10 else "")

@@ -88,8 +88,8 @@ export function renderUsers(main) {
   load();
 }
 
-const MEASURE_KEYS = ["login_records", "nat_mapping", "registration", "keyword_filtering", "retention", "upload",
-  "maintenance_log"];
+const MEASURE_KEYS = ["login_records", "nat_mapping", "registration", "keyword_filtering", "publishing", "retention",
+  "upload", "maintenance_log"];
 
 export function renderCompliance(main, unit) {
   const out = h("section", { "aria-live": "polite" }, h("p", { class: "muted", text: t("loading") }));
