@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 # (the no-secrets oracle and the pcapng tests).
 DEB_PACKAGES := python3-venv python3-dev gcc iproute2 tcpdump curl freeradius freeradius-utils \
   dnsmasq-base udhcpc dovecot-imapd dovecot-pop3d vsftpd nginx nftables iptables iputils-ping clickhouse-server zookeeper \
-  chromium fonts-wqy-microhei tshark wireshark-common openssh-server rsyslog postfix swaks
+  chromium fonts-wqy-microhei tshark wireshark-common openssh-server rsyslog postfix swaks php8.2-fpm
 DEMO_DIR := demo-out
 
 .PHONY: demo demo-stop test deps deb-deps lint typecheck unit bench clean compiled test-compiled installed fresh-install
