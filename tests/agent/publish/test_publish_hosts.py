@@ -66,3 +66,21 @@ def test_a_matcher_without_patterns_is_false_and_matches_nothing() -> None:
     m = HostMatcher([])
     assert not m and not m.matches("bbs.example.cn")
     assert HostMatcher(["a.example.cn", "A.example.cn."]).patterns == ("a.example.cn",)
+
+
+@pytest.mark.parametrize(("entry", "publishing", "hosts"), [
+    ("新闻发布 news.example.cn", True, ["news.example.cn"]),
+    ("读者论坛bbs.example.cn", True, ["bbs.example.cn"]),  # a name right after Chinese text
+    ("BBS http://Forum.Example.cn:8080/board", True, ["forum.example.cn:8080"]),
+    ("博客 *.blog.example.cn 与 203.0.113.5，blog.example.cn", True,
+     ["*.blog.example.cn", "203.0.113.5", "blog.example.cn"]),
+    ("电子公告服务", True, []),
+    ("Guestbook v2.0 on 1.2.3", True, []),  # numbers are no hosts
+    ("上网服务", False, []),
+    ("电子邮件 mail.example.cn", False, ["mail.example.cn"]),  # a host, but no publishing service
+])
+def test_the_profiles_services_name_publishing_hosts(entry: str, publishing: bool, hosts: list[str]) -> None:
+    from wire.unit import publishing_services, service_hosts
+
+    assert publishing_services([entry]) == ([entry] if publishing else [])
+    assert service_hosts(entry) == hosts
