@@ -154,6 +154,7 @@ class Inspector:
             "starttls": 0, "ftp_data_expected": 0, "ftp_data_matched": 0, "ftp_data_dropped": 0,
             "depth_reached": 0, "gap_bytes": 0, "retransmitted_bytes": 0, "overflow_gaps": 0,
             "beyond_depth_bytes": 0, "skipped_bytes": 0, "exempted_bytes": 0, "records": 0,
+            "followed_flows": 0,
         }
 
     # -- called by the flow table ---------------------------------------------------
@@ -363,6 +364,7 @@ class Inspector:
             assert app.ro is not None and app.rr is not None
             app.ro.follow()
             app.rr.follow()
+            self.counters["followed_flows"] += 1
         if kind.starttls:
             app.starttls = cast(StartTls, dec)
         if kind.data_channels:

@@ -73,6 +73,7 @@ def test_a_mass_mailer_gives_a_record_for_every_transaction(style: str) -> None:
     assert all(r["uid"] == sess["uid"] for r in of(recs, "smtp"))
     assert [r["account"] for r in of(recs, "login")] == ["alice"]  # SMTP AUTH, for the identity table
     assert counters["inspect_depth_reached"] == 0 and counters["inspect_beyond_depth_bytes"] == 0
+    assert counters["inspect_followed_flows"] == 1
     if style == "bdat":
         # a chunk's length is known: past the headers (and a filter's prefix) its bytes are
         # skipped, most of them counted by the flow table's fast path without a decoder call
@@ -88,6 +89,7 @@ def test_the_depth_does_not_limit_a_mail_connection_but_zero_turns_inspection_of
     assert smtp_fields(small) == smtp_fields(full) == conv.expected
     off, counters = run(conv, depth=0)
     assert of(off, "smtp") == [] and counters["inspect_records"] == 0
+    assert counters["inspect_followed_flows"] == 0
 
 
 def test_replay_of_the_capture_gives_150_records(tmp_path: Path) -> None:
@@ -167,7 +169,7 @@ def test_pop3_commands_after_a_long_token_and_large_downloads() -> None:
     recs, counters = run(conv)
     assert mailbox(recs) == conv.expected[0]
     assert [r["account"] for r in of(recs, "login")] == ["alice"]
-    assert counters["inspect_depth_reached"] == 0
+    assert counters["inspect_depth_reached"] == 0 and counters["inspect_followed_flows"] == 1
 
 
 def test_imap_commands_after_large_fetches_and_an_append() -> None:
@@ -180,7 +182,7 @@ def test_imap_commands_after_large_fetches_and_an_append() -> None:
     assert mailbox(recs) == conv.expected[0]
     literals = 20 * 100_000 + 200_000
     assert counters["inspect_skipped_bytes"] > literals * 9 // 10
-    assert counters["inspect_depth_reached"] == 0
+    assert counters["inspect_depth_reached"] == 0 and counters["inspect_followed_flows"] == 1
 
 
 def test_ftp_every_command_of_a_long_control_connection_is_a_record() -> None:
@@ -192,4 +194,4 @@ def test_ftp_every_command_of_a_long_control_connection_is_a_record() -> None:
     got = [{k: r[k] for k in ("command", "arg", "reply_code", "user")} for r in of(recs, "ftp")]
     assert got == conv.expected
     assert of(recs, "weird") == []
-    assert counters["inspect_ftp_data_expected"] == 300
+    assert counters["inspect_ftp_data_expected"] == 300 and counters["inspect_followed_flows"] == 1

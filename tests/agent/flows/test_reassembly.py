@@ -227,6 +227,33 @@ def test_depth_zero() -> None:
     assert r.counters["beyond_depth"] == 3
 
 
+def test_follow_lifts_the_depth_and_limit_puts_one_back() -> None:
+    """A command protocol's stream is followed to its end (`follow`); the buffer limits stay.
+    `limit` gives a depth again, counted from where the stream is (TLS after STARTTLS)."""
+    r = new(depth=10, max_buffered=8)
+    assert data_of(r.segment(ISN, b"0123")) == b"0123"
+    r.follow()
+    assert data_of(r.segment(ISN + 4, b"x" * 100)) == b"x" * 100
+    assert not r.done and r.counters["beyond_depth"] == 0
+    r.segment(ISN + 200, b"y" * 9)  # out of order, over max_buffered: the hole is given up on
+    assert r.counters["overflow_gaps"] == 1 and r.buffered == 0 and r.position == 209
+    r.limit(5)
+    assert data_of(r.segment(ISN + 209, b"abcdefgh")) == b"abcde" and r.done
+    assert r.counters["beyond_depth"] == 3
+
+
+def test_follow_does_not_revive_a_done_stream() -> None:
+    r = new(depth=4)
+    r.segment(ISN, b"abcdef")
+    assert r.done
+    r.follow()
+    assert r.done and r.segment(ISN + 6, b"gh") == []
+    r = new(depth=100)
+    r.follow()
+    r.limit(0)  # nothing more
+    assert r.done and r.segment(ISN, b"a") == []
+
+
 def test_max_segments_overflow_declares_gap() -> None:
     r = new(max_segments=3)
     r.segment(ISN + 10, b"a")
