@@ -369,6 +369,8 @@ def _publishing(a: Any) -> tuple[bool, PublishingConfig | None]:
     """The publishing hosts of --config's [publishing] (with those its [unit] services name) and
     --publishing-host; (False, None) after printing why when one is not a host or the
     configuration is not usable."""
+    if getattr(a, "config", None) is None and not a.publishing_host:
+        return True, None  # (nothing imported: a replay without publishing starts as before)
     from agent.publish.config import PublishingConfig, publishing_from_hosts
     from agent.publish.hosts import HostError
 
