@@ -17,7 +17,8 @@ Sections and keys (defaults in brackets):
     filter expression. ``ring_mb`` [64]: ring size per worker. ``queue`` [0]: the NFQUEUE
     number (inline).
 ``[inspection]``
-    ``depth`` [16384]: payload bytes inspected per direction. ``rules`` [none]: a ruleset
+    ``depth`` [16384]: payload bytes inspected per direction (SMTP, POP3, IMAP and FTP
+    control connections are followed to their end; 0 turns inspection off). ``rules`` [none]: a ruleset
     directory or signed bundle. ``pubkeys`` [[]]: trusted ruleset signing keys (needed for a
     bundle, and for updates). ``update_interval_s`` [300; 0 = never]: how often the agent
     asks the collector for a newer signed bundle.
