@@ -319,6 +319,37 @@ def scan_alert(rec: dict[str, Any], ts: float, idx: int, entries: list[int], chu
     return end, '\n'.join(t) if t else None
 
 
+def scan_publish(rec: dict[str, Any], ts: float, idx: int, entries: list[int], chunk_entries: list[int]) -> tuple[float, str | None]:
+    end = ts
+    b = ((int(ts % 86400.0) // 3600) << 56) | idx
+    v = rec.get('src_ip')
+    if type(v) is str:
+        h = crc32(v.encode()) << 24
+        chunk_entries.append(0x8000000000000000 | b | h)
+    v = rec.get('dst_ip')
+    if type(v) is str:
+        chunk_entries.append(0x8000000000000000 | b | (crc32(v.encode()) << 24))
+    v = rec.get('account')
+    if type(v) is str:
+        chunk_entries.append(11529215046068469760 | b | (crc32(v.encode()) << 24))
+    else:
+        pass
+    v = rec.get('uid')
+    if type(v) is str:
+        entries.append(0x6000000000000000 | b | (crc32(v.encode()) << 24))
+    t: list[str] = []
+    v = rec.get('host')
+    if type(v) is str and v:
+        t.append(v.casefold())
+    v = rec.get('uri')
+    if type(v) is str and v:
+        t.append(v.casefold())
+    v = rec.get('text')
+    if type(v) is str and v:
+        t.append(v.casefold())
+    return end, '\n'.join(t) if t else None
+
+
 def scan_weird(rec: dict[str, Any], ts: float, idx: int, entries: list[int], chunk_entries: list[int]) -> tuple[float, str | None]:
     end = ts
     b = ((int(ts % 86400.0) // 3600) << 56) | idx
@@ -363,4 +394,4 @@ def scan_stats(rec: dict[str, Any], ts: float, idx: int, entries: list[int], chu
     return end, None
 
 
-SCANNERS: Final[dict[str, Scanner]] = {'session': scan_session, 'http': scan_http, 'dns': scan_dns, 'tls': scan_tls, 'smtp': scan_smtp, 'mailbox': scan_mailbox, 'ftp': scan_ftp, 'ssh': scan_ssh, 'dhcp': scan_dhcp, 'radius': scan_radius, 'pppoe': scan_pppoe, 'login': scan_login, 'nat': scan_nat, 'alert': scan_alert, 'weird': scan_weird, 'audit': scan_audit, 'registration': scan_registration, 'stats': scan_stats}
+SCANNERS: Final[dict[str, Scanner]] = {'session': scan_session, 'http': scan_http, 'dns': scan_dns, 'tls': scan_tls, 'smtp': scan_smtp, 'mailbox': scan_mailbox, 'ftp': scan_ftp, 'ssh': scan_ssh, 'dhcp': scan_dhcp, 'radius': scan_radius, 'pppoe': scan_pppoe, 'login': scan_login, 'nat': scan_nat, 'alert': scan_alert, 'publish': scan_publish, 'weird': scan_weird, 'audit': scan_audit, 'registration': scan_registration, 'stats': scan_stats}
