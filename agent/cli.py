@@ -13,7 +13,9 @@
 order as one stream (time comes from the packets), writes every record as JSON
 lines, and exits 0; a capture that is not a capture or is cut short gets a
 one-line error naming the file and byte offset and exit status 2, after the
-records of everything before the damage were written.
+records of everything before the damage were written. The mail policy runs with
+its defaults, as in a `run` whose agent.toml has no [mail]; `--config agent.toml`
+applies that file's [mail] instead.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from wire.jsonl import JsonlWriter
 
 if TYPE_CHECKING:
     from agent.filter.compiled import CompiledRules
+    from agent.filter.mail_config import MailConfig
     from agent.publish.config import PublishingConfig
 
 EXIT_BAD_INPUT = 2
@@ -184,8 +187,11 @@ def cmd_replay(a: argparse.Namespace) -> int:
     ok, publishing = _publishing(a)
     if not ok:
         return EXIT_BAD_INPUT
+    ok, mail = _mail(a)
+    if not ok:
+        return EXIT_BAD_INPUT
     p = Pipeline(sink, max_flows=a.max_flows, decoders=not a.sessions_only, depth=a.depth, roster=roster,
-                 rules=rules, publishing=publishing)
+                 rules=rules, publishing=publishing, mail=mail)
     progress = _Progress(a.progress if a.progress is not None else sys.stderr.isatty(), sys.stderr)
     t0 = time.perf_counter()
     status = 0
@@ -291,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     _publishing_options(r)
     r.add_argument("--config", type=Path, metavar="agent.toml",
                    help="the agent's configuration: its [publishing] hosts (and those its [unit] services "
-                        "name) are recorded as in `run`")
+                        "name) are recorded, and its [mail] policy applied, as in `run`")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
@@ -363,6 +369,22 @@ def _publishing_options(p: argparse.ArgumentParser) -> None:
                    help="a news, publishing or bulletin-board host of the unit (repeat for more; "
                         "bbs.example.cn, news.example.cn:8080, *.example.cn): what HTTP requests carry "
                         "to it becomes `publish` records, as [publishing] hosts in agent.toml")
+
+
+def _mail(a: Any) -> tuple[bool, MailConfig | None]:
+    """The mail policy of --config's [mail] (with the defaults its [unit] gives), else the
+    policy's defaults; (False, None) after printing why when the configuration is not usable."""
+    from agent.filter.mail_config import DEFAULT
+
+    if getattr(a, "config", None) is None:
+        return True, DEFAULT
+    from agent.config import ConfigError, load_config
+
+    try:
+        return True, load_config(a.config).mail
+    except ConfigError as e:
+        print(f"edgeaudit-agent: {e}", file=sys.stderr)
+        return False, None
 
 
 def _publishing(a: Any) -> tuple[bool, PublishingConfig | None]:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, cast
 
 from agent.capture.pcapfile import PcapRegion, read_records
 from agent.decode.packet import Decoder
+from agent.filter.mail_config import DEFAULT as MAIL_DEFAULTS
+from agent.filter.mail_config import MailConfig
 from agent.flows.inspector import DEFAULT_DEPTH, Inspector
 from agent.flows.table import DEFAULT_MAX_FLOWS, PROTO_NAMES, FlowTable
 from agent.identity import IdentityTable, Roster
@@ -27,6 +29,7 @@ from wire.records import StatsRecord, WeirdRecord
 if TYPE_CHECKING:
     from agent.filter.compiled import CompiledRules
     from agent.filter.engine import FilterEngine
+    from agent.filter.mail_policy import MailPolicy
     from agent.publish.config import PublishingConfig
     from agent.publish.extract import Publisher
 
@@ -41,7 +44,8 @@ class Pipeline:
     def __init__(self, sink: Sink, *, max_flows: int = DEFAULT_MAX_FLOWS,
                  uid_seed: bytes = b"edgeaudit", fast_path: bool = True, decoders: bool = True,
                  depth: int = DEFAULT_DEPTH, roster: Roster | None = None, keep_bodies: bool = False,
-                 rules: CompiledRules | None = None, publishing: PublishingConfig | None = None) -> None:
+                 rules: CompiledRules | None = None, publishing: PublishingConfig | None = None,
+                 mail: MailConfig | None = MAIL_DEFAULTS) -> None:
         self.sink = sink
         # what the packet decoder, the flow table and the inspector make waits here (agent.outbox)
         self.outbox = Outbox()
@@ -54,6 +58,7 @@ class Pipeline:
         self.link: LinkDecoder | None = None  # the link-layer protocol's decoder (PPPoE)
         # the unit's publishing hosts (agent.publish): `publish` records of what they receive
         self.publisher: Publisher | None = None
+        self.mail: MailPolicy | None = None
         if decoders:
             from agent.publish.extract import Publisher, install
 
@@ -67,8 +72,14 @@ class Pipeline:
                 from agent.filter.engine import FilterEngine  # on use: no matcher cost without rules
 
                 self.filter = FilterEngine(rules, depth=depth)
+            # the mail policy ([mail]; its defaults when a unit configures none; None or
+            # enabled = false: off): SMTP transactions judged as the decoder reads them
+            if mail is not None and mail.enabled:
+                from agent.filter.mail_policy import MailPolicy
+
+                self.mail = MailPolicy(mail)
             self.inspector = Inspector(depth=depth, trackers=trackers(), keep_bodies=keep_bodies,
-                                       filter=self.filter)
+                                       filter=self.filter, mail=self.mail)
             links = link_decoders()
             if links:  # (the packet decoder hands non-IP frames to one: PPPoE)
                 self.link = self.decoder.link = links[0]
@@ -247,4 +258,6 @@ class Pipeline:
             c.update({f"{self.link.name}_{k}": v for k, v in self.link.counters.items()})
         if self.publisher is not None:
             c.update({f"publish_{k}": v for k, v in self.publisher.counters.items()})
+        if self.mail is not None:
+            c.update({f"mail_{k}": v for k, v in self.mail.counters.items()})
         return c

@@ -13,7 +13,11 @@ them:
   (the highest seen from it, all of which was forwarded).
 Every later packet of a blocked connection is dropped without being inspected, so
 nothing of it gets through even if an end ignores the reset. A blocked UDP flow (a DNS
-query) just has its packets dropped. The alert says `blocked: true`.
+query) just has its packets dropped. The alert says `blocked: true`. A new connection that
+happens to reuse a blocked one's addresses and ports (its SYN: the client's kernel freed the
+port at the reset) is a new connection, inspected as any other: without that, a client
+opening many connections (a mass mailer reset at each MAIL FROM) finds one of its later ones
+silently dropped for good.
 
 Why verdicts one packet at a time: the packet that completes a keyword must be the one
 held back; the pipeline is fast enough per packet (the bench) and NFQUEUE's
@@ -70,11 +74,17 @@ def packet_key(pkt: bytes) -> Key | None:
     return src, dst, 0, 0, proto
 
 
+def opens_connection(pkt: bytes) -> bool:
+    """Whether a raw IPv4/IPv6 packet is a TCP SYN without ACK (a connection's first packet)."""
+    off = (pkt[0] & 0x0F) * 4 if pkt[0] >> 4 == 4 else 40
+    return len(pkt) > off + 13 and pkt[off + 13] & 0x12 == 0x02
+
+
 class InlineAgent:
     def __init__(self, pipeline: Pipeline, injector: RawInjector | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        if pipeline.inspector is None or pipeline.filter is None:
-            raise ValueError("inline mode needs the decoders and a ruleset")
+        if pipeline.inspector is None or (pipeline.filter is None and pipeline.mail is None):
+            raise ValueError("inline mode needs the decoders and a ruleset or the mail policy")
         self.pipeline = pipeline
         self.injector = injector
         self.clock = clock
@@ -84,16 +94,18 @@ class InlineAgent:
         self._drop_current = False
         self.counters = {"packets": 0, "accepted": 0, "dropped": 0, "dropped_blocked": 0,
                          "connections_blocked": 0, "resets_sent": 0, "reset_errors": 0,
-                         "blocked_forgotten": 0}
+                         "blocked_forgotten": 0, "blocked_reused": 0}
 
     def handle(self, payload: bytes, ts: float | None = None) -> bool:
         """Inspect one queued IP packet; True to accept it, False to drop it."""
         self.counters["packets"] += 1
         key = packet_key(payload)
         if key is not None and key in self.blocked:
-            self.counters["dropped_blocked"] += 1
-            self.counters["dropped"] += 1
-            return False
+            if not (key[4] == 6 and opens_connection(payload)):
+                self.counters["dropped_blocked"] += 1
+                self.counters["dropped"] += 1
+                return False
+            self._forget(key)  # a new connection on the same addresses and ports (module docstring)
         self._drop_current = False
         self.pipeline.feed([(self.clock() if ts is None else ts, RAW, payload)])
         if self._drop_current:
@@ -118,6 +130,12 @@ class InlineAgent:
         if f.proto == 6:
             self._reset(f, segment)
         return True
+
+    def _forget(self, key: Key) -> None:
+        src, dst, sport, dport, proto = key
+        self.blocked.pop(key, None)
+        self.blocked.pop((dst, src, dport, sport, proto), None)
+        self.counters["blocked_reused"] += 1
 
     def _remember(self, f: Flow) -> None:
         if len(self.blocked) >= 2 * MAX_BLOCKED:

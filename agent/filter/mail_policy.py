@@ -73,7 +73,7 @@ from collections import deque
 from typing import Any, Final
 
 from agent.filter.mail_config import DEFAULT, Limits, MailConfig, domain_name
-from agent.protocols.base import Record
+from agent.protocols.base import MailStep, Record
 from wire.limits import MAX_SNIPPET_LEN
 
 CATEGORY: Final = "mail"
@@ -159,7 +159,7 @@ class _Key:
 class _Conn:
     """What the policy keeps of one SMTP connection."""
 
-    __slots__ = ("client", "checked", "relay", "keys", "alerted")
+    __slots__ = ("client", "checked", "relay", "keys", "alerted", "stopped")
 
     def __init__(self, client: str, checked: bool, relay: bool) -> None:
         self.client = client
@@ -167,6 +167,7 @@ class _Conn:
         self.relay = relay  # the client is one of the unit's mail servers
         self.keys: list[tuple[str, str]] = []  # the current transaction's counted (scope, key)
         self.alerted: set[str] = set()  # reason and key of each alert made on this connection
+        self.stopped = False  # a block was asked for inline: the rest of it is not judged
 
 
 def envelope_address(path: str | None) -> str:
@@ -249,12 +250,34 @@ class MailPolicy:
 
     # -- the SMTP decoder's steps, one connection at a time ----------------------------------
 
+    def steps(self, uid: str, ids: Record, steps: list[MailStep], enforcing: bool = False) -> list[Record]:
+        """The steps a decoder reported (`agent.protocols.base.MailSteps`), in order; `enforcing`:
+        a `block` stops the connection now (inline), so what follows it is not judged."""
+        out: list[Record] = []
+        for kind, ts, txn in steps:
+            if kind == "mail":
+                got = self.mail_from(uid, ids, ts, txn["helo"], txn["user"], txn["mailfrom"], enforcing)
+            elif kind == "rcpt":
+                got = self.rcpt_to(uid, ids, ts, enforcing)
+            else:
+                got = self.message(uid, ids, ts, txn["user"], txn["from"], enforcing)
+            if got:
+                out += got
+                if enforcing and any(a["action"] == "block" for a in got):
+                    conn = self.conns.get(uid)
+                    if conn is not None:
+                        conn.stopped = True
+                    break
+        return out
+
     def mail_from(self, uid: str, ids: Record, ts: float, helo: str | None, user: str | None,
                   mailfrom: str | None, enforcing: bool = False) -> list[Record]:
         """A transaction starts: count its message; check the envelope, the HELO and the limits."""
         conn = self._conn(uid, ids)
         if not conn.checked:
             self.counters["outside"] += 1
+            return []
+        if conn.stopped:
             return []
         self.counters["transactions"] += 1
         out: list[Record] = []
@@ -291,7 +314,7 @@ class MailPolicy:
     def rcpt_to(self, uid: str, ids: Record, ts: float, enforcing: bool = False) -> list[Record]:
         """One more recipient of the current transaction."""
         conn = self._conn(uid, ids)
-        if not conn.checked:
+        if not conn.checked or conn.stopped:
             return []
         self.counters["recipients"] += 1
         if not conn.keys:
@@ -305,7 +328,7 @@ class MailPolicy:
                 enforcing: bool = False) -> list[Record]:
         """The message's data ended: check its ``From:`` against the account and its display name."""
         conn = self._conn(uid, ids)
-        if not conn.checked or not from_:
+        if not conn.checked or conn.stopped or not from_:
             return []
         self.counters["messages"] += 1
         out: list[Record] = []

@@ -45,6 +45,10 @@ whose payload is still of interest (DESIGN.md data path steps 3-4):
   stamps it with the same account), and a connection's end is handled in the same order.
   `DEFER_PIECES` pieces are held at most. Inline (`on_block` set), matching is immediate:
   the packet that completes a blocked keyword must be judged before its verdict.
+- The mail policy (`agent.filter.mail_policy`, when the pipeline has one): a decoder that
+  reports mail transaction steps (`MailSteps`: SMTP's MAIL FROM, RCPT TO, message end)
+  has them judged right after the delivery that made them, never deferred: a sender past
+  its limit is stopped inline at the packet carrying its MAIL FROM.
 - Records from decoders get the flow id fields (uid, proto, addresses,
   ports, VLANs) here. A `DecodeError` becomes a `weird` record for the flow
   and ends decoding of that flow (after a last `close` to flush what the
@@ -80,6 +84,7 @@ from agent.protocols.base import (
     DecoderKind,
     Finishing,
     FlowTracker,
+    MailSteps,
     Record,
     Skipping,
     SkippingOf,
@@ -91,6 +96,7 @@ from wire.addresses import ip_from_packed
 
 if TYPE_CHECKING:
     from agent.filter.engine import FilterEngine
+    from agent.filter.mail_policy import MailPolicy
     from agent.flows.side import Side
 
 # bytes per direction (DESIGN.md step 3): enough for headers, hellos and commands
@@ -127,7 +133,7 @@ class _Deferred:
 class Inspector:
     def __init__(self, *, depth: int = DEFAULT_DEPTH, max_buffered: int = 65536, max_segments: int = 64,
                  trackers: Mapping[str, FlowTracker] | None = None, keep_bodies: bool = False,
-                 filter: FilterEngine | None = None) -> None:
+                 filter: FilterEngine | None = None, mail: MailPolicy | None = None) -> None:
         if depth < 0:
             raise ValueError("inspection depth must be >= 0")
         self.depth = depth
@@ -135,6 +141,7 @@ class Inspector:
         # without one they only count body bytes, and the fast path skips them
         self.keep_bodies = keep_bodies or filter is not None
         self.filter = filter  # the keyword filter (agent.filter), when a ruleset is loaded
+        self.mail = mail  # the mail policy (agent.filter.mail_policy), unless it is off
         # called with a connection's `block` alerts; says whether it stopped the connection
         # (the flow, its `block` alerts, the TCP segment whose content made them: from the
         # originator, its sequence number; None for a datagram)
@@ -434,6 +441,8 @@ class Inspector:
                 self._emit(f, app, recs)
             if app.content:
                 self._filter(f, app, ts)
+            if app.mail:
+                self._mail(f, app, True)
             if not app.watch:
                 continue
             starttls = app.starttls
@@ -497,6 +506,10 @@ class Inspector:
             if app.content:
                 self._filter(f, app, ts)
             self._filter_close(f, app, ts)
+        if app.mail is not None and self.mail is not None:
+            if app.mail:  # a message cut short by the connection's end
+                self._mail(f, app, False)
+            self.mail.close(f.uid)
 
     def _count_reassembly(self, app: FlowApp) -> None:
         if app.ro is not None:
@@ -519,9 +532,27 @@ class Inspector:
             if app.content is None:
                 app.content = []
             cast(ContentSource, dec).content = app.content
+        if self.mail is not None and kind.mail:
+            if app.mail is None:
+                app.mail = []
+            cast(MailSteps, dec).mail_steps = app.mail
         if kind.addressed:
             cast(Addressed, dec).flow_addresses(ip_from_packed(f.oip), ip_from_packed(f.rip))
         return dec
+
+    def _mail(self, f: Flow, app: FlowApp, live: bool) -> None:
+        """Judge the mail steps the decoder just reported (`live`: while the connection's packet
+        is in hand; not at its end, when nothing is left to stop); alerts go out now, blocked
+        when inline and asked."""
+        assert self.mail is not None and app.mail is not None
+        alerts = self.mail.steps(f.uid, self._ids(f, app), app.mail, live and self.on_block is not None)
+        app.mail.clear()
+        if not alerts:
+            return
+        if live:
+            self._alerts(f, app, alerts)
+        else:
+            self._emit_plain(alerts)
 
     def _filter(self, f: Flow, app: FlowApp, ts: float) -> None:
         """Match what the decoders just handed over (at the batch's end, or now when inline);

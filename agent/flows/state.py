@@ -23,6 +23,7 @@ from agent.protocols.base import (
     DataChannels,
     Finishing,
     FlowTracker,
+    MailStep,
     StartTls,
     StreamDecoder,
 )
@@ -106,7 +107,7 @@ class FlowApp:
 
     __slots__ = ("side_o", "ro", "rr", "dec", "outer", "pending", "passive", "ids", "tracker", "skipper",
                  "exempting", "stopped", "holes", "quiet_o", "quiet_r", "quiet_given_o", "quiet_given_r",
-                 "finishing", "starttls", "channels", "watch", "flip_check", "content", "segment")
+                 "finishing", "starttls", "channels", "watch", "flip_check", "content", "segment", "mail")
 
     def __init__(self, side_o: Side | None, depth: int, max_buffered: int, max_segments: int) -> None:
         self.side_o = side_o  # the side that was the originator when inspection began (roles may flip)
@@ -148,6 +149,8 @@ class FlowApp:
         # the last TCP segment handed to the decoders (from the originator, sequence number),
         # kept only while inline blocking may need to reset the connection after it
         self.segment: tuple[bool, int] | None = None
+        # the mail transaction steps its decoder reports to the mail policy (agent.filter.mail_policy)
+        self.mail: list[MailStep] | None = None
 
 
     def wants_segment(self, side: Side, plen: int) -> bool:

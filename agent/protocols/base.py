@@ -134,6 +134,21 @@ class DataChannels(Protocol):
     expected_data_channels: list[tuple[str | None, int, bool]]
 
 
+#: One step of a mail transaction (`MailSteps`): ("mail", ts, txn) at MAIL FROM, ("rcpt", ts, txn) at
+#: each RCPT TO, ("message", ts, txn) at the message's end; `txn` is the transaction's record so far
+#: (helo, user, mailfrom, and at the end its headers' from), read at once, never kept.
+MailStep = tuple[str, float, Record]
+
+
+class MailSteps(Protocol):
+    """It reports each mail transaction's steps as it reads them, for the mail policy
+    (`agent.filter.mail_policy`): the inspector sets `mail_steps` to a list (only while a policy
+    runs), the decoder appends `MailStep`s, and the inspector hands them over after each delivery,
+    so a step can be judged, and stopped inline, while its packet is in hand."""
+
+    mail_steps: list[MailStep] | None
+
+
 class BodySkipping:
     """A decoder's optional capability: bytes it only counts, not reads (HTTP bodies past the
     prefix kept for the filter, SMTP BDAT chunks, IMAP literals). The inspector lets its
@@ -259,11 +274,12 @@ class DecoderKind:
     connection as plain flags (a native class: compiled, these are field reads)."""
 
     __slots__ = ("service", "factory", "content", "finishes", "starttls", "data_channels", "skipping",
-                 "addressed", "whole")
+                 "addressed", "whole", "mail")
 
     def __init__(self, service: str, factory: Callable[[], StreamDecoder], *, content: bool = False,
                  finishes: bool = False, starttls: bool = False, data_channels: bool = False,
-                 skipping: bool = False, addressed: bool = False, whole: bool = False) -> None:
+                 skipping: bool = False, addressed: bool = False, whole: bool = False,
+                 mail: bool = False) -> None:
         self.service = service
         self.factory = factory
         self.content = content  # ContentSource
@@ -275,3 +291,4 @@ class DecoderKind:
         # followed to the end of the connection, past the inspection depth (a command protocol:
         # `agent.protocols.spec.ProtocolSpec.whole_connection`)
         self.whole = whole
+        self.mail = mail  # MailSteps

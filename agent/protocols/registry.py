@@ -27,6 +27,7 @@ from agent.protocols.base import (
     Finishing,
     FlowTracker,
     LinkDecoder,
+    MailSteps,
     StartTls,
     StreamDecoder,
 )
@@ -94,7 +95,8 @@ def decoder_kind(service: str, transport: str, body_keep: int = DEFAULT_BODY_KEE
             factory = spec.decoder if not args else functools.partial(spec.decoder, *args)
         kind = DecoderKind(service, factory, content=ContentSource in caps, finishes=Finishing in caps,
                            starttls=StartTls in caps, data_channels=DataChannels in caps,
-                           skipping=skipping, addressed=Addressed in caps, whole=spec.whole_connection)
+                           skipping=skipping, addressed=Addressed in caps, whole=spec.whole_connection,
+                           mail=MailSteps in caps)
     _cache[key] = kind
     return kind
 

@@ -54,6 +54,10 @@ Design (RFC 5321 "Simple Mail Transfer Protocol"):
   (RFC 4616 §2) -> authcid; LOGIN -> the base64 username line; CRAM-MD5
   (RFC 2195) -> the user name before the digest. Passwords, digests and the
   raw SASL lines are never stored (SCHEMA.md).
+* For the mail policy (`MailSteps`, only while one runs): each transaction's
+  steps as they are read, not at its end: MAIL FROM, every RCPT TO (each
+  command, duplicates too), and the message's end with its headers, so that
+  a sender past its limit can be stopped at MAIL FROM, before its message.
 
 Line-length limits (RFC 5321 §4.5.3.1) are enforced with headroom, as real
 clients exceed them: see the named constants. Peer input errors raise
@@ -70,7 +74,17 @@ from collections import deque
 from typing import Final, cast
 
 from agent.decode.errors import DecodeError
-from agent.protocols.base import BodySkipping, Content, ContentSource, Finishing, Record, StartTls, dot_end
+from agent.protocols.base import (
+    BodySkipping,
+    Content,
+    ContentSource,
+    Finishing,
+    MailStep,
+    MailSteps,
+    Record,
+    StartTls,
+    dot_end,
+)
 from agent.protocols.spec import Probe, ProtocolSpec
 from wire.records import SmtpFields
 from wire.text import wire_text, without_nul
@@ -347,6 +361,8 @@ class SmtpDecoder(BodySkipping):
         self.last_body = b""  # the kept prefix of the last message's body
         # pieces for the keyword filter (agent.protocols.base.Content); None: no filter runs
         self.content: list[Content] | None = None
+        # each transaction's steps for the mail policy (agent.protocols.base.MailSteps); None: none runs
+        self.mail_steps: list[MailStep] | None = None
         self._ts_set = False
         self._rec = self._new_record()
         self._activity = False
@@ -602,12 +618,16 @@ class SmtpDecoder(BodySkipping):
             out += self._flush()  # Zeek: flush a transaction whose reply was not seen
             self._rec["mailfrom"] = _path(arg)
             self._touch(self._ts)
+            if self.mail_steps is not None:
+                self.mail_steps.append(("mail", self._ts, cast(Record, self._rec)))
         elif verb == "RCPT" and arg[:3].upper() == b"TO:":
             rcpt = _path(arg)
             lst: list[str] = self._rec["rcptto"]
             if rcpt not in lst and len(lst) < MAX_RCPT:
                 lst.append(rcpt)
             self._touch(self._ts)
+            if self.mail_steps is not None:
+                self.mail_steps.append(("rcpt", self._ts, cast(Record, self._rec)))
         elif verb == "DATA":
             self._state = _DATA
             self._data_started = False
@@ -770,6 +790,8 @@ class SmtpDecoder(BodySkipping):
         msg.finish()
         msg.apply(self._rec)
         self.last_body = bytes(msg.body)
+        if self.mail_steps is not None:
+            self.mail_steps.append(("message", self._ts, cast(Record, self._rec)))
         if self.content is not None:
             self._content(msg)
         if dot:
@@ -783,5 +805,5 @@ _GREETS = (b"EHLO", b"HELO", b"ehlo", b"helo")  # a client's first command
 SPEC = ProtocolSpec(
     "smtp", ("tcp",), SmtpDecoder, records=("smtp",), ports=frozenset({25, 465, 587, 2525}),
     probe=Probe(client=_GREETS, greeting=b"220", greeting_names=(b"SMTP", b"MAIL"), greeting_answers=_GREETS),
-    capabilities=(ContentSource, StartTls, BodySkipping, Finishing), whole_connection=True,
+    capabilities=(ContentSource, StartTls, BodySkipping, Finishing, MailSteps), whole_connection=True,
 )

@@ -5,7 +5,7 @@ it decodes (the name `agent.flows.classify` gives the flow, which `session.servi
 the transports, the decoder class, the record types it makes (`wire.records.RECORDS`), the
 server ports it is known on, how its traffic is recognized (`Probe`), and the optional
 capabilities its decoder offers besides feed/gap/close (`agent.protocols.base`:
-`ContentSource`, `Finishing`, `StartTls`, `DataChannels`, `BodySkipping`, `Addressed`).
+`ContentSource`, `Finishing`, `StartTls`, `DataChannels`, `BodySkipping`, `Addressed`, `MailSteps`).
 Whether the inspection depth applies is the spec's too (`whole_connection`): a command protocol
 (SMTP, POP3, IMAP, FTP) is followed to the end of the connection, because each of its
 transactions is a record (Zeek logs them all) and a mass mailer's 150th message comes long
@@ -34,6 +34,7 @@ from agent.protocols.base import (
     Finishing,
     FlowTracker,
     LinkDecoder,
+    MailSteps,
     StartTls,
     StreamDecoder,
 )
@@ -72,7 +73,8 @@ class Probe:
     stream_on_port: bool = False
     datagram: DatagramTest | None = None
 #: The capability types a spec may declare.
-CAPABILITIES: tuple[type, ...] = (ContentSource, Finishing, StartTls, DataChannels, BodySkipping, Addressed)
+CAPABILITIES: tuple[type, ...] = (ContentSource, Finishing, StartTls, DataChannels, BodySkipping, Addressed,
+                                  MailSteps)
 
 
 @dataclass(frozen=True)

@@ -225,6 +225,9 @@ class Supervisor:
             self._start_portal()
         if cfg.publishing is not None:  # what the admin declared, and what the profile added
             log.info("publishing hosts recorded: %s", ", ".join(cfg.publishing.all_hosts))
+        if cfg.mail.enabled:  # (a [mail] change takes effect at the next start: the workers hold it)
+            log.info("mail policy: domains %s; limits %s", ", ".join(cfg.mail.domains) or "(none given)",
+                     cfg.mail.action("rate"))
         log.info("running: edgeaudit %s, mode %s, %d capture process(es), spool %s", describe(),
                  cfg.capture.mode, sum(len(p.pids()) for p in self.pools) + (self.inline_pid is not None),
                  spool_file(cfg))
@@ -257,7 +260,7 @@ class Supervisor:
             return GatewayConsumer(name, open_spool(cfg), depth=cfg.inspection.depth, roster=roster,
                                    rules=rules, rules_path=cfg.inspection.rules if keys else None,
                                    pubkeys=keys, nat=nat, inbox=inbox, peers=peers,
-                                   publishing=cfg.publishing)
+                                   publishing=cfg.publishing, mail=cfg.mail)
 
         if cfg.capture.mode == "inline":
             self.inline_pid = _fork_inline(cfg, lambda: consumer("inline", None))

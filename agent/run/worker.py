@@ -36,6 +36,14 @@ worker's inbox (an inbox exists even for a single worker when the portal is conf
 The second table learns the guest's address from them, so the guest's sessions, HTTP
 requests and alerts carry the guest account; no worker spools or forwards them again.
 
+Mail counts across workers: one sender's SMTP connections are spread over the workers too,
+and the mail policy's limits are per sender, account and host over a minute and an hour
+(``agent.filter.mail_policy``). A worker with peers forwards what its policy counted (and
+which limits it alerted) after each batch, through the same inboxes, merged per 5-second
+slot (``mail_tally`` messages, never spooled); each worker adds its peers' tallies to its own
+windows, so every worker judges a sender's next message against the whole count. The
+decision stays in the worker holding the packet (no round trip while capturing).
+
 Limits: a worker's counters are its own since its start (the supervisor sums them); a
 record forwarded while another worker is emitting a session of that address may arrive a
 moment too late for that one session (the collector's traceback answers from the login
@@ -55,6 +63,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from agent.filter.compiled import CompiledRules
+from agent.filter.mail_config import DEFAULT as MAIL_DEFAULTS
+from agent.filter.mail_config import MailConfig
+from agent.filter.mail_policy import TALLY, MailPolicy
 from agent.identity.roster import Roster
 from agent.identity.table import STAMPED_TYPES, IdentityTable
 from agent.pipeline import Pipeline
@@ -109,7 +120,7 @@ class GatewayConsumer:
                  rules: CompiledRules | None, rules_path: Path | None, pubkeys: list[Any],
                  nat: NatLookup | None = None, clock: Callable[[], float] = time.monotonic,
                  inbox: Channel | None = None, peers: list[Channel] | None = None,
-                 publishing: PublishingConfig | None = None) -> None:
+                 publishing: PublishingConfig | None = None, mail: MailConfig | None = MAIL_DEFAULTS) -> None:
         self.name = name
         self.inbox = inbox
         self.peers = peers or []
@@ -128,7 +139,11 @@ class GatewayConsumer:
         # a random uid seed per worker run: uids stay unique across restarts and workers
         self.pipeline = Pipeline(self._sink, depth=depth, roster=roster, rules=rules,
                                  keep_bodies=rules is not None, uid_seed=os.urandom(16),
-                                 publishing=publishing)
+                                 publishing=publishing, mail=mail)
+        # the mail policy's counts travel to the peers (module docstring)
+        self.mail_share = self.pipeline.mail if self.peers else None
+        if self.mail_share is not None:
+            self.mail_share.share = True
         self.updater = None
         self.rules_path = rules_path
         self._rules_stamp = _stamp(rules_path)
@@ -146,6 +161,8 @@ class GatewayConsumer:
         if self.inbox is not None:
             self._receive()
         self.pipeline.feed(batch, nbytes)
+        if self.mail_share is not None:
+            self._forward_tallies(self.mail_share)
         buffered = len(self._buffer)
         if buffered and (buffered >= FLUSH_RECORDS or self.clock() - self._flushed >= FLUSH_EVERY_S):
             self.flush()
@@ -210,8 +227,21 @@ class GatewayConsumer:
                 rec = self.inbox.get_nowait()
             except queue.Empty:
                 return
+            if rec.get("type") == TALLY:  # a peer's mail counts
+                if self.mail_share is not None:
+                    self.mail_share.absorb(rec)
+                self.counters["mail_tallies_received"] += 1
+                continue
             self.shared_identity.observe(rec)
             self.counters["identity_received"] += 1
+
+    def _forward_tallies(self, mail: MailPolicy) -> None:
+        tallies = mail.take_tallies()
+        if tallies:
+            for peer in self.peers:
+                for t in tallies:
+                    peer.put_nowait(t)
+            self.counters["mail_tallies_forwarded"] += len(tallies)
 
     def _sink(self, records: list[Any]) -> None:  # Pipeline's records, as plain dicts
         nat = self.nat

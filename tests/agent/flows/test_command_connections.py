@@ -139,7 +139,8 @@ def test_keywords_in_late_messages_are_alerted() -> None:
     late = b"x" * (BODY_KEEP + 100) + b" jackpot-tonight"
     conv = smtp_mass_mail(keyword_at=100, keyword="casino-royale",
                           body_lines={120: (b"Join the lottery-win today", b""), 130: (b"", late)})
-    recs, _ = run(conv, rules=_ruleset("casino-royale", "lottery-win", "jackpot-tonight"))
+    # (the keyword filter alone: the mail policy's limits would alert this mass mailer too)
+    recs, _ = run(conv, rules=_ruleset("casino-royale", "lottery-win", "jackpot-tonight"), mail=None)
     smtp = of(recs, "smtp")
     assert [r["subject"] for r in smtp] == [e["subject"] for e in conv.expected]
     alerts = {a["keyword"]: a for a in of(recs, "alert")}

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 from agent.protocols import registry
-from agent.protocols.base import Addressed, BodySkipping, ContentSource, DataChannels, Finishing, StartTls
+from agent.protocols.base import (
+    Addressed,
+    BodySkipping,
+    ContentSource,
+    DataChannels,
+    Finishing,
+    MailSteps,
+    StartTls,
+)
 from agent.protocols.spec import CAPABILITIES, ProtocolSpec
 from wire.records import RECORDS
 
@@ -18,6 +26,7 @@ MEMBERS: dict[type, tuple[str, ...]] = {
     DataChannels: ("expected_data_channels",),
     BodySkipping: ("skippable", "exempt", "skip"),
     Addressed: ("flow_addresses",),
+    MailSteps: ("mail_steps",),
 }
 
 
@@ -54,6 +63,7 @@ def test_spec_matches_its_decoder(service: str) -> None:
         assert kind.finishes == (Finishing in spec.capabilities)
         assert kind.skipping == (BodySkipping in spec.capabilities)
         assert kind.addressed == (Addressed in spec.capabilities)
+        assert kind.mail == (MailSteps in spec.capabilities)
         assert kind.whole == spec.whole_connection
     for transport in ("tcp", "udp"):
         if transport not in spec.transports:
