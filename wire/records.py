@@ -357,7 +357,7 @@ class AlertRecord(MaybeFlowId):
     snippet: Snippet
     account: str | None
     # 1.6 the mail policy's alerts (category "mail", agent.filter.mail_policy): why, who, how many
-    reason: NotRequired[str | None]  # e.g. "rate:account:minute", "forged:envelope_domain"
+    reason: NotRequired[str | None]  # e.g. "rate:account:messages:minute", "forged:envelope_domain"
     sender: NotRequired[str | None]  # the envelope sender, account or host the breach is counted for
     count: NotRequired[Count | None]  # messages or recipients counted in the window
     limit: NotRequired[Count | None]  # the configured limit it passed
