@@ -363,6 +363,8 @@ class HttpDecoder(BodySkipping):
         installed for the process (`agent.publish.extract.install`), if any."""
         self._body_keep = body_keep
         self._publisher = publisher if publisher is not None else installed()
+        # the publisher's judged Host fields, looked up here without a call (Publisher.judged)
+        self._judged: dict[str, bool] | None = self._publisher.judged if self._publisher is not None else None
         # pieces for the keyword filter (agent.protocols.base.Content); None: no filter runs
         self.content: list[Content] | None = None
         self._orig = _Dir(True)
@@ -753,8 +755,14 @@ class HttpDecoder(BodySkipping):
                 if auth in hdr and txn.username is None:
                     txn.username = _basic_user(hdr[auth])
             txn.req_content_type = ctype
-            if self._publisher is not None and self._publisher.wants(txn.host):
-                txn.publish = True
+            judged = self._judged
+            if judged is not None and txn.host is not None:
+                wanted = judged.get(txn.host)
+                if wanted is None:
+                    assert self._publisher is not None
+                    wanted = self._publisher.wants(txn.host)
+                txn.publish = wanted
+            if txn.publish:
                 d.exempt_owed += d.header_bytes + 2  # the start line's CRLF is not counted there
         else:
             txn.resp_content_type = ctype

@@ -57,6 +57,9 @@ MAX_BODY: Final = 64 * 1024
 MIN_BODY_SETTING: Final = 1024
 MAX_BODY_SETTING: Final = 1024 * 1024
 BODY_FIELD: Final = "body"  # the one field of a text body that is no form and no JSON
+#: Host fields already judged, kept (``Publisher.judged``): a gateway sees the same few hundred
+#: names over and over; bounded, as the names are the senders' to choose (past it, each is judged)
+MAX_JUDGED: Final = 4096
 
 _TEXT_TYPES: Final = frozenset({"application/xml", "application/javascript",
                                 "application/x-www-form-urlencoded"})
@@ -244,10 +247,21 @@ class Publisher:
             raise ValueError(f"max_body must be {MIN_BODY_SETTING}..{MAX_BODY_SETTING} bytes")
         self.max_body = max_body
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        # Host field -> whether it is a publishing host's: the HTTP decoder looks a request's
+        # Host up here itself (one dict lookup from compiled code, where matching it costs a
+        # few thousand instructions) and asks `wants` only for a name not judged yet
+        self.judged: dict[str, bool] = {}
 
     def wants(self, host: str | None) -> bool:
         """Whether a request with this Host goes to a publishing host."""
-        return self.hosts.matches(host)
+        if host is None:
+            return False
+        verdict = self.judged.get(host)
+        if verdict is None:
+            verdict = self.hosts.matches(host)
+            if len(self.judged) < MAX_JUDGED:
+                self.judged[host] = verdict
+        return verdict
 
     def record(self, ts: float, depth: int, method: str | None, host: str | None, uri: str | None,
                media_type: str | None, content_type: str | None, body: bytes, body_len: int,

@@ -223,3 +223,14 @@ def test_no_body_makes_the_extraction_raise_or_the_record_invalid(body: bytes, c
     record(body, ctype)
     part = b'--b\r\nContent-Disposition: form-data; name="m"\r\n\r\n'
     record(part + body, "multipart/form-data; boundary=b")
+
+
+def test_hosts_judged_are_kept_within_a_bound() -> None:
+    from agent.publish.extract import MAX_JUDGED
+
+    pub = Publisher(["bbs.example.cn"])
+    assert pub.wants("BBS.example.cn:80") and not pub.wants("www.example.cn") and not pub.wants(None)
+    assert pub.judged == {"BBS.example.cn:80": True, "www.example.cn": False}
+    for i in range(MAX_JUDGED + 10):
+        pub.wants(f"h{i}.example.cn")
+    assert len(pub.judged) == MAX_JUDGED and pub.wants("bbs.example.cn") and not pub.wants("x.example.cn")
