@@ -584,6 +584,8 @@ class Supervisor:
         for engine, reason in sorted(engines):
             why = reason.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
             lines.append(f'edgeaudit_keyword_engine_info{{engine="{engine}",reason="{why}"}} 1')
+        for k, v in sorted(merge_counts(docs, "publish").items()):  # publishing hosts (agent.publish)
+            lines.append(f'edgeaudit_publish_total{{counter="{k}"}} {v}')
         if self.portal is not None:  # registrations, admissions, refusals by reason (agent.portal.service)
             for k, v in sorted(self.portal.counters.items()):
                 lines.append(f'edgeaudit_portal_events_total{{event="{k}"}} {v}')

@@ -325,6 +325,8 @@ class GatewayConsumer:
                 "keyword_engine": self._engine_status(),
                 "ruleset": self.updater.counters if self.updater is not None else None,
                 "ruleset_error": self.updater.last_error if self.updater is not None else None,
+                # what the publishing hosts received (agent.publish): records, bodies cut, fields dropped
+                "publish": None if (pub := self.pipeline.publisher) is None else dict(pub.counters),
             })
         except OSError as e:
             log.error("%s: status: %s", self.name, e)

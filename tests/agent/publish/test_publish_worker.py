@@ -13,6 +13,7 @@ import msgpack  # type: ignore[import-untyped]
 from tcp_frames import Conn
 
 from agent.publish.config import publishing_from_hosts
+from agent.run.status import read_status
 from agent.run.worker import GatewayConsumer
 from agent.spool.store import Spool
 from wire.validate import validate_record
@@ -63,3 +64,7 @@ def test_a_post_in_one_worker_names_the_user_another_worker_saw_log_in(tmp_path:
     assert (pub["account"], pub["src_ip"], pub["host"], pub["text"]) == (
         "alice", "192.168.1.77", "bbs.example.cn", "message=图书馆今天开放")
     validate_record(pub)
+    # the worker's status (what /metrics sums: edgeaudit_publish_total{counter=...}) counts it
+    assert read_status(tmp_path)["lan0-1"]["publish"] == {
+        "records": 1, "bodies_cut": 0, "fields": 1, "fields_dropped": 0, "texts_cut": 0, "undecoded": 0}
+    assert read_status(tmp_path)["lan0-0"]["publish"]["records"] == 0
