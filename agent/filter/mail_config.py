@@ -38,9 +38,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 if TYPE_CHECKING:
     from agent.config import _Section
@@ -60,13 +59,15 @@ LIMIT_KEYS: Final = ("messages_per_minute", "recipients_per_minute", "messages_p
 #: SSH decoder's direction): RFC 1918, shared address space (RFC 6598), loopback, link-local, ULA.
 DEFAULT_INSIDE: Final = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
                          "169.254.0.0/16", "fc00::/7", "fe80::/10", "::1/128")
+_INSIDE_NETS: Final[tuple[Network, ...]] = tuple(ipaddress.ip_network(n) for n in DEFAULT_INSIDE)
 MAX_LIST: Final = 1024  # entries in any list of [mail] (domains, networks, relays, an account's senders)
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z")
+_DOMAIN = rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z"  # compiled on first use (re caches it): not at start
 
 
-@dataclass(frozen=True)
-class Limits:
+# (NamedTuples, not dataclasses: every agent process and replay imports this module, and a
+# dataclass's generated methods cost a millisecond or two at each start)
+class Limits(NamedTuple):
     """One scope's limits (0 = none)."""
 
     messages_per_minute: int = 100
@@ -75,11 +76,12 @@ class Limits:
     recipients_per_hour: int = 5000
 
 
-@dataclass(frozen=True)
-class MailConfig:
+class MailConfig(NamedTuple):
+    """The policy's settings (module docstring: the keys)."""
+
     enabled: bool = True
     domains: tuple[str, ...] = ()
-    inside: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in DEFAULT_INSIDE)
+    inside: tuple[Network, ...] = _INSIDE_NETS
     relays: tuple[str, ...] = ()
     server_names: tuple[str, ...] = ()
     severity: int = 4
@@ -89,8 +91,8 @@ class MailConfig:
     host: Limits = Limits()
     senders: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # whether `inside` / `relays` were written (else ``with_unit`` fills them from [unit])
-    inside_given: bool = field(default=False, compare=False)
-    relays_given: bool = field(default=False, compare=False)
+    inside_given: bool = False
+    relays_given: bool = False
 
     def action(self, check: str) -> str:
         return dict(self.actions)[check]
@@ -113,10 +115,10 @@ class MailConfig:
                 except ValueError:
                     continue
             if extra:
-                out = replace(out, inside=out.inside + tuple(extra))
+                out = out._replace(inside=out.inside + tuple(extra))
         if not self.relays_given:
             relays = tuple(_canonical_ip(str(a)) for a in profile.get("mail_servers") or [])
-            out = replace(out, relays=tuple(a for a in relays if a))
+            out = out._replace(relays=tuple(a for a in relays if a))
         return out
 
 
@@ -132,7 +134,7 @@ def domain_name(text: str) -> str | None:
             d = d.encode("idna").decode("ascii")
         except UnicodeError:
             return None
-    return d if _DOMAIN.match(d) else None
+    return d if re.match(_DOMAIN, d) else None
 
 
 def _canonical_ip(text: str) -> str | None:

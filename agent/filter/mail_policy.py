@@ -87,7 +87,7 @@ HOUR: Final = (3600, 300)
 _WINDOWS: Final = (("minute", MINUTE), ("hour", HOUR))
 _FIELD: Final = {"sender": "smtp.mailfrom", "account": "smtp.user", "host": "smtp.src_ip"}
 # an address inside a display name (after NFKC): local part, @, a dotted domain
-_ADDRESS_IN_TEXT: Final = re.compile(
+_ADDRESS_IN_TEXT: Final = (  # compiled on first use (re caches it): not at start
     r"([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+)\s*@\s*([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 
 
@@ -207,7 +207,7 @@ def hidden_address(display: str, address: str) -> str | None:
     """The address a display name shows when it is not the one the mail is from, else None."""
     if "@" not in display and "\uff20" not in display and "\ufe6b" not in display:
         return None
-    m = _ADDRESS_IN_TEXT.search(unicodedata.normalize("NFKC", display))
+    m = re.search(_ADDRESS_IN_TEXT, unicodedata.normalize("NFKC", display))
     if m is None:
         return None
     shown = f"{m.group(1)}@{m.group(2)}".lower()

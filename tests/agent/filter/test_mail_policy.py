@@ -6,7 +6,6 @@ records it makes (valid wire `alert` records with the 1.6 fields)."""
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -53,8 +52,8 @@ def reasons(alerts: list[dict[str, Any]]) -> list[str]:
 def only(scope: str, **limits: int) -> MailConfig:
     """A config whose limits are all off but `scope`'s given ones."""
     off = Limits(0, 0, 0, 0)
-    lims = {s: replace(off, **limits) if s == scope else off for s in ("sender", "account", "host")}
-    return replace(DEFAULT, sender=lims["sender"], account=lims["account"], host=lims["host"])
+    lims = {s: off._replace(**limits) if s == scope else off for s in ("sender", "account", "host")}
+    return DEFAULT._replace(sender=lims["sender"], account=lims["account"], host=lims["host"])
 
 
 # -- limits ------------------------------------------------------------------------------------------
@@ -135,7 +134,7 @@ def test_limits_are_per_account_across_connections_and_not_shared_with_other_acc
 
 
 def test_a_host_is_counted_whatever_sender_it_uses_and_relays_are_not_counted() -> None:
-    p = MailPolicy(replace(only("host", messages_per_minute=3), relays=("10.2.0.26",)))
+    p = MailPolicy(only("host", messages_per_minute=3)._replace(relays=("10.2.0.26",)))
     got: list[dict[str, Any]] = []
     for i, who in enumerate(("a", "b", "c", "d")):  # a bot rotating envelope senders
         got += send(p, T0 + i, mailfrom=f"{who}@unit.example.cn", user=None)
@@ -154,7 +153,7 @@ def test_the_null_sender_and_unauthenticated_mail_count_only_where_they_have_a_k
 
 
 def test_mail_from_outside_is_not_judged() -> None:
-    p = MailPolicy(replace(only("sender", messages_per_minute=1), domains=("unit.example.cn",)))
+    p = MailPolicy(only("sender", messages_per_minute=1)._replace(domains=("unit.example.cn",)))
     for i in range(5):  # the world delivering to the unit's server
         assert send(p, T0 + i, mailfrom="news@example.org", user=None, client="203.0.113.9") == []
     assert p.counters["outside"] == 5 and p.counters["transactions"] == 0
@@ -163,10 +162,10 @@ def test_mail_from_outside_is_not_judged() -> None:
 def test_inside_networks_and_relays_come_from_the_unit_profile_unless_mail_names_them() -> None:
     cfg = DEFAULT.with_unit({"ip_ranges": ["203.0.113.0/24"], "mail_servers": ["10.2.0.25"]})
     assert cfg.relays == ("10.2.0.25",) and any(str(n) == "203.0.113.0/24" for n in cfg.inside)
-    p = MailPolicy(replace(cfg, sender=Limits(1, 0, 0, 0)))
+    p = MailPolicy(cfg._replace(sender=Limits(1, 0, 0, 0)))
     assert send(p, T0, user=None, client="203.0.113.9") == []
     assert reasons(send(p, T0 + 1, user=None, client="203.0.113.9")) == ["rate:sender:messages:minute"]
-    given = replace(DEFAULT, relays=("10.9.9.9",), relays_given=True)
+    given = DEFAULT._replace(relays=("10.9.9.9",), relays_given=True)
     assert given.with_unit({"mail_servers": ["10.2.0.25"], "ip_ranges": []}).relays == ("10.9.9.9",)
 
 
@@ -174,8 +173,8 @@ def test_inside_networks_and_relays_come_from_the_unit_profile_unless_mail_names
 
 
 def test_a_limit_alerts_once_per_window_while_over_and_again_after() -> None:
-    p = MailPolicy(replace(only("sender", messages_per_minute=2), actions=(("rate", "alert"),) +
-                           tuple(a for a in DEFAULT.actions if a[0] != "rate")))
+    p = MailPolicy(only("sender", messages_per_minute=2)._replace(
+        actions=(("rate", "alert"),) + tuple(a for a in DEFAULT.actions if a[0] != "rate")))
     got = [send(p, T0 + i) for i in range(10)]  # 10 in ten seconds
     assert [len(g) for g in got] == [0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
     assert got[2][0]["action"] == "alert" and p.counters["suppressed"] == 7
@@ -193,7 +192,7 @@ def test_blocking_gives_each_stopped_connection_its_alert() -> None:
 
 
 def test_rate_off_counts_nothing() -> None:
-    cfg = replace(DEFAULT, actions=tuple((c, "off" if c == "rate" else a) for c, a in DEFAULT.actions))
+    cfg = DEFAULT._replace(actions=tuple((c, "off" if c == "rate" else a) for c, a in DEFAULT.actions))
     p = MailPolicy(cfg)
     for i in range(300):
         assert send(p, T0 + i * 0.1) == []
@@ -251,7 +250,7 @@ def test_tallies_are_merged_per_slot_and_late_ones_land_in_their_slot() -> None:
 # -- forgery ----------------------------------------------------------------------------------------------
 
 
-UNIT = replace(DEFAULT, domains=("unit.example.cn",), server_names=("mail.unit.example.cn",),
+UNIT = DEFAULT._replace(domains=("unit.example.cn",), server_names=("mail.unit.example.cn",),
                relays=("10.2.0.25",), senders=(("alice", ("office@unit.example.cn",)),))
 
 
@@ -345,7 +344,7 @@ def test_split_from_and_hidden_address() -> None:
 
 def test_each_check_can_be_off_alert_or_block() -> None:
     for action in ("off", "alert", "block"):
-        cfg = replace(UNIT, actions=tuple((c, action) for c, _ in UNIT.actions))
+        cfg = UNIT._replace(actions=tuple((c, action) for c, _ in UNIT.actions))
         got = send(MailPolicy(cfg), T0, mailfrom="x@evil.example", helo="[10.9.9.9]",
                    from_='"ceo@unit.example.cn" <y@evil.example>')
         if action == "off":
@@ -379,5 +378,5 @@ def test_state_is_bounded() -> None:
 
 @pytest.mark.parametrize("severity", [1, 5])
 def test_severity_is_configured(severity: int) -> None:
-    got = send(MailPolicy(replace(UNIT, severity=severity)), T0, mailfrom="x@evil.example", user=None)
+    got = send(MailPolicy(UNIT._replace(severity=severity)), T0, mailfrom="x@evil.example", user=None)
     assert [a["severity"] for a in got] == [severity]

@@ -11,7 +11,6 @@ import json
 import multiprocessing as mp
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +134,7 @@ def test_replay_takes_mail_from_an_agent_toml(tmp_path: Path) -> None:
 
 
 def test_windows_outlive_connections_and_the_hour_counts_what_the_minute_forgets() -> None:
-    cfg = replace(DEFAULT, sender=OFF, host=OFF, account=Limits(5, 0, 30, 0))
+    cfg = DEFAULT._replace(sender=OFF, host=OFF, account=Limits(5, 0, 30, 0))
     # 40 connections of one message, one every 30 s: 2 a minute, 40 in 20 minutes
     got = alerts(run(connections(40, 1, every=30.0), cfg))
     assert [(a["reason"], a["count"], a["window_s"], a["src_port"]) for a in got] == [
@@ -147,7 +146,7 @@ def test_windows_outlive_connections_and_the_hour_counts_what_the_minute_forgets
 
 
 def test_forged_and_hidden_senders_through_the_decoder() -> None:
-    cfg = replace(DEFAULT, domains=("unit.example.cn",), server_names=("mail.unit.example.cn",))
+    cfg = DEFAULT._replace(domains=("unit.example.cn",), server_names=("mail.unit.example.cn",))
     conv = smtp([("bob@unit.example.cn", 1, "alice@unit.example.cn"),
                  ("alice@unit.example.cn", 2, '"boss@unit.example.cn" <alice@unit.example.cn>'),
                  ("alice@unit.example.cn", 1, "Bob <bob@unit.example.cn>")], helo="[192.168.10.99]")
@@ -188,7 +187,7 @@ def test_two_capture_workers_count_one_account_together(tmp_path: Path) -> None:
     its counts to the other through its inbox, so the limit is alerted once, at the 11th message."""
     ctx = mp.get_context("fork")
     inboxes = [ctx.Queue(), ctx.Queue()]
-    cfg = replace(DEFAULT, sender=OFF, host=OFF, account=Limits(10, 0, 0, 0))
+    cfg = DEFAULT._replace(sender=OFF, host=OFF, account=Limits(10, 0, 0, 0))
     workers = [GatewayConsumer(f"lan0-{i}", Spool(tmp_path / "spool.sqlite"), depth=16384, roster=None,
                                rules=None, rules_path=None, pubkeys=[], inbox=inboxes[i],
                                peers=[inboxes[1 - i]], mail=cfg) for i in range(2)]
@@ -215,7 +214,7 @@ def test_two_capture_workers_count_one_account_together(tmp_path: Path) -> None:
 
 
 def test_without_peers_each_worker_sees_half(tmp_path: Path) -> None:
-    cfg = replace(DEFAULT, sender=OFF, host=OFF, account=Limits(10, 0, 0, 0))
+    cfg = DEFAULT._replace(sender=OFF, host=OFF, account=Limits(10, 0, 0, 0))
     workers = [GatewayConsumer(f"lan0-{i}", Spool(tmp_path / "spool.sqlite"), depth=16384, roster=None,
                                rules=None, rules_path=None, pubkeys=[], mail=cfg) for i in range(2)]
     frames = connections(16, 1, t0=time.time() - 60)
@@ -242,7 +241,7 @@ def _inline(cfg: MailConfig) -> tuple[InlineAgent, list[dict[str, Any]]]:
 def test_inline_stops_the_mail_from_that_passes_the_limit(mss: int) -> None:
     """Packet by packet as NFQUEUE hands them over: the 4th MAIL FROM (limit 3) is dropped, so the
     server never gets it; the connection's later packets are dropped unseen; one alert, blocked."""
-    agent, out = _inline(replace(DEFAULT, sender=OFF, host=OFF, account=Limits(3, 0, 0, 0)))
+    agent, out = _inline(DEFAULT._replace(sender=OFF, host=OFF, account=Limits(3, 0, 0, 0)))
     conv = smtp([("alice@unit.example.cn", 1, "alice@unit.example.cn")] * 6)
     verdicts = [(f[14:], agent.handle(f[14:], T0 + i * 0.001)) for i, f in enumerate(conv.frames(mss))]
     dropped = [p for p, ok in verdicts if not ok]
@@ -259,7 +258,7 @@ def test_inline_stops_the_mail_from_that_passes_the_limit(mss: int) -> None:
 
 
 def test_inline_stops_a_hidden_sender_at_its_final_dot() -> None:
-    agent, out = _inline(replace(DEFAULT, actions=tuple((c, "block" if c == "display_name" else a)
+    agent, out = _inline(DEFAULT._replace(actions=tuple((c, "block" if c == "display_name" else a)
                                                         for c, a in DEFAULT.actions)))
     conv = smtp([("alice@unit.example.cn", 1, '"boss@unit.example.cn" <alice@unit.example.cn>')])
     verdicts = [(f[14:], agent.handle(f[14:], T0 + i * 0.001)) for i, f in enumerate(conv.frames())]
@@ -271,7 +270,7 @@ def test_inline_stops_a_hidden_sender_at_its_final_dot() -> None:
 def test_inline_a_new_connection_on_a_blocked_ones_ports_is_a_new_connection() -> None:
     """A client reset at a block frees its port, and its kernel may hand the same port to its next
     connection: that SYN starts a new connection, inspected, not dropped as the blocked one's."""
-    agent, out = _inline(replace(DEFAULT, actions=tuple((c, "block" if c == "display_name" else a)
+    agent, out = _inline(DEFAULT._replace(actions=tuple((c, "block" if c == "display_name" else a)
                                                         for c, a in DEFAULT.actions)))
     hidden = smtp([("alice@unit.example.cn", 1, '"boss@unit.example.cn" <alice@unit.example.cn>')])
     assert not all(agent.handle(f[14:], T0 + i * 0.001) for i, f in enumerate(hidden.frames()))
