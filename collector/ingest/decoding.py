@@ -76,6 +76,12 @@ def decode_records(body: bytes) -> Decoded:
     return _decoded(batch, digest=records_digest(batch["records"], payload, offsets))
 
 
+#: The agent's mail policy's alert category (agent.filter.mail_policy), and the registry's name
+#: for their count and latest (beside the record types: collector.units.compliance's mail measure).
+MAIL_CATEGORY: Final = "mail"
+MAIL_ALERTS: Final = "alert/mail"
+
+
 def _decoded(batch: Batch, granules: Sequence[Granule] | None = None, digest: bytes | None = None) -> Decoded:
     """The batch's ``Decoded`` (its records, or its ``granules`` when packed) with what ingest
     reports after the commit: its per-type summary and, only when that names them, its alerts
@@ -84,6 +90,9 @@ def _decoded(batch: Batch, granules: Sequence[Granule] | None = None, digest: by
     records = batch["records"]
     summary = type_summary(records)
     alerts = [r for r in records if r.get("type") == "alert"] if "alert" in summary else []
+    mail = [float(r["ts"]) for r in alerts if r.get("category") == MAIL_CATEGORY]
+    if mail:  # the mail policy's alerts, counted apart for the compliance report's mail measure
+        summary = {**summary, MAIL_ALERTS: (len(mail), max(mail))}
     stats = None
     if "stats" in summary:
         stats = max((r for r in records if r.get("type") == "stats"), key=lambda r: float(r["ts"]))

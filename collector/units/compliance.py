@@ -32,6 +32,15 @@ another one), or its posts travel where the agent cannot see them (HTTPS). A qui
 gap: a forum need not get a post every day. Units that declare no such service and sent no
 record are not shown the measure (it does not apply to them).
 
+Mail (issue 20): a unit whose profile lists mail servers (``mail_servers``), or whose agents
+sent ``smtp`` records, gets the measure "can prevent and clear mass mail sent with a forged or
+hidden sender". Every agent runs the mail policy (its defaults, or the unit's ``[mail]``), so
+what the center can check is that the unit's mail passes where the policy sees it: ``smtp``
+records in the window (per day, the latest), beside the mail policy's alerts (``alert``
+records of category ``mail``: the latest of them). Declared mail servers with no SMTP
+transaction in the whole window fail: the mail leaves another way (or is encrypted end to
+end before the gateway sees a command), and nothing stops a mass mailer there.
+
 Problems are worded in Chinese and English ("中文 / English"): the report and the list are
 read by operators in either language and printed as they are.
 
@@ -47,6 +56,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from collector.ingest.decoding import MAIL_ALERTS
 from collector.units.registry import Units
 from wire.unit import publishing_services, service_hosts
 
@@ -58,9 +68,10 @@ FRESH_WITHIN: Final = 86400.0
 REQUIRED_RETENTION_DAYS: Final = 180  # network logs: 6 months
 REQUIRED_BACKUP_DAYS: Final = 60  # the agent refuses a shorter local keep (agent.spool MIN_KEEP_DAYS)
 IDENTITY_TYPES: Final = ("login", "radius", "dhcp", "pppoe")
-#: Every measure, in the report's order; "publishing" only for units with such services (module doc).
+#: Every measure, in the report's order; "publishing" and "mail" only for units with such services
+#: (module doc).
 MEASURES: Final = ("login_records", "nat_mapping", "registration", "keyword_filtering", "publishing",
-                   "retention", "upload", "maintenance_log")
+                   "mail", "retention", "upload", "maintenance_log")
 
 
 def _day(n: int) -> str:
@@ -152,6 +163,7 @@ def report(units: Units, agents: Sequence[tuple[str, str, bool]], unit: str, ret
          **_coverage(days, ["alert"], first, last)},
         (["未发布规则库 / no ruleset published"] if current_ruleset is None else []) + behind)
     _publishing(add, profile, days, first, last, newest(["publish"]))
+    _mail(add, profile, days, first, last, newest(["smtp"]), newest([MAIL_ALERTS]))
     short = _short_retention(retention_days)
     add("retention", not short,
         {"center_retention_days": retention_days, "required_days": REQUIRED_RETENTION_DAYS,
@@ -189,6 +201,27 @@ def _publishing(add: Any, profile: dict[str, Any] | None, days: dict[str, dict[i
     add("publishing", not missing,
         {"services": services, "hosts": hosts, "latest": latest, "records": posts["records"],
          "days_with_records": posts["days_with_records"], "per_day": posts["per_day"]},
+        [problem] if missing else [], notes)
+
+
+def _mail(add: Any, profile: dict[str, Any] | None, days: dict[str, dict[int, int]], first: int,
+          last: int, latest: float | None, latest_alert: float | None) -> None:
+    """The mail measure (module doc), added only where it applies."""
+    servers = [s for s in (profile or {}).get("mail_servers") or [] if isinstance(s, str)]
+    mail = _coverage(days, ["smtp"], first, last)
+    if not servers and not mail["records"]:
+        return
+    missing = bool(servers) and not mail["records"]
+    unlisted = ("备案信息未载明邮件服务器，但探针上报了邮件记录 / the unit's agents record mail "
+                "transactions, but its profile lists no mail server")
+    notes = [] if servers else [unlisted]
+    problem = (f"备案载明邮件服务器，{WINDOW_DAYS} 天内无邮件记录 / the profile lists mail servers, but no "
+               f"SMTP transaction came in {WINDOW_DAYS} days")
+    # no gaps: a day without mail misses nothing
+    add("mail", not missing,
+        {"mail_servers": servers, "latest": latest, "records": mail["records"],
+         "days_with_records": mail["days_with_records"], "per_day": mail["per_day"],
+         "latest_policy_alert": latest_alert},
         [problem] if missing else [], notes)
 
 

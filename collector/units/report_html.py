@@ -44,6 +44,7 @@ TITLES: Final = {
     "keyword_filtering": "关键词过滤与阻断 Keyword filtering and stopping",
     "publishing": "发布信息记录（新闻、出版、电子公告服务）"
                   "Published content recorded (news, publishing, bulletin boards)",
+    "mail": "防范群发、伪造或隐藏发件人邮件 Mass mail with forged or hidden senders found and stopped",
     "retention": "日志留存（本地≥60天，中心≥6个月）Backup ≥ 60 days, retention ≥ 6 months",
     "upload": "上传至公安机关 Upload to the center",
     "maintenance_log": "系统维护日志 System maintenance log",

@@ -88,7 +88,7 @@ export function renderUsers(main) {
   load();
 }
 
-const MEASURE_KEYS = ["login_records", "nat_mapping", "registration", "keyword_filtering", "publishing", "retention",
+const MEASURE_KEYS = ["login_records", "nat_mapping", "registration", "keyword_filtering", "publishing", "mail", "retention",
   "upload", "maintenance_log"];
 
 export function renderCompliance(main, unit) {
