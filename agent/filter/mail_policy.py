@@ -237,6 +237,13 @@ class MailPolicy:
             (s, config.limits(s)) for s in ("sender", "account", "host")
             if any((config.limits(s).messages_per_minute, config.limits(s).recipients_per_minute,
                     config.limits(s).messages_per_hour, config.limits(s).recipients_per_hour)))
+        # per scope, its limits that are set: (window, seconds, of messages?, limit, alert reason)
+        self.limit_checks: dict[str, tuple[tuple[str, int, bool, int, str], ...]] = {
+            scope: tuple((wname, window_s, metric == "messages", limit, f"rate:{scope}:{metric}:{wname}")
+                         for wname, (window_s, _slot) in _WINDOWS for metric in ("messages", "recipients")
+                         if (limit := getattr(lim, f"{metric}_per_{wname}")))
+            for scope, lim in self.scopes}
+        self._inside_memo: dict[str, bool] = {}  # client address -> inside (bounded: MAX_CONNS)
         self.keys: dict[tuple[str, str], _Key] = {}  # least recently used first
         self.max_keys = MAX_KEYS
         self.max_conns = MAX_CONNS
@@ -293,7 +300,7 @@ class MailPolicy:
         conn.keys = keys
         if keys:
             self._count(ts, keys, 1, 0)
-            self._rates(conn, ids, ts, out, enforcing, ("messages", "recipients"))
+            self._rates(conn, ids, ts, out, enforcing, False)
         actions = self.actions
         if sender and account:
             if actions["mailfrom_not_account"] != "off" and not self._is_account(account, sender):
@@ -321,7 +328,7 @@ class MailPolicy:
             return []
         out: list[Record] = []
         self._count(ts, conn.keys, 0, 1)
-        self._rates(conn, ids, ts, out, enforcing, ("recipients",))
+        self._rates(conn, ids, ts, out, enforcing, True)
         return out
 
     def message(self, uid: str, ids: Record, ts: float, user: str | None, from_: str | None,
@@ -411,6 +418,15 @@ class MailPolicy:
         return conn
 
     def _inside(self, client: str) -> bool:
+        memo = self._inside_memo
+        known = memo.get(client)
+        if known is None:
+            if len(memo) >= self.max_conns:
+                memo.clear()
+            known = memo[client] = self._in_networks(client)
+        return known
+
+    def _in_networks(self, client: str) -> bool:
         try:
             a = ipaddress.ip_address(client)
         except ValueError:
@@ -444,36 +460,37 @@ class MailPolicy:
                 t[2] += recipients
 
     def _rates(self, conn: _Conn, ids: Record, ts: float, out: list[Record], enforcing: bool,
-               metrics: tuple[str, ...]) -> None:
-        limits = dict(self.scopes)
+               recipients_only: bool) -> None:
+        """The transaction's keys against their limits (after counting: their windows are at `ts`)."""
         blocking = enforcing and self.rate_action == "block"
         for scope, name in conn.keys:
-            lim = limits[scope]
-            key = self._key((scope, name))
-            for wname, (window_s, _slot) in _WINDOWS:
+            key = self.keys.get((scope, name))
+            if key is None:
+                continue
+            for wname, window_s, is_messages, limit, reason in self.limit_checks[scope]:
+                if is_messages and recipients_only:
+                    continue
                 win = key.minute if wname == "minute" else key.hour
-                for metric in metrics:
-                    limit = getattr(lim, f"{metric}_per_{wname}")
-                    count = win.messages if metric == "messages" else win.recipients
-                    if not limit or count <= limit:
-                        continue
-                    reason = f"rate:{scope}:{metric}:{wname}"
-                    tag = f"{reason}\0{name}"
-                    if tag in conn.alerted:
-                        continue
-                    last = key.alerted.get(reason)
-                    if not blocking and last is not None and ts - last < window_s:
-                        self.counters["suppressed"] += 1
-                        continue
-                    key.alerted[reason] = ts
-                    conn.alerted.add(tag)
-                    if self.share:
-                        self._alerted_out.append((ts, scope, name, reason))
-                    field = "smtp.rcptto" if metric == "recipients" else _FIELD[scope]
-                    out.append(self._alert(
-                        ids, ts, self.rate_action, reason, field, f"{limit} {metric} per {wname}",
-                        f"{scope} {name}: {count} {metric} in {window_s} s, limit {limit}",
-                        name, count, limit, window_s))
+                count = win.messages if is_messages else win.recipients
+                if count <= limit:
+                    continue
+                tag = f"{reason}\0{name}"
+                if tag in conn.alerted:
+                    continue
+                last = key.alerted.get(reason)
+                if not blocking and last is not None and ts - last < window_s:
+                    self.counters["suppressed"] += 1
+                    continue
+                key.alerted[reason] = ts
+                conn.alerted.add(tag)
+                if self.share:
+                    self._alerted_out.append((ts, scope, name, reason))
+                metric = "messages" if is_messages else "recipients"
+                field = _FIELD[scope] if is_messages else "smtp.rcptto"
+                out.append(self._alert(
+                    ids, ts, self.rate_action, reason, field, f"{limit} {metric} per {wname}",
+                    f"{scope} {name}: {count} {metric} in {window_s} s, limit {limit}",
+                    name, count, limit, window_s))
 
     def _finding(self, conn: _Conn, ids: Record, ts: float, out: list[Record], reason: str, field: str,
                  keyword: str, snippet: str, sender: str) -> None:
@@ -522,7 +539,8 @@ class MailPolicy:
         literal = h[1:-1] if h.startswith("[") and h.endswith("]") else h
         if literal[:5].lower() == "ipv6:":
             literal = literal[5:]
-        ip = _ip(literal)
+        # (only what may be an address is parsed: a host name would cost an exception each time)
+        ip = _ip(literal) if literal[:1].isdigit() or ":" in literal else None
         if ip is not None:
             return ip != conn.client
         if conn.relay:
