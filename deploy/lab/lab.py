@@ -766,9 +766,11 @@ class Lab:
         def seen() -> bool:
             with contextlib.suppress(OSError, urllib.error.HTTPError):
                 if not found:
-                    alerts = self.query(password, "/api/v1/query/records", type="alert", limit=10)["records"]
-                    if alerts:
-                        found.update(alerts[0])
+                    alerts = self.query(password, "/api/v1/query/records", type="alert", limit=100)["records"]
+                    # bob's keyword post (the mail policy may alert on the lab's mail too)
+                    keyword = [a for a in alerts if a.get("keyword") == KEYWORD]
+                    if keyword:
+                        found.update(keyword[0])
                 if found:
                     logins = [r for r in self.query(password, "/api/v1/query/records", type="login",
                                                     ip=found["src_ip"], limit=100)["records"]
